@@ -1,0 +1,52 @@
+# meshward — two commands: `make up` runs it, `make test` checks it.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+# In CI (CI=true) the slow soak/load tests run too; locally `make test-slow` runs them.
+PYTEST_MARKERS ?= $(if $(filter true,$(CI)),,not slow)
+
+.PHONY: help setup system-deps up lint fmt test test-slow bench clean
+
+help:
+	@echo "make up         run the CA and the PDP on embedded defaults"
+	@echo "make test       install what tests need, lint, run the suite"
+	@echo "make test-slow  only the slow soak/load tests"
+	@echo "make lint       ruff + mypy"
+	@echo "make bench      benchmarks (ratios against side-by-side baselines)"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+system-deps:
+	@scripts/install-system-deps.sh
+
+up: setup
+	$(VENV)/bin/meshward up
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+fmt: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: setup system-deps lint
+	$(PY) -m pytest -m "$(PYTEST_MARKERS)"
+
+test-slow: setup system-deps
+	$(PY) -m pytest -m slow
+
+bench: setup system-deps
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .meshward .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The policy decision point: authenticate a caller, authorize it with Cedar."""

@@ -1,0 +1,1 @@
+"""meshward benchmarks: each prints ratios against a baseline measured side by side."""

@@ -1,0 +1,3 @@
+from meshward.cli import main
+
+main()

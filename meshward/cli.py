@@ -1,0 +1,62 @@
+"""The ``meshward`` command: parses, wires, runs — the logic lives elsewhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from meshward import __version__
+from meshward.commands import up
+from meshward.commands.common import GlobalOptions
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="meshward",
+    help="Zero-trust security for a service mesh: SPIFFE identities and Cedar authorization.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"meshward {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="TOML file with settings (see docs/operations.md)."),
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option("--state-dir", help="Where state and keys live (default ./.meshward)."),
+    ] = None,
+    log_format: Annotated[
+        str | None, typer.Option("--log-format", help="Log as 'text' or 'json' lines.")
+    ] = None,
+    log_level: Annotated[
+        str | None, typer.Option("--log-level", help="debug, info, warning or error.")
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    ctx.obj = GlobalOptions(config, state_dir, log_format, log_level)
+
+
+# Command groups. Each module holds one group and only parses and wires.
+app.command("up", help="Run everything (CA + PDP) on embedded defaults.")(up.up_command)
+
+
+def main() -> None:
+    app()

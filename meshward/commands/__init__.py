@@ -1,0 +1,1 @@
+"""The ``meshward`` sub-command groups; each module parses and wires, nothing more."""

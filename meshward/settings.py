@@ -1,0 +1,180 @@
+"""One settings model for every part of meshward.
+
+Values come, highest precedence first, from command-line options, ``MESHWARD_*``
+environment variables (nested with ``__``, e.g. ``MESHWARD_PDP__GRPC_ADDR``), a
+TOML file given by ``--config``, and the embedded defaults below. They are
+validated once at start; an invalid value is reported naming the setting.
+
+Errors::
+
+    SettingsError
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+__all__ = [
+    "CaSettings",
+    "CacheSettings",
+    "PdpSettings",
+    "Settings",
+    "SettingsError",
+    "load_settings",
+    "parse_hostport",
+]
+
+
+class SettingsError(Exception):
+    """The configuration is invalid; the message names every bad setting."""
+
+
+def parse_hostport(value: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (``[v6]:PORT`` allowed); raise ``ValueError`` if malformed."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _hostport(value: str) -> str:
+    parse_hostport(value)
+    return value
+
+
+class PdpSettings(_Section):
+    """The policy decision point (``meshward pdp serve``)."""
+
+    policies: str = Field("./policies", description="policy directory or Git URL")
+    grpc_addr: str = Field("127.0.0.1:9191", description="Envoy ext_authz gRPC listener")
+    http_addr: str = Field("127.0.0.1:8181", description="forward-auth, decision API, admin")
+    trust_bundle: Path | None = Field(None, description="SPIFFE trust bundle (PEM or JWKS)")
+    workers: int = Field(1, ge=1, le=256, description="processes sharing the ports")
+    redis_url: str | None = Field(None, description="Redis for the shared decision cache")
+
+    _check_grpc = field_validator("grpc_addr", "http_addr")(_hostport)
+
+
+class CacheSettings(_Section):
+    """The decision cache."""
+
+    enabled: bool = True
+    local_max_entries: int = Field(100_000, ge=0)
+    ttl_seconds: float = Field(60.0, gt=0)
+
+
+class CaSettings(_Section):
+    """The certificate authority (``meshward ca …``)."""
+
+    trust_domain: str = Field("meshward.local", description="SPIFFE trust domain")
+    addr: str = Field("127.0.0.1:8443", description="CA HTTPS API listener")
+    passphrase_file: Path | None = Field(
+        None, description="file holding the key passphrase (else MESHWARD_CA_PASSPHRASE)"
+    )
+
+    _check_addr = field_validator("addr")(_hostport)
+
+
+class Settings(BaseSettings):
+    """Everything meshward can be told; see docs/operations.md for each field."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MESHWARD_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    state_dir: Path = Field(Path("./.meshward"), description="where state and keys live")
+    log_format: Literal["json", "text"] = "text"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    pdp: PdpSettings = PdpSettings()
+    cache: CacheSettings = CacheSettings()
+    ca: CaSettings = CaSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file is merged into init values by load_settings, under the
+        # command-line options; the environment sits between the two.
+        return (init_settings, env_settings)
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise SettingsError(f"config file {path}: not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"config file {path}: cannot read: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {path}: invalid TOML: {exc}") from exc
+
+
+def load_settings(
+    config_file: Path | None = None, overrides: dict[str, Any] | None = None
+) -> Settings:
+    """Build :class:`Settings` from defaults, TOML, environment and ``overrides``.
+
+    ``overrides`` holds command-line values as a nested dict; ``None`` values are
+    dropped so an option the user did not give never hides the environment.
+    """
+    file_values = _read_toml(config_file) if config_file else {}
+    cli_values = _drop_none(overrides or {})
+    env_values = _env_values()
+    merged = _deep_merge(_deep_merge(file_values, env_values), cli_values)
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            problems.append(f"setting {name}: {err['msg']}")
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems)) from exc
+
+
+def _env_values() -> dict[str, Any]:
+    """The ``MESHWARD_*`` environment as nested values (validated with the rest)."""
+    return dict(EnvSettingsSource(Settings)())
+
+
+def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            nested = _drop_none(value)
+            if nested:
+                out[key] = nested
+        elif value is not None:
+            out[key] = value
+    return out

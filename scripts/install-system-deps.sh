@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install the OS programs meshward's tests and benchmarks drive, when missing:
+# redis-server, nginx, openssl, git, h2load (nghttp2-client) and wrk.
+set -euo pipefail
+
+declare -A need=(
+  [redis-server]=redis-server
+  [redis-cli]=redis-tools
+  [nginx]=nginx
+  [openssl]=openssl
+  [git]=git
+  [h2load]=nghttp2-client
+  [wrk]=wrk
+)
+missing=()
+for prog in "${!need[@]}"; do
+  command -v "$prog" >/dev/null 2>&1 || [ -x "/usr/sbin/$prog" ] || missing+=("${need[$prog]}")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "installing OS packages: ${missing[*]}"
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian starts the services it installs; the tests run their own instances.
+for svc in redis-server nginx; do
+  $sudo service "$svc" stop >/dev/null 2>&1 || true
+done
