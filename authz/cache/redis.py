@@ -141,7 +141,7 @@ class RedisTier:
             )
         client: _Client
         if options.cluster:
-            client = RedisCluster.from_url(options.url, cluster_error_retry_attempts=1, **kwargs)
+            client = RedisCluster.from_url(options.url, **kwargs)
         else:
             client = Redis.from_url(options.url, **kwargs)
         return cls(client, options.timeout)
