@@ -7,12 +7,17 @@ Errors::
 
     SourceError
      ├── FetchError        the source could not be read (unreachable, not a repository, bad ref)
-     └── CheckoutError     a fetched version could not be materialised on disk
+     ├── CheckoutError     a fetched version could not be materialised on disk
+     └── Rejected          a version failed the gate (``problems`` lists every error)
 """
 
 from __future__ import annotations
 
-__all__ = ["CheckoutError", "FetchError", "SourceError"]
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["CheckoutError", "FetchError", "Problem", "Rejected", "SourceError"]
 
 
 class SourceError(Exception):
@@ -36,3 +41,37 @@ class CheckoutError(SourceError):
     """A version was fetched but its files could not be written out."""
 
     code = "checkout_failed"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Problem:
+    """One reason a version was refused, sortable by file, line and column."""
+
+    file: str
+    line: int
+    column: int
+    stage: str  # "checkout", "bundle" (parse, schema) or "test"
+    code: str
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "code": self.code,
+            "file": self.file or None,
+            "line": self.line or None,
+            "column": self.column or None,
+            "message": self.message,
+        }
+
+
+class Rejected(SourceError):
+    """A version failed the gate; ``problems`` holds every error, sorted."""
+
+    code = "rejected"
+
+    def __init__(self, problems: Iterable[Problem], *, code: str | None = None) -> None:
+        self.problems = tuple(sorted(problems))
+        first = self.problems[0].message if self.problems else "rejected"
+        more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
+        super().__init__(first + more, code=code)
