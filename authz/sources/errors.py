@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 __all__ = ["CheckoutError", "FetchError", "Problem", "Rejected", "SourceError"]
 
@@ -50,19 +49,8 @@ class Problem:
     file: str
     line: int
     column: int
-    stage: str  # "checkout", "bundle" (parse, schema) or "test"
     code: str
     message: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "stage": self.stage,
-            "code": self.code,
-            "file": self.file or None,
-            "line": self.line or None,
-            "column": self.column or None,
-            "message": self.message,
-        }
 
 
 class Rejected(SourceError):
@@ -70,7 +58,8 @@ class Rejected(SourceError):
 
     code = "rejected"
 
-    def __init__(self, problems: Iterable[Problem], *, code: str | None = None) -> None:
+    def __init__(self, problems: Iterable[Problem], *, stage: str, code: str | None = None) -> None:
+        self.stage = stage  # "checkout", "bundle" (parse, schema) or "test"
         self.problems = tuple(sorted(problems))
         first = self.problems[0].message if self.problems else "rejected"
         more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""

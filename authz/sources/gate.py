@@ -75,16 +75,31 @@ class Activation(Generic[E]):
 class Rejection:
     version: str
     at: dt.datetime
+    stage: str  # "checkout", "bundle", "test", or "gate" when another replica rejected it
     problems: tuple[Problem, ...]
-    vetoed: bool = False  # refused because another replica's gate rejected it
+
+    @property
+    def vetoed(self) -> bool:
+        """Refused because another replica's gate rejected this version."""
+        return self.stage == "gate"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "version": self.version,
             "at": _iso(self.at),
-            "vetoed_by_another_replica": self.vetoed,
-            "errors": [p.to_json() for p in self.problems],
+            "stage": self.stage,
+            "errors": [_problem_json(p) for p in self.problems],
         }
+
+
+def _problem_json(problem: Problem) -> dict[str, Any]:
+    return {
+        "file": problem.file or None,
+        "line": problem.line or None,
+        "column": problem.column or None,
+        "code": problem.code,
+        "message": problem.message,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,8 +248,8 @@ class Gate(Generic[E]):
             rejection = Rejection(
                 version,
                 self._clock.now(),
-                (Problem("", 0, 0, "gate", "rejected_elsewhere", "rejected by another replica"),),
-                vetoed=True,
+                "gate",
+                (Problem("", 0, 0, "rejected_elsewhere", "rejected by another replica"),),
             )
             self._remember(rejection)
             log.warning(
@@ -244,7 +259,7 @@ class Gate(Generic[E]):
         try:
             engine = await asyncio.to_thread(self._prepare_revision, revision)
         except Rejected as exc:
-            rejection = Rejection(version, self._clock.now(), exc.problems)
+            rejection = Rejection(version, self._clock.now(), exc.stage, exc.problems)
             self._remember(rejection)
             log.warning(
                 "policy version rejected; keeping the last good version",
@@ -252,7 +267,8 @@ class Gate(Generic[E]):
                     "fields": {
                         "version": version,
                         "active": self._version,
-                        "errors": [p.to_json() for p in exc.problems],
+                        "stage": exc.stage,
+                        "errors": [_problem_json(p) for p in exc.problems],
                     }
                 },
             )
@@ -293,7 +309,7 @@ class Gate(Generic[E]):
             try:
                 root = self._source.materialize(revision, Path(tmp))
             except SourceError as exc:
-                raise Rejected([Problem("", 0, 0, "checkout", exc.code, str(exc))]) from exc
+                raise Rejected([Problem("", 0, 0, exc.code, str(exc))], stage="checkout") from exc
             return self._prepare(root, revision.version)
 
     def _remember(self, rejection: Rejection) -> None:
