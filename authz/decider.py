@@ -186,6 +186,9 @@ class DecisionRecord:
     method: str
     host: str
     path: str
+    # The full request (principal parents, context) for the decision log and
+    # replay; ``None`` when the request could not be built. Not in to_json().
+    request: AccessRequest | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -420,6 +423,7 @@ class Decider:
             method=facts.method[:MAX_METHOD_LENGTH],
             host=facts.host[:256],
             path=facts.path[:1024],
+            request=request,
         )
         for observer in self.observers:
             try:
