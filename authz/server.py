@@ -11,9 +11,9 @@ Start-up order: listeners open with gRPC health ``NOT_SERVING`` and
 SIGINT: health ``NOT_SERVING``, stop accepting, let in-flight checks finish
 (``pdp.drain_seconds``), exit 0.
 
-Errors::
+Errors (below :class:`authz.errors.AuthzError`)::
 
-    PdpError            (bad configuration or policies at start: exit 2)
+    PdpError            code "pdp-start" (bad configuration or policies: exit 2)
 """
 
 from __future__ import annotations
@@ -45,7 +45,10 @@ from authz.authn.jwks import FileJwks, KeySource, UrlJwks
 from authz.authn.jwt import JwtPolicy, JwtVerifier, OidcIssuer
 from authz.authn.peer import PeerPolicy
 from authz.authn.trust import TrustBundles, load_trust_bundles
+from authz.bundle import load_bundle
 from authz.decider import Decider, EngineHolder, Evaluator
+from authz.engine import Engine
+from authz.errors import AuthzError
 from authz.metrics import PdpMetrics
 from meshward.clock import Clock, SystemClock
 from meshward.settings import OidcIssuerSettings, PdpSettings, Settings, parse_hostport
@@ -57,16 +60,15 @@ log = logging.getLogger(__name__)
 PolicyLoader = Callable[[], tuple[Evaluator, str]]
 
 
-class PdpError(Exception):
+class PdpError(AuthzError):
     """The PDP cannot start: configuration, trust bundle or policies are unusable."""
+
+    code = "pdp-start"
+    public_message = "the PDP cannot start"
 
 
 def load_directory_engine(directory: Path) -> tuple[Evaluator, str]:
     """The engine for a policy directory, and its version."""
-    from authz.bundle import load_bundle  # noqa: PLC0415 - heavy: cedar parsing
-    from authz.engine import Engine  # noqa: PLC0415
-    from authz.errors import AuthzError  # noqa: PLC0415
-
     try:
         bundle = load_bundle(directory)
     except AuthzError as exc:

@@ -3,9 +3,9 @@
 The code doubles as a metric label and a log field; callers only ever see a
 generic 401.
 
-Errors::
+Errors (below :class:`authz.errors.AuthzError`)::
 
-    AuthnError
+    AuthnError          code "unauthenticated"
      ├── InvalidPeer        mTLS peer / XFCC / certificate chain rejected
      ├── InvalidToken       a bearer token was rejected
      │    └── UnknownKey    no key with the token's ``kid`` (yet)
@@ -14,11 +14,16 @@ Errors::
 
 from __future__ import annotations
 
+from authz.errors import AuthzError
+
 __all__ = ["AuthnError", "InvalidPeer", "InvalidToken", "KeySourceError", "UnknownKey"]
 
 
-class AuthnError(Exception):
+class AuthnError(AuthzError):
     """Root of authentication errors. ``reason`` is a machine-readable code."""
+
+    code = "unauthenticated"
+    public_message = "unauthenticated"
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
