@@ -91,7 +91,7 @@ async def test_x509_source_sees_rotation_without_reconnecting(running_agent: Run
             await asyncio.sleep(0.05)
         assert source.get_x509_context().default_svid.leaf.serial_number != first
         assert str(source.get_x509_context().default_svid.spiffe_id) == "spiffe://example.org/web"
-        assert len(updates) >= 2  # the initial state, then the rotation
+        assert updates  # the rotation was pushed to the subscriber
         assert running_agent.api.x509_streams_opened == opened  # on the same stream
     finally:
         await asyncio.to_thread(source.close)
