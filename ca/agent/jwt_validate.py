@@ -62,7 +62,7 @@ def validate_jwt_svid(
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
-            key=key,  # type: ignore[arg-type]
+            key=key,
             algorithms=[alg],
             audience=audience,
             # Times are checked below against the injected clock, not PyJWT's.

@@ -7,18 +7,15 @@ serving a stream never re-encodes keys or certificates.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from meshward.spiffe import SpiffeId, TrustDomain
+from meshward.spiffe_bundle import PublicKey, SpiffeBundle
 
 __all__ = ["Bundle", "Entry", "HeldSvid", "Snapshot"]
 
@@ -48,21 +45,6 @@ def _pem(certs: Iterable[x509.Certificate]) -> bytes:
 
 def _der(certs: Iterable[x509.Certificate]) -> bytes:
     return b"".join(c.public_bytes(serialization.Encoding.DER) for c in certs)
-
-
-def _jwks(keys: Mapping[str, PublicKeyTypes]) -> bytes:
-    out = []
-    for kid in sorted(keys):
-        key = keys[kid]
-        if isinstance(key, ec.EllipticCurvePublicKey):
-            jwk = ECAlgorithm.to_jwk(key, as_dict=True)
-        elif isinstance(key, rsa.RSAPublicKey):
-            jwk = RSAAlgorithm.to_jwk(key, as_dict=True)
-        else:
-            continue  # not a JWT-SVID algorithm; validation refuses it anyway
-        jwk.update(kid=kid, use="jwt-svid")
-        out.append(jwk)
-    return json.dumps({"keys": out}, separators=(",", ":"), sort_keys=True).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,25 +104,37 @@ class HeldSvid:
 
 @dataclass(frozen=True, slots=True)
 class Bundle:
-    """The trust bundle of one trust domain, as the agent serves it.
+    """The trust bundle of the agent's trust domain, with its wire encodings.
 
-    ``jwt_jwks`` is the JWT part as a JWKS document (every key with its ``kid``),
-    the form the Workload API's ``FetchJWTBundles`` carries.
+    ``document`` is the bundle as the CA published it; ``x509_der`` (concatenated
+    DER, as the Workload API carries it), ``x509_pem`` and ``jwt_jwks`` (the JWT
+    authorities only, each with its ``kid``, as ``FetchJWTBundles`` carries them)
+    are computed once.
     """
 
-    trust_domain: TrustDomain
-    x509_authorities: tuple[x509.Certificate, ...]
-    jwt_authorities: Mapping[str, PublicKeyTypes]
-    x509_der: bytes = field(repr=False, default=b"")
-    x509_pem: bytes = field(repr=False, default=b"")
-    jwt_jwks: bytes = field(repr=False, default=b"")
+    document: SpiffeBundle
+    x509_der: bytes = field(init=False, repr=False)
+    x509_pem: bytes = field(init=False, repr=False)
+    jwt_jwks: bytes = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "x509_authorities", tuple(self.x509_authorities))
-        object.__setattr__(self, "jwt_authorities", MappingProxyType(dict(self.jwt_authorities)))
-        object.__setattr__(self, "x509_der", _der(self.x509_authorities))
-        object.__setattr__(self, "x509_pem", _pem(self.x509_authorities))
-        object.__setattr__(self, "jwt_jwks", _jwks(self.jwt_authorities))
+        doc = self.document
+        object.__setattr__(self, "x509_der", _der(doc.x509_authorities))
+        object.__setattr__(self, "x509_pem", doc.to_pem())
+        jwt_only = SpiffeBundle(doc.trust_domain, (), doc.jwt_authorities)
+        object.__setattr__(self, "jwt_jwks", jwt_only.to_json())
+
+    @property
+    def trust_domain(self) -> TrustDomain:
+        return self.document.trust_domain
+
+    @property
+    def x509_authorities(self) -> tuple[x509.Certificate, ...]:
+        return self.document.x509_authorities
+
+    @property
+    def jwt_authorities(self) -> Mapping[str, PublicKey]:
+        return self.document.jwt_authorities
 
     def same_keys(self, other: Bundle | None) -> bool:
         """Whether ``other`` trusts exactly the same authorities."""
@@ -148,7 +142,7 @@ class Bundle:
             other is not None
             and self.trust_domain == other.trust_domain
             and self.x509_der == other.x509_der
-            and set(self.jwt_authorities) == set(other.jwt_authorities)
+            and self.jwt_jwks == other.jwt_jwks
         )
 
 

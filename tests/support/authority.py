@@ -24,6 +24,7 @@ from ca.agent.model import Bundle, Entry, HeldSvid
 from ca.agent.source import JwtSvidToken
 from meshward.clock import Clock
 from meshward.spiffe import TrustDomain
+from meshward.spiffe_bundle import SpiffeBundle
 
 __all__ = ["LocalAuthority"]
 
@@ -70,9 +71,12 @@ class LocalAuthority:
 
     def bundle(self) -> Bundle:
         return Bundle(
-            trust_domain=self.trust_domain,
-            x509_authorities=(self.root,),
-            jwt_authorities={self.kid: self.jwt_key.public_key()},
+            SpiffeBundle(
+                self.trust_domain,
+                x509_authorities=(self.root,),
+                jwt_authorities={self.kid: self.jwt_key.public_key()},
+                sequence=1,
+            )
         )
 
     def _check(self) -> None:
