@@ -9,6 +9,7 @@ import typer
 
 from meshward import __version__
 from meshward.commands import up
+from meshward.commands.agent import agent_app
 from meshward.commands.common import GlobalOptions
 
 __all__ = ["app", "main"]
@@ -56,6 +57,7 @@ def _root(
 
 # Command groups. Each module holds one group and only parses and wires.
 app.command("up", help="Run everything (CA + PDP) on embedded defaults.")(up.up_command)
+app.add_typer(agent_app, name="agent")
 
 
 def main() -> None:
