@@ -74,9 +74,9 @@ def _hs256_with_public_key(a: LocalAuthority) -> str:
     pub = a.jwt_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+    import base64
     import hashlib
     import hmac
-    import base64
     import json
 
     def b64(data: bytes) -> str:

@@ -26,9 +26,8 @@ def test_peer_credentials_refuses_tcp_and_none() -> None:
         server.listen()
         client = socket.create_connection(server.getsockname())
         conn, _ = server.accept()
-        with client, conn:
-            with pytest.raises(PeerCredentialsError):
-                peer_credentials(conn)
+        with client, conn, pytest.raises(PeerCredentialsError):
+            peer_credentials(conn)
 
 
 def test_selectors_of_this_process_from_real_proc() -> None:
