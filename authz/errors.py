@@ -11,6 +11,8 @@ errors (cedarpy, YAML, JSON) are translated at the boundary with
     ├── BundleError               code "bundle-invalid"   (.problems: every Problem found)
     ├── RequestError              code "bad-request"      (a request that cannot be mapped)
     ├── PolicyTestError           code "policy-test"      (a test case that cannot run)
+    ├── AuthnError                code "unauthenticated"  (authz.authn.errors: peer, token, keys)
+    ├── PdpError                  code "pdp-start"        (authz.server: cannot start)
     ├── SourceError               policy sources (authz.sources.errors)
     │   ├── FetchError            the source cannot be read; the last good version stays
     │   ├── CheckoutError         a fetched version cannot be written out
