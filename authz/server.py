@@ -46,6 +46,8 @@ from authz.authn.jwt import JwtPolicy, JwtVerifier, OidcIssuer
 from authz.authn.peer import PeerPolicy
 from authz.authn.trust import TrustBundles, load_trust_bundles
 from authz.bundle import load_bundle
+from authz.cache.tiered import TieredCache
+from authz.cache.wiring import build_cache
 from authz.decider import Decider, EngineHolder, Evaluator
 from authz.engine import Engine
 from authz.errors import AuthzError
@@ -132,6 +134,7 @@ class Pdp:
     app: FastAPI
     loader: PolicyLoader
     key_sources: list[KeySource] = field(default_factory=list)
+    cache: TieredCache | None = None
 
 
 def build_pdp(settings: Settings, clock: Clock | None = None) -> Pdp:
@@ -140,10 +143,17 @@ def build_pdp(settings: Settings, clock: Clock | None = None) -> Pdp:
     authenticator = build_authenticator(settings.pdp, clock)
     engines = EngineHolder()
     metrics = PdpMetrics()
+    # The decision cache: in-process tier, plus Redis when pdp.redis_url is set.
+    cache = (
+        build_cache(settings.cache, clock, settings.pdp.redis_url, metrics.cache)
+        if settings.cache.enabled
+        else None
+    )
     decider = Decider(
         engines,
         authenticator,
         clock,
+        cache=cache,
         observers=[metrics],
         remove_headers=settings.pdp.remove_headers,
     )
@@ -162,6 +172,7 @@ def build_pdp(settings: Settings, clock: Clock | None = None) -> Pdp:
         create_app(decider, metrics),
         lambda: load_directory_engine(directory),
         sources,
+        cache,
     )
 
 
@@ -242,6 +253,8 @@ class PdpServer:
         """Load the policies and turn health SERVING (raises :class:`PdpError`)."""
         engine, version = await asyncio.to_thread(self.pdp.loader)
         self.pdp.engines.swap(engine, version)
+        if self.pdp.cache is not None:
+            self.pdp.cache.on_activation(version)
         self.pdp.metrics.policies_loaded.set(1)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info("policies active", extra={"fields": {"version": version}})
@@ -261,6 +274,8 @@ class PdpServer:
         if self._http_task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._http_task
+        if self.pdp.cache is not None:
+            await self.pdp.cache.aclose()
 
     async def __aenter__(self) -> PdpServer:
         await self.start()
