@@ -34,10 +34,10 @@ from authz.sources.factory import make_source, webhook_secret, work_dir_for
 from authz.sources.gate import Gate, PolicyStatus
 from authz.sources.http import policies_router
 from authz.sources.metrics import PolicyCollector
-from meshward.clock import Clock
+from meshward.clock import Clock, SystemClock
 from meshward.settings import Settings
 
-__all__ = ["PolicyRuntime", "ShadowObserver", "build_policy_runtime"]
+__all__ = ["PolicyRuntime", "ShadowObserver", "build_policy_runtime", "check_policies"]
 
 log = logging.getLogger(__name__)
 
@@ -170,3 +170,22 @@ def build_policy_runtime(settings: Settings, clock: Clock, engines: EngineHolder
         shadow=shadow,
         redis=redis,
     )
+
+
+def check_policies(settings: Settings, clock: Clock | None = None) -> str:
+    """Read and gate the configured policies once; return the version that would serve.
+
+    Raises ``SourceError`` when nothing would (``meshward pdp serve --workers N``
+    checks this once before starting its workers).
+    """
+    source = make_source(settings.pdp.policies, settings.policy_source, settings.state_dir)
+    gate: Gate[Engine] = Gate(
+        source,
+        prepare_engine,
+        clock=clock or SystemClock(),
+        work_dir=work_dir_for(source, settings.state_dir),
+    )
+    asyncio.run(gate.reload())
+    if gate.active is None:
+        raise SourceError(_why_nothing_active(gate.status()), code="no_policies")
+    return gate.active.version
