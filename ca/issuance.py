@@ -30,6 +30,7 @@ __all__ = [
     "IssuedJwt",
     "IssuedX509",
     "build_csr",
+    "check_audience",
     "check_x509_svid",
     "issue_jwt_svid",
     "issue_x509_svid",
@@ -283,7 +284,7 @@ def issue_jwt_svid(
     ttl: dt.timedelta,
 ) -> IssuedJwt:
     """Sign a JWT-SVID with ``slot``'s JWT key and check it decodes as issued."""
-    aud = check_audience(list(audience))
+    aud = check_audience(audience)
     expires = min(now + ttl, slot.not_after)
     if expires <= now:
         raise IssuanceFailed("the signing key has expired", code="ca_expired")

@@ -20,7 +20,6 @@ import logging
 import os
 import ssl
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,49 +29,18 @@ from cryptography.x509 import load_der_x509_certificate
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ca.api import create_app
-from ca.attestation.k8s import K8sAttestor
 from ca.errors import CaError
 from ca.issuance import IPAddress, IssuedX509, build_csr
-from ca.keystore import generate_key, read_passphrase
+from ca.keystore import generate_key
 from ca.service import SERVER_PATH, CertificateAuthority
-from ca.state import CaFiles
-from ca.store.sqlite import SqliteStore
-from meshward.clock import Clock, SystemClock
-from meshward.settings import Settings, parse_hostport
+from meshward.settings import parse_hostport
 from meshward.spiffe import SpiffeId
 
-__all__ = ["CaServer", "PeerCertProtocol", "ca_files", "open_ca"]
+__all__ = ["CaServer", "PeerCertProtocol"]
 
 log = logging.getLogger("meshward.ca")
 
 ASGIApp = Any
-
-
-def ca_files(settings: Settings) -> CaFiles:
-    return CaFiles(settings.state_dir / "ca")
-
-
-def open_ca(
-    settings: Settings, env: Mapping[str, str], clock: Clock | None = None
-) -> CertificateAuthority:
-    """Load the CA from the state directory (keys decrypted with the passphrase)."""
-    files = ca_files(settings)
-    passphrase = read_passphrase(env, settings.ca.passphrase_file)
-    authority = files.load(passphrase)
-    k8s = None
-    if settings.ca.k8s_jwks_file is not None:
-        k8s = K8sAttestor.from_file(
-            settings.ca.k8s_jwks_file, settings.ca.k8s_issuer, settings.ca.k8s_audience
-        )
-    return CertificateAuthority(
-        authority=authority,
-        store=SqliteStore(files.db),
-        settings=settings.ca,
-        clock=clock or SystemClock(),
-        files=files,
-        passphrase=passphrase,
-        k8s=k8s,
-    )
 
 
 class _TlsScope:

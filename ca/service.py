@@ -38,6 +38,7 @@ from ca.issuance import (
     IPAddress,
     IssuedJwt,
     IssuedX509,
+    check_audience,
     issue_jwt_svid,
     issue_x509_svid,
     parse_csr,
@@ -346,6 +347,7 @@ class CertificateAuthority:
         outcome = _Outcome()
         with self._audited("jwt_svid", caller, outcome):
             self._rate_limit(caller)
+            audience = check_audience(audience)
             spiffe_id, entry, token_hash = self._resolve(token, caller, None, outcome)
             outcome.spiffe_id = str(spiffe_id)
             s = self.settings

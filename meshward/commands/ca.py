@@ -16,10 +16,10 @@ from cryptography.hazmat.primitives import serialization
 from ca.errors import AlreadyInitialized, CaError
 from ca.issuance import IssuedX509, build_csr
 from ca.keystore import generate_key, read_passphrase, write_private_file
-from ca.server import CaServer, ca_files, open_ca
 from ca.service import ADMIN_PATH, Caller, CertificateAuthority, init_authority, random_serial
 from ca.store.protocol import Entry
 from ca.store.sqlite import SqliteStore
+from ca.wiring import ca_files, open_ca
 from meshward.clock import SystemClock
 from meshward.commands.common import ExitCode, fail, settings_from
 from meshward.settings import Settings
@@ -162,6 +162,8 @@ def serve_command(
     """Serve the CA's HTTPS API until interrupted."""
     settings = settings_from(ctx, ca={"addr": addr})
     ca = _open(settings)
+    from ca.server import CaServer  # noqa: PLC0415 (uvicorn/FastAPI load only to serve)
+
     try:
         server = CaServer(ca, settings.ca.addr, settings.state_dir / "ca" / "run")
     except CaError as exc:
