@@ -16,7 +16,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -25,9 +25,13 @@ from pydantic_settings import (
 )
 
 __all__ = [
+    "AgentSettings",
     "CaSettings",
     "CacheSettings",
+    "DecisionLogSettings",
+    "OidcIssuerSettings",
     "PdpSettings",
+    "PolicySourceSettings",
     "Settings",
     "SettingsError",
     "load_settings",
@@ -56,6 +60,36 @@ def _hostport(value: str) -> str:
     return value
 
 
+class OidcIssuerSettings(_Section):
+    """An end-user token issuer the PDP accepts (docs/pdp.md#oidc-issuers)."""
+
+    issuer: str = Field(..., min_length=1, description="the tokens' exact 'iss'")
+    audiences: tuple[str, ...] = Field(..., min_length=1, description="accepted 'aud' values")
+    jwks_file: Path | None = Field(None, description="JWKS file (re-read on an unknown kid)")
+    jwks_url: str | None = Field(None, description="JWKS HTTPS URL (fetched, cached, refreshed)")
+    jwks_ca_file: Path | None = Field(None, description="CA bundle to verify the JWKS URL with")
+    algorithms: tuple[str, ...] = Field(("RS256", "ES256"), description="asymmetric only")
+    groups_claim: str = Field("groups", description="claim holding the user's groups")
+    refresh_min_seconds: float = Field(30.0, ge=0, description="rate limit of key refreshes")
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        allowed = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
+        allowed |= {"ES256", "ES384", "ES512", "EdDSA"}
+        bad = sorted(set(value) - allowed)
+        if bad or not value:
+            raise ValueError(f"only asymmetric algorithms are allowed, not {bad}")
+        return value
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("https://"):
+            raise ValueError("jwks_url must be an https:// URL")
+        return value
+
+
 class PdpSettings(_Section):
     """The policy decision point (``meshward pdp serve``)."""
 
@@ -65,8 +99,59 @@ class PdpSettings(_Section):
     trust_bundle: Path | None = Field(None, description="SPIFFE trust bundle (PEM or JWKS)")
     workers: int = Field(1, ge=1, le=256, description="processes sharing the ports")
     redis_url: str | None = Field(None, description="Redis for the shared decision cache")
+    trust_domain: str | None = Field(
+        None, description="trust domain of a PEM --trust-bundle (default: from its URI SAN)"
+    )
+    trust_peer_principal: bool = Field(
+        False, description="believe Envoy's attributes.source.principal (mTLS peer)"
+    )
+    trusted_proxies: tuple[str, ...] = Field(
+        (), description="SPIFFE IDs or IP networks whose x-forwarded-client-cert is read"
+    )
+    jwt_audiences: tuple[str, ...] = Field(
+        ("meshward",), description="audiences accepted in JWT-SVIDs"
+    )
+    jwt_leeway_seconds: int = Field(30, ge=0, le=60, description="clock skew allowed for tokens")
+    max_token_bytes: int = Field(8192, ge=256, le=65536, description="longest bearer token")
+    oidc_issuers: tuple[OidcIssuerSettings, ...] = Field((), description="end-user token issuers")
+    remove_headers: tuple[str, ...] = Field(
+        (), description="headers removed from allowed requests (e.g. authorization)"
+    )
+    drain_seconds: float = Field(5.0, ge=0, description="grace for in-flight checks on shutdown")
 
     _check_grpc = field_validator("grpc_addr", "http_addr")(_hostport)
+
+
+class PolicySourceSettings(_Section):
+    """Where ``pdp.policies`` is read from and how it is gated (docs/policies.md)."""
+
+    branch: str = Field("main", description="Git branch to follow")
+    subdir: str = Field("", description="directory of the bundle inside the Git repository")
+    poll_interval: float | None = Field(
+        None, gt=0, description="seconds between looks (default: 30 for Git, 2 for a directory)"
+    )
+    git_timeout: float = Field(60.0, gt=0, description="seconds one git command may take")
+    webhook_secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key of POST /v1/policies/refresh (prefer the _file form)"
+    )
+    webhook_secret_file: Path | None = Field(None, description="file holding the webhook key")
+    shadow: str | None = Field(
+        None, description="candidate policies (DIR or GIT-URL) evaluated beside the active ones"
+    )
+    shadow_branch: str | None = Field(None, description="branch of a Git shadow (default: branch)")
+    shadow_subdir: str | None = Field(None, description="subdir of a Git shadow (default: subdir)")
+
+
+class DecisionLogSettings(_Section):
+    """One JSON line per decision (docs/policies.md#decision-logs)."""
+
+    path: str | None = Field(None, description="'-' for stdout, a file, or unset for no log")
+    max_bytes: int = Field(50 * 1024 * 1024, gt=0, description="rotate the file past this size")
+    backups: int = Field(5, ge=0, description="rotated files to keep")
+    sample_rate: float = Field(1.0, ge=0.0, le=1.0, description="share of decisions logged")
+    redact: tuple[str, ...] = Field(
+        ("authorization", "cookie"), description="keys whose values are never logged"
+    )
 
 
 class CacheSettings(_Section):
@@ -116,6 +201,35 @@ class CaSettings(_Section):
     _check_addr = field_validator("addr")(_hostport)
 
 
+class AgentSettings(_Section):
+    """The node agent (``meshward agent run``); see docs/agent.md."""
+
+    ca_url: str = Field("https://127.0.0.1:8443", description="the CA HTTPS API")
+    ca_bundle: Path | None = Field(
+        None, description="PEM trust bundle to reach the CA the first time (`meshward ca bundle`)"
+    )
+    trust_domain: str | None = Field(None, description="the agent's trust domain (else ca's)")
+    join_token: SecretStr | None = Field(None, description="one-time join token for attestation")
+    token_file: Path | None = Field(
+        None, description="file with a join token or a Kubernetes service-account token"
+    )
+    socket: Path | None = Field(
+        None, description="Workload API Unix socket (default <state-dir>/agent/api.sock)"
+    )
+    sds_addr: str | None = Field(
+        None, description="SDS listener: unix:/path or HOST:PORT; '' turns SDS off"
+    )
+    sds_selectors: tuple[str, ...] = Field(
+        (), description="serve Envoy only SVIDs of entries these selectors match (default: all)"
+    )
+    write_dir: Path | None = Field(None, description="file mode: write SVID files here")
+    write_spiffe_id: str | None = Field(None, description="file mode: which SVID (default first)")
+    write_command: str | None = Field(None, description="file mode: command run after each write")
+    write_signal: str | None = Field(None, description="file mode: signal sent after each write")
+    write_pid_file: Path | None = Field(None, description="file mode: pid to send the signal to")
+    sync_interval: float = Field(30.0, gt=0, description="seconds between bundle/entry checks")
+
+
 class Settings(BaseSettings):
     """Everything meshward can be told; see docs/operations.md for each field."""
 
@@ -131,7 +245,10 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     pdp: PdpSettings = PdpSettings()
     cache: CacheSettings = CacheSettings()
+    policy_source: PolicySourceSettings = PolicySourceSettings()
+    decision_log: DecisionLogSettings = DecisionLogSettings()
     ca: CaSettings = CaSettings()
+    agent: AgentSettings = AgentSettings()
 
     @classmethod
     def settings_customise_sources(
