@@ -27,7 +27,7 @@ from tests.unit.authz.conftest import write_tree
 SCHEMA = """
 entity Group in [Group];
 entity Workload in [Group];
-entity User in [Group];
+entity User in [Group] { manager?: User };
 entity Anonymous in [Group];
 entity Service in [Service];
 action "read", "write";
@@ -78,6 +78,8 @@ CONDITIONS = [
     " when { context has n && context.n * 9223372036854775807 > 1 }",
     ' when { principal in Group::"g1" }',
     ' when { context has path && context.path like "/admin*" }',
+    ' when { principal has manager && principal.manager in Group::"g2" }',
+    ' when { User::"boss" in Group::"g2" && User::"boss" has manager }',
 ]
 
 STATIC_ENTITIES = [
@@ -93,9 +95,15 @@ STATIC_ENTITIES = [
     {"uid": {"type": "Service", "id": "s2"}, "attrs": {}, "parents": []},
     {
         "uid": {"type": "User", "id": "static"},
-        "attrs": {},
+        "attrs": {"manager": {"__entity": {"type": "User", "id": "boss"}}},
         "parents": [{"type": "Group", "id": "g1"}],
     },
+    {
+        "uid": {"type": "User", "id": "boss"},
+        "attrs": {"manager": {"__entity": {"type": "User", "id": "top"}}},
+        "parents": [{"type": "Group", "id": "g1"}],
+    },
+    {"uid": {"type": "User", "id": "top"}, "attrs": {}, "parents": []},
 ]
 ACTION_PARENTS = {
     "GET": ["read"],
@@ -136,6 +144,7 @@ request = st.tuples(
             "path": st.sampled_from(["/", "/admin/x"]),
         },
     ),
+    st.sampled_from([None, "boss", "top"]),
 )
 
 
@@ -145,7 +154,9 @@ def _policy_text(index: int, spec: tuple[str, str, str, str, str, bool]) -> str:
     return f"{annotation}{effect} ({p}, {a}, {r}){condition};\n"
 
 
-def _independent_entities(principal: EntityUid, parents: list[EntityUid]) -> list[dict]:
+def _independent_entities(
+    principal: EntityUid, parents: list[EntityUid], attrs: dict
+) -> list[dict]:
     """The entity set Cedar should see, built without the engine's code."""
     entities = [dict(e) for e in STATIC_ENTITIES]
     entities += [
@@ -183,11 +194,15 @@ def test_sliced_evaluation_equals_whole_set_evaluation(policies, requests) -> No
     with tempfile.TemporaryDirectory() as tmp:
         bundle = load_bundle(write_tree(Path(tmp) / "b", {"schema.cedarschema": SCHEMA, **files}))
     engine = Engine(bundle)
-    for principal_text, parent_texts, action, resource, context in requests:
+    for principal_text, parent_texts, action, resource, context, manager in requests:
         principal = EntityUid.parse(principal_text)
         parents = [EntityUid.parse(p) for p in parent_texts]
+        attributes = {} if manager is None else {"manager": EntityUid("User", manager)}
+        cedar_attrs = {k: {"__entity": v.to_cedar()} for k, v in attributes.items()}
+        if principal.type != "User":
+            attributes, cedar_attrs = {}, {}
         access = AccessRequest(
-            Identity(principal, tuple(parents)),
+            Identity(principal, tuple(parents), attributes),
             EntityUid.parse(action),
             EntityUid.parse(resource),
             context,
@@ -201,7 +216,7 @@ def test_sliced_evaluation_equals_whole_set_evaluation(policies, requests) -> No
                 "context": context,
             },
             bundle.policy_set,
-            json.dumps(_independent_entities(principal, parents)),
+            json.dumps(_independent_entities(principal, parents, cedar_attrs)),
         )
         assert sliced.allowed == whole.allowed
         assert sliced.reasons == tuple(sorted(whole.diagnostics.reasons))
