@@ -173,9 +173,10 @@ def _independent_entities(
             entity["parents"] = entity["parents"] + [
                 w for w in wanted if w not in entity["parents"]
             ]
+            entity["attrs"] = {**entity["attrs"], **attrs}
             return entities
     entities.append(
-        {"uid": {"type": principal.type, "id": principal.id}, "attrs": {}, "parents": wanted}
+        {"uid": {"type": principal.type, "id": principal.id}, "attrs": attrs, "parents": wanted}
     )
     return entities
 
