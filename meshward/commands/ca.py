@@ -19,6 +19,7 @@ from ca.keystore import generate_key, read_passphrase, write_private_file
 from ca.service import ADMIN_PATH, Caller, CertificateAuthority, init_authority, random_serial
 from ca.store.protocol import Entry
 from ca.store.sqlite import SqliteStore
+from ca.embedded import bundle_file
 from ca.wiring import ca_files, open_ca
 from meshward.clock import SystemClock
 from meshward.commands.common import ExitCode, fail, settings_from
@@ -165,7 +166,9 @@ def serve_command(
     from ca.server import CaServer  # noqa: PLC0415 (uvicorn/FastAPI load only to serve)
 
     try:
-        server = CaServer(ca, settings.ca.addr, settings.state_dir / "ca" / "run")
+        server = CaServer(
+            ca, settings.ca.addr, settings.state_dir / "ca" / "run", bundle_file(settings)
+        )
     except CaError as exc:
         fail(str(exc))
     typer.echo(f"meshward: CA API on https://{settings.ca.addr} (trust domain {ca.trust_domain})")
