@@ -13,13 +13,13 @@ import typer
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from ca.embedded import bundle_file
 from ca.errors import AlreadyInitialized, CaError
 from ca.issuance import IssuedX509, build_csr
 from ca.keystore import generate_key, read_passphrase, write_private_file
 from ca.service import ADMIN_PATH, Caller, CertificateAuthority, init_authority, random_serial
 from ca.store.protocol import Entry
 from ca.store.sqlite import SqliteStore
-from ca.embedded import bundle_file
 from ca.wiring import ca_files, open_ca
 from meshward.clock import SystemClock
 from meshward.commands.common import ExitCode, fail, settings_from
