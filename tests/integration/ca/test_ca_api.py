@@ -218,6 +218,7 @@ def test_admin_entries_and_rotation(ca: CaProcess) -> None:
     actions = {(line["action"], line["result"]) for line in ca.audit_lines()}
     assert {
         ("entry_add", "ok"),
+        ("entry_list", "ok"),
         ("entry_remove", "ok"),
         ("rotate_prepare", "ok"),
         ("rotate_activate", "ok"),
