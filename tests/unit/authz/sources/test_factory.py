@@ -51,3 +51,13 @@ def test_webhook_secret_from_a_file(tmp_path: Path) -> None:
     with pytest.raises(SourceError) as info:
         webhook_secret(PolicySourceSettings(webhook_secret_file=tmp_path / "missing"))
     assert info.value.code == "bad_secret"
+
+
+def test_each_worker_writes_its_own_decision_log() -> None:
+    from authz.sources.runtime import for_worker
+
+    settings = load_settings(overrides={"decision_log": {"path": "/var/log/d.jsonl"}})
+    assert for_worker(settings, 3).decision_log.path == "/var/log/d.jsonl.3"
+    assert for_worker(settings, 3).pdp == settings.pdp
+    stdout = load_settings(overrides={"decision_log": {"path": "-"}})
+    assert for_worker(stdout, 1).decision_log.path == "-"
