@@ -112,6 +112,7 @@ def test_concurrent_double_redemption_exactly_one(ca: CaProcess) -> None:
     for t in threads:
         t.join()
     assert sorted(codes) == [200] + [401] * 7
+    assert ca.log is not None and token not in ca.log.read_text()  # never logged
 
 
 def _csr_ca_true() -> str:
