@@ -20,6 +20,7 @@ import logging
 import os
 import ssl
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from ca.api import create_app
 from ca.errors import CaError
 from ca.issuance import IPAddress, IssuedX509, build_csr
-from ca.keystore import generate_key
+from ca.keystore import generate_key, write_private_file
 from ca.service import SERVER_PATH, CertificateAuthority
 from meshward.settings import parse_hostport
 from meshward.spiffe import SpiffeId
@@ -69,11 +70,27 @@ class PeerCertProtocol(H11Protocol):
             self.app = _TlsScope(self.app, [pem.decode("ascii")])
 
 
+class _QuietUvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling, for a process that owns shutdown."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 class CaServer:
     """The HTTPS API plus the task that rotates keys and renews the server SVID."""
 
-    def __init__(self, ca: CertificateAuthority, addr: str, workdir: Path) -> None:
+    def __init__(
+        self,
+        ca: CertificateAuthority,
+        addr: str,
+        workdir: Path,
+        bundle_file: Path | None = None,
+        own_signals: bool = True,
+    ) -> None:
         self.ca = ca
+        self.bundle_file = bundle_file
         self.host, self.port = parse_hostport(addr)
         self.workdir = workdir
         self.ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -94,7 +111,7 @@ class CaServer:
             access_log=False,
             ssl_context_factory=lambda _config, _default: self.ssl,
         )
-        self.server = uvicorn.Server(config)
+        self.server = uvicorn.Server(config) if own_signals else _QuietUvicorn(config)
 
     @property
     def server_id(self) -> SpiffeId:
@@ -106,6 +123,9 @@ class CaServer:
             # Adding is enough: a retired CA is past notAfter, so it verifies nothing.
             self.ssl.load_verify_locations(cadata=authority.bundle().to_pem().decode("ascii"))
             self._trusted_sequence = authority.sequence
+            if self.bundle_file is not None:
+                write_private_file(self.bundle_file, authority.bundle().to_json())
+                self.bundle_file.chmod(0o644)
 
     def _renew_server_svid(self) -> None:
         now = self.ca.clock.now()
@@ -182,6 +202,10 @@ class CaServer:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    def shutdown(self) -> None:
+        """Ask :meth:`serve` to finish (in-flight requests complete first)."""
+        self.server.should_exit = True
 
     def not_after(self) -> dt.datetime | None:
         return self._server_svid.not_after if self._server_svid else None

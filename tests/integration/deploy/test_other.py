@@ -22,7 +22,9 @@ TRAEFIK = deploy_files("traefik", ".yaml", ".yml")
 VALIDATED_BY = {
     "envoy": (".yaml", ".yml", ".json"),
     "kubernetes": (".yaml", ".yml"),
-    "nginx": (".conf",),
+    # .conf: test_nginx.py; the auth_request template, its include and renderer:
+    # tests/integration/test_pdp_nginx.py runs them with real nginx and the PDP.
+    "nginx": (".conf", ".conf.template", ".inc", "render.py"),
     "systemd": (".service", ".timer", ".socket"),
     "traefik": (".yaml", ".yml"),
     "prometheus": (".yaml", ".yml"),
