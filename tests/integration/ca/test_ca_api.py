@@ -112,6 +112,7 @@ def test_concurrent_double_redemption_exactly_one(ca: CaProcess) -> None:
     for t in threads:
         t.join()
     assert sorted(codes) == [200] + [401] * 7
+    assert ca.log is not None and token not in ca.log.read_text()  # never logged
 
 
 def _csr_ca_true() -> str:
@@ -218,6 +219,7 @@ def test_admin_entries_and_rotation(ca: CaProcess) -> None:
     actions = {(line["action"], line["result"]) for line in ca.audit_lines()}
     assert {
         ("entry_add", "ok"),
+        ("entry_list", "ok"),
         ("entry_remove", "ok"),
         ("rotate_prepare", "ok"),
         ("rotate_activate", "ok"),
@@ -237,23 +239,6 @@ def test_cli_rotation_reaches_running_server(ca: CaProcess) -> None:
             seq = client.get("/v1/bundle").json()["spiffe_sequence"]
     assert seq > before
     assert ca.cli("ca", "rotate", "activate").returncode == 0
-
-
-def test_rate_limit_and_metrics(ca: CaProcess) -> None:
-    codes = []
-    with ca.client() as client:
-        for _ in range(60):
-            codes.append(
-                client.post(
-                    "/v1/svid/jwt", json={"audience": ["x"], "token": "mwjt.nope"}
-                ).status_code
-            )
-        metrics = client.get("/metrics").text
-    assert 429 in codes and set(codes) <= {401, 429}
-    assert "meshward_ca_rate_limited_total" in metrics
-    assert 'meshward_ca_issuance_total{kind="x509_svid",method="join_token",result="ok"}' in metrics
-    assert "meshward_ca_signing_ca_not_after_seconds" in metrics
-    assert "meshward_ca_svid_ttl_seconds_bucket" in metrics
 
 
 def test_untrusted_client_cert_is_refused(ca: CaProcess, tmp_path: Path) -> None:
@@ -335,3 +320,47 @@ async def test_node_agent_client_against_the_real_ca(ca: CaProcess, tmp_path: Pa
     finally:
         await client.aclose()
     assert delegated["id"]
+
+
+def test_expired_peer_on_a_kept_alive_connection_is_anonymous(
+    ca: CaProcess, tmp_path: Path
+) -> None:
+    csr, key = new_csr()
+    token = _token(ca, "spiffe://example.org/short")
+    with ca.client() as client:
+        body = client.post(
+            "/v1/svid/x509", json={"csr": csr.decode(), "token": token, "ttl": 2}
+        ).json()
+    out = tmp_path / "short"
+    out.mkdir()
+    (out / "svid.pem").write_text(body["svid"])
+    (out / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    with ca.client(out) as client:
+        assert client.post("/v1/svid/jwt", json={"audience": ["a"]}).status_code == 200
+        time.sleep(3)  # the SVID expires; the connection stays open
+        late = client.post("/v1/svid/jwt", json={"audience": ["a"]})
+        assert late.status_code == 401 and late.json()["error"] == "no_credential"
+
+
+# Last: it drains the anonymous callers' rate-limit bucket.
+def test_rate_limit_and_metrics(ca: CaProcess) -> None:
+    codes = []
+    with ca.client() as client:
+        for _ in range(60):
+            codes.append(
+                client.post(
+                    "/v1/svid/jwt", json={"audience": ["x"], "token": "mwjt.nope"}
+                ).status_code
+            )
+        metrics = client.get("/metrics").text
+    assert 429 in codes and set(codes) <= {401, 429}
+    assert "meshward_ca_rate_limited_total" in metrics
+    assert 'meshward_ca_issuance_total{kind="x509_svid",method="join_token",result="ok"}' in metrics
+    assert "meshward_ca_signing_ca_not_after_seconds" in metrics
+    assert "meshward_ca_svid_ttl_seconds_bucket" in metrics
