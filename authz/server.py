@@ -79,8 +79,9 @@ def _key_source(issuer: OidcIssuerSettings, clock: Clock) -> KeySource:
         except AuthnError as exc:
             raise PdpError(f"OIDC issuer {issuer.issuer}: {exc}") from exc
         return source
-    verify: str | bool = str(issuer.jwks_ca_file) if issuer.jwks_ca_file else True
-    return UrlJwks(str(issuer.jwks_url), clock, issuer.refresh_min_seconds, verify=verify)
+    return UrlJwks(
+        str(issuer.jwks_url), clock, issuer.refresh_min_seconds, ca_file=issuer.jwks_ca_file
+    )
 
 
 def build_authenticator(pdp: PdpSettings, clock: Clock) -> Authenticator:
