@@ -1,8 +1,12 @@
 """``meshward up``: the CA and the PDP on embedded defaults, in one process tree.
 
-The PDP serves ``pdp.policies`` (``./policies``) on its default ports and, as
-the embedded defaults are for a laptop, believes Envoy's mTLS principal
-(``pdp.trust_peer_principal``) so the printed examples work as pasted.
+The CA is created in ``<state-dir>/ca`` on first start (see :mod:`ca.embedded`)
+and serves its HTTPS API on ``ca.addr``. The PDP serves ``pdp.policies``
+(``./policies``) on its default ports, trusts the CA's bundle
+(``<state-dir>/ca/bundle.json``: X.509 and JWT authorities) unless
+``pdp.trust_bundle`` names another, and, as the embedded defaults are for a
+laptop, believes Envoy's mTLS principal (``pdp.trust_peer_principal``) so the
+printed examples work as pasted. SIGINT/SIGTERM stop both.
 """
 
 from __future__ import annotations
@@ -12,10 +16,15 @@ import json
 import logging
 import signal
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from meshward.settings import Settings
+
+if TYPE_CHECKING:
+    from ca.service import CertificateAuthority
 
 __all__ = ["Example", "examples", "run_up"]
 
@@ -88,22 +97,41 @@ def examples(settings: Settings) -> list[Example]:
     return out
 
 
-def _embedded(settings: Settings) -> Settings:
-    pdp = settings.pdp.model_copy(update={"trust_peer_principal": True})
+def _embedded(settings: Settings, bundle: Path) -> Settings:
+    update: dict[str, object] = {"trust_peer_principal": True}
+    if settings.pdp.trust_bundle is None:
+        update["trust_bundle"] = bundle
+    pdp = settings.pdp.model_copy(update=update)
     return settings.model_copy(update={"pdp": pdp})
 
 
-async def _up(settings: Settings) -> None:
+async def _up(settings: Settings, ca: CertificateAuthority) -> None:
     from authz.server import PdpServer, build_pdp  # noqa: PLC0415 - heavy imports
+    from ca.embedded import bundle_file  # noqa: PLC0415
+    from ca.server import CaServer  # noqa: PLC0415
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    ca_server = CaServer(
+        ca,
+        settings.ca.addr,
+        settings.state_dir / "ca" / "run",
+        bundle_file(settings),
+        own_signals=False,
+    )
     pdp = build_pdp(settings)
     server = PdpServer(pdp)
+    ca_task: asyncio.Task[None] | None = None
     try:
         await server.start()
+        ca_task = asyncio.create_task(ca_server.serve())
+        typer.echo(
+            f"meshward: CA API on https://{settings.ca.addr} (trust domain {ca.trust_domain};"
+            f" admin SVID in {settings.state_dir / 'admin'})"
+        )
+        typer.echo(f"meshward: PDP trusts the CA bundle {settings.pdp.trust_bundle}")
         typer.echo(
             f"meshward: PDP ext_authz gRPC on {settings.pdp.grpc_addr}, "
             f"HTTP on http://{settings.pdp.http_addr} (policies {pdp.engines.version})"
@@ -112,8 +140,13 @@ async def _up(settings: Settings) -> None:
         for example in examples(settings):
             typer.echo(f"  # {example.title} [{example.expect}]\n  {example.command}")
         typer.echo("meshward: ready; Ctrl-C stops", err=False)
-        await stop.wait()
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({ca_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
     finally:
+        ca_server.shutdown()
+        if ca_task is not None:
+            await asyncio.gather(ca_task, return_exceptions=True)
         await server.stop()
 
 
@@ -121,7 +154,10 @@ def run_up(settings: Settings) -> None:
     """Start every part that exists and block until interrupted."""
     import uvloop  # noqa: PLC0415
 
+    from ca.embedded import bundle_file, prepare_embedded_ca  # noqa: PLC0415
+
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     typer.echo(f"meshward: state in {settings.state_dir.resolve()}")
     typer.echo(f"meshward: policies from {settings.pdp.policies}")
-    uvloop.run(_up(_embedded(settings)))
+    ca = prepare_embedded_ca(settings)
+    uvloop.run(_up(_embedded(settings, bundle_file(settings)), ca))

@@ -36,12 +36,13 @@ def _run_example(command: str, grpc_addr: str) -> str:
 
 
 def test_up_prints_examples_that_allow_and_deny(tmp_path: Path) -> None:
-    grpc_port, http_port = free_port(), free_port()
+    grpc_port, http_port, ca_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESHWARD_")}
     env.update(
         PYTHONPATH=str(REPO),
         MESHWARD_PDP__GRPC_ADDR=f"127.0.0.1:{grpc_port}",
         MESHWARD_PDP__HTTP_ADDR=f"127.0.0.1:{http_port}",
+        MESHWARD_CA__ADDR=f"127.0.0.1:{ca_port}",
     )
     log = tmp_path / "up.log"
     with log.open("w") as sink:
