@@ -7,11 +7,15 @@ series.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from authz.cache.breaker import BreakerState
+from authz.cache.tiered import Tier
 from authz.decider import DecisionRecord
 
-__all__ = ["LATENCY_BUCKETS", "PdpMetrics"]
+__all__ = ["LATENCY_BUCKETS", "CacheMetrics", "PdpMetrics"]
 
 # Fine buckets: a cached decision takes tens of microseconds, a cold one a millisecond.
 LATENCY_BUCKETS = (
@@ -44,17 +48,72 @@ class PdpMetrics:
             ["code"],
             registry=self.registry,
         )
+        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self.policies_loaded = Gauge(
             "meshward_pdp_policies_loaded",
             "1 once a policy version is active.",
             registry=self.registry,
         )
+        self.cache = CacheMetrics(self.registry)
 
     def observe(self, record: DecisionRecord) -> None:
-        self.decisions.labels(record.adapter, record.outcome).inc()
-        self.latency.labels(record.adapter).observe(record.latency_seconds)
+        key = (record.adapter, record.outcome)
+        children = self._children.get(key)
+        if children is None:  # label lookups are costly: once per pair
+            children = (self.decisions.labels(*key), self.latency.labels(record.adapter))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(record.latency_seconds)
         for error in record.errors:
             self.errors.labels(error[:64]).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class CacheMetrics:
+    """``meshward_cache_requests_total{tier}``, ``meshward_cache_errors_total{tier,code}``,
+    ``meshward_cache_breaker_state{state}`` (1 for the current state),
+    ``meshward_cache_breaker_transitions_total{state}``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "meshward_cache_requests",
+            "Decisions by the cache tier that answered (local, redis, miss, bypass)",
+            ["tier"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "meshward_cache_errors",
+            "Cache tier failures by code; every one was absorbed (the check went on)",
+            ["tier", "code"],
+            registry=registry,
+        )
+        self.breaker = Gauge(
+            "meshward_cache_breaker_state",
+            "Redis circuit breaker: 1 for the current state",
+            ["state"],
+            registry=registry,
+        )
+        self.transitions = Counter(
+            "meshward_cache_breaker_transitions",
+            "Redis circuit breaker state changes, by the state entered",
+            ["state"],
+            registry=registry,
+        )
+        for tier in Tier:
+            self.requests.labels(tier.value)
+        for state in BreakerState:
+            self.breaker.labels(state.value).set(0)
+            self.transitions.labels(state.value)
+
+    def served(self, tier: Tier) -> None:
+        self.requests.labels(tier.value).inc()
+
+    def error(self, tier: str, code: str) -> None:
+        self.errors.labels(tier, code).inc()
+
+    def breaker_changed(self, state: BreakerState) -> None:
+        for each in BreakerState:
+            self.breaker.labels(each.value).set(1 if each is state else 0)
+        self.transitions.labels(state.value).inc()

@@ -44,11 +44,18 @@ from authz.authn.jwks import FileJwks, KeySource, UrlJwks
 from authz.authn.jwt import JwtPolicy, JwtVerifier, OidcIssuer
 from authz.authn.peer import PeerPolicy
 from authz.authn.trust import TrustBundles, load_trust_bundles
+from authz.cache.tiered import TieredCache
+from authz.cache.wiring import build_cache
 from authz.decider import Decider, EngineHolder
 from authz.errors import AuthzError
 from authz.metrics import PdpMetrics
 from authz.sources.errors import SourceError
-from authz.sources.runtime import PolicyRuntime, build_policy_runtime, check_policies
+from authz.sources.runtime import (
+    PolicyRuntime,
+    build_policy_runtime,
+    check_policies,
+    for_worker,
+)
 from meshward.clock import Clock, SystemClock
 from meshward.settings import OidcIssuerSettings, PdpSettings, Settings, parse_hostport
 
@@ -74,8 +81,9 @@ def _key_source(issuer: OidcIssuerSettings, clock: Clock) -> KeySource:
         except AuthnError as exc:
             raise PdpError(f"OIDC issuer {issuer.issuer}: {exc}") from exc
         return source
-    verify: str | bool = str(issuer.jwks_ca_file) if issuer.jwks_ca_file else True
-    return UrlJwks(str(issuer.jwks_url), clock, issuer.refresh_min_seconds, verify=verify)
+    return UrlJwks(
+        str(issuer.jwks_url), clock, issuer.refresh_min_seconds, ca_file=issuer.jwks_ca_file
+    )
 
 
 def build_authenticator(pdp: PdpSettings, clock: Clock) -> Authenticator:
@@ -120,6 +128,7 @@ class Pdp:
     app: FastAPI
     policies: PolicyRuntime
     key_sources: list[KeySource] = field(default_factory=list)
+    cache: TieredCache | None = None
 
 
 def build_pdp(settings: Settings, clock: Clock | None = None) -> Pdp:
@@ -128,10 +137,17 @@ def build_pdp(settings: Settings, clock: Clock | None = None) -> Pdp:
     authenticator = build_authenticator(settings.pdp, clock)
     engines = EngineHolder()
     metrics = PdpMetrics()
+    # The decision cache: in-process tier, plus Redis when pdp.redis_url is set.
+    cache = (
+        build_cache(settings.cache, clock, settings.pdp.redis_url, metrics.cache)
+        if settings.cache.enabled
+        else None
+    )
     decider = Decider(
         engines,
         authenticator,
         clock,
+        cache=cache,
         observers=[metrics],
         remove_headers=settings.pdp.remove_headers,
     )
@@ -139,6 +155,9 @@ def build_pdp(settings: Settings, clock: Clock | None = None) -> Pdp:
         policies = build_policy_runtime(settings, clock, engines)
     except (SourceError, ValueError, OSError) as exc:
         raise PdpError(f"policy source: {exc}") from exc
+    if cache is not None:
+        # A new version is a new key space anyway; drop the in-process tier at once.
+        policies.gate.on_activate(lambda activation: cache.on_activation(activation.version))
     for observer in policies.observers:
         decider.add_observer(observer)
     metrics.registry.register(policies.collector)
@@ -155,6 +174,7 @@ def build_pdp(settings: Settings, clock: Clock | None = None) -> Pdp:
         app,
         policies,
         sources,
+        cache,
     )
 
 
@@ -258,6 +278,8 @@ class PdpServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._http_task
         await self.pdp.policies.stop()
+        if self.pdp.cache is not None:
+            await self.pdp.cache.aclose()
 
     async def __aenter__(self) -> PdpServer:
         await self.start()
@@ -302,7 +324,7 @@ def _worker(settings: Settings, index: int) -> None:
     configure_logging(settings.log_format, settings.log_level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards SIGTERM
     try:
-        _run_one(settings, announce=index == 0)
+        _run_one(for_worker(settings, index), announce=index == 0)
     except PdpError as exc:
         log.error("worker cannot start", extra={"fields": {"worker": index, "error": str(exc)}})
         raise SystemExit(2) from exc
