@@ -124,6 +124,15 @@ class PolicyStatus:
     last_fetch_ok_at: dt.datetime | None
     reloads: dict[str, int] = field(default_factory=dict)
 
+    def last_error(self) -> dict[str, Any] | None:
+        """The most recent load error, rejection or fetch failure (the contract's summary)."""
+        rejected, fetch = self.last_rejected, self.last_fetch_error
+        if fetch is not None and (rejected is None or fetch.at >= rejected.at):
+            return {"kind": "fetch", **fetch.to_json()}
+        if rejected is not None:
+            return {"kind": "rejected", **rejected.to_json()}
+        return None
+
     def to_json(self) -> dict[str, Any]:
         return {
             "source": self.source,
@@ -132,6 +141,7 @@ class PolicyStatus:
             "last_rejected": self.last_rejected.to_json() if self.last_rejected else None,
             "last_fetch_error": self.last_fetch_error.to_json() if self.last_fetch_error else None,
             "last_fetch_ok_at": _iso(self.last_fetch_ok_at) if self.last_fetch_ok_at else None,
+            "last_error": self.last_error(),
             "reloads": dict(self.reloads),
         }
 
@@ -141,6 +151,9 @@ def _iso(when: dt.datetime) -> str:
 
 
 _MAX_REMEMBERED_REJECTIONS = 256
+# A version whose files cannot be written out for one of these reasons never will
+# be (the subdirectory is not in that commit); any other failure is retried.
+_PERMANENT_CHECKOUT_ERRORS = frozenset({"not_found", "bad_ref"})
 
 
 class Gate(Generic[E]):
@@ -228,16 +241,19 @@ class Gate(Generic[E]):
         self._reloads[outcome.value] += 1
         return outcome
 
+    def _fetch_failed(self, exc: SourceError) -> Outcome:
+        self._fetch_error = FetchFailure(exc.code, str(exc), self._clock.now())
+        log.warning(
+            "policy source unreadable; keeping the last good version",
+            extra={"fields": {"code": exc.code, "error": str(exc), "active": self._version}},
+        )
+        return Outcome.FETCH_FAILED
+
     async def _reload(self, fetch: bool) -> Outcome:
         try:
             revision = await asyncio.to_thread(self._latest, fetch)
         except SourceError as exc:
-            self._fetch_error = FetchFailure(exc.code, str(exc), self._clock.now())
-            log.warning(
-                "policy source unreadable; keeping the last good version",
-                extra={"fields": {"code": exc.code, "error": str(exc), "active": self._version}},
-            )
-            return Outcome.FETCH_FAILED
+            return self._fetch_failed(exc)
         self._fetch_error = None
         self._fetch_ok_at = self._clock.now()
         self._fetch_ok_mono = self._clock.monotonic()
@@ -280,6 +296,8 @@ class Gate(Generic[E]):
                 except Exception:
                     log.exception("policy rejection listener failed")
             return Outcome.REJECTED
+        except SourceError as exc:  # transient: the version is tried again next time
+            return self._fetch_failed(exc)
         self._activate(Activation(version, engine, self._clock.now(), revision.source))
         return Outcome.ACTIVATED
 
@@ -309,6 +327,8 @@ class Gate(Generic[E]):
             try:
                 root = self._source.materialize(revision, Path(tmp))
             except SourceError as exc:
+                if exc.code not in _PERMANENT_CHECKOUT_ERRORS:
+                    raise  # e.g. a timeout, or files edited while being read
                 raise Rejected([Problem("", 0, 0, exc.code, str(exc))], stage="checkout") from exc
             return self._prepare(root, revision.version)
 
