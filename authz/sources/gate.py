@@ -124,6 +124,15 @@ class PolicyStatus:
     last_fetch_ok_at: dt.datetime | None
     reloads: dict[str, int] = field(default_factory=dict)
 
+    def last_error(self) -> dict[str, Any] | None:
+        """The most recent load error, rejection or fetch failure (the contract's summary)."""
+        rejected, fetch = self.last_rejected, self.last_fetch_error
+        if fetch is not None and (rejected is None or fetch.at >= rejected.at):
+            return {"kind": "fetch", **fetch.to_json()}
+        if rejected is not None:
+            return {"kind": "rejected", **rejected.to_json()}
+        return None
+
     def to_json(self) -> dict[str, Any]:
         return {
             "source": self.source,
@@ -132,6 +141,7 @@ class PolicyStatus:
             "last_rejected": self.last_rejected.to_json() if self.last_rejected else None,
             "last_fetch_error": self.last_fetch_error.to_json() if self.last_fetch_error else None,
             "last_fetch_ok_at": _iso(self.last_fetch_ok_at) if self.last_fetch_ok_at else None,
+            "last_error": self.last_error(),
             "reloads": dict(self.reloads),
         }
 

@@ -65,6 +65,9 @@ async def test_activate_then_unchanged_then_reject_keeps_last_good(tmp_path: Pat
     assert status.last_rejected.version != first
     assert [p.code for p in status.last_rejected.problems] == ["bad-json"]
     assert rejected == [status.last_rejected]
+    last_error = status.to_json()["last_error"]
+    assert last_error["kind"] == "rejected"
+    assert last_error["errors"][0]["code"] == "bad-json"
     # the same bad version is not gated again on every poll
     assert await gate.reload() is Outcome.UNCHANGED
     assert len(rejected) == 1
@@ -118,6 +121,8 @@ async def test_git_fetch_error_keeps_last_good_and_is_shown(tmp_path: Path) -> N
     assert status.active_version == sha
     assert status.last_fetch_error is not None
     assert status.last_fetch_error.code == "unreachable"
+    assert status.to_json()["last_error"]["kind"] == "fetch"
+    assert status.to_json()["last_error"]["code"] == "unreachable"
     assert gate.active is not None and gate.active.engine == {"n": 1}
 
 
