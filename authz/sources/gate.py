@@ -75,7 +75,7 @@ class Activation(Generic[E]):
 class Rejection:
     version: str
     at: dt.datetime
-    stage: str  # "checkout", "bundle", "test", or "gate" when another replica rejected it
+    stage: str  # "checkout", "bundle", "test", "internal"; "gate": another replica rejected it
     problems: tuple[Problem, ...]
 
     @property
@@ -273,7 +273,7 @@ class Gate(Generic[E]):
             )
             return Outcome.VETOED
         try:
-            engine = await asyncio.to_thread(self._prepare_revision, revision)
+            engine = await asyncio.to_thread(self._prepare_revision_safely, revision)
         except Rejected as exc:
             rejection = Rejection(version, self._clock.now(), exc.stage, exc.problems)
             self._remember(rejection)
@@ -320,6 +320,19 @@ class Gate(Generic[E]):
         if fetch and isinstance(self._source, Refreshable):
             self._source.refresh()
         return self._source.latest()
+
+    def _prepare_revision_safely(self, revision: Revision) -> E:
+        """:meth:`_prepare_revision`; an unexpected error rejects the version (fail closed)."""
+        try:
+            return self._prepare_revision(revision)
+        except SourceError:
+            raise
+        except Exception as exc:
+            log.exception(
+                "policy version crashed the gate", extra={"fields": {"version": revision.version}}
+            )
+            problem = Problem("", 0, 0, "internal-error", f"the gate failed: {type(exc).__name__}")
+            raise Rejected([problem], stage="internal") from exc
 
     def _prepare_revision(self, revision: Revision) -> E:
         self._work_dir.mkdir(parents=True, exist_ok=True)

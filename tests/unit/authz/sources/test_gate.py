@@ -221,3 +221,17 @@ async def test_files_changing_while_read_are_retried_not_rejected(tmp_path: Path
     assert status.last_fetch_error.code == "changed_during_read"
     assert await gate.reload() is Outcome.ACTIVATED
     assert gate.active is not None and gate.active.engine == {"n": 33}
+
+
+async def test_a_gate_crash_rejects_the_version(tmp_path: Path) -> None:
+    def crash(root: Path, version: str) -> dict[str, Any]:
+        raise ZeroDivisionError("bug in a loader")
+
+    gate = Gate(
+        DirectorySource(_dir(tmp_path, "{}")), crash, clock=FixedClock(), work_dir=tmp_path / "w"
+    )
+    assert await gate.reload() is Outcome.REJECTED
+    rejected = gate.status().last_rejected
+    assert rejected is not None and rejected.stage == "internal"
+    assert [p.code for p in rejected.problems] == ["internal-error"]
+    assert await gate.reload() is Outcome.UNCHANGED  # not retried on every poll
