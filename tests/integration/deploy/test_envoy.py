@@ -1,0 +1,226 @@
+"""Every Envoy config under deploy/ parses into Envoy's own Bootstrap proto.
+
+The protos are xds-protos' generated code, so an unknown field, a wrong enum
+name or an ``@type`` that Envoy does not know fails here as it would in Envoy.
+Every ``typed_config`` is resolved: the module defining its type is imported
+from its proto package, so the ``Any`` is parsed field by field, not skipped.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from envoy.config.bootstrap.v3 import bootstrap_pb2
+from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from google.protobuf import descriptor_pool, json_format, message_factory
+from google.protobuf.message import Message
+
+from tests.integration.deploy.conftest import DEPLOY, deploy_files, ids
+
+ENVOY_FILES = deploy_files("envoy", ".yaml", ".yml", ".json")
+TYPE_PREFIX = "type.googleapis.com/"
+
+
+def _type_urls(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "@type" and isinstance(value, str):
+                yield value
+            else:
+                yield from _type_urls(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _type_urls(value)
+
+
+def _import_type(type_url: str) -> None:
+    """Import every ``*_pb2`` module of the proto package that defines ``type_url``."""
+    if not type_url.startswith(TYPE_PREFIX):
+        raise ValueError(f"not a type URL: {type_url}")
+    package = type_url.removeprefix(TYPE_PREFIX).rpartition(".")[0]
+    module = importlib.import_module(package)
+    for info in pkgutil.iter_modules(module.__path__):
+        if info.name.endswith("_pb2"):
+            importlib.import_module(f"{package}.{info.name}")
+
+
+def load_document(path: Path) -> Any:
+    text = path.read_text(encoding="utf-8")
+    return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+
+
+def parse_bootstrap(document: Any) -> bootstrap_pb2.Bootstrap:
+    """Parse a Bootstrap, rejecting unknown fields and unresolvable ``Any`` types."""
+    for url in set(_type_urls(document)):
+        _import_type(url)
+    return json_format.ParseDict(document, bootstrap_pb2.Bootstrap(), ignore_unknown_fields=False)
+
+
+def _typed_configs(message: Message, type_: type[Message]) -> Iterator[Message]:
+    """Every ``Any`` of type ``type_`` inside ``message``, unpacked."""
+    for field, value in message.ListFields():
+        values = value if field.is_repeated else [value]
+        for item in values:
+            if not isinstance(item, Message):
+                continue
+            if item.DESCRIPTOR.full_name == "google.protobuf.Any":
+                if item.Is(type_.DESCRIPTOR):
+                    out = type_()
+                    item.Unpack(out)
+                    yield out
+                else:
+                    name = item.type_url.removeprefix(TYPE_PREFIX)
+                    descriptor = descriptor_pool.Default().FindMessageTypeByName(name)
+                    inner = message_factory.GetMessageClass(descriptor)()
+                    item.Unpack(inner)
+                    yield from _typed_configs(inner, type_)
+            else:
+                yield from _typed_configs(item, type_)
+
+
+def test_envoy_configs_exist() -> None:
+    assert ENVOY_FILES, "deploy/envoy/ holds no config"
+
+
+@pytest.mark.parametrize("path", ENVOY_FILES, ids=ids(ENVOY_FILES))
+def test_envoy_config_parses_into_bootstrap(path: Path) -> None:
+    bootstrap = parse_bootstrap(load_document(path))
+    assert bootstrap.static_resources.listeners or bootstrap.static_resources.clusters
+    clusters = {c.name for c in bootstrap.static_resources.clusters}
+    # Every cluster a gRPC service or route names is defined in the file.
+    text = json_format.MessageToJson(bootstrap)
+    for name in _referenced_clusters(json.loads(text).get("staticResources", {})):
+        assert name in clusters, f"{path.name}: cluster {name!r} is not defined"
+
+
+def _referenced_clusters(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in {"clusterName", "cluster"} and isinstance(value, str):
+                yield value
+            else:
+                yield from _referenced_clusters(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _referenced_clusters(value)
+
+
+@pytest.mark.parametrize("path", ENVOY_FILES, ids=ids(ENVOY_FILES))
+def test_every_ext_authz_filter_fails_closed_with_a_timeout(path: Path) -> None:
+    bootstrap = parse_bootstrap(load_document(path))
+    filters = list(_typed_configs(bootstrap, ext_authz_pb2.ExtAuthz))
+    for ext_authz in filters:
+        assert ext_authz.failure_mode_allow is False
+        if ext_authz.HasField("grpc_service"):
+            assert ext_authz.grpc_service.timeout.ToMilliseconds() > 0
+            assert ext_authz.include_peer_certificate
+        else:
+            assert ext_authz.http_service.server_uri.timeout.ToMilliseconds() > 0
+            assert ext_authz.http_service.path_prefix == "/ext_authz"
+
+
+def test_both_ext_authz_transports_are_shown() -> None:
+    kinds = set()
+    for path in ENVOY_FILES:
+        for ext_authz in _typed_configs(
+            parse_bootstrap(load_document(path)), ext_authz_pb2.ExtAuthz
+        ):
+            kinds.add(ext_authz.WhichOneof("services"))
+    assert kinds >= {"grpc_service", "http_service"}
+
+
+def test_connection_managers_resolve_their_filters() -> None:
+    """The nested Any inside the HTTP connection manager is parsed too."""
+    found = 0
+    for path in ENVOY_FILES:
+        for hcm in _typed_configs(
+            parse_bootstrap(load_document(path)), hcm_pb2.HttpConnectionManager
+        ):
+            assert hcm.http_filters
+            found += 1
+    assert found
+
+
+# The validator itself must reject what Envoy rejects.
+
+
+def _minimal(extra_filter_config: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "l",
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": 1}},
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": {
+                                        "@type": TYPE_PREFIX + "envoy.extensions.filters.network."
+                                        "http_connection_manager.v3.HttpConnectionManager",
+                                        "stat_prefix": "x",
+                                        "http_filters": [
+                                            {
+                                                "name": "envoy.filters.http.ext_authz",
+                                                "typed_config": extra_filter_config,
+                                            }
+                                        ],
+                                    },
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ]
+        }
+    }
+
+
+def test_validator_accepts_a_minimal_config() -> None:
+    config = _minimal(
+        {"@type": TYPE_PREFIX + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"}
+    )
+    assert parse_bootstrap(config).static_resources.listeners[0].name == "l"
+
+
+@pytest.mark.parametrize(
+    "typed_config",
+    [
+        # A field ExtAuthz does not have, deep inside two Any layers.
+        {
+            "@type": TYPE_PREFIX + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+            "failure_mode_allows": False,
+        },
+        # A type Envoy does not know.
+        {"@type": TYPE_PREFIX + "envoy.extensions.filters.http.ext_authz.v3.NoSuchThing"},
+        # A wrong value type.
+        {
+            "@type": TYPE_PREFIX + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+            "failure_mode_allow": "maybe",
+        },
+    ],
+    ids=["unknown-field", "unknown-type", "bad-value"],
+)
+def test_validator_rejects_what_envoy_rejects(typed_config: dict[str, Any]) -> None:
+    with pytest.raises(json_format.ParseError):
+        parse_bootstrap(_minimal(typed_config))
+
+
+def test_validator_rejects_an_unknown_top_level_field() -> None:
+    with pytest.raises(json_format.ParseError):
+        parse_bootstrap({"static_resource": {}})
+
+
+def test_deploy_dir_is_the_repository_one() -> None:
+    assert (DEPLOY / "envoy").is_dir()
