@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from meshward import __version__
-from meshward.commands import up
+from meshward.commands import check, policy, up
 from meshward.commands.common import GlobalOptions
 
 __all__ = ["app", "main"]
@@ -56,6 +56,8 @@ def _root(
 
 # Command groups. Each module holds one group and only parses and wires.
 app.command("up", help="Run everything (CA + PDP) on embedded defaults.")(up.up_command)
+app.add_typer(policy.policy_app, name="policy")
+app.command("check")(check.check_command)
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -27,7 +27,9 @@ from pydantic_settings import (
 __all__ = [
     "CaSettings",
     "CacheSettings",
+    "DecisionLogSettings",
     "PdpSettings",
+    "PolicySourceSettings",
     "Settings",
     "SettingsError",
     "load_settings",
@@ -69,6 +71,38 @@ class PdpSettings(_Section):
     _check_grpc = field_validator("grpc_addr", "http_addr")(_hostport)
 
 
+class PolicySourceSettings(_Section):
+    """Where ``pdp.policies`` is read from and how it is gated (docs/policies.md)."""
+
+    branch: str = Field("main", description="Git branch to follow")
+    subdir: str = Field("", description="directory of the bundle inside the Git repository")
+    poll_interval: float | None = Field(
+        None, gt=0, description="seconds between looks (default: 30 for Git, 2 for a directory)"
+    )
+    git_timeout: float = Field(60.0, gt=0, description="seconds one git command may take")
+    webhook_secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key of POST /v1/policies/refresh (prefer the _file form)"
+    )
+    webhook_secret_file: Path | None = Field(None, description="file holding the webhook key")
+    shadow: str | None = Field(
+        None, description="candidate policies (DIR or GIT-URL) evaluated beside the active ones"
+    )
+    shadow_branch: str | None = Field(None, description="branch of a Git shadow (default: branch)")
+    shadow_subdir: str | None = Field(None, description="subdir of a Git shadow (default: subdir)")
+
+
+class DecisionLogSettings(_Section):
+    """One JSON line per decision (docs/policies.md#decision-logs)."""
+
+    path: str | None = Field(None, description="'-' for stdout, a file, or unset for no log")
+    max_bytes: int = Field(50 * 1024 * 1024, gt=0, description="rotate the file past this size")
+    backups: int = Field(5, ge=0, description="rotated files to keep")
+    sample_rate: float = Field(1.0, ge=0.0, le=1.0, description="share of decisions logged")
+    redact: tuple[str, ...] = Field(
+        ("authorization", "cookie"), description="keys whose values are never logged"
+    )
+
+
 class CacheSettings(_Section):
     """The decision cache."""
 
@@ -104,6 +138,8 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     pdp: PdpSettings = PdpSettings()
     cache: CacheSettings = CacheSettings()
+    policy_source: PolicySourceSettings = PolicySourceSettings()
+    decision_log: DecisionLogSettings = DecisionLogSettings()
     ca: CaSettings = CaSettings()
 
     @classmethod

@@ -6,7 +6,8 @@ checked once, when built, and compares equal only to its own kind.
 Errors::
 
     SpiffeError
-     └── InvalidSpiffeId
+     ├── InvalidSpiffeId
+     └── InvalidBundle      (meshward.spiffe_bundle)
 """
 
 from __future__ import annotations

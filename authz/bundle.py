@@ -1,0 +1,367 @@
+"""A policy bundle: the schema, policies, entities and tests of one directory.
+
+Layout (the same as a user's policy Git repository)::
+
+    schema.cedarschema     Cedar schema (human syntax), required
+    *.cedar                any number of policy files (subdirectories too)
+    entities.json          optional static entities (groups, services, ...)
+    tests/*.yaml           optional policy test suites (see authz.testsuite)
+
+:func:`load_bundle` reads every file once, parses every policy on its own (so
+every error is found), validates the policies against the schema, and either
+returns a complete, frozen :class:`PolicyBundle` or raises
+:class:`~authz.errors.BundleError` listing every problem with its file, line
+and column. Nothing is half-loaded.
+
+Policy ids are stable: the ``@id("...")`` annotation when a policy has one,
+else ``<file>#<n>`` — the file's path in the bundle and the policy's 0-based
+position among that file's policies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cedarpy
+
+from authz.cedarsource import SourceMap, Statement, locate_error, split_statements
+from authz.errors import BundleError, Problem
+from authz.testsuite import TestSuite, parse_suite
+
+__all__ = [
+    "ENTITIES_FILE",
+    "SCHEMA_FILE",
+    "Policy",
+    "PolicyBundle",
+    "load_bundle",
+    "policy_set_from",
+]
+
+SCHEMA_FILE = "schema.cedarschema"
+ENTITIES_FILE = "entities.json"
+TESTS_DIR = "tests"
+_GENERATED_ID = re.compile(r"`(policy\d+)`")
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """One static policy: its stable id, where it is, its text and its Cedar JSON form."""
+
+    id: str
+    file: str
+    line: int
+    column: int
+    text: str
+    effect: str
+    json: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def json_text(self) -> str:
+        return json.dumps(self.json, sort_keys=True)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyBundle:
+    """Everything the engine needs, parsed once. Immutable after loading."""
+
+    version: str
+    directory: Path
+    policies: tuple[Policy, ...]
+    schema: cedarpy.Schema = field(repr=False)
+    schema_text: str = field(repr=False)
+    entities: cedarpy.Entities = field(repr=False)
+    entity_records: tuple[Mapping[str, Any], ...] = field(repr=False)
+    tests: tuple[TestSuite, ...] = field(repr=False)
+    policy_set: cedarpy.PolicySet = field(repr=False)
+
+    def policy(self, policy_id: str) -> Policy:
+        for policy in self.policies:
+            if policy.id == policy_id:
+                return policy
+        raise KeyError(policy_id)
+
+    @property
+    def policy_ids(self) -> tuple[str, ...]:
+        return tuple(p.id for p in self.policies)
+
+
+def policy_set_from(policies: Sequence[Policy]) -> cedarpy.PolicySet:
+    """A ``cedarpy.PolicySet`` of ``policies`` keyed by their stable ids (from JSON, no text)."""
+    document = {
+        "staticPolicies": {p.id: p.json for p in policies},
+        "templates": {},
+        "templateLinks": [],
+    }
+    return cedarpy.PolicySet.from_json_str(json.dumps(document))
+
+
+class _Files:
+    """The bundle's files read as UTF-8, with problems for those that are not."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.problems: list[Problem] = []
+        self.texts: dict[str, str] = {}
+        self.digest = hashlib.sha256()
+
+    def rel(self, path: Path) -> str:
+        return path.relative_to(self.directory).as_posix()
+
+    def read(self, path: Path) -> str | None:
+        rel = self.rel(path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            self.problems.append(Problem(rel, 1, 1, "unreadable", exc.strerror or str(exc)))
+            return None
+        self.digest.update(rel.encode() + b"\0" + data + b"\0")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            before = data[: exc.start].decode("utf-8", errors="replace")
+            pos = SourceMap(before).position(len(before))
+            self.problems.append(
+                Problem(rel, pos.line, pos.column, "not-utf8", f"not UTF-8 text: {exc.reason}")
+            )
+            return None
+        self.texts[rel] = text
+        return text
+
+
+def _visible(directory: Path, pattern: str) -> Iterator[Path]:
+    for path in sorted(directory.rglob(pattern)):
+        parts = path.relative_to(directory).parts
+        if path.is_file() and not any(p.startswith(".") for p in parts):
+            yield path
+
+
+def load_bundle(directory: Path, *, version: str | None = None) -> PolicyBundle:
+    """Load and check the bundle in ``directory``; raise BundleError with every problem."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise BundleError(
+            [Problem(str(directory), 1, 1, "not-a-directory", "policy directory not found")]
+        )
+    files = _Files(directory)
+    problems = files.problems
+
+    schema_path = directory / SCHEMA_FILE
+    schema: cedarpy.Schema | None = None
+    schema_text = ""
+    if not schema_path.is_file():
+        problems.append(Problem(SCHEMA_FILE, 1, 1, "missing-schema", f"{SCHEMA_FILE} not found"))
+    elif (text := files.read(schema_path)) is not None:
+        schema_text = text
+        schema = _parse_schema(text, problems)
+
+    policy_paths = [p for p in _visible(directory, "*.cedar")]
+    if not policy_paths:
+        problems.append(
+            Problem(".", 1, 1, "empty-bundle", "no *.cedar policy files in the directory")
+        )
+    policies: list[Policy] = []
+    for path in policy_paths:
+        text = files.read(path)
+        if text is not None:
+            policies.extend(_parse_policy_file(files.rel(path), text, problems))
+    if policy_paths and not policies and not problems:
+        problems.append(Problem(".", 1, 1, "empty-bundle", "the policy files hold no policies"))
+    _check_duplicate_ids(policies, problems)
+
+    if schema is not None and policies:
+        _validate(policies, schema, problems)
+
+    entity_records: list[Mapping[str, Any]] = []
+    entities: cedarpy.Entities | None = None
+    entities_path = directory / ENTITIES_FILE
+    entities_text = "[]"
+    if entities_path.is_file():
+        text = files.read(entities_path)
+        entities_text = text if text is not None else "[]"
+    if schema is not None:
+        entities, entity_records = _parse_entities(entities_text, schema, problems)
+
+    tests: list[TestSuite] = []
+    tests_dir = directory / TESTS_DIR
+    if tests_dir.is_dir():
+        for path in [*_visible(tests_dir, "*.yaml"), *_visible(tests_dir, "*.yml")]:
+            text = files.read(path)
+            if text is None:
+                continue
+            try:
+                tests.append(parse_suite(files.rel(path), text))
+            except BundleError as exc:
+                problems.extend(exc.problems)
+
+    if problems or schema is None or entities is None:
+        raise BundleError(problems)
+    return PolicyBundle(
+        version=version or "sha256:" + files.digest.hexdigest()[:16],
+        directory=directory,
+        policies=tuple(policies),
+        schema=schema,
+        schema_text=schema_text,
+        entities=entities,
+        entity_records=tuple(entity_records),
+        tests=tuple(sorted(tests, key=lambda s: s.file)),
+        policy_set=policy_set_from(policies),
+    )
+
+
+def _parse_schema(text: str, problems: list[Problem]) -> cedarpy.Schema | None:
+    try:
+        return cedarpy.Schema.from_str(text)
+    except ValueError as exc:
+        message = str(exc)
+        pos = SourceMap(text).position(locate_error(text, message, cedarpy.Schema.from_str))
+        problems.append(Problem(SCHEMA_FILE, pos.line, pos.column, "schema-error", message))
+        return None
+
+
+def _parse_policy_file(rel: str, text: str, problems: list[Problem]) -> list[Policy]:
+    source = SourceMap(text)
+    out: list[Policy] = []
+    for index, statement in enumerate(split_statements(text)):
+        policy = _parse_statement(rel, index, statement, source, problems)
+        if policy is not None:
+            out.append(policy)
+    return out
+
+
+def _parse_statement(
+    rel: str, index: int, statement: Statement, source: SourceMap, problems: list[Problem]
+) -> Policy | None:
+    start = source.position(statement.start)
+    try:
+        document = json.loads(cedarpy.policies_to_json_str(statement.text))
+    except ValueError as exc:
+        message = str(exc)
+        offset = locate_error(statement.text, message, cedarpy.policies_to_json_str)
+        pos = source.position(statement.start + offset)
+        problems.append(Problem(rel, pos.line, pos.column, "syntax-error", message))
+        return None
+    if document.get("templates"):
+        problems.append(
+            Problem(rel, start.line, start.column, "template", "policy templates are not supported")
+        )
+        return None
+    (body,) = document["staticPolicies"].values()
+    annotations = body.get("annotations") or {}
+    policy_id = annotations.get("id", f"{rel}#{index}")
+    if not isinstance(policy_id, str) or not policy_id.strip():
+        problems.append(Problem(rel, start.line, start.column, "bad-id", "@id must not be empty"))
+        return None
+    return Policy(
+        id=policy_id,
+        file=rel,
+        line=start.line,
+        column=start.column,
+        text=statement.text,
+        effect=body["effect"],
+        json=body,
+    )
+
+
+def _check_duplicate_ids(policies: list[Policy], problems: list[Problem]) -> None:
+    seen: dict[str, Policy] = {}
+    for policy in policies:
+        first = seen.setdefault(policy.id, policy)
+        if first is not policy:
+            problems.append(
+                Problem(
+                    policy.file,
+                    policy.line,
+                    policy.column,
+                    "duplicate-id",
+                    f"policy id {policy.id!r} is already used at "
+                    f"{first.file}:{first.line}:{first.column}",
+                )
+            )
+
+
+def _validate(policies: list[Policy], schema: cedarpy.Schema, problems: list[Problem]) -> None:
+    # Validated as one text: the parser numbers the policies policy0, policy1, ... in order.
+    text = "\n".join(p.text for p in policies)
+    try:
+        result = cedarpy.validate_policies(text, schema)
+    except ValueError as exc:
+        problems.append(Problem(".", 1, 1, "validation-failed", str(exc)))
+        return
+    for error in result.errors:
+        generated = error.policy_id
+        number = int(generated[6:]) if re.fullmatch(r"policy\d+", generated) else -1
+        if not 0 <= number < len(policies):
+            problems.append(Problem(".", 1, 1, "schema-violation", error.error))
+            continue
+        policy = policies[number]
+        message = _GENERATED_ID.sub(f"`{policy.id}`", error.error)
+        offset = locate_error(
+            policy.text, message, cedarpy.policies_to_json_str, skip=(policy.id, "context")
+        )
+        pos = _offset_position(policy, offset)
+        problems.append(Problem(policy.file, pos[0], pos[1], "schema-violation", message))
+
+
+def _offset_position(policy: Policy, offset: int) -> tuple[int, int]:
+    before = policy.text[:offset]
+    newlines = before.count("\n")
+    if newlines == 0:
+        return policy.line, policy.column + offset
+    return policy.line + newlines, offset - before.rfind("\n")
+
+
+def _parse_entities(
+    text: str, schema: cedarpy.Schema, problems: list[Problem]
+) -> tuple[cedarpy.Entities | None, list[Mapping[str, Any]]]:
+    source = SourceMap(text)
+    try:
+        records = json.loads(text)
+    except json.JSONDecodeError as exc:
+        problems.append(Problem(ENTITIES_FILE, exc.lineno, exc.colno, "bad-json", exc.msg))
+        return None, []
+    if not isinstance(records, list):
+        problems.append(Problem(ENTITIES_FILE, 1, 1, "bad-entities", "expected a JSON array"))
+        return None, []
+    try:
+        entities = cedarpy.Entities.from_json_str(text, schema)
+    except ValueError as exc:
+        before = len(problems)
+        for offset, record in _array_items(text):
+            try:
+                cedarpy.Entities.from_json_str(json.dumps([record]), schema)
+            except ValueError as item_exc:
+                pos = source.position(offset)
+                uid = record.get("uid") if isinstance(record, dict) else None
+                problems.append(
+                    Problem(
+                        ENTITIES_FILE,
+                        pos.line,
+                        pos.column,
+                        "bad-entity",
+                        f"entity {json.dumps(uid)} does not conform to the schema: {item_exc}",
+                    )
+                )
+        if len(problems) == before:
+            problems.append(Problem(ENTITIES_FILE, 1, 1, "bad-entities", str(exc)))
+        return None, []
+    # The handle includes the schema's action entities; keep the rendered records.
+    return entities, json.loads(str(entities))
+
+
+def _array_items(text: str) -> Iterator[tuple[int, Any]]:
+    decoder = json.JSONDecoder()
+    index = text.index("[") + 1
+    while True:
+        while index < len(text) and text[index] in " \t\r\n,":
+            index += 1
+        if index >= len(text) or text[index] == "]":
+            return
+        value, end = decoder.raw_decode(text, index)
+        yield index, value
+        index = end

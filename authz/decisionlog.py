@@ -1,0 +1,283 @@
+"""Decision logs: one JSON line per decision, to stdout or a size-rotated file.
+
+Each line holds what an auditor asks (time, decision id, policy version,
+principal, action, resource, decision, determining policy ids, errors,
+latency, cache tier, and the request summary: method, host, path) and what
+``meshward policy replay`` needs to evaluate the request again: the principal's
+parents and attributes and the Cedar context.
+
+Values under a key on the redaction list (``authorization`` and ``cookie`` by
+default; matched case-insensitively at any depth) are replaced by
+``[redacted]`` and the dotted path of each is listed under ``redacted``, so a
+replay knows which entries it cannot reproduce faithfully.
+
+Writing never fails or slows a decision: :meth:`DecisionLog.record` formats
+the line and hands it to a queue synchronously — there is no ``await`` for a
+cancelled caller to interrupt, so a decision is logged even when the caller
+gave up — and a writer thread appends it. A full queue drops the line and a
+failed write is counted; neither is raised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import queue
+import random
+import sys
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from authz.model import AccessRequest, Decision
+from meshward.logs import REDACTED
+
+__all__ = [
+    "DEFAULT_REDACT",
+    "DecisionEvent",
+    "DecisionLog",
+    "LineSink",
+    "RotatingFileSink",
+    "StreamSink",
+    "decision_entry",
+    "open_sink",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REDACT = ("authorization", "cookie")
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionEvent:
+    """One decision as the decision point made it."""
+
+    time: dt.datetime
+    decision_id: str
+    request: AccessRequest
+    decision: Decision
+    latency_seconds: float
+    cache_tier: str = "none"  # "none", "local", "redis"
+
+
+def _redact(value: Any, keys: frozenset[str], path: str, found: list[str]) -> Any:
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if str(key).lower() in keys:
+                out[str(key)] = REDACTED
+                found.append(where)
+            else:
+                out[str(key)] = _redact(item, keys, where, found)
+        return out
+    if isinstance(value, list | tuple):
+        return [_redact(item, keys, f"{path}[{i}]", found) for i, item in enumerate(value)]
+    return value
+
+
+def _iso(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def decision_entry(event: DecisionEvent, redact: Iterable[str] = DEFAULT_REDACT) -> dict[str, Any]:
+    """The log entry for ``event`` (pure): a JSON-ready dict."""
+    keys = frozenset(k.lower() for k in redact)
+    found: list[str] = []
+    req = event.request
+    context = _redact(req.context, keys, "context", found)
+    attributes = _redact(req.identity.attributes, keys, "principal_attributes", found)
+    http = context.get("http") if isinstance(context.get("http"), Mapping) else {}
+    return {
+        "time": _iso(event.time),
+        "decision_id": event.decision_id,
+        "policy_version": event.decision.policy_version,
+        "principal": str(req.principal),
+        "principal_parents": [str(p) for p in req.identity.parents],
+        "principal_attributes": attributes,
+        "action": str(req.action),
+        "resource": str(req.resource),
+        "decision": event.decision.effect.value,
+        "reasons": list(event.decision.reasons),
+        "errors": list(event.decision.errors),
+        "latency_ms": round(event.latency_seconds * 1000.0, 3),
+        "cache": event.cache_tier,
+        "request": {k: http.get(k) for k in ("method", "host", "path")},
+        "context": context,
+        "redacted": found,
+    }
+
+
+class LineSink(Protocol):
+    """Where log lines go; called from the writer thread only."""
+
+    def write_line(self, line: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class StreamSink:
+    """Lines to a text stream (stdout by default)."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self._stream = stream or sys.stdout
+
+    def write_line(self, line: str) -> None:
+        self._stream.write(line + "\n")
+        self._stream.flush()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.flush()
+
+
+class RotatingFileSink:
+    """Lines appended to ``path``; past ``max_bytes`` it becomes ``path.1`` (``.2`` …).
+
+    At most ``backups`` rotated files are kept; the oldest is removed.
+    """
+
+    def __init__(self, path: Path, *, max_bytes: int = 50 * 1024 * 1024, backups: int = 5) -> None:
+        if max_bytes <= 0 or backups < 0:
+            raise ValueError("max_bytes must be > 0 and backups >= 0")
+        self._path = path
+        self._max_bytes = max_bytes
+        self._backups = backups
+        self._file: IO[bytes] | None = None
+        self._size = 0
+
+    def _open(self) -> IO[bytes]:
+        if self._file is None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self._path.open("ab")
+            self._size = self._file.tell()
+        return self._file
+
+    def _rotate(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._backups == 0:
+            self._path.unlink(missing_ok=True)
+            return
+        for i in range(self._backups - 1, 0, -1):
+            older = self._path.with_name(f"{self._path.name}.{i}")
+            if older.exists():
+                older.replace(self._path.with_name(f"{self._path.name}.{i + 1}"))
+        if self._path.exists():
+            self._path.replace(self._path.with_name(f"{self._path.name}.1"))
+
+    def write_line(self, line: str) -> None:
+        data = (line + "\n").encode("utf-8")
+        handle = self._open()
+        if self._size and self._size + len(data) > self._max_bytes:
+            self._rotate()
+            handle = self._open()
+        handle.write(data)
+        handle.flush()
+        self._size += len(data)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def open_sink(path: str, *, max_bytes: int, backups: int) -> LineSink:
+    """``-`` for stdout, else a rotating file."""
+    if path == "-":
+        return StreamSink()
+    return RotatingFileSink(Path(path), max_bytes=max_bytes, backups=backups)
+
+
+_STOP = object()
+
+
+class DecisionLog:
+    """Samples, redacts and queues decision log lines; a thread writes them.
+
+    Use as ``with DecisionLog(sink) as dlog: ... dlog.record(event)`` or call
+    :meth:`start` and :meth:`close`. ``written``, ``dropped`` and ``failed``
+    count lines for metrics.
+    """
+
+    def __init__(
+        self,
+        sink: LineSink,
+        *,
+        sample_rate: float = 1.0,
+        redact: Iterable[str] = DEFAULT_REDACT,
+        rng: random.Random | None = None,
+        max_queue: int = 10_000,
+    ) -> None:
+        if not 0.0 <= sample_rate <= 1.0:
+            raise ValueError("sample_rate must be within [0, 1]")
+        self._sink = sink
+        self._sample_rate = sample_rate
+        self._redact = tuple(redact)
+        self._rng = rng or random.Random()  # noqa: S311 - sampling, not security
+        self._queue: queue.Queue[object] = queue.Queue(max_queue)
+        self._thread: threading.Thread | None = None
+        self.written = 0
+        self.dropped = 0
+        self.failed = 0
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._drain, name="meshward-decision-log", daemon=True
+            )
+            self._thread.start()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued, then stop the writer and close the sink."""
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+            self._thread = None
+        with contextlib.suppress(Exception):
+            self._sink.close()
+
+    def __enter__(self) -> DecisionLog:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def record(self, event: DecisionEvent) -> bool:
+        """Queue ``event``'s line if sampled; never raises. Returns whether it was queued."""
+        try:
+            if self._sample_rate < 1.0 and self._rng.random() >= self._sample_rate:
+                return False
+            line = json.dumps(
+                decision_entry(event, self._redact),
+                separators=(",", ":"),
+                ensure_ascii=False,
+                default=str,
+            )
+            self._queue.put_nowait(line)
+        except queue.Full:
+            self.dropped += 1
+            return False
+        except Exception:  # a log line must never fail a decision
+            self.failed += 1
+            log.exception("decision log: cannot format an entry")
+            return False
+        return True
+
+    def _drain(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            try:
+                self._sink.write_line(str(item))
+                self.written += 1
+            except Exception as exc:
+                self.failed += 1
+                log.warning("decision log: write failed: %s", exc)

@@ -1,0 +1,204 @@
+"""The decision engine: a bundle's policies, sliced by scope, evaluated by Cedar.
+
+``Engine(bundle)`` prepares everything at load time: the scope index
+(:mod:`authz.slicing`), the entity hierarchy, the whole ``cedarpy.PolicySet``.
+:meth:`Engine.evaluate` then finds the policies whose scope the request
+satisfies, evaluates only those (one ``PolicySet`` per distinct candidate set,
+built from the policies' JSON form once and memoized, bounded), and returns
+a :class:`~authz.model.Decision`. It is synchronous, has no I/O, and never
+raises: any failure is a deny carrying an error (fail closed).
+
+Fail closed, also inside Cedar: a ``forbid`` policy that errors while being
+evaluated might have applied, so an allow that coexists with an erroring
+forbid becomes a deny, with that forbid as the reason. A ``permit`` that errors
+simply grants nothing (Cedar's own semantics).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import cedarpy
+
+from authz.bundle import Policy, PolicyBundle, policy_set_from
+from authz.cedar import principal_entities, to_cedar_request
+from authz.model import AccessRequest, Decision, Effect, EntityUid, Identity
+from authz.slicing import Hierarchy, ScopeIndex
+
+__all__ = ["Engine", "RawResult"]
+
+_ERROR_POLICY = re.compile(r"error while evaluating policy `((?:[^`\\]|\\.)*)`")
+DEFAULT_SLICE_CACHE = 4096
+
+
+class RawResult:
+    """Cedar's own answer for one request (before the fail-closed mapping)."""
+
+    __slots__ = ("allowed", "errors", "reasons")
+
+    def __init__(self, allowed: bool, reasons: tuple[str, ...], errors: tuple[str, ...]) -> None:
+        self.allowed = allowed
+        self.reasons = reasons
+        self.errors = errors
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RawResult):
+            return NotImplemented
+        return (self.allowed, self.reasons, self.errors) == (
+            other.allowed,
+            other.reasons,
+            other.errors,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.allowed, self.reasons, self.errors))
+
+    def __repr__(self) -> str:
+        return f"RawResult(allowed={self.allowed}, reasons={self.reasons}, errors={self.errors})"
+
+
+class Engine:
+    """Evaluates requests against one :class:`PolicyBundle`; built once per bundle version."""
+
+    def __init__(
+        self,
+        bundle: PolicyBundle,
+        *,
+        slicing: bool = True,
+        slice_cache_size: int = DEFAULT_SLICE_CACHE,
+    ) -> None:
+        self.bundle = bundle
+        self.version = bundle.version
+        self.slicing = slicing
+        self._policies = bundle.policies
+        self._forbids = frozenset(p.id for p in bundle.policies if p.effect == "forbid")
+        self._index = ScopeIndex([p.json for p in bundle.policies])
+        self._hierarchy = Hierarchy(bundle.entity_records)
+        self._static = {
+            EntityUid(str(r["uid"]["type"]), str(r["uid"]["id"])): r for r in bundle.entity_records
+        }
+        self._slices: OrderedDict[tuple[int, ...], cedarpy.PolicySet] = OrderedDict()
+        self._slice_cache_size = max(1, slice_cache_size)
+        self._lock = threading.Lock()
+        self._everything = tuple(range(len(bundle.policies)))
+
+    @classmethod
+    def from_bundle(cls, bundle: PolicyBundle) -> Engine:
+        return cls(bundle)
+
+    # -- which policies apply -------------------------------------------------
+
+    def _positions(self, request: AccessRequest) -> tuple[int, ...]:
+        if not self.slicing:
+            return self._everything
+        hierarchy = self._hierarchy
+        principal = request.principal
+        return self._index.candidates(
+            (principal, hierarchy.closure(principal, request.identity.parents)),
+            (request.action, hierarchy.closure(request.action)),
+            (request.resource, hierarchy.closure(request.resource)),
+        )
+
+    def candidates(self, request: AccessRequest) -> tuple[Policy, ...]:
+        """The policies whose scope ``request`` satisfies (each with ``id`` and ``json``)."""
+        return tuple(self._policies[i] for i in self._positions(request))
+
+    def _policy_set(self, positions: tuple[int, ...]) -> cedarpy.PolicySet:
+        if positions == self._everything:
+            return self.bundle.policy_set
+        with self._lock:
+            found = self._slices.get(positions)
+            if found is not None:
+                self._slices.move_to_end(positions)
+                return found
+        built = policy_set_from([self._policies[i] for i in positions])
+        with self._lock:
+            self._slices[positions] = built
+            while len(self._slices) > self._slice_cache_size:
+                self._slices.popitem(last=False)
+        return built
+
+    # -- entities --------------------------------------------------------------
+
+    def _entities(self, identity: Identity) -> cedarpy.Entities:
+        base = self.bundle.entities
+        static = self._static.get(identity.principal)
+        if static is None:
+            if not identity.parents and not identity.attributes:
+                return base
+            return base.with_added_json_str(json.dumps(principal_entities(identity)))
+        # The principal is also a static entity: merge parents and attributes.
+        (mine,) = principal_entities(identity)
+        merged = {
+            "uid": static["uid"],
+            "attrs": {**static.get("attrs", {}), **mine["attrs"]},
+            "parents": _unique([*static.get("parents", []), *mine["parents"]]),
+        }
+        records: list[Any] = [
+            merged if uid == identity.principal else record for uid, record in self._static.items()
+        ]
+        return cedarpy.Entities.from_json_str(json.dumps(records))
+
+    # -- evaluation ------------------------------------------------------------
+
+    def evaluate_raw(self, request: AccessRequest) -> RawResult:
+        """Cedar's answer on the candidate policies (may raise on malformed input)."""
+        positions = self._positions(request)
+        if not positions:
+            return RawResult(False, (), ())
+        result = cedarpy.is_authorized(
+            to_cedar_request(request),
+            self._policy_set(positions),
+            self._entities(request.identity),
+        )
+        diagnostics = result.diagnostics
+        return RawResult(
+            result.allowed,
+            tuple(sorted(diagnostics.reasons)),
+            tuple(sorted(diagnostics.errors)),
+        )
+
+    def evaluate(self, request: AccessRequest) -> Decision:
+        """The decision for ``request``; never raises (an error is a deny)."""
+        try:
+            raw = self.evaluate_raw(request)
+        except Exception as exc:
+            return Decision.deny(
+                f"evaluation failed: {type(exc).__name__}: {exc}", policy_version=self.version
+            )
+        return self.decide(raw)
+
+    def decide(self, raw: RawResult) -> Decision:
+        """Map Cedar's answer to a Decision, failing closed on an erroring forbid."""
+        if raw.allowed:
+            failed_forbids = sorted(
+                {m.group(1) for e in raw.errors for m in _ERROR_POLICY.finditer(e)} & self._forbids
+            )
+            if failed_forbids:
+                return Decision(
+                    Effect.DENY,
+                    tuple(failed_forbids),
+                    (*raw.errors, "a forbid policy could not be evaluated: denied (fail closed)"),
+                    self.version,
+                )
+            return Decision(Effect.ALLOW, raw.reasons, raw.errors, self.version)
+        return Decision(Effect.DENY, raw.reasons, raw.errors, self.version)
+
+    def evaluate_many(self, requests: Sequence[AccessRequest]) -> list[Decision]:
+        return [self.evaluate(r) for r in requests]
+
+
+def _unique(items: list[Any]) -> list[Any]:
+    seen: set[str] = set()
+    out: list[Any] = []
+    for item in items:
+        key = json.dumps(item, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            out.append(item)
+    return out

@@ -1,0 +1,344 @@
+"""The activation gate: a new policy version becomes active only if it is sound.
+
+A version passes the gate when its files parse, validate against the schema
+and every policy test in it passes — whatever ``prepare`` checks before it
+returns a ready-to-use engine (see :func:`authz.sources.bundles.prepare_bundle`).
+Then, and only then, every activation listener is called with the new engine;
+the decision point swaps it in with one reference assignment, so in-flight
+checks finish on the version they started with.
+
+A version that fails stays out: the last good version keeps serving, and the
+rejection (version, time, every problem) is kept for ``GET /v1/policies``,
+metrics and logs, and handed to rejection listeners (the Redis announcer tells
+the other replicas, which then never activate it). A source that cannot be
+read is recorded the same way, as the last fetch error.
+
+:meth:`Gate.run` is the one task that owns the I/O: it reloads at start, then
+every ``poll_interval`` seconds of a pollable source, and at once whenever
+:meth:`Gate.trigger` is called (webhook, announcement from another replica).
+Blocking work (``git``, parsing, tests) runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from authz.sources.errors import Problem, Rejected, SourceError
+from authz.sources.protocol import PolicySource, Pollable, Refreshable, Revision
+from meshward.clock import Clock
+
+__all__ = [
+    "Activation",
+    "FetchFailure",
+    "Gate",
+    "Outcome",
+    "PolicyStatus",
+    "Rejection",
+]
+
+log = logging.getLogger(__name__)
+
+E = TypeVar("E")
+
+Prepare = Callable[[Path, str], E]
+Veto = Callable[[str], Awaitable[bool]]
+
+
+class Outcome(StrEnum):
+    """What one reload did (a metric label)."""
+
+    ACTIVATED = "activated"
+    UNCHANGED = "unchanged"
+    REJECTED = "rejected"
+    VETOED = "vetoed"  # rejected by another replica's gate
+    FETCH_FAILED = "fetch_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Activation(Generic[E]):
+    version: str
+    engine: E
+    at: dt.datetime
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    version: str
+    at: dt.datetime
+    stage: str  # "checkout", "bundle", "test", or "gate" when another replica rejected it
+    problems: tuple[Problem, ...]
+
+    @property
+    def vetoed(self) -> bool:
+        """Refused because another replica's gate rejected this version."""
+        return self.stage == "gate"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "at": _iso(self.at),
+            "stage": self.stage,
+            "errors": [_problem_json(p) for p in self.problems],
+        }
+
+
+def _problem_json(problem: Problem) -> dict[str, Any]:
+    return {
+        "file": problem.file or None,
+        "line": problem.line or None,
+        "column": problem.column or None,
+        "code": problem.code,
+        "message": problem.message,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class FetchFailure:
+    code: str
+    message: str
+    at: dt.datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "at": _iso(self.at)}
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyStatus:
+    """What ``GET /v1/policies`` shows."""
+
+    source: str
+    active_version: str | None
+    activated_at: dt.datetime | None
+    last_rejected: Rejection | None
+    last_fetch_error: FetchFailure | None
+    last_fetch_ok_at: dt.datetime | None
+    reloads: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "active_version": self.active_version,
+            "activated_at": _iso(self.activated_at) if self.activated_at else None,
+            "last_rejected": self.last_rejected.to_json() if self.last_rejected else None,
+            "last_fetch_error": self.last_fetch_error.to_json() if self.last_fetch_error else None,
+            "last_fetch_ok_at": _iso(self.last_fetch_ok_at) if self.last_fetch_ok_at else None,
+            "reloads": dict(self.reloads),
+        }
+
+
+def _iso(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+_MAX_REMEMBERED_REJECTIONS = 256
+
+
+class Gate(Generic[E]):
+    """Keeps the active engine of one policy source; see the module docstring."""
+
+    def __init__(
+        self,
+        source: PolicySource,
+        prepare: Prepare[E],
+        *,
+        clock: Clock,
+        work_dir: Path,
+        veto: Veto | None = None,
+    ) -> None:
+        self._source = source
+        self._prepare = prepare
+        self._clock = clock
+        self._work_dir = work_dir
+        self._veto = veto
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._on_activate: list[Callable[[Activation[E]], None]] = []
+        self._on_reject: list[Callable[[Rejection], Awaitable[None] | None]] = []
+        self._active: Activation[E] | None = None
+        self._rejected: dict[str, Rejection] = {}
+        self._last_rejected: Rejection | None = None
+        self._fetch_error: FetchFailure | None = None
+        self._fetch_ok_at: dt.datetime | None = None
+        self._fetch_ok_mono: float | None = None
+        self._reloads: dict[str, int] = {o.value: 0 for o in Outcome}
+
+    # -- listeners ---------------------------------------------------------------------------
+
+    def on_activate(self, listener: Callable[[Activation[E]], None]) -> None:
+        """Call ``listener`` (synchronously, on the event loop) after every activation.
+
+        A listener added when a version is already active is called at once.
+        """
+        self._on_activate.append(listener)
+        if self._active is not None:
+            listener(self._active)
+
+    def on_reject(self, listener: Callable[[Rejection], Awaitable[None] | None]) -> None:
+        """Call ``listener`` after every rejection by this gate (not for vetoes)."""
+        self._on_reject.append(listener)
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def source(self) -> PolicySource:
+        return self._source
+
+    @property
+    def active(self) -> Activation[E] | None:
+        return self._active
+
+    def seconds_since_fetch(self) -> float | None:
+        """Seconds since the source was last read successfully (``None``: never)."""
+        if self._fetch_ok_mono is None:
+            return None
+        return self._clock.monotonic() - self._fetch_ok_mono
+
+    def status(self) -> PolicyStatus:
+        active = self._active
+        return PolicyStatus(
+            source=self._source.description,
+            active_version=active.version if active else None,
+            activated_at=active.at if active else None,
+            last_rejected=self._last_rejected,
+            last_fetch_error=self._fetch_error,
+            last_fetch_ok_at=self._fetch_ok_at,
+            reloads=dict(self._reloads),
+        )
+
+    # -- reloading -----------------------------------------------------------------------------
+
+    def trigger(self) -> None:
+        """Ask :meth:`run` to reload now (webhook, announcement)."""
+        self._wake.set()
+
+    async def reload(self, *, fetch: bool = True) -> Outcome:
+        """Fetch (if the source is remote), then gate and activate its latest version."""
+        async with self._lock:
+            outcome = await self._reload(fetch)
+        self._reloads[outcome.value] += 1
+        return outcome
+
+    async def _reload(self, fetch: bool) -> Outcome:
+        try:
+            revision = await asyncio.to_thread(self._latest, fetch)
+        except SourceError as exc:
+            self._fetch_error = FetchFailure(exc.code, str(exc), self._clock.now())
+            log.warning(
+                "policy source unreadable; keeping the last good version",
+                extra={"fields": {"code": exc.code, "error": str(exc), "active": self._version}},
+            )
+            return Outcome.FETCH_FAILED
+        self._fetch_error = None
+        self._fetch_ok_at = self._clock.now()
+        self._fetch_ok_mono = self._clock.monotonic()
+        version = revision.version
+        if version == self._version or version in self._rejected:
+            return Outcome.UNCHANGED
+        if self._veto is not None and await self._vetoed(self._veto, version):
+            rejection = Rejection(
+                version,
+                self._clock.now(),
+                "gate",
+                (Problem("", 0, 0, "rejected_elsewhere", "rejected by another replica"),),
+            )
+            self._remember(rejection)
+            log.warning(
+                "policy version rejected by another replica", extra={"fields": {"version": version}}
+            )
+            return Outcome.VETOED
+        try:
+            engine = await asyncio.to_thread(self._prepare_revision, revision)
+        except Rejected as exc:
+            rejection = Rejection(version, self._clock.now(), exc.stage, exc.problems)
+            self._remember(rejection)
+            log.warning(
+                "policy version rejected; keeping the last good version",
+                extra={
+                    "fields": {
+                        "version": version,
+                        "active": self._version,
+                        "stage": exc.stage,
+                        "errors": [_problem_json(p) for p in exc.problems],
+                    }
+                },
+            )
+            for listener in self._on_reject:
+                try:
+                    result = listener(rejection)
+                    if result is not None:
+                        await result
+                except Exception:
+                    log.exception("policy rejection listener failed")
+            return Outcome.REJECTED
+        self._activate(Activation(version, engine, self._clock.now(), revision.source))
+        return Outcome.ACTIVATED
+
+    @property
+    def _version(self) -> str | None:
+        return self._active.version if self._active else None
+
+    async def _vetoed(self, veto: Veto, version: str) -> bool:
+        try:
+            return await veto(version)
+        except Exception as exc:
+            # Cannot ask the other replicas. With a version serving, keep it (fail
+            # closed); with none at all, this replica's own gate is the judge.
+            log.warning(
+                "cannot check rejections of other replicas", extra={"fields": {"error": str(exc)}}
+            )
+            return self._active is not None
+
+    def _latest(self, fetch: bool) -> Revision:
+        if fetch and isinstance(self._source, Refreshable):
+            self._source.refresh()
+        return self._source.latest()
+
+    def _prepare_revision(self, revision: Revision) -> E:
+        self._work_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="checkout-", dir=self._work_dir) as tmp:
+            try:
+                root = self._source.materialize(revision, Path(tmp))
+            except SourceError as exc:
+                raise Rejected([Problem("", 0, 0, exc.code, str(exc))], stage="checkout") from exc
+            return self._prepare(root, revision.version)
+
+    def _remember(self, rejection: Rejection) -> None:
+        self._last_rejected = rejection
+        self._rejected[rejection.version] = rejection
+        while len(self._rejected) > _MAX_REMEMBERED_REJECTIONS:
+            self._rejected.pop(next(iter(self._rejected)))
+
+    def _activate(self, activation: Activation[E]) -> None:
+        previous = self._version
+        self._active = activation
+        log.info(
+            "policy version activated",
+            extra={"fields": {"version": activation.version, "previous": previous}},
+        )
+        for listener in self._on_activate:
+            try:
+                listener(activation)
+            except Exception:
+                log.exception("policy activation listener failed")
+
+    async def run(self) -> None:
+        """Reload now, then on every poll interval or :meth:`trigger`, until cancelled."""
+        interval = self._source.poll_interval if isinstance(self._source, Pollable) else None
+        while True:
+            self._wake.clear()
+            try:
+                await self.reload()
+            except Exception:  # never let the loop die; the last good version keeps serving
+                log.exception("policy reload failed unexpectedly")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=interval)

@@ -1,0 +1,176 @@
+"""The policy test suite format: YAML files of named requests and expected decisions.
+
+A suite (``tests/*.yaml`` in a bundle) is checked against the JSON Schema in
+``policytest.schema.json`` and each case is turned into an
+:class:`~authz.model.AccessRequest` when the bundle loads, so a broken case is
+a load problem with its file, line and column, never a failure at run time.
+A case gives ``principal``/``action``/``resource``/``context`` directly, or a
+raw HTTP-style ``request`` that is mapped the way the PDP maps a proxy's
+request (see docs/policies.md for the format).
+
+Running the suites is :mod:`authz.policytest`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import jsonschema
+import yaml
+
+from authz.cedar import build_context, grpc_context, http_context, peer_context
+from authz.errors import BundleError, Problem, RequestError
+from authz.model import AccessRequest, Effect, EntityUid, Identity, InvalidEntityUid
+
+__all__ = [
+    "TestCase",
+    "TestSuite",
+    "case_request",
+    "load_test_schema",
+    "parse_suite",
+]
+
+
+def load_test_schema() -> dict[str, Any]:
+    """The JSON Schema of a test suite file (shipped as package data)."""
+    text = resources.files("authz").joinpath("testsuite.schema.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+@dataclass(frozen=True, slots=True)
+class TestCase:
+    __test__ = False  # not a pytest class
+
+    name: str
+    line: int
+    request: AccessRequest
+    expect: Effect
+    reasons: tuple[str, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class TestSuite:
+    __test__ = False
+
+    file: str
+    name: str
+    cases: tuple[TestCase, ...]
+
+
+def _entity(value: Any) -> EntityUid:
+    try:
+        return EntityUid.parse(value)
+    except InvalidEntityUid as exc:
+        raise RequestError(str(exc)) from exc
+
+
+def case_request(case: Mapping[str, Any]) -> AccessRequest:
+    """The AccessRequest a (schema-valid) case describes; RequestError if it cannot be built."""
+    raw = case.get("request")
+    context: dict[str, Any] = dict(case.get("context") or {})
+    parents = [_entity(p) for p in case.get("parents", [])]
+    parents += [EntityUid("Group", g) for g in case.get("groups", [])]
+    principal: EntityUid | None = _entity(case["principal"]) if "principal" in case else None
+    action = _entity(case["action"]) if "action" in case else None
+    resource = _entity(case["resource"]) if "resource" in case else None
+    if raw is not None:
+        path = raw.get("path", "/")
+        headers = raw.get("headers") or {}
+        http = http_context(raw["method"], raw.get("host", ""), path, raw.get("query", ""), headers)
+        peer = peer_context(raw["peer"]) if "peer" in raw else None
+        grpc = None
+        if http["headers"].get("content-type", "").startswith("application/grpc"):
+            grpc = grpc_context(path)
+        context = {
+            **build_context(http=http, peer=peer, token_claims=raw.get("claims"), grpc=grpc),
+            **context,
+        }
+        if principal is None and peer is not None:
+            principal = EntityUid("Workload", peer["spiffe_id"])
+        action = action or EntityUid("Action", http["method"])
+        if resource is None and http["host"]:
+            resource = EntityUid("Service", http["host"])
+    if principal is None:
+        principal = EntityUid("Anonymous", "anonymous")
+    if action is None or resource is None:
+        raise RequestError("a case needs an action and a resource (or a request with a host)")
+    identity = Identity(principal, tuple(parents), case.get("attributes") or {})
+    return AccessRequest(identity, action, resource, context)
+
+
+class _Positions:
+    """Line/column of a path in a YAML document, from its composed node tree."""
+
+    def __init__(self, text: str) -> None:
+        try:
+            self._root: yaml.Node | None = yaml.compose(text)
+        except yaml.YAMLError:
+            self._root = None
+
+    def at(self, path: list[str | int]) -> tuple[int, int]:
+        node = self._root
+        best = (1, 1)
+        for part in path:
+            if node is None:
+                break
+            best = (node.start_mark.line + 1, node.start_mark.column + 1)
+            node = _child(node, part)
+        if node is not None:
+            best = (node.start_mark.line + 1, node.start_mark.column + 1)
+        return best
+
+
+def _child(node: yaml.Node, part: str | int) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if key.value == part:
+                child: yaml.Node = value
+                return child
+    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+        item: yaml.Node = node.value[part]
+        return item
+    return None
+
+
+def parse_suite(file: str, text: str) -> TestSuite:
+    """Parse and check one suite; BundleError listing every problem in it."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+        raise BundleError([Problem(file, line, column, "bad-yaml", str(exc))]) from exc
+    positions = _Positions(text)
+    validator = jsonschema.Draft202012Validator(load_test_schema())
+    problems = []
+    for error in validator.iter_errors(document):
+        path = list(error.absolute_path)
+        line, column = positions.at(path)
+        where = "/".join(str(p) for p in path) or "(top)"
+        problems.append(Problem(file, line, column, "bad-test", f"{where}: {error.message}"))
+    if problems:
+        raise BundleError(problems)
+    cases: list[TestCase] = []
+    seen: set[str] = set()
+    for index, case in enumerate(document["cases"]):
+        line, column = positions.at(["cases", index])
+        if case["name"] in seen:
+            problems.append(
+                Problem(file, line, column, "duplicate-test", f"duplicate case {case['name']!r}")
+            )
+        seen.add(case["name"])
+        try:
+            request = case_request(case)
+        except RequestError as exc:
+            problems.append(Problem(file, line, column, "bad-test", f"{case['name']}: {exc}"))
+            continue
+        reasons = tuple(sorted(case["reasons"])) if "reasons" in case else None
+        cases.append(TestCase(case["name"], line, request, Effect(case["expect"]), reasons))
+    if problems:
+        raise BundleError(problems)
+    return TestSuite(file, str(document.get("name", file)), tuple(cases))

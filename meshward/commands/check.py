@@ -1,0 +1,49 @@
+"""``meshward check``: one decision from the command line (the contract's JSON)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from authz.engine import Engine
+from authz.errors import RequestError
+from authz.requestdoc import parse_request_json
+from meshward.commands.common import ExitCode, fail, settings_from
+from meshward.commands.policy import load_or_exit
+
+__all__ = ["check_command"]
+
+
+def check_command(
+    ctx: typer.Context,
+    policies: Annotated[
+        Path | None,
+        typer.Option(
+            "--policies",
+            help="Policy directory (default: the pdp.policies setting, ./policies).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Decide one request read as JSON on stdin; print the decision as JSON.
+
+    Input: {"principal": "Workload::\\"spiffe://...\\"", "action": "Action::\\"GET\\"",
+    "resource": "Service::\\"...\\"", "context": {...}}. Output: {"decision": "allow"|"deny",
+    "reasons": [policy ids], "errors": [...]}. Exit 0 allow, 1 deny, 2 bad input.
+    """
+    directory = policies
+    if directory is None:
+        directory = Path(settings_from(ctx).pdp.policies)
+    text = sys.stdin.read()
+    try:
+        request = parse_request_json(text)
+    except RequestError as exc:
+        fail(f"bad request: {exc}")
+    bundle = load_or_exit(directory)
+    decision = Engine(bundle).evaluate(request)
+    typer.echo(json.dumps(decision.to_json()))
+    raise typer.Exit(int(ExitCode.OK if decision.allowed else ExitCode.NEGATIVE))

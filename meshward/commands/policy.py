@@ -1,0 +1,143 @@
+"""``meshward policy``: validate, test and format a policy directory.
+
+Each command parses its options, calls :mod:`authz`, prints, and exits with
+0 (success), 1 (a negative result: failed tests, unformatted files) or 2 (bad
+input: the bundle does not load). Add a command with ``@policy_app.command``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import cedarpy
+import typer
+
+from authz.bundle import PolicyBundle, load_bundle
+from authz.cedarsource import SourceMap, locate_error
+from authz.errors import BundleError, Problem
+from authz.policytest import run_tests
+from meshward.commands.common import ExitCode
+
+__all__ = ["load_or_exit", "policy_app", "print_problems"]
+
+policy_app = typer.Typer(
+    name="policy",
+    help="Validate, test and format a Cedar policy directory.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+DirArg = Annotated[
+    Path,
+    typer.Argument(
+        help="Policy directory: schema.cedarschema, *.cedar, entities.json, tests/*.yaml.",
+        show_default=False,
+    ),
+]
+
+
+def print_problems(directory: Path, problems: tuple[Problem, ...] | list[Problem]) -> None:
+    """Every problem on stderr as ``DIR/FILE:LINE:COL: code: message``."""
+    for p in problems:
+        where = p.file if p.file == str(directory) else (directory / p.file).as_posix()
+        typer.echo(f"{where}:{p.line}:{p.column}: {p.code}: {p.message}", err=True)
+
+
+def load_or_exit(directory: Path) -> PolicyBundle:
+    """Load the bundle or print every problem and exit 2."""
+    try:
+        return load_bundle(directory)
+    except BundleError as exc:
+        print_problems(directory, exc.problems)
+        count = len(exc.problems)
+        typer.echo(f"meshward: {count} problem{'s' if count != 1 else ''}; not loaded", err=True)
+        raise typer.Exit(int(ExitCode.BAD_INPUT)) from None
+
+
+@policy_app.command("validate")
+def validate_command(directory: DirArg) -> None:
+    """Parse and validate the policies against the schema; check entities and test files.
+
+    Prints every problem as FILE:LINE:COL and exits 2 if there is any.
+    """
+    bundle = load_or_exit(directory)
+    cases = sum(len(s.cases) for s in bundle.tests)
+    typer.echo(
+        f"ok: {len(bundle.policies)} policies, {len(bundle.tests)} test files, "
+        f"{cases} test cases (version {bundle.version})"
+    )
+
+
+@policy_app.command("test")
+def test_command(
+    directory: DirArg,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also list the cases that pass.")
+    ] = False,
+) -> None:
+    """Run the YAML test cases in DIR/tests; end with 'N passed, N failed'.
+
+    Exits 1 if any case fails, 2 if the bundle does not load.
+    """
+    bundle = load_or_exit(directory)
+    report = run_tests(bundle)
+    for result in report.results:
+        if result.passed and verbose:
+            typer.echo(f"PASS {result.file}:{result.case.line} {result.case.name}")
+        elif not result.passed:
+            typer.echo(
+                f"FAIL {result.file}:{result.case.line} {result.case.name}: {result.failure}"
+            )
+    typer.echo(report.summary)
+    if not report.ok:
+        raise typer.Exit(int(ExitCode.NEGATIVE))
+
+
+@policy_app.command("fmt")
+def fmt_command(
+    directory: DirArg,
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="Change nothing; list unformatted files and exit 1 if any."),
+    ] = False,
+    line_width: Annotated[int, typer.Option("--line-width", min=20)] = 80,
+    indent: Annotated[int, typer.Option("--indent", min=1, max=8)] = 2,
+) -> None:
+    """Format every *.cedar file in DIR with Cedar's formatter (in place)."""
+    if not directory.is_dir():
+        print_problems(directory, [Problem(str(directory), 1, 1, "not-a-directory", "not found")])
+        raise typer.Exit(int(ExitCode.BAD_INPUT))
+    problems: list[Problem] = []
+    changed: list[tuple[Path, str]] = []
+    for path in sorted(directory.rglob("*.cedar")):
+        rel = path.relative_to(directory).as_posix()
+        try:
+            text = path.read_text("utf-8")
+        except UnicodeDecodeError as exc:
+            problems.append(Problem(rel, 1, 1, "not-utf8", f"not UTF-8 text: {exc.reason}"))
+            continue
+        try:
+            formatted = cedarpy.format_policies(text, line_width, indent)
+        except ValueError as exc:
+            offset = locate_error(text, str(exc), cedarpy.policies_to_json_str)
+            pos = SourceMap(text).position(offset)
+            problems.append(Problem(rel, pos.line, pos.column, "syntax-error", str(exc)))
+            continue
+        if not formatted.endswith("\n"):
+            formatted += "\n"
+        if formatted != text:
+            changed.append((path, formatted))
+    if problems:
+        print_problems(directory, sorted(problems))
+        raise typer.Exit(int(ExitCode.BAD_INPUT))
+    for path, formatted in changed:
+        if check:
+            typer.echo(f"would reformat {path.as_posix()}")
+        else:
+            path.write_text(formatted, "utf-8")
+            typer.echo(f"reformatted {path.as_posix()}")
+    if check and changed:
+        raise typer.Exit(int(ExitCode.NEGATIVE))
+    if not changed:
+        typer.echo("all policy files are formatted")

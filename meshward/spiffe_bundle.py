@@ -1,0 +1,376 @@
+"""The SPIFFE bundle of a trust domain, as the Trust Domain and Bundle spec defines it.
+
+A :class:`SpiffeBundle` is a frozen value: the trust domain, its X.509
+authorities (CA certificates), its JWT authorities (``kid`` -> public key), the
+``spiffe_sequence`` and the ``spiffe_refresh_hint``. It is parsed from and
+rendered to the two forms meshward serves:
+
+- the JWK Set document (``GET /v1/bundle``): every key has ``use``;
+  ``x509-svid`` keys carry exactly one certificate in ``x5c`` and no ``kid``,
+  ``jwt-svid`` keys always carry a ``kid``. When consuming a document, a key
+  with an unknown ``use`` or a malformed key is skipped (the spec asks
+  consumers to ignore such elements) and counted in ``skipped_keys``; a
+  document that is not a JWK Set at all is an error.
+- PEM (``bundle.pem``): the X.509 authorities only, one certificate each.
+
+Errors (the tree continues :mod:`meshward.spiffe`)::
+
+    SpiffeError
+     └── InvalidBundle      (.reason: a short code)
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from meshward.spiffe import InvalidSpiffeId, SpiffeError, SpiffeId, TrustDomain
+
+__all__ = [
+    "JWT_SVID_USE",
+    "X509_SVID_USE",
+    "InvalidBundle",
+    "PublicKey",
+    "SpiffeBundle",
+    "jwk_thumbprint",
+    "jwk_to_public_key",
+    "load_bundle",
+    "public_key_to_jwk",
+]
+
+X509_SVID_USE = "x509-svid"
+JWT_SVID_USE = "jwt-svid"
+MAX_DOCUMENT_BYTES = 1 << 20
+
+PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
+
+_CURVES: dict[str, tuple[type[ec.EllipticCurve], int]] = {
+    "P-256": (ec.SECP256R1, 32),
+    "P-384": (ec.SECP384R1, 48),
+    "P-521": (ec.SECP521R1, 66),
+}
+
+
+class InvalidBundle(SpiffeError, ValueError):
+    """A bundle document cannot be parsed; ``reason`` is a short code."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(
+            f"invalid SPIFFE bundle: {reason.replace('_', ' ')}" + (f": {detail}" if detail else "")
+        )
+        self.reason = reason
+
+
+def _b64u(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64u(value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise InvalidBundle("bad_jwk", "base64url member is not a string")
+    try:
+        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except ValueError as exc:
+        raise InvalidBundle("bad_jwk", "bad base64url") from exc
+
+
+def _int_bytes(value: int, length: int | None = None) -> bytes:
+    size = length if length is not None else max(1, (value.bit_length() + 7) // 8)
+    return value.to_bytes(size, "big")
+
+
+def public_key_to_jwk(key: PublicKey) -> dict[str, str]:
+    """The JWK members (``kty`` and key parameters) of a public key."""
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        for crv, (curve, size) in _CURVES.items():
+            if isinstance(key.curve, curve):
+                nums = key.public_numbers()
+                return {
+                    "kty": "EC",
+                    "crv": crv,
+                    "x": _b64u(_int_bytes(nums.x, size)),
+                    "y": _b64u(_int_bytes(nums.y, size)),
+                }
+        raise InvalidBundle("unsupported_key", f"curve {key.curve.name}")
+    if isinstance(key, rsa.RSAPublicKey):
+        rn = key.public_numbers()
+        return {"kty": "RSA", "n": _b64u(_int_bytes(rn.n)), "e": _b64u(_int_bytes(rn.e))}
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return {"kty": "OKP", "crv": "Ed25519", "x": _b64u(raw)}
+    raise InvalidBundle("unsupported_key", type(key).__name__)
+
+
+def jwk_to_public_key(jwk: Mapping[str, Any]) -> PublicKey:
+    """The public key a JWK describes; :class:`InvalidBundle` if it is malformed."""
+    kty = jwk.get("kty")
+    try:
+        if kty == "EC":
+            crv = jwk.get("crv")
+            if crv not in _CURVES:
+                raise InvalidBundle("unsupported_key", f"curve {crv!r}")
+            curve, size = _CURVES[str(crv)]
+            xb, yb = _unb64u(jwk.get("x")), _unb64u(jwk.get("y"))
+            if len(xb) != size or len(yb) != size:
+                raise InvalidBundle("bad_jwk", "EC coordinate length")
+            nums = ec.EllipticCurvePublicNumbers(
+                int.from_bytes(xb, "big"), int.from_bytes(yb, "big"), curve()
+            )
+            return nums.public_key()
+        if kty == "RSA":
+            n = int.from_bytes(_unb64u(jwk.get("n")), "big")
+            e = int.from_bytes(_unb64u(jwk.get("e")), "big")
+            return rsa.RSAPublicNumbers(e, n).public_key()
+        if kty == "OKP":
+            if jwk.get("crv") != "Ed25519":
+                raise InvalidBundle("unsupported_key", f"OKP curve {jwk.get('crv')!r}")
+            return ed25519.Ed25519PublicKey.from_public_bytes(_unb64u(jwk.get("x")))
+    except ValueError as exc:
+        if isinstance(exc, InvalidBundle):
+            raise
+        raise InvalidBundle("bad_jwk", "key parameters do not form a public key") from exc
+    raise InvalidBundle("unsupported_key", f"kty {kty!r}")
+
+
+def jwk_thumbprint(key: PublicKey) -> str:
+    """The RFC 7638 SHA-256 thumbprint of ``key``, base64url: a stable ``kid``."""
+    members = public_key_to_jwk(key)
+    canonical = json.dumps(dict(sorted(members.items())), separators=(",", ":"))
+    return _b64u(hashlib.sha256(canonical.encode("ascii")).digest())
+
+
+def _same_key(a: PublicKey, b: PublicKey) -> bool:
+    fmt = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    return a.public_bytes(der, fmt) == b.public_bytes(der, fmt)
+
+
+def _cert_der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+@dataclass(frozen=True)
+class SpiffeBundle:
+    """The trust material of one trust domain (immutable)."""
+
+    trust_domain: TrustDomain
+    x509_authorities: tuple[x509.Certificate, ...] = ()
+    jwt_authorities: Mapping[str, PublicKey] = field(default_factory=lambda: MappingProxyType({}))
+    sequence: int | None = None
+    refresh_hint: int | None = None
+    skipped_keys: int = field(default=0, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.trust_domain, TrustDomain):
+            raise TypeError("trust_domain must be a TrustDomain")
+        # Freeze the mapping so the value cannot change under its users.
+        object.__setattr__(self, "jwt_authorities", MappingProxyType(dict(self.jwt_authorities)))
+        object.__setattr__(self, "x509_authorities", tuple(self.x509_authorities))
+        for kid in self.jwt_authorities:
+            if not isinstance(kid, str) or not kid:
+                raise InvalidBundle("bad_kid", "JWT authority without a key id")
+        for name, value in (("sequence", self.sequence), ("refresh_hint", self.refresh_hint)):
+            if value is not None and (isinstance(value, bool) or value < 0):
+                raise InvalidBundle(f"bad_{name}", str(value))
+
+    def __hash__(self) -> int:
+        return hash((self.trust_domain, self.sequence, len(self.x509_authorities)))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SpiffeBundle):
+            return NotImplemented
+        if set(self.jwt_authorities) != set(other.jwt_authorities):
+            return False
+        return (
+            self.trust_domain == other.trust_domain
+            and self.sequence == other.sequence
+            and self.refresh_hint == other.refresh_hint
+            and [_cert_der(c) for c in self.x509_authorities]
+            == [_cert_der(c) for c in other.x509_authorities]
+            and all(
+                _same_key(k, other.jwt_authorities[kid]) for kid, k in self.jwt_authorities.items()
+            )
+        )
+
+    # -- JWK Set ------------------------------------------------------------
+
+    def to_jwks(self) -> dict[str, Any]:
+        """The bundle as a SPIFFE JWK Set document (a JSON-ready dict)."""
+        keys: list[dict[str, Any]] = []
+        for cert in self.x509_authorities:
+            jwk: dict[str, Any] = {"use": X509_SVID_USE, **public_key_to_jwk(_cert_key(cert))}
+            jwk["x5c"] = [base64.b64encode(_cert_der(cert)).decode("ascii")]
+            keys.append(jwk)
+        for kid, key in self.jwt_authorities.items():
+            keys.append({"use": JWT_SVID_USE, "kid": kid, **public_key_to_jwk(key)})
+        doc: dict[str, Any] = {"keys": keys}
+        if self.sequence is not None:
+            doc["spiffe_sequence"] = self.sequence
+        if self.refresh_hint is not None:
+            doc["spiffe_refresh_hint"] = self.refresh_hint
+        return doc
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_jwks(), indent=2).encode("utf-8")
+
+    @classmethod
+    def from_jwks(
+        cls, document: bytes | str | Mapping[str, Any], trust_domain: TrustDomain
+    ) -> SpiffeBundle:
+        """Parse a SPIFFE JWK Set document for ``trust_domain``."""
+        doc = _load_json(document) if isinstance(document, bytes | str) else document
+        if not isinstance(doc, Mapping):
+            raise InvalidBundle("not_an_object")
+        raw_keys = doc.get("keys")
+        if not isinstance(raw_keys, list):
+            raise InvalidBundle("missing_keys")
+        sequence = _optional_uint(doc, "spiffe_sequence")
+        refresh = _optional_uint(doc, "spiffe_refresh_hint")
+        certs: list[x509.Certificate] = []
+        jwt_keys: dict[str, PublicKey] = {}
+        skipped = 0
+        for raw in raw_keys:
+            try:
+                use = raw.get("use") if isinstance(raw, Mapping) else None
+                if use == X509_SVID_USE:
+                    cert = _parse_x509_jwk(raw)
+                    if all(_cert_der(cert) != _cert_der(c) for c in certs):
+                        certs.append(cert)
+                elif use == JWT_SVID_USE:
+                    kid, key = _parse_jwt_jwk(raw)
+                    if kid in jwt_keys:
+                        raise InvalidBundle("duplicate_kid", kid)
+                    jwt_keys[kid] = key
+                else:
+                    skipped += 1
+            except InvalidBundle as exc:
+                if exc.reason == "duplicate_kid":
+                    raise
+                skipped += 1
+        return cls(trust_domain, tuple(certs), jwt_keys, sequence, refresh, skipped)
+
+    # -- PEM ----------------------------------------------------------------
+
+    def to_pem(self) -> bytes:
+        """The X.509 authorities as concatenated PEM certificates."""
+        return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in self.x509_authorities)
+
+    @classmethod
+    def from_pem(cls, data: bytes, trust_domain: TrustDomain | None = None) -> SpiffeBundle:
+        """Parse PEM CA certificates; the trust domain defaults to the one in their URI SAN."""
+        if len(data) > MAX_DOCUMENT_BYTES:
+            raise InvalidBundle("too_large")
+        try:
+            certs = x509.load_pem_x509_certificates(data)
+        except ValueError as exc:
+            raise InvalidBundle("bad_pem") from exc
+        if not certs:
+            raise InvalidBundle("empty")
+        td = trust_domain or _trust_domain_of(certs)
+        return cls(td, tuple(certs))
+
+    # -- helpers ------------------------------------------------------------
+
+    def with_changes(
+        self,
+        *,
+        x509_authorities: tuple[x509.Certificate, ...] | None = None,
+        jwt_authorities: Mapping[str, PublicKey] | None = None,
+        sequence: int | None = None,
+        refresh_hint: int | None = None,
+    ) -> SpiffeBundle:
+        """A copy with some fields replaced."""
+        return SpiffeBundle(
+            self.trust_domain,
+            self.x509_authorities if x509_authorities is None else x509_authorities,
+            self.jwt_authorities if jwt_authorities is None else jwt_authorities,
+            self.sequence if sequence is None else sequence,
+            self.refresh_hint if refresh_hint is None else refresh_hint,
+        )
+
+
+def load_bundle(data: bytes, trust_domain: TrustDomain | None = None) -> SpiffeBundle:
+    """Parse either form: a JWK Set document (JSON) or PEM certificates.
+
+    A JWK Set does not name its trust domain; without ``trust_domain`` it is
+    taken from the URI SAN of its X.509 authorities.
+    """
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise InvalidBundle("too_large")
+    if data.lstrip().startswith(b"{"):
+        doc = _load_json(data)
+        td = trust_domain
+        if td is None:
+            probe = SpiffeBundle.from_jwks(doc, TrustDomain("probe"))
+            td = _trust_domain_of(list(probe.x509_authorities))
+        return SpiffeBundle.from_jwks(doc, td)
+    return SpiffeBundle.from_pem(data, trust_domain)
+
+
+def _load_json(document: bytes | str) -> Any:
+    if len(document) > MAX_DOCUMENT_BYTES:
+        raise InvalidBundle("too_large")
+    try:
+        return json.loads(document)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidBundle("not_json") from exc
+
+
+def _optional_uint(doc: Mapping[str, Any], name: str) -> int | None:
+    value = doc.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidBundle(f"bad_{name.removeprefix('spiffe_')}", repr(value))
+    return value
+
+
+def _cert_key(cert: x509.Certificate) -> PublicKey:
+    key = cert.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey):
+        raise InvalidBundle("unsupported_key", type(key).__name__)
+    return key
+
+
+def _parse_x509_jwk(raw: Mapping[str, Any]) -> x509.Certificate:
+    x5c = raw.get("x5c")
+    if not isinstance(x5c, list) or len(x5c) != 1 or not isinstance(x5c[0], str):
+        raise InvalidBundle("bad_x5c", "x509-svid key needs exactly one certificate")
+    try:
+        cert = x509.load_der_x509_certificate(base64.b64decode(x5c[0], validate=True))
+    except ValueError as exc:
+        raise InvalidBundle("bad_x5c", "not a DER certificate") from exc
+    cert_key = _cert_key(cert)
+    if not _same_key(cert_key, jwk_to_public_key(raw)):
+        raise InvalidBundle("key_mismatch", "JWK parameters differ from the x5c key")
+    return cert
+
+
+def _parse_jwt_jwk(raw: Mapping[str, Any]) -> tuple[str, PublicKey]:
+    kid = raw.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise InvalidBundle("missing_kid")
+    return kid, jwk_to_public_key(raw)
+
+
+def _trust_domain_of(certs: list[x509.Certificate]) -> TrustDomain:
+    for cert in certs:
+        try:
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            continue
+        for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
+            try:
+                return SpiffeId.parse(uri).trust_domain
+            except InvalidSpiffeId:
+                continue
+    raise InvalidBundle("unknown_trust_domain", "no certificate names a SPIFFE trust domain")

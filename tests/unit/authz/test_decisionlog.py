@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from authz.decisionlog import (
+    DecisionEvent,
+    DecisionLog,
+    RotatingFileSink,
+    StreamSink,
+    decision_entry,
+)
+from authz.model import AccessRequest, Decision, Effect, EntityUid, Identity
+
+WHEN = dt.datetime(2026, 3, 1, 12, 0, 5, tzinfo=dt.UTC)
+
+
+def _event(n: int = 0, headers: dict[str, str] | None = None) -> DecisionEvent:
+    identity = Identity(
+        EntityUid("User", "https://idp.test|alice"),
+        parents=(EntityUid("Group", "admins"),),
+        attributes={"email": "alice@example.test"},
+    )
+    request = AccessRequest(
+        identity,
+        EntityUid("Action", "GET"),
+        EntityUid("Service", "spiffe://meshward.local/api"),
+        {
+            "http": {
+                "method": "GET",
+                "host": "api.local",
+                "path": f"/items/{n}",
+                "headers": headers or {"Authorization": "Bearer abc.def", "x-trace": "t1"},
+            }
+        },
+    )
+    decision = Decision(Effect.ALLOW, ("policy0",), (), "abc123")
+    return DecisionEvent(WHEN, f"d-{n}", request, decision, 0.00125, "local")
+
+
+def test_entry_has_every_field_and_redacts() -> None:
+    entry = decision_entry(_event(headers={"Authorization": "Bearer x", "Cookie": "s=1", "a": "b"}))
+    assert entry["time"] == "2026-03-01T12:00:05.000Z"
+    assert entry["decision_id"] == "d-0"
+    assert entry["policy_version"] == "abc123"
+    assert entry["principal"] == 'User::"https://idp.test|alice"'
+    assert entry["principal_parents"] == ['Group::"admins"']
+    assert entry["action"] == 'Action::"GET"'
+    assert entry["resource"] == 'Service::"spiffe://meshward.local/api"'
+    assert entry["decision"] == "allow"
+    assert entry["reasons"] == ["policy0"]
+    assert entry["errors"] == []
+    assert entry["latency_ms"] == 1.25
+    assert entry["cache"] == "local"
+    assert entry["request"] == {"method": "GET", "host": "api.local", "path": "/items/0"}
+    headers = entry["context"]["http"]["headers"]
+    assert headers == {"Authorization": "[redacted]", "Cookie": "[redacted]", "a": "b"}
+    assert sorted(entry["redacted"]) == [
+        "context.http.headers.Authorization",
+        "context.http.headers.Cookie",
+    ]
+    assert "Bearer" not in json.dumps(entry)
+
+
+def test_custom_redaction_list_reaches_attributes_and_query() -> None:
+    event = _event(headers={"x-api-key": "k"})
+    entry = decision_entry(event, redact=["X-API-KEY", "email"])
+    assert entry["context"]["http"]["headers"]["x-api-key"] == "[redacted]"
+    assert entry["principal_attributes"]["email"] == "[redacted]"
+    assert "principal_attributes.email" in entry["redacted"]
+
+
+def test_lines_are_written_in_order_to_a_stream() -> None:
+    out = io.StringIO()
+    with DecisionLog(StreamSink(out)) as dlog:
+        for n in range(50):
+            assert dlog.record(_event(n))
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [e["decision_id"] for e in lines] == [f"d-{n}" for n in range(50)]
+    assert dlog.written == 50
+
+
+def test_sampling_keeps_about_the_rate() -> None:
+    out = io.StringIO()
+    with DecisionLog(StreamSink(out), sample_rate=0.25, rng=random.Random(7)) as dlog:
+        kept = sum(dlog.record(_event(n)) for n in range(2000))
+    assert 400 < kept < 600
+    assert len(out.getvalue().splitlines()) == kept
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.5])
+def test_bad_sample_rate(rate: float) -> None:
+    with pytest.raises(ValueError):
+        DecisionLog(StreamSink(io.StringIO()), sample_rate=rate)
+
+
+def test_rotation_by_size_keeps_backups(tmp_path: Path) -> None:
+    path = tmp_path / "logs" / "decisions.jsonl"
+    with DecisionLog(RotatingFileSink(path, max_bytes=4000, backups=2)) as dlog:
+        for n in range(60):
+            dlog.record(_event(n))
+    files = sorted(p.name for p in path.parent.iterdir())
+    assert files == ["decisions.jsonl", "decisions.jsonl.1", "decisions.jsonl.2"]
+    for p in path.parent.iterdir():
+        assert p.stat().st_size <= 4000
+        for line in p.read_text().splitlines():
+            json.loads(line)
+    newest = [json.loads(x)["decision_id"] for x in path.read_text().splitlines()]
+    assert newest[-1] == "d-59"
+
+
+def test_a_failing_sink_never_raises(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    sink = RotatingFileSink(blocker / "sub" / "decisions.jsonl")  # parent is a file
+    with DecisionLog(sink) as dlog:
+        assert dlog.record(_event()) is True
+    assert dlog.failed == 1
+    assert dlog.written == 0
+
+
+def test_unserialisable_context_values_still_log() -> None:
+    out = io.StringIO()
+    event = _event()
+    weird = AccessRequest(
+        event.request.identity,
+        event.request.action,
+        event.request.resource,
+        {"blob": b"\x00\x01", "when": WHEN},
+    )
+    with DecisionLog(StreamSink(out)) as dlog:
+        dlog.record(DecisionEvent(WHEN, "w", weird, event.decision, 0.0))
+    assert json.loads(out.getvalue())["decision_id"] == "w"
+
+
+def test_full_queue_drops_instead_of_blocking() -> None:
+    dlog = DecisionLog(StreamSink(io.StringIO()), max_queue=3)  # not started: nothing drains
+    results = [dlog.record(_event(n)) for n in range(5)]
+    assert results == [True, True, True, False, False]
+    assert dlog.dropped == 2
+    dlog.start()
+    dlog.close()
+    assert dlog.written == 3

@@ -1,0 +1,182 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from authz.bundle import load_bundle
+from authz.engine import Engine
+from authz.model import AccessRequest, Effect, EntityUid, Identity
+from tests.support.cli import REPO
+
+FRONTEND = "spiffe://meshward.local/ns/shop/sa/frontend"
+CATALOG = "spiffe://meshward.local/ns/shop/sa/catalog"
+
+
+def req(principal: str, action: str, resource: str, context=None, parents=()) -> AccessRequest:
+    return AccessRequest(
+        Identity(EntityUid.parse(principal), tuple(EntityUid.parse(p) for p in parents)),
+        EntityUid.parse(action),
+        EntityUid.parse(resource),
+        context or {},
+    )
+
+
+POLICIES = """
+@id("p-eq")
+permit (principal == User::"alice", action == Action::"GET", resource == Service::"s1");
+@id("p-in-group")
+permit (principal in Group::"staff", action in Action::"read", resource);
+@id("p-is")
+permit (principal is Workload, action == Action::"POST", resource in Service::"shop");
+@id("f-path")
+forbid (principal, action, resource) when { context has path && context.path like "/admin*" };
+@id("f-error")
+forbid (principal == User::"erroring", action, resource)
+when { context has n && context.n * 9223372036854775807 > 1 };
+@id("p-erroring")
+permit (principal == User::"erroring", action, resource);
+@id("p-error-permit")
+permit (principal == User::"perr", action, resource)
+when { context has n && context.n * 9223372036854775807 > 1 };
+"""
+
+
+def _entity(kind: str, ident: str, *parents: tuple[str, str], **attrs: str) -> dict:
+    return {
+        "uid": {"type": kind, "id": ident},
+        "attrs": attrs,
+        "parents": [{"type": t, "id": i} for t, i in parents],
+    }
+
+
+ENTITIES = json.dumps(
+    [
+        _entity("Group", "staff"),
+        _entity("Group", "admins", ("Group", "staff")),
+        _entity("Service", "shop"),
+        _entity("Service", "s1", ("Service", "shop")),
+        _entity("User", "static-bob", ("Group", "admins"), email="b@x"),
+    ]
+)
+
+
+@pytest.fixture
+def engine(make_bundle) -> Engine:
+    return Engine(load_bundle(make_bundle({"p.cedar": POLICIES, "entities.json": ENTITIES})))
+
+
+CASES = [
+    # principal, parents, action, resource, context, effect, reasons, candidates
+    (
+        'User::"alice"',
+        (),
+        'Action::"GET"',
+        'Service::"s1"',
+        {},
+        "allow",
+        ["p-eq"],
+        ["p-eq", "f-path"],
+    ),
+    ('User::"alice"', (), 'Action::"HEAD"', 'Service::"s1"', {}, "deny", [], ["f-path"]),
+    (
+        'User::"carol"',
+        ('Group::"admins"',),
+        'Action::"HEAD"',
+        'Service::"x"',
+        {},
+        "allow",
+        ["p-in-group"],
+        ["p-in-group", "f-path"],
+    ),
+    (
+        'User::"static-bob"',
+        (),
+        'Action::"GET"',
+        'Service::"x"',
+        {},
+        "allow",
+        ["p-in-group"],
+        ["p-in-group", "f-path"],
+    ),
+    (
+        'Workload::"w"',
+        (),
+        'Action::"POST"',
+        'Service::"s1"',
+        {},
+        "allow",
+        ["p-is"],
+        ["p-is", "f-path"],
+    ),
+    (
+        'Workload::"w"',
+        (),
+        'Action::"POST"',
+        'Service::"s1"',
+        {"path": "/admin/x"},
+        "deny",
+        ["f-path"],
+        ["p-is", "f-path"],
+    ),
+    ('User::"alice"', (), 'Action::"PROPFIND"', 'Service::"s1"', {}, "deny", [], ["f-path"]),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{c[2]}-{c[5]}" for c in CASES])
+def test_decisions_and_candidates(engine: Engine, case) -> None:
+    principal, parents, action, resource, context, effect, reasons, candidates = case
+    request = req(principal, action, resource, context, parents)
+    decision = engine.evaluate(request)
+    assert decision.effect is Effect(effect)
+    assert list(decision.reasons) == sorted(reasons)
+    assert decision.policy_version == engine.bundle.version
+    assert sorted(p.id for p in engine.candidates(request)) == sorted(candidates)
+    whole = Engine(engine.bundle, slicing=False)
+    assert whole.evaluate(request) == decision
+
+
+def test_an_erroring_forbid_denies_fail_closed(engine: Engine) -> None:
+    decision = engine.evaluate(req('User::"erroring"', 'Action::"GET"', 'Service::"s1"', {"n": 2}))
+    assert decision.effect is Effect.DENY
+    assert decision.reasons == ("f-error",)
+    assert any("f-error" in e for e in decision.errors)
+
+
+def test_an_erroring_permit_grants_nothing(engine: Engine) -> None:
+    decision = engine.evaluate(req('User::"perr"', 'Action::"GET"', 'Service::"s1"', {"n": 2}))
+    assert decision.effect is Effect.DENY
+    assert decision.reasons == ()
+    assert any("p-error-permit" in e for e in decision.errors)
+
+
+def test_evaluate_never_raises(engine: Engine) -> None:
+    bad = req('User::"alice"', 'Action::"GET"', 'Service::"s1"', {"x": 1.5})
+    decision = engine.evaluate(bad)
+    assert decision.effect is Effect.DENY
+    assert decision.errors
+    assert decision.policy_version == engine.bundle.version
+
+
+def test_request_parents_merge_with_static_parents(engine: Engine) -> None:
+    # static-bob is an admin (so staff) in entities.json; the request adds another group.
+    request = req('User::"static-bob"', 'Action::"GET"', 'Service::"x"', parents=['Group::"g"'])
+    assert engine.evaluate(request).reasons == ("p-in-group",)
+
+
+def test_slices_are_memoized_and_bounded(make_bundle) -> None:
+    bundle = load_bundle(make_bundle({"p.cedar": POLICIES, "entities.json": ENTITIES}))
+    engine = Engine(bundle, slice_cache_size=2)
+    for who in ("alice", "carol", "dave", "erin"):
+        engine.evaluate(req(f'User::"{who}"', 'Action::"GET"', 'Service::"s1"'))
+    engine.evaluate(req('Workload::"w"', 'Action::"POST"', 'Service::"s1"'))
+    assert len(engine._slices) <= 2
+
+
+def test_example_mesh_decision() -> None:
+    engine = Engine.from_bundle(load_bundle(REPO / "policies"))
+    decision = engine.evaluate(
+        req(f'Workload::"{FRONTEND}"', 'Action::"GET"', f'Service::"{CATALOG}"')
+    )
+    assert decision.allowed
+    assert decision.reasons == ("frontend-reads-catalog",)
