@@ -9,6 +9,7 @@ import typer
 
 from meshward import __version__
 from meshward.commands import check, policy, up
+from meshward.commands.agent import agent_app
 from meshward.commands.common import GlobalOptions
 
 __all__ = ["app", "main"]
@@ -58,6 +59,7 @@ def _root(
 app.command("up", help="Run everything (CA + PDP) on embedded defaults.")(up.up_command)
 app.add_typer(policy.policy_app, name="policy")
 app.command("check")(check.check_command)
+app.add_typer(agent_app, name="agent")
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from pydantic_settings import (
 )
 
 __all__ = [
+    "AgentSettings",
     "CaSettings",
     "CacheSettings",
     "DecisionLogSettings",
@@ -134,6 +135,35 @@ class CaSettings(_Section):
     _check_addr = field_validator("addr")(_hostport)
 
 
+class AgentSettings(_Section):
+    """The node agent (``meshward agent run``); see docs/agent.md."""
+
+    ca_url: str = Field("https://127.0.0.1:8443", description="the CA HTTPS API")
+    ca_bundle: Path | None = Field(
+        None, description="PEM trust bundle to reach the CA the first time (`meshward ca bundle`)"
+    )
+    trust_domain: str | None = Field(None, description="the agent's trust domain (else ca's)")
+    join_token: SecretStr | None = Field(None, description="one-time join token for attestation")
+    token_file: Path | None = Field(
+        None, description="file with a join token or a Kubernetes service-account token"
+    )
+    socket: Path | None = Field(
+        None, description="Workload API Unix socket (default <state-dir>/agent/api.sock)"
+    )
+    sds_addr: str | None = Field(
+        None, description="SDS listener: unix:/path or HOST:PORT; '' turns SDS off"
+    )
+    sds_selectors: tuple[str, ...] = Field(
+        (), description="serve Envoy only SVIDs of entries these selectors match (default: all)"
+    )
+    write_dir: Path | None = Field(None, description="file mode: write SVID files here")
+    write_spiffe_id: str | None = Field(None, description="file mode: which SVID (default first)")
+    write_command: str | None = Field(None, description="file mode: command run after each write")
+    write_signal: str | None = Field(None, description="file mode: signal sent after each write")
+    write_pid_file: Path | None = Field(None, description="file mode: pid to send the signal to")
+    sync_interval: float = Field(30.0, gt=0, description="seconds between bundle/entry checks")
+
+
 class Settings(BaseSettings):
     """Everything meshward can be told; see docs/operations.md for each field."""
 
@@ -153,6 +183,7 @@ class Settings(BaseSettings):
     decision_log: DecisionLogSettings = DecisionLogSettings()
     tracing: TracingSettings = TracingSettings()
     ca: CaSettings = CaSettings()
+    agent: AgentSettings = AgentSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,63 @@
+"""The node agent's exceptions; the tree is drawn in :mod:`ca.agent`.
+
+Every error carries a short ``code`` usable as a metric label.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AgentError",
+    "CaError",
+    "CaRejected",
+    "CaUnavailable",
+    "FileWriteError",
+    "PeerCredentialsError",
+]
+
+
+class AgentError(Exception):
+    """Root of every error the node agent raises."""
+
+    code = "agent_error"
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class CaError(AgentError):
+    """The CA could not give the agent what it asked for."""
+
+    code = "ca_error"
+
+
+class CaUnavailable(CaError):
+    """Transient: the CA is unreachable, timed out, failed (5xx) or rate-limited us."""
+
+    code = "ca_unavailable"
+
+
+class CaRejected(CaError):
+    """The CA refused the request (4xx); retrying the same request will not help.
+
+    ``status`` is the HTTP status the CA answered with.
+    """
+
+    code = "ca_rejected"
+
+    def __init__(self, message: str, status: int, code: str | None = None) -> None:
+        super().__init__(message, code)
+        self.status = status
+
+
+class PeerCredentialsError(AgentError):
+    """The peer of a Unix-socket connection cannot be identified (no SO_PEERCRED)."""
+
+    code = "peer_credentials"
+
+
+class FileWriteError(AgentError):
+    """File mode could not write (or hand over) its files."""
+
+    code = "file_write"

@@ -1,0 +1,168 @@
+"""Wire the node agent from settings and run it until SIGTERM/SIGINT.
+
+Signals: ``SIGUSR1`` renews every SVID now (a forced rotation); ``SIGHUP``
+re-reads bundle and entries from the CA now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shlex
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ca.agent.agent import AgentConfig, NodeAgent
+from ca.agent.ca_client import CaClient
+from ca.agent.errors import CaRejected, CaUnavailable
+from ca.agent.files import FileSink, FileSinkConfig
+from ca.agent.hub import SnapshotHub
+from ca.agent.model import HeldSvid
+from ca.agent.sds import SdsService, serve_sds
+from ca.agent.workload_api import WorkloadApi, serve_workload_api
+from meshward.clock import Clock, SystemClock
+from meshward.settings import AgentSettings, Settings
+from meshward.spiffe import InvalidSpiffeId, TrustDomain
+
+__all__ = ["AgentPlan", "AgentStartupError", "plan_agent", "run_agent"]
+
+log = logging.getLogger("meshward.agent")
+
+
+class AgentStartupError(Exception):
+    """The agent cannot start as configured (the message says why; exit code 2)."""
+
+
+@dataclass(frozen=True)
+class AgentPlan:
+    """Everything the agent will do, resolved from settings (paths made concrete)."""
+
+    settings: AgentSettings
+    trust_domain: TrustDomain
+    state_dir: Path
+    socket: Path
+    sds_addr: str | None
+    bootstrap_bundle: bytes
+    token: str | None
+
+
+def _token(agent: AgentSettings) -> str | None:
+    if agent.join_token is not None:
+        return agent.join_token.get_secret_value().strip() or None
+    if agent.token_file is not None:
+        try:
+            return agent.token_file.read_text(encoding="utf-8").strip() or None
+        except OSError as exc:
+            raise AgentStartupError(f"cannot read token file {agent.token_file}") from exc
+    return None
+
+
+def plan_agent(settings: Settings) -> AgentPlan:
+    agent = settings.agent
+    try:
+        td = TrustDomain.parse(agent.trust_domain or settings.ca.trust_domain)
+    except InvalidSpiffeId as exc:
+        raise AgentStartupError(f"invalid trust domain: {exc.reason}") from exc
+    state = settings.state_dir / "agent"
+    if agent.ca_bundle is None:
+        raise AgentStartupError("--ca-bundle is required (the CA's bundle.pem)")
+    try:
+        bootstrap = agent.ca_bundle.read_bytes()
+    except OSError as exc:
+        raise AgentStartupError(f"cannot read CA bundle {agent.ca_bundle}") from exc
+    if b"-----BEGIN CERTIFICATE-----" not in bootstrap:
+        raise AgentStartupError(f"{agent.ca_bundle} holds no PEM certificate")
+    sds = agent.sds_addr
+    if sds is None:
+        sds = f"unix:{(state / 'sds.sock').absolute()}"
+    if agent.write_signal and not agent.write_pid_file:
+        raise AgentStartupError("--write-signal needs --write-pid-file")
+    if agent.write_signal and agent.write_signal not in signal.Signals.__members__:
+        raise AgentStartupError(f"unknown signal {agent.write_signal}")
+    return AgentPlan(
+        settings=agent,
+        trust_domain=td,
+        state_dir=state,
+        socket=(agent.socket or state / "api.sock").absolute(),
+        sds_addr=sds or None,
+        bootstrap_bundle=bootstrap,
+        token=_token(agent),
+    )
+
+
+def _sds_filter(selectors: tuple[str, ...]) -> Callable[[HeldSvid], bool] | None:
+    if not selectors:
+        return None
+    allowed = frozenset(selectors)
+    return lambda svid: svid.entry.matches(allowed)
+
+
+async def run_agent(
+    plan: AgentPlan, clock: Clock | None = None, announce: Callable[[str], None] = print
+) -> None:
+    """Run until cancelled or SIGTERM/SIGINT; raise :class:`AgentStartupError` on bad setup."""
+    clock = clock or SystemClock()
+    cfg = plan.settings
+    client = CaClient(
+        cfg.ca_url, plan.trust_domain, plan.bootstrap_bundle, plan.state_dir, clock, plan.token
+    )
+    try:
+        await client.fetch_bundle()
+    except CaRejected as exc:
+        await client.aclose()
+        raise AgentStartupError(f"the CA refused the agent ({exc.code})") from exc
+    except CaUnavailable as exc:
+        log.warning("CA not reachable yet; retrying", extra={"fields": {"code": exc.code}})
+
+    hub = SnapshotHub()
+    agent = NodeAgent(client, hub, clock, config=AgentConfig(sync_interval=cfg.sync_interval))
+    api_server = await serve_workload_api(WorkloadApi(agent), plan.socket)
+    announce(f"workload API: unix:{plan.socket}")
+    sds_server = None
+    if plan.sds_addr:
+        sds_server = await serve_sds(SdsService(hub, _sds_filter(cfg.sds_selectors)), plan.sds_addr)
+        announce(f"SDS: {plan.sds_addr}")
+    sink = None
+    if cfg.write_dir is not None:
+        sink = FileSink(
+            hub,
+            FileSinkConfig(
+                cfg.write_dir,
+                cfg.write_spiffe_id,
+                tuple(shlex.split(cfg.write_command or "")),
+                cfg.write_signal,
+                cfg.write_pid_file,
+            ),
+        )
+        await sink.start()
+        announce(f"files: {cfg.write_dir}")
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    handlers = {
+        signal.SIGTERM: stop.set,
+        signal.SIGINT: stop.set,
+        signal.SIGUSR1: agent.rotate_now,
+        signal.SIGHUP: agent.wake,
+    }
+    for sig, handler in handlers.items():
+        loop.add_signal_handler(sig, handler)
+    try:
+        async with agent:
+            await stop.wait()
+    finally:
+        for sig in handlers:
+            loop.remove_signal_handler(sig)
+        if sink is not None:
+            await sink.stop()
+        api_server.close()
+        if sds_server is not None:
+            await sds_server.stop(1)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(api_server.wait_closed(), 2)
+        await client.aclose()
+        with contextlib.suppress(FileNotFoundError):
+            plan.socket.unlink()

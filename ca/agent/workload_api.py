@@ -1,0 +1,229 @@
+"""The SPIFFE Workload API on a Unix socket (grpclib), with the proto py-spiffe ships.
+
+Every call must carry the ``workload.spiffe.io: true`` metadata (else
+``InvalidArgument``). The caller is identified by the socket's ``SO_PEERCRED``
+(uid, gid, pid → selectors) and gets only the SVIDs whose entries it matches;
+a caller matching none gets ``PermissionDenied``. Streams send the full state
+at once and again on every change that concerns the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from grpclib import GRPCError
+from grpclib.const import Cardinality, Handler, Status
+from grpclib.server import Server, Stream
+from spiffe._proto import workload_pb2 as pb
+
+from ca.agent.agent import NodeAgent
+from ca.agent.errors import CaError, PeerCredentialsError
+from ca.agent.jwt_validate import InvalidJwtSvid, validate_jwt_svid
+from ca.agent.model import HeldSvid, Snapshot
+from ca.agent.peer import PeerCredentials, peer_credentials, workload_selectors
+
+__all__ = ["SECURITY_HEADER", "WorkloadApi", "serve_workload_api"]
+
+log = logging.getLogger("meshward.agent.workload_api")
+
+SECURITY_HEADER = "workload.spiffe.io"
+_SERVICE = "/SpiffeWorkloadAPI/"
+
+SelectorsOf = Callable[[PeerCredentials], frozenset[str]]
+
+
+def _x509_response(svids: tuple[HeldSvid, ...], snapshot: Snapshot) -> pb.X509SVIDResponse:
+    bundle = snapshot.bundle.x509_der if snapshot.bundle else b""
+    return pb.X509SVIDResponse(
+        svids=[
+            pb.X509SVID(
+                spiffe_id=str(s.spiffe_id),
+                x509_svid=s.chain_der,
+                x509_svid_key=s.key_der,
+                bundle=bundle,
+                hint=s.entry.hint,
+            )
+            for s in svids
+        ]
+    )
+
+
+class WorkloadApi:
+    """The ``SpiffeWorkloadAPI`` service; ``selectors_of`` is injected for tests of /proc."""
+
+    def __init__(self, agent: NodeAgent, selectors_of: SelectorsOf = workload_selectors) -> None:
+        self.agent = agent
+        self.selectors_of = selectors_of
+        self.x509_streams_opened = 0  # FetchX509SVID streams accepted so far
+
+    def __mapping__(self) -> dict[str, Handler]:
+        return {
+            _SERVICE + "FetchX509SVID": Handler(
+                self.fetch_x509_svid,
+                Cardinality.UNARY_STREAM,
+                pb.X509SVIDRequest,
+                pb.X509SVIDResponse,
+            ),
+            _SERVICE + "FetchX509Bundles": Handler(
+                self.fetch_x509_bundles,
+                Cardinality.UNARY_STREAM,
+                pb.X509BundlesRequest,
+                pb.X509BundlesResponse,
+            ),
+            _SERVICE + "FetchJWTSVID": Handler(
+                self.fetch_jwt_svid, Cardinality.UNARY_UNARY, pb.JWTSVIDRequest, pb.JWTSVIDResponse
+            ),
+            _SERVICE + "FetchJWTBundles": Handler(
+                self.fetch_jwt_bundles,
+                Cardinality.UNARY_STREAM,
+                pb.JWTBundlesRequest,
+                pb.JWTBundlesResponse,
+            ),
+            _SERVICE + "ValidateJWTSVID": Handler(
+                self.validate_jwt_svid,
+                Cardinality.UNARY_UNARY,
+                pb.ValidateJWTSVIDRequest,
+                pb.ValidateJWTSVIDResponse,
+            ),
+        }
+
+    # -- who is calling --------------------------------------------------------------
+
+    def _caller(self, stream: Stream[Any, Any]) -> frozenset[str]:
+        values = stream.metadata.getall(SECURITY_HEADER, []) if stream.metadata else []
+        if values != ["true"]:
+            raise GRPCError(Status.INVALID_ARGUMENT, "security header missing from request")
+        transport = getattr(stream.peer, "_transport", None)
+        try:
+            creds = peer_credentials(transport.get_extra_info("socket") if transport else None)
+        except PeerCredentialsError as exc:
+            log.warning("cannot identify a caller", extra={"fields": {"code": exc.code}})
+            raise GRPCError(Status.PERMISSION_DENIED, "caller cannot be identified") from exc
+        return self.selectors_of(creds)
+
+    @staticmethod
+    def _denied() -> GRPCError:
+        return GRPCError(Status.PERMISSION_DENIED, "no identity issued")
+
+    # -- X.509 -------------------------------------------------------------------------
+
+    async def fetch_x509_svid(
+        self, stream: Stream[pb.X509SVIDRequest, pb.X509SVIDResponse]
+    ) -> None:
+        selectors = self._caller(stream)
+        await stream.recv_message()
+        self.x509_streams_opened += 1
+        sent: tuple[object, ...] | None = None
+        async for snapshot in self.agent.hub.watch():
+            svids = snapshot.svids_for(selectors)
+            if not svids:
+                raise self._denied()
+            bundle = snapshot.bundle.x509_der if snapshot.bundle else b""
+            state = (tuple((str(s.spiffe_id), s.serial) for s in svids), bundle)
+            if state != sent:
+                await stream.send_message(_x509_response(svids, snapshot))
+                sent = state
+
+    async def fetch_x509_bundles(
+        self, stream: Stream[pb.X509BundlesRequest, pb.X509BundlesResponse]
+    ) -> None:
+        selectors = self._caller(stream)
+        await stream.recv_message()
+        sent: bytes | None = None
+        async for snapshot in self.agent.hub.watch():
+            if not snapshot.svids_for(selectors) or snapshot.bundle is None:
+                raise self._denied()
+            bundle = snapshot.bundle
+            if bundle.x509_der != sent:
+                await stream.send_message(
+                    pb.X509BundlesResponse(bundles={str(bundle.trust_domain.id): bundle.x509_der})
+                )
+                sent = bundle.x509_der
+
+    # -- JWT -----------------------------------------------------------------------------
+
+    async def fetch_jwt_svid(self, stream: Stream[pb.JWTSVIDRequest, pb.JWTSVIDResponse]) -> None:
+        selectors = self._caller(stream)
+        request = await stream.recv_message()
+        if request is None or not request.audience:
+            raise GRPCError(Status.INVALID_ARGUMENT, "audience must be specified")
+        svids = self.agent.hub.current.svids_for(selectors)
+        if request.spiffe_id:
+            svids = tuple(s for s in svids if str(s.spiffe_id) == request.spiffe_id)
+        if not svids:
+            raise self._denied()
+        out = []
+        for svid in svids:
+            try:
+                token = await self.agent.jwt_svid(svid, list(request.audience))
+            except CaError as exc:
+                log.warning("JWT-SVID not available", extra={"fields": {"code": exc.code}})
+                raise GRPCError(Status.UNAVAILABLE, "JWT-SVID not available") from exc
+            out.append(
+                pb.JWTSVID(spiffe_id=str(svid.spiffe_id), svid=token.token, hint=svid.entry.hint)
+            )
+        await stream.send_message(pb.JWTSVIDResponse(svids=out))
+
+    async def fetch_jwt_bundles(
+        self, stream: Stream[pb.JWTBundlesRequest, pb.JWTBundlesResponse]
+    ) -> None:
+        selectors = self._caller(stream)
+        await stream.recv_message()
+        sent: bytes | None = None
+        async for snapshot in self.agent.hub.watch():
+            if not snapshot.svids_for(selectors) or snapshot.bundle is None:
+                raise self._denied()
+            bundle = snapshot.bundle
+            if bundle.jwt_jwks != sent:
+                await stream.send_message(
+                    pb.JWTBundlesResponse(bundles={str(bundle.trust_domain.id): bundle.jwt_jwks})
+                )
+                sent = bundle.jwt_jwks
+
+    async def validate_jwt_svid(
+        self, stream: Stream[pb.ValidateJWTSVIDRequest, pb.ValidateJWTSVIDResponse]
+    ) -> None:
+        self._caller(stream)
+        request = await stream.recv_message()
+        if request is None or not request.audience:
+            raise GRPCError(Status.INVALID_ARGUMENT, "audience must be specified")
+        if not request.svid:
+            raise GRPCError(Status.INVALID_ARGUMENT, "svid must be specified")
+        bundle = self.agent.hub.current.bundle
+        if bundle is None:
+            raise GRPCError(Status.UNAVAILABLE, "no trust bundle yet")
+        try:
+            spiffe_id, claims = validate_jwt_svid(
+                request.svid, request.audience, bundle, self.agent.clock.now()
+            )
+        except InvalidJwtSvid as exc:
+            raise GRPCError(Status.INVALID_ARGUMENT, f"invalid JWT-SVID: {exc.reason}") from exc
+        response = pb.ValidateJWTSVIDResponse(spiffe_id=str(spiffe_id))
+        response.claims.update(_plain(claims))
+        await stream.send_message(response)
+
+
+def _plain(claims: Mapping[str, Any]) -> dict[str, Any]:
+    """The claims a protobuf Struct can hold (JSON values)."""
+    return {
+        k: v for k, v in claims.items() if isinstance(v, str | int | float | bool | list | dict)
+    }
+
+
+async def serve_workload_api(api: WorkloadApi, socket_path: Path, mode: int = 0o777) -> Server:
+    """Listen on ``socket_path`` (replacing a stale socket) and return the running server.
+
+    The socket is world-connectable by default: the Workload API authenticates
+    callers by their credentials, not by file permissions.
+    """
+    socket_path.parent.mkdir(parents=True, exist_ok=True)
+    if socket_path.is_socket():
+        socket_path.unlink()
+    server = Server([api])
+    await server.start(path=str(socket_path))
+    os.chmod(socket_path, mode)
+    return server

@@ -1,0 +1,155 @@
+"""The renewal loop against an in-process authority, time driven by a FixedClock."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import random
+
+import pytest
+
+from ca.agent.agent import AgentConfig, NodeAgent
+from ca.agent.errors import CaUnavailable
+from ca.agent.hub import SnapshotHub
+from ca.agent.model import Entry
+from meshward.clock import FixedClock
+from meshward.spiffe import SpiffeId
+from tests.support.authority import LocalAuthority
+
+
+def entry(name: str, *selectors: str, ttl: int | None = None) -> Entry:
+    return Entry(name, SpiffeId.parse(f"spiffe://example.org/{name}"), frozenset(selectors), ttl)
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(dt.datetime(2026, 4, 1, tzinfo=dt.UTC))
+
+
+@pytest.fixture
+def authority(clock: FixedClock) -> LocalAuthority:
+    a = LocalAuthority(clock, ttl=3600)
+    a.entries = [entry("web", "unix:uid:1"), entry("db", "unix:uid:2")]
+    return a
+
+
+@pytest.fixture
+def agent(authority: LocalAuthority, clock: FixedClock) -> NodeAgent:
+    return NodeAgent(authority, SnapshotHub(), clock, random.Random(1), AgentConfig(jitter=0.1))
+
+
+def serials(agent: NodeAgent) -> dict[str, int]:
+    return {str(s.spiffe_id): s.serial for s in agent.hub.current.svids}
+
+
+async def test_first_pass_issues_every_entry(agent: NodeAgent) -> None:
+    assert await agent.sync_once()
+    assert set(serials(agent)) == {"spiffe://example.org/web", "spiffe://example.org/db"}
+    assert agent.hub.current.bundle is not None
+
+
+async def test_renews_at_half_life_not_before(
+    agent: NodeAgent, clock: FixedClock, authority: LocalAuthority
+) -> None:
+    await agent.sync_once()
+    first = serials(agent)
+    # The leaf is backdated 30 s: life 3,630 s, half-life at +1,785 s, jitter up to
+    # 363 s earlier. At +1,400 s nothing is due yet; at +1,785 s everything is.
+    clock.advance(1400)
+    assert not await agent.sync_once()
+    assert serials(agent) == first
+    clock.advance(385)
+    assert await agent.sync_once()
+    after = serials(agent)
+    assert all(after[k] != first[k] for k in first)
+    assert authority.issued == 4
+
+
+async def test_bundle_change_renews_everything(agent: NodeAgent, authority: LocalAuthority) -> None:
+    await agent.sync_once()
+    first = serials(agent)
+    authority.rotate()
+    assert await agent.sync_once()
+    assert all(serials(agent)[k] != first[k] for k in first)
+    snapshot = agent.hub.current
+    assert snapshot.bundle is not None
+    for svid in snapshot.svids:
+        svid.leaf.verify_directly_issued_by(authority.root)
+
+
+async def test_outage_keeps_serving_until_expiry(
+    agent: NodeAgent, clock: FixedClock, authority: LocalAuthority
+) -> None:
+    await agent.sync_once()
+    held = serials(agent)
+    authority.down = True
+    clock.advance(2000)  # due, but the CA is down
+    with pytest.raises(CaUnavailable):
+        await agent.sync_once()
+    assert serials(agent) == held  # still serving what it holds
+    clock.advance(1599)  # 1 s before expiry: still served
+    agent._publish_if_expired()
+    assert serials(agent) == held
+    clock.advance(1)  # at notAfter: dropped, never served expired
+    agent._publish_if_expired()
+    assert serials(agent) == {}
+    authority.down = False
+    assert await agent.sync_once()
+    assert set(serials(agent)) == set(held)
+
+
+async def test_removed_entry_dropped_and_refusal_isolated(
+    agent: NodeAgent, authority: LocalAuthority
+) -> None:
+    await agent.sync_once()
+    authority.entries = [entry("web", "unix:uid:1"), entry("cache", "unix:uid:3")]
+    authority.refuse = {"cache"}
+    await agent.sync_once()
+    assert set(serials(agent)) == {"spiffe://example.org/web"}
+    authority.refuse = set()
+    await agent.sync_once()
+    assert set(serials(agent)) == {"spiffe://example.org/web", "spiffe://example.org/cache"}
+
+
+async def test_changed_entry_is_reissued(agent: NodeAgent, authority: LocalAuthority) -> None:
+    await agent.sync_once()
+    first = serials(agent)
+    authority.entries = [entry("web", "unix:uid:1", ttl=600), entry("db", "unix:uid:2")]
+    await agent.sync_once()
+    after = serials(agent)
+    assert after["spiffe://example.org/web"] != first["spiffe://example.org/web"]
+    assert after["spiffe://example.org/db"] == first["spiffe://example.org/db"]
+
+
+async def test_jwt_svids_cached_while_fresh(
+    agent: NodeAgent, clock: FixedClock, authority: LocalAuthority
+) -> None:
+    await agent.sync_once()
+    svid = agent.hub.current.svids[0]
+    calls = authority.calls
+    one = await agent.jwt_svid(svid, ["b", "a"])
+    two = await agent.jwt_svid(svid, ["a", "b"])
+    assert one is two and authority.calls == calls + 1
+    clock.advance(300 - 30)  # 30 s left: no longer reused
+    three = await agent.jwt_svid(svid, ["a", "b"])
+    assert three is not one
+
+
+async def test_background_loop_backs_off_and_recovers(
+    authority: LocalAuthority, clock: FixedClock
+) -> None:
+    authority.down = True
+    agent = NodeAgent(
+        authority, SnapshotHub(), clock, random.Random(3), AgentConfig(backoff_base=0.02)
+    )
+    async with agent:
+        for _ in range(100):
+            if authority.calls >= 3:
+                break
+            await asyncio.sleep(0.02)
+        assert isinstance(agent.last_error, CaUnavailable)
+        assert agent.hub.current.svids == ()
+        authority.down = False
+        await asyncio.wait_for(agent.wait_synced(), 10)
+        assert len(agent.hub.current.svids) == 2
+        assert agent.last_error is None

@@ -1,0 +1,136 @@
+"""JWT-SVID validation vectors; each token is built here, and how is in its name."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from ca.agent.jwt_validate import InvalidJwtSvid, validate_jwt_svid
+from meshward.clock import FixedClock
+from tests.support.authority import LocalAuthority
+
+NOW = dt.datetime(2026, 2, 1, 12, 0, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def authority() -> LocalAuthority:
+    return LocalAuthority(FixedClock(NOW))
+
+
+def _pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def token(authority: LocalAuthority, **overrides: Any) -> str:
+    claims = {
+        "sub": "spiffe://example.org/web",
+        "aud": ["orders"],
+        "exp": int(NOW.timestamp()) + 300,
+        "iat": int(NOW.timestamp()),
+    }
+    headers = {"kid": authority.kid}
+    key: Any = _pem(authority.jwt_key)
+    alg = "ES256"
+    for name, value in overrides.items():
+        if name == "headers":
+            headers = value
+        elif name == "key":
+            key = value
+        elif name == "alg":
+            alg = value
+        elif value is None:
+            claims.pop(name)
+        else:
+            claims[name] = value
+    return jwt.encode(claims, key, algorithm=alg, headers=headers)
+
+
+def test_valid_token(authority: LocalAuthority) -> None:
+    spiffe_id, claims = validate_jwt_svid(token(authority), "orders", authority.bundle(), NOW)
+    assert str(spiffe_id) == "spiffe://example.org/web"
+    assert claims["aud"] == ["orders"]
+
+
+def test_expiry_one_second_either_side(authority: LocalAuthority) -> None:
+    exp = int(NOW.timestamp()) + 10
+    t = token(authority, exp=exp)
+    before = dt.datetime.fromtimestamp(exp - 1, dt.UTC)
+    at = dt.datetime.fromtimestamp(exp, dt.UTC)
+    validate_jwt_svid(t, "orders", authority.bundle(), before)
+    with pytest.raises(InvalidJwtSvid) as err:
+        validate_jwt_svid(t, "orders", authority.bundle(), at)
+    assert err.value.reason == "expired"
+
+
+def _hs256_with_public_key(a: LocalAuthority) -> str:
+    # HS/ES confusion: an HMAC "signed" with the public key's bytes.
+    pub = a.jwt_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    import base64
+    import hashlib
+    import hmac
+    import json
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    head = b64(json.dumps({"alg": "HS256", "kid": a.kid}).encode())
+    body = b64(
+        json.dumps(
+            {"sub": "spiffe://example.org/web", "aud": "orders", "exp": int(NOW.timestamp()) + 60}
+        ).encode()
+    )
+    sig = b64(hmac.new(pub, f"{head}.{body}".encode(), hashlib.sha256).digest())
+    return f"{head}.{body}.{sig}"
+
+
+def _alg_none(a: LocalAuthority) -> str:
+    return jwt.encode(
+        {"sub": "spiffe://example.org/web", "aud": "orders", "exp": int(NOW.timestamp()) + 60},
+        None,
+        algorithm="none",
+        headers={"kid": a.kid},
+    )
+
+
+CASES = {
+    "alg_none": (_alg_none, "algorithm_not_allowed"),
+    "hs256_with_public_key": (_hs256_with_public_key, "algorithm_not_allowed"),
+    "wrong_audience": (lambda a: token(a, aud=["billing"]), "wrong_audience"),
+    "no_exp": (lambda a: token(a, exp=None), "invalid_signature_or_claims"),
+    "no_aud": (lambda a: token(a, aud=None), "invalid_signature_or_claims"),
+    "unknown_kid": (lambda a: token(a, headers={"kid": "nope"}), "unknown_kid"),
+    "no_kid": (lambda a: token(a, headers={}), "missing_kid"),
+    "other_key_same_kid": (
+        lambda a: token(a, key=_pem(ec.generate_private_key(ec.SECP256R1()))),
+        "invalid_signature_or_claims",
+    ),
+    "foreign_trust_domain": (
+        lambda a: token(a, sub="spiffe://other.org/web"),
+        "foreign_trust_domain",
+    ),
+    "subject_not_spiffe": (lambda a: token(a, sub="web"), "bad_subject"),
+    "not_yet_valid": (
+        lambda a: token(a, nbf=int(NOW.timestamp()) + 5),
+        "not_yet_valid",
+    ),
+    "garbage": (lambda a: "not.a.jwt", "malformed"),
+    "oversized": (lambda a: "a" * 20000, "bad_size"),
+    "empty": (lambda a: "", "bad_size"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_rejected(authority: LocalAuthority, case: str) -> None:
+    make, reason = CASES[case]
+    with pytest.raises(InvalidJwtSvid) as err:
+        validate_jwt_svid(make(authority), "orders", authority.bundle(), NOW)
+    assert err.value.reason == reason
