@@ -10,7 +10,9 @@ errors (cedarpy, YAML, JSON) are translated at the boundary with
     AuthzError                    code "authz"
     ├── BundleError               code "bundle-invalid"   (.problems: every Problem found)
     ├── RequestError              code "bad-request"      (a request that cannot be mapped)
-    └── PolicyTestError           code "policy-test"      (a test case that cannot run)
+    ├── PolicyTestError           code "policy-test"      (a test case that cannot run)
+    ├── AuthnError                code "unauthenticated"  (authz.authn.errors: peer, token, keys)
+    └── PdpError                  code "pdp-start"        (authz.server: cannot start)
 
 Other modules add their own subclasses below :class:`AuthzError`; add them to
 this tree when you do.

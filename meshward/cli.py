@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from meshward import __version__
-from meshward.commands import check, policy, up
+from meshward.commands import check, pdp, policy, up
 from meshward.commands.agent import agent_app
 from meshward.commands.common import GlobalOptions
 
@@ -59,6 +59,7 @@ def _root(
 app.command("up", help="Run everything (CA + PDP) on embedded defaults.")(up.up_command)
 app.add_typer(policy.policy_app, name="policy")
 app.command("check")(check.check_command)
+app.add_typer(pdp.app, name="pdp")
 app.add_typer(agent_app, name="agent")
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "CaSettings",
     "CacheSettings",
     "DecisionLogSettings",
+    "OidcIssuerSettings",
     "PdpSettings",
     "PolicySourceSettings",
     "Settings",
@@ -60,6 +61,36 @@ def _hostport(value: str) -> str:
     return value
 
 
+class OidcIssuerSettings(_Section):
+    """An end-user token issuer the PDP accepts (docs/pdp.md#oidc-issuers)."""
+
+    issuer: str = Field(..., min_length=1, description="the tokens' exact 'iss'")
+    audiences: tuple[str, ...] = Field(..., min_length=1, description="accepted 'aud' values")
+    jwks_file: Path | None = Field(None, description="JWKS file (re-read on an unknown kid)")
+    jwks_url: str | None = Field(None, description="JWKS HTTPS URL (fetched, cached, refreshed)")
+    jwks_ca_file: Path | None = Field(None, description="CA bundle to verify the JWKS URL with")
+    algorithms: tuple[str, ...] = Field(("RS256", "ES256"), description="asymmetric only")
+    groups_claim: str = Field("groups", description="claim holding the user's groups")
+    refresh_min_seconds: float = Field(30.0, ge=0, description="rate limit of key refreshes")
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        allowed = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
+        allowed |= {"ES256", "ES384", "ES512", "EdDSA"}
+        bad = sorted(set(value) - allowed)
+        if bad or not value:
+            raise ValueError(f"only asymmetric algorithms are allowed, not {bad}")
+        return value
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("https://"):
+            raise ValueError("jwks_url must be an https:// URL")
+        return value
+
+
 class PdpSettings(_Section):
     """The policy decision point (``meshward pdp serve``)."""
 
@@ -69,6 +100,25 @@ class PdpSettings(_Section):
     trust_bundle: Path | None = Field(None, description="SPIFFE trust bundle (PEM or JWKS)")
     workers: int = Field(1, ge=1, le=256, description="processes sharing the ports")
     redis_url: str | None = Field(None, description="Redis for the shared decision cache")
+    trust_domain: str | None = Field(
+        None, description="trust domain of a PEM --trust-bundle (default: from its URI SAN)"
+    )
+    trust_peer_principal: bool = Field(
+        False, description="believe Envoy's attributes.source.principal (mTLS peer)"
+    )
+    trusted_proxies: tuple[str, ...] = Field(
+        (), description="SPIFFE IDs or IP networks whose x-forwarded-client-cert is read"
+    )
+    jwt_audiences: tuple[str, ...] = Field(
+        ("meshward",), description="audiences accepted in JWT-SVIDs"
+    )
+    jwt_leeway_seconds: int = Field(30, ge=0, le=60, description="clock skew allowed for tokens")
+    max_token_bytes: int = Field(8192, ge=256, le=65536, description="longest bearer token")
+    oidc_issuers: tuple[OidcIssuerSettings, ...] = Field((), description="end-user token issuers")
+    remove_headers: tuple[str, ...] = Field(
+        (), description="headers removed from allowed requests (e.g. authorization)"
+    )
+    drain_seconds: float = Field(5.0, ge=0, description="grace for in-flight checks on shutdown")
 
     _check_grpc = field_validator("grpc_addr", "http_addr")(_hostport)
 

@@ -25,7 +25,7 @@ import logging
 import os
 import ssl
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,11 @@ def _parse_rfc3339(value: Any) -> dt.datetime:
 
 
 class CaClient:
-    """An :class:`~ca.agent.source.IdentitySource` backed by ``meshward ca serve``."""
+    """An :class:`~ca.agent.source.IdentitySource` backed by ``meshward ca serve``.
+
+    ``token`` is called each time the agent must attest (a projected
+    Kubernetes token is rotated on disk, so it is read anew every time).
+    """
 
     def __init__(
         self,
@@ -84,7 +88,7 @@ class CaClient:
         bootstrap_bundle: bytes,
         state_dir: Path,
         clock: Clock,
-        token: str | None = None,
+        token: Callable[[], str | None] | None = None,
         timeout: float = 10.0,
     ) -> None:
         self.url = url.rstrip("/")
@@ -185,9 +189,10 @@ class CaClient:
                 return
             self._node = None
             await self._reconnect()
-        if not self.token:
-            raise CaRejected("no node SVID and no join token to attest with", 401, "no_credential")
-        await self._attest(token=self.token)
+        token = self.token() if self.token is not None else None
+        if not token:
+            raise CaRejected("no node SVID and no token to attest with", 401, "no_credential")
+        await self._attest(token=token)
 
     async def _attest(self, token: str | None) -> None:
         key = ec.generate_private_key(ec.SECP256R1())

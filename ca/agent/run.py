@@ -46,18 +46,20 @@ class AgentPlan:
     socket: Path
     sds_addr: str | None
     bootstrap_bundle: bytes
-    token: str | None
 
-
-def _token(agent: AgentSettings) -> str | None:
-    if agent.join_token is not None:
-        return agent.join_token.get_secret_value().strip() or None
-    if agent.token_file is not None:
-        try:
-            return agent.token_file.read_text(encoding="utf-8").strip() or None
-        except OSError as exc:
-            raise AgentStartupError(f"cannot read token file {agent.token_file}") from exc
-    return None
+    def token(self) -> str | None:
+        """The attestation token, read anew each time (token files are rotated)."""
+        agent = self.settings
+        if agent.join_token is not None:
+            return agent.join_token.get_secret_value().strip() or None
+        if agent.token_file is not None:
+            try:
+                return agent.token_file.read_text(encoding="utf-8").strip() or None
+            except OSError:
+                log.warning(
+                    "cannot read the token file", extra={"fields": {"path": str(agent.token_file)}}
+                )
+        return None
 
 
 def plan_agent(settings: Settings) -> AgentPlan:
@@ -89,7 +91,6 @@ def plan_agent(settings: Settings) -> AgentPlan:
         socket=(agent.socket or state / "api.sock").absolute(),
         sds_addr=sds or None,
         bootstrap_bundle=bootstrap,
-        token=_token(agent),
     )
 
 

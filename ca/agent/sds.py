@@ -139,66 +139,83 @@ class SdsService(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # type: ignore[m
         request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
         context: grpc.aio.ServicerContext,
     ) -> None:
-        state = _StreamState()
-        lock = asyncio.Lock()
+        await _SdsStream(self, context).run(request_iterator)
 
-        async def send_if_new(snapshot: Snapshot, force: bool) -> None:
-            async with lock:
-                resources = secrets_for(snapshot, state.names, self.allowed)
-                if not resources:
-                    return
-                response = _response(resources)
-                if not force and response.version_info == state.sent_version:
-                    return
-                state.nonce = response.nonce
-                state.sent_version = response.version_info
-                self.stats.responses += 1
-                await context.write(response)
 
-        async def read_requests() -> None:
-            async for request in request_iterator:
-                if request.type_url not in ("", SECRET_TYPE_URL):
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "unsupported type_url")
-                if request.response_nonce and request.response_nonce != state.nonce:
-                    self.stats.stale += 1
-                    continue
-                names = tuple(request.resource_names)
-                if request.HasField("error_detail"):
-                    self.stats.nacks += 1
-                    self.stats.nack_details.append(request.error_detail.message)
-                    log.warning(
-                        "Envoy rejected secrets",
-                        extra={
-                            "fields": {
-                                "version": state.sent_version,
-                                "detail": request.error_detail.message[:500],
-                            }
-                        },
-                    )
-                elif request.response_nonce:
-                    self.stats.acks += 1
-                    state.acked_version = request.version_info
-                if names != state.names or not state.subscribed:
-                    state.names = names
-                    state.subscribed = True
-                    # New names: answer now, even with content already sent.
-                    await send_if_new(self.hub.current, force=True)
+class _SdsStream:
+    """One ``StreamSecrets`` call: requests read in one task, pushes on snapshot changes."""
 
-        reader = asyncio.create_task(read_requests())
+    def __init__(self, service: SdsService, context: grpc.aio.ServicerContext) -> None:
+        self.service = service
+        self.context = context
+        self.state = _StreamState()
+        self.lock = asyncio.Lock()
+
+    async def send_if_new(self, snapshot: Snapshot, force: bool) -> None:
+        state, stats = self.state, self.service.stats
+        async with self.lock:
+            resources = secrets_for(snapshot, state.names, self.service.allowed)
+            if not resources:
+                return
+            response = _response(resources)
+            if not force and response.version_info == state.sent_version:
+                return
+            state.nonce = response.nonce
+            state.sent_version = response.version_info
+            stats.responses += 1
+            await self.context.write(response)
+
+    async def read_requests(
+        self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest]
+    ) -> None:
+        state, stats = self.state, self.service.stats
+        async for request in request_iterator:
+            if request.type_url not in ("", SECRET_TYPE_URL):
+                await self.context.abort(grpc.StatusCode.INVALID_ARGUMENT, "unsupported type_url")
+            if request.response_nonce and request.response_nonce != state.nonce:
+                stats.stale += 1
+                continue
+            names = tuple(request.resource_names)
+            if request.HasField("error_detail"):
+                stats.nacks += 1
+                stats.nack_details.append(request.error_detail.message)
+                log.warning(
+                    "Envoy rejected secrets",
+                    extra={
+                        "fields": {
+                            "version": state.sent_version,
+                            "detail": request.error_detail.message[:500],
+                        }
+                    },
+                )
+            elif request.response_nonce:
+                stats.acks += 1
+                state.acked_version = request.version_info
+            if names != state.names or not state.subscribed:
+                state.names = names
+                state.subscribed = True
+                # New names: answer now, even with content already sent.
+                await self.send_if_new(self.service.hub.current, force=True)
+
+    async def run(self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest]) -> None:
+        hub = self.service.hub
+        reader = asyncio.create_task(self.read_requests(request_iterator))
+        newer: asyncio.Future[Snapshot] | None = None
         try:
-            version = self.hub.current.version
+            version = hub.current.version
             while True:
-                newer = asyncio.ensure_future(self.hub.wait_newer(version))
+                newer = asyncio.ensure_future(hub.wait_newer(version))
                 await asyncio.wait({newer, reader}, return_when=asyncio.FIRST_COMPLETED)
                 if reader.done():
-                    newer.cancel()
                     break
                 snapshot = newer.result()
                 version = snapshot.version
-                if state.subscribed:
-                    await send_if_new(snapshot, force=False)
+                if self.state.subscribed:
+                    await self.send_if_new(snapshot, force=False)
             await reader
         finally:
+            if newer is not None:
+                newer.cancel()
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
                 await reader

@@ -29,7 +29,7 @@ import yaml
 from google.protobuf import json_format
 
 from tests.support.cli import REPO, meshward
-from tests.support.envoy import parse_bootstrap
+from tests.support.envoy_config import parse_bootstrap
 from tests.support.markdown import Block, blocks, markdown_files
 
 RUNNABLE = [b for path in markdown_files(REPO) for b in blocks(path) if b.runnable]

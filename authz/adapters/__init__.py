@@ -1,0 +1,1 @@
+"""Wire adapters: they map proxy requests to :class:`authz.decider.RequestFacts` and back."""

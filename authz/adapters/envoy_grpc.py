@@ -1,0 +1,196 @@
+"""Envoy ``ext_authz`` v3 over gRPC: CheckRequest -> facts, Verdict -> CheckResponse.
+
+Mapping in (:func:`facts_from_check`): method, host, path and query from
+``attributes.request.http`` (falling back to the ``:method``, ``:authority``,
+``:path`` pseudo-headers), headers from ``headers`` or ``header_map`` (raw
+values must be UTF-8), the peer from ``attributes.source`` (principal,
+URL-encoded certificate, address), the resource from
+``attributes.destination.principal`` or ``context_extensions["service"]``.
+
+Mapping out (:func:`check_response`): allow -> ``OK`` with ``x-meshward-*``
+headers set upstream and configured headers removed; unauthenticated ->
+``UNAUTHENTICATED`` + HTTP 401 + ``WWW-Authenticate: Bearer``; denied or error ->
+``PERMISSION_DENIED`` + HTTP 403 with ``{"error", "decision_id"}``.
+
+A request that cannot be parsed at all (bad protobuf, non-UTF-8 strings) is
+answered with a deny, never a gRPC error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.service.auth.v3 import external_auth_pb2 as pb
+from envoy.type.v3 import http_status_pb2
+from google.protobuf.message import DecodeError
+from google.rpc import code_pb2, status_pb2
+
+from authz.authn.peer import PeerFacts
+from authz.decider import Decider, Outcome, RequestFacts, Verdict
+
+__all__ = [
+    "SERVICE_NAME",
+    "MalformedCheck",
+    "check_response",
+    "facts_from_check",
+    "handler",
+    "parse_check_request",
+]
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "envoy.service.auth.v3.Authorization"
+ADAPTER = "envoy_grpc"
+MAX_HEADERS = 512
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+
+
+class MalformedCheck(ValueError):
+    """A CheckRequest we cannot interpret; ``reason`` is a code."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def parse_check_request(data: bytes) -> pb.CheckRequest | None:
+    """Deserialise leniently: ``None`` (a deny later) instead of an exception."""
+    try:
+        return pb.CheckRequest.FromString(data)
+    except (DecodeError, ValueError, TypeError):
+        return None
+
+
+def _headers(http: Any) -> dict[str, str]:
+    out: dict[str, str] = {}
+    items: list[tuple[str, str]] = list(http.headers.items())
+    for hv in http.header_map.headers:
+        if hv.raw_value:
+            try:
+                value = hv.raw_value.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise MalformedCheck("non_utf8_header") from exc
+        else:
+            value = hv.value
+        items.append((hv.key, value))
+    if len(items) > MAX_HEADERS:
+        raise MalformedCheck("too_many_headers")
+    for key, value in items:
+        name = key.lower()
+        out[name] = f"{out[name]},{value}" if name in out else value
+    return out
+
+
+def facts_from_check(request: pb.CheckRequest) -> RequestFacts:
+    """The request facts in an Envoy CheckRequest (pure)."""
+    attrs = request.attributes
+    http = attrs.request.http
+    headers = _headers(http)
+    method = http.method or headers.get(":method", "")
+    host = http.host or headers.get(":authority", "")
+    raw_path = http.path or headers.get(":path", "")
+    path, _, query = raw_path.partition("?")
+    if http.query and not query:
+        query = http.query
+    source = attrs.source
+    address = source.address.socket_address.address if source.HasField("address") else ""
+    visible = {k: v for k, v in headers.items() if not k.startswith(":")}
+    return RequestFacts(
+        adapter=ADAPTER,
+        method=method,
+        path=path,
+        host=host,
+        query=query,
+        headers=visible,
+        peer=PeerFacts(
+            principal=source.principal,
+            certificate=source.certificate,
+            address=address,
+            xfcc=visible.get("x-forwarded-client-cert"),
+        ),
+        destination=attrs.destination.principal,
+        service=attrs.context_extensions.get("service", ""),
+    )
+
+
+def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
+    return base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=key, value=value), append_action=_OVERWRITE
+    )
+
+
+def check_response(verdict: Verdict) -> pb.CheckResponse:
+    """The CheckResponse for ``verdict`` (pure)."""
+    if verdict.allowed:
+        return pb.CheckResponse(
+            status=status_pb2.Status(code=code_pb2.OK),
+            ok_response=pb.OkHttpResponse(
+                headers=[_header(k, v) for k, v in verdict.upstream_headers()],
+                headers_to_remove=list(verdict.remove_headers),
+            ),
+        )
+    unauthenticated = verdict.outcome is Outcome.UNAUTHENTICATED
+    body = verdict.error_body()
+    headers = [
+        _header("content-type", "application/json"),
+        _header("x-meshward-decision-id", verdict.decision_id),
+    ]
+    if unauthenticated:
+        headers.append(_header("www-authenticate", 'Bearer realm="meshward"'))
+    return pb.CheckResponse(
+        status=status_pb2.Status(
+            code=code_pb2.UNAUTHENTICATED if unauthenticated else code_pb2.PERMISSION_DENIED,
+            message=body["error"],
+        ),
+        denied_response=pb.DeniedHttpResponse(
+            status=http_status_pb2.HttpStatus(
+                code=http_status_pb2.Unauthorized if unauthenticated else http_status_pb2.Forbidden
+            ),
+            headers=headers,
+            body=json.dumps(body, separators=(",", ":")),
+        ),
+    )
+
+
+class CheckServicer:
+    """``Authorization/Check`` on a :class:`Decider`."""
+
+    def __init__(self, decider: Decider) -> None:
+        self.decider = decider
+
+    async def check(
+        self, request: pb.CheckRequest | None, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.CheckResponse:
+        try:
+            if request is None:
+                raise MalformedCheck("undecodable")
+            facts = facts_from_check(request)
+        except MalformedCheck as exc:
+            return check_response(self.decider.reject(ADAPTER, exc.reason))
+        except Exception:
+            log.exception("cannot map CheckRequest")
+            return check_response(self.decider.reject(ADAPTER, "internal"))
+        try:
+            return check_response(await self.decider.decide(facts))
+        except Exception:  # decide() never raises; this guards the mapping out
+            log.exception("cannot build CheckResponse")
+            return check_response(self.decider.reject(ADAPTER, "internal"))
+
+
+def handler(decider: Decider) -> grpc.GenericRpcHandler:
+    """The gRPC service handler, with a deserialiser that never throws."""
+    servicer = CheckServicer(decider)
+    return grpc.method_handlers_generic_handler(
+        SERVICE_NAME,
+        {
+            "Check": grpc.unary_unary_rpc_method_handler(
+                servicer.check,
+                request_deserializer=parse_check_request,
+                response_serializer=pb.CheckResponse.SerializeToString,
+            )
+        },
+    )

@@ -1,0 +1,78 @@
+"""One identity per request, from the peer facts and the ``Authorization`` header.
+
+- a bearer token, when present, must verify: its identity is the principal
+  (a JWT-SVID's workload or an OIDC user with groups);
+- else a trusted mTLS peer is the principal (``Workload::"spiffe://…"``);
+- else the caller is ``Anonymous::"anonymous"``.
+
+The mTLS peer, when there is one, is always reported too (``context.peer``), so
+a policy can ask for "user X through workload Y". Any credential that is
+present but wrong raises :class:`~authz.authn.errors.AuthnError`: the caller is
+unauthenticated, never silently anonymous.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from authz.authn.errors import InvalidToken
+from authz.authn.jwt import JwtVerifier, bearer_token
+from authz.authn.peer import Peer, PeerFacts, PeerPolicy, authenticate_peer
+from authz.authn.trust import TrustBundles
+from authz.model import ANONYMOUS, AuthMethod, EntityUid, Identity
+from meshward.clock import Clock
+
+__all__ = ["Authenticated", "Authenticator"]
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    """The caller's identity, the mTLS peer (if any) and the token's claims (if any)."""
+
+    identity: Identity
+    peer: Peer | None = None
+    claims: Mapping[str, Any] | None = field(default=None)
+
+
+class Authenticator:
+    """Turns connection facts and headers into :class:`Authenticated`."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        peer_policy: PeerPolicy | None = None,
+        bundles: TrustBundles | None = None,
+        jwt: JwtVerifier | None = None,
+    ) -> None:
+        self.clock = clock
+        self.peer_policy = peer_policy or PeerPolicy()
+        self.bundles = bundles or TrustBundles()
+        self.jwt = jwt
+
+    async def authenticate(self, peer: PeerFacts, authorization: str | None) -> Authenticated:
+        now = self.clock.now()
+        found = authenticate_peer(peer, self.peer_policy, self.bundles, now)
+        token = bearer_token(authorization)
+        if token is not None and self.jwt is not None:
+            verified = await self.jwt.authenticate(token, now)
+            identity = verified.identity
+            if found is not None and found.expires_at is not None:
+                # Nothing derived from this request may outlive either credential.
+                expires = min(found.expires_at, verified.expires_at)
+                identity = dataclasses.replace(identity, expires_at=expires)
+            return Authenticated(identity, found, verified.claims)
+        if token is not None:
+            # A bearer token we have no way to verify is a failed credential.
+            raise InvalidToken("tokens_not_configured")
+        if found is not None:
+            identity = Identity(
+                EntityUid("Workload", str(found.spiffe_id)),
+                method=AuthMethod.MTLS,
+                expires_at=found.expires_at,
+                attributes={"trust_domain": found.spiffe_id.trust_domain.name},
+            )
+            return Authenticated(identity, found)
+        return Authenticated(ANONYMOUS)

@@ -1,0 +1,215 @@
+"""JSON Web Key Sets: parsing (pure) and the sources that hold them.
+
+A :class:`KeySource` hands out the current :class:`KeySet` synchronously and
+refreshes it on demand (an unknown ``kid``, or the set growing old), never more
+often than ``min_refresh_seconds``: a flood of tokens with made-up ``kid``
+values cannot turn into a flood of fetches.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Protocol, runtime_checkable
+
+import httpx
+import jwt
+
+from authz.authn.errors import KeySourceError
+from meshward.clock import Clock
+
+__all__ = [
+    "ASYMMETRIC_ALGORITHMS",
+    "FileJwks",
+    "Jwk",
+    "KeySet",
+    "KeySource",
+    "StaticJwks",
+    "UrlJwks",
+    "parse_jwks",
+]
+
+log = logging.getLogger(__name__)
+
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+MAX_JWKS_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Jwk:
+    """One verification key and the algorithm its JWK pins (``None``: any allowed)."""
+
+    key: Any
+    alg: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeySet:
+    """Public verification keys by ``kid``."""
+
+    keys: Mapping[str, Jwk] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keys", MappingProxyType(dict(self.keys)))
+
+    def get(self, kid: str) -> Jwk | None:
+        return self.keys.get(kid)
+
+
+def parse_jwks(doc: Any, use: str | None = None) -> KeySet:
+    """Keep the usable asymmetric keys of a JWKS document.
+
+    Symmetric (``oct``) keys, keys without ``kid``, keys whose ``use`` is not
+    ``use`` (when the key states one) and keys PyJWT cannot load are skipped.
+    """
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("keys"), list):
+        raise KeySourceError("jwks_invalid", "expected an object with a 'keys' list")
+    keys: dict[str, Jwk] = {}
+    for raw in doc["keys"]:
+        if not isinstance(raw, Mapping):
+            continue
+        kid = raw.get("kid")
+        if not isinstance(kid, str) or not kid or raw.get("kty") == "oct":
+            continue
+        if use is not None and raw.get("use", use) != use:
+            continue
+        alg = raw.get("alg")
+        if alg is not None and alg not in ASYMMETRIC_ALGORITHMS:
+            continue
+        try:
+            keys[kid] = Jwk(jwt.PyJWK(dict(raw)).key, alg)
+        except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError) as exc:
+            log.warning("skipping unusable JWK", extra={"fields": {"kid": kid, "error": str(exc)}})
+    return KeySet(keys)
+
+
+def _parse_bytes(data: bytes, where: str) -> KeySet:
+    if len(data) > MAX_JWKS_BYTES:
+        raise KeySourceError("jwks_too_large", where)
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise KeySourceError("jwks_invalid", f"{where}: not JSON") from exc
+    return parse_jwks(doc)
+
+
+@runtime_checkable
+class KeySource(Protocol):
+    """Where an issuer's keys come from."""
+
+    def current(self) -> KeySet:
+        """The keys held now (no I/O)."""
+        ...
+
+    async def refresh(self) -> bool:
+        """Fetch again unless rate-limited; ``True`` if the set was replaced."""
+        ...
+
+
+class StaticJwks:
+    """A fixed key set (tests, and keys given inline in the configuration)."""
+
+    def __init__(self, keys: KeySet) -> None:
+        self._keys = keys
+
+    def current(self) -> KeySet:
+        return self._keys
+
+    async def refresh(self) -> bool:
+        return False
+
+
+class _Refreshing(abc.ABC):
+    def __init__(self, clock: Clock, min_refresh_seconds: float) -> None:
+        self._clock = clock
+        self._min = min_refresh_seconds
+        self._keys = KeySet()
+        self._last: float | None = None
+        self._lock = asyncio.Lock()
+
+    def current(self) -> KeySet:
+        return self._keys
+
+    def _due(self) -> bool:
+        return self._last is None or self._clock.monotonic() - self._last >= self._min
+
+    async def refresh(self) -> bool:
+        if not self._due():
+            return False
+        async with self._lock:
+            if not self._due():  # someone else refreshed while we waited
+                return False
+            self._last = self._clock.monotonic()
+            try:
+                self._keys = await self._fetch()
+            except KeySourceError as exc:
+                log.warning(
+                    "key set refresh failed; keeping the old keys",
+                    extra={"fields": {"reason": exc.reason, "detail": exc.detail}},
+                )
+                return False
+            return True
+
+    @abc.abstractmethod
+    async def _fetch(self) -> KeySet:
+        """Read the key set from its origin."""
+
+
+class FileJwks(_Refreshing):
+    """A JWKS file, re-read on refresh (so rotated keys are picked up)."""
+
+    def __init__(self, path: Path, clock: Clock, min_refresh_seconds: float = 30.0) -> None:
+        super().__init__(clock, min_refresh_seconds)
+        self.path = path
+
+    def load(self) -> None:
+        """Read the file now; a start-up error is a configuration error."""
+        self._keys = self._read()
+        self._last = self._clock.monotonic()
+
+    def _read(self) -> KeySet:
+        try:
+            data = self.path.read_bytes()
+        except OSError as exc:
+            raise KeySourceError("jwks_unreadable", f"{self.path}: {exc.strerror}") from exc
+        return _parse_bytes(data, str(self.path))
+
+    async def _fetch(self) -> KeySet:
+        return await asyncio.to_thread(self._read)
+
+
+class UrlJwks(_Refreshing):
+    """A JWKS at an HTTPS URL, fetched on start and refreshed on unknown ``kid``."""
+
+    def __init__(
+        self,
+        url: str,
+        clock: Clock,
+        min_refresh_seconds: float = 30.0,
+        timeout: float = 5.0,
+        verify: str | bool = True,
+    ) -> None:
+        super().__init__(clock, min_refresh_seconds)
+        if not url.startswith("https://"):
+            raise KeySourceError("jwks_url_not_https", url[:200])
+        self.url = url
+        self._timeout = timeout
+        self._verify = verify
+
+    async def _fetch(self) -> KeySet:
+        try:
+            async with httpx.AsyncClient(timeout=self._timeout, verify=self._verify) as client:
+                response = await client.get(self.url, headers={"accept": "application/json"})
+        except httpx.HTTPError as exc:
+            raise KeySourceError("jwks_fetch_failed", f"{self.url}: {type(exc).__name__}") from exc
+        if response.status_code != 200:
+            raise KeySourceError("jwks_fetch_failed", f"{self.url}: HTTP {response.status_code}")
+        return _parse_bytes(response.content, self.url)

@@ -1,0 +1,333 @@
+"""Bearer tokens: JWT-SVIDs and OIDC end-user tokens, verified without I/O.
+
+Checks, in order, each failure an :class:`InvalidToken` with a ``reason``:
+size (``max_token_bytes``), header (``alg`` asymmetric and allowed for the
+issuer, ``kid`` present, no ``crit``, ``typ`` as the JWT-SVID spec allows),
+issuer routing (a configured OIDC ``iss``, else a ``spiffe://`` ``sub`` of a
+trust domain in the bundle), signature with the ``kid``'s key, ``aud``, then
+``exp``/``nbf``/``iat`` against the injected time with a leeway of at most 60 s.
+
+Verified tokens are cached (by SHA-256) until they expire.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import math
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+
+from authz.authn.errors import InvalidToken, UnknownKey
+from authz.authn.jwks import ASYMMETRIC_ALGORITHMS, Jwk, KeySource
+from authz.authn.trust import TrustBundles
+from authz.model import AuthMethod, EntityUid, Identity
+from meshward.spiffe import InvalidSpiffeId, SpiffeId
+
+__all__ = [
+    "DEFAULT_MAX_TOKEN_BYTES",
+    "JwtPolicy",
+    "JwtVerifier",
+    "OidcIssuer",
+    "VerifiedToken",
+    "bearer_token",
+]
+
+DEFAULT_MAX_TOKEN_BYTES = 8 * 1024
+MAX_LEEWAY_SECONDS = 60
+_SVID_TYPES = frozenset({"JWT", "JOSE"})
+_OIDC_TYPES = frozenset({"JWT", "JOSE", "at+jwt", "application/at+jwt"})
+_I64 = 2**63
+
+
+@dataclass(frozen=True, slots=True)
+class OidcIssuer:
+    """An end-user token issuer we accept."""
+
+    issuer: str
+    audiences: frozenset[str]
+    keys: KeySource
+    algorithms: frozenset[str] = frozenset({"RS256", "ES256"})
+    groups_claim: str = "groups"
+
+    def __post_init__(self) -> None:
+        bad = set(self.algorithms) - ASYMMETRIC_ALGORITHMS
+        if bad:
+            raise ValueError(f"issuer {self.issuer}: not asymmetric algorithms: {sorted(bad)}")
+        if not self.audiences:
+            raise ValueError(f"issuer {self.issuer}: at least one audience is required")
+
+
+@dataclass(frozen=True, slots=True)
+class JwtPolicy:
+    """Limits that apply to every token."""
+
+    svid_audiences: frozenset[str] = frozenset({"meshward"})
+    svid_algorithms: frozenset[str] = frozenset({"ES256", "ES384", "RS256", "PS256"})
+    max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES
+    leeway_seconds: int = 30
+    cache_entries: int = 10_000
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.leeway_seconds <= MAX_LEEWAY_SECONDS:
+            raise ValueError(f"JWT leeway must be 0..{MAX_LEEWAY_SECONDS} s")
+        bad = set(self.svid_algorithms) - ASYMMETRIC_ALGORITHMS
+        if bad:
+            raise ValueError(f"JWT-SVID algorithms must be asymmetric: {sorted(bad)}")
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedToken:
+    """A token that passed every check: who it names and its claims for policies."""
+
+    identity: Identity
+    claims: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def expires_at(self) -> dt.datetime:
+        if self.identity.expires_at is None:  # never: exp is required
+            raise InvalidToken("missing_exp")
+        return self.identity.expires_at
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, else ``None``."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    token = token.strip()
+    return token or None
+
+
+def cedar_safe(value: Any, depth: int = 0) -> Any:
+    """Claims as Cedar can hold them: no floats, nulls or huge integers; str keys."""
+    if depth > 8:
+        return None
+    if isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        return value if -_I64 <= value < _I64 else None
+    if isinstance(value, float):
+        return int(value) if math.isfinite(value) and value.is_integer() else None
+    if isinstance(value, list):
+        items = [cedar_safe(v, depth + 1) for v in value]
+        return [v for v in items if v is not None]
+    if isinstance(value, Mapping):
+        out = {str(k): cedar_safe(v, depth + 1) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v is not None}
+    return None
+
+
+def _number(claims: Mapping[str, Any], name: str) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidToken(f"bad_{name}")
+    return float(value)
+
+
+def _check_times(claims: Mapping[str, Any], now: dt.datetime, leeway: int) -> dt.datetime:
+    ts = now.timestamp()
+    exp = _number(claims, "exp")
+    if exp is None:
+        raise InvalidToken("missing_exp")
+    if ts >= exp + leeway:
+        raise InvalidToken("expired")
+    nbf = _number(claims, "nbf")
+    if nbf is not None and ts + leeway < nbf:
+        raise InvalidToken("not_yet_valid")
+    iat = _number(claims, "iat")
+    if iat is not None and ts + leeway < iat:
+        raise InvalidToken("issued_in_future")
+    try:
+        return dt.datetime.fromtimestamp(exp, tz=dt.UTC)
+    except (OverflowError, OSError, ValueError) as exc:
+        raise InvalidToken("bad_exp") from exc
+
+
+def _groups(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [g for g in value if isinstance(g, str) and g]
+    return []
+
+
+class JwtVerifier:
+    """Verifies bearer tokens; the only state is the verified-token cache."""
+
+    def __init__(
+        self,
+        policy: JwtPolicy,
+        bundles: TrustBundles,
+        issuers: Iterable[OidcIssuer] = (),
+    ) -> None:
+        self.policy = policy
+        self.bundles = bundles
+        self.issuers = {i.issuer: i for i in issuers}
+        self._cache: OrderedDict[bytes, VerifiedToken] = OrderedDict()
+
+    # -- the async edge: one refresh of the issuer's keys on an unknown kid --
+    async def authenticate(self, token: str, now: dt.datetime) -> VerifiedToken:
+        try:
+            return self.verify(token, now)
+        except UnknownKey as exc:
+            issuer = self.issuers.get(exc.issuer)
+            if issuer is None or not await issuer.keys.refresh():
+                raise
+        return self.verify(token, now)
+
+    # -- pure verification --
+    def verify(self, token: str, now: dt.datetime) -> VerifiedToken:
+        if len(token) > self.policy.max_token_bytes:
+            raise InvalidToken("oversized")
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        hit = self._cache.get(digest)
+        if hit is not None:
+            if now.timestamp() < hit.expires_at.timestamp() + self.policy.leeway_seconds:
+                self._cache.move_to_end(digest)
+                return hit
+            del self._cache[digest]
+        verified = self._verify(token, now)
+        self._cache[digest] = verified
+        if len(self._cache) > self.policy.cache_entries:
+            self._cache.popitem(last=False)
+        return verified
+
+    def _verify(self, token: str, now: dt.datetime) -> VerifiedToken:
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise InvalidToken("malformed") from exc
+        if not isinstance(unverified, dict):
+            raise InvalidToken("malformed")
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in ASYMMETRIC_ALGORITHMS:
+            raise InvalidToken("alg_not_allowed", str(alg)[:20])
+        if "crit" in header:
+            raise InvalidToken("crit_header")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise InvalidToken("missing_kid")
+        iss = unverified.get("iss")
+        issuer = self.issuers.get(iss) if isinstance(iss, str) else None
+        if issuer is not None:
+            return self._verify_oidc(token, header, issuer, kid, alg, now)
+        sub = unverified.get("sub")
+        if isinstance(sub, str) and sub.startswith("spiffe://"):
+            return self._verify_svid(token, header, sub, kid, alg, now)
+        raise InvalidToken("unknown_issuer")
+
+    def _decode(
+        self,
+        token: str,
+        key: Any,
+        alg: str,
+        audiences: Iterable[str],
+        issuer: str | None,
+        now: dt.datetime,
+    ) -> tuple[dict[str, Any], dt.datetime]:
+        if isinstance(key, Jwk):
+            if key.alg is not None and key.alg != alg:
+                raise InvalidToken("alg_key_mismatch")
+            key = key.key
+        elif isinstance(key, jwt.PyJWK):
+            key = key.key
+        required = ["exp", "aud", "sub"] + (["iss"] if issuer else [])
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=sorted(audiences),
+                issuer=issuer,
+                options={
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                    "verify_iss": issuer is not None,
+                    "require": required,
+                },
+            )
+        except jwt.MissingRequiredClaimError as exc:
+            raise InvalidToken(f"missing_{exc.claim}") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise InvalidToken("wrong_audience") from exc
+        except jwt.InvalidIssuerError as exc:
+            raise InvalidToken("wrong_issuer") from exc
+        except jwt.InvalidSignatureError as exc:
+            raise InvalidToken("bad_signature") from exc
+        except (jwt.InvalidAlgorithmError, jwt.InvalidKeyError) as exc:
+            raise InvalidToken("alg_key_mismatch") from exc
+        except jwt.PyJWTError as exc:
+            raise InvalidToken("invalid", type(exc).__name__) from exc
+        except (ValueError, TypeError) as exc:
+            raise InvalidToken("invalid", type(exc).__name__) from exc
+        expires = _check_times(claims, now, self.policy.leeway_seconds)
+        return claims, expires
+
+    def _verify_svid(
+        self, token: str, header: Mapping[str, Any], sub: str, kid: str, alg: str, now: dt.datetime
+    ) -> VerifiedToken:
+        typ = header.get("typ")
+        if typ is not None and typ not in _SVID_TYPES:
+            raise InvalidToken("bad_typ")
+        if alg not in self.policy.svid_algorithms:
+            raise InvalidToken("alg_not_allowed", alg)
+        try:
+            spiffe_id = SpiffeId.parse(sub)
+        except InvalidSpiffeId as exc:
+            raise InvalidToken("bad_subject", exc.reason) from exc
+        bundle = self.bundles.get(spiffe_id.trust_domain)
+        if bundle is None:
+            raise InvalidToken("foreign_trust_domain", spiffe_id.trust_domain.name)
+        key = bundle.jwt_keys.get(kid)
+        if key is None:
+            raise UnknownKey(str(spiffe_id.trust_domain.id), kid)
+        claims, expires = self._decode(token, key, alg, self.policy.svid_audiences, None, now)
+        identity = Identity(
+            EntityUid("Workload", str(spiffe_id)),
+            method=AuthMethod.JWT_SVID,
+            expires_at=expires,
+            attributes={"trust_domain": spiffe_id.trust_domain.name},
+        )
+        return VerifiedToken(identity, cedar_safe(claims))
+
+    def _verify_oidc(
+        self,
+        token: str,
+        header: Mapping[str, Any],
+        issuer: OidcIssuer,
+        kid: str,
+        alg: str,
+        now: dt.datetime,
+    ) -> VerifiedToken:
+        typ = header.get("typ")
+        if typ is not None and typ not in _OIDC_TYPES:
+            raise InvalidToken("bad_typ")
+        if alg not in issuer.algorithms:
+            raise InvalidToken("alg_not_allowed", alg)
+        key = issuer.keys.current().get(kid)
+        if key is None:
+            raise UnknownKey(issuer.issuer, kid)
+        claims, expires = self._decode(token, key, alg, issuer.audiences, issuer.issuer, now)
+        sub = claims["sub"]
+        if not isinstance(sub, str) or not sub:
+            raise InvalidToken("bad_subject")
+        parents = tuple(EntityUid("Group", g) for g in _groups(claims.get(issuer.groups_claim)))
+        identity = Identity(
+            EntityUid("User", f"{issuer.issuer}|{sub}"),
+            parents=parents,
+            method=AuthMethod.OIDC,
+            expires_at=expires,
+            attributes={"issuer": issuer.issuer, "subject": sub},
+        )
+        return VerifiedToken(identity, cedar_safe(claims))

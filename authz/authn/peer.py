@@ -1,0 +1,309 @@
+"""The mTLS peer: Envoy's ``source.principal``, its certificate, and XFCC.
+
+Pure: every function takes the time and the trust anchors as values.
+
+- ``source.principal`` (the SPIFFE ID Envoy validated during the handshake) is
+  believed only when :attr:`PeerPolicy.trust_principal` is set. When Envoy also
+  sends ``source.certificate``, its chain is verified against the trust bundle
+  and its URI SAN must equal the principal.
+- ``x-forwarded-client-cert`` (Envoy's XFCC format) is read only when the
+  immediate sender is a configured trusted proxy (by address or SPIFFE ID);
+  otherwise it is ignored. Either way adapters strip it from what policies see.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import urllib.parse
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+
+from authz.authn.errors import InvalidPeer
+from authz.authn.trust import TrustBundles
+from meshward.spiffe import InvalidSpiffeId, SpiffeId
+
+__all__ = [
+    "MAX_CHAIN",
+    "MAX_XFCC_BYTES",
+    "Peer",
+    "PeerFacts",
+    "PeerPolicy",
+    "authenticate_peer",
+    "parse_xfcc",
+    "verify_svid_chain",
+]
+
+MAX_CHAIN = 8
+MAX_XFCC_BYTES = 32 * 1024
+MAX_CERT_BYTES = 64 * 1024
+
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """An authenticated mTLS peer."""
+
+    spiffe_id: SpiffeId
+    expires_at: dt.datetime | None
+    via: str  # "mtls" (Envoy's own handshake) or "xfcc" (a trusted proxy's)
+
+    def context(self) -> dict[str, str]:
+        """``context.peer`` for policies."""
+        return {"spiffe_id": str(self.spiffe_id), "trust_domain": self.spiffe_id.trust_domain.name}
+
+
+@dataclass(frozen=True, slots=True)
+class PeerFacts:
+    """What a proxy told us about the connection (strings as received)."""
+
+    principal: str = ""
+    certificate: str = ""  # URL-encoded PEM, as Envoy sends it
+    address: str = ""
+    xfcc: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PeerPolicy:
+    """Which connection facts to believe."""
+
+    trust_principal: bool = False
+    trusted_proxy_ids: frozenset[SpiffeId] = frozenset()
+    trusted_proxy_networks: tuple[_Network, ...] = ()
+
+    @classmethod
+    def build(cls, trust_principal: bool, trusted_proxies: Sequence[str]) -> PeerPolicy:
+        """``trusted_proxies`` holds SPIFFE IDs and IP networks (``10.0.0.0/8``)."""
+        ids: set[SpiffeId] = set()
+        nets: list[_Network] = []
+        for entry in trusted_proxies:
+            if entry.startswith("spiffe://"):
+                ids.add(SpiffeId.parse(entry))
+            else:
+                nets.append(ipaddress.ip_network(entry, strict=False))
+        return cls(trust_principal, frozenset(ids), tuple(nets))
+
+    def is_trusted_proxy(self, address: str, peer: Peer | None) -> bool:
+        if peer is not None and peer.spiffe_id in self.trusted_proxy_ids:
+            return True
+        if not self.trusted_proxy_networks or not address:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.trusted_proxy_networks)
+
+
+def _uri_sans(cert: x509.Certificate) -> list[str]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    except ValueError as exc:
+        raise InvalidPeer("cert_malformed", "bad SAN extension") from exc
+    return [str(u) for u in san.value.get_values_for_type(x509.UniformResourceIdentifier)]
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+    except ValueError as exc:
+        raise InvalidPeer("cert_malformed", "bad basicConstraints") from exc
+
+
+def _check_time(cert: x509.Certificate, now: dt.datetime) -> None:
+    if now < cert.not_valid_before_utc:
+        raise InvalidPeer("cert_not_yet_valid")
+    if now > cert.not_valid_after_utc:
+        raise InvalidPeer("cert_expired")
+
+
+def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    if cert.issuer != issuer.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def verify_svid_chain(
+    chain: Sequence[x509.Certificate], bundles: TrustBundles, now: dt.datetime
+) -> tuple[SpiffeId, dt.datetime]:
+    """Verify an X.509-SVID chain (leaf first); return its SPIFFE ID and expiry.
+
+    The leaf must carry exactly one URI SAN that is a SPIFFE ID, must not be a
+    CA, and must chain (through CA certificates from ``chain``) to an authority
+    of its own trust domain, every certificate valid at ``now``.
+    """
+    if not chain:
+        raise InvalidPeer("cert_missing")
+    if len(chain) > MAX_CHAIN:
+        raise InvalidPeer("chain_too_long")
+    leaf = chain[0]
+    uris = _uri_sans(leaf)
+    if len(uris) != 1:
+        raise InvalidPeer("cert_uri_san_count", f"{len(uris)} URI SANs")
+    try:
+        spiffe_id = SpiffeId.parse(uris[0])
+    except InvalidSpiffeId as exc:
+        raise InvalidPeer("cert_not_spiffe", exc.reason) from exc
+    if _is_ca(leaf):
+        raise InvalidPeer("cert_leaf_is_ca")
+    bundle = bundles.get(spiffe_id.trust_domain)
+    if bundle is None or not bundle.x509_authorities:
+        raise InvalidPeer("foreign_trust_domain", spiffe_id.trust_domain.name)
+    intermediates = list(chain[1:])
+    current = leaf
+    for _ in range(MAX_CHAIN):
+        _check_time(current, now)
+        for root in bundle.x509_authorities:
+            if _signed_by(current, root):
+                _check_time(root, now)
+                return spiffe_id, leaf.not_valid_after_utc
+        parent = next(
+            (c for c in intermediates if _is_ca(c) and _signed_by(current, c)),
+            None,
+        )
+        if parent is None:
+            raise InvalidPeer("chain_untrusted")
+        intermediates.remove(parent)
+        current = parent
+    raise InvalidPeer("chain_too_long")
+
+
+def parse_pem_chain(text: str, url_encoded: bool = True) -> list[x509.Certificate]:
+    """Certificates from (URL-encoded) PEM, leaf first."""
+    if len(text) > MAX_CERT_BYTES:
+        raise InvalidPeer("cert_too_large")
+    raw = urllib.parse.unquote(text) if url_encoded else text
+    try:
+        certs = x509.load_pem_x509_certificates(raw.encode("utf-8", "strict"))
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise InvalidPeer("cert_malformed") from exc
+    return certs
+
+
+def parse_xfcc(value: str) -> list[dict[str, list[str]]]:
+    """Parse ``x-forwarded-client-cert``: elements by ``,``, pairs by ``;``.
+
+    Values may be double-quoted (with ``\\"`` escapes) to hold ``,;=``. Keys are
+    case-insensitive and returned lower-case; a key may repeat (``URI``, ``DNS``).
+    """
+    if len(value) > MAX_XFCC_BYTES:
+        raise InvalidPeer("xfcc_too_large")
+    elements: list[dict[str, list[str]]] = []
+    pairs: dict[str, list[str]] = {}
+    key: str | None = None
+    buf: list[str] = []
+    i, n = 0, len(value)
+
+    def end_pair() -> None:
+        nonlocal key
+        text = "".join(buf).strip()
+        buf.clear()
+        if key is None:
+            if text:
+                raise InvalidPeer("xfcc_malformed", "pair without '='")
+            return
+        if not key:
+            raise InvalidPeer("xfcc_malformed", "empty key")
+        pairs.setdefault(key, []).append(text)
+        key = None
+
+    while i < n:
+        ch = value[i]
+        if ch == '"':
+            i += 1
+            while i < n and value[i] != '"':
+                if value[i] == "\\" and i + 1 < n:
+                    i += 1
+                buf.append(value[i])
+                i += 1
+            if i >= n:
+                raise InvalidPeer("xfcc_malformed", "unterminated quote")
+        elif ch == "=" and key is None:
+            key = "".join(buf).strip().lower()
+            buf.clear()
+        elif ch == ";":
+            end_pair()
+        elif ch == ",":
+            end_pair()
+            if pairs:
+                elements.append(pairs)
+            pairs = {}
+        else:
+            buf.append(ch)
+        i += 1
+    end_pair()
+    if pairs:
+        elements.append(pairs)
+    return elements
+
+
+def _peer_from_xfcc(value: str, bundles: TrustBundles, now: dt.datetime) -> Peer:
+    elements = parse_xfcc(value)
+    if not elements:
+        raise InvalidPeer("xfcc_malformed", "empty")
+    # The proxy closest to us appends last: the last element is its client.
+    element = elements[-1]
+    uris = [u for u in element.get("uri", []) if u]
+    certs = [c for c in element.get("cert", []) if c]
+    if certs:
+        spiffe_id, expires = verify_svid_chain(parse_pem_chain(certs[0]), bundles, now)
+        if uris and any(u != str(spiffe_id) for u in uris):
+            raise InvalidPeer("xfcc_uri_mismatch")
+        return Peer(spiffe_id, expires, "xfcc")
+    if len(uris) != 1:
+        raise InvalidPeer("xfcc_uri_count", f"{len(uris)} URIs")
+    try:
+        spiffe_id = SpiffeId.parse(uris[0])
+    except InvalidSpiffeId as exc:
+        raise InvalidPeer("xfcc_not_spiffe", exc.reason) from exc
+    if bundles and bundles.get(spiffe_id.trust_domain) is None:
+        raise InvalidPeer("foreign_trust_domain", spiffe_id.trust_domain.name)
+    return Peer(spiffe_id, None, "xfcc")
+
+
+def _direct_peer(facts: PeerFacts, bundles: TrustBundles, now: dt.datetime) -> Peer | None:
+    principal = facts.principal
+    if not principal and not facts.certificate:
+        return None
+    claimed: SpiffeId | None = None
+    if principal:
+        try:
+            claimed = SpiffeId.parse(principal)
+        except InvalidSpiffeId as exc:
+            raise InvalidPeer("principal_not_spiffe", exc.reason) from exc
+    if facts.certificate:
+        spiffe_id, expires = verify_svid_chain(parse_pem_chain(facts.certificate), bundles, now)
+        if claimed is not None and claimed != spiffe_id:
+            raise InvalidPeer("principal_mismatch")
+        return Peer(spiffe_id, expires, "mtls")
+    if claimed is None:
+        return None
+    if bundles and bundles.get(claimed.trust_domain) is None:
+        raise InvalidPeer("foreign_trust_domain", claimed.trust_domain.name)
+    return Peer(claimed, None, "mtls")
+
+
+def authenticate_peer(
+    facts: PeerFacts, policy: PeerPolicy, bundles: TrustBundles, now: dt.datetime
+) -> Peer | None:
+    """The calling workload, or ``None`` when no trusted mTLS fact names one.
+
+    Raises :class:`InvalidPeer` when a trusted fact is present but wrong: the
+    caller is then unauthenticated, never silently anonymous.
+    """
+    direct = _direct_peer(facts, bundles, now) if policy.trust_principal else None
+    if facts.xfcc is not None and policy.is_trusted_proxy(facts.address, direct):
+        return _peer_from_xfcc(facts.xfcc, bundles, now)
+    return direct

@@ -1,0 +1,340 @@
+"""Builds the PDP from settings and serves it: gRPC ext_authz and HTTP, N workers.
+
+Wiring only. :func:`build_pdp` assembles the parts (trust bundle, token
+verifier, engine holder, decider, metrics); :class:`PdpServer` runs the gRPC
+server (``grpc.aio``: ext_authz, health, reflection) and the HTTP application
+(uvicorn) on one uvloop event loop; :func:`run` starts one such process per
+``--workers``, all bound to the same ports with ``SO_REUSEPORT``.
+
+Start-up order: listeners open with gRPC health ``NOT_SERVING`` and
+``/readyz`` 503; the policies load; health turns ``SERVING``. On SIGTERM or
+SIGINT: health ``NOT_SERVING``, stop accepting, let in-flight checks finish
+(``pdp.drain_seconds``), exit 0.
+
+Errors (below :class:`authz.errors.AuthzError`)::
+
+    PdpError            code "pdp-start" (bad configuration or policies: exit 2)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import multiprocessing
+import signal
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import uvicorn
+from fastapi import FastAPI
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from authz.adapters import envoy_grpc
+from authz.adapters.http import create_app
+from authz.authn.authenticator import Authenticator
+from authz.authn.errors import AuthnError
+from authz.authn.jwks import FileJwks, KeySource, UrlJwks
+from authz.authn.jwt import JwtPolicy, JwtVerifier, OidcIssuer
+from authz.authn.peer import PeerPolicy
+from authz.authn.trust import TrustBundles, load_trust_bundles
+from authz.bundle import load_bundle
+from authz.decider import Decider, EngineHolder, Evaluator
+from authz.engine import Engine
+from authz.errors import AuthzError
+from authz.metrics import PdpMetrics
+from meshward.clock import Clock, SystemClock
+from meshward.settings import OidcIssuerSettings, PdpSettings, Settings, parse_hostport
+
+__all__ = ["Pdp", "PdpError", "PdpServer", "build_pdp", "load_directory_engine", "run"]
+
+log = logging.getLogger(__name__)
+
+PolicyLoader = Callable[[], tuple[Evaluator, str]]
+
+
+class PdpError(AuthzError):
+    """The PDP cannot start: configuration, trust bundle or policies are unusable."""
+
+    code = "pdp-start"
+    public_message = "the PDP cannot start"
+
+
+def load_directory_engine(directory: Path) -> tuple[Evaluator, str]:
+    """The engine for a policy directory, and its version."""
+    try:
+        bundle = load_bundle(directory)
+    except AuthzError as exc:
+        raise PdpError(f"policies in {directory}: {exc}") from exc
+    return Engine(bundle), bundle.version
+
+
+def _key_source(issuer: OidcIssuerSettings, clock: Clock) -> KeySource:
+    if (issuer.jwks_file is None) == (issuer.jwks_url is None):
+        raise PdpError(f"OIDC issuer {issuer.issuer}: set exactly one of jwks_file, jwks_url")
+    if issuer.jwks_file is not None:
+        source = FileJwks(issuer.jwks_file, clock, issuer.refresh_min_seconds)
+        try:
+            source.load()
+        except AuthnError as exc:
+            raise PdpError(f"OIDC issuer {issuer.issuer}: {exc}") from exc
+        return source
+    verify: str | bool = str(issuer.jwks_ca_file) if issuer.jwks_ca_file else True
+    return UrlJwks(str(issuer.jwks_url), clock, issuer.refresh_min_seconds, verify=verify)
+
+
+def build_authenticator(pdp: PdpSettings, clock: Clock) -> Authenticator:
+    """Trust bundle, peer policy and token verifier from the settings."""
+    bundles = TrustBundles()
+    if pdp.trust_bundle is not None:
+        try:
+            bundles = load_trust_bundles(pdp.trust_bundle, pdp.trust_domain)
+        except AuthnError as exc:
+            raise PdpError(f"trust bundle {pdp.trust_bundle}: {exc.reason}") from exc
+    try:
+        peer_policy = PeerPolicy.build(pdp.trust_peer_principal, pdp.trusted_proxies)
+        issuers = [
+            OidcIssuer(
+                i.issuer,
+                frozenset(i.audiences),
+                _key_source(i, clock),
+                frozenset(i.algorithms),
+                i.groups_claim,
+            )
+            for i in pdp.oidc_issuers
+        ]
+        policy = JwtPolicy(
+            svid_audiences=frozenset(pdp.jwt_audiences),
+            max_token_bytes=pdp.max_token_bytes,
+            leeway_seconds=pdp.jwt_leeway_seconds,
+        )
+    except ValueError as exc:
+        raise PdpError(str(exc)) from exc
+    return Authenticator(clock, peer_policy, bundles, JwtVerifier(policy, bundles, issuers))
+
+
+@dataclass
+class Pdp:
+    """The assembled decision point; other parts plug into its seams."""
+
+    settings: Settings
+    clock: Clock
+    engines: EngineHolder
+    decider: Decider
+    metrics: PdpMetrics
+    app: FastAPI
+    loader: PolicyLoader
+    key_sources: list[KeySource] = field(default_factory=list)
+
+
+def build_pdp(settings: Settings, clock: Clock | None = None) -> Pdp:
+    """Assemble the PDP (no sockets, no policies loaded yet)."""
+    clock = clock or SystemClock()
+    authenticator = build_authenticator(settings.pdp, clock)
+    engines = EngineHolder()
+    metrics = PdpMetrics()
+    decider = Decider(
+        engines,
+        authenticator,
+        clock,
+        observers=[metrics],
+        remove_headers=settings.pdp.remove_headers,
+    )
+    policies = settings.pdp.policies
+    if "://" in policies or policies.startswith("git@"):
+        raise PdpError(f"{policies}: only a policy directory is supported here")
+    directory = Path(policies)
+    jwt = authenticator.jwt
+    sources = [i.keys for i in jwt.issuers.values()] if jwt else []
+    return Pdp(
+        settings,
+        clock,
+        engines,
+        decider,
+        metrics,
+        create_app(decider, metrics),
+        lambda: load_directory_engine(directory),
+        sources,
+    )
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: :class:`PdpServer` owns shutdown."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _listen(addr: str) -> socket.socket:
+    host, port = parse_hostport(addr)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+class PdpServer:
+    """gRPC + HTTP for one process. ``async with PdpServer(pdp):`` or start/stop."""
+
+    def __init__(self, pdp: Pdp) -> None:
+        self.pdp = pdp
+        self.health = health_aio.HealthServicer()
+        self._grpc: grpc.aio.Server | None = None
+        self._http: _Uvicorn | None = None
+        self._http_task: asyncio.Task[None] | None = None
+        self._load_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        settings = self.pdp.settings.pdp
+        server = grpc.aio.server(
+            options=[
+                ("grpc.so_reuseport", 1),
+                ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+                ("grpc.max_metadata_size", 256 * 1024),
+            ]
+        )
+        server.add_generic_rpc_handlers([envoy_grpc.handler(self.pdp.decider)])
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            [
+                envoy_grpc.SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            server,
+        )
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if server.add_insecure_port(settings.grpc_addr) == 0:
+            raise PdpError(f"cannot listen on {settings.grpc_addr} (gRPC)")
+        try:
+            http_sock = _listen(settings.http_addr)
+        except OSError as exc:
+            raise PdpError(f"cannot listen on {settings.http_addr} (HTTP): {exc.strerror}") from exc
+        await server.start()
+        self._grpc = server
+        config = uvicorn.Config(
+            self.pdp.app,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            loop="none",
+            timeout_graceful_shutdown=max(1, math.ceil(settings.drain_seconds)),
+        )
+        self._http = _Uvicorn(config)
+        self._http_task = asyncio.create_task(self._http.serve(sockets=[http_sock]))
+        for source in self.pdp.key_sources:
+            await source.refresh()
+        await self.load_policies()
+
+    async def load_policies(self) -> None:
+        """Load the policies and turn health SERVING (raises :class:`PdpError`)."""
+        engine, version = await asyncio.to_thread(self.pdp.loader)
+        self.pdp.engines.swap(engine, version)
+        self.pdp.metrics.policies_loaded.set(1)
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        log.info("policies active", extra={"fields": {"version": version}})
+
+    async def _set_health(self, status: Any) -> None:
+        for name in ("", envoy_grpc.SERVICE_NAME):
+            await self.health.set(name, status)
+
+    async def stop(self) -> None:
+        """Stop accepting, drain in-flight checks, close."""
+        grace = self.pdp.settings.pdp.drain_seconds
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self._http is not None:
+            self._http.should_exit = True
+        if self._grpc is not None:
+            await self._grpc.stop(grace)
+        if self._http_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._http_task
+
+    async def __aenter__(self) -> PdpServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+async def _serve(settings: Settings, announce: bool) -> None:
+    pdp = build_pdp(settings)
+    server = PdpServer(pdp)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await server.start()
+    except BaseException:
+        await server.stop()
+        raise
+    if announce:
+        print(
+            f"meshward pdp: ext_authz gRPC on {settings.pdp.grpc_addr}, "
+            f"HTTP on http://{settings.pdp.http_addr}, policies {pdp.engines.version[:12]}",
+            flush=True,
+        )
+    await stop.wait()
+    log.info("shutting down: draining in-flight checks")
+    await server.stop()
+
+
+def _run_one(settings: Settings, announce: bool) -> None:
+    import uvloop  # noqa: PLC0415
+
+    uvloop.run(_serve(settings, announce))
+
+
+def _worker(settings: Settings, index: int) -> None:
+    from meshward.logs import configure_logging  # noqa: PLC0415
+
+    configure_logging(settings.log_format, settings.log_level)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards SIGTERM
+    try:
+        _run_one(settings, announce=index == 0)
+    except PdpError as exc:
+        log.error("worker cannot start", extra={"fields": {"worker": index, "error": str(exc)}})
+        raise SystemExit(2) from exc
+
+
+def run(settings: Settings) -> int:
+    """Serve until SIGTERM/SIGINT; return the exit code (:class:`PdpError` at start)."""
+    workers = settings.pdp.workers
+    if workers == 1:
+        _run_one(settings, announce=True)
+        return 0
+    # Check the configuration and the policies once, before forking, so a bad
+    # start is one clear error rather than N.
+    build_pdp(settings).loader()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(settings, i), daemon=False) for i in range(workers)]
+    for proc in procs:
+        proc.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for proc in procs:
+            if proc.is_alive() and proc.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.terminate()
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    code = 0
+    for proc in procs:
+        proc.join()
+        code = max(code, proc.exitcode or 0)
+    return code

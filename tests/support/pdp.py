@@ -1,0 +1,133 @@
+"""A real ``meshward pdp serve`` process on free loopback ports, with its own PKI and keys."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from meshward.spiffe import TrustDomain
+from meshward.spiffe_bundle import SpiffeBundle
+from tests.support.certs import TestPki
+from tests.support.cli import REPO, meshward_argv
+from tests.support.net import free_port, wait_for_port
+from tests.support.tokens import SigningKey
+
+__all__ = ["ISSUER", "PdpProcess", "TRUST_DOMAIN", "pdp_process"]
+
+TRUST_DOMAIN = "meshward.local"
+ISSUER = "https://idp.meshward.test"
+
+
+@dataclass
+class PdpProcess:
+    """Where a running PDP listens, and the credentials its trust configuration accepts."""
+
+    workdir: Path
+    pki: TestPki
+    svid_key: SigningKey
+    idp_key: SigningKey
+    grpc_port: int = field(default_factory=free_port)
+    http_port: int = field(default_factory=free_port)
+    process: subprocess.Popen[str] | None = None
+
+    @property
+    def grpc_addr(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def output(self) -> str:
+        log = self.workdir / "pdp.log"
+        return log.read_text() if log.exists() else ""
+
+
+def _write_config(pdp: PdpProcess, extra: dict[str, Any]) -> Path:
+    bundle = SpiffeBundle(
+        TrustDomain(TRUST_DOMAIN),
+        (pdp.pki.root.cert,),
+        {pdp.svid_key.kid: pdp.svid_key.private.public_key()},
+    )
+    bundle_path = pdp.workdir / "bundle.json"
+    bundle_path.write_bytes(bundle.to_json())
+    jwks_path = pdp.workdir / "idp-jwks.json"
+    jwks_path.write_text(json.dumps({"keys": [pdp.idp_key.jwk]}))
+    lines = [
+        "[pdp]",
+        'trusted_proxies = ["127.0.0.1/32"]',
+        "trust_peer_principal = true",
+        'jwt_audiences = ["meshward"]',
+    ]
+    for key, value in extra.items():
+        lines.append(f"{key} = {json.dumps(value)}")
+    lines += [
+        "",
+        "[[pdp.oidc_issuers]]",
+        f'issuer = "{ISSUER}"',
+        'audiences = ["shop"]',
+        f'jwks_file = "{jwks_path}"',
+        'algorithms = ["RS256"]',
+    ]
+    config = pdp.workdir / "meshward.toml"
+    config.write_text("\n".join(lines) + "\n")
+    return config
+
+
+@contextmanager
+def pdp_process(
+    workdir: Path,
+    *args: str,
+    policies: Path = REPO / "policies",
+    pdp_settings: dict[str, Any] | None = None,
+) -> Iterator[PdpProcess]:
+    """Start ``meshward pdp serve`` and wait until ``/readyz`` says ready."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    pdp = PdpProcess(
+        workdir, TestPki(TRUST_DOMAIN), SigningKey("svid-key-1"), SigningKey("idp-1", "rsa")
+    )
+    config = _write_config(pdp, pdp_settings or {})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESHWARD_")}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    argv = meshward_argv(
+        "--config", str(config),
+        "--state-dir", str(workdir / "state"),
+        "pdp", "serve",
+        "--policies", str(policies),
+        "--grpc-addr", pdp.grpc_addr,
+        "--http-addr", f"127.0.0.1:{pdp.http_port}",
+        "--trust-bundle", str(workdir / "bundle.json"),
+        *args,
+    )  # fmt: skip
+    with (workdir / "pdp.log").open("w") as log:
+        pdp.process = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO
+        )
+    try:
+        wait_for_port(pdp.http_port, timeout=30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if httpx.get(f"{pdp.http_url}/readyz").status_code == 200:
+                break
+            time.sleep(0.1)
+        else:
+            raise TimeoutError("PDP not ready:\n" + pdp.output())
+        yield pdp
+    finally:
+        if pdp.process.poll() is None:
+            pdp.process.send_signal(signal.SIGTERM)
+            try:
+                pdp.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                pdp.process.kill()
+                pdp.process.wait(timeout=10)

@@ -1,0 +1,148 @@
+"""mTLS peers: Envoy's principal, certificate chains, XFCC from trusted proxies."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from authz.authn.errors import InvalidPeer
+from authz.authn.peer import (
+    PeerFacts,
+    PeerPolicy,
+    authenticate_peer,
+    parse_xfcc,
+    verify_svid_chain,
+)
+from authz.authn.trust import TrustBundles, TrustDomainBundle
+from meshward.spiffe import SpiffeId, TrustDomain
+from tests.support.certs import T0, TestPki, url_encoded_pem
+
+NOW = T0
+PKI = TestPki("meshward.test")
+OTHER = TestPki("other.test")
+BUNDLES = TrustBundles.of(TrustDomainBundle(TrustDomain("meshward.test"), (PKI.root.cert,)))
+WEB = "spiffe://meshward.test/ns/default/sa/web"
+TRUSTING = PeerPolicy.build(True, ["127.0.0.0/8", "spiffe://meshward.test/front-proxy"])
+
+
+def test_valid_chain() -> None:
+    leaf = PKI.leaf()
+    spiffe_id, expires = verify_svid_chain(PKI.chain(leaf), BUNDLES, NOW)
+    assert spiffe_id == SpiffeId.parse(WEB)
+    assert expires == leaf.cert.not_valid_after_utc
+
+
+CHAIN_DEFECTS = [
+    ("leaf-is-ca", lambda: PKI.chain(PKI.leaf(ca=True)), "cert_leaf_is_ca"),
+    ("no-uri-san", lambda: PKI.chain(PKI.leaf([])), "cert_uri_san_count"),
+    (
+        "two-uri-sans",
+        lambda: PKI.chain(PKI.leaf([WEB, "spiffe://meshward.test/x"])),
+        "cert_uri_san_count",
+    ),
+    ("not-spiffe", lambda: PKI.chain(PKI.leaf("https://example.com/")), "cert_not_spiffe"),
+    ("other-trust-domain", lambda: OTHER.chain(OTHER.leaf()), "foreign_trust_domain"),
+    (
+        "forged-trust-domain",
+        lambda: OTHER.chain(OTHER.leaf(WEB)),
+        "chain_untrusted",
+    ),
+    ("missing-intermediate", lambda: [PKI.leaf().cert], "chain_untrusted"),
+    (
+        "expired",
+        lambda: PKI.chain(PKI.leaf(not_after=NOW - dt.timedelta(seconds=1))),
+        "cert_expired",
+    ),
+    (
+        "not-yet-valid",
+        lambda: PKI.chain(PKI.leaf(not_before=NOW + dt.timedelta(seconds=1))),
+        "cert_not_yet_valid",
+    ),
+    ("leaf-signed-by-leaf", lambda: [PKI.leaf(issuer=PKI.leaf()).cert], "chain_untrusted"),
+    ("empty", lambda: [], "cert_missing"),
+]
+
+
+@pytest.mark.parametrize(
+    ("chain_factory", "reason"), [c[1:] for c in CHAIN_DEFECTS], ids=[c[0] for c in CHAIN_DEFECTS]
+)
+def test_chain_defects_rejected(chain_factory, reason: str) -> None:
+    with pytest.raises(InvalidPeer) as info:
+        verify_svid_chain(chain_factory(), BUNDLES, NOW)
+    assert info.value.reason == reason
+
+
+def test_expiry_exactly_at_not_after_is_still_valid() -> None:
+    leaf = PKI.leaf(not_after=NOW)
+    assert verify_svid_chain(PKI.chain(leaf), BUNDLES, NOW)[0] == SpiffeId.parse(WEB)
+
+
+def test_principal_ignored_unless_trusted() -> None:
+    facts = PeerFacts(principal=WEB)
+    assert authenticate_peer(facts, PeerPolicy(), BUNDLES, NOW) is None
+    peer = authenticate_peer(facts, TRUSTING, BUNDLES, NOW)
+    assert peer is not None
+    assert peer.context() == {"spiffe_id": WEB, "trust_domain": "meshward.test"}
+
+
+def test_certificate_must_match_principal() -> None:
+    cert = url_encoded_pem(*PKI.chain(PKI.leaf(path="/other")))
+    with pytest.raises(InvalidPeer) as info:
+        authenticate_peer(PeerFacts(principal=WEB, certificate=cert), TRUSTING, BUNDLES, NOW)
+    assert info.value.reason == "principal_mismatch"
+    good = url_encoded_pem(*PKI.chain(PKI.leaf()))
+    peer = authenticate_peer(PeerFacts(principal=WEB, certificate=good), TRUSTING, BUNDLES, NOW)
+    assert peer is not None
+    assert peer.expires_at is not None
+
+
+@pytest.mark.parametrize(
+    ("principal", "reason"),
+    [("web", "principal_not_spiffe"), ("spiffe://evil.test/web", "foreign_trust_domain")],
+)
+def test_bad_principal(principal: str, reason: str) -> None:
+    with pytest.raises(InvalidPeer) as info:
+        authenticate_peer(PeerFacts(principal=principal), TRUSTING, BUNDLES, NOW)
+    assert info.value.reason == reason
+
+
+def test_xfcc_only_from_trusted_proxy() -> None:
+    xfcc = f"By=spiffe://meshward.test/front;URI={WEB}"
+    untrusted = PeerFacts(address="10.1.2.3", xfcc=xfcc)
+    assert authenticate_peer(untrusted, TRUSTING, BUNDLES, NOW) is None
+    by_address = PeerFacts(address="127.0.0.1", xfcc=xfcc)
+    assert authenticate_peer(by_address, TRUSTING, BUNDLES, NOW).spiffe_id == SpiffeId.parse(WEB)
+    by_id = PeerFacts(principal="spiffe://meshward.test/front-proxy", address="10.1.2.3", xfcc=xfcc)
+    assert authenticate_peer(by_id, TRUSTING, BUNDLES, NOW).spiffe_id == SpiffeId.parse(WEB)
+
+
+def test_xfcc_certificate_verified() -> None:
+    good = f'Hash=abc;Cert="{url_encoded_pem(*PKI.chain(PKI.leaf()))}"'
+    peer = authenticate_peer(PeerFacts(address="127.0.0.1", xfcc=good), TRUSTING, BUNDLES, NOW)
+    assert peer is not None
+    assert peer.via == "xfcc"
+    forged = f'Cert="{url_encoded_pem(*OTHER.chain(OTHER.leaf(WEB)))}"'
+    with pytest.raises(InvalidPeer):
+        authenticate_peer(PeerFacts(address="127.0.0.1", xfcc=forged), TRUSTING, BUNDLES, NOW)
+
+
+XFCC_CASES = [
+    ("By=a;URI=b", [{"by": ["a"], "uri": ["b"]}]),
+    ('By=a;Subject="CN=x,O=y";URI=b', [{"by": ["a"], "subject": ["CN=x,O=y"], "uri": ["b"]}]),
+    ("URI=a,URI=b", [{"uri": ["a"]}, {"uri": ["b"]}]),
+    ("URI=a;URI=b", [{"uri": ["a", "b"]}]),
+    ('Subject="a\\"b"', [{"subject": ['a"b']}]),
+    ("", []),
+]
+
+
+@pytest.mark.parametrize(("value", "parsed"), XFCC_CASES)
+def test_parse_xfcc(value: str, parsed: list[dict[str, list[str]]]) -> None:
+    assert parse_xfcc(value) == parsed
+
+
+@pytest.mark.parametrize("value", ['URI="unterminated', "novalue", "=x", "x" * 40000])
+def test_parse_xfcc_rejects(value: str) -> None:
+    with pytest.raises(InvalidPeer):
+        parse_xfcc(value)
