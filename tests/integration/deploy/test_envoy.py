@@ -22,8 +22,8 @@ from google.protobuf import json_format
 
 from tests.integration.deploy.conftest import DEPLOY, deploy_files, ids
 <<<<<<< HEAD
-from tests.support.envoy import TYPE_PREFIX, load_document, parse_bootstrap
-from tests.support.envoy import typed_configs as _typed_configs
+from tests.support.envoy_config import TYPE_PREFIX, load_document, parse_bootstrap
+from tests.support.envoy_config import typed_configs as _typed_configs
 =======
 from tests.support.envoy_config import TYPE_PREFIX, load_document, parse_bootstrap
 from tests.support.envoy_config import typed_configs as _typed_configs
