@@ -1,17 +1,25 @@
 """Prometheus metrics of the PDP: a decision observer plus readiness gauges.
 
 One :class:`PdpMetrics` per process, on its own registry (no module globals);
-``GET /metrics`` renders it. With ``--workers N`` each worker reports its own
-series.
+``GET /metrics`` renders it. With ``--workers N`` the workers run in
+prometheus_client's multi-process mode (:mod:`meshward.metrics`) and every
+scrape answers with the sum over all workers; each gauge says how workers'
+values combine (``multiprocess_mode``). Every metric is listed in
+docs/operations.md#metrics.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from authz.decider import DecisionRecord
+from meshward.metrics import render
 
-__all__ = ["LATENCY_BUCKETS", "PdpMetrics"]
+__all__ = ["AUTHN_PREFIX", "LATENCY_BUCKETS", "PdpMetrics"]
+
+# Decision errors that start with this are authentication failures; the rest
+# of the code is the reason (authz.authn.errors.AuthnError.reason).
+AUTHN_PREFIX = "authn:"
 
 # Fine buckets: a cached decision takes tens of microseconds, a cold one a millisecond.
 LATENCY_BUCKETS = (
@@ -46,15 +54,52 @@ class PdpMetrics:
         )
         self.policies_loaded = Gauge(
             "meshward_pdp_policies_loaded",
-            "1 once a policy version is active.",
+            "1 once a policy version is active (the lowest over live workers).",
+            registry=self.registry,
+            multiprocess_mode="livemin",
+        )
+        self.authn_failures = Counter(
+            "meshward_pdp_authn_failures",
+            "Callers whose credentials were refused, by reason (expired, bad_signature, ...).",
+            ["reason"],
             registry=self.registry,
         )
+        self.policy_version = Gauge(
+            "meshward_pdp_policy_version_info",
+            "1 for the active policy version (a Git commit SHA or a content hash), else 0.",
+            ["version"],
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.policy_reloads = Counter(
+            "meshward_pdp_policy_reloads",
+            "Attempts to activate a new policy version, by result (ok, or the gate's code).",
+            ["result"],
+            registry=self.registry,
+        )
+        self._version = ""
 
     def observe(self, record: DecisionRecord) -> None:
         self.decisions.labels(record.adapter, record.outcome).inc()
         self.latency.labels(record.adapter).observe(record.latency_seconds)
         for error in record.errors:
             self.errors.labels(error[:64]).inc()
+            if error.startswith(AUTHN_PREFIX):
+                self.authn_failures.labels(error.removeprefix(AUTHN_PREFIX)[:64]).inc()
+
+    def set_policy_version(self, version: str) -> None:
+        """Mark ``version`` as the active one (and the previous one as no longer)."""
+        if version == self._version:
+            return
+        if self._version:
+            self.policy_version.labels(self._version).set(0)
+        self.policy_version.labels(version).set(1)
+        self.policies_loaded.set(1)
+        self._version = version
+
+    def policy_reloaded(self, result: str) -> None:
+        """Count one attempt to activate a policy version (``ok`` or an error code)."""
+        self.policy_reloads.labels(result[:64]).inc()
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return render(self.registry)

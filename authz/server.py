@@ -23,6 +23,7 @@ import contextlib
 import logging
 import math
 import multiprocessing
+import os
 import signal
 import socket
 from collections.abc import Callable, Iterator
@@ -46,11 +47,12 @@ from authz.authn.jwt import JwtPolicy, JwtVerifier, OidcIssuer
 from authz.authn.peer import PeerPolicy
 from authz.authn.trust import TrustBundles, load_trust_bundles
 from authz.bundle import load_bundle
-from authz.decider import Decider, EngineHolder, Evaluator
+from authz.decider import Decider, DecisionObserver, EngineHolder, Evaluator
 from authz.engine import Engine
 from authz.errors import AuthzError
 from authz.metrics import PdpMetrics
 from meshward.clock import Clock, SystemClock
+from meshward.metrics import enable_multiprocess, mark_worker_dead, prepare_run_dir
 from meshward.settings import OidcIssuerSettings, PdpSettings, Settings, parse_hostport
 
 __all__ = ["Pdp", "PdpError", "PdpServer", "build_pdp", "load_directory_engine", "run"]
@@ -140,11 +142,14 @@ def build_pdp(settings: Settings, clock: Clock | None = None) -> Pdp:
     authenticator = build_authenticator(settings.pdp, clock)
     engines = EngineHolder()
     metrics = PdpMetrics()
+    observers: list[DecisionObserver] = [metrics]
+    if settings.tracing.enabled:
+        observers.append(_decision_tracer(settings))
     decider = Decider(
         engines,
         authenticator,
         clock,
-        observers=[metrics],
+        observers=observers,
         remove_headers=settings.pdp.remove_headers,
     )
     policies = settings.pdp.policies
@@ -163,6 +168,16 @@ def build_pdp(settings: Settings, clock: Clock | None = None) -> Pdp:
         lambda: load_directory_engine(directory),
         sources,
     )
+
+
+def _decision_tracer(settings: Settings) -> DecisionObserver:
+    """The tracing observer; OpenTelemetry is imported here and only here (off: never)."""
+    from authz.tracing import TracingError, build_tracer  # noqa: PLC0415
+
+    try:
+        return build_tracer(settings.tracing)
+    except TracingError as exc:
+        raise PdpError(str(exc)) from exc
 
 
 class _Uvicorn(uvicorn.Server):
@@ -242,7 +257,8 @@ class PdpServer:
         """Load the policies and turn health SERVING (raises :class:`PdpError`)."""
         engine, version = await asyncio.to_thread(self.pdp.loader)
         self.pdp.engines.swap(engine, version)
-        self.pdp.metrics.policies_loaded.set(1)
+        self.pdp.metrics.set_policy_version(version)
+        self.pdp.metrics.policy_reloaded("ok")
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info("policies active", extra={"fields": {"version": version}})
 
@@ -320,6 +336,11 @@ def run(settings: Settings) -> int:
     # Check the configuration and the policies once, before forking, so a bad
     # start is one clear error rather than N.
     build_pdp(settings).loader()
+    # Workers share one /metrics: each writes its samples to files in this
+    # run's directory, and any of them answers a scrape with the sum. The
+    # variable must be set before the workers import prometheus_client.
+    run_dir = prepare_run_dir(settings.state_dir, f"pdp-{os.getpid()}")
+    enable_multiprocess(run_dir, os.environ)
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_worker, args=(settings, i), daemon=False) for i in range(workers)]
     for proc in procs:
@@ -337,4 +358,6 @@ def run(settings: Settings) -> int:
     for proc in procs:
         proc.join()
         code = max(code, proc.exitcode or 0)
+        if proc.pid is not None:
+            mark_worker_dead(proc.pid)
     return code

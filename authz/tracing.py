@@ -24,13 +24,12 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from authz.decider import DecisionRecord
+from authz.decider import TRACE_HEADERS, DecisionRecord
 from meshward.settings import TracingSettings
 
 __all__ = ["SPAN_NAME", "TRACE_HEADERS", "DecisionTracer", "TracingError", "build_tracer"]
 
 SPAN_NAME = "meshward.decision"
-TRACE_HEADERS = ("traceparent", "tracestate")
 _propagator = TraceContextTextMapPropagator()
 
 

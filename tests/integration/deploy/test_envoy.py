@@ -21,13 +21,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from google.protobuf import json_format
 
 from tests.integration.deploy.conftest import DEPLOY, deploy_files, ids
-<<<<<<< HEAD
 from tests.support.envoy_config import TYPE_PREFIX, load_document, parse_bootstrap
 from tests.support.envoy_config import typed_configs as _typed_configs
-=======
-from tests.support.envoy_config import TYPE_PREFIX, load_document, parse_bootstrap
-from tests.support.envoy_config import typed_configs as _typed_configs
->>>>>>> main
 
 ENVOY_FILES = deploy_files("envoy", ".yaml", ".yml", ".json")
 
