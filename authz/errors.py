@@ -12,7 +12,12 @@ errors (cedarpy, YAML, JSON) are translated at the boundary with
     ├── RequestError              code "bad-request"      (a request that cannot be mapped)
     ├── PolicyTestError           code "policy-test"      (a test case that cannot run)
     ├── AuthnError                code "unauthenticated"  (authz.authn.errors: peer, token, keys)
-    └── PdpError                  code "pdp-start"        (authz.server: cannot start)
+    ├── PdpError                  code "pdp-start"        (authz.server: cannot start)
+    ├── SourceError               policy sources (authz.sources.errors)
+    │   ├── FetchError            the source cannot be read; the last good version stays
+    │   ├── CheckoutError         a fetched version cannot be written out
+    │   └── Rejected              a version failed the activation gate (.problems)
+    └── ReplayError               a decision log cannot be replayed (authz.replay)
 
 Other modules add their own subclasses below :class:`AuthzError`; add them to
 this tree when you do.

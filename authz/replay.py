@@ -16,7 +16,8 @@ never silently skipped.
 
 Errors::
 
-    ReplayError      the log cannot be read at all
+    AuthzError (authz.errors)
+     └── ReplayError      the log or the candidate policies cannot be read
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from authz.errors import AuthzError
 from authz.model import AccessRequest, Decision, Effect, EntityUid, Identity, InvalidEntityUid
 
 __all__ = [
@@ -41,12 +43,16 @@ __all__ = [
 ]
 
 
-class ReplayError(Exception):
-    """The decision log cannot be read; ``code`` is a short reason."""
+class ReplayError(AuthzError):
+    """The decision log or the candidate policies cannot be read."""
 
-    def __init__(self, message: str, *, code: str = "bad_log") -> None:
+    code = "replay"
+    public_message = "replay error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
-        self.code = code
+        if code is not None:
+            self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +91,10 @@ def parse_entry(entry: Any, line: int = 0) -> LoggedDecision:
         resource = _uid(entry, "resource")
     except InvalidEntityUid as exc:
         raise ValueError(str(exc)) from exc
-    attributes = entry.get("principal_attributes") or {}
-    context = entry.get("context") or {}
+    attributes = entry.get("principal_attributes")
+    attributes = {} if attributes is None else attributes
+    context = entry.get("context")
+    context = {} if context is None else context
     if not isinstance(attributes, Mapping) or not isinstance(context, Mapping):
         raise ValueError("principal_attributes and context must be objects")
     try:

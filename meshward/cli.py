@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from meshward import __version__
-from meshward.commands import check, pdp, policy, up
+from meshward.commands import check, pdp, policy, replay, up
 from meshward.commands.agent import agent_app
 from meshward.commands.common import GlobalOptions
 
@@ -57,6 +57,7 @@ def _root(
 
 # Command groups. Each module holds one group and only parses and wires.
 app.command("up", help="Run everything (CA + PDP) on embedded defaults.")(up.up_command)
+policy.policy_app.command("replay")(replay.replay_command)
 app.add_typer(policy.policy_app, name="policy")
 app.command("check")(check.check_command)
 app.add_typer(pdp.app, name="pdp")

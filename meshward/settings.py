@@ -156,11 +156,28 @@ class DecisionLogSettings(_Section):
 
 
 class CacheSettings(_Section):
-    """The decision cache."""
+    """The decision cache (docs/cache.md). Redis is used when ``pdp.redis_url`` is set."""
 
-    enabled: bool = True
-    local_max_entries: int = Field(100_000, ge=0)
-    ttl_seconds: float = Field(60.0, gt=0)
+    enabled: bool = Field(True, description="cache decisions at all")
+    local_max_entries: int = Field(
+        100_000, ge=0, description="in-process LRU size; 0 disables the in-process tier"
+    )
+    ttl_seconds: float = Field(
+        60.0, gt=0, description="longest life of a cached decision (never past the credential)"
+    )
+    redis_cluster: bool = Field(False, description="pdp.redis_url is a Redis Cluster node")
+    redis_timeout_ms: float = Field(5.0, gt=0, le=10_000, description="per Redis command")
+    redis_connect_timeout_ms: float = Field(50.0, gt=0, le=60_000)
+    redis_tls_ca_file: Path | None = Field(None, description="CA bundle for rediss:// URLs")
+    redis_tls_cert_file: Path | None = Field(None, description="client certificate (rediss://)")
+    redis_tls_key_file: Path | None = Field(None, description="client key (rediss://)")
+    breaker_failures: int = Field(3, ge=1, description="consecutive errors that open the breaker")
+    breaker_reset_seconds: float = Field(1.0, gt=0, description="open time before a probe")
+    max_pending_writes: int = Field(1024, ge=1, description="background Redis writes in flight")
+    time_attributes: tuple[str, ...] = Field(
+        ("now", "time", "timestamp", "current_time", "request_time", "datetime"),
+        description="context attributes carrying the current time: reading one disables caching",
+    )
 
 
 class TracingSettings(_Section):

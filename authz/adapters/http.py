@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from authz.authn.peer import PeerFacts
 from authz.decider import Decider, Outcome, RequestFacts, Verdict
@@ -69,6 +72,17 @@ def _answer(verdict: Verdict, *, envoy: bool = False) -> Response:
         headers["www-authenticate"] = _WWW_AUTHENTICATE
         return JSONResponse(verdict.error_body(), status_code=401, headers=headers)
     return JSONResponse(verdict.error_body(), status_code=403, headers=headers)
+
+
+class _AnyMethod:
+    """An ASGI endpoint around ``handler`` that accepts every HTTP method."""
+
+    def __init__(self, handler: Callable[[Request], Awaitable[Response]]) -> None:
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.handler(Request(scope, receive))
+        await response(scope, receive, send)
 
 
 def parse_check_json(doc: Any) -> AccessRequest:
@@ -126,10 +140,15 @@ def create_app(decider: Decider, metrics: PdpMetrics) -> FastAPI:
         host = h.get("x-forwarded-host") or h.get("host", "")
         return _answer(await decider.decide(_facts(request, "traefik", method, uri, host)))
 
-    app.add_route("/ext_authz", ext_authz, methods=None)
-    app.add_route("/ext_authz/{path:path}", ext_authz, methods=None)
-    app.add_route("/auth/nginx", nginx, methods=None)
-    app.add_route("/auth/traefik", traefik, methods=None)
+    # Forward-auth sees the original method (any, even unknown ones): ASGI
+    # endpoints, which starlette routes for every method.
+    for path, endpoint in (
+        ("/ext_authz", ext_authz),
+        ("/ext_authz/{path:path}", ext_authz),
+        ("/auth/nginx", nginx),
+        ("/auth/traefik", traefik),
+    ):
+        app.router.routes.append(Route(path, _AnyMethod(endpoint)))
 
     @app.post("/v1/authorize")
     async def authorize(request: Request) -> Response:

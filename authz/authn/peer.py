@@ -249,14 +249,16 @@ def parse_xfcc(value: str) -> list[dict[str, list[str]]]:
     return elements
 
 
-def _peer_from_xfcc(value: str, bundles: TrustBundles, now: dt.datetime) -> Peer:
+def _peer_from_xfcc(value: str, bundles: TrustBundles, now: dt.datetime) -> Peer | None:
     elements = parse_xfcc(value)
     if not elements:
-        raise InvalidPeer("xfcc_malformed", "empty")
+        return None
     # The proxy closest to us appends last: the last element is its client.
     element = elements[-1]
     uris = [u for u in element.get("uri", []) if u]
     certs = [c for c in element.get("cert", []) if c]
+    if not uris and not certs:
+        return None  # the proxy's client presented no certificate
     if certs:
         spiffe_id, expires = verify_svid_chain(parse_pem_chain(certs[0]), bundles, now)
         if uris and any(u != str(spiffe_id) for u in uris):

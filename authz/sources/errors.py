@@ -5,24 +5,27 @@ never holds a credential (URLs are redacted before they reach it).
 
 Errors::
 
-    SourceError
-     ├── FetchError        the source could not be read (unreachable, not a repository, bad ref)
-     ├── CheckoutError     a fetched version could not be materialised on disk
-     └── Rejected          a version failed the gate (``problems`` lists every error)
+    AuthzError (authz.errors)
+     └── SourceError
+          ├── FetchError        the source cannot be read (unreachable, not a repository, no branch)
+          ├── CheckoutError     a fetched version could not be materialised on disk
+          └── Rejected          a version failed the gate (``problems`` lists every error)
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+
+from authz.errors import AuthzError, Problem
 
 __all__ = ["CheckoutError", "FetchError", "Problem", "Rejected", "SourceError"]
 
 
-class SourceError(Exception):
+class SourceError(AuthzError):
     """Root of the errors raised by policy sources."""
 
     code = "source_error"
+    public_message = "policy source error"
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -40,17 +43,6 @@ class CheckoutError(SourceError):
     """A version was fetched but its files could not be written out."""
 
     code = "checkout_failed"
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class Problem:
-    """One reason a version was refused, sortable by file, line and column."""
-
-    file: str
-    line: int
-    column: int
-    code: str
-    message: str
 
 
 class Rejected(SourceError):

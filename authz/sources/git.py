@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from authz.sources.errors import CheckoutError, FetchError, SourceError
 from authz.sources.protocol import Pinnable, PolicySource, Pollable, Refreshable, Revision
 
-__all__ = ["GitSource", "archive_tree", "is_git_url", "redact_url"]
+__all__ = ["GitSource", "archive_tree", "is_git_url", "redact_url", "run_git"]
 
 _SCHEMES = ("file://", "ssh://", "https://", "http://", "git://", "git+ssh://")
 _SCP_LIKE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:(?!//)")
@@ -57,7 +57,7 @@ def _git_env() -> dict[str, str]:
     return env
 
 
-def _run_git(
+def run_git(
     args: list[str], *, cwd: Path | None = None, timeout: float, secret: str = ""
 ) -> subprocess.CompletedProcess[bytes]:
     """Run ``git ARGS``; on failure raise ``SourceError`` with redacted stderr."""
@@ -112,7 +112,7 @@ def archive_tree(git_dir: Path, treeish: str, dest: Path, *, timeout: float = 12
     ``data`` filter: no absolute paths, no links out of ``dest``, no devices.
     """
     try:
-        done = _run_git(["archive", "--format=tar", treeish], cwd=git_dir, timeout=timeout)
+        done = run_git(["archive", "--format=tar", treeish], cwd=git_dir, timeout=timeout)
     except SourceError as exc:
         raise CheckoutError(str(exc), code=exc.code) from exc
     try:
@@ -168,13 +168,13 @@ class GitSource:
         if (self._git_dir / "HEAD").exists():
             return
         self._git_dir.mkdir(parents=True, exist_ok=True)
-        _run_git(["init", "--quiet", "--bare", str(self._git_dir)], timeout=self._timeout)
+        run_git(["init", "--quiet", "--bare", str(self._git_dir)], timeout=self._timeout)
 
     def refresh(self) -> None:
         with self._lock:
             try:
                 self._ensure_cache()
-                _run_git(
+                run_git(
                     [
                         "fetch",
                         "--quiet",
@@ -200,7 +200,7 @@ class GitSource:
         if ref != _REF and not _SHA.match(ref) and not _BRANCH.match(ref):
             raise FetchError(f"invalid revision {ref[:80]!r}", code="bad_ref")
         try:
-            done = _run_git(
+            done = run_git(
                 ["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
                 cwd=self._git_dir,
                 timeout=self._timeout,

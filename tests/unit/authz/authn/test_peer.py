@@ -117,6 +117,12 @@ def test_xfcc_only_from_trusted_proxy() -> None:
     assert authenticate_peer(by_id, TRUSTING, BUNDLES, NOW).spiffe_id == SpiffeId.parse(WEB)
 
 
+@pytest.mark.parametrize("value", ["", 'Cert=""', "By=spiffe://meshward.test/front"])
+def test_xfcc_without_client_certificate_is_no_peer(value: str) -> None:
+    facts = PeerFacts(principal=WEB, address="127.0.0.1", xfcc=value)
+    assert authenticate_peer(facts, TRUSTING, BUNDLES, NOW) is None
+
+
 def test_xfcc_certificate_verified() -> None:
     good = f'Hash=abc;Cert="{url_encoded_pem(*PKI.chain(PKI.leaf()))}"'
     peer = authenticate_peer(PeerFacts(address="127.0.0.1", xfcc=good), TRUSTING, BUNDLES, NOW)

@@ -1,0 +1,306 @@
+"""Cache keys that are both safe and reusable (pure).
+
+A cached decision may be served for a request only if evaluating that request
+would give the same answer. Cedar decides from the policy set, the principal
+(with its parents and attributes), the action, the resource, the static
+entities and the context. The policy set and the static entities are fixed by
+the policy *version*; the rest comes from the request. Of the context, only
+what the applicable policies read can matter, so the key holds just that:
+
+- :func:`context_reads` walks one policy's JSON form (``cedarpy.policies_to_json_str``)
+  once, when a version is loaded, and returns the context paths it reads:
+  ``context.http.path`` reads ``("http", "path")``; ``context.http has "foo"``
+  tests the presence of ``("http", "foo")``. Where the context is used in a way
+  that cannot be narrowed (``context`` itself compared, passed or iterated; a
+  record compared or tested whole) the whole record that is used is read.
+- :class:`Projection` merges the reads of a candidate set (computed once per
+  set and memoised) and extracts them from a request's context. A value that is
+  not a plain record (an entity reference, an extension value, a set, ...) is
+  taken whole at the point the walk meets it, so an attribute read through it
+  is still covered by the policy version plus that value.
+- :class:`KeySpace` turns (version, request, candidates) into a key, or
+  ``None`` when the decision must not be cached: it depends on time (a policy
+  reads ``context.now`` or another attribute named in ``time_attributes``), or a
+  value in the key cannot be encoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from authz.model import AccessRequest
+
+__all__ = [
+    "DEFAULT_TIME_ATTRIBUTES",
+    "KEY_FORMAT",
+    "ContextPath",
+    "ContextReads",
+    "KeySpace",
+    "Projection",
+    "context_reads",
+]
+
+KEY_FORMAT = "k1"
+"""Changes whenever what goes into a key changes, so old keys are never reused."""
+
+DEFAULT_TIME_ATTRIBUTES = frozenset(
+    {"now", "time", "timestamp", "current_time", "request_time", "datetime"}
+)
+"""Context attribute names that carry the current time: reading one makes a decision uncacheable."""
+
+ContextPath = tuple[str, ...]
+"""Attribute names from the context root; ``()`` is the whole context."""
+
+_ESCAPES = ("__entity", "__extn")
+_LEAVES = frozenset({"Value", "Slot", "Unknown"})
+
+
+@dataclass(frozen=True, slots=True)
+class ContextReads:
+    """What one policy (or a union of policies) reads from the context."""
+
+    values: frozenset[ContextPath] = frozenset()
+    presence: frozenset[ContextPath] = frozenset()
+
+    def __or__(self, other: ContextReads) -> ContextReads:
+        return ContextReads(self.values | other.values, self.presence | other.presence)
+
+
+def context_reads(policy: Mapping[str, Any]) -> ContextReads:
+    """The context paths a policy in Cedar's JSON form reads (scope and conditions)."""
+    values: set[ContextPath] = set()
+    presence: set[ContextPath] = set()
+    for condition in policy.get("conditions", ()):
+        _walk(condition.get("body"), values, presence)
+    return ContextReads(frozenset(values), frozenset(presence))
+
+
+def _context_chain(expr: Any) -> ContextPath | None:
+    """``context.a.b`` -> ``("a", "b")``; ``context`` -> ``()``; anything else -> None."""
+    attrs: list[str] = []
+    while isinstance(expr, Mapping) and len(expr) == 1:
+        if expr.get("Var") == "context":
+            return tuple(reversed(attrs))
+        node = expr.get(".")
+        if not isinstance(node, Mapping) or not isinstance(node.get("attr"), str):
+            return None
+        attrs.append(node["attr"])
+        expr = node.get("left")
+    return None
+
+
+def _walk(expr: Any, values: set[ContextPath], presence: set[ContextPath]) -> None:
+    if isinstance(expr, list):
+        for item in expr:
+            _walk(item, values, presence)
+        return
+    if not isinstance(expr, Mapping):
+        return
+    if len(expr) == 1:
+        ((op, arg),) = expr.items()
+        if op in _LEAVES:
+            return
+        if op == "Var":
+            if arg == "context":
+                values.add(())  # the context used whole
+            return
+        if op in (".", "has") and isinstance(arg, Mapping) and isinstance(arg.get("attr"), str):
+            base = _context_chain(arg.get("left"))
+            if base is not None:
+                (values if op == "." else presence).add((*base, arg["attr"]))
+                return
+            _walk(arg.get("left"), values, presence)
+            return
+        if op == "Record" and isinstance(arg, Mapping):
+            # Keys are attribute names chosen by the author, not operators.
+            for item in arg.values():
+                _walk(item, values, presence)
+            return
+    # Every other operator: its operands are somewhere in its values. A context
+    # path that reaches here directly (``context.r == {...}``) is caught by the
+    # ``.`` branch above with the whole record ``r`` as the read value.
+    for item in expr.values():
+        _walk(item, values, presence)
+
+
+def _is_record(value: Any) -> bool:
+    if not isinstance(value, Mapping):
+        return False
+    if any(k in value for k in _ESCAPES):
+        return False
+    # {"type": ..., "id": ...} may be read as an entity reference: keep it whole.
+    return not (len(value) == 2 and "type" in value and "id" in value)
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-encodable copy with mappings turned into dicts and sequences into lists."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _mentions(value: Any, names: Collection[str]) -> bool:
+    if isinstance(value, Mapping):
+        return any(k in names or _mentions(v, names) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_mentions(v, names) for v in value)
+    return False
+
+
+class _TimeDependent(Exception):
+    """Internal: the projected context carries the current time."""
+
+
+@dataclass(frozen=True, slots=True)
+class Projection:
+    """The merged context reads of one candidate set, ready to extract.
+
+    ``values`` holds no path that another value path already covers, and
+    ``presence`` no path that a value path covers; both are sorted so that
+    the same set of policies always projects in the same order.
+    """
+
+    values: tuple[ContextPath, ...]
+    presence: tuple[ContextPath, ...]
+    time_dependent: bool
+    time_attributes: frozenset[str]
+    fingerprint: str
+
+    @classmethod
+    def of(
+        cls,
+        reads: Iterable[ContextReads],
+        time_attributes: Collection[str] = DEFAULT_TIME_ATTRIBUTES,
+    ) -> Projection:
+        merged = ContextReads()
+        for item in reads:
+            merged = merged | item
+        names = frozenset(time_attributes)
+        values = sorted(merged.values, key=lambda p: (len(p), p))
+        kept: list[ContextPath] = []
+        for path in values:
+            if not any(path[: len(k)] == k for k in kept):
+                kept.append(path)
+        presence = sorted(p for p in merged.presence if not any(p[: len(k)] == k for k in kept))
+        time_dependent = any(seg in names for path in kept for seg in path)
+        kept.sort()
+        fingerprint = hashlib.blake2b(
+            json.dumps([kept, presence]).encode(), digest_size=8
+        ).hexdigest()
+        return cls(tuple(kept), tuple(presence), time_dependent, names, fingerprint)
+
+    def extract(self, context: Mapping[str, Any]) -> list[Any]:
+        """What of ``context`` goes into the key: one entry per path, in order.
+
+        Raises :class:`_TimeDependent` when a record read whole carries a time
+        attribute (its decision could then change from one second to the next).
+        """
+        out: list[Any] = []
+        for path in self.values:
+            found, depth, value = _follow(context, path)
+            if found:
+                if self.time_attributes and _mentions(value, self.time_attributes):
+                    raise _TimeDependent
+                out.append(["v", _plain(value)])
+            elif depth < 0:
+                out.append(["m"])
+            else:
+                out.append(["o", depth, _plain(value)])
+        for path in self.presence:
+            found, depth, value = _follow(context, path[:-1])
+            if found and _is_record(value):
+                out.append(["h", path[-1] in value])
+            elif found:
+                out.append(["o", len(path) - 1, _plain(value)])
+            elif depth < 0:
+                out.append(["m"])
+            else:
+                out.append(["o", depth, _plain(value)])
+        return out
+
+
+def _follow(context: Mapping[str, Any], path: ContextPath) -> tuple[bool, int, Any]:
+    """Walk ``path``: (True, _, value) at the end; (False, -1, None) when an
+    attribute is missing; (False, depth, value) when a non-record stops the walk."""
+    value: Any = context
+    for depth, name in enumerate(path):
+        if not _is_record(value):
+            return False, depth, value
+        if name not in value:
+            return False, -1, None
+        value = value[name]
+    return True, len(path), value
+
+
+class KeySpace:
+    """Keys for one policy version.
+
+    ``policies`` maps each policy id to its JSON form; the analysis runs here,
+    once. ``projection`` memoises one :class:`Projection` per candidate set.
+    """
+
+    def __init__(
+        self,
+        version: str,
+        policies: Mapping[str, Mapping[str, Any]],
+        *,
+        time_attributes: Collection[str] = DEFAULT_TIME_ATTRIBUTES,
+        max_projections: int = 4096,
+    ) -> None:
+        self.version = version
+        self._reads = {pid: context_reads(est) for pid, est in policies.items()}
+        self._time = frozenset(time_attributes)
+        self._max = max_projections
+        self._memo: dict[frozenset[str], Projection] = {}
+        self._all = Projection.of(self._reads.values(), self._time)
+
+    def projection(self, candidates: Iterable[str] | None = None) -> Projection:
+        """The projection for ``candidates`` (policy ids); every policy when ``None``.
+
+        An id this key space does not know makes it fall back to every policy
+        (a superset of reads is always safe).
+        """
+        if candidates is None:
+            return self._all
+        ids = candidates if isinstance(candidates, frozenset) else frozenset(candidates)
+        hit = self._memo.get(ids)
+        if hit is not None:
+            return hit
+        if not ids <= self._reads.keys():
+            return self._all
+        projection = Projection.of((self._reads[i] for i in ids), self._time)
+        if len(self._memo) >= self._max:
+            self._memo.clear()
+        self._memo[ids] = projection
+        return projection
+
+    def key(self, request: AccessRequest, candidates: Iterable[str] | None = None) -> str | None:
+        """The cache key of ``request``, or ``None`` when it must not be cached."""
+        projection = self.projection(candidates)
+        if projection.time_dependent:
+            return None
+        identity = request.identity
+        try:
+            material = [
+                KEY_FORMAT,
+                self.version,
+                str(identity.principal),
+                sorted(str(p) for p in identity.parents),
+                _plain(identity.attributes),
+                str(request.action),
+                str(request.resource),
+                projection.fingerprint,
+                projection.extract(request.context),
+            ]
+            encoded = json.dumps(
+                material, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+            ).encode()
+        except (_TimeDependent, TypeError, ValueError):
+            return None
+        return f"{self.version}:{hashlib.blake2b(encoded, digest_size=20).hexdigest()}"

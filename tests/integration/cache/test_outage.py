@@ -1,0 +1,83 @@
+"""Redis SIGKILLed and restarted under a continuous stream of checks."""
+
+from __future__ import annotations
+
+import asyncio
+
+from prometheus_client import CollectorRegistry
+
+from authz.cache.breaker import Breaker
+from authz.cache.metrics import CacheMetrics
+from authz.cache.redis import RedisOptions, RedisTier
+from authz.cache.tiered import Tier, TieredCache
+from authz.model import AccessRequest, EntityUid, Identity
+from meshward.clock import SystemClock
+from tests.integration.cache.conftest import Oracle
+from tests.support.redis import RedisServer
+
+POLICIES = """
+permit(principal, action == Action::"GET", resource)
+  when { context.http.path like "/v1/*" };
+"""
+
+
+def req(i: int) -> AccessRequest:
+    ident = Identity(EntityUid("Workload", f"spiffe://td/w{i % 40}"))
+    path = "/v1/x" if i % 3 else "/v2/x"
+    ctx = {"http": {"path": path, "headers": {"x-request-id": str(i)}}}
+    return AccessRequest(ident, EntityUid("Action", "GET"), EntityUid("Service", "api"), ctx)
+
+
+async def test_redis_killed_and_restarted_no_check_fails(redis: RedisServer) -> None:
+    oracle = Oracle("v1", POLICIES)
+    registry = CollectorRegistry()
+    cache = TieredCache(
+        SystemClock(),
+        redis=RedisTier.connect(RedisOptions(redis.url, timeout=0.02, connect_timeout=0.05)),
+        breaker=Breaker(failure_threshold=2, reset_after=0.2),
+        observer=CacheMetrics(registry),
+        local_max_entries=0,  # every check goes to Redis
+    )
+    tiers: list[Tier] = []
+    wrong: list[int] = []
+    stop = asyncio.Event()
+
+    async def stream() -> None:
+        i = 0
+        while not stop.is_set():
+            r = req(i)
+            served = await cache.get_or_evaluate(r, oracle.keyspace, lambda r=r: oracle.evaluate(r))
+            if served.decision != oracle.evaluate(r):
+                wrong.append(i)
+            tiers.append(served.tier)
+            i += 1
+            await asyncio.sleep(0.001)
+
+    runner = asyncio.ensure_future(stream())
+    await asyncio.sleep(0.5)
+    before_kill = len(tiers)
+    await asyncio.to_thread(redis.kill)
+    await asyncio.sleep(0.6)
+    during_outage = len(tiers)
+    await asyncio.to_thread(redis.start)
+    await asyncio.sleep(1.0)
+    stop.set()
+    await runner  # any exception from a check would surface here
+    await cache.aclose()
+
+    assert wrong == []
+    assert during_outage > before_kill  # checks kept flowing while Redis was dead
+    assert Tier.REDIS in tiers[:before_kill]
+    assert Tier.REDIS in tiers[during_outage:]  # the shared tier came back
+    assert cache.breaker.state.value == "closed"
+
+    def sample(name: str, **labels: str) -> float:
+        value = registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
+
+    assert sample("meshward_cache_breaker_transitions_total", state="open") >= 1
+    assert sample("meshward_cache_breaker_transitions_total", state="closed") >= 1
+    assert sample("meshward_cache_breaker_state", state="closed") == 1
+    assert sample("meshward_cache_errors_total", tier="redis", code="unavailable") >= 2
+    served = sum(sample("meshward_cache_requests_total", tier=t.value) for t in Tier)
+    assert served == len(tiers)

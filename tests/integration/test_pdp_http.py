@@ -1,0 +1,155 @@
+"""The HTTP adapters of a real ``meshward pdp serve --workers 2``, then a graceful stop."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.pdp import ISSUER, PdpProcess, pdp_process
+
+SHOP = "spiffe://meshward.local/ns/shop/sa"
+FRONTEND = f"{SHOP}/frontend"
+CATALOG = f"{SHOP}/catalog"
+
+
+@pytest.fixture(scope="module")
+def pdp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PdpProcess]:
+    workdir: Path = tmp_path_factory.mktemp("pdp-http")
+    with pdp_process(workdir, "--workers", "2") as proc:
+        yield proc
+
+
+def _token(pdp: PdpProcess, sub: str = f"{SHOP}/orders") -> str:
+    return pdp.svid_key.sign({"sub": sub, "aud": "meshward", "exp": int(time.time()) + 300})
+
+
+def _user(pdp: PdpProcess, groups: list[str]) -> str:
+    return pdp.idp_key.sign(
+        {
+            "iss": ISSUER,
+            "sub": "dave",
+            "aud": "shop",
+            "exp": int(time.time()) + 300,
+            "groups": groups,
+        }
+    )
+
+
+def test_health_and_readiness(pdp: PdpProcess) -> None:
+    assert httpx.get(f"{pdp.http_url}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{pdp.http_url}/readyz").json()
+    assert ready["status"] == "ready"
+    assert ready["policy_version"].startswith("sha256:")
+
+
+def test_envoy_http_service(pdp: PdpProcess) -> None:
+    url = f"{pdp.http_url}/ext_authz/items?x=1"
+    allowed = httpx.get(
+        url, headers={"host": "shop", "authorization": f"Bearer {_user(pdp, ['staff'])}"}
+    )
+    assert allowed.status_code == 200
+    assert allowed.headers["x-meshward-principal"] == f'User::"{ISSUER}|dave"'
+    denied = httpx.request(
+        "DELETE", url, headers={"host": "shop", "authorization": f"Bearer {_user(pdp, ['staff'])}"}
+    )
+    assert denied.status_code == 403
+    assert denied.json()["decision_id"] == denied.headers["x-meshward-decision-id"]
+    anonymous = httpx.get(url, headers={"host": "shop"})
+    assert anonymous.status_code == 401
+    assert anonymous.headers["www-authenticate"].startswith("Bearer")
+    # Any method reaches the PDP: staff may only read, admins may do anything.
+    for groups, status in ((["staff"], 403), (["admins"], 200)):
+        custom = httpx.request(
+            "PROPFIND",
+            url,
+            headers={"host": "shop", "authorization": f"Bearer {_user(pdp, groups)}"},
+        )
+        assert custom.status_code == status, groups
+
+
+def test_traefik_forward_auth(pdp: PdpProcess) -> None:
+    headers = {
+        "x-forwarded-method": "GET",
+        "x-forwarded-proto": "https",
+        "x-forwarded-host": "shop",
+        "x-forwarded-uri": "/healthz",
+    }
+    assert httpx.get(f"{pdp.http_url}/auth/traefik", headers=headers).status_code == 200
+    private = {**headers, "x-forwarded-uri": "/orders"}
+    assert httpx.get(f"{pdp.http_url}/auth/traefik", headers=private).status_code == 401
+    missing = {"x-forwarded-host": "shop"}
+    assert httpx.get(f"{pdp.http_url}/auth/traefik", headers=missing).status_code == 403
+
+
+def test_nginx_endpoint_reads_forwarded_certificate_only_from_trusted_proxy(
+    pdp: PdpProcess,
+) -> None:
+    headers = {
+        "x-original-method": "GET",
+        "x-original-uri": "/items",
+        "host": "shop",
+        "x-forwarded-client-cert": f"URI={FRONTEND}",
+    }
+    # The test client is 127.0.0.1, a configured trusted proxy: the URI is taken.
+    response = httpx.get(f"{pdp.http_url}/auth/nginx", headers=headers)
+    assert response.status_code == 403  # authenticated as the frontend, not allowed on "shop"
+    assert (
+        httpx.get(
+            f"{pdp.http_url}/auth/nginx", headers={**headers, "x-forwarded-client-cert": "URI=nope"}
+        ).status_code
+        == 401
+    )
+
+
+def test_decision_api_single_and_batch(pdp: PdpProcess) -> None:
+    one = {
+        "principal": f'Workload::"{FRONTEND}"',
+        "action": 'Action::"GET"',
+        "resource": f'Service::"{CATALOG}"',
+        "context": {},
+    }
+    response = httpx.post(f"{pdp.http_url}/v1/authorize", json=one)
+    assert response.status_code == 200
+    assert response.json() == {
+        "decision": "allow",
+        "reasons": ["frontend-reads-catalog"],
+        "errors": [],
+    }
+    assert len(response.headers["x-meshward-decision-id"]) == 32
+    batch = {"requests": [one, {**one, "action": 'Action::"DELETE"'}]}
+    decisions = httpx.post(f"{pdp.http_url}/v1/authorize", json=batch).json()["decisions"]
+    assert [d["decision"] for d in decisions] == ["allow", "deny"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[]",
+        b'{"principal": "x"}',
+        b'{"requests": 5}',
+        b'{"principal": "A::\\"a\\"", "action": "B::\\"b\\"", '
+        b'"resource": "C::\\"c\\"", "context": []}',
+    ],
+)
+def test_decision_api_bad_input(pdp: PdpProcess, body: bytes) -> None:
+    response = httpx.post(f"{pdp.http_url}/v1/authorize", content=body)
+    assert response.status_code == 400
+    assert response.json()["error"] == "bad request"
+
+
+def test_metrics(pdp: PdpProcess) -> None:
+    text = httpx.get(f"{pdp.http_url}/metrics").text
+    assert "meshward_pdp_decisions_total" in text
+    assert "meshward_pdp_policies_loaded 1.0" in text
+
+
+def test_graceful_stop(pdp: PdpProcess) -> None:
+    assert pdp.process is not None
+    pdp.process.send_signal(signal.SIGTERM)
+    assert pdp.process.wait(timeout=30) == 0

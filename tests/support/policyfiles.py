@@ -1,0 +1,72 @@
+"""Policy bundles for tests: the shipped example repository and ways to break it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.support.cli import REPO
+
+__all__ = [
+    "FAILING_TEST",
+    "SCHEMA_VIOLATION",
+    "SYNTAX_ERROR",
+    "TIGHTEN_ORDERS_READS_CATALOG",
+    "example_files",
+]
+
+
+def example_files(prefix: str = "") -> dict[str, str]:
+    """Every file of ``policies/`` (the example policy repository), keyed by path."""
+    root = REPO / "policies"
+    return {
+        prefix + p.relative_to(root).as_posix(): p.read_text(encoding="utf-8")
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+# A file that does not parse.
+SYNTAX_ERROR = {"broken.cedar": 'permit (principal, action == Action::"GET"\n'}
+
+# Parses, but reads a context attribute the schema does not have.
+SCHEMA_VIOLATION = {
+    "extra.cedar": (
+        '@id("reads-unknown-attribute")\n'
+        "permit (principal, action, resource)\n"
+        "when { context.no_such_attribute == 1 };\n"
+    )
+}
+
+# Valid policies, but a test case that cannot pass.
+FAILING_TEST = {
+    "tests/extra.yaml": (
+        "name: a wrong expectation\n"
+        "cases:\n"
+        "  - name: frontend may delete the catalog (it may not)\n"
+        '    principal: Workload::"spiffe://meshward.local/ns/shop/sa/frontend"\n'
+        '    action: Action::"DELETE"\n'
+        '    resource: Service::"spiffe://meshward.local/ns/shop/sa/catalog"\n'
+        "    expect: allow\n"
+    )
+}
+
+
+def _tightened() -> dict[str, str]:
+    """The orders workload may read the catalog only under /products (one rule tightened)."""
+    path = Path("workloads.cedar")
+    text = (REPO / "policies" / path).read_text(encoding="utf-8")
+    old = (
+        '@id("orders-reads-catalog")\n'
+        "permit (\n"
+        '  principal == Workload::"spiffe://meshward.local/ns/shop/sa/orders",\n'
+        '  action in Action::"read",\n'
+        '  resource == Service::"spiffe://meshward.local/ns/shop/sa/catalog"\n'
+        ");"
+    )
+    if old not in text:
+        raise RuntimeError("policies/workloads.cedar changed: update TIGHTEN_ORDERS_READS_CATALOG")
+    new = old[: -len(";")] + '\nwhen { context has http && context.http.path like "/products*" };'
+    return {path.as_posix(): text.replace(old, new)}
+
+
+TIGHTEN_ORDERS_READS_CATALOG = _tightened()
