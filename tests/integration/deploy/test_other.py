@@ -22,7 +22,7 @@ TRAEFIK = deploy_files("traefik", ".yaml", ".yml")
 VALIDATED_BY = {
     "envoy": (".yaml", ".yml", ".json"),
     "kubernetes": (".yaml", ".yml"),
-    "nginx": (".conf",),
+    "nginx": (".conf", ".conf.template", "render.py"),  # render.py runs in test_nginx
     "systemd": (".service", ".timer", ".socket"),
     "traefik": (".yaml", ".yml"),
     "prometheus": (".yaml", ".yml"),
