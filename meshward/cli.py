@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from meshward import __version__
-from meshward.commands import check, pdp, policy, replay, up
+from meshward.commands import ca, check, pdp, policy, replay, up
 from meshward.commands.agent import agent_app
 from meshward.commands.common import GlobalOptions
 
@@ -62,6 +62,7 @@ app.add_typer(policy.policy_app, name="policy")
 app.command("check")(check.check_command)
 app.add_typer(pdp.app, name="pdp")
 app.add_typer(agent_app, name="agent")
+app.add_typer(ca.app, name="ca")
 
 
 def main() -> None:

@@ -198,6 +198,33 @@ class CaSettings(_Section):
     passphrase_file: Path | None = Field(
         None, description="file holding the key passphrase (else MESHWARD_CA_PASSPHRASE)"
     )
+    key_type: Literal["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "ed25519"] = Field(
+        "ec-p256", description="key type of the root and signing CAs"
+    )
+    jwt_key_type: Literal["ec-p256", "ec-p384"] = Field(
+        "ec-p256", description="JWT-SVID signing key (ES256 or ES384)"
+    )
+    root_ttl: int = Field(10 * 365 * 86400, gt=0, description="root CA lifetime, seconds")
+    ca_ttl: int = Field(
+        7 * 86400,
+        gt=0,
+        description="signing CA lifetime, seconds (prepare at 1/2, activate at 5/6)",
+    )
+    x509_svid_ttl: int = Field(3600, gt=0, description="default X.509-SVID lifetime, seconds")
+    x509_svid_max_ttl: int = Field(86400, gt=0, description="longest X.509-SVID, seconds")
+    jwt_svid_ttl: int = Field(300, gt=0, description="default JWT-SVID lifetime, seconds")
+    jwt_svid_max_ttl: int = Field(3600, gt=0, description="longest JWT-SVID, seconds")
+    backdate: int = Field(60, ge=0, le=3600, description="notBefore backdating, seconds")
+    refresh_hint: int = Field(300, gt=0, description="bundle spiffe_refresh_hint, seconds")
+    join_token_ttl: int = Field(3600, gt=0, description="default join token lifetime, seconds")
+    rate_per_second: float = Field(5.0, gt=0, description="issuance requests/s per caller")
+    rate_burst: int = Field(20, ge=1, description="issuance burst per caller")
+    rotate_check_seconds: float = Field(10.0, gt=0, description="rotation task period")
+    k8s_jwks_file: Path | None = Field(None, description="Kubernetes cluster JWKS (enables k8s)")
+    k8s_issuer: str = Field(
+        "https://kubernetes.default.svc.cluster.local", description="expected token issuer"
+    )
+    k8s_audience: str = Field("meshward", description="expected token audience")
 
     _check_addr = field_validator("addr")(_hostport)
 

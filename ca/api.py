@@ -1,0 +1,262 @@
+"""The CA's HTTPS API (FastAPI): thin mapping between HTTP and :mod:`ca.service`.
+
+Who the caller is comes from the TLS layer: :mod:`ca.server` puts the
+verified client certificate in the ASGI ``tls`` extension
+(``scope["extensions"]["tls"]["client_cert_chain"]``, PEM, leaf first), and
+:func:`peer_spiffe_id` reads the SPIFFE ID from it. Bodies are parsed here
+(size-capped) so that a malformed request is refused with a 4xx *and* an
+audit line; error responses carry only the error code, never internals.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import anyio
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ca.errors import BadRequest, CaError, NotFound
+from ca.service import Caller, CertificateAuthority
+from ca.store.protocol import Entry
+from meshward.spiffe import InvalidSpiffeId, SpiffeId
+
+__all__ = ["MAX_BODY", "create_app", "peer_spiffe_id"]
+
+log = logging.getLogger("meshward.ca.api")
+MAX_BODY = 64 * 1024
+
+
+def _rfc3339(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def peer_spiffe_id(scope: MutableMapping[str, Any]) -> SpiffeId | None:
+    """The SPIFFE ID of the verified client certificate, if the caller sent one."""
+    tls = (scope.get("extensions") or {}).get("tls") or {}
+    chain = tls.get("client_cert_chain") or []
+    if not chain:
+        return None
+    try:
+        cert = x509.load_pem_x509_certificate(chain[0].encode("ascii"))
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        if bc.ca:
+            return None
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+        if len(uris) != 1:
+            return None
+        return SpiffeId.parse(uris[0])
+    except (ValueError, x509.ExtensionNotFound, InvalidSpiffeId):
+        return None
+
+
+def _caller(request: Request) -> Caller:
+    client = request.client
+    return Caller(peer_spiffe_id(request.scope), client.host if client else "unknown")
+
+
+def _error(exc: CaError) -> JSONResponse:
+    body: dict[str, Any] = {"error": exc.code}
+    reason = getattr(exc, "reason", None)
+    if reason:
+        body["reason"] = reason
+    return JSONResponse(body, status_code=exc.status)
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    size = 0
+    chunks: list[bytes] = []
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise BadRequest("request body too large", code="body_too_large")
+        chunks.append(chunk)
+    try:
+        value = json.loads(b"".join(chunks))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("request body is not JSON", code="bad_json") from exc
+    if not isinstance(value, dict):
+        raise BadRequest("request body must be a JSON object", code="bad_json")
+    return value
+
+
+def _opt_str(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise BadRequest(f"{name} must be a string", code=f"bad_{name}")
+    return value
+
+
+def _opt_int(body: dict[str, Any], name: str) -> int | None:
+    value = body.get(name)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise BadRequest(f"{name} must be an integer", code=f"bad_{name}")
+    return value
+
+
+def _spiffe_id(body: dict[str, Any]) -> SpiffeId:
+    try:
+        return SpiffeId.parse(body.get("spiffe_id"))  # type: ignore[arg-type]
+    except InvalidSpiffeId as exc:
+        raise BadRequest("spiffe_id is not a valid SPIFFE ID", code="bad_spiffe_id") from exc
+
+
+def _entry_from(body: dict[str, Any], entry_id: str) -> Entry:
+    selectors = body.get("selectors", [])
+    dns = body.get("dns_names", [])
+    if not isinstance(selectors, list) or not all(isinstance(s, str) and s for s in selectors):
+        raise BadRequest("selectors must be a list of strings", code="bad_selectors")
+    if not isinstance(dns, list) or not all(isinstance(d, str) and d for d in dns):
+        raise BadRequest("dns_names must be a list of strings", code="bad_dns_names")
+    admin = body.get("admin", False)
+    if not isinstance(admin, bool):
+        raise BadRequest("admin must be a boolean", code="bad_admin")
+    return Entry(
+        id=entry_id,
+        spiffe_id=_spiffe_id(body),
+        selectors=frozenset(selectors),
+        x509_ttl=_opt_int(body, "x509_ttl"),
+        jwt_ttl=_opt_int(body, "jwt_ttl"),
+        dns_names=tuple(dns),
+        admin=admin,
+    )
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route each)
+    """The FastAPI application serving ``ca``."""
+    app = FastAPI(title="meshward CA", docs_url=None, redoc_url=None, openapi_url=None)
+
+    async def run(func: Callable[[], Any]) -> Any:
+        return await anyio.to_thread.run_sync(func)
+
+    def guarded(action: str) -> Callable[[Handler], Handler]:
+        """Map CA errors to responses; audit refusals that happen before the service."""
+
+        def wrap(handler: Handler) -> Handler:
+            async def inner(request: Request) -> Response:
+                try:
+                    return await handler(request)
+                except CaError as exc:
+                    if not exc.audited:
+                        error = exc
+                        await run(lambda: ca.audit_refusal(action, _caller(request), error))
+                    return _error(exc)
+                except Exception:
+                    log.exception("CA API internal error")
+                    return JSONResponse({"error": "internal"}, status_code=500)
+
+            return inner
+
+        return wrap
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(ca.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/bundle")
+    async def bundle() -> Response:
+        return Response(ca.authority.bundle().to_json(), media_type="application/json")
+
+    @app.get("/v1/bundle.pem")
+    async def bundle_pem() -> Response:
+        return PlainTextResponse(ca.authority.bundle().to_pem().decode("ascii"))
+
+    @app.post("/v1/svid/x509")
+    @guarded("x509_svid")
+    async def svid_x509(request: Request) -> Response:
+        body = await _body(request)
+        csr = body.get("csr")
+        if not isinstance(csr, str):
+            raise BadRequest("csr must be a PEM string", code="bad_csr")
+        token, ttl, caller = _opt_str(body, "token"), _opt_int(body, "ttl"), _caller(request)
+        issued = await run(lambda: ca.issue_x509(csr, token, caller, ttl))
+        pem = b"".join(c.public_bytes(Encoding.PEM) for c in issued.chain).decode("ascii")
+        return JSONResponse(
+            {
+                "spiffe_id": str(issued.spiffe_id),
+                "svid": pem,
+                "expires_at": _rfc3339(issued.not_after),
+            }
+        )
+
+    @app.post("/v1/svid/jwt")
+    @guarded("jwt_svid")
+    async def svid_jwt(request: Request) -> Response:
+        body = await _body(request)
+        audience = body.get("audience")
+        token, ttl, caller = _opt_str(body, "token"), _opt_int(body, "ttl"), _caller(request)
+        issued = await run(lambda: ca.issue_jwt(audience, token, caller, ttl))  # type: ignore[arg-type]
+        return JSONResponse({"token": issued.token, "expires_at": _rfc3339(issued.expires_at)})
+
+    async def admin(request: Request) -> Caller:
+        caller = _caller(request)
+        await run(lambda: ca.require_admin(caller))
+        return caller
+
+    @app.get("/v1/entries")
+    @guarded("entry_list")
+    async def list_entries(request: Request) -> Response:
+        await admin(request)
+        entries = await run(ca.store.list_entries)
+        return JSONResponse({"entries": [e.to_json() for e in entries]})
+
+    @app.post("/v1/entries")
+    @guarded("entry_add")
+    async def add_entry(request: Request) -> Response:
+        caller = await admin(request)
+        entry = _entry_from(await _body(request), ca.new_entry_id())
+        await run(lambda: ca.add_entry(entry, caller))
+        return JSONResponse(entry.to_json(), status_code=201)
+
+    @app.delete("/v1/entries/{entry_id}")
+    @guarded("entry_remove")
+    async def remove_entry(request: Request) -> Response:
+        caller = await admin(request)
+        entry_id = request.path_params["entry_id"]
+        await run(lambda: ca.remove_entry(entry_id, caller))
+        return Response(status_code=204)
+
+    @app.post("/v1/join-tokens")
+    @guarded("token_create")
+    async def create_token(request: Request) -> Response:
+        caller = await admin(request)
+        body = await _body(request)
+        spiffe_id, ttl = _spiffe_id(body), _opt_int(body, "ttl")
+        token = await run(lambda: ca.create_join_token(spiffe_id, ttl, caller))
+        return JSONResponse({"token": token, "spiffe_id": str(spiffe_id)}, status_code=201)
+
+    @app.post("/v1/ca/rotate/{step}")
+    @guarded("rotate")
+    async def rotate(request: Request) -> Response:
+        caller = await admin(request)
+        step = request.path_params["step"]
+        if step == "prepare":
+            authority = await run(lambda: ca.rotate_prepare(caller))
+        elif step == "activate":
+            authority = await run(lambda: ca.rotate_activate(caller))
+        else:
+            raise NotFound(f"no rotation step {step}")
+        return JSONResponse(
+            {
+                "sequence": authority.sequence,
+                "active": authority.active.id,
+                "next": authority.next.id if authority.next else None,
+            }
+        )
+
+    return app

@@ -1,0 +1,83 @@
+"""Kubernetes projected service-account tokens, verified offline.
+
+The cluster's JWKS (from ``kubectl get --raw /openid/v1/jwks``), issuer and
+expected audience are configured; a token that verifies yields the selectors
+``k8s:ns:<namespace>`` and ``k8s:sa:<service account>``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from ca.errors import AttestationFailed, BadRequest
+
+__all__ = ["K8sAttestor"]
+
+ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "PS256")
+MAX_TOKEN_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True)
+class K8sAttestor:
+    """Verifies projected service-account tokens against one cluster's keys."""
+
+    jwks: jwt.PyJWKSet
+    issuer: str
+    audience: str
+    leeway: dt.timedelta = dt.timedelta(seconds=0)
+
+    @classmethod
+    def from_file(cls, path: Path, issuer: str, audience: str) -> K8sAttestor:
+        try:
+            data: Any = json.loads(path.read_text(encoding="utf-8"))
+            keys = jwt.PyJWKSet.from_dict(data)
+        except (OSError, ValueError, jwt.PyJWTError) as exc:
+            raise BadRequest(f"cannot load cluster JWKS {path}", code="bad_k8s_jwks") from exc
+        return cls(keys, issuer, audience)
+
+    def attest(self, token: str, now: dt.datetime) -> frozenset[str]:
+        """The selectors a valid token proves; :class:`AttestationFailed` otherwise."""
+        if len(token) > MAX_TOKEN_BYTES:
+            raise AttestationFailed("token too large", code="bad_token")
+        try:
+            header = jwt.get_unverified_header(token)
+            kid = header.get("kid")
+            key = next((k for k in self.jwks.keys if k.key_id == kid), None)
+            if key is None:
+                raise AttestationFailed("unknown key id", code="bad_token")
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=list(ALGORITHMS),
+                audience=self.audience,
+                issuer=self.issuer,
+                options={
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                    "require": ["exp", "iss", "aud", "sub"],
+                },
+            )
+        except jwt.PyJWTError as exc:
+            raise AttestationFailed("token does not verify", code="bad_token") from exc
+        stamp = now.timestamp()
+        leeway = self.leeway.total_seconds()
+        exp, nbf = claims.get("exp"), claims.get("nbf")
+        if not isinstance(exp, int | float) or stamp >= exp + leeway:
+            raise AttestationFailed("token expired", code="bad_token")
+        if isinstance(nbf, int | float) and stamp < nbf - leeway:
+            raise AttestationFailed("token not yet valid", code="bad_token")
+        kube = claims.get("kubernetes.io")
+        if not isinstance(kube, dict):
+            raise AttestationFailed("not a service-account token", code="bad_token")
+        ns = kube.get("namespace")
+        sa = (kube.get("serviceaccount") or {}).get("name")
+        if not isinstance(ns, str) or not isinstance(sa, str) or not ns or not sa:
+            raise AttestationFailed("token names no service account", code="bad_token")
+        return frozenset({f"k8s:ns:{ns}", f"k8s:sa:{sa}"})

@@ -1,0 +1,127 @@
+"""Every error the certificate authority raises, rooted at :class:`CaError`.
+
+Each error carries a short ``code`` (a metric label and the ``error`` field of
+an API response) and an HTTP ``status``; the message is for logs and
+operators, never echoed to a remote caller beyond the code.
+
+Errors::
+
+    CaError                      (.code, .status)
+     ├── NotInitialized          no CA state in the state directory
+     ├── AlreadyInitialized
+     ├── KeystoreError
+     │    ├── MissingPassphrase
+     │    ├── WrongPassphrase
+     │    └── InsecureKeyFile     key file readable by group or others
+     ├── BadRequest              malformed input (400)
+     │    └── BadCsr             .reason: the CSR check that failed
+     ├── AttestationFailed       the caller proved nothing (401)
+     ├── NotEntitled             proven, but not to this identity / not admin (403)
+     ├── NotFound                (404)
+     ├── Conflict                (409)
+     ├── RateLimited             (429)
+     └── IssuanceFailed          the CA could not sign or its own check failed (500)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AlreadyInitialized",
+    "AttestationFailed",
+    "BadCsr",
+    "BadRequest",
+    "CaError",
+    "Conflict",
+    "InsecureKeyFile",
+    "IssuanceFailed",
+    "KeystoreError",
+    "MissingPassphrase",
+    "NotEntitled",
+    "NotFound",
+    "NotInitialized",
+    "RateLimited",
+    "WrongPassphrase",
+]
+
+
+class CaError(Exception):
+    """Root of the CA's errors."""
+
+    code = "ca_error"
+    status = 500
+    audited = False  # set once the error has been written to the audit trail
+
+    def __init__(self, message: str = "", *, code: str | None = None) -> None:
+        super().__init__(message or self.code.replace("_", " "))
+        if code is not None:
+            self.code = code
+
+
+class NotInitialized(CaError):
+    code = "not_initialized"
+
+
+class AlreadyInitialized(CaError):
+    code = "already_initialized"
+    status = 409
+
+
+class KeystoreError(CaError):
+    code = "keystore_error"
+
+
+class MissingPassphrase(KeystoreError):
+    code = "missing_passphrase"
+
+
+class WrongPassphrase(KeystoreError):
+    code = "wrong_passphrase"
+
+
+class InsecureKeyFile(KeystoreError):
+    code = "insecure_key_file"
+
+
+class BadRequest(CaError):
+    code = "bad_request"
+    status = 400
+
+
+class BadCsr(BadRequest):
+    """A CSR was refused; ``reason`` names the check (e.g. ``weak_key``)."""
+
+    code = "bad_csr"
+
+    def __init__(self, reason: str, message: str = "") -> None:
+        super().__init__(message or f"CSR refused: {reason.replace('_', ' ')}")
+        self.reason = reason
+
+
+class AttestationFailed(CaError):
+    code = "attestation_failed"
+    status = 401
+
+
+class NotEntitled(CaError):
+    code = "not_entitled"
+    status = 403
+
+
+class NotFound(CaError):
+    code = "not_found"
+    status = 404
+
+
+class Conflict(CaError):
+    code = "conflict"
+    status = 409
+
+
+class RateLimited(CaError):
+    code = "rate_limited"
+    status = 429
+
+
+class IssuanceFailed(CaError):
+    code = "issuance_failed"
+    status = 500

@@ -1,0 +1,112 @@
+"""Private keys on disk: PKCS#8 encrypted with the CA passphrase, mode 0600.
+
+The passphrase comes from ``MESHWARD_CA_PASSPHRASE`` or from a file (the
+command layer reads it, see :func:`read_passphrase`). A key file that group or
+others may read is refused, as ssh refuses such identity files.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from ca.errors import InsecureKeyFile, KeystoreError, MissingPassphrase, WrongPassphrase
+
+__all__ = [
+    "KeyKind",
+    "PASSPHRASE_ENV",
+    "PrivateKey",
+    "generate_key",
+    "load_key",
+    "read_passphrase",
+    "save_key",
+    "write_private_file",
+]
+
+PASSPHRASE_ENV = "MESHWARD_CA_PASSPHRASE"  # noqa: S105 (a variable name)
+MIN_PASSPHRASE = 8
+
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+KeyKind = Literal["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "ed25519"]
+
+
+def generate_key(kind: KeyKind = "ec-p256") -> PrivateKey:
+    """A new private key of ``kind``."""
+    if kind == "ec-p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if kind == "ec-p384":
+        return ec.generate_private_key(ec.SECP384R1())
+    if kind == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    bits = 2048 if kind == "rsa-2048" else 3072
+    return rsa.generate_private_key(65537, bits)
+
+
+def read_passphrase(env: Mapping[str, str], passphrase_file: Path | None) -> bytes:
+    """The CA passphrase: from ``passphrase_file`` if given, else the environment."""
+    if passphrase_file is not None:
+        try:
+            value = passphrase_file.read_bytes().rstrip(b"\r\n")
+        except OSError as exc:
+            raise MissingPassphrase(f"cannot read passphrase file {passphrase_file}") from exc
+    else:
+        value = env.get(PASSPHRASE_ENV, "").encode("utf-8")
+    if not value:
+        raise MissingPassphrase(f"no CA passphrase: set {PASSPHRASE_ENV} or ca.passphrase_file")
+    if len(value) < MIN_PASSPHRASE:
+        raise MissingPassphrase(f"the CA passphrase must have at least {MIN_PASSPHRASE} bytes")
+    return value
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, readable by the owner only (0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def save_key(path: Path, key: PrivateKey, passphrase: bytes) -> None:
+    """Write ``key`` as encrypted PKCS#8 PEM, mode 0600."""
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(passphrase),
+    )
+    write_private_file(path, pem)
+
+
+def load_key(path: Path, passphrase: bytes) -> PrivateKey:
+    """Read an encrypted PKCS#8 key, refusing one that others can read."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise KeystoreError(f"cannot read key {path}: {exc.strerror}") from exc
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise InsecureKeyFile(
+            f"key {path} has mode {stat.S_IMODE(mode):04o}; it must be 0600 (chmod 600 {path})"
+        )
+    data = path.read_bytes()
+    if b"ENCRYPTED PRIVATE KEY" not in data:
+        raise KeystoreError(f"key {path} is not an encrypted PKCS#8 key")
+    try:
+        key = serialization.load_pem_private_key(data, password=passphrase)
+    except ValueError as exc:
+        raise WrongPassphrase(f"cannot decrypt {path}: wrong CA passphrase") from exc
+    if not isinstance(
+        key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+    ):
+        raise KeystoreError(f"key {path} has an unsupported type")
+    return key

@@ -1,0 +1,187 @@
+"""Running the CA: wiring from settings, TLS with a server SVID, the rotation task.
+
+uvicorn does not put the client certificate in the ASGI scope, so the HTTP
+protocol is a small subclass of uvicorn's h11 protocol: once the TLS
+handshake is done (asyncio calls ``connection_made`` only then) it reads the
+peer certificate that OpenSSL already verified against the trust bundle, and
+wraps the connection's ASGI app to add the ASGI TLS extension
+(``scope["extensions"]["tls"]["client_cert_chain"]``). Client certificates
+are optional (``CERT_OPTIONAL``): an invalid one fails the handshake, a
+missing one leaves the caller anonymous.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import ipaddress
+import logging
+import os
+import ssl
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509 import load_der_x509_certificate
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from ca.api import create_app
+from ca.errors import CaError
+from ca.issuance import IPAddress, IssuedX509, build_csr
+from ca.keystore import generate_key
+from ca.service import SERVER_PATH, CertificateAuthority
+from meshward.settings import parse_hostport
+from meshward.spiffe import SpiffeId
+
+__all__ = ["CaServer", "PeerCertProtocol"]
+
+log = logging.getLogger("meshward.ca")
+
+ASGIApp = Any
+
+
+class _TlsScope:
+    """Adds the ASGI TLS extension with the verified client certificate."""
+
+    def __init__(self, app: ASGIApp, chain_pem: list[str]) -> None:
+        self.app = app
+        self.tls = {"client_cert_chain": chain_pem, "tls_version": None, "cipher_suite": None}
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope = dict(scope)
+            scope["extensions"] = {**(scope.get("extensions") or {}), "tls": self.tls}
+        await self.app(scope, receive, send)
+
+
+class PeerCertProtocol(H11Protocol):
+    """uvicorn's h11 protocol, plus the verified client certificate in the scope."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        ssl_object = transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if der:
+            pem = load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM)
+            self.app = _TlsScope(self.app, [pem.decode("ascii")])
+
+
+class CaServer:
+    """The HTTPS API plus the task that rotates keys and renews the server SVID."""
+
+    def __init__(self, ca: CertificateAuthority, addr: str, workdir: Path) -> None:
+        self.ca = ca
+        self.host, self.port = parse_hostport(addr)
+        self.workdir = workdir
+        self.ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
+        self.ssl.verify_mode = ssl.CERT_OPTIONAL
+        self._server_svid: IssuedX509 | None = None
+        self._trusted_sequence = -1
+        self._refresh_trust()
+        self._renew_server_svid()
+        config = uvicorn.Config(
+            create_app(ca),
+            host=self.host,
+            port=self.port,
+            http=PeerCertProtocol,
+            loop="uvloop",
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            ssl_context_factory=lambda _config, _default: self.ssl,
+        )
+        self.server = uvicorn.Server(config)
+
+    @property
+    def server_id(self) -> SpiffeId:
+        return SpiffeId(self.ca.trust_domain, SERVER_PATH)
+
+    def _refresh_trust(self) -> None:
+        authority = self.ca.authority
+        if authority.sequence != self._trusted_sequence:
+            # Adding is enough: a retired CA is past notAfter, so it verifies nothing.
+            self.ssl.load_verify_locations(cadata=authority.bundle().to_pem().decode("ascii"))
+            self._trusted_sequence = authority.sequence
+
+    def _renew_server_svid(self) -> None:
+        now = self.ca.clock.now()
+        svid = self._server_svid
+        if svid is not None and svid.spiffe_id == self.server_id:
+            life = svid.not_after - svid.cert.not_valid_before_utc
+            if now < svid.not_after - life / 2 and svid.chain[1:] == self.ca.authority.chain():
+                return
+        key = generate_key("ec-p256")
+        csr = build_csr(key)
+        svid = self.ca.issue_x509_local(
+            self.server_id,
+            csr,
+            self.ca.settings.x509_svid_ttl,
+            method="server",
+            dns_names=self._dns_names(),
+            ip_addresses=self._ips(),
+        )
+        secret = os.urandom(16).hex().encode("ascii")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
+            cert_path, key_path = Path(tmp) / "svid.pem", Path(tmp) / "key.pem"
+            cert_path.write_bytes(
+                b"".join(c.public_bytes(serialization.Encoding.PEM) for c in svid.chain)
+            )
+            fd = os.open(key_path, os.O_WRONLY | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(
+                    key.private_bytes(
+                        serialization.Encoding.PEM,
+                        serialization.PrivateFormat.PKCS8,
+                        serialization.BestAvailableEncryption(secret),
+                    )
+                )
+            self.ssl.load_cert_chain(cert_path, key_path, password=secret)
+        self._server_svid = svid
+
+    def _ips(self) -> list[IPAddress]:
+        try:
+            ip = ipaddress.ip_address(self.host)
+        except ValueError:
+            return [ipaddress.ip_address("127.0.0.1")]
+        return [ip] if not ip.is_unspecified else [ipaddress.ip_address("127.0.0.1")]
+
+    def _dns_names(self) -> list[str]:
+        names = ["localhost"]
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            if self.host != "localhost":
+                names.append(self.host)
+        return names
+
+    def step(self) -> None:
+        """One rotation step: rotate/prune, reload trust, renew the server SVID."""
+        self.ca.tick()
+        self._refresh_trust()
+        self._renew_server_svid()
+
+    async def _rotator(self) -> None:
+        period = self.ca.settings.rotate_check_seconds
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await asyncio.to_thread(self.step)
+            except CaError:
+                log.exception("CA rotation step failed")
+
+    async def serve(self) -> None:
+        task = asyncio.create_task(self._rotator())
+        try:
+            await self.server.serve()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def not_after(self) -> dt.datetime | None:
+        return self._server_svid.not_after if self._server_svid else None

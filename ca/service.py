@@ -1,0 +1,490 @@
+"""The running CA: an :class:`Authority`, a store, a clock — and the rules.
+
+This is the one place that decides who gets which identity. It is shared by
+the HTTPS API and the ``meshward ca`` commands; the pure pieces it composes
+are :mod:`ca.issuance`, :mod:`ca.authority` and :mod:`ca.attestation`.
+Every issuance and admin action, successful or not, is audited: a row in the
+store and a JSON log line (serial, SPIFFE ID, notAfter, method, caller),
+never a key or a token.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from ca.attestation.join_token import hash_token, looks_like_join_token, new_join_token
+from ca.attestation.k8s import K8sAttestor
+from ca.authority import Authority, SerialSource, build_root, make_slot
+from ca.errors import (
+    AttestationFailed,
+    BadRequest,
+    CaError,
+    NotEntitled,
+    NotFound,
+    RateLimited,
+)
+from ca.issuance import (
+    CsrRequest,
+    IPAddress,
+    IssuedJwt,
+    IssuedX509,
+    check_audience,
+    issue_jwt_svid,
+    issue_x509_svid,
+    parse_csr,
+)
+from ca.keystore import KeyKind, PrivateKey, generate_key
+from ca.metrics import CaMetrics
+from ca.ratelimit import RateLimiter
+from ca.state import CaFiles
+from ca.store.protocol import AuditRecord, CaStore, Entry
+from meshward.clock import Clock
+from meshward.settings import CaSettings
+from meshward.spiffe import SpiffeId, TrustDomain
+
+__all__ = [
+    "ADMIN_PATH",
+    "CertificateAuthority",
+    "Caller",
+    "SERVER_PATH",
+    "init_authority",
+    "random_serial",
+]
+
+log = logging.getLogger("meshward.ca")
+audit_log = logging.getLogger("meshward.ca.audit")
+
+ADMIN_PATH = "/meshward/admin"
+SERVER_PATH = "/meshward/ca"
+
+
+def random_serial() -> int:
+    """A positive serial number with 128 random bits (>= 64 as the spec asks)."""
+    return secrets.randbits(127) | (1 << 127)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking: the verified mTLS peer, if any, and the network address."""
+
+    peer_id: SpiffeId | None = None
+    address: str = "local"
+
+    def __str__(self) -> str:
+        return str(self.peer_id) if self.peer_id else self.address
+
+
+@dataclass
+class _Outcome:
+    spiffe_id: str | None = None
+    serial: str | None = None
+    not_after: dt.datetime | None = None
+    method: str = "none"
+    detail: str | None = None
+
+
+def init_authority(
+    trust_domain: TrustDomain,
+    settings: CaSettings,
+    now: dt.datetime,
+    serials: SerialSource,
+    upstream: tuple[x509.Certificate, PrivateKey] | None = None,
+) -> Authority:
+    """A new authority: a root (or the upstream CA) and the first signing slot."""
+    kind: KeyKind = settings.key_type
+    if upstream is None:
+        root_key = generate_key(kind)
+        root_cert = build_root(
+            trust_domain, root_key, now, dt.timedelta(seconds=settings.root_ttl), serials()
+        )
+    else:
+        root_cert, root_key = upstream
+        _check_upstream(root_cert, root_key, now)
+    slot = make_slot(
+        1,
+        trust_domain,
+        root_cert,
+        root_key,
+        generate_key(kind),
+        generate_key(settings.jwt_key_type),
+        now,
+        dt.timedelta(seconds=settings.ca_ttl),
+        serials(),
+    )
+    return Authority(trust_domain, root_cert, root_key, slot, refresh_hint=settings.refresh_hint)
+
+
+def _check_upstream(cert: x509.Certificate, key: PrivateKey, now: dt.datetime) -> None:
+    der = serialization.Encoding.DER
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    if cert.public_key().public_bytes(der, spki) != key.public_key().public_bytes(der, spki):
+        raise BadRequest("the upstream key does not match its certificate", code="bad_upstream")
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        bc = None
+    if bc is None or not bc.ca or (bc.path_length is not None and bc.path_length < 1):
+        raise BadRequest(
+            "the upstream certificate must be a CA allowing one more level", code="bad_upstream"
+        )
+    if not cert.not_valid_before_utc <= now < cert.not_valid_after_utc:
+        raise BadRequest("the upstream certificate is not valid now", code="bad_upstream")
+
+
+@dataclass
+class CertificateAuthority:
+    """The CA at run time. Thread-safe; the API calls it from worker threads."""
+
+    authority: Authority
+    store: CaStore
+    settings: CaSettings
+    clock: Clock
+    serials: SerialSource = random_serial
+    random_bytes: Callable[[int], bytes] = os.urandom
+    files: CaFiles | None = None
+    passphrase: bytes | None = field(default=None, repr=False)
+    k8s: K8sAttestor | None = None
+    metrics: CaMetrics = field(default_factory=CaMetrics)
+    limiter: RateLimiter | None = None
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    _loaded_mtime: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.limiter is None:
+            self.limiter = RateLimiter(self.settings.rate_per_second, self.settings.rate_burst)
+        if self.files is not None:
+            self._loaded_mtime = self.files.mtime()
+        self._publish_gauges()
+
+    @property
+    def trust_domain(self) -> TrustDomain:
+        return self.authority.trust_domain
+
+    # -- audit --------------------------------------------------------------
+
+    def _audit(self, action: str, caller: Caller, result: str, outcome: _Outcome) -> None:
+        record = AuditRecord(
+            time=self.clock.now(),
+            action=action,
+            method=outcome.method,
+            caller=str(caller),
+            result=result,
+            spiffe_id=outcome.spiffe_id,
+            serial=outcome.serial,
+            not_after=outcome.not_after,
+            detail=outcome.detail,
+        )
+        try:
+            self.store.append_audit(record)
+        finally:
+            audit_log.info("audit %s %s", action, result, extra={"fields": record.to_json()})
+
+    @contextmanager
+    def _audited(self, action: str, caller: Caller, outcome: _Outcome) -> Iterator[None]:
+        try:
+            yield
+        except CaError as exc:
+            outcome.detail = outcome.detail or getattr(exc, "reason", None)
+            self._audit(action, caller, exc.code, outcome)
+            exc.audited = True
+            if action in ("x509_svid", "jwt_svid"):
+                self.metrics.issued.labels(action, outcome.method, exc.code).inc()
+            raise
+        except Exception:
+            self._audit(action, caller, "internal_error", outcome)
+            raise
+        self._audit(action, caller, "ok", outcome)
+
+    def audit_refusal(self, action: str, caller: Caller, exc: CaError) -> None:
+        """Audit a request refused before it reached the CA (bad body, not admin)."""
+        self._audit(action, caller, exc.code, _Outcome(detail=getattr(exc, "reason", None)))
+        exc.audited = True
+
+    # -- identity -----------------------------------------------------------
+
+    def _rate_limit(self, caller: Caller) -> None:
+        if self.limiter is None or not self.limiter.allow(str(caller), self.clock.monotonic()):
+            self.metrics.rate_limited.inc()
+            raise RateLimited("too many issuance requests from this caller")
+
+    def _resolve(
+        self, token: str | None, caller: Caller, requested: SpiffeId | None, outcome: _Outcome
+    ) -> tuple[SpiffeId, Entry | None, str | None]:
+        """The SPIFFE ID the caller proved, its entry, and a join token hash to redeem."""
+        now = self.clock.now()
+        if token:
+            if looks_like_join_token(token):
+                outcome.method = "join_token"
+                token_hash = hash_token(token)
+                record = self.store.get_token(token_hash)
+                if record is None or record.used_at is not None or now >= record.expires_at:
+                    raise AttestationFailed("join token unknown, used or expired", code="bad_token")
+                outcome.spiffe_id = str(record.spiffe_id)
+                entries = self.store.entries_for(record.spiffe_id)
+                return record.spiffe_id, (entries[0] if entries else None), token_hash
+            if self.k8s is None:
+                raise AttestationFailed("unrecognised token", code="bad_token")
+            outcome.method = "k8s"
+            selectors = self.k8s.attest(token, now)
+            matched = [e for e in self.store.list_entries() if e.matches(selectors)]
+            if requested is not None:
+                matched = [e for e in matched if e.spiffe_id == requested]
+            ids = {e.spiffe_id for e in matched}
+            if len(ids) != 1:
+                outcome.detail = ",".join(sorted(selectors))
+                raise NotEntitled(
+                    "no single registration entry matches the attested selectors",
+                    code="no_matching_entry",
+                )
+            return matched[0].spiffe_id, matched[0], None
+        if caller.peer_id is not None:
+            outcome.method = "renewal"
+            outcome.spiffe_id = str(caller.peer_id)
+            if not caller.peer_id.member_of(self.trust_domain):
+                raise NotEntitled("peer is from another trust domain", code="foreign_trust_domain")
+            entries = self.store.entries_for(caller.peer_id)
+            return caller.peer_id, (entries[0] if entries else None), None
+        raise AttestationFailed("no token and no client certificate", code="no_credential")
+
+    def _ttl(self, requested: int | None, entry_ttl: int | None, default: int, cap: int) -> int:
+        if requested is not None and requested <= 0:
+            raise BadRequest("the TTL must be positive", code="bad_ttl")
+        ttl = min(requested or entry_ttl or default, cap)
+        if entry_ttl:
+            ttl = min(ttl, entry_ttl)
+        return ttl
+
+    # -- issuance -----------------------------------------------------------
+
+    def issue_x509(
+        self,
+        csr_pem: bytes | str,
+        token: str | None,
+        caller: Caller,
+        ttl: int | None = None,
+    ) -> IssuedX509:
+        """Attest the caller, then sign an X.509-SVID for the CSR."""
+        outcome = _Outcome()
+        with self._audited("x509_svid", caller, outcome):
+            self._rate_limit(caller)
+            request = parse_csr(csr_pem)
+            spiffe_id, entry, token_hash = self._resolve(
+                token, caller, request.requested_id, outcome
+            )
+            outcome.spiffe_id = str(spiffe_id)
+            issued = self._sign_x509(request, spiffe_id, entry, ttl)
+            if token_hash is not None and not self.store.redeem_token(token_hash, self.clock.now()):
+                raise AttestationFailed("join token already used", code="bad_token")
+            outcome.serial = format(issued.serial, "x")
+            outcome.not_after = issued.not_after
+            self.metrics.issued.labels("x509_svid", outcome.method, "ok").inc()
+            self.metrics.svid_ttl.labels("x509_svid").observe(
+                (issued.not_after - self.clock.now()).total_seconds()
+            )
+            return issued
+
+    def _sign_x509(
+        self,
+        request: CsrRequest,
+        spiffe_id: SpiffeId,
+        entry: Entry | None,
+        ttl: int | None,
+        dns_names: Sequence[str] = (),
+        ip_addresses: Sequence[IPAddress] = (),
+    ) -> IssuedX509:
+        s = self.settings
+        seconds = self._ttl(
+            ttl, entry.x509_ttl if entry else None, s.x509_svid_ttl, s.x509_svid_max_ttl
+        )
+        with self._lock:
+            authority = self.authority
+        return issue_x509_svid(
+            request,
+            spiffe_id,
+            authority.active,
+            authority.chain(),
+            self.clock.now(),
+            dt.timedelta(seconds=seconds),
+            self.serials,
+            dns_names=(*(entry.dns_names if entry else ()), *dns_names),
+            backdate=dt.timedelta(seconds=s.backdate),
+            ip_addresses=ip_addresses,
+        )
+
+    def issue_x509_local(
+        self,
+        spiffe_id: SpiffeId,
+        csr_pem: bytes,
+        ttl: int | None,
+        method: str = "cli",
+        dns_names: Sequence[str] = (),
+        ip_addresses: Sequence[IPAddress] = (),
+    ) -> IssuedX509:
+        """Issue for an operator on the CA host (``meshward ca issue``), audited."""
+        outcome = _Outcome(spiffe_id=str(spiffe_id), method=method)
+        with self._audited("x509_svid", Caller(address="local"), outcome):
+            request = parse_csr(csr_pem)
+            entries = self.store.entries_for(spiffe_id)
+            entry = entries[0] if entries else None
+            issued = self._sign_x509(request, spiffe_id, entry, ttl, dns_names, ip_addresses)
+            outcome.serial = format(issued.serial, "x")
+            outcome.not_after = issued.not_after
+            return issued
+
+    def issue_jwt(
+        self, audience: Sequence[str], token: str | None, caller: Caller, ttl: int | None = None
+    ) -> IssuedJwt:
+        outcome = _Outcome()
+        with self._audited("jwt_svid", caller, outcome):
+            self._rate_limit(caller)
+            audience = check_audience(audience)
+            spiffe_id, entry, token_hash = self._resolve(token, caller, None, outcome)
+            outcome.spiffe_id = str(spiffe_id)
+            s = self.settings
+            seconds = self._ttl(
+                ttl, entry.jwt_ttl if entry else None, s.jwt_svid_ttl, s.jwt_svid_max_ttl
+            )
+            with self._lock:
+                slot = self.authority.active
+            issued = issue_jwt_svid(
+                spiffe_id, audience, slot, self.clock.now(), dt.timedelta(seconds=seconds)
+            )
+            if token_hash is not None and not self.store.redeem_token(token_hash, self.clock.now()):
+                raise AttestationFailed("join token already used", code="bad_token")
+            outcome.not_after = issued.expires_at
+            outcome.detail = f"kid={issued.kid}"
+            self.metrics.issued.labels("jwt_svid", outcome.method, "ok").inc()
+            self.metrics.svid_ttl.labels("jwt_svid").observe(
+                (issued.expires_at - self.clock.now()).total_seconds()
+            )
+            return issued
+
+    # -- admin --------------------------------------------------------------
+
+    def require_admin(self, caller: Caller) -> None:
+        if caller.peer_id is None:
+            raise AttestationFailed("admin calls need a client certificate", code="no_credential")
+        if not any(e.admin for e in self.store.entries_for(caller.peer_id)):
+            raise NotEntitled("caller is not an admin", code="not_admin")
+
+    def add_entry(self, entry: Entry, caller: Caller) -> Entry:
+        outcome = _Outcome(spiffe_id=str(entry.spiffe_id), method="admin", detail=entry.id)
+        with self._audited("entry_add", caller, outcome):
+            if not entry.spiffe_id.member_of(self.trust_domain):
+                raise BadRequest("the SPIFFE ID is not in this trust domain", code="foreign_id")
+            self.store.add_entry(entry)
+        return entry
+
+    def new_entry_id(self) -> str:
+        return self.random_bytes(8).hex()
+
+    def remove_entry(self, entry_id: str, caller: Caller) -> None:
+        outcome = _Outcome(method="admin", detail=entry_id)
+        with self._audited("entry_remove", caller, outcome):
+            entry = self.store.get_entry(entry_id)
+            if entry is None or not self.store.remove_entry(entry_id):
+                raise NotFound(f"no entry {entry_id}")
+            outcome.spiffe_id = str(entry.spiffe_id)
+
+    def create_join_token(self, spiffe_id: SpiffeId, ttl: int | None, caller: Caller) -> str:
+        outcome = _Outcome(spiffe_id=str(spiffe_id), method="admin")
+        with self._audited("token_create", caller, outcome):
+            if not spiffe_id.member_of(self.trust_domain):
+                raise BadRequest("the SPIFFE ID is not in this trust domain", code="foreign_id")
+            token, record = new_join_token(
+                spiffe_id,
+                self.clock.now(),
+                dt.timedelta(seconds=ttl or self.settings.join_token_ttl),
+                self.random_bytes,
+            )
+            self.store.add_token(record)
+            outcome.not_after = record.expires_at
+            return token
+
+    # -- rotation -----------------------------------------------------------
+
+    def _save(self, authority: Authority) -> None:
+        if self.files is not None and self.passphrase is not None:
+            self.files.save(authority, self.passphrase)
+            self._loaded_mtime = self.files.mtime()
+        self.authority = authority
+        self._publish_gauges()
+
+    def _publish_gauges(self) -> None:
+        self.metrics.signing_ca_not_after.set(self.authority.active.not_after.timestamp())
+        self.metrics.bundle_sequence.set(self.authority.sequence)
+
+    def rotate_prepare(self, caller: Caller) -> Authority:
+        outcome = _Outcome(method="admin")
+        with self._audited("rotate_prepare", caller, outcome), self._lock:
+            current = self.authority
+            next_id = max(s.id for s in current.slots) + 1
+            slot = make_slot(
+                next_id,
+                current.trust_domain,
+                current.root_cert,
+                current.root_key,
+                generate_key(self.settings.key_type),
+                generate_key(self.settings.jwt_key_type),
+                self.clock.now(),
+                dt.timedelta(seconds=self.settings.ca_ttl),
+                self.serials(),
+            )
+            self._save(current.prepare(slot))
+            outcome.detail = f"slot={next_id} sequence={self.authority.sequence}"
+            outcome.not_after = slot.not_after
+            return self.authority
+
+    def rotate_activate(self, caller: Caller) -> Authority:
+        outcome = _Outcome(method="admin")
+        with self._audited("rotate_activate", caller, outcome), self._lock:
+            self._save(self.authority.activate())
+            outcome.detail = f"slot={self.authority.active.id} sequence={self.authority.sequence}"
+            outcome.not_after = self.authority.active.not_after
+            return self.authority
+
+    def reload_if_changed(self) -> bool:
+        """Pick up a rotation made by another process (``meshward ca rotate``)."""
+        if self.files is None or self.passphrase is None:
+            return False
+        mtime = self.files.mtime()
+        if mtime == self._loaded_mtime:
+            return False
+        with self._lock:
+            loaded = self.files.load(self.passphrase)
+            self._loaded_mtime = mtime
+            if loaded.sequence <= self.authority.sequence:
+                return False
+            self.authority = loaded
+            self._publish_gauges()
+        log.info("CA state reloaded", extra={"fields": {"sequence": loaded.sequence}})
+        return True
+
+    def tick(self) -> bool:
+        """One step of the rotation state machine; True when the bundle changed."""
+        changed = self.reload_if_changed()
+        system = Caller(address="rotator")
+        now = self.clock.now()
+        with self._lock:
+            if self.authority.should_prune(now):
+                outcome = _Outcome(method="auto")
+                with self._audited("rotate_prune", system, outcome):
+                    self._save(self.authority.prune(now))
+                changed = True
+            if self.authority.should_prepare_next(now):
+                self.rotate_prepare(system)
+                changed = True
+            if self.authority.should_activate_next(now):
+                self.rotate_activate(system)
+                changed = True
+        return changed

@@ -1,0 +1,119 @@
+"""The authority on disk: certificates in the clear, keys encrypted (0600).
+
+Layout under ``<state-dir>/ca/``::
+
+    authority.json        trust domain, sequence, active/next/retired slot ids
+    root.crt root.key     the root (or the imported upstream CA)
+    slot-<n>.crt          a signing CA; slot-<n>.key its key; slot-<n>.jwt.key its JWT key
+    ca.db                 the SQLite store (entries, join tokens, audit)
+
+``authority.json`` is replaced atomically and written last, so a crash leaves
+either the old or the new authority, never a mix.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from ca.authority import Authority, Slot
+from ca.errors import KeystoreError, NotInitialized
+from ca.keystore import load_key, save_key, write_private_file
+from meshward.spiffe import TrustDomain
+
+__all__ = ["CaFiles"]
+
+
+@dataclass(frozen=True)
+class CaFiles:
+    """Reads and writes one CA's files under ``root``."""
+
+    root: Path
+
+    @property
+    def meta(self) -> Path:
+        return self.root / "authority.json"
+
+    @property
+    def db(self) -> Path:
+        return self.root / "ca.db"
+
+    def exists(self) -> bool:
+        return self.meta.is_file()
+
+    def mtime(self) -> float:
+        try:
+            return self.meta.stat().st_mtime
+        except FileNotFoundError:
+            return 0.0
+
+    def save(self, authority: Authority, passphrase: bytes) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o700)
+        self._save_cert(self.root / "root.crt", authority.root_cert)
+        self._save_key_once(self.root / "root.key", authority.root_key, passphrase)
+        for slot in authority.slots:
+            self._save_cert(self.root / f"slot-{slot.id}.crt", slot.ca_cert)
+            self._save_key_once(self.root / f"slot-{slot.id}.key", slot.ca_key, passphrase)
+            self._save_key_once(self.root / f"slot-{slot.id}.jwt.key", slot.jwt_key, passphrase)
+        meta = {
+            "trust_domain": authority.trust_domain.name,
+            "sequence": authority.sequence,
+            "refresh_hint": authority.refresh_hint,
+            "active": authority.active.id,
+            "next": authority.next.id if authority.next else None,
+            "retired": [s.id for s in authority.retired],
+        }
+        write_private_file(self.meta, json.dumps(meta, indent=2).encode("utf-8"))
+
+    def load(self, passphrase: bytes) -> Authority:
+        if not self.exists():
+            raise NotInitialized(f"no CA in {self.root}; run `meshward ca init` first")
+        try:
+            meta: dict[str, Any] = json.loads(self.meta.read_text(encoding="utf-8"))
+            td = TrustDomain(meta["trust_domain"])
+            root_cert = self._load_cert(self.root / "root.crt")
+            root_key = load_key(self.root / "root.key", passphrase)
+
+            def slot(n: int) -> Slot:
+                return Slot(
+                    int(n),
+                    self._load_cert(self.root / f"slot-{n}.crt"),
+                    load_key(self.root / f"slot-{n}.key", passphrase),
+                    load_key(self.root / f"slot-{n}.jwt.key", passphrase),
+                )
+
+            return Authority(
+                trust_domain=td,
+                root_cert=root_cert,
+                root_key=root_key,
+                active=slot(meta["active"]),
+                next=slot(meta["next"]) if meta.get("next") is not None else None,
+                retired=tuple(slot(n) for n in meta.get("retired", [])),
+                sequence=int(meta["sequence"]),
+                refresh_hint=int(meta.get("refresh_hint", 300)),
+            )
+        except (KeyError, TypeError, ValueError, OSError) as exc:
+            if isinstance(exc, KeystoreError):
+                raise
+            raise KeystoreError(f"CA state in {self.root} is unreadable: {exc}") from exc
+
+    @staticmethod
+    def _save_cert(path: Path, cert: x509.Certificate) -> None:
+        if not path.exists():
+            write_private_file(path, cert.public_bytes(serialization.Encoding.PEM))
+            path.chmod(0o644)
+
+    @staticmethod
+    def _save_key_once(path: Path, key: Any, passphrase: bytes) -> None:
+        if not path.exists():
+            save_key(path, key, passphrase)
+
+    @staticmethod
+    def _load_cert(path: Path) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(path.read_bytes())

@@ -1,0 +1,210 @@
+"""The CA store on SQLite (stdlib), the embedded default.
+
+One connection guarded by a lock serves the threads of one process; several
+processes (``meshward ca serve`` and the CLI) share the file through SQLite's
+own locking (WAL, busy timeout). Join-token redemption is a single
+conditional ``UPDATE``, so exactly one of any number of concurrent
+redemptions succeeds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+from ca.errors import Conflict
+from ca.store.protocol import AuditRecord, CaStore, Entry, JoinToken
+from meshward.spiffe import SpiffeId
+
+__all__ = ["SqliteStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    id TEXT PRIMARY KEY,
+    spiffe_id TEXT NOT NULL,
+    selectors TEXT NOT NULL,
+    x509_ttl INTEGER,
+    jwt_ttl INTEGER,
+    dns_names TEXT NOT NULL,
+    admin INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_spiffe_id ON entries (spiffe_id);
+CREATE TABLE IF NOT EXISTS join_tokens (
+    token_hash TEXT PRIMARY KEY,
+    spiffe_id TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    used_at REAL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,
+    action TEXT NOT NULL,
+    method TEXT NOT NULL,
+    caller TEXT NOT NULL,
+    result TEXT NOT NULL,
+    spiffe_id TEXT,
+    serial TEXT,
+    not_after REAL,
+    detail TEXT
+);
+"""
+
+
+def _ts(value: dt.datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+def _dt(value: float | None) -> dt.datetime | None:
+    return None if value is None else dt.datetime.fromtimestamp(value, dt.UTC)
+
+
+class SqliteStore:
+    """Entries, join tokens and audit in one SQLite file."""
+
+    def __init__(self, path: Path | str) -> None:
+        if isinstance(path, Path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            str(path), timeout=30, check_same_thread=False, isolation_level=None
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=30000")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- entries ----------------------------------------------------------------
+
+    def add_entry(self, entry: Entry) -> None:
+        row = (
+            entry.id,
+            str(entry.spiffe_id),
+            json.dumps(sorted(entry.selectors)),
+            entry.x509_ttl,
+            entry.jwt_ttl,
+            json.dumps(list(entry.dns_names)),
+            int(entry.admin),
+        )
+        with self._lock:
+            try:
+                self._db.execute("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(f"entry {entry.id} exists") from exc
+
+    @staticmethod
+    def _entry(row: tuple[str, str, str, int | None, int | None, str, int]) -> Entry:
+        return Entry(
+            id=row[0],
+            spiffe_id=SpiffeId.parse(row[1]),
+            selectors=frozenset(json.loads(row[2])),
+            x509_ttl=row[3],
+            jwt_ttl=row[4],
+            dns_names=tuple(json.loads(row[5])),
+            admin=bool(row[6]),
+        )
+
+    def get_entry(self, entry_id: str) -> Entry | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM entries WHERE id = ?", (entry_id,)).fetchone()
+        return None if row is None else self._entry(row)
+
+    def list_entries(self) -> list[Entry]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM entries ORDER BY spiffe_id, id").fetchall()
+        return [self._entry(r) for r in rows]
+
+    def remove_entry(self, entry_id: str) -> bool:
+        with self._lock:
+            cur = self._db.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
+        return cur.rowcount == 1
+
+    def entries_for(self, spiffe_id: SpiffeId) -> list[Entry]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM entries WHERE spiffe_id = ? ORDER BY id", (str(spiffe_id),)
+            ).fetchall()
+        return [self._entry(r) for r in rows]
+
+    # -- join tokens ------------------------------------------------------------
+
+    def add_token(self, token: JoinToken) -> None:
+        with self._lock:
+            try:
+                self._db.execute(
+                    "INSERT INTO join_tokens VALUES (?, ?, ?, ?)",
+                    (
+                        token.token_hash,
+                        str(token.spiffe_id),
+                        _ts(token.expires_at),
+                        _ts(token.used_at),
+                    ),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise Conflict("token exists") from exc
+
+    def get_token(self, token_hash: str) -> JoinToken | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT token_hash, spiffe_id, expires_at, used_at FROM join_tokens"
+                " WHERE token_hash = ?",
+                (token_hash,),
+            ).fetchone()
+        if row is None:
+            return None
+        return JoinToken(
+            row[0], SpiffeId.parse(row[1]), dt.datetime.fromtimestamp(row[2], dt.UTC), _dt(row[3])
+        )
+
+    def redeem_token(self, token_hash: str, now: dt.datetime) -> bool:
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE join_tokens SET used_at = ?"
+                " WHERE token_hash = ? AND used_at IS NULL AND expires_at > ?",
+                (_ts(now), token_hash, _ts(now)),
+            )
+        return cur.rowcount == 1
+
+    # -- audit ------------------------------------------------------------------
+
+    def append_audit(self, record: AuditRecord) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO audit (time, action, method, caller, result, spiffe_id, serial,"
+                " not_after, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    _ts(record.time),
+                    record.action,
+                    record.method,
+                    record.caller,
+                    record.result,
+                    record.spiffe_id,
+                    record.serial,
+                    _ts(record.not_after),
+                    record.detail,
+                ),
+            )
+
+    def list_audit(self, limit: int = 100) -> list[AuditRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT time, action, method, caller, result, spiffe_id, serial, not_after,"
+                " detail, id FROM audit ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        out = []
+        for r in reversed(rows):
+            when = dt.datetime.fromtimestamp(r[0], dt.UTC)
+            out.append(AuditRecord(when, r[1], r[2], r[3], r[4], r[5], r[6], _dt(r[7]), r[8], r[9]))
+        return out
+
+
+# The SQLite store satisfies the protocol (checked by mypy here and at import).
+if not issubclass(SqliteStore, CaStore):
+    raise TypeError("SqliteStore does not satisfy CaStore")
+_check: type[CaStore] = SqliteStore

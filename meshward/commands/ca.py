@@ -1,0 +1,306 @@
+"""``meshward ca …``: the certificate authority's commands (parse, wire, run)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from ca.errors import AlreadyInitialized, CaError
+from ca.issuance import IssuedX509, build_csr
+from ca.keystore import generate_key, read_passphrase, write_private_file
+from ca.service import ADMIN_PATH, Caller, CertificateAuthority, init_authority, random_serial
+from ca.store.protocol import Entry
+from ca.store.sqlite import SqliteStore
+from ca.wiring import ca_files, open_ca
+from meshward.clock import SystemClock
+from meshward.commands.common import ExitCode, fail, settings_from
+from meshward.settings import Settings
+from meshward.spiffe import InvalidSpiffeId, SpiffeId, TrustDomain
+
+__all__ = ["app", "parse_duration"]
+
+app = typer.Typer(
+    help="The certificate authority: SPIFFE X.509-SVIDs and JWT-SVIDs over HTTPS.",
+    no_args_is_help=True,
+)
+entry_app = typer.Typer(
+    help="Registration entries: who may get which SPIFFE ID.", no_args_is_help=True
+)
+token_app = typer.Typer(help="One-time join tokens.", no_args_is_help=True)
+rotate_app = typer.Typer(help="Rotate the signing CA and JWT key by hand.", no_args_is_help=True)
+app.add_typer(entry_app, name="entry")
+app.add_typer(token_app, name="token")
+app.add_typer(rotate_app, name="rotate")
+
+CLI = Caller(address="cli")
+_DURATION = re.compile(r"^(\d+)([smhd]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: str) -> int:
+    """``90``, ``90s``, ``15m``, ``1h``, ``7d`` -> seconds."""
+    match = _DURATION.match(value.strip())
+    if not match or int(match.group(1)) <= 0:
+        raise typer.BadParameter(f"expected a duration like 90s, 15m, 1h or 7d, got {value!r}")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _spiffe_id(value: str) -> SpiffeId:
+    try:
+        return SpiffeId.parse(value)
+    except InvalidSpiffeId as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+def _open(settings: Settings) -> CertificateAuthority:
+    try:
+        return open_ca(settings, os.environ)
+    except CaError as exc:
+        fail(str(exc))
+
+
+def _pem_chain(issued: IssuedX509) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in issued.chain)
+
+
+def _write_svid(
+    out: Path, ca: CertificateAuthority, spiffe_id: SpiffeId, ttl: int | None
+) -> IssuedX509:
+    key = generate_key("ec-p256")
+    issued = ca.issue_x509_local(spiffe_id, build_csr(key), ttl)
+    out.mkdir(parents=True, exist_ok=True)
+    write_private_file(out / "svid.pem", _pem_chain(issued))
+    write_private_file(
+        out / "key.pem",
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    write_private_file(out / "bundle.pem", ca.authority.bundle().to_pem())
+    (out / "svid.pem").chmod(0o644)
+    (out / "bundle.pem").chmod(0o644)
+    return issued
+
+
+@app.command("init")
+def init_command(
+    ctx: typer.Context,
+    trust_domain: Annotated[
+        str | None, typer.Option("--trust-domain", help="SPIFFE trust domain, e.g. example.org.")
+    ] = None,
+    upstream_cert: Annotated[
+        Path | None,
+        typer.Option("--upstream-cert", help="Run under this upstream CA certificate (PEM)."),
+    ] = None,
+    upstream_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--upstream-key",
+            help="The upstream CA's private key (PEM; encrypted with the CA passphrase or not).",
+        ),
+    ] = None,
+) -> None:
+    """Create the root (or use an upstream CA), signing CA, JWT key and first admin SVID."""
+    settings = settings_from(ctx, ca={"trust_domain": trust_domain})
+    try:
+        td = TrustDomain.parse(settings.ca.trust_domain)
+    except InvalidSpiffeId as exc:
+        fail(f"--trust-domain: {exc}")
+    if (upstream_cert is None) != (upstream_key is None):
+        fail("--upstream-cert and --upstream-key go together")
+    files = ca_files(settings)
+    clock = SystemClock()
+    try:
+        if files.exists():
+            raise AlreadyInitialized(f"a CA already exists in {files.root}")
+        passphrase = read_passphrase(os.environ, settings.ca.passphrase_file)
+        upstream = None
+        if upstream_cert is not None and upstream_key is not None:
+            cert = x509.load_pem_x509_certificate(upstream_cert.read_bytes())
+            data = upstream_key.read_bytes()
+            password = passphrase if b"ENCRYPTED" in data else None
+            key = serialization.load_pem_private_key(data, password=password)
+            upstream = (cert, key)
+        authority = init_authority(td, settings.ca, clock.now(), random_serial, upstream)  # type: ignore[arg-type]
+        files.save(authority, passphrase)
+        ca = CertificateAuthority(
+            authority, SqliteStore(files.db), settings.ca, clock, files=files, passphrase=passphrase
+        )
+        admin_id = SpiffeId(td, ADMIN_PATH)
+        ca.add_entry(Entry(ca.new_entry_id(), admin_id, admin=True), CLI)
+        admin_dir = settings.state_dir / "admin"
+        issued = _write_svid(admin_dir, ca, admin_id, settings.ca.x509_svid_max_ttl)
+    except (OSError, ValueError) as exc:
+        fail(f"cannot initialise the CA: {exc}")
+    except CaError as exc:
+        fail(str(exc))
+    typer.echo(f"meshward: CA for trust domain {td} in {files.root}")
+    typer.echo(
+        f"meshward: admin SVID {admin_id} in {admin_dir}"
+        f" (expires {issued.not_after:%Y-%m-%dT%H:%M:%SZ})"
+    )
+
+
+@app.command("serve")
+def serve_command(
+    ctx: typer.Context,
+    addr: Annotated[
+        str | None,
+        typer.Option("--addr", help="HOST:PORT for the HTTPS API (default 127.0.0.1:8443)."),
+    ] = None,
+) -> None:
+    """Serve the CA's HTTPS API until interrupted."""
+    settings = settings_from(ctx, ca={"addr": addr})
+    ca = _open(settings)
+    from ca.server import CaServer  # noqa: PLC0415 (uvicorn/FastAPI load only to serve)
+
+    try:
+        server = CaServer(ca, settings.ca.addr, settings.state_dir / "ca" / "run")
+    except CaError as exc:
+        fail(str(exc))
+    typer.echo(f"meshward: CA API on https://{settings.ca.addr} (trust domain {ca.trust_domain})")
+    asyncio.run(server.serve())
+
+
+@app.command("issue")
+def issue_command(
+    ctx: typer.Context,
+    spiffe_id: Annotated[str, typer.Option("--spiffe-id", help="The SPIFFE ID to issue.")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Directory for svid.pem, key.pem, bundle.pem.")
+    ],
+    ttl: Annotated[
+        str, typer.Option("--ttl", help="Lifetime, e.g. 1h (capped by ca.x509_svid_max_ttl).")
+    ] = "1h",
+) -> None:
+    """Issue an X.509-SVID on the CA host and write svid.pem, key.pem and bundle.pem."""
+    settings = settings_from(ctx)
+    sid, seconds = _spiffe_id(spiffe_id), parse_duration(ttl)
+    ca = _open(settings)
+    if not sid.member_of(ca.trust_domain):
+        fail(f"{sid} is not in trust domain {ca.trust_domain}")
+    try:
+        issued = _write_svid(out, ca, sid, seconds)
+    except CaError as exc:
+        fail(str(exc))
+    typer.echo(
+        f"meshward: {sid} serial {issued.serial:x} expires {issued.not_after:%Y-%m-%dT%H:%M:%SZ}"
+    )
+
+
+@app.command("bundle")
+def bundle_command(
+    ctx: typer.Context,
+    pem: Annotated[bool, typer.Option("--pem", help="Print PEM instead of the JWK Set.")] = False,
+) -> None:
+    """Print the trust bundle (SPIFFE JWK Set, or PEM with --pem)."""
+    ca = _open(settings_from(ctx))
+    bundle = ca.authority.bundle()
+    typer.echo((bundle.to_pem() if pem else bundle.to_json()).decode("ascii").rstrip("\n"))
+
+
+@entry_app.command("add")
+def entry_add(
+    ctx: typer.Context,
+    spiffe_id: Annotated[str, typer.Option("--spiffe-id", help="The SPIFFE ID the entry grants.")],
+    selector: Annotated[
+        list[str] | None,
+        typer.Option("--selector", help="k8s:ns:NS, k8s:sa:SA, … (repeat; all must match)."),
+    ] = None,
+    x509_ttl: Annotated[str | None, typer.Option("--x509-ttl", help="X.509-SVID lifetime.")] = None,
+    jwt_ttl: Annotated[str | None, typer.Option("--jwt-ttl", help="JWT-SVID lifetime.")] = None,
+    dns: Annotated[
+        list[str] | None, typer.Option("--dns", help="DNS name for the SVID (repeat).")
+    ] = None,
+    admin: Annotated[bool, typer.Option("--admin", help="The ID may call the admin API.")] = False,
+) -> None:
+    """Add a registration entry and print it as JSON."""
+    ca = _open(settings_from(ctx))
+    entry = Entry(
+        id=ca.new_entry_id(),
+        spiffe_id=_spiffe_id(spiffe_id),
+        selectors=frozenset(selector or ()),
+        x509_ttl=parse_duration(x509_ttl) if x509_ttl else None,
+        jwt_ttl=parse_duration(jwt_ttl) if jwt_ttl else None,
+        dns_names=tuple(dns or ()),
+        admin=admin,
+    )
+    try:
+        ca.add_entry(entry, CLI)
+    except CaError as exc:
+        fail(str(exc))
+    typer.echo(json.dumps(entry.to_json()))
+
+
+@entry_app.command("list")
+def entry_list(ctx: typer.Context) -> None:
+    """Print every registration entry, one JSON object per line."""
+    ca = _open(settings_from(ctx))
+    for entry in ca.store.list_entries():
+        typer.echo(json.dumps(entry.to_json()))
+
+
+@entry_app.command("rm")
+def entry_rm(
+    ctx: typer.Context, entry_id: Annotated[str, typer.Argument(help="Entry id.")]
+) -> None:
+    """Remove a registration entry."""
+    ca = _open(settings_from(ctx))
+    try:
+        ca.remove_entry(entry_id, CLI)
+    except CaError as exc:
+        fail(str(exc), ExitCode.NEGATIVE if exc.code == "not_found" else ExitCode.BAD_INPUT)
+
+
+@token_app.command("create")
+def token_create(
+    ctx: typer.Context,
+    spiffe_id: Annotated[str, typer.Option("--spiffe-id", help="The SPIFFE ID the token grants.")],
+    ttl: Annotated[
+        str | None, typer.Option("--ttl", help="Token lifetime (default ca.join_token_ttl).")
+    ] = None,
+) -> None:
+    """Create a one-time join token and print only the token."""
+    ca = _open(settings_from(ctx))
+    try:
+        token = ca.create_join_token(
+            _spiffe_id(spiffe_id), parse_duration(ttl) if ttl else None, CLI
+        )
+    except CaError as exc:
+        fail(str(exc))
+    typer.echo(token)
+
+
+@rotate_app.command("prepare")
+def rotate_prepare(ctx: typer.Context) -> None:
+    """Create the next signing CA and JWT key and publish them in the bundle."""
+    ca = _open(settings_from(ctx))
+    try:
+        authority = ca.rotate_prepare(CLI)
+    except CaError as exc:
+        fail(str(exc))
+    next_id = authority.next.id if authority.next else "?"
+    typer.echo(f"meshward: prepared signing CA {next_id}; bundle sequence {authority.sequence}")
+
+
+@rotate_app.command("activate")
+def rotate_activate(ctx: typer.Context) -> None:
+    """Make the prepared signing CA the one that signs; retire the previous one."""
+    ca = _open(settings_from(ctx))
+    try:
+        authority = ca.rotate_activate(CLI)
+    except CaError as exc:
+        fail(str(exc))
+    typer.echo(
+        f"meshward: signing CA {authority.active.id} active; bundle sequence {authority.sequence}"
+    )
