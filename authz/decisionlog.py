@@ -1,10 +1,11 @@
 """Decision logs: one JSON line per decision, to stdout or a size-rotated file.
 
 Each line holds what an auditor asks (time, decision id, policy version,
-principal, action, resource, decision, determining policy ids, errors,
-latency, cache tier, and the request summary: method, host, path) and what
-``meshward policy replay`` needs to evaluate the request again: the principal's
-parents and attributes and the Cedar context.
+principal, action, resource, decision and outcome, determining policy ids,
+errors, latency, cache tier, adapter, and the request summary: method, host,
+path) and what ``meshward policy replay`` needs to evaluate the request
+again: the principal's parents and attributes and the Cedar context. The
+:class:`DecisionLog` is a decider observer (:meth:`DecisionLog.observe`).
 
 Values under a key on the redaction list (``authorization`` and ``cookie`` by
 default; matched case-insensitively at any depth) are replaced by
@@ -29,16 +30,14 @@ import random
 import sys
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from authz.model import AccessRequest, Decision
+from authz.decider import DecisionRecord
 from meshward.logs import REDACTED
 
 __all__ = [
     "DEFAULT_REDACT",
-    "DecisionEvent",
     "DecisionLog",
     "LineSink",
     "RotatingFileSink",
@@ -50,18 +49,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_REDACT = ("authorization", "cookie")
-
-
-@dataclass(frozen=True, slots=True)
-class DecisionEvent:
-    """One decision as the decision point made it."""
-
-    time: dt.datetime
-    decision_id: str
-    request: AccessRequest
-    decision: Decision
-    latency_seconds: float
-    cache_tier: str = "none"  # "none", "local", "redis"
 
 
 def _redact(value: Any, keys: frozenset[str], path: str, found: list[str]) -> Any:
@@ -84,32 +71,45 @@ def _iso(when: dt.datetime) -> str:
     return when.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def decision_entry(event: DecisionEvent, redact: Iterable[str] = DEFAULT_REDACT) -> dict[str, Any]:
-    """The log entry for ``event`` (pure): a JSON-ready dict."""
+def decision_entry(
+    record: DecisionRecord, redact: Iterable[str] = DEFAULT_REDACT
+) -> dict[str, Any]:
+    """The log entry for ``record`` (pure): a JSON-ready dict.
+
+    A decision made before a request could be built (authentication failed, a
+    malformed request) has no context and is marked ``"replayable": false``.
+    """
     keys = frozenset(k.lower() for k in redact)
     found: list[str] = []
-    req = event.request
-    context = _redact(req.context, keys, "context", found)
-    attributes = _redact(req.identity.attributes, keys, "principal_attributes", found)
-    http = context.get("http") if isinstance(context.get("http"), Mapping) else {}
-    return {
-        "time": _iso(event.time),
-        "decision_id": event.decision_id,
-        "policy_version": event.decision.policy_version,
-        "principal": str(req.principal),
-        "principal_parents": [str(p) for p in req.identity.parents],
-        "principal_attributes": attributes,
-        "action": str(req.action),
-        "resource": str(req.resource),
-        "decision": event.decision.effect.value,
-        "reasons": list(event.decision.reasons),
-        "errors": list(event.decision.errors),
-        "latency_ms": round(event.latency_seconds * 1000.0, 3),
-        "cache": event.cache_tier,
-        "request": {k: http.get(k) for k in ("method", "host", "path")},
-        "context": context,
+    req = record.request
+    entry: dict[str, Any] = {
+        "time": _iso(record.time),
+        "decision_id": record.decision_id,
+        "policy_version": record.version,
+        "principal": record.principal,
+        "principal_parents": [],
+        "principal_attributes": {},
+        "action": record.action,
+        "resource": record.resource,
+        "decision": record.decision,
+        "outcome": record.outcome,
+        "reasons": list(record.reasons),
+        "errors": list(record.errors),
+        "latency_ms": round(record.latency_seconds * 1000.0, 3),
+        "cache": record.cache_tier,
+        "adapter": record.adapter,
+        "request": {"method": record.method, "host": record.host, "path": record.path},
+        "context": None,
+        "replayable": req is not None,
         "redacted": found,
     }
+    if req is not None:
+        entry["principal_parents"] = [str(p) for p in req.identity.parents]
+        entry["principal_attributes"] = _redact(
+            req.identity.attributes, keys, "principal_attributes", found
+        )
+        entry["context"] = _redact(req.context, keys, "context", found)
+    return entry
 
 
 class LineSink(Protocol):
@@ -249,13 +249,17 @@ class DecisionLog:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def record(self, event: DecisionEvent) -> bool:
-        """Queue ``event``'s line if sampled; never raises. Returns whether it was queued."""
+    def observe(self, record: DecisionRecord) -> None:
+        """The decider's observer hook: :meth:`record`."""
+        self.record(record)
+
+    def record(self, record: DecisionRecord) -> bool:
+        """Queue ``record``'s line if sampled; never raises. Returns whether it was queued."""
         try:
             if self._sample_rate < 1.0 and self._rng.random() >= self._sample_rate:
                 return False
             line = json.dumps(
-                decision_entry(event, self._redact),
+                decision_entry(record, self._redact),
                 separators=(",", ":"),
                 ensure_ascii=False,
                 default=str,

@@ -11,6 +11,7 @@ docs/operations.md#metrics.
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.registry import Collector
 
 from authz.decider import DecisionRecord
 from meshward.metrics import render
@@ -64,20 +65,7 @@ class PdpMetrics:
             ["reason"],
             registry=self.registry,
         )
-        self.policy_version = Gauge(
-            "meshward_pdp_policy_version_info",
-            "1 for the active policy version (a Git commit SHA or a content hash), else 0.",
-            ["version"],
-            registry=self.registry,
-            multiprocess_mode="livemax",
-        )
-        self.policy_reloads = Counter(
-            "meshward_pdp_policy_reloads",
-            "Attempts to activate a new policy version, by result (ok, or the gate's code).",
-            ["result"],
-            registry=self.registry,
-        )
-        self._version = ""
+        self._collectors: list[Collector] = []
 
     def observe(self, record: DecisionRecord) -> None:
         self.decisions.labels(record.adapter, record.outcome).inc()
@@ -87,19 +75,14 @@ class PdpMetrics:
             if error.startswith(AUTHN_PREFIX):
                 self.authn_failures.labels(error.removeprefix(AUTHN_PREFIX)[:64]).inc()
 
-    def set_policy_version(self, version: str) -> None:
-        """Mark ``version`` as the active one (and the previous one as no longer)."""
-        if version == self._version:
-            return
-        if self._version:
-            self.policy_version.labels(self._version).set(0)
-        self.policy_version.labels(version).set(1)
-        self.policies_loaded.set(1)
-        self._version = version
+    def add_collector(self, collector: Collector) -> None:
+        """Register a collector that reads process state at scrape time (not a file metric).
 
-    def policy_reloaded(self, result: str) -> None:
-        """Count one attempt to activate a policy version (``ok`` or an error code)."""
-        self.policy_reloads.labels(result[:64]).inc()
+        In multi-process mode such a collector reports this worker's view, beside
+        the merged file metrics of all workers.
+        """
+        self.registry.register(collector)
+        self._collectors.append(collector)
 
     def render(self) -> bytes:
-        return render(self.registry)
+        return render(self.registry, self._collectors)

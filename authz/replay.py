@@ -11,6 +11,8 @@ Redacted values cannot be replayed: a line with redacted values is evaluated
 with the placeholder ``[redacted]`` in their place and counted under
 ``with_redacted``; a changed decision on such a line is flagged in its
 example, since a policy reading a redacted value sees the placeholder.
+Decisions made before a request existed (failed authentication, malformed
+input) are logged with ``"replayable": false`` and counted, not replayed.
 Lines that are not decision log entries are counted and reported by number,
 never silently skipped.
 
@@ -35,6 +37,7 @@ __all__ = [
     "BadLine",
     "Change",
     "LoggedDecision",
+    "NotReplayable",
     "ReplayError",
     "ReplayReport",
     "parse_entry",
@@ -112,13 +115,24 @@ def parse_entry(entry: Any, line: int = 0) -> LoggedDecision:
     )
 
 
-def read_log(lines: Iterable[str]) -> Iterator[LoggedDecision | BadLine]:
+@dataclass(frozen=True, slots=True)
+class NotReplayable:
+    """A decision made before a request existed (authentication failed, malformed input)."""
+
+    line: int
+
+
+def read_log(lines: Iterable[str]) -> Iterator[LoggedDecision | BadLine | NotReplayable]:
     """Parse decision log lines; blank lines are skipped, malformed ones yielded as BadLine."""
     for number, text in enumerate(lines, start=1):
         if not text.strip():
             continue
         try:
-            yield parse_entry(json.loads(text), number)
+            entry = json.loads(text)
+            if isinstance(entry, Mapping) and entry.get("replayable") is False:
+                yield NotReplayable(number)
+                continue
+            yield parse_entry(entry, number)
         except ValueError as exc:  # json.JSONDecodeError is a ValueError
             yield BadLine(number, str(exc)[:200])
 
@@ -157,6 +171,7 @@ class ReplayReport:
     replayed: int = 0
     changed: int = 0
     with_redacted: int = 0
+    not_replayable: int = 0
     bad_lines: list[BadLine] = field(default_factory=list)
     by_principal: Counter[str] = field(default_factory=Counter)
     by_action: Counter[str] = field(default_factory=Counter)
@@ -170,6 +185,7 @@ class ReplayReport:
             "replayed": self.replayed,
             "changed": self.changed,
             "with_redacted": self.with_redacted,
+            "not_replayable": self.not_replayable,
             "bad_lines": [{"line": b.line, "error": b.error} for b in self.bad_lines],
             "by_principal": dict(self.by_principal.most_common()),
             "by_action": dict(self.by_action.most_common()),
@@ -185,6 +201,11 @@ class ReplayReport:
         ]
         if self.with_redacted:
             out.append(f"{self.with_redacted} entries had redacted values (see docs/policies.md)")
+        if self.not_replayable:
+            out.append(
+                f"{self.not_replayable} decisions were made before a request existed "
+                "(authentication failed, malformed input) and are not replayed"
+            )
         if self.bad_lines:
             nums = ", ".join(str(b.line) for b in self.bad_lines[:20])
             out.append(f"{len(self.bad_lines)} lines are not decision log entries: {nums}")
@@ -210,7 +231,7 @@ class ReplayReport:
 
 
 def replay(
-    entries: Iterable[LoggedDecision | BadLine],
+    entries: Iterable[LoggedDecision | BadLine | NotReplayable],
     evaluate: Callable[[AccessRequest], Decision],
     *,
     candidate_version: str = "",
@@ -221,6 +242,9 @@ def replay(
     for item in entries:
         if isinstance(item, BadLine):
             report.bad_lines.append(item)
+            continue
+        if isinstance(item, NotReplayable):
+            report.not_replayable += 1
             continue
         report.replayed += 1
         if item.redacted:

@@ -26,9 +26,8 @@ import multiprocessing
 import os
 import signal
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -46,20 +45,18 @@ from authz.authn.jwks import FileJwks, KeySource, UrlJwks
 from authz.authn.jwt import JwtPolicy, JwtVerifier, OidcIssuer
 from authz.authn.peer import PeerPolicy
 from authz.authn.trust import TrustBundles, load_trust_bundles
-from authz.bundle import load_bundle
-from authz.decider import Decider, DecisionObserver, EngineHolder, Evaluator
-from authz.engine import Engine
+from authz.decider import Decider, DecisionObserver, EngineHolder
 from authz.errors import AuthzError
 from authz.metrics import PdpMetrics
+from authz.sources.errors import SourceError
+from authz.sources.runtime import PolicyRuntime, build_policy_runtime, check_policies
 from meshward.clock import Clock, SystemClock
 from meshward.metrics import enable_multiprocess, mark_worker_dead, prepare_run_dir
 from meshward.settings import OidcIssuerSettings, PdpSettings, Settings, parse_hostport
 
-__all__ = ["Pdp", "PdpError", "PdpServer", "build_pdp", "load_directory_engine", "run"]
+__all__ = ["Pdp", "PdpError", "PdpServer", "build_pdp", "run"]
 
 log = logging.getLogger(__name__)
-
-PolicyLoader = Callable[[], tuple[Evaluator, str]]
 
 
 class PdpError(AuthzError):
@@ -67,15 +64,6 @@ class PdpError(AuthzError):
 
     code = "pdp-start"
     public_message = "the PDP cannot start"
-
-
-def load_directory_engine(directory: Path) -> tuple[Evaluator, str]:
-    """The engine for a policy directory, and its version."""
-    try:
-        bundle = load_bundle(directory)
-    except AuthzError as exc:
-        raise PdpError(f"policies in {directory}: {exc}") from exc
-    return Engine(bundle), bundle.version
 
 
 def _key_source(issuer: OidcIssuerSettings, clock: Clock) -> KeySource:
@@ -132,7 +120,7 @@ class Pdp:
     decider: Decider
     metrics: PdpMetrics
     app: FastAPI
-    loader: PolicyLoader
+    policies: PolicyRuntime
     key_sources: list[KeySource] = field(default_factory=list)
 
 
@@ -152,10 +140,15 @@ def build_pdp(settings: Settings, clock: Clock | None = None) -> Pdp:
         observers=observers,
         remove_headers=settings.pdp.remove_headers,
     )
-    policies = settings.pdp.policies
-    if "://" in policies or policies.startswith("git@"):
-        raise PdpError(f"{policies}: only a policy directory is supported here")
-    directory = Path(policies)
+    try:
+        policies = build_policy_runtime(settings, clock, engines)
+    except (SourceError, ValueError, OSError) as exc:
+        raise PdpError(f"policy source: {exc}") from exc
+    for observer in policies.observers:
+        decider.add_observer(observer)
+    metrics.add_collector(policies.collector)
+    app = create_app(decider, metrics)
+    app.include_router(policies.router)
     jwt = authenticator.jwt
     sources = [i.keys for i in jwt.issuers.values()] if jwt else []
     return Pdp(
@@ -164,8 +157,8 @@ def build_pdp(settings: Settings, clock: Clock | None = None) -> Pdp:
         engines,
         decider,
         metrics,
-        create_app(decider, metrics),
-        lambda: load_directory_engine(directory),
+        app,
+        policies,
         sources,
     )
 
@@ -254,13 +247,15 @@ class PdpServer:
         await self.load_policies()
 
     async def load_policies(self) -> None:
-        """Load the policies and turn health SERVING (raises :class:`PdpError`)."""
-        engine, version = await asyncio.to_thread(self.pdp.loader)
-        self.pdp.engines.swap(engine, version)
-        self.pdp.metrics.set_policy_version(version)
-        self.pdp.metrics.policy_reloaded("ok")
+        """Activate the first policy version through the gate, keep following the
+        source, and turn health SERVING (raises :class:`PdpError`)."""
+        try:
+            await self.pdp.policies.start()
+        except SourceError as exc:
+            raise PdpError(str(exc)) from exc
+        self.pdp.metrics.policies_loaded.set(1)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
-        log.info("policies active", extra={"fields": {"version": version}})
+        log.info("policies active", extra={"fields": {"version": self.pdp.engines.version}})
 
     async def _set_health(self, status: Any) -> None:
         for name in ("", envoy_grpc.SERVICE_NAME):
@@ -277,6 +272,7 @@ class PdpServer:
         if self._http_task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._http_task
+        await self.pdp.policies.stop()
 
     async def __aenter__(self) -> PdpServer:
         await self.start()
@@ -335,7 +331,10 @@ def run(settings: Settings) -> int:
         return 0
     # Check the configuration and the policies once, before forking, so a bad
     # start is one clear error rather than N.
-    build_pdp(settings).loader()
+    try:
+        check_policies(settings)
+    except SourceError as exc:
+        raise PdpError(str(exc)) from exc
     # Workers share one /metrics: each writes its samples to files in this
     # run's directory, and any of them answers a scrape with the sum. The
     # variable must be set before the workers import prometheus_client.

@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ca.errors import BadRequest, CaError, NotFound
+from ca.issuance import IssuedX509
 from ca.service import Caller, CertificateAuthority
 from ca.store.protocol import Entry
 from meshward.spiffe import InvalidSpiffeId, SpiffeId
@@ -133,6 +134,17 @@ def _entry_from(body: dict[str, Any], entry_id: str) -> Entry:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+def _x509_response(issued: IssuedX509) -> JSONResponse:
+    pem = b"".join(c.public_bytes(Encoding.PEM) for c in issued.chain).decode("ascii")
+    return JSONResponse(
+        {
+            "spiffe_id": str(issued.spiffe_id),
+            "svid": pem,
+            "expires_at": _rfc3339(issued.not_after),
+        }
+    )
+
+
 def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route each)
     """The FastAPI application serving ``ca``."""
     app = FastAPI(title="meshward CA", docs_url=None, redoc_url=None, openapi_url=None)
@@ -185,14 +197,7 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
             raise BadRequest("csr must be a PEM string", code="bad_csr")
         token, ttl, caller = _opt_str(body, "token"), _opt_int(body, "ttl"), _caller(request)
         issued = await run(lambda: ca.issue_x509(csr, token, caller, ttl))
-        pem = b"".join(c.public_bytes(Encoding.PEM) for c in issued.chain).decode("ascii")
-        return JSONResponse(
-            {
-                "spiffe_id": str(issued.spiffe_id),
-                "svid": pem,
-                "expires_at": _rfc3339(issued.not_after),
-            }
-        )
+        return _x509_response(issued)
 
     @app.post("/v1/svid/jwt")
     @guarded("jwt_svid")
@@ -201,6 +206,34 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
         audience = body.get("audience")
         token, ttl, caller = _opt_str(body, "token"), _opt_int(body, "ttl"), _caller(request)
         issued = await run(lambda: ca.issue_jwt(audience, token, caller, ttl))  # type: ignore[arg-type]
+        return JSONResponse({"token": issued.token, "expires_at": _rfc3339(issued.expires_at)})
+
+    @app.get("/v1/agent/entries")
+    @guarded("agent_entries")
+    async def agent_entries(request: Request) -> Response:
+        caller = _caller(request)
+        entries = await run(lambda: ca.agent_entries(caller))
+        return JSONResponse({"entries": [e.to_json() for e in entries]})
+
+    @app.post("/v1/agent/svid/x509")
+    @guarded("x509_svid")
+    async def agent_svid_x509(request: Request) -> Response:
+        body = await _body(request)
+        csr = body.get("csr")
+        if not isinstance(csr, str):
+            raise BadRequest("csr must be a PEM string", code="bad_csr")
+        caller = _caller(request)
+        issued = await run(lambda: ca.agent_issue_x509(csr, body.get("entry_id"), caller))
+        return _x509_response(issued)
+
+    @app.post("/v1/agent/svid/jwt")
+    @guarded("jwt_svid")
+    async def agent_svid_jwt(request: Request) -> Response:
+        body = await _body(request)
+        caller = _caller(request)
+        issued = await run(
+            lambda: ca.agent_issue_jwt(body.get("entry_id"), body.get("audience"), caller)
+        )
         return JSONResponse({"token": issued.token, "expires_at": _rfc3339(issued.expires_at)})
 
     async def admin(request: Request) -> Caller:

@@ -31,7 +31,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from ca.api import create_app
 from ca.errors import CaError
 from ca.issuance import IPAddress, IssuedX509, build_csr
-from ca.keystore import generate_key
+from ca.keystore import generate_key, write_private_file
 from ca.service import SERVER_PATH, CertificateAuthority
 from meshward.settings import parse_hostport
 from meshward.spiffe import SpiffeId
@@ -72,8 +72,15 @@ class PeerCertProtocol(H11Protocol):
 class CaServer:
     """The HTTPS API plus the task that rotates keys and renews the server SVID."""
 
-    def __init__(self, ca: CertificateAuthority, addr: str, workdir: Path) -> None:
+    def __init__(
+        self,
+        ca: CertificateAuthority,
+        addr: str,
+        workdir: Path,
+        bundle_file: Path | None = None,
+    ) -> None:
         self.ca = ca
+        self.bundle_file = bundle_file
         self.host, self.port = parse_hostport(addr)
         self.workdir = workdir
         self.ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -106,6 +113,9 @@ class CaServer:
             # Adding is enough: a retired CA is past notAfter, so it verifies nothing.
             self.ssl.load_verify_locations(cadata=authority.bundle().to_pem().decode("ascii"))
             self._trusted_sequence = authority.sequence
+            if self.bundle_file is not None:
+                write_private_file(self.bundle_file, authority.bundle().to_json())
+                self.bundle_file.chmod(0o644)
 
     def _renew_server_svid(self) -> None:
         now = self.ca.clock.now()

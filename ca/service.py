@@ -54,10 +54,12 @@ from meshward.spiffe import SpiffeId, TrustDomain
 
 __all__ = [
     "ADMIN_PATH",
+    "AGENT_SELECTOR_PREFIX",
     "CertificateAuthority",
     "Caller",
     "SERVER_PATH",
     "init_authority",
+    "node_selector",
     "random_serial",
 ]
 
@@ -66,6 +68,14 @@ audit_log = logging.getLogger("meshward.ca.audit")
 
 ADMIN_PATH = "/meshward/admin"
 SERVER_PATH = "/meshward/ca"
+
+
+AGENT_SELECTOR_PREFIX = "agent:id:"
+
+
+def node_selector(node_id: SpiffeId) -> str:
+    """The selector that delegates an entry to the agent running as ``node_id``."""
+    return f"{AGENT_SELECTOR_PREFIX}{node_id}"
 
 
 def random_serial() -> int:
@@ -367,6 +377,62 @@ class CertificateAuthority:
             self.metrics.svid_ttl.labels("jwt_svid").observe(
                 (issued.expires_at - self.clock.now()).total_seconds()
             )
+            return issued
+
+    # -- node agents --------------------------------------------------------
+
+    def _agent_entry(self, entry_id: object, caller: Caller, outcome: _Outcome) -> Entry:
+        if caller.peer_id is None:
+            raise AttestationFailed("agent calls need the node's SVID", code="no_credential")
+        outcome.method = "agent"
+        if not isinstance(entry_id, str) or not entry_id:
+            raise BadRequest("entry_id must be a string", code="bad_entry_id")
+        entry = self.store.get_entry(entry_id)
+        if entry is None or node_selector(caller.peer_id) not in entry.selectors:
+            outcome.detail = f"entry={entry_id[:64]}"
+            raise NotEntitled("the entry is not delegated to this node", code="not_delegated")
+        outcome.spiffe_id = str(entry.spiffe_id)
+        return entry
+
+    def agent_entries(self, caller: Caller) -> list[Entry]:
+        """The entries delegated to the calling node (selector ``agent:id:<node ID>``)."""
+        if caller.peer_id is None:
+            raise AttestationFailed("agent calls need the node's SVID", code="no_credential")
+        selector = node_selector(caller.peer_id)
+        return [e for e in self.store.list_entries() if selector in e.selectors]
+
+    def agent_issue_x509(self, csr_pem: str, entry_id: object, caller: Caller) -> IssuedX509:
+        """Sign for an entry delegated to the calling node (the node's agent attested it)."""
+        outcome = _Outcome(method="agent")
+        with self._audited("x509_svid", caller, outcome):
+            self._rate_limit(caller)
+            request = parse_csr(csr_pem)
+            entry = self._agent_entry(entry_id, caller, outcome)
+            issued = self._sign_x509(request, entry.spiffe_id, entry, None)
+            outcome.serial = format(issued.serial, "x")
+            outcome.not_after = issued.not_after
+            self.metrics.issued.labels("x509_svid", "agent", "ok").inc()
+            self.metrics.svid_ttl.labels("x509_svid").observe(
+                (issued.not_after - self.clock.now()).total_seconds()
+            )
+            return issued
+
+    def agent_issue_jwt(self, entry_id: object, audience: object, caller: Caller) -> IssuedJwt:
+        outcome = _Outcome(method="agent")
+        with self._audited("jwt_svid", caller, outcome):
+            self._rate_limit(caller)
+            aud = check_audience(audience)
+            entry = self._agent_entry(entry_id, caller, outcome)
+            s = self.settings
+            seconds = self._ttl(None, entry.jwt_ttl, s.jwt_svid_ttl, s.jwt_svid_max_ttl)
+            with self._lock:
+                slot = self.authority.active
+            issued = issue_jwt_svid(
+                entry.spiffe_id, aud, slot, self.clock.now(), dt.timedelta(seconds=seconds)
+            )
+            outcome.not_after = issued.expires_at
+            outcome.detail = f"kid={issued.kid}"
+            self.metrics.issued.labels("jwt_svid", "agent", "ok").inc()
             return issued
 
     # -- admin --------------------------------------------------------------

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import MutableMapping
+from collections.abc import MutableMapping, Sequence
 from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client.registry import Collector
 
 __all__ = [
     "CONTENT_TYPE",
@@ -63,13 +64,20 @@ def multiprocess_dir(environ: MutableMapping[str, str] | None = None) -> Path | 
     return Path(value) if value else None
 
 
-def render(registry: CollectorRegistry) -> bytes:
-    """The text exposition of ``registry`` — of all workers' samples in multi-process mode."""
+def render(registry: CollectorRegistry, local: Sequence[Collector] = ()) -> bytes:
+    """The text exposition of ``registry`` — of all workers' samples in multi-process mode.
+
+    ``local`` are collectors that read this process's state at scrape time
+    (registered on ``registry`` too); multi-process mode cannot merge them, so
+    they are rendered as this worker sees them, beside the merged samples.
+    """
     directory = multiprocess_dir()
     if directory is None:
         return generate_latest(registry)
     merged = CollectorRegistry()
     multiprocess.MultiProcessCollector(merged, path=str(directory))  # type: ignore[no-untyped-call]
+    for collector in local:
+        merged.register(collector)
     return generate_latest(merged)
 
 

@@ -15,6 +15,8 @@ redacted from every message meshward writes.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import io
 import os
@@ -22,6 +24,7 @@ import re
 import subprocess
 import tarfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -150,6 +153,18 @@ class GitSource:
         self._git_dir = cache_dir / f"{key}.git"
         self._lock = threading.Lock()
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One ``git`` user of the cache at a time: threads here, and PDP worker processes."""
+        with self._lock:
+            self._git_dir.parent.mkdir(parents=True, exist_ok=True)
+            with open(f"{self._git_dir}.lock", "a") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+
     @property
     def description(self) -> str:
         where = f" subdir {self._subdir}" if self._subdir else ""
@@ -171,7 +186,7 @@ class GitSource:
         run_git(["init", "--quiet", "--bare", str(self._git_dir)], timeout=self._timeout)
 
     def refresh(self) -> None:
-        with self._lock:
+        with self._locked():
             try:
                 self._ensure_cache()
                 run_git(
@@ -214,7 +229,7 @@ class GitSource:
         if not _SHA.match(revision.version):
             raise CheckoutError(f"not a commit SHA: {revision.version[:80]!r}", code="bad_ref")
         treeish = f"{revision.version}:{self._subdir}" if self._subdir else revision.version
-        with self._lock:
+        with self._locked():
             return archive_tree(self._git_dir, treeish, dest, timeout=self._timeout)
 
 

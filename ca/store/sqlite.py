@@ -73,6 +73,9 @@ class SqliteStore:
         )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=30000")
+        # WAL + NORMAL: a commit survives a crash of the process; only a power
+        # loss may drop the last transactions (no fsync per audit row).
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:

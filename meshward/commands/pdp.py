@@ -21,7 +21,12 @@ app = typer.Typer(
 def serve(
     ctx: typer.Context,
     policies: Annotated[
-        str | None, typer.Option("--policies", help="Policy directory (default ./policies).")
+        str | None,
+        typer.Option(
+            "--policies",
+            help="Policy directory (default ./policies) or Git URL (file://, ssh://, "
+            "https://, git@host:repo; see [policy_source] in docs/policies.md).",
+        ),
     ] = None,
     grpc_addr: Annotated[
         str | None,

@@ -88,8 +88,9 @@ def _write_config(pdp: PdpProcess, extra: dict[str, Any]) -> Path:
 def pdp_process(
     workdir: Path,
     *args: str,
-    policies: Path = REPO / "policies",
+    policies: Path | str = REPO / "policies",
     pdp_settings: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[PdpProcess]:
     """Start ``meshward pdp serve`` and wait until ``/readyz`` says ready."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -97,8 +98,10 @@ def pdp_process(
         workdir, TestPki(TRUST_DOMAIN), SigningKey("svid-key-1"), SigningKey("idp-1", "rsa")
     )
     config = _write_config(pdp, pdp_settings or {})
+    extra_env = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESHWARD_")}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra_env)
     argv = meshward_argv(
         "--config", str(config),
         "--state-dir", str(workdir / "state"),

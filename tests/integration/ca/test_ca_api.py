@@ -270,3 +270,68 @@ def test_untrusted_client_cert_is_refused(ca: CaProcess, tmp_path: Path) -> None
     )
     with pytest.raises(httpx.HTTPError), ca.client(tmp_path) as client:
         client.get("/v1/entries")
+
+
+async def test_node_agent_client_against_the_real_ca(ca: CaProcess, tmp_path: Path) -> None:
+    from ca.agent.ca_client import CaClient, node_selector
+    from ca.agent.errors import CaRejected
+    from meshward.clock import SystemClock
+    from meshward.spiffe import TrustDomain
+
+    node = SpiffeId.parse("spiffe://example.org/node/n1")
+    token = _token(ca, str(node))
+    with ca.admin() as admin:
+        delegated = admin.post(
+            "/v1/entries",
+            json={
+                "spiffe_id": "spiffe://example.org/app",
+                "selectors": [node_selector(node), "unix:uid:1000"],
+            },
+        ).json()
+        admin.post(
+            "/v1/entries",
+            json={"spiffe_id": "spiffe://example.org/elsewhere", "selectors": ["unix:uid:1"]},
+        )
+        other = admin.post(
+            "/v1/entries",
+            json={
+                "spiffe_id": "spiffe://example.org/n2app",
+                "selectors": ["agent:id:spiffe://example.org/node/n2"],
+            },
+        ).json()
+    client = CaClient(
+        ca.url,
+        TrustDomain("example.org"),
+        ca.bundle_pem(),
+        tmp_path / "agent",
+        SystemClock(),
+        lambda: token,
+    )
+    try:
+        bundle = await client.fetch_bundle()
+        assert bundle is not None
+        assert client.node_id == node
+        entries = await client.fetch_entries()
+        assert [str(e.spiffe_id) for e in entries] == ["spiffe://example.org/app"]
+        assert entries[0].selectors == {"unix:uid:1000"}
+        key = ec.generate_private_key(ec.SECP256R1())
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([]))
+            .sign(key, hashes.SHA256())
+        )
+        chain = await client.sign_x509(entries[0], csr, None)
+        pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
+        assert openssl_verify(ca.bundle_pem(), pem, "sslclient", tmp_path / "v").returncode == 0
+        with ca.client(None) as anonymous:
+            assert anonymous.get("/v1/agent/entries").status_code == 401
+        # An entry delegated to another node is refused (403) for this one.
+        from ca.agent.model import Entry as AgentEntry
+
+        foreign = AgentEntry(other["id"], SpiffeId.parse(other["spiffe_id"]), frozenset())
+        with pytest.raises(CaRejected) as err:
+            await client.sign_x509(foreign, csr, None)
+        assert err.value.status == 403
+    finally:
+        await client.aclose()
+    assert delegated["id"]

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 from authz.bundle import load_bundle
-from authz.decisionlog import DecisionEvent, DecisionLog, RotatingFileSink
+from authz.decisionlog import DecisionLog, RotatingFileSink
 from authz.engine import Engine
 from authz.model import AccessRequest, EntityUid, Identity
 from tests.support.cli import REPO, meshward
 from tests.support.gitrepo import PolicyRepo
 from tests.support.policyfiles import SYNTAX_ERROR, TIGHTEN_ORDERS_READS_CATALOG, example_files
+from tests.support.records import record_for
 
 NS = "spiffe://meshward.local/ns/shop/sa/"
 WHEN = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -63,7 +64,7 @@ def logged(tmp_path: Path) -> tuple[Path, set[str]]:
         for n, (caller, method, target, route, changes) in enumerate(TRAFFIC * 3):
             request = _request(caller, method, target, route)
             decision = engine.evaluate(request)
-            dlog.record(DecisionEvent(WHEN, f"d{n}", request, decision, 0.001))
+            dlog.record(record_for(request, decision, f"d{n}", time=WHEN))
             if changes:
                 changed.add(f"d{n}")
     return path, changed

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -8,19 +9,20 @@ from pathlib import Path
 
 import pytest
 
+from authz.decider import DecisionRecord
 from authz.decisionlog import (
-    DecisionEvent,
     DecisionLog,
     RotatingFileSink,
     StreamSink,
     decision_entry,
 )
 from authz.model import AccessRequest, Decision, Effect, EntityUid, Identity
+from tests.support.records import record_for
 
 WHEN = dt.datetime(2026, 3, 1, 12, 0, 5, tzinfo=dt.UTC)
 
 
-def _event(n: int = 0, headers: dict[str, str] | None = None) -> DecisionEvent:
+def _event(n: int = 0, headers: dict[str, str] | None = None) -> DecisionRecord:
     identity = Identity(
         EntityUid("User", "https://idp.test|alice"),
         parents=(EntityUid("Group", "admins"),),
@@ -40,7 +42,7 @@ def _event(n: int = 0, headers: dict[str, str] | None = None) -> DecisionEvent:
         },
     )
     decision = Decision(Effect.ALLOW, ("policy0",), (), "abc123")
-    return DecisionEvent(WHEN, f"d-{n}", request, decision, 0.00125, "local")
+    return record_for(request, decision, f"d-{n}", time=WHEN, latency=0.00125, tier="local")
 
 
 def test_entry_has_every_field_and_redacts() -> None:
@@ -57,6 +59,9 @@ def test_entry_has_every_field_and_redacts() -> None:
     assert entry["errors"] == []
     assert entry["latency_ms"] == 1.25
     assert entry["cache"] == "local"
+    assert entry["outcome"] == "allow"
+    assert entry["adapter"] == "grpc"
+    assert entry["replayable"] is True
     assert entry["request"] == {"method": "GET", "host": "api.local", "path": "/items/0"}
     headers = entry["context"]["http"]["headers"]
     assert headers == {"Authorization": "[redacted]", "Cookie": "[redacted]", "a": "b"}
@@ -127,6 +132,7 @@ def test_a_failing_sink_never_raises(tmp_path: Path) -> None:
 def test_unserialisable_context_values_still_log() -> None:
     out = io.StringIO()
     event = _event()
+    assert event.request is not None
     weird = AccessRequest(
         event.request.identity,
         event.request.action,
@@ -134,7 +140,7 @@ def test_unserialisable_context_values_still_log() -> None:
         {"blob": b"\x00\x01", "when": WHEN},
     )
     with DecisionLog(StreamSink(out)) as dlog:
-        dlog.record(DecisionEvent(WHEN, "w", weird, event.decision, 0.0))
+        dlog.record(record_for(weird, Decision(Effect.DENY), "w"))
     assert json.loads(out.getvalue())["decision_id"] == "w"
 
 
@@ -146,3 +152,12 @@ def test_full_queue_drops_instead_of_blocking() -> None:
     dlog.start()
     dlog.close()
     assert dlog.written == 3
+
+
+def test_a_decision_without_a_request_is_logged_as_not_replayable() -> None:
+    record = dataclasses.replace(_event(), request=None, principal="", outcome="unauthenticated")
+    entry = decision_entry(record)
+    assert entry["replayable"] is False
+    assert entry["context"] is None
+    assert entry["outcome"] == "unauthenticated"
+    assert entry["decision_id"] == "d-0"

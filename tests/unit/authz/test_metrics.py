@@ -7,7 +7,9 @@ import datetime as dt
 
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import InfoMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
 from authz.decider import DecisionRecord
 from authz.metrics import LATENCY_BUCKETS, PdpMetrics
@@ -69,23 +71,12 @@ def test_authentication_failures_by_reason(metrics: PdpMetrics) -> None:
     assert got[("meshward_pdp_decision_errors_total", (("code", "request:bad_method"),))] == 1
 
 
-def test_policy_version_info_follows_activation(metrics: PdpMetrics) -> None:
-    info = "meshward_pdp_policy_version_info"
-    assert samples(metrics)[("meshward_pdp_policies_loaded", ())] == 0
-    metrics.set_policy_version("abc123")
-    got = samples(metrics)
-    assert got[(info, (("version", "abc123"),))] == 1
-    assert got[("meshward_pdp_policies_loaded", ())] == 1
-    metrics.set_policy_version("def456")
-    got = samples(metrics)
-    assert got[(info, (("version", "abc123"),))] == 0
-    assert got[(info, (("version", "def456"),))] == 1
+def test_scrape_time_collectors_are_rendered(metrics: PdpMetrics) -> None:
+    class Version(Collector):
+        def collect(self):
+            family = InfoMetricFamily("meshward_test_policy", "test")
+            family.add_metric([], {"version": "abc"})
+            yield family
 
-
-def test_reloads_by_result(metrics: PdpMetrics) -> None:
-    metrics.policy_reloaded("ok")
-    metrics.policy_reloaded("rejected")
-    metrics.policy_reloaded("rejected")
-    got = samples(metrics)
-    assert got[("meshward_pdp_policy_reloads_total", (("result", "ok"),))] == 1
-    assert got[("meshward_pdp_policy_reloads_total", (("result", "rejected"),))] == 2
+    metrics.add_collector(Version())
+    assert samples(metrics)[("meshward_test_policy_info", (("version", "abc"),))] == 1

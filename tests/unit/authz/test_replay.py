@@ -7,9 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authz.decisionlog import DecisionEvent, decision_entry
+from authz.decisionlog import decision_entry
 from authz.model import AccessRequest, Decision, Effect, EntityUid, Identity
-from authz.replay import BadLine, LoggedDecision, parse_entry, read_log, replay
+from authz.replay import BadLine, LoggedDecision, NotReplayable, parse_entry, read_log, replay
+from tests.support.records import record_for
 
 WHEN = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
 ids = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30)
@@ -38,7 +39,7 @@ def test_a_logged_decision_parses_back_to_its_request(
         EntityUid("Service", resource),
         context,
     )
-    event = DecisionEvent(WHEN, "d1", request, Decision(effect, policy_version="v1"), 0.0)
+    event = record_for(request, Decision(effect, policy_version="v1"), "d1")
     line = json.dumps(decision_entry(event, redact=()))
     back = parse_entry(json.loads(line), 7)
     assert back.request == request
@@ -64,6 +65,11 @@ def test_malformed_lines_are_bad_lines(line: str) -> None:
     assert isinstance(item, BadLine) and item.line == 1
 
 
+def test_unreplayable_entries_are_recognised() -> None:
+    (item,) = read_log(['{"replayable": false, "decision": "deny", "principal": ""}'])
+    assert item == NotReplayable(1)
+
+
 def test_report_counts_and_limits_examples() -> None:
     def entry(n: int, effect: Effect) -> LoggedDecision:
         request = AccessRequest(
@@ -73,13 +79,13 @@ def test_report_counts_and_limits_examples() -> None:
         )
         return LoggedDecision(n, f"d{n}", "v", request, effect, ())
 
-    logged = [entry(n, Effect.ALLOW) for n in range(6)] + [BadLine(99, "x")]
+    logged = [entry(n, Effect.ALLOW) for n in range(6)] + [BadLine(99, "x"), NotReplayable(100)]
 
     def evaluate(request: AccessRequest) -> Decision:
         return Decision(Effect.DENY if request.principal.id == "u1" else Effect.ALLOW)
 
     report = replay(logged, evaluate, candidate_version="c", examples=2)
-    assert (report.replayed, report.changed) == (6, 3)
+    assert (report.replayed, report.changed, report.not_replayable) == (6, 3, 1)
     assert dict(report.by_principal) == {'User::"u1"': 3}
     assert [c.logged.decision_id for c in report.examples] == ["d1", "d3"]
     assert report.to_json()["bad_lines"] == [{"line": 99, "error": "x"}]

@@ -1,0 +1,191 @@
+"""The policy side of a running PDP, wired from settings in one place.
+
+:func:`build_policy_runtime` assembles, without starting anything: the source
+(directory or Git) and its gate, which swaps every activated engine into the
+decider's engine holder; the Redis announcer when ``pdp.redis_url`` is set;
+the shadow source, gate and comparator when ``policy_source.shadow`` is set;
+the decision log when ``decision_log.path`` is set; the ``/v1/policies``
+router and the metrics collector. :meth:`PolicyRuntime.start` activates the
+first version (raising ``SourceError`` when there is none to serve) and
+starts the poll loops; :meth:`PolicyRuntime.stop` ends them and flushes the
+decision log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from fastapi import APIRouter
+
+from authz.decider import DecisionRecord, EngineHolder
+from authz.decisionlog import DecisionLog, open_sink
+from authz.engine import Engine
+from authz.model import Decision, Effect
+from authz.shadow import Shadow
+from authz.sources.announce import RedisAnnouncer
+from authz.sources.bundles import prepare_engine
+from authz.sources.errors import SourceError
+from authz.sources.factory import make_source, webhook_secret, work_dir_for
+from authz.sources.gate import Gate, PolicyStatus
+from authz.sources.http import policies_router
+from authz.sources.metrics import PolicyCollector
+from meshward.clock import Clock, SystemClock
+from meshward.settings import Settings
+
+__all__ = ["PolicyRuntime", "ShadowObserver", "build_policy_runtime", "check_policies"]
+
+log = logging.getLogger(__name__)
+
+
+class ShadowObserver:
+    """A decider observer that hands every live decision to the shadow comparator."""
+
+    def __init__(self, shadow: Shadow) -> None:
+        self._shadow = shadow
+
+    def observe(self, record: DecisionRecord) -> None:
+        if record.request is None or record.decision not in ("allow", "deny"):
+            return
+        decision = Decision(Effect(record.decision), record.reasons, record.errors, record.version)
+        self._shadow.observe(record.request, decision)
+
+
+@dataclass
+class PolicyRuntime:
+    gate: Gate[Engine]
+    router: APIRouter
+    collector: PolicyCollector
+    observers: list[Any]
+    decision_log: DecisionLog | None = None
+    announcer: RedisAnnouncer | None = None
+    shadow_gate: Gate[Engine] | None = None
+    shadow: Shadow | None = None
+    redis: aioredis.Redis | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        """Activate the first version, then poll and listen in the background."""
+        if self.decision_log is not None:
+            self.decision_log.start()
+        if self.shadow is not None:
+            self.shadow.start()
+        await self.gate.reload()
+        if self.gate.active is None:
+            raise SourceError(_why_nothing_active(self.gate.status()), code="no_policies")
+        if self.shadow_gate is not None:
+            await self.shadow_gate.reload()
+            self._tasks.append(asyncio.create_task(self.shadow_gate.run()))
+        self._tasks.append(asyncio.create_task(self.gate.run()))
+        if self.announcer is not None:
+            self._tasks.append(asyncio.create_task(self.announcer.listen(self.gate)))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self.shadow is not None:
+            await asyncio.to_thread(self.shadow.close)
+        if self.decision_log is not None:
+            await asyncio.to_thread(self.decision_log.close)
+        if self.redis is not None:
+            with contextlib.suppress(Exception):
+                await self.redis.aclose()
+
+
+def _why_nothing_active(status: PolicyStatus) -> str:
+    if status.last_fetch_error is not None:
+        return f"no policies to serve: {status.last_fetch_error.message}"
+    if status.last_rejected is not None:
+        problems = "; ".join(
+            f"{p.file}:{p.line}:{p.column}: {p.code}: {p.message}"
+            for p in status.last_rejected.problems
+        )
+        return (
+            f"no policies to serve: version {status.last_rejected.version} "
+            f"failed the gate ({status.last_rejected.stage}): {problems}"
+        )
+    return "no policies to serve"
+
+
+def build_policy_runtime(settings: Settings, clock: Clock, engines: EngineHolder) -> PolicyRuntime:
+    """Wire the policy source, gate, announcer, shadow, decision log, router and metrics."""
+    ps = settings.policy_source
+    state = settings.state_dir
+    source = make_source(settings.pdp.policies, ps, state)
+    redis = aioredis.Redis.from_url(settings.pdp.redis_url) if settings.pdp.redis_url else None
+    announcer = RedisAnnouncer(redis, source.description) if redis is not None else None
+    gate: Gate[Engine] = Gate(
+        source,
+        prepare_engine,
+        clock=clock,
+        work_dir=work_dir_for(source, state),
+        veto=announcer.is_rejected if announcer is not None else None,
+    )
+    gate.on_activate(lambda activation: engines.swap(activation.engine, activation.version))
+    if announcer is not None:
+        announcer.attach(gate)
+
+    observers: list[Any] = []
+    shadow_gate: Gate[Engine] | None = None
+    shadow: Shadow | None = None
+    if ps.shadow:
+        shadow_source = make_source(
+            ps.shadow, ps, state, branch=ps.shadow_branch, subdir=ps.shadow_subdir
+        )
+        shadow_gate = Gate(
+            shadow_source, prepare_engine, clock=clock, work_dir=work_dir_for(shadow_source, state)
+        )
+        candidate = shadow_gate
+
+        def current() -> Engine | None:
+            active = candidate.active
+            return active.engine if active is not None else None
+
+        shadow = Shadow(current)
+        observers.append(ShadowObserver(shadow))
+
+    dl = settings.decision_log
+    decision_log: DecisionLog | None = None
+    if dl.path:
+        sink = open_sink(dl.path, max_bytes=dl.max_bytes, backups=dl.backups)
+        decision_log = DecisionLog(sink, sample_rate=dl.sample_rate, redact=dl.redact)
+        observers.append(decision_log)
+
+    router = policies_router(gate, webhook_secret=webhook_secret(ps), shadow=shadow_gate)
+    collector = PolicyCollector(gate, shadow=shadow, decision_log=decision_log)
+    return PolicyRuntime(
+        gate=gate,
+        router=router,
+        collector=collector,
+        observers=observers,
+        decision_log=decision_log,
+        announcer=announcer,
+        shadow_gate=shadow_gate,
+        shadow=shadow,
+        redis=redis,
+    )
+
+
+def check_policies(settings: Settings, clock: Clock | None = None) -> str:
+    """Read and gate the configured policies once; return the version that would serve.
+
+    Raises ``SourceError`` when nothing would (``meshward pdp serve --workers N``
+    checks this once before starting its workers).
+    """
+    source = make_source(settings.pdp.policies, settings.policy_source, settings.state_dir)
+    gate: Gate[Engine] = Gate(
+        source,
+        prepare_engine,
+        clock=clock or SystemClock(),
+        work_dir=work_dir_for(source, settings.state_dir),
+    )
+    asyncio.run(gate.reload())
+    if gate.active is None:
+        raise SourceError(_why_nothing_active(gate.status()), code="no_policies")
+    return gate.active.version

@@ -1,0 +1,96 @@
+"""The CA on embedded defaults, for ``meshward up``.
+
+On first start it initialises a CA in ``<state-dir>/ca`` (trust domain from
+the settings). When no passphrase is configured (``MESHWARD_CA_PASSPHRASE``
+or ``ca.passphrase_file``) it generates one into
+``<state-dir>/ca-passphrase`` (0600): convenient for a laptop, and no
+protection against someone who can read the state directory — production
+runs ``meshward ca serve`` with a passphrase from the environment or a
+secret file. The trust bundle (JWK Set: X.509 and JWT authorities) is kept
+current in ``<state-dir>/ca/bundle.json`` for the PDP.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+
+from ca.errors import CaError
+from ca.issuance import build_csr
+from ca.keystore import PASSPHRASE_ENV, generate_key, write_private_file
+from ca.service import ADMIN_PATH, Caller, CertificateAuthority, init_authority, random_serial
+from ca.store.protocol import Entry
+from ca.store.sqlite import SqliteStore
+from ca.wiring import ca_files, open_ca
+from meshward.clock import SystemClock
+from meshward.settings import Settings
+from meshward.spiffe import SpiffeId, TrustDomain
+
+__all__ = ["bundle_file", "prepare_embedded_ca", "write_admin_svid"]
+
+
+def bundle_file(settings: Settings) -> Path:
+    return settings.state_dir / "ca" / "bundle.json"
+
+
+def _passphrase_env(settings: Settings, env: Mapping[str, str]) -> dict[str, str]:
+    out = dict(env)
+    if settings.ca.passphrase_file is None and not env.get(PASSPHRASE_ENV):
+        path = settings.state_dir / "ca-passphrase"
+        if not path.exists():
+            write_private_file(path, secrets.token_urlsafe(32).encode("ascii"))
+        out[PASSPHRASE_ENV] = path.read_text(encoding="ascii").strip()
+    return out
+
+
+def write_admin_svid(ca: CertificateAuthority, out: Path, ttl: int) -> None:
+    """An admin SVID (svid.pem, key.pem, bundle.pem) for the operator."""
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
+    key = generate_key("ec-p256")
+    issued = ca.issue_x509_local(SpiffeId(ca.trust_domain, ADMIN_PATH), build_csr(key), ttl)
+    out.mkdir(parents=True, exist_ok=True)
+    write_private_file(
+        out / "svid.pem", b"".join(c.public_bytes(serialization.Encoding.PEM) for c in issued.chain)
+    )
+    write_private_file(
+        out / "key.pem",
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    write_private_file(out / "bundle.pem", ca.authority.bundle().to_pem())
+
+
+def prepare_embedded_ca(
+    settings: Settings, env: Mapping[str, str] | None = None
+) -> CertificateAuthority:
+    """Open the CA in the state directory, creating it first if needed."""
+    environ = _passphrase_env(settings, os.environ if env is None else env)
+    files = ca_files(settings)
+    if not files.exists():
+        from ca.keystore import read_passphrase  # noqa: PLC0415
+
+        clock = SystemClock()
+        passphrase = read_passphrase(environ, settings.ca.passphrase_file)
+        td = TrustDomain.parse(settings.ca.trust_domain)
+        authority = init_authority(td, settings.ca, clock.now(), random_serial)
+        files.save(authority, passphrase)
+        fresh = CertificateAuthority(
+            authority, SqliteStore(files.db), settings.ca, clock, files=files, passphrase=passphrase
+        )
+        admin = Entry(fresh.new_entry_id(), SpiffeId(td, ADMIN_PATH), admin=True)
+        fresh.add_entry(admin, Caller(address="up"))
+        write_admin_svid(fresh, settings.state_dir / "admin", settings.ca.x509_svid_max_ttl)
+        fresh.store.close()
+    ca = open_ca(settings, environ)
+    try:
+        write_private_file(bundle_file(settings), ca.authority.bundle().to_json())
+        bundle_file(settings).chmod(0o644)
+    except OSError as exc:
+        raise CaError(f"cannot write the trust bundle: {exc}") from exc
+    return ca
