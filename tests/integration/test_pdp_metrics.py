@@ -55,6 +55,7 @@ def test_scrapes_of_any_worker_sum_all_workers(pdp: PdpProcess) -> None:
 def test_policy_version_and_readiness_are_reported(pdp: PdpProcess) -> None:
     text = httpx.get(f"{pdp.http_url}/metrics").text
     families = {f.name: f for f in text_string_to_metric_families(text)}
-    versions = [s for s in families["meshward_policy"].samples if s.value == 1]
+    info = families.get("meshward_policy_info") or families["meshward_policy"]
+    versions = [s for s in info.samples if s.value == 1]
     assert len({s.labels["version"] for s in versions}) == 1
     assert [s.value for s in families["meshward_pdp_policies_loaded"].samples] == [1]
