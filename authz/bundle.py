@@ -226,12 +226,35 @@ def _parse_schema(text: str, problems: list[Problem]) -> cedarpy.Schema | None:
 
 def _parse_policy_file(rel: str, text: str, problems: list[Problem]) -> list[Policy]:
     source = SourceMap(text)
+    statements = split_statements(text)
+    bodies = _parse_whole_file(text, len(statements))
+    if bodies is not None:
+        return [
+            _policy(rel, index, statement, body, source)
+            for index, (statement, body) in enumerate(zip(statements, bodies, strict=True))
+        ]
+    # Something is wrong: parse statement by statement to find every error.
     out: list[Policy] = []
-    for index, statement in enumerate(split_statements(text)):
+    for index, statement in enumerate(statements):
         policy = _parse_statement(rel, index, statement, source, problems)
         if policy is not None:
             out.append(policy)
     return out
+
+
+def _parse_whole_file(text: str, count: int) -> list[dict[str, Any]] | None:
+    """The file's policies in order when it parses in one go into ``count`` static policies."""
+    try:
+        document = json.loads(cedarpy.policies_to_json_str(text))
+    except ValueError:
+        return None
+    static = document.get("staticPolicies") or {}
+    if document.get("templates") or len(static) != count:
+        return None
+    numbered = {int(key[6:]): body for key, body in static.items() if key[6:].isdigit()}
+    if sorted(numbered) != list(range(count)):
+        return None
+    return [numbered[i] for i in range(count)]
 
 
 def _parse_statement(
@@ -252,13 +275,16 @@ def _parse_statement(
         )
         return None
     (body,) = document["staticPolicies"].values()
+    return _policy(rel, index, statement, body, source)
+
+
+def _policy(
+    rel: str, index: int, statement: Statement, body: dict[str, Any], source: SourceMap
+) -> Policy:
+    start = source.position(statement.start)
     annotations = body.get("annotations") or {}
-    policy_id = annotations.get("id", f"{rel}#{index}")
-    if not isinstance(policy_id, str) or not policy_id.strip():
-        problems.append(Problem(rel, start.line, start.column, "bad-id", "@id must not be empty"))
-        return None
     return Policy(
-        id=policy_id,
+        id=str(annotations.get("id", f"{rel}#{index}")),
         file=rel,
         line=start.line,
         column=start.column,
@@ -271,6 +297,11 @@ def _parse_statement(
 def _check_duplicate_ids(policies: list[Policy], problems: list[Problem]) -> None:
     seen: dict[str, Policy] = {}
     for policy in policies:
+        if not policy.id.strip():
+            problems.append(
+                Problem(policy.file, policy.line, policy.column, "bad-id", "@id is empty")
+            )
+            continue
         first = seen.setdefault(policy.id, policy)
         if first is not policy:
             problems.append(

@@ -26,9 +26,14 @@ __all__ = [
     "tokenize",
 ]
 
-_PUNCT2 = ("::", "==", "!=", "<=", ">=", "&&", "||")
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_NUMBER = re.compile(r"[0-9]+")
+_TOKEN = re.compile(
+    r"""//[^\n]*"""  # a comment (dropped)
+    r"""|"(?:[^"\\\n]|\\.)*"?"""  # a string; unterminated ones end at the line's end
+    r"""|[A-Za-z_][A-Za-z0-9_]*|[0-9]+"""
+    r"""|::|==|!=|<=|>=|&&|\|\||\S"""
+)
+# What matters for splitting: comments, strings, ";" and runs of anything else.
+_CHUNK = re.compile(r"""//[^\n]*|"(?:[^"\\\n]|\\.)*"?|;|[^\s"/;]+|/""")
 _QUOTED = re.compile(r"`([^`]+)`|resolve type: ([A-Za-z_][A-Za-z0-9_:]*)")
 _SYNTAX_MARKERS = ("unexpected token", "invalid token", "unrecognized token")
 _EOF_MARKERS = ("unexpected end of input",)
@@ -64,30 +69,11 @@ def tokenize(text: str) -> list[Token]:
     Tolerant: an unterminated string runs to the end of its line, an unknown
     character is a one-character token; the parser reports what is wrong.
     """
-    tokens: list[Token] = []
-    i, n = 0, len(text)
-    while i < n:
-        ch = text[i]
-        if ch.isspace():
-            i += 1
-        elif text.startswith("//", i):
-            end = text.find("\n", i)
-            i = n if end < 0 else end + 1
-        elif ch == '"':
-            j = i + 1
-            while j < n and text[j] != '"' and text[j] != "\n":
-                j += 2 if text[j] == "\\" else 1
-            j = min(j + 1, n) if j < n and text[j] == '"' else j
-            tokens.append(Token(i, j, text[i:j]))
-            i = j
-        elif match := _IDENT.match(text, i) or _NUMBER.match(text, i):
-            tokens.append(Token(i, match.end(), match.group()))
-            i = match.end()
-        else:
-            width = 2 if text.startswith(_PUNCT2, i) else 1
-            tokens.append(Token(i, i + width, text[i : i + width]))
-            i += width
-    return tokens
+    return [
+        Token(m.start(), m.end(), m.group())
+        for m in _TOKEN.finditer(text)
+        if not m.group().startswith("//")
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,18 +89,19 @@ class Statement:
 def split_statements(text: str) -> list[Statement]:
     """Split policy text at top-level ``;`` (``;`` cannot occur elsewhere in Cedar)."""
     statements: list[Statement] = []
-    first: Token | None = None
-    for token in tokenize(text):
-        if first is None:
-            first = token
-        if token.text == ";":
-            statements.append(
-                Statement(first.start, token.end, text[first.start : token.end], True)
-            )
-            first = None
-    if first is not None:
+    first = -1
+    for match in _CHUNK.finditer(text):
+        chunk = match.group()
+        if chunk.startswith("//"):
+            continue
+        if first < 0:
+            first = match.start()
+        if chunk == ";":
+            statements.append(Statement(first, match.end(), text[first : match.end()], True))
+            first = -1
+    if first >= 0:
         end = len(text.rstrip())
-        statements.append(Statement(first.start, end, text[first.start : end], False))
+        statements.append(Statement(first, end, text[first:end], False))
     return statements
 
 

@@ -16,18 +16,17 @@ simply grants nothing (Cedar's own semantics).
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
 
 import cedarpy
 
 from authz.bundle import Policy, PolicyBundle, policy_set_from
-from authz.cedar import principal_entities, to_cedar_request
-from authz.model import AccessRequest, Decision, Effect, EntityUid, Identity
+from authz.cedar import to_cedar_request
+from authz.entities import EntityStore, entity_literals
+from authz.model import AccessRequest, Decision, Effect, EntityUid
 from authz.slicing import Hierarchy, ScopeIndex
 
 __all__ = ["Engine", "RawResult"]
@@ -79,9 +78,8 @@ class Engine:
         self._forbids = frozenset(p.id for p in bundle.policies if p.effect == "forbid")
         self._index = ScopeIndex([p.json for p in bundle.policies])
         self._hierarchy = Hierarchy(bundle.entity_records)
-        self._static = {
-            EntityUid(str(r["uid"]["type"]), str(r["uid"]["id"])): r for r in bundle.entity_records
-        }
+        self._store = EntityStore(bundle.entities, bundle.entity_records)
+        self._literals = tuple(entity_literals(p.json) for p in bundle.policies)
         self._slices: OrderedDict[tuple[int, ...], cedarpy.PolicySet] = OrderedDict()
         self._slice_cache_size = max(1, slice_cache_size)
         self._lock = threading.Lock()
@@ -123,27 +121,6 @@ class Engine:
                 self._slices.popitem(last=False)
         return built
 
-    # -- entities --------------------------------------------------------------
-
-    def _entities(self, identity: Identity) -> cedarpy.Entities:
-        base = self.bundle.entities
-        static = self._static.get(identity.principal)
-        if static is None:
-            if not identity.parents and not identity.attributes:
-                return base
-            return base.with_added_json_str(json.dumps(principal_entities(identity)))
-        # The principal is also a static entity: merge parents and attributes.
-        (mine,) = principal_entities(identity)
-        merged = {
-            "uid": static["uid"],
-            "attrs": {**static.get("attrs", {}), **mine["attrs"]},
-            "parents": _unique([*static.get("parents", []), *mine["parents"]]),
-        }
-        records: list[Any] = [
-            merged if uid == identity.principal else record for uid, record in self._static.items()
-        ]
-        return cedarpy.Entities.from_json_str(json.dumps(records))
-
     # -- evaluation ------------------------------------------------------------
 
     def evaluate_raw(self, request: AccessRequest) -> RawResult:
@@ -154,7 +131,7 @@ class Engine:
         result = cedarpy.is_authorized(
             to_cedar_request(request),
             self._policy_set(positions),
-            self._entities(request.identity),
+            self._store.for_request(request, _union(self._literals[i] for i in positions)),
         )
         diagnostics = result.diagnostics
         return RawResult(
@@ -193,12 +170,8 @@ class Engine:
         return [self.evaluate(r) for r in requests]
 
 
-def _unique(items: list[Any]) -> list[Any]:
-    seen: set[str] = set()
-    out: list[Any] = []
-    for item in items:
-        key = json.dumps(item, sort_keys=True)
-        if key not in seen:
-            seen.add(key)
-            out.append(item)
+def _union(sets: Iterable[frozenset[EntityUid]]) -> set[EntityUid]:
+    out: set[EntityUid] = set()
+    for item in sets:
+        out |= item
     return out

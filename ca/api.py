@@ -244,8 +244,8 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
     @app.get("/v1/entries")
     @guarded("entry_list")
     async def list_entries(request: Request) -> Response:
-        await admin(request)
-        entries = await run(ca.store.list_entries)
+        caller = await admin(request)
+        entries = await run(lambda: ca.list_entries(caller))
         return JSONResponse({"entries": [e.to_json() for e in entries]})
 
     @app.post("/v1/entries")

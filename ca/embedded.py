@@ -28,7 +28,7 @@ from meshward.clock import SystemClock
 from meshward.settings import Settings
 from meshward.spiffe import SpiffeId, TrustDomain
 
-__all__ = ["bundle_file", "prepare_embedded_ca", "write_admin_svid"]
+__all__ = ["bundle_file", "prepare_embedded_ca", "serve_embedded_ca", "write_admin_svid"]
 
 
 def bundle_file(settings: Settings) -> Path:
@@ -94,3 +94,13 @@ def prepare_embedded_ca(
     except OSError as exc:
         raise CaError(f"cannot write the trust bundle: {exc}") from exc
     return ca
+
+
+async def serve_embedded_ca(ca: CertificateAuthority, settings: Settings) -> None:
+    """Serve the CA's HTTPS API on ``ca.addr`` until cancelled or interrupted."""
+    from ca.server import CaServer  # noqa: PLC0415 (uvicorn/FastAPI load only to serve)
+
+    server = CaServer(
+        ca, settings.ca.addr, settings.state_dir / "ca" / "run", bundle_file(settings)
+    )
+    await server.serve()

@@ -20,6 +20,7 @@ import logging
 import os
 import ssl
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,14 @@ class PeerCertProtocol(H11Protocol):
             self.app = _TlsScope(self.app, [pem.decode("ascii")])
 
 
+class _QuietUvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling, for a process that owns shutdown."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 class CaServer:
     """The HTTPS API plus the task that rotates keys and renews the server SVID."""
 
@@ -78,6 +87,7 @@ class CaServer:
         addr: str,
         workdir: Path,
         bundle_file: Path | None = None,
+        own_signals: bool = True,
     ) -> None:
         self.ca = ca
         self.bundle_file = bundle_file
@@ -101,7 +111,7 @@ class CaServer:
             access_log=False,
             ssl_context_factory=lambda _config, _default: self.ssl,
         )
-        self.server = uvicorn.Server(config)
+        self.server = uvicorn.Server(config) if own_signals else _QuietUvicorn(config)
 
     @property
     def server_id(self) -> SpiffeId:
@@ -192,6 +202,10 @@ class CaServer:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    def shutdown(self) -> None:
+        """Ask :meth:`serve` to finish (in-flight requests complete first)."""
+        self.server.should_exit = True
 
     def not_after(self) -> dt.datetime | None:
         return self._server_svid.not_after if self._server_svid else None

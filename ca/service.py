@@ -443,6 +443,13 @@ class CertificateAuthority:
         if not any(e.admin for e in self.store.entries_for(caller.peer_id)):
             raise NotEntitled("caller is not an admin", code="not_admin")
 
+    def list_entries(self, caller: Caller) -> list[Entry]:
+        outcome = _Outcome(method="admin")
+        with self._audited("entry_list", caller, outcome):
+            entries = self.store.list_entries()
+            outcome.detail = f"count={len(entries)}"
+            return entries
+
     def add_entry(self, entry: Entry, caller: Caller) -> Entry:
         outcome = _Outcome(spiffe_id=str(entry.spiffe_id), method="admin", detail=entry.id)
         with self._audited("entry_add", caller, outcome):

@@ -22,7 +22,7 @@ from authz.sources.protocol import PolicySource, Pollable, Revision
 
 __all__ = ["DirectorySource", "content_version"]
 
-_HASH_PREFIX = "sha256-"
+_HASH_PREFIX = "sha256:"
 
 
 def _files(root: Path) -> list[Path]:
@@ -36,7 +36,7 @@ def _files(root: Path) -> list[Path]:
 
 
 def content_version(root: Path) -> str:
-    """The content hash of the bundle files under ``root`` (``sha256-`` and 24 hex digits)."""
+    """The content hash of the bundle files under ``root`` (``sha256:`` and 24 hex digits)."""
     digest = hashlib.sha256()
     for path in _files(root):
         rel = path.relative_to(root).as_posix().encode()

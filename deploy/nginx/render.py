@@ -1,6 +1,6 @@
 """Fill deploy/nginx/meshward-auth.conf.template: ``python render.py PREFIX KEY=VALUE...``.
 
-Writes ``PREFIX/nginx.conf`` and ``PREFIX/meshward-locations.conf``, and
+Writes ``PREFIX/nginx.conf`` and ``PREFIX/meshward-locations.inc``, and
 creates the temp directories; then run ``nginx -e stderr -p PREFIX -c PREFIX/nginx.conf``.
 """
 
@@ -24,7 +24,7 @@ def render(prefix: Path, values: dict[str, str]) -> Path:
     text = re.sub(r"\$\{([A-Z_]+)\}", lambda m: values[m.group(1)], template)
     conf = prefix / "nginx.conf"
     conf.write_text(text)
-    shutil.copy(HERE / "meshward-locations.conf", prefix / "meshward-locations.conf")
+    shutil.copy(HERE / "meshward-locations.inc", prefix / "meshward-locations.inc")
     return conf
 
 

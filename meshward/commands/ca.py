@@ -13,6 +13,7 @@ import typer
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from ca.embedded import bundle_file
 from ca.errors import AlreadyInitialized, CaError
 from ca.issuance import IssuedX509, build_csr
 from ca.keystore import generate_key, read_passphrase, write_private_file
@@ -165,7 +166,9 @@ def serve_command(
     from ca.server import CaServer  # noqa: PLC0415 (uvicorn/FastAPI load only to serve)
 
     try:
-        server = CaServer(ca, settings.ca.addr, settings.state_dir / "ca" / "run")
+        server = CaServer(
+            ca, settings.ca.addr, settings.state_dir / "ca" / "run", bundle_file(settings)
+        )
     except CaError as exc:
         fail(str(exc))
     typer.echo(f"meshward: CA API on https://{settings.ca.addr} (trust domain {ca.trust_domain})")

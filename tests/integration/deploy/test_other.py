@@ -22,7 +22,10 @@ TRAEFIK = deploy_files("traefik", ".yaml", ".yml")
 VALIDATED_BY = {
     "envoy": (".yaml", ".yml", ".json"),
     "kubernetes": (".yaml", ".yml"),
-    "nginx": (".conf", ".conf.template", "render.py"),  # render.py runs in test_nginx
+    # .conf: test_nginx.py; the auth_request template, its include and renderer:
+    # test_nginx.py renders it and runs nginx -t, and
+    # tests/integration/test_pdp_nginx.py runs it with real nginx and the PDP.
+    "nginx": (".conf", ".conf.template", ".inc", "render.py"),
     "systemd": (".service", ".timer", ".socket"),
     "traefik": (".yaml", ".yml"),
     "prometheus": (".yaml", ".yml"),

@@ -22,7 +22,7 @@ def test_version_is_a_content_hash_independent_of_location(tmp_path: Path) -> No
     _write(b, files)
     _write(a, {".git/HEAD": "ignored", ".hidden": "ignored"})
     assert content_version(a) == content_version(b)
-    assert content_version(a).startswith("sha256-")
+    assert content_version(a).startswith("sha256:")
     (b / "p.cedar").write_text("forbid(principal, action, resource);")
     assert content_version(a) != content_version(b)
 

@@ -53,7 +53,7 @@ async def test_activate_then_unchanged_then_reject_keeps_last_good(tmp_path: Pat
 
     assert await gate.reload() is Outcome.ACTIVATED
     first = gate.status().active_version
-    assert first is not None and first.startswith("sha256-")
+    assert first is not None and first.startswith("sha256:")
     assert [a.engine for a in seen] == [{"n": 1}]
     assert await gate.reload() is Outcome.UNCHANGED
 

@@ -1,0 +1,242 @@
+"""Policy reload: activating a 10,000-policy commit, and checks during the swap.
+
+1. Time to activate a new commit of a 10,000-policy repository through the
+   gate — ``git fetch`` of a real bare remote, ``git archive`` of the tree,
+   parse + schema validation, the repository's policy tests, swap — with the
+   time of each step. Baseline, side by side: the same steps for a 10-policy
+   commit, so the ratio shows how activation grows with the policy count.
+2. p99 latency of checks (``EngineHolder.active`` then ``engine.evaluate``,
+   exactly what the decider does) while the gate activates the new commit,
+   against the p99 of the same checks just before it, in the same process.
+   Gate work runs in a worker thread, as in the PDP, so this shows what the
+   reload costs the decision path (the GIL it shares).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from authz.bundle import load_bundle
+from authz.decider import EngineHolder
+from authz.engine import Engine
+from authz.model import AccessRequest, EntityUid, Identity
+from authz.policytest import run_tests
+from authz.sources.bundles import prepare_engine
+from authz.sources.gate import Gate, Outcome
+from authz.sources.git import GitSource
+from meshward.clock import SystemClock
+
+REPO = Path(__file__).resolve().parents[1]
+NS = "spiffe://meshward.local/ns/bench/sa/"
+SERVICES = 100
+
+
+def _git(cwd: Path, *args: str) -> str:
+    env = {
+        "GIT_AUTHOR_NAME": "bench",
+        "GIT_AUTHOR_EMAIL": "bench@example.test",
+        "GIT_COMMITTER_NAME": "bench",
+        "GIT_COMMITTER_EMAIL": "bench@example.test",
+        "HOME": str(cwd),
+        "PATH": "/usr/bin:/bin:/usr/local/bin",
+    }
+    done = subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True)
+    return done.stdout.decode().strip()
+
+
+def _bundle_files(count: int, revision: int) -> dict[str, str]:
+    schema = (REPO / "policies" / "schema.cedarschema").read_text()
+    entities = [
+        {"uid": {"type": "Service", "id": f"{NS}s{i}"}, "attrs": {}, "parents": []}
+        for i in range(SERVICES)
+    ]
+    policies = []
+    for i in range(count):
+        path = f"/v{revision}/" if i == 0 else "/api/"
+        policies.append(
+            f'@id("p{i}")\n'
+            f"permit (\n"
+            f'  principal == Workload::"{NS}w{i}",\n'
+            f'  action in Action::"read",\n'
+            f'  resource == Service::"{NS}s{i % SERVICES}"\n'
+            f")\n"
+            f'when {{ context has http && context.http.path like "{path}*" }};\n'
+        )
+    tests = (
+        "name: bench\ncases:\n"
+        "  - name: w1 reads its service\n"
+        f'    principal: Workload::"{NS}w1"\n'
+        '    action: Action::"GET"\n'
+        f'    resource: Service::"{NS}s1"\n'
+        "    context: {http: {method: GET, host: s1, path: /api/x, query: '', headers: {}}}\n"
+        "    expect: allow\n"
+        "  - name: w1 may not write\n"
+        f'    principal: Workload::"{NS}w1"\n'
+        '    action: Action::"POST"\n'
+        f'    resource: Service::"{NS}s1"\n'
+        "    expect: deny\n"
+    )
+    return {
+        "schema.cedarschema": schema,
+        "entities.json": json.dumps(entities),
+        "policies.cedar": "\n".join(policies),
+        "tests/bench.yaml": tests,
+    }
+
+
+class Repo:
+    def __init__(self, root: Path) -> None:
+        self.remote = root / "remote.git"
+        self.work = root / "work"
+        self.remote.mkdir(parents=True)
+        self.work.mkdir()
+        _git(self.remote, "init", "-q", "--bare", "--initial-branch=main", ".")
+        _git(self.work, "init", "-q", "--initial-branch=main", ".")
+        _git(self.work, "remote", "add", "origin", str(self.remote))
+
+    def push(self, files: dict[str, str]) -> str:
+        for name, text in files.items():
+            (self.work / name).parent.mkdir(parents=True, exist_ok=True)
+            (self.work / name).write_text(text)
+        _git(self.work, "add", "-A")
+        _git(self.work, "commit", "-q", "-m", "policies")
+        _git(self.work, "push", "-q", "origin", "HEAD:refs/heads/main")
+        return _git(self.work, "rev-parse", "HEAD")
+
+
+def _steps(source: GitSource, workdir: Path) -> dict[str, float]:
+    """Each gate step on its own, for the breakdown."""
+    out: dict[str, float] = {}
+    t = time.perf_counter()
+    source.refresh()
+    revision = source.latest()
+    out["fetch"] = time.perf_counter() - t
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        t = time.perf_counter()
+        root = source.materialize(revision, Path(tmp))
+        out["archive"] = time.perf_counter() - t
+        t = time.perf_counter()
+        bundle = load_bundle(root, version=revision.version)
+        out["parse+validate"] = time.perf_counter() - t
+        t = time.perf_counter()
+        engine = Engine(bundle)
+        report = run_tests(bundle, engine)
+        assert report.ok, report.summary
+        out["index+tests"] = time.perf_counter() - t
+    return out
+
+
+async def _activation(count: int, root: Path) -> tuple[float, dict[str, float]]:
+    repo = Repo(root / f"repo{count}")
+    repo.push(_bundle_files(count, 1))
+    source = GitSource(repo.remote.as_uri(), cache_dir=root / f"cache{count}")
+    holder = EngineHolder()
+    gate: Gate[Engine] = Gate(
+        source, prepare_engine, clock=SystemClock(), work_dir=root / f"work{count}"
+    )
+    gate.on_activate(lambda a: holder.swap(a.engine, a.version))
+    await gate.reload()
+    sha = repo.push(_bundle_files(count, 2))
+    t = time.perf_counter()
+    outcome = await gate.reload()
+    total = time.perf_counter() - t
+    assert outcome is Outcome.ACTIVATED and holder.version == sha, outcome
+    repo.push(_bundle_files(count, 3))
+    return total, _steps(source, root / f"work{count}")
+
+
+def _p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100)[98]
+
+
+async def _latency_during_swap(
+    root: Path,
+) -> tuple[list[float], list[float], float, dict[str, float]]:
+    repo = Repo(root / "repo-swap")
+    repo.push(_bundle_files(10_000, 1))
+    source = GitSource(repo.remote.as_uri(), cache_dir=root / "cache-swap")
+    holder = EngineHolder()
+    gate: Gate[Engine] = Gate(source, prepare_engine, clock=SystemClock(), work_dir=root / "ws")
+    gate.on_activate(lambda a: holder.swap(a.engine, a.version))
+    await gate.reload()
+    requests = [
+        AccessRequest(
+            Identity(EntityUid("Workload", f"{NS}w{i}")),
+            EntityUid("Action", "GET"),
+            EntityUid("Service", f"{NS}s{i % SERVICES}"),
+            {"http": {"method": "GET", "host": "s", "path": "/api/x", "query": "", "headers": {}}},
+        )
+        for i in range(1, 10_000, 37)
+    ]
+    phase = ["before"]
+    samples: dict[str, list[float]] = {"before": [], "during": []}
+    stop = threading.Event()
+
+    def checker() -> None:
+        n = 0
+        while not stop.is_set():
+            request = requests[n % len(requests)]
+            n += 1
+            t = time.perf_counter()
+            active = holder.active
+            assert active is not None
+            decision = active[0].evaluate(request)
+            elapsed = time.perf_counter() - t
+            if not decision.allowed:
+                raise RuntimeError(f"unexpected deny: {decision}")
+            if phase[0] in samples:
+                samples[phase[0]].append(elapsed)
+            time.sleep(0.0005)  # a steady stream, not a busy loop
+
+    thread = threading.Thread(target=checker)
+    thread.start()
+    await asyncio.sleep(3.0)
+    repo.push(_bundle_files(10_000, 2))
+    phase[0] = "during"
+    t = time.perf_counter()
+    outcome = await gate.reload()
+    swap_seconds = time.perf_counter() - t
+    phase[0] = "after"
+    stop.set()
+    thread.join()
+    assert outcome is Outcome.ACTIVATED
+    repo.push(_bundle_files(10_000, 3))
+    steps = _steps(source, root / "ws")
+    return samples["before"], samples["during"], swap_seconds, steps
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="meshward-bench-reload-") as tmp:
+        root = Path(tmp)
+        small_total, small_steps = asyncio.run(_activation(10, root))
+        before, during, big_total, big_steps = asyncio.run(_latency_during_swap(root))
+        print("activation of a new commit (fetch, archive, parse, validate, test, swap):")
+        print(f"  10 policies:      {small_total * 1000:9.1f} ms")
+        print(f"  10,000 policies:  {big_total * 1000:9.1f} ms   (checks running meanwhile)")
+        print(f"  ratio 10,000 / 10: {big_total / small_total:.1f}x")
+        print("  steps, one by one (10,000 policies vs 10):")
+        for step, seconds in big_steps.items():
+            print(
+                f"    {step:<15} {seconds * 1000:9.1f} ms   vs {small_steps[step] * 1000:7.1f} ms"
+            )
+        print("check latency at 10,000 policies, before and while the gate activates a commit:")
+        print(
+            f"  before: p50 {statistics.median(before) * 1e6:7.0f} us  "
+            f"p99 {_p99(before) * 1e6:7.0f} us  ({len(before)} checks)"
+        )
+        print(
+            f"  during: p50 {statistics.median(during) * 1e6:7.0f} us  "
+            f"p99 {_p99(during) * 1e6:7.0f} us  ({len(during)} checks)"
+        )
+        print(f"  p99 during / before: {_p99(during) / _p99(before):.2f}x")
+
+
+if __name__ == "__main__":
+    main()
