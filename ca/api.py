@@ -39,14 +39,20 @@ def _rfc3339(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def peer_spiffe_id(scope: MutableMapping[str, Any]) -> SpiffeId | None:
-    """The SPIFFE ID of the verified client certificate, if the caller sent one."""
+def peer_spiffe_id(scope: MutableMapping[str, Any], now: dt.datetime) -> SpiffeId | None:
+    """The SPIFFE ID of the verified client certificate, if the caller sent one.
+
+    OpenSSL checked the certificate at the handshake; a keep-alive connection
+    can outlive it, so its validity is checked again against ``now``.
+    """
     tls = (scope.get("extensions") or {}).get("tls") or {}
     chain = tls.get("client_cert_chain") or []
     if not chain:
         return None
     try:
         cert = x509.load_pem_x509_certificate(chain[0].encode("ascii"))
+        if not cert.not_valid_before_utc <= now < cert.not_valid_after_utc:
+            return None
         bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
         if bc.ca:
             return None
@@ -57,11 +63,6 @@ def peer_spiffe_id(scope: MutableMapping[str, Any]) -> SpiffeId | None:
         return SpiffeId.parse(uris[0])
     except (ValueError, x509.ExtensionNotFound, InvalidSpiffeId):
         return None
-
-
-def _caller(request: Request) -> Caller:
-    client = request.client
-    return Caller(peer_spiffe_id(request.scope), client.host if client else "unknown")
 
 
 def _error(exc: CaError) -> JSONResponse:
@@ -148,6 +149,11 @@ def _x509_response(issued: IssuedX509) -> JSONResponse:
 def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route each)
     """The FastAPI application serving ``ca``."""
     app = FastAPI(title="meshward CA", docs_url=None, redoc_url=None, openapi_url=None)
+
+    def _caller(request: Request) -> Caller:
+        client = request.client
+        peer = peer_spiffe_id(request.scope, ca.clock.now())
+        return Caller(peer, client.host if client else "unknown")
 
     async def run(func: Callable[[], Any]) -> Any:
         return await anyio.to_thread.run_sync(func)

@@ -266,6 +266,11 @@ class CertificateAuthority:
             return caller.peer_id, (entries[0] if entries else None), None
         raise AttestationFailed("no token and no client certificate", code="no_credential")
 
+    def _check_not_reserved(self, spiffe_id: SpiffeId) -> None:
+        """The CA's own server ID is never issued to anyone else (agents pin it)."""
+        if spiffe_id == SpiffeId(self.trust_domain, SERVER_PATH):
+            raise NotEntitled("this SPIFFE ID is reserved for the CA", code="reserved_id")
+
     def _ttl(self, requested: int | None, entry_ttl: int | None, default: int, cap: int) -> int:
         if requested is not None and requested <= 0:
             raise BadRequest("the TTL must be positive", code="bad_ttl")
@@ -292,6 +297,7 @@ class CertificateAuthority:
                 token, caller, request.requested_id, outcome
             )
             outcome.spiffe_id = str(spiffe_id)
+            self._check_not_reserved(spiffe_id)
             issued = self._sign_x509(request, spiffe_id, entry, ttl)
             if token_hash is not None and not self.store.redeem_token(token_hash, self.clock.now()):
                 raise AttestationFailed("join token already used", code="bad_token")
@@ -344,6 +350,8 @@ class CertificateAuthority:
         outcome = _Outcome(spiffe_id=str(spiffe_id), method=method)
         with self._audited("x509_svid", Caller(address="local"), outcome):
             request = parse_csr(csr_pem)
+            if method != "server":
+                self._check_not_reserved(spiffe_id)
             entries = self.store.entries_for(spiffe_id)
             entry = entries[0] if entries else None
             issued = self._sign_x509(request, spiffe_id, entry, ttl, dns_names, ip_addresses)
@@ -360,6 +368,7 @@ class CertificateAuthority:
             audience = check_audience(audience)
             spiffe_id, entry, token_hash = self._resolve(token, caller, None, outcome)
             outcome.spiffe_id = str(spiffe_id)
+            self._check_not_reserved(spiffe_id)
             s = self.settings
             seconds = self._ttl(
                 ttl, entry.jwt_ttl if entry else None, s.jwt_svid_ttl, s.jwt_svid_max_ttl
@@ -392,6 +401,7 @@ class CertificateAuthority:
             outcome.detail = f"entry={entry_id[:64]}"
             raise NotEntitled("the entry is not delegated to this node", code="not_delegated")
         outcome.spiffe_id = str(entry.spiffe_id)
+        self._check_not_reserved(entry.spiffe_id)
         return entry
 
     def agent_entries(self, caller: Caller) -> list[Entry]:
@@ -455,6 +465,7 @@ class CertificateAuthority:
         with self._audited("entry_add", caller, outcome):
             if not entry.spiffe_id.member_of(self.trust_domain):
                 raise BadRequest("the SPIFFE ID is not in this trust domain", code="foreign_id")
+            self._check_not_reserved(entry.spiffe_id)
             self.store.add_entry(entry)
         return entry
 
@@ -474,6 +485,7 @@ class CertificateAuthority:
         with self._audited("token_create", caller, outcome):
             if not spiffe_id.member_of(self.trust_domain):
                 raise BadRequest("the SPIFFE ID is not in this trust domain", code="foreign_id")
+            self._check_not_reserved(spiffe_id)
             token, record = new_join_token(
                 spiffe_id,
                 self.clock.now(),

@@ -70,6 +70,14 @@ class CaFiles:
             "retired": [s.id for s in authority.retired],
         }
         write_private_file(self.meta, json.dumps(meta, indent=2).encode("utf-8"))
+        self._remove_pruned(min(s.id for s in authority.slots))
+
+    def _remove_pruned(self, oldest: int) -> None:
+        """Delete the files of slots that left the bundle (older than every kept one)."""
+        for path in self.root.glob("slot-*"):
+            number = path.name.split(".")[0].removeprefix("slot-")
+            if number.isdigit() and int(number) < oldest:
+                path.unlink(missing_ok=True)
 
     def load(self, passphrase: bytes) -> Authority:
         if not self.exists():

@@ -9,6 +9,8 @@ at once and again on every change that concerns the caller.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -55,9 +57,15 @@ def _x509_response(svids: tuple[HeldSvid, ...], snapshot: Snapshot) -> pb.X509SV
 class WorkloadApi:
     """The ``SpiffeWorkloadAPI`` service; ``selectors_of`` is injected for tests of /proc."""
 
-    def __init__(self, agent: NodeAgent, selectors_of: SelectorsOf = workload_selectors) -> None:
+    def __init__(
+        self,
+        agent: NodeAgent,
+        selectors_of: SelectorsOf = workload_selectors,
+        first_sync_wait: float = 10.0,
+    ) -> None:
         self.agent = agent
         self.selectors_of = selectors_of
+        self.first_sync_wait = first_sync_wait
         self.x509_streams_opened = 0  # FetchX509SVID streams accepted so far
 
     def __mapping__(self) -> dict[str, Handler]:
@@ -93,6 +101,11 @@ class WorkloadApi:
 
     # -- who is calling --------------------------------------------------------------
 
+    async def _ready(self) -> None:
+        """Right after start, wait (bounded) for the first sync before judging a caller."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.agent.wait_synced(), self.first_sync_wait)
+
     def _caller(self, stream: Stream[Any, Any]) -> frozenset[str]:
         values = stream.metadata.getall(SECURITY_HEADER, []) if stream.metadata else []
         if values != ["true"]:
@@ -116,6 +129,7 @@ class WorkloadApi:
     ) -> None:
         selectors = self._caller(stream)
         await stream.recv_message()
+        await self._ready()
         self.x509_streams_opened += 1
         sent: tuple[object, ...] | None = None
         async for snapshot in self.agent.hub.watch():
@@ -133,6 +147,7 @@ class WorkloadApi:
     ) -> None:
         selectors = self._caller(stream)
         await stream.recv_message()
+        await self._ready()
         sent: bytes | None = None
         async for snapshot in self.agent.hub.watch():
             if not snapshot.svids_for(selectors) or snapshot.bundle is None:
@@ -151,6 +166,7 @@ class WorkloadApi:
         request = await stream.recv_message()
         if request is None or not request.audience:
             raise GRPCError(Status.INVALID_ARGUMENT, "audience must be specified")
+        await self._ready()
         svids = self.agent.hub.current.svids_for(selectors)
         if request.spiffe_id:
             svids = tuple(s for s in svids if str(s.spiffe_id) == request.spiffe_id)
@@ -173,6 +189,7 @@ class WorkloadApi:
     ) -> None:
         selectors = self._caller(stream)
         await stream.recv_message()
+        await self._ready()
         sent: bytes | None = None
         async for snapshot in self.agent.hub.watch():
             if not snapshot.svids_for(selectors) or snapshot.bundle is None:
@@ -193,6 +210,7 @@ class WorkloadApi:
             raise GRPCError(Status.INVALID_ARGUMENT, "audience must be specified")
         if not request.svid:
             raise GRPCError(Status.INVALID_ARGUMENT, "svid must be specified")
+        await self._ready()
         bundle = self.agent.hub.current.bundle
         if bundle is None:
             raise GRPCError(Status.UNAVAILABLE, "no trust bundle yet")

@@ -52,7 +52,8 @@ FAILING_TEST = {
 
 
 def _tightened() -> dict[str, str]:
-    """The orders workload may read the catalog only under /products (one rule tightened)."""
+    """The orders workload may read the catalog only under /products (one rule tightened,
+    its test updated to match)."""
     path = Path("workloads.cedar")
     text = (REPO / "policies" / path).read_text(encoding="utf-8")
     old = (
@@ -66,7 +67,13 @@ def _tightened() -> dict[str, str]:
     if old not in text:
         raise RuntimeError("policies/workloads.cedar changed: update TIGHTEN_ORDERS_READS_CATALOG")
     new = old[: -len(";")] + '\nwhen { context has http && context.http.path like "/products*" };'
-    return {path.as_posix(): text.replace(old, new)}
+    tests = (REPO / "policies" / "tests" / "workloads.yaml").read_text(encoding="utf-8")
+    case = "    expect: allow\n    reasons: [orders-reads-catalog]\n"
+    if tests.count(case) != 1:
+        raise RuntimeError("policies/tests/workloads.yaml changed: update the tightened test")
+    # the pull request updates its test too: without a path the read is now denied
+    tests = tests.replace(case, "    expect: deny\n")
+    return {path.as_posix(): text.replace(old, new), "tests/workloads.yaml": tests}
 
 
 TIGHTEN_ORDERS_READS_CATALOG = _tightened()

@@ -112,6 +112,7 @@ def test_concurrent_double_redemption_exactly_one(ca: CaProcess) -> None:
     for t in threads:
         t.join()
     assert sorted(codes) == [200] + [401] * 7
+    assert ca.log is not None and token not in ca.log.read_text()  # never logged
 
 
 def _csr_ca_true() -> str:
@@ -319,6 +320,32 @@ async def test_node_agent_client_against_the_real_ca(ca: CaProcess, tmp_path: Pa
     finally:
         await client.aclose()
     assert delegated["id"]
+
+
+def test_expired_peer_on_a_kept_alive_connection_is_anonymous(
+    ca: CaProcess, tmp_path: Path
+) -> None:
+    csr, key = new_csr()
+    token = _token(ca, "spiffe://example.org/short")
+    with ca.client() as client:
+        body = client.post(
+            "/v1/svid/x509", json={"csr": csr.decode(), "token": token, "ttl": 2}
+        ).json()
+    out = tmp_path / "short"
+    out.mkdir()
+    (out / "svid.pem").write_text(body["svid"])
+    (out / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    with ca.client(out) as client:
+        assert client.post("/v1/svid/jwt", json={"audience": ["a"]}).status_code == 200
+        time.sleep(3)  # the SVID expires; the connection stays open
+        late = client.post("/v1/svid/jwt", json={"audience": ["a"]})
+        assert late.status_code == 401 and late.json()["error"] == "no_credential"
 
 
 # Last: it drains the anonymous callers' rate-limit bucket.

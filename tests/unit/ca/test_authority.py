@@ -118,6 +118,7 @@ def test_rotation_end_to_end(tmp_path: Path) -> None:
 
     # The state on disk is what the CA serves (restart survival of keys).
     assert ca.files is not None
+    assert not list(ca.files.root.glob(f"slot-{first_slot.id}.*"))  # pruned keys are gone
     reloaded = ca.files.load(b"test-passphrase-123")
     assert reloaded.bundle() == bundle
     assert reloaded.active.ca_cert == second.ca_cert

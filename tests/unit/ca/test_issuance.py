@@ -228,3 +228,23 @@ def test_rate_limit_per_caller(tmp_path: Path) -> None:
     ca.issue_jwt(["a"], None, Caller(peer_id=SpiffeId.parse("spiffe://example.org/other")))
     clock.advance(1)
     ca.issue_jwt(["a"], None, peer)
+
+
+def test_the_ca_server_id_is_reserved(tmp_path: Path) -> None:
+    from ca.errors import NotEntitled
+    from ca.store.protocol import Entry
+
+    ca = in_process_ca(tmp_path)
+    server_id = SpiffeId.parse("spiffe://example.org/meshward/ca")
+    calls = [
+        lambda: ca.create_join_token(server_id, 60, CLI),
+        lambda: ca.add_entry(Entry("x", server_id, frozenset({"k8s:ns:a"})), CLI),
+        lambda: ca.issue_x509(new_csr()[0], None, Caller(peer_id=server_id)),
+        lambda: ca.issue_jwt(["a"], None, Caller(peer_id=server_id)),
+        lambda: ca.issue_x509_local(server_id, new_csr()[0], 60),
+    ]
+    for call in calls:
+        with pytest.raises(NotEntitled) as err:
+            call()
+        assert err.value.code == "reserved_id"
+    assert ca.issue_x509_local(server_id, new_csr()[0], 60, method="server").spiffe_id == server_id

@@ -1,0 +1,240 @@
+"""End to end: the real ``meshward ca serve`` and the real ``meshward agent run``.
+
+The agent attests with a join token, gets SVIDs for the entries delegated to
+its node, and serves them to py-spiffe over the Workload API, to an
+xds-protos SDS client, and as files. Then: a forced rotation (SIGUSR1), a CA
+key rotation, a CA outage and its return, an agent restart without a token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from spiffe import JwtBundle, JwtSvid, WorkloadApiClient, X509Source
+from spiffe import TrustDomain as PyTrustDomain
+
+from ca.agent.ca_client import node_selector
+from meshward.spiffe import SpiffeId
+from tests.support.ca import CaProcess, new_csr, openssl_verify, running_ca
+from tests.support.cli import REPO, meshward_argv
+
+NODE = SpiffeId.parse("spiffe://example.org/node/n1")
+APP = "spiffe://example.org/app"
+UID = os.getuid()
+
+
+@dataclass
+class AgentProcess:
+    ca: CaProcess
+    workdir: Path
+    token: str | None
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def socket(self) -> Path:
+        return self.workdir / "api.sock"
+
+    @property
+    def endpoint(self) -> str:
+        return f"unix:{self.socket}"
+
+    @property
+    def files(self) -> Path:
+        return self.workdir / "files"
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MESHWARD_")}
+        env["PYTHONPATH"] = str(REPO)
+        if self.token:
+            env["MESHWARD_AGENT__JOIN_TOKEN"] = self.token
+        with (self.workdir / "agent.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                meshward_argv(
+                    "--state-dir", str(self.workdir / "state"), "--log-format", "json",
+                    "agent", "run", "--ca-url", self.ca.url,
+                    "--ca-bundle", str(self.ca.admin_dir / "bundle.pem"),
+                    "--trust-domain", "example.org", "--socket", str(self.socket),
+                    "--sds", f"unix:{self.workdir / 'sds.sock'}",
+                    "--write-dir", str(self.files), "--sync-interval", "0.5",
+                ),
+                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+            )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not self.socket.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((self.workdir / "agent.log").read_text()[-3000:])
+            time.sleep(0.05)
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    def stop(self) -> int:
+        if self.process is None:
+            return 0
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait(timeout=10)
+        self.process = None
+        return code
+
+
+def _admin_post(ca: CaProcess, path: str, body: dict[str, object] | None = None) -> httpx.Response:
+    with ca.admin() as admin:
+        return admin.post(path, json=body or {})
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CaProcess]:
+    with running_ca(
+        tmp_path_factory.mktemp("ca"),
+        MESHWARD_CA__ROTATE_CHECK_SECONDS="0.3",
+        MESHWARD_CA__RATE_BURST="200",
+        MESHWARD_CA__RATE_PER_SECOND="200",
+    ) as proc:
+        for spiffe_id, selectors in (
+            (APP, [node_selector(NODE), f"unix:uid:{UID}"]),
+            ("spiffe://example.org/other-uid", [node_selector(NODE), "unix:uid:4242"]),
+            ("spiffe://example.org/other-node", ["agent:id:spiffe://example.org/node/n2"]),
+        ):
+            resp = _admin_post(
+                proc, "/v1/entries", {"spiffe_id": spiffe_id, "selectors": selectors}
+            )
+            assert resp.status_code == 201, resp.text
+        yield proc
+
+
+@pytest.fixture(scope="module")
+def agent(ca: CaProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
+    resp = _admin_post(ca, "/v1/join-tokens", {"spiffe_id": str(NODE), "ttl": 600})
+    assert resp.status_code == 201, resp.text
+    proc = AgentProcess(ca, tmp_path_factory.mktemp("ag"), resp.json()["token"])
+    proc.start()
+    yield proc
+    assert proc.stop() == 0
+    assert not proc.socket.exists()
+
+
+def _serial(endpoint: str) -> int:
+    with WorkloadApiClient(endpoint) as client:
+        return int(client.fetch_x509_context().default_svid.leaf.serial_number)
+
+
+async def _wait_change(source: X509Source, before: int, timeout: float = 30) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = source.get_x509_context().default_svid.leaf.serial_number
+        if now != before:
+            return int(now)
+        await asyncio.sleep(0.05)
+    raise AssertionError("no new SVID reached the stream")
+
+
+async def test_workload_gets_its_svid_and_a_jwt(agent: AgentProcess, ca: CaProcess) -> None:
+    def fetch() -> tuple[list[str], bytes, str, str]:
+        with WorkloadApiClient(agent.endpoint) as client:
+            ctx = client.fetch_x509_context()
+            chain = b"".join(
+                c.public_bytes(serialization.Encoding.PEM) for c in ctx.default_svid.cert_chain
+            )
+            token = client.fetch_jwt_svid({"orders"})
+            checked = client.validate_jwt_svid(token.token, "orders")
+            return (
+                [str(s.spiffe_id) for s in ctx.x509_svids],
+                chain,
+                token.token,
+                str(checked.spiffe_id),
+            )
+
+    ids, chain, token, validated = await asyncio.to_thread(fetch)
+    # Only the entry for this uid; not the other uid's, not the other node's.
+    assert ids == [APP]
+    assert openssl_verify(ca.bundle_pem(), chain, "sslclient", agent.workdir / "v").returncode == 0
+    assert validated == APP
+    # Independently: py-spiffe validates the JWT with the CA's own JWT keys.
+    with ca.client() as client:
+        doc = client.get("/v1/bundle").json()
+    jwt_keys = {"keys": [k for k in doc["keys"] if k["use"] == "jwt-svid"]}
+    bundle = JwtBundle.parse(PyTrustDomain("example.org"), json.dumps(jwt_keys).encode())
+    assert str(JwtSvid.parse_and_validate(token, bundle, {"orders"}).spiffe_id) == APP
+    # File mode wrote the same identity.
+    cert = x509.load_pem_x509_certificates((agent.files / "svid.pem").read_bytes())[0]
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == [APP]
+
+
+async def test_forced_and_ca_rotations_reach_an_open_stream(
+    agent: AgentProcess, ca: CaProcess
+) -> None:
+    source = await asyncio.to_thread(X509Source, socket_path=agent.endpoint, timeout_in_seconds=30)
+    try:
+        first = source.get_x509_context().default_svid.leaf.serial_number
+        agent.signal(signal.SIGUSR1)  # forced rotation
+        second = await _wait_change(source, first)
+        # A CA key rotation: the bundle changes, the agent renews everything.
+        resp = _admin_post(ca, "/v1/ca/rotate/prepare")
+        assert resp.status_code == 200, resp.text
+        await _wait_change(source, second)
+        td = PyTrustDomain("example.org")
+        bundle = source.get_x509_context().x509_bundle_set.get_bundle_for_trust_domain(td)
+        assert bundle is not None
+        served = {c.public_bytes(serialization.Encoding.PEM) for c in bundle.x509_authorities}
+        published = set(
+            c.public_bytes(serialization.Encoding.PEM)
+            for c in x509.load_pem_x509_certificates(ca.bundle_pem())
+        )
+        assert served == published
+    finally:
+        await asyncio.to_thread(source.close)
+
+
+async def test_ca_outage_then_recovery(agent: AgentProcess, ca: CaProcess) -> None:
+    held = await asyncio.to_thread(_serial, agent.endpoint)
+    ca.stop()
+    try:
+        agent.signal(signal.SIGUSR1)  # renewal due while the CA is down
+        await asyncio.sleep(1.5)
+        assert agent.process is not None and agent.process.poll() is None
+        assert await asyncio.to_thread(_serial, agent.endpoint) == held  # still served
+    finally:
+        ca.start()
+    # Back: the agent's retries renew by themselves (no signal needed).
+    deadline = time.monotonic() + 60
+    while await asyncio.to_thread(_serial, agent.endpoint) == held:
+        assert time.monotonic() < deadline, "no renewal after the CA came back"
+        await asyncio.sleep(0.2)
+
+
+async def test_restart_reuses_the_node_svid(agent: AgentProcess) -> None:
+    assert (agent.workdir / "state" / "agent" / "node.pem").stat().st_mode & 0o077 == 0
+    assert agent.stop() == 0
+    agent.token = None  # the join token is spent; the stored node SVID suffices
+    agent.start()
+    assert await asyncio.to_thread(_serial, agent.endpoint) > 0
+
+
+def test_a_used_join_token_is_refused_at_start(ca: CaProcess, tmp_path: Path) -> None:
+    resp = _admin_post(ca, "/v1/join-tokens", {"spiffe_id": "spiffe://example.org/node/n3"})
+    token = resp.json()["token"]
+    with ca.client() as client:
+        csr, _ = new_csr()
+        assert client.post("/v1/svid/x509", json={"csr": csr.decode(), "token": token}).is_success
+    proc = AgentProcess(ca, tmp_path, token)
+    with pytest.raises(RuntimeError):
+        proc.start()
+    assert proc.process is not None and proc.process.wait(timeout=10) == 2
