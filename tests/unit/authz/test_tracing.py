@@ -88,27 +88,27 @@ async def test_an_error_decision_marks_the_span(exporter) -> None:
 
 
 def test_tracing_off_loads_no_tracer_and_observes_nothing_more() -> None:
-    """Off: meshward imports no OpenTelemetry SDK and adds no observer.
+    """Off: meshward's tracing module is never imported and no observer is added.
 
-    (FastAPI imports the OpenTelemetry *API* by itself when it is installed;
-    with no tracer provider set, that is a no-op.)
+    (Libraries may import OpenTelemetry on their own when it is installed —
+    FastAPI and redis-py do — but with no tracer of meshward's, a decision
+    costs nothing more.)
     """
     code = (
         "import sys\n"
         "from meshward.settings import Settings\n"
         "from authz.server import build_pdp\n"
-        "from authz.metrics import PdpMetrics\n"
         "pdp = build_pdp(Settings())\n"
-        "print(sorted(m for m in sys.modules\n"
-        "             if m.startswith(('opentelemetry.sdk', 'opentelemetry.exporter'))\n"
-        "             or m == 'authz.tracing'))\n"
-        "print([type(o).__name__ for o in pdp.decider.observers])\n"
+        "print('authz.tracing' in sys.modules)\n"
+        "print(sorted(type(o).__name__ for o in pdp.decider.observers))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60,
         check=True,
     )  # fmt: skip
-    assert done.stdout.split("\n")[:2] == ["[]", "['PdpMetrics']"]
+    loaded, observers = done.stdout.splitlines()[:2]
+    assert loaded == "False"
+    assert "DecisionTracer" not in observers and "PdpMetrics" in observers
 
 
 def test_tracing_on_builds_a_tracer_into_the_pdp() -> None:
