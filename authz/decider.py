@@ -28,10 +28,10 @@ from typing import Any, Protocol, runtime_checkable
 
 from authz.authn.authenticator import Authenticated, Authenticator
 from authz.authn.errors import AuthnError
-from authz.authn.peer import PeerFacts
+from authz.authn.peer import PeerFacts, parse_spiffe_id
 from authz.model import AccessRequest, Decision, Effect, EntityUid
 from meshward.clock import Clock
-from meshward.spiffe import InvalidSpiffeId, SpiffeId
+from meshward.spiffe import InvalidSpiffeId
 
 __all__ = [
     "HIDDEN_HEADERS",
@@ -226,7 +226,7 @@ class BadRequest(ValueError):
 def _resource(facts: RequestFacts) -> EntityUid:
     if facts.destination:
         try:
-            return EntityUid("Service", str(SpiffeId.parse(facts.destination)))
+            return EntityUid("Service", str(parse_spiffe_id(facts.destination)))
         except InvalidSpiffeId:
             pass
     if facts.service:

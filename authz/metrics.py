@@ -10,6 +10,8 @@ docs/operations.md#metrics.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.registry import Collector
 
@@ -53,6 +55,7 @@ class PdpMetrics:
             ["code"],
             registry=self.registry,
         )
+        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self.policies_loaded = Gauge(
             "meshward_pdp_policies_loaded",
             "1 once a policy version is active (the lowest over live workers).",
@@ -68,8 +71,13 @@ class PdpMetrics:
         self._collectors: list[Collector] = []
 
     def observe(self, record: DecisionRecord) -> None:
-        self.decisions.labels(record.adapter, record.outcome).inc()
-        self.latency.labels(record.adapter).observe(record.latency_seconds)
+        key = (record.adapter, record.outcome)
+        children = self._children.get(key)
+        if children is None:  # label lookups are costly: once per pair
+            children = (self.decisions.labels(*key), self.latency.labels(record.adapter))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(record.latency_seconds)
         for error in record.errors:
             self.errors.labels(error[:64]).inc()
             if error.startswith(AUTHN_PREFIX):

@@ -49,7 +49,12 @@ from authz.decider import Decider, DecisionObserver, EngineHolder
 from authz.errors import AuthzError
 from authz.metrics import PdpMetrics
 from authz.sources.errors import SourceError
-from authz.sources.runtime import PolicyRuntime, build_policy_runtime, check_policies
+from authz.sources.runtime import (
+    PolicyRuntime,
+    build_policy_runtime,
+    check_policies,
+    for_worker,
+)
 from meshward.clock import Clock, SystemClock
 from meshward.metrics import enable_multiprocess, mark_worker_dead, prepare_run_dir
 from meshward.settings import OidcIssuerSettings, PdpSettings, Settings, parse_hostport
@@ -317,7 +322,7 @@ def _worker(settings: Settings, index: int) -> None:
     configure_logging(settings.log_format, settings.log_level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards SIGTERM
     try:
-        _run_one(settings, announce=index == 0)
+        _run_one(for_worker(settings, index), announce=index == 0)
     except PdpError as exc:
         log.error("worker cannot start", extra={"fields": {"worker": index, "error": str(exc)}})
         raise SystemExit(2) from exc

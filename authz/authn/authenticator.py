@@ -14,6 +14,8 @@ unauthenticated, never silently anonymous.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +26,7 @@ from authz.authn.peer import Peer, PeerFacts, PeerPolicy, authenticate_peer
 from authz.authn.trust import TrustBundles
 from authz.model import ANONYMOUS, AuthMethod, EntityUid, Identity
 from meshward.clock import Clock
+from meshward.spiffe import SpiffeId
 
 __all__ = ["Authenticated", "Authenticator"]
 
@@ -68,11 +71,16 @@ class Authenticator:
             # A bearer token we have no way to verify is a failed credential.
             raise InvalidToken("tokens_not_configured")
         if found is not None:
-            identity = Identity(
-                EntityUid("Workload", str(found.spiffe_id)),
-                method=AuthMethod.MTLS,
-                expires_at=found.expires_at,
-                attributes={"trust_domain": found.spiffe_id.trust_domain.name},
-            )
-            return Authenticated(identity, found)
+            return Authenticated(_workload(found.spiffe_id, found.expires_at), found)
         return Authenticated(ANONYMOUS)
+
+
+@functools.lru_cache(maxsize=4096)
+def _workload(spiffe_id: SpiffeId, expires_at: dt.datetime | None) -> Identity:
+    """The (immutable) identity of an mTLS workload; the same few recur constantly."""
+    return Identity(
+        EntityUid("Workload", str(spiffe_id)),
+        method=AuthMethod.MTLS,
+        expires_at=expires_at,
+        attributes={"trust_domain": spiffe_id.trust_domain.name},
+    )

@@ -37,7 +37,13 @@ from authz.sources.metrics import PolicyCollector
 from meshward.clock import Clock, SystemClock
 from meshward.settings import Settings
 
-__all__ = ["PolicyRuntime", "ShadowObserver", "build_policy_runtime", "check_policies"]
+__all__ = [
+    "PolicyRuntime",
+    "ShadowObserver",
+    "build_policy_runtime",
+    "check_policies",
+    "for_worker",
+]
 
 log = logging.getLogger(__name__)
 
@@ -189,3 +195,16 @@ def check_policies(settings: Settings, clock: Clock | None = None) -> str:
     if gate.active is None:
         raise SourceError(_why_nothing_active(gate.status()), code="no_policies")
     return gate.active.version
+
+
+def for_worker(settings: Settings, index: int) -> Settings:
+    """Settings for PDP worker ``index``: its decision log file is ``PATH.<index>``.
+
+    Worker processes never share a log file, so size-based rotation stays
+    exact; stdout (``-``) is shared as it is.
+    """
+    path = settings.decision_log.path
+    if not path or path == "-":
+        return settings
+    log_settings = settings.decision_log.model_copy(update={"path": f"{path}.{index}"})
+    return settings.model_copy(update={"decision_log": log_settings})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from meshward.commands.common import settings_from
+from meshward.commands.common import fail, settings_from
 from meshward.up import run_up
 
 __all__ = ["up_command"]
@@ -12,5 +12,10 @@ __all__ = ["up_command"]
 
 def up_command(ctx: typer.Context) -> None:
     """Run the CA and the PDP on embedded defaults and print where each listens."""
+    from authz.errors import AuthzError  # noqa: PLC0415
+
     settings = settings_from(ctx)
-    run_up(settings)
+    try:
+        run_up(settings)
+    except AuthzError as exc:
+        fail(str(exc))
