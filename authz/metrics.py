@@ -15,10 +15,12 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.registry import Collector
 
+from authz.cache.breaker import BreakerState
+from authz.cache.tiered import Tier
 from authz.decider import DecisionRecord
 from meshward.metrics import render
 
-__all__ = ["AUTHN_PREFIX", "LATENCY_BUCKETS", "PdpMetrics"]
+__all__ = ["AUTHN_PREFIX", "LATENCY_BUCKETS", "CacheMetrics", "PdpMetrics"]
 
 # Decision errors that start with this are authentication failures; the rest
 # of the code is the reason (authz.authn.errors.AuthnError.reason).
@@ -69,6 +71,7 @@ class PdpMetrics:
             registry=self.registry,
         )
         self._collectors: list[Collector] = []
+        self.cache = CacheMetrics(self.registry)
 
     def observe(self, record: DecisionRecord) -> None:
         key = (record.adapter, record.outcome)
@@ -94,3 +97,52 @@ class PdpMetrics:
 
     def render(self) -> bytes:
         return render(self.registry, self._collectors)
+
+
+class CacheMetrics:
+    """``meshward_cache_requests_total{tier}``, ``meshward_cache_errors_total{tier,code}``,
+    ``meshward_cache_breaker_state{state}`` (1 for the current state),
+    ``meshward_cache_breaker_transitions_total{state}``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "meshward_cache_requests",
+            "Decisions by the cache tier that answered (local, redis, miss, bypass)",
+            ["tier"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "meshward_cache_errors",
+            "Cache tier failures by code; every one was absorbed (the check went on)",
+            ["tier", "code"],
+            registry=registry,
+        )
+        self.breaker = Gauge(
+            "meshward_cache_breaker_state",
+            "Redis circuit breaker: 1 for the current state (any live worker's, with --workers)",
+            ["state"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.transitions = Counter(
+            "meshward_cache_breaker_transitions",
+            "Redis circuit breaker state changes, by the state entered",
+            ["state"],
+            registry=registry,
+        )
+        for tier in Tier:
+            self.requests.labels(tier.value)
+        for state in BreakerState:
+            self.breaker.labels(state.value).set(0)
+            self.transitions.labels(state.value)
+
+    def served(self, tier: Tier) -> None:
+        self.requests.labels(tier.value).inc()
+
+    def error(self, tier: str, code: str) -> None:
+        self.errors.labels(tier, code).inc()
+
+    def breaker_changed(self, state: BreakerState) -> None:
+        for each in BreakerState:
+            self.breaker.labels(each.value).set(1 if each is state else 0)
+        self.transitions.labels(state.value).inc()

@@ -45,6 +45,8 @@ from authz.authn.jwks import FileJwks, KeySource, UrlJwks
 from authz.authn.jwt import JwtPolicy, JwtVerifier, OidcIssuer
 from authz.authn.peer import PeerPolicy
 from authz.authn.trust import TrustBundles, load_trust_bundles
+from authz.cache.tiered import TieredCache
+from authz.cache.wiring import build_cache
 from authz.decider import Decider, DecisionObserver, EngineHolder
 from authz.errors import AuthzError
 from authz.metrics import PdpMetrics
@@ -81,8 +83,9 @@ def _key_source(issuer: OidcIssuerSettings, clock: Clock) -> KeySource:
         except AuthnError as exc:
             raise PdpError(f"OIDC issuer {issuer.issuer}: {exc}") from exc
         return source
-    verify: str | bool = str(issuer.jwks_ca_file) if issuer.jwks_ca_file else True
-    return UrlJwks(str(issuer.jwks_url), clock, issuer.refresh_min_seconds, verify=verify)
+    return UrlJwks(
+        str(issuer.jwks_url), clock, issuer.refresh_min_seconds, ca_file=issuer.jwks_ca_file
+    )
 
 
 def build_authenticator(pdp: PdpSettings, clock: Clock) -> Authenticator:
@@ -127,6 +130,7 @@ class Pdp:
     app: FastAPI
     policies: PolicyRuntime
     key_sources: list[KeySource] = field(default_factory=list)
+    cache: TieredCache | None = None
 
 
 def build_pdp(settings: Settings, clock: Clock | None = None) -> Pdp:
@@ -138,10 +142,17 @@ def build_pdp(settings: Settings, clock: Clock | None = None) -> Pdp:
     observers: list[DecisionObserver] = [metrics]
     if settings.tracing.enabled:
         observers.append(_decision_tracer(settings))
+    # The decision cache: in-process tier, plus Redis when pdp.redis_url is set.
+    cache = (
+        build_cache(settings.cache, clock, settings.pdp.redis_url, metrics.cache)
+        if settings.cache.enabled
+        else None
+    )
     decider = Decider(
         engines,
         authenticator,
         clock,
+        cache=cache,
         observers=observers,
         remove_headers=settings.pdp.remove_headers,
     )
@@ -149,6 +160,9 @@ def build_pdp(settings: Settings, clock: Clock | None = None) -> Pdp:
         policies = build_policy_runtime(settings, clock, engines)
     except (SourceError, ValueError, OSError) as exc:
         raise PdpError(f"policy source: {exc}") from exc
+    if cache is not None:
+        # A new version is a new key space anyway; drop the in-process tier at once.
+        policies.gate.on_activate(lambda activation: cache.on_activation(activation.version))
     for observer in policies.observers:
         decider.add_observer(observer)
     metrics.add_collector(policies.collector)
@@ -165,6 +179,7 @@ def build_pdp(settings: Settings, clock: Clock | None = None) -> Pdp:
         app,
         policies,
         sources,
+        cache,
     )
 
 
@@ -278,6 +293,8 @@ class PdpServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._http_task
         await self.pdp.policies.stop()
+        if self.pdp.cache is not None:
+            await self.pdp.cache.aclose()
 
     async def __aenter__(self) -> PdpServer:
         await self.start()

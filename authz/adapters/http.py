@@ -62,6 +62,19 @@ def _facts(request: Request, adapter: str, method: str, uri: str, host: str) -> 
 
 
 def _answer(verdict: Verdict, *, envoy: bool = False) -> Response:
+    try:
+        return _response(verdict, envoy)
+    except (UnicodeError, ValueError):
+        # A header value HTTP/1.1 cannot carry (e.g. a non-Latin-1 principal):
+        # fail closed rather than answer 500 or mangle the identity.
+        log.warning(
+            "cannot encode the answer", extra={"fields": {"decision_id": verdict.decision_id}}
+        )
+        body = {"error": "denied", "decision_id": verdict.decision_id}
+        return JSONResponse(body, status_code=403)
+
+
+def _response(verdict: Verdict, envoy: bool) -> Response:
     if verdict.allowed:
         headers = dict(verdict.upstream_headers())
         if envoy and verdict.remove_headers:

@@ -12,6 +12,7 @@ import abc
 import asyncio
 import json
 import logging
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,18 +196,19 @@ class UrlJwks(_Refreshing):
         clock: Clock,
         min_refresh_seconds: float = 30.0,
         timeout: float = 5.0,
-        verify: str | bool = True,
+        ca_file: Path | None = None,
     ) -> None:
         super().__init__(clock, min_refresh_seconds)
         if not url.startswith("https://"):
             raise KeySourceError("jwks_url_not_https", url[:200])
         self.url = url
         self._timeout = timeout
-        self._verify = verify
+        # The system CAs, or the one bundle the issuer's certificate chains to.
+        self._tls = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
 
     async def _fetch(self) -> KeySet:
         try:
-            async with httpx.AsyncClient(timeout=self._timeout, verify=self._verify) as client:
+            async with httpx.AsyncClient(timeout=self._timeout, verify=self._tls) as client:
                 response = await client.get(self.url, headers={"accept": "application/json"})
         except httpx.HTTPError as exc:
             raise KeySourceError("jwks_fetch_failed", f"{self.url}: {type(exc).__name__}") from exc

@@ -320,7 +320,8 @@ class JwtVerifier:
             raise UnknownKey(issuer.issuer, kid)
         claims, expires = self._decode(token, key, alg, issuer.audiences, issuer.issuer, now)
         sub = claims["sub"]
-        if not isinstance(sub, str) or not sub:
+        if not isinstance(sub, str) or not sub or len(sub) > 1024 or not sub.isprintable():
+            # The principal travels upstream in a header: no control characters.
             raise InvalidToken("bad_subject")
         parents = tuple(EntityUid("Group", g) for g in _groups(claims.get(issuer.groups_claim)))
         identity = Identity(

@@ -32,6 +32,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from authz.cedar import plain as _plain
 from authz.model import AccessRequest
 
 __all__ = [
@@ -134,15 +135,6 @@ def _is_record(value: Any) -> bool:
         return False
     # {"type": ..., "id": ...} may be read as an entity reference: keep it whole.
     return not (len(value) == 2 and "type" in value and "id" in value)
-
-
-def _plain(value: Any) -> Any:
-    """A JSON-encodable copy with mappings turned into dicts and sequences into lists."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _mentions(value: Any, names: Collection[str]) -> bool:
@@ -257,22 +249,23 @@ class KeySpace:
         self._reads = {pid: context_reads(est) for pid, est in policies.items()}
         self._time = frozenset(time_attributes)
         self._max = max_projections
-        self._memo: dict[frozenset[str], Projection] = {}
+        self._memo: dict[tuple[str, ...], Projection] = {}
         self._all = Projection.of(self._reads.values(), self._time)
 
     def projection(self, candidates: Iterable[str] | None = None) -> Projection:
         """The projection for ``candidates`` (policy ids); every policy when ``None``.
 
-        An id this key space does not know makes it fall back to every policy
-        (a superset of reads is always safe).
+        Memoised by the ids as given (the engine lists a candidate set in one
+        order). An id this key space does not know makes it fall back to every
+        policy (a superset of reads is always safe).
         """
         if candidates is None:
             return self._all
-        ids = candidates if isinstance(candidates, frozenset) else frozenset(candidates)
+        ids = candidates if isinstance(candidates, tuple) else tuple(candidates)
         hit = self._memo.get(ids)
         if hit is not None:
             return hit
-        if not ids <= self._reads.keys():
+        if not all(i in self._reads for i in ids):
             return self._all
         projection = Projection.of((self._reads[i] for i in ids), self._time)
         if len(self._memo) >= self._max:

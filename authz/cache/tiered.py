@@ -28,31 +28,67 @@ import functools
 import inspect
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterable
+import weakref
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from authz.cache import CacheError, CacheUnavailable
 from authz.cache.breaker import Breaker, BreakerState
-from authz.cache.keys import KeySpace
+from authz.cache.keys import DEFAULT_TIME_ATTRIBUTES, KeySpace
 from authz.cache.local import LocalTier
 from authz.cache.redis import CachedDecision, RedisTier
 from authz.model import AccessRequest, Decision
 from meshward.clock import Clock
 
-__all__ = ["CacheObserver", "NullObserver", "Served", "Tier", "TieredCache"]
+__all__ = [
+    "CacheObserver",
+    "CacheableEngine",
+    "NullObserver",
+    "Served",
+    "Tier",
+    "TieredCache",
+]
 
 log = logging.getLogger(__name__)
 
 
 class Tier(StrEnum):
-    """Who answered: a label in metrics and in the decision log."""
+    """Who answered: a metric label; :attr:`log_label` for the decision log."""
 
     LOCAL = "local"
     REDIS = "redis"
     MISS = "miss"  # evaluated, then cached
     BYPASS = "bypass"  # evaluated, not cacheable
+
+    @property
+    def log_label(self) -> str:
+        return "none" if self in (Tier.MISS, Tier.BYPASS) else self.value
+
+
+class CachedPolicy(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def json(self) -> Mapping[str, Any]: ...
+
+
+class PolicyCollection(Protocol):
+    @property
+    def policies(self) -> Sequence[CachedPolicy]: ...
+
+
+@runtime_checkable
+class CacheableEngine(Protocol):
+    """What the cache needs from an engine (:class:`authz.engine.Engine` is one)."""
+
+    @property
+    def version(self) -> str: ...
+    @property
+    def bundle(self) -> PolicyCollection: ...
+    def evaluate(self, request: AccessRequest) -> Decision: ...
+    def candidates(self, request: AccessRequest) -> Sequence[CachedPolicy]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +140,7 @@ class TieredCache:
         observer: CacheObserver | None = None,
         max_pending_writes: int = 1024,
         enabled: bool = True,
+        time_attributes: Collection[str] = DEFAULT_TIME_ATTRIBUTES,
     ) -> None:
         if ttl_seconds <= 0:
             raise ValueError("ttl_seconds must be > 0")
@@ -119,12 +156,37 @@ class TieredCache:
         self._max_pending = max_pending_writes
         self._pending: set[asyncio.Task[None]] = set()
         self._inflight: dict[str, asyncio.Task[Served]] = {}
+        self.time_attributes = frozenset(time_attributes)
+        self._spaces: weakref.WeakKeyDictionary[CacheableEngine, KeySpace] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @property
     def local(self) -> LocalTier[Decision]:
         return self._local
 
-    async def get_or_evaluate(
+    async def get_or_evaluate(self, request: AccessRequest, engine: Any) -> tuple[Decision, str]:
+        """The decider's seam: the decision for ``request`` from ``engine`` and the
+        tier that answered as the decision log names it (``local``, ``redis`` or
+        ``none`` when the engine did).
+
+        ``engine`` is a :class:`CacheableEngine` (the key space is built from its
+        policies once per engine); any other evaluator is asked directly.
+        """
+        if not isinstance(engine, CacheableEngine):
+            decision = engine.evaluate(request)
+            self._observer.served(Tier.BYPASS)
+            return decision, "none"
+        keyspace = self._keyspace(engine)
+        served = await self.serve(
+            request,
+            keyspace,
+            functools.partial(engine.evaluate, request),
+            tuple(p.id for p in engine.candidates(request)),
+        )
+        return served.decision, served.tier.log_label
+
+    async def serve(
         self,
         request: AccessRequest,
         keyspace: KeySpace,
@@ -159,8 +221,9 @@ class TieredCache:
         return served
 
     def on_activation(self, version: str) -> None:
-        """A new policy version is active: drop the in-process tier."""
+        """A new policy version is active: drop the in-process tier and old key spaces."""
         self._local.clear()
+        self._spaces.clear()
         log.info("decision cache: local tier cleared", extra={"fields": {"version": version}})
 
     async def aclose(self, timeout: float = 1.0) -> None:
@@ -171,6 +234,14 @@ class TieredCache:
             task.cancel()
         if self._redis is not None:
             await self._redis.aclose()
+
+    def _keyspace(self, engine: CacheableEngine) -> KeySpace:
+        found = self._spaces.get(engine)
+        if found is None:
+            policies = {p.id: p.json for p in engine.bundle.policies}
+            found = KeySpace(engine.version, policies, time_attributes=self.time_attributes)
+            self._spaces[engine] = found
+        return found
 
     def _expiry(self, request: AccessRequest, now: float) -> float:
         expires_at = now + self.ttl_seconds

@@ -47,4 +47,5 @@ def build_cache(
         observer=observer,
         max_pending_writes=settings.max_pending_writes,
         enabled=settings.enabled,
+        time_attributes=settings.time_attributes,
     )

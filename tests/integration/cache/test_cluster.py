@@ -40,18 +40,14 @@ async def test_cluster_shares_decisions_across_slots(tmp_path: Path) -> None:
         reader = TieredCache(clock, redis=RedisTier.connect(options))
         requests = [req(i, "/v1/a" if i % 2 else "/v2/a") for i in range(30)]
         for r in requests:
-            served = await writer.get_or_evaluate(
-                r, oracle.keyspace, lambda r=r: oracle.evaluate(r)
-            )
+            served = await writer.serve(r, oracle.keyspace, lambda r=r: oracle.evaluate(r))
             assert served.tier is Tier.MISS
         for _ in range(200):
             if not writer._pending:
                 break
             await asyncio.sleep(0.01)
         for r in requests:
-            served = await reader.get_or_evaluate(
-                r, oracle.keyspace, lambda r=r: oracle.evaluate(r)
-            )
+            served = await reader.serve(r, oracle.keyspace, lambda r=r: oracle.evaluate(r))
             assert served.tier is Tier.REDIS
             assert served.decision == oracle.evaluate(r)
         assert reader.breaker.state.value == "closed"

@@ -7,9 +7,9 @@ import asyncio
 from prometheus_client import CollectorRegistry
 
 from authz.cache.breaker import Breaker
-from authz.cache.metrics import CacheMetrics
 from authz.cache.redis import RedisOptions, RedisTier
 from authz.cache.tiered import Tier, TieredCache
+from authz.metrics import CacheMetrics
 from authz.model import AccessRequest, EntityUid, Identity
 from meshward.clock import SystemClock
 from tests.integration.cache.conftest import Oracle
@@ -46,7 +46,7 @@ async def test_redis_killed_and_restarted_no_check_fails(redis: RedisServer) -> 
         i = 0
         while not stop.is_set():
             r = req(i)
-            served = await cache.get_or_evaluate(r, oracle.keyspace, lambda r=r: oracle.evaluate(r))
+            served = await cache.serve(r, oracle.keyspace, lambda r=r: oracle.evaluate(r))
             if served.decision != oracle.evaluate(r):
                 wrong.append(i)
             tiers.append(served.tier)

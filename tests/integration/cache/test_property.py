@@ -183,7 +183,7 @@ async def _run(url: str, first: str, second: str, specs: list[Any], order: list[
         oracle = versions[0] if step < len(specs) else versions[1]
         request = build(specs[index % len(specs)], step)
         cache = caches[step % 2]
-        served = await cache.get_or_evaluate(
+        served = await cache.serve(
             request, oracle.keyspace, lambda r=request, o=oracle: o.evaluate(r)
         )
         assert served.decision == oracle.evaluate(request), (step, served.tier)

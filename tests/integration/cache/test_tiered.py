@@ -10,9 +10,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from authz.cache.breaker import Breaker
-from authz.cache.metrics import CacheMetrics
 from authz.cache.redis import RedisOptions, RedisTier
 from authz.cache.tiered import Tier, TieredCache
+from authz.metrics import CacheMetrics
 from authz.model import AccessRequest, EntityUid, Identity
 from meshward.clock import FixedClock
 from tests.integration.cache.conftest import Oracle
@@ -41,9 +41,7 @@ def make(
 
 
 async def serve(cache: TieredCache, oracle: Oracle, request: AccessRequest) -> Any:
-    return await cache.get_or_evaluate(
-        request, oracle.keyspace, lambda: oracle.evaluate(request), None
-    )
+    return await cache.serve(request, oracle.keyspace, lambda: oracle.evaluate(request), None)
 
 
 async def settle(cache: TieredCache) -> None:
@@ -85,7 +83,7 @@ async def test_single_flight_evaluates_once(redis: RedisServer) -> None:
         return oracle.evaluate(req())
 
     results = await asyncio.gather(
-        *(cache.get_or_evaluate(req(rid=str(i)), oracle.keyspace, slow) for i in range(20))
+        *(cache.serve(req(rid=str(i)), oracle.keyspace, slow) for i in range(20))
     )
     assert calls == 1
     assert {r.decision for r in results} == {results[0].decision}
@@ -101,9 +99,9 @@ async def test_single_flight_survives_a_caller_giving_up(redis: RedisServer) -> 
         await asyncio.sleep(0.05)
         return oracle.evaluate(req())
 
-    leader = asyncio.ensure_future(cache.get_or_evaluate(req(), oracle.keyspace, slow))
+    leader = asyncio.ensure_future(cache.serve(req(), oracle.keyspace, slow))
     await asyncio.sleep(0)
-    follower = asyncio.ensure_future(cache.get_or_evaluate(req(), oracle.keyspace, slow))
+    follower = asyncio.ensure_future(cache.serve(req(), oracle.keyspace, slow))
     await asyncio.sleep(0.01)
     leader.cancel()
     served = await follower

@@ -15,6 +15,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ca.attestation.join_token import hash_token
 from ca.errors import AttestationFailed, BadCsr, CaError
@@ -248,3 +250,31 @@ def test_the_ca_server_id_is_reserved(tmp_path: Path) -> None:
             call()
         assert err.value.code == "reserved_id"
     assert ca.issue_x509_local(server_id, new_csr()[0], 60, method="server").spiffe_id == server_id
+
+
+_SEGMENT = st.text("abcXYZ019.-_", min_size=1, max_size=12).filter(lambda s: s not in (".", ".."))
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(segments=st.lists(_SEGMENT, min_size=1, max_size=5))
+def test_any_valid_spiffe_id_round_trips_through_an_svid(
+    tmp_path: Path, segments: list[str]
+) -> None:
+    spiffe_id = SpiffeId.parse("spiffe://example.org/" + "/".join(segments))
+    ca = _shared_ca(tmp_path)
+    issued = ca.issue_x509_local(spiffe_id, new_csr(spiffe_id)[0], 60)
+    uris = issued.cert.extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    ).value.get_values_for_type(x509.UniformResourceIdentifier)
+    assert [SpiffeId.parse(u) for u in uris] == [spiffe_id]
+
+
+_CAS: dict[Path, object] = {}
+
+
+def _shared_ca(tmp_path: Path):  # type: ignore[no-untyped-def]
+    if tmp_path not in _CAS:
+        _CAS[tmp_path] = in_process_ca(tmp_path)
+    return _CAS[tmp_path]

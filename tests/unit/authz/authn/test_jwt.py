@@ -148,6 +148,7 @@ ATTACKS: list[tuple[str, Any, str]] = [
         lambda: SVID_KEY.sign(svid_claims(sub="spiffe://meshward.test/a//b")),
         "bad_subject",
     ),
+    ("sub-with-newline", lambda: IDP_KEY.sign(user_claims(sub="a\r\nx-evil: 1")), "bad_subject"),
     ("exp-is-string", lambda: SVID_KEY.sign(svid_claims(exp="tomorrow")), "bad_exp"),
     (
         "alg-not-allowed-for-issuer",

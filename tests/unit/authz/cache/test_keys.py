@@ -195,8 +195,20 @@ def test_unknown_candidate_falls_back_to_every_policy() -> None:
 
 def test_projection_is_memoised_per_candidate_set() -> None:
     ks = space()
-    assert ks.projection(["path", "user"]) is ks.projection(("user", "path"))
+    assert ks.projection(["path", "user"]) is ks.projection(("path", "user"))
+    assert ks.projection(["path", "user"]).values == ks.projection(("user", "path")).values
 
 
 def test_unencodable_context_has_no_key() -> None:
-    assert key(request(http={"path": {1, 2}})) is None
+    assert key(request(http={"path": float("nan")})) is None
+    assert key(request(http={"path": object()})) is None
+
+
+def test_values_are_keyed_as_cedar_sees_them() -> None:
+    # A set is unordered for Cedar; an EntityUid is an entity reference.
+    assert key(request(http={"path": {"b", "a"}})) == key(request(http={"path": {"a", "b"}}))
+    uid = EntityUid("User", "a")
+    assert key(request(http={"path": uid})) == key(
+        request(http={"path": {"__entity": uid.to_cedar()}})
+    )
+    assert key(request(http={"path": uid})) != key(request(http={"path": EntityUid("User", "b")}))
