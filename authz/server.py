@@ -201,12 +201,13 @@ class _Uvicorn(uvicorn.Server):
         yield
 
 
-def _listen(addr: str) -> socket.socket:
+def _listen(addr: str, reuse_port: bool) -> socket.socket:
     host, port = parse_hostport(addr)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(1024)
     sock.setblocking(False)
@@ -226,9 +227,13 @@ class PdpServer:
 
     async def start(self) -> None:
         settings = self.pdp.settings.pdp
+        reuse_port = settings.workers > 1
         server = grpc.aio.server(
             options=[
-                ("grpc.so_reuseport", 1),
+                # Only workers share a port. A single process refuses a port
+                # that is taken, instead of silently splitting its traffic
+                # with whatever else bound it with SO_REUSEPORT.
+                ("grpc.so_reuseport", 1 if reuse_port else 0),
                 ("grpc.max_receive_message_length", 8 * 1024 * 1024),
                 ("grpc.max_metadata_size", 256 * 1024),
             ]
@@ -244,10 +249,14 @@ class PdpServer:
             server,
         )
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        if server.add_insecure_port(settings.grpc_addr) == 0:
+        try:
+            bound = server.add_insecure_port(settings.grpc_addr)
+        except RuntimeError as exc:  # grpc raises on a taken port
+            raise PdpError(f"cannot listen on {settings.grpc_addr} (gRPC): {exc}") from exc
+        if bound == 0:
             raise PdpError(f"cannot listen on {settings.grpc_addr} (gRPC)")
         try:
-            http_sock = _listen(settings.http_addr)
+            http_sock = _listen(settings.http_addr, reuse_port)
         except OSError as exc:
             raise PdpError(f"cannot listen on {settings.http_addr} (HTTP): {exc.strerror}") from exc
         await server.start()

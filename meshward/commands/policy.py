@@ -44,29 +44,53 @@ def print_problems(directory: Path, problems: tuple[Problem, ...] | list[Problem
         typer.echo(f"{where}:{p.line}:{p.column}: {p.code}: {p.message}", err=True)
 
 
-def load_or_exit(directory: Path) -> PolicyBundle:
-    """Load the bundle or print every problem and exit 2."""
+def _load(directory: Path) -> PolicyBundle | None:
+    """The bundle, or None after printing every problem."""
     try:
         return load_bundle(directory)
     except BundleError as exc:
         print_problems(directory, exc.problems)
         count = len(exc.problems)
-        typer.echo(f"meshward: {count} problem{'s' if count != 1 else ''}; not loaded", err=True)
-        raise typer.Exit(int(ExitCode.BAD_INPUT)) from None
+        plural = "s" if count != 1 else ""
+        typer.echo(f"meshward: {directory}: {count} problem{plural}; not loaded", err=True)
+        return None
+
+
+def load_or_exit(directory: Path) -> PolicyBundle:
+    """Load the bundle or print every problem and exit 2."""
+    bundle = _load(directory)
+    if bundle is None:
+        raise typer.Exit(int(ExitCode.BAD_INPUT))
+    return bundle
 
 
 @policy_app.command("validate")
-def validate_command(directory: DirArg) -> None:
+def validate_command(
+    directories: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Policy directories: schema.cedarschema, *.cedar, entities.json, tests/*.yaml.",
+            show_default=False,
+        ),
+    ],
+) -> None:
     """Parse and validate the policies against the schema; check entities and test files.
 
-    Prints every problem as FILE:LINE:COL and exits 2 if there is any.
+    Prints every problem as DIR/FILE:LINE:COL and exits 2 if any directory has one.
     """
-    bundle = load_or_exit(directory)
-    cases = sum(len(s.cases) for s in bundle.tests)
-    typer.echo(
-        f"ok: {len(bundle.policies)} policies, {len(bundle.tests)} test files, "
-        f"{cases} test cases (version {bundle.version})"
-    )
+    failed = False
+    for directory in directories:
+        bundle = _load(directory)
+        if bundle is None:
+            failed = True
+            continue
+        cases = sum(len(s.cases) for s in bundle.tests)
+        typer.echo(
+            f"ok: {directory}: {len(bundle.policies)} policies, {len(bundle.tests)} test files, "
+            f"{cases} test cases (version {bundle.version})"
+        )
+    if failed:
+        raise typer.Exit(int(ExitCode.BAD_INPUT))
 
 
 @policy_app.command("test")

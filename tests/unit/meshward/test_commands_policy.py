@@ -21,7 +21,7 @@ def test_policy_test_on_the_example_policies_passes() -> None:
 def test_policy_validate_and_fmt_check_on_the_examples() -> None:
     out = meshward("policy", "validate", "policies")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("ok: ")
+    assert out.stdout.startswith("ok: policies: ")
     fmt = meshward("policy", "fmt", "policies", "--check")
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
 
@@ -140,3 +140,36 @@ def test_help_lists_the_commands() -> None:
     for name in ("validate", "test", "fmt"):
         assert name in out.stdout
     assert meshward("check", "--help").returncode == 0
+
+
+def _bad_table():
+    import yaml
+
+    data = REPO / "tests" / "unit" / "authz" / "data" / "bad_bundles.yaml"
+    return yaml.safe_load(data.read_text())
+
+
+BAD = _bad_table()
+
+
+def test_every_bad_bundle_exits_2_naming_each_position(tmp_path) -> None:
+    # One process validates every bad bundle of the table (and a good one).
+    from tests.unit.authz.conftest import write_tree
+
+    roots = []
+    for number, case in enumerate(BAD["cases"]):
+        roots.append(write_tree(tmp_path / f"b{number}", {**BAD["base"], **case["files"]}))
+    good = write_tree(tmp_path / "good", BAD["base"])
+    out = meshward("policy", "validate", *map(str, roots), str(good))
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert out.stdout.splitlines() == [
+        line for line in out.stdout.splitlines() if str(good) in line
+    ]
+    assert out.stdout.startswith(f"ok: {good}: 1 policies")
+    for root, case in zip(roots, BAD["cases"], strict=True):
+        for file, line, column, code in case["problems"]:
+            where = str(root) if file == "." else f"{root}/{file}"
+            assert f"{where}:{line}:{column}: {code}: " in out.stderr, case["name"]
+        count = len(case["problems"])
+        assert f"meshward: {root}: {count} problem" in out.stderr
