@@ -12,10 +12,10 @@ default; matched case-insensitively at any depth) are replaced by
 ``[redacted]`` and the dotted path of each is listed under ``redacted``, so a
 replay knows which entries it cannot reproduce faithfully.
 
-Writing never fails or slows a decision: :meth:`DecisionLog.record` formats
-the line and hands it to a queue synchronously — there is no ``await`` for a
+Writing never fails or slows a decision: :meth:`DecisionLog.record` hands
+the (immutable) record to a queue synchronously — there is no ``await`` for a
 cancelled caller to interrupt, so a decision is logged even when the caller
-gave up — and a writer thread appends it. A full queue drops the line and a
+gave up — and a writer thread formats and appends the line. A full queue drops the line and a
 failed write is counted; neither is raised.
 """
 
@@ -258,30 +258,32 @@ class DecisionLog:
         try:
             if self._sample_rate < 1.0 and self._rng.random() >= self._sample_rate:
                 return False
-            line = json.dumps(
-                decision_entry(record, self._redact),
-                separators=(",", ":"),
-                ensure_ascii=False,
-                default=str,
-            )
-            self._queue.put_nowait(line)
+            self._queue.put_nowait(record)  # immutable: formatted by the writer thread
         except queue.Full:
             self.dropped += 1
             return False
         except Exception:  # a log line must never fail a decision
             self.failed += 1
-            log.exception("decision log: cannot format an entry")
+            log.exception("decision log: cannot queue an entry")
             return False
         return True
+
+    def _line(self, record: DecisionRecord) -> str:
+        return json.dumps(
+            decision_entry(record, self._redact),
+            separators=(",", ":"),
+            ensure_ascii=False,
+            default=str,
+        )
 
     def _drain(self) -> None:
         while True:
             item = self._queue.get()
-            if item is _STOP:
+            if not isinstance(item, DecisionRecord):
                 return
             try:
-                self._sink.write_line(str(item))
+                self._sink.write_line(self._line(item))
                 self.written += 1
             except Exception as exc:
                 self.failed += 1
-                log.warning("decision log: write failed: %s", exc)
+                log.warning("decision log: cannot write an entry: %s", exc)

@@ -62,7 +62,7 @@ class Noop(g.AuthorizationServicer):
         return pb.CheckResponse(status=status_pb2.Status(code=code_pb2.OK))
 
 async def main():
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     g.add_AuthorizationServicer_to_server(Noop(), server)
     server.add_insecure_port(sys.argv[1])
     await server.start()
@@ -137,16 +137,21 @@ def _wait_grpc(port: int) -> None:
         grpc.channel_ready_future(channel).result(timeout=max(deadline - time.monotonic(), 1))
 
 
-def _assert_allows(port: int, request: pb.CheckRequest) -> None:
+def _assert_allows(port: int, request: pb.CheckRequest, name: str, log: Path) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         reply = external_auth_pb2_grpc.AuthorizationStub(channel).Check(request, timeout=10)
     if reply.status.code != code_pb2.OK:
-        raise RuntimeError(f"the benchmark request is not allowed: {reply}")
+        server_log = log.read_text()[-4000:] if log.exists() else ""
+        raise RuntimeError(
+            f"{name}: the benchmark request is not allowed: {reply.denied_response.body}\n"
+            f"server log:\n{server_log}"
+        )
 
 
 @contextlib.contextmanager
-def _process(argv: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _process(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT)
     try:
         yield proc
     finally:
@@ -177,7 +182,7 @@ def _meshward(work: Path, port: int, workers: int) -> list[str]:
     config = work / "meshward.toml"
     config.write_text('[pdp]\ntrust_peer_principal = true\ntrust_domain = "meshward.local"\n')
     return [
-        sys.executable, "-m", "meshward", "--config", str(config), "--log-level", "warning",
+        sys.executable, "-m", "meshward", "--config", str(config), "--log-level", "info",
         "--state-dir", str(work / "state"),
         "pdp", "serve", "--policies", str(REPO / "policies"),
         "--grpc-addr", f"127.0.0.1:{port}", "--http-addr", f"127.0.0.1:{_free_port()}",
@@ -187,7 +192,7 @@ def _meshward(work: Path, port: int, workers: int) -> list[str]:
 
 def _measure(port: int, request: pb.CheckRequest, work: Path, name: str) -> Result:
     _wait_grpc(port)
-    _assert_allows(port, request)
+    _assert_allows(port, request, name, work / "server.log")
     body = work / f"{name}.bin"
     body.write_bytes(_framed(request))
     return _h2load(port, body, work / f"{name}.log")
@@ -203,14 +208,15 @@ def main() -> None:
         token = _keys(work)
         jwt_request = _request(token=token)
         port = _free_port()
-        with _process([sys.executable, "-c", _NOOP, f"127.0.0.1:{port}"], _env()):
+        log = work / "server.log"
+        with _process([sys.executable, "-c", _NOOP, f"127.0.0.1:{port}"], _env(), log):
             results["no-op grpc.aio servicer"] = _measure(port, mtls, work, "noop")
         port = _free_port()
-        with _process(_meshward(work, port, 1), _env()):
+        with _process(_meshward(work, port, 1), _env(), log):
             results["meshward, mTLS principal, 1 worker"] = _measure(port, mtls, work, "mtls")
             results["meshward, JWT-SVID, 1 worker"] = _measure(port, jwt_request, work, "jwt")
         port = _free_port()
-        with _process(_meshward(work, port, 2), _env()):
+        with _process(_meshward(work, port, 2), _env(), log):
             results["meshward, mTLS principal, 2 workers"] = _measure(port, mtls, work, "mtls2")
     base = results["no-op grpc.aio servicer"].rps
     print(f"h2load: {CLIENTS} connections x {STREAMS} streams, {SECONDS:g} s each, 1 thread")

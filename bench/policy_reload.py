@@ -236,6 +236,11 @@ def main() -> None:
             f"p99 {_p99(during) * 1e6:7.0f} us  ({len(during)} checks)"
         )
         print(f"  p99 during / before: {_p99(during) / _p99(before):.2f}x")
+        print(
+            f"  longest check: before {max(before) * 1000:.1f} ms, "
+            f"during {max(during) * 1000:.1f} ms (cedarpy holds the GIL while it parses, "
+            "validates and builds a policy set, so a large activation stalls checks)"
+        )
 
 
 if __name__ == "__main__":

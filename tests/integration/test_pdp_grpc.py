@@ -19,7 +19,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tests.support.certs import url_encoded_pem
+from tests.support.cli import REPO, meshward
 from tests.support.envoy import SHOP, check_request, denied_body_json, upstream_headers
+from tests.support.net import free_port
 from tests.support.pdp import ISSUER, PdpProcess, pdp_process
 from tests.support.tokens import SigningKey
 
@@ -253,3 +255,13 @@ def test_decisions_counted_in_metrics(pdp: PdpProcess, stub) -> None:
     text = httpx.get(f"{pdp.http_url}/metrics").text
     assert 'meshward_pdp_decisions_total{adapter="envoy_grpc",result="allow"}' in text
     assert "meshward_pdp_decision_seconds_bucket" in text
+
+
+def test_single_process_refuses_a_taken_port(pdp: PdpProcess) -> None:
+    # Without --workers, a port already in use is an error, never shared traffic.
+    out = meshward(
+        "pdp", "serve", "--policies", str(REPO / "policies"),
+        "--grpc-addr", pdp.grpc_addr, "--http-addr", f"127.0.0.1:{free_port()}",
+        timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2
