@@ -91,6 +91,7 @@ class DirectorySource:
         except OSError as exc:
             raise CheckoutError(f"{self.description}: cannot copy: {exc.strerror}") from exc
         if content_version(dest) != revision.version:
+            self._signature = None  # hash again on the next look, whatever the stat data says
             raise CheckoutError(
                 f"{self.description}: changed while being read", code="changed_during_read"
             )

@@ -75,7 +75,7 @@ class Activation(Generic[E]):
 class Rejection:
     version: str
     at: dt.datetime
-    stage: str  # "checkout", "bundle", "test", or "gate" when another replica rejected it
+    stage: str  # "checkout", "bundle", "test", "internal"; "gate": another replica rejected it
     problems: tuple[Problem, ...]
 
     @property
@@ -151,6 +151,9 @@ def _iso(when: dt.datetime) -> str:
 
 
 _MAX_REMEMBERED_REJECTIONS = 256
+# A version whose files cannot be written out for one of these reasons never will
+# be (the subdirectory is not in that commit); any other failure is retried.
+_PERMANENT_CHECKOUT_ERRORS = frozenset({"not_found", "bad_ref"})
 
 
 class Gate(Generic[E]):
@@ -238,16 +241,19 @@ class Gate(Generic[E]):
         self._reloads[outcome.value] += 1
         return outcome
 
+    def _fetch_failed(self, exc: SourceError) -> Outcome:
+        self._fetch_error = FetchFailure(exc.code, str(exc), self._clock.now())
+        log.warning(
+            "policy source unreadable; keeping the last good version",
+            extra={"fields": {"code": exc.code, "error": str(exc), "active": self._version}},
+        )
+        return Outcome.FETCH_FAILED
+
     async def _reload(self, fetch: bool) -> Outcome:
         try:
             revision = await asyncio.to_thread(self._latest, fetch)
         except SourceError as exc:
-            self._fetch_error = FetchFailure(exc.code, str(exc), self._clock.now())
-            log.warning(
-                "policy source unreadable; keeping the last good version",
-                extra={"fields": {"code": exc.code, "error": str(exc), "active": self._version}},
-            )
-            return Outcome.FETCH_FAILED
+            return self._fetch_failed(exc)
         self._fetch_error = None
         self._fetch_ok_at = self._clock.now()
         self._fetch_ok_mono = self._clock.monotonic()
@@ -267,7 +273,7 @@ class Gate(Generic[E]):
             )
             return Outcome.VETOED
         try:
-            engine = await asyncio.to_thread(self._prepare_revision, revision)
+            engine = await asyncio.to_thread(self._prepare_revision_safely, revision)
         except Rejected as exc:
             rejection = Rejection(version, self._clock.now(), exc.stage, exc.problems)
             self._remember(rejection)
@@ -290,6 +296,8 @@ class Gate(Generic[E]):
                 except Exception:
                     log.exception("policy rejection listener failed")
             return Outcome.REJECTED
+        except SourceError as exc:  # transient: the version is tried again next time
+            return self._fetch_failed(exc)
         self._activate(Activation(version, engine, self._clock.now(), revision.source))
         return Outcome.ACTIVATED
 
@@ -313,12 +321,27 @@ class Gate(Generic[E]):
             self._source.refresh()
         return self._source.latest()
 
+    def _prepare_revision_safely(self, revision: Revision) -> E:
+        """:meth:`_prepare_revision`; an unexpected error rejects the version (fail closed)."""
+        try:
+            return self._prepare_revision(revision)
+        except SourceError:
+            raise
+        except Exception as exc:
+            log.exception(
+                "policy version crashed the gate", extra={"fields": {"version": revision.version}}
+            )
+            problem = Problem("", 0, 0, "internal-error", f"the gate failed: {type(exc).__name__}")
+            raise Rejected([problem], stage="internal") from exc
+
     def _prepare_revision(self, revision: Revision) -> E:
         self._work_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="checkout-", dir=self._work_dir) as tmp:
             try:
                 root = self._source.materialize(revision, Path(tmp))
             except SourceError as exc:
+                if exc.code not in _PERMANENT_CHECKOUT_ERRORS:
+                    raise  # e.g. a timeout, or files edited while being read
                 raise Rejected([Problem("", 0, 0, exc.code, str(exc))], stage="checkout") from exc
             return self._prepare(root, revision.version)
 

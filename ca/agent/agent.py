@@ -47,6 +47,7 @@ class AgentConfig:
     backoff_cap: float = 30.0
     concurrency: int = 8  # CA calls in flight at once
     jwt_min_remaining: float = 30.0  # a cached JWT-SVID is reused while it has this left
+    publish_every: float = 0.1  # during a long pass, publish what is renewed this often
 
 
 def build_csr(entry: Entry, key: ec.EllipticCurvePrivateKey) -> x509.CertificateSigningRequest:
@@ -96,6 +97,7 @@ class NodeAgent:
         self._task: asyncio.Task[None] | None = None
         self._failures = 0
         self._synced = asyncio.Event()
+        self._published_at = clock.monotonic()
         self.last_error: CaError | None = None
 
     # -- lifecycle -----------------------------------------------------------------
@@ -247,6 +249,9 @@ class NodeAgent:
                     svid.not_before, svid.not_after, self.random.random(), self.config.jitter
                 )
                 self._slots[entry.entry_id] = _Slot(svid, due)
+                if self.clock.monotonic() - self._published_at >= self.config.publish_every:
+                    # A pass over many entries: hand out what is ready, not all at the end.
+                    self._publish()
                 log.info(
                     "SVID obtained",
                     extra={
@@ -270,6 +275,7 @@ class NodeAgent:
             if self._slots[k].svid.valid_at(now)
         ]
         self.hub.publish(self._bundle, svids)
+        self._published_at = self.clock.monotonic()
 
     # -- JWT-SVIDs ------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ the first ``GET /v1/bundle``; every bundle fetched is trusted from then on.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import os
@@ -65,6 +66,34 @@ def _uri_san(cert: x509.Certificate) -> str | None:
     return uris[0] if len(uris) == 1 else None
 
 
+class NotTheCa(ssl.SSLCertVerificationError):
+    """The TLS peer chains to the bundle but is not the CA's SPIFFE ID."""
+
+
+def _ca_socket_class(expected: str) -> type[ssl.SSLSocket]:
+    """An SSLSocket that refuses, right after the handshake, any peer but ``expected``."""
+
+    class _CaSocket(ssl.SSLSocket):
+        def do_handshake(self, block: bool = False) -> None:
+            super().do_handshake(block)
+            der = self.getpeercert(True)
+            if not der or _uri_san(x509.load_der_x509_certificate(der)) != expected:
+                raise NotTheCa("the server is not the CA of this trust domain")
+
+    return _CaSocket
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _parse_rfc3339(value: Any) -> dt.datetime:
     if not isinstance(value, str):
         raise ValueError("expires_at is not a string")
@@ -99,7 +128,7 @@ class CaClient:
         self.timeout = timeout
         self._trusted_pem = bootstrap_bundle
         self._node: tuple[list[x509.Certificate], ec.EllipticCurvePrivateKey] | None = None
-        self._client: httpx.AsyncClient | None = None
+        self._client: httpx.Client | None = None
 
     # -- node identity ------------------------------------------------------------------
 
@@ -154,18 +183,20 @@ class CaClient:
 
     def _ssl_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-        # The CA's certificate names a SPIFFE ID, not a host: checked in _check_server.
+        # The CA's certificate names a SPIFFE ID, not a host: the socket class
+        # checks it at the handshake, before a byte of a request (or a token) is sent.
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.sslsocket_class = _ca_socket_class(str(SpiffeId(self.trust_domain, CA_SERVER_PATH)))
         ctx.load_verify_locations(cadata=self._trusted_pem.decode("ascii"))
         if self._node is not None:
             ctx.load_cert_chain(self.node_file)
         return ctx
 
-    async def _reconnect(self) -> httpx.AsyncClient:
+    async def _reconnect(self) -> httpx.Client:
         if self._client is not None:
-            await self._client.aclose()
-        self._client = httpx.AsyncClient(
+            await asyncio.to_thread(self._client.close)
+        self._client = httpx.Client(
             base_url=self.url, verify=self._ssl_context(), timeout=self.timeout
         )
         return self._client
@@ -217,25 +248,18 @@ class CaClient:
 
     # -- HTTP ----------------------------------------------------------------------------
 
-    def _check_server(self, response: httpx.Response) -> None:
-        stream = response.extensions.get("network_stream")
-        ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        if not der:
-            raise CaUnavailable("the CA presented no certificate", "ca_identity")
-        expected = str(SpiffeId(self.trust_domain, CA_SERVER_PATH))
-        if _uri_san(x509.load_der_x509_certificate(der)) != expected:
-            raise CaUnavailable("the server is not the CA of this trust domain", "ca_identity")
-
     async def _request(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
         client = self._client or await self._reconnect()
         try:
-            response = await client.request(method, path, json=body)
+            response = await asyncio.to_thread(client.request, method, path, json=body)
         except httpx.TimeoutException as exc:
             raise CaUnavailable("the CA did not answer in time", "ca_timeout") from exc
         except (httpx.TransportError, ssl.SSLError, OSError) as exc:
+            if _caused_by(exc, NotTheCa):
+                raise CaUnavailable(
+                    "the server is not the CA of this trust domain", "ca_identity"
+                ) from exc
             raise CaUnavailable(f"cannot reach the CA: {type(exc).__name__}") from exc
-        self._check_server(response)
         if response.status_code == 429 or response.status_code >= 500:
             raise CaUnavailable(f"CA answered {response.status_code}", "ca_unavailable")
         try:
@@ -329,5 +353,5 @@ class CaClient:
 
     async def aclose(self) -> None:
         if self._client is not None:
-            await self._client.aclose()
+            await asyncio.to_thread(self._client.close)
             self._client = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -200,3 +201,37 @@ async def test_run_polls_and_trigger_wakes_it(tmp_path: Path) -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
     assert len(versions) == 2 and versions[0] != versions[1]
+
+
+async def test_files_changing_while_read_are_retried_not_rejected(tmp_path: Path) -> None:
+    root = _dir(tmp_path, '{"n": 1}')
+    source = DirectorySource(root)
+    gate = _gate(source, tmp_path)
+    assert await gate.reload() is Outcome.ACTIVATED
+    config = root / "config.json"
+    config.write_text('{"n": 22}')
+    source.latest()  # the source has seen this content...
+    stat = config.stat()
+    config.write_text('{"n": 33}')  # ...which changes again: same size, same mtime
+    os.utime(config, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert await gate.reload() is Outcome.FETCH_FAILED
+    status = gate.status()
+    assert status.last_rejected is None
+    assert status.last_fetch_error is not None
+    assert status.last_fetch_error.code == "changed_during_read"
+    assert await gate.reload() is Outcome.ACTIVATED
+    assert gate.active is not None and gate.active.engine == {"n": 33}
+
+
+async def test_a_gate_crash_rejects_the_version(tmp_path: Path) -> None:
+    def crash(root: Path, version: str) -> dict[str, Any]:
+        raise ZeroDivisionError("bug in a loader")
+
+    gate = Gate(
+        DirectorySource(_dir(tmp_path, "{}")), crash, clock=FixedClock(), work_dir=tmp_path / "w"
+    )
+    assert await gate.reload() is Outcome.REJECTED
+    rejected = gate.status().last_rejected
+    assert rejected is not None and rejected.stage == "internal"
+    assert [p.code for p in rejected.problems] == ["internal-error"]
+    assert await gate.reload() is Outcome.UNCHANGED  # not retried on every poll

@@ -153,3 +153,20 @@ async def test_background_loop_backs_off_and_recovers(
         await asyncio.wait_for(agent.wait_synced(), 10)
         assert len(agent.hub.current.svids) == 2
         assert agent.last_error is None
+
+
+async def test_long_pass_publishes_as_it_goes(clock: FixedClock) -> None:
+    class SlowAuthority(LocalAuthority):
+        async def sign_x509(self, entry, csr, current):  # type: ignore[no-untyped-def]
+            clock.advance(0.05)  # each signature takes 50 ms of (monotonic) time
+            return await super().sign_x509(entry, csr, current)
+
+    authority = SlowAuthority(clock)
+    authority.entries = [entry(f"w{i}", f"unix:uid:{i}") for i in range(10)]
+    hub = SnapshotHub()
+    agent = NodeAgent(authority, hub, clock, random.Random(1), AgentConfig(concurrency=1))
+    await agent.sync_once()
+    # 10 signatures x 50 ms, a publish at least every 100 ms: several
+    # intermediate snapshots before the final one.
+    assert 4 <= hub.current.version <= 7
+    assert len(hub.current.svids) == 10
