@@ -20,7 +20,7 @@ from grpclib.server import Server
 
 from ca.agent.agent import AgentConfig, NodeAgent
 from ca.agent.ca_client import CaClient
-from ca.agent.errors import CaRejected, CaUnavailable
+from ca.agent.errors import AgentError, CaRejected, CaUnavailable
 from ca.agent.files import FileSink, FileSinkConfig
 from ca.agent.hub import SnapshotHub
 from ca.agent.model import HeldSvid
@@ -42,8 +42,10 @@ __all__ = [
 log = logging.getLogger("meshward.agent")
 
 
-class AgentStartupError(Exception):
+class AgentStartupError(AgentError):
     """The agent cannot start as configured (the message says why; exit code 2)."""
+
+    code = "startup"
 
 
 @dataclass(frozen=True)
