@@ -29,6 +29,7 @@ from ca.agent.workload_api import WorkloadApi, serve_workload_api
 from meshward.clock import Clock, SystemClock
 from meshward.settings import AgentSettings, Settings
 from meshward.spiffe import InvalidSpiffeId, TrustDomain
+from meshward.spiffe_bundle import InvalidBundle, load_bundle
 
 __all__ = [
     "AgentPlan",
@@ -87,8 +88,13 @@ def plan_agent(settings: Settings) -> AgentPlan:
         bootstrap = agent.ca_bundle.read_bytes()
     except OSError as exc:
         raise AgentStartupError(f"cannot read CA bundle {agent.ca_bundle}") from exc
-    if b"-----BEGIN CERTIFICATE-----" not in bootstrap:
-        raise AgentStartupError(f"{agent.ca_bundle} holds no PEM certificate")
+    try:
+        # Either form `meshward ca bundle` prints: the JWK Set, or PEM (--pem).
+        bootstrap = load_bundle(bootstrap, td).to_pem()
+    except InvalidBundle as exc:
+        raise AgentStartupError(f"{agent.ca_bundle} is not a trust bundle ({exc.reason})") from exc
+    if not bootstrap:
+        raise AgentStartupError(f"{agent.ca_bundle} holds no X.509 authority")
     sds = agent.sds_addr
     if sds is None:
         sds = f"unix:{(state / 'sds.sock').absolute()}"
