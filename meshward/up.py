@@ -136,6 +136,10 @@ async def _up(settings: Settings, ca: CertificateAuthority) -> None:
             f"meshward: PDP ext_authz gRPC on {settings.pdp.grpc_addr}, "
             f"HTTP on http://{settings.pdp.http_addr} (policies {pdp.engines.version})"
         )
+        typer.echo(
+            f"meshward: metrics at http://{settings.pdp.http_addr}/metrics (PDP) and"
+            f" https://{settings.ca.addr}/metrics (CA); see docs/operations.md#metrics"
+        )
         typer.echo("meshward: try these (the answer each gets is in brackets):")
         for example in examples(settings):
             typer.echo(f"  # {example.title} [{example.expect}]\n  {example.command}")
