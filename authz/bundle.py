@@ -41,6 +41,7 @@ __all__ = [
     "PolicyBundle",
     "load_bundle",
     "policy_set_from",
+    "visible_files",
 ]
 
 SCHEMA_FILE = "schema.cedarschema"
@@ -134,7 +135,8 @@ class _Files:
         return text
 
 
-def _visible(directory: Path, pattern: str) -> Iterator[Path]:
+def visible_files(directory: Path, pattern: str) -> Iterator[Path]:
+    """Files under ``directory`` matching ``pattern``, sorted, skipping dot-names."""
     for path in sorted(directory.rglob(pattern)):
         parts = path.relative_to(directory).parts
         if path.is_file() and not any(p.startswith(".") for p in parts):
@@ -160,7 +162,7 @@ def load_bundle(directory: Path, *, version: str | None = None) -> PolicyBundle:
         schema_text = text
         schema = _parse_schema(text, problems)
 
-    policy_paths = [p for p in _visible(directory, "*.cedar")]
+    policy_paths = [p for p in visible_files(directory, "*.cedar")]
     if not policy_paths:
         problems.append(
             Problem(".", 1, 1, "empty-bundle", "no *.cedar policy files in the directory")
@@ -190,7 +192,7 @@ def load_bundle(directory: Path, *, version: str | None = None) -> PolicyBundle:
     tests: list[TestSuite] = []
     tests_dir = directory / TESTS_DIR
     if tests_dir.is_dir():
-        for path in [*_visible(tests_dir, "*.yaml"), *_visible(tests_dir, "*.yml")]:
+        for path in [*visible_files(tests_dir, "*.yaml"), *visible_files(tests_dir, "*.yml")]:
             text = files.read(path)
             if text is None:
                 continue

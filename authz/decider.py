@@ -42,6 +42,7 @@ __all__ = [
     "EngineHolder",
     "Evaluator",
     "Outcome",
+    "TRACE_HEADERS",
     "RequestFacts",
     "Verdict",
     "build_request",
@@ -60,6 +61,8 @@ HIDDEN_HEADERS = frozenset(
         "x-meshward-decision-id",
     }
 )
+# The W3C Trace Context headers handed to observers (authz.tracing).
+TRACE_HEADERS = ("traceparent", "tracestate")
 MAX_METHOD_LENGTH = 32
 _TOKEN_CHARS = frozenset(
     "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -189,6 +192,9 @@ class DecisionRecord:
     # The full request (principal parents, context) for the decision log and
     # replay; ``None`` when the request could not be built. Not in to_json().
     request: AccessRequest | None = None
+    # W3C trace context headers (traceparent, tracestate) the proxy forwarded,
+    # so a tracing observer continues the proxy's trace. Not in to_json().
+    trace_context: tuple[tuple[str, str], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -424,6 +430,9 @@ class Decider:
             host=facts.host[:256],
             path=facts.path[:1024],
             request=request,
+            trace_context=tuple(
+                (name, facts.headers[name][:512]) for name in TRACE_HEADERS if name in facts.headers
+            ),
         )
         for observer in self.observers:
             try:

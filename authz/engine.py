@@ -145,8 +145,9 @@ class Engine:
         try:
             raw = self.evaluate_raw(request)
         except Exception as exc:
+            detail = str(exc)[:200]
             return Decision.deny(
-                f"evaluation failed: {type(exc).__name__}: {exc}", policy_version=self.version
+                f"evaluation failed: {type(exc).__name__}: {detail}", policy_version=self.version
             )
         return self.decide(raw)
 

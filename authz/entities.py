@@ -2,9 +2,9 @@
 
 The bundle's static entities (entities.json plus the schema's actions) are
 parsed once into a ``cedarpy.Entities`` handle. A request whose principal
-brings nothing new (no parents, no attributes, not a static entity) uses that
-handle as it is. Otherwise adding the principal to the handle would clone the
-whole store on every request (milliseconds for a few thousand entities), so
+brings nothing new (no parents, no attributes) uses that handle as it is.
+Otherwise adding the principal to the handle would clone the whole store on
+every request (milliseconds for a few thousand entities), so
 the request gets a small entity set instead: every entity evaluation can
 reach — the principal, action and resource, the entity literals of the
 candidate policies, entity references in the context and the principal's
@@ -85,8 +85,8 @@ class EntityStore:
         """The entities for ``request``; ``literals`` are the candidate policies' entities."""
         identity = request.identity
         principal = identity.principal
-        if not identity.parents and not identity.attributes and principal not in self._records:
-            return self.handle
+        if not identity.parents and not identity.attributes:
+            return self.handle  # the principal adds nothing: the static set as it is
         mine = plain(dict(identity.attributes))
         seeds: set[EntityUid] = {principal, request.action, request.resource}
         seeds.update(identity.parents)

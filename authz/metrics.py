@@ -1,21 +1,30 @@
 """Prometheus metrics of the PDP: a decision observer plus readiness gauges.
 
 One :class:`PdpMetrics` per process, on its own registry (no module globals);
-``GET /metrics`` renders it. With ``--workers N`` each worker reports its own
-series.
+``GET /metrics`` renders it. With ``--workers N`` the workers run in
+prometheus_client's multi-process mode (:mod:`meshward.metrics`) and every
+scrape answers with the sum over all workers; each gauge says how workers'
+values combine (``multiprocess_mode``). Every metric is listed in
+docs/operations.md#metrics.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.registry import Collector
 
 from authz.cache.breaker import BreakerState
 from authz.cache.tiered import Tier
 from authz.decider import DecisionRecord
+from meshward.metrics import render
 
-__all__ = ["LATENCY_BUCKETS", "CacheMetrics", "PdpMetrics"]
+__all__ = ["AUTHN_PREFIX", "LATENCY_BUCKETS", "CacheMetrics", "PdpMetrics"]
+
+# Decision errors that start with this are authentication failures; the rest
+# of the code is the reason (authz.authn.errors.AuthnError.reason).
+AUTHN_PREFIX = "authn:"
 
 # Fine buckets: a cached decision takes tens of microseconds, a cold one a millisecond.
 LATENCY_BUCKETS = (
@@ -51,9 +60,17 @@ class PdpMetrics:
         self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self.policies_loaded = Gauge(
             "meshward_pdp_policies_loaded",
-            "1 once a policy version is active.",
+            "1 once a policy version is active (the lowest over live workers).",
+            registry=self.registry,
+            multiprocess_mode="livemin",
+        )
+        self.authn_failures = Counter(
+            "meshward_pdp_authn_failures",
+            "Callers whose credentials were refused, by reason (expired, bad_signature, ...).",
+            ["reason"],
             registry=self.registry,
         )
+        self._collectors: list[Collector] = []
         self.cache = CacheMetrics(self.registry)
 
     def observe(self, record: DecisionRecord) -> None:
@@ -66,9 +83,20 @@ class PdpMetrics:
         children[1].observe(record.latency_seconds)
         for error in record.errors:
             self.errors.labels(error[:64]).inc()
+            if error.startswith(AUTHN_PREFIX):
+                self.authn_failures.labels(error.removeprefix(AUTHN_PREFIX)[:64]).inc()
+
+    def add_collector(self, collector: Collector) -> None:
+        """Register a collector that reads process state at scrape time (not a file metric).
+
+        In multi-process mode such a collector reports this worker's view, beside
+        the merged file metrics of all workers.
+        """
+        self.registry.register(collector)
+        self._collectors.append(collector)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return render(self.registry, self._collectors)
 
 
 class CacheMetrics:
@@ -91,9 +119,10 @@ class CacheMetrics:
         )
         self.breaker = Gauge(
             "meshward_cache_breaker_state",
-            "Redis circuit breaker: 1 for the current state",
+            "Redis circuit breaker: 1 for the current state (any live worker's, with --workers)",
             ["state"],
             registry=registry,
+            multiprocess_mode="livemax",
         )
         self.transitions = Counter(
             "meshward_cache_breaker_transitions",

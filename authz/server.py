@@ -23,6 +23,7 @@ import contextlib
 import logging
 import math
 import multiprocessing
+import os
 import signal
 import socket
 from collections.abc import Iterator
@@ -46,7 +47,7 @@ from authz.authn.peer import PeerPolicy
 from authz.authn.trust import TrustBundles, load_trust_bundles
 from authz.cache.tiered import TieredCache
 from authz.cache.wiring import build_cache
-from authz.decider import Decider, EngineHolder
+from authz.decider import Decider, DecisionObserver, EngineHolder
 from authz.errors import AuthzError
 from authz.metrics import PdpMetrics
 from authz.sources.errors import SourceError
@@ -57,6 +58,7 @@ from authz.sources.runtime import (
     for_worker,
 )
 from meshward.clock import Clock, SystemClock
+from meshward.metrics import enable_multiprocess, mark_worker_dead, prepare_run_dir
 from meshward.settings import OidcIssuerSettings, PdpSettings, Settings, parse_hostport
 
 __all__ = ["Pdp", "PdpError", "PdpServer", "build_pdp", "run"]
@@ -137,6 +139,9 @@ def build_pdp(settings: Settings, clock: Clock | None = None) -> Pdp:
     authenticator = build_authenticator(settings.pdp, clock)
     engines = EngineHolder()
     metrics = PdpMetrics()
+    observers: list[DecisionObserver] = [metrics]
+    if settings.tracing.enabled:
+        observers.append(_decision_tracer(settings))
     # The decision cache: in-process tier, plus Redis when pdp.redis_url is set.
     cache = (
         build_cache(settings.cache, clock, settings.pdp.redis_url, metrics.cache)
@@ -148,7 +153,7 @@ def build_pdp(settings: Settings, clock: Clock | None = None) -> Pdp:
         authenticator,
         clock,
         cache=cache,
-        observers=[metrics],
+        observers=observers,
         remove_headers=settings.pdp.remove_headers,
     )
     try:
@@ -160,7 +165,7 @@ def build_pdp(settings: Settings, clock: Clock | None = None) -> Pdp:
         policies.gate.on_activate(lambda activation: cache.on_activation(activation.version))
     for observer in policies.observers:
         decider.add_observer(observer)
-    metrics.registry.register(policies.collector)
+    metrics.add_collector(policies.collector)
     app = create_app(decider, metrics)
     app.include_router(policies.router)
     jwt = authenticator.jwt
@@ -176,6 +181,16 @@ def build_pdp(settings: Settings, clock: Clock | None = None) -> Pdp:
         sources,
         cache,
     )
+
+
+def _decision_tracer(settings: Settings) -> DecisionObserver:
+    """The tracing observer; OpenTelemetry is imported here and only here (off: never)."""
+    from authz.tracing import TracingError, build_tracer  # noqa: PLC0415
+
+    try:
+        return build_tracer(settings.tracing)
+    except TracingError as exc:
+        raise PdpError(str(exc)) from exc
 
 
 class _Uvicorn(uvicorn.Server):
@@ -351,6 +366,11 @@ def run(settings: Settings) -> int:
         check_policies(settings)
     except SourceError as exc:
         raise PdpError(str(exc)) from exc
+    # Workers share one /metrics: each writes its samples to files in this
+    # run's directory, and any of them answers a scrape with the sum. The
+    # variable must be set before the workers import prometheus_client.
+    run_dir = prepare_run_dir(settings.state_dir, f"pdp-{os.getpid()}")
+    enable_multiprocess(run_dir, os.environ)
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_worker, args=(settings, i), daemon=False) for i in range(workers)]
     for proc in procs:
@@ -368,4 +388,6 @@ def run(settings: Settings) -> int:
     for proc in procs:
         proc.join()
         code = max(code, proc.exitcode or 0)
+        if proc.pid is not None:
+            mark_worker_dead(proc.pid)
     return code

@@ -39,6 +39,8 @@ class Hierarchy:
 
     def ancestors(self, uid: EntityUid) -> frozenset[EntityUid]:
         """Every entity ``uid`` is ``in`` transitively, excluding itself."""
+        if uid not in self._parents:
+            return frozenset()  # not a static entity: nothing to memoize (keeps memory bounded)
         found = self._memo.get(uid)
         if found is None:
             seen: set[EntityUid] = set()

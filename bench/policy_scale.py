@@ -19,7 +19,9 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cedarpy
 
@@ -63,13 +65,17 @@ def _workload(ns: int, sa: int) -> str:
     return f"{TD}/ns/ns{ns}/sa/svc{sa}"
 
 
-def generate(count: int, rng: random.Random) -> tuple[str, list[dict], list[AccessRequest]]:
+def generate(
+    count: int, rng: random.Random
+) -> tuple[str, list[dict[str, Any]], list[AccessRequest]]:
     """``count`` policies, the static entities and sample requests that hit them."""
     namespaces = max(1, count // 50)
     per_ns = 10
     policies = [GLOBAL]
     requests: list[AccessRequest] = []
-    entities: list[dict] = [{"uid": {"type": "Group", "id": "admins"}, "attrs": {}, "parents": []}]
+    entities: list[dict[str, Any]] = [
+        {"uid": {"type": "Group", "id": "admins"}, "attrs": {}, "parents": []}
+    ]
     for ns in range(namespaces):
         entities.append({"uid": {"type": "Service", "id": f"ns{ns}"}, "attrs": {}, "parents": []})
         entities.append({"uid": {"type": "Group", "id": f"team{ns}"}, "attrs": {}, "parents": []})
@@ -100,32 +106,38 @@ def generate(count: int, rng: random.Random) -> tuple[str, list[dict], list[Acce
         made += 1
     for i in range(REQUESTS):
         ns = rng.randrange(namespaces)
-        dst = EntityUid("Service", _workload(ns, rng.randrange(per_ns)))
-        http = {"method": "GET", "host": dst.id, "path": f"/api/v{i % 3}/items", "query": ""}
-        http["headers"] = {}
+        target = EntityUid("Service", _workload(ns, rng.randrange(per_ns)))
+        http: dict[str, Any] = {
+            "method": "GET",
+            "host": target.id,
+            "path": f"/api/v{i % 3}/items",
+            "query": "",
+            "headers": {},
+        }
         if i % 4 == 0:
             who = Identity(EntityUid("User", f"idp|user{i}"), (EntityUid("Group", f"team{ns}"),))
         else:
             who = Identity(EntityUid("Workload", _workload(ns, rng.randrange(per_ns))))
-        context = {"http": http, "peer": {"spiffe_id": _workload(ns, 0), "trust_domain": "x"}}
-        if i % 2:
-            context["peer"]["trust_domain"] = "meshward.local"
-        requests.append(AccessRequest(who, EntityUid("Action", "GET"), dst, context))
+        domain = "meshward.local" if i % 2 else "x"
+        context = {"http": http, "peer": {"spiffe_id": _workload(ns, 0), "trust_domain": domain}}
+        requests.append(AccessRequest(who, EntityUid("Action", "GET"), target, context))
     return "".join(policies), entities, requests
 
 
-def _median_us(fn: object, requests: list[AccessRequest]) -> float:
-    call = fn  # a callable taking one request
+Decide = Callable[[AccessRequest], object]
+
+
+def _median_us(decide: Decide, requests: list[AccessRequest]) -> float:
     samples: list[float] = []
     for _ in range(ROUNDS):
         for request in requests:
             start = time.perf_counter()
-            call(request)  # type: ignore[operator]
+            decide(request)
             samples.append(time.perf_counter() - start)
     return statistics.median(samples) * 1e6
 
 
-def _plain(bundle: PolicyBundle) -> object:
+def _plain(bundle: PolicyBundle) -> Callable[[AccessRequest], bool]:
     def decide(request: AccessRequest) -> bool:
         identity = request.identity
         entities = bundle.entities
@@ -157,7 +169,7 @@ def main() -> None:
             load_s = time.perf_counter() - started
             plain = _plain(bundle)
             for request in requests:  # warm up both, and check they agree
-                if engine.evaluate(request).allowed != plain(request):  # type: ignore[operator]
+                if engine.evaluate(request).allowed != plain(request):
                     raise SystemExit(f"engine and cedarpy disagree at {size} policies")
             candidates = max(len(engine.candidates(r)) for r in requests)
             engine_us = _median_us(engine.evaluate, requests)

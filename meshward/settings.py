@@ -34,6 +34,7 @@ __all__ = [
     "PolicySourceSettings",
     "Settings",
     "SettingsError",
+    "TracingSettings",
     "load_settings",
     "parse_hostport",
 ]
@@ -179,6 +180,16 @@ class CacheSettings(_Section):
     )
 
 
+class TracingSettings(_Section):
+    """OpenTelemetry spans per decision (``pip install meshward[otel]``); off by default."""
+
+    enabled: bool = Field(False, description="record a span per decision")
+    exporter: Literal["otlp", "console"] = Field(
+        "otlp", description="otlp (OTEL_EXPORTER_OTLP_* variables) or console"
+    )
+    service_name: str = Field("meshward-pdp", min_length=1, description="service.name of spans")
+
+
 class CaSettings(_Section):
     """The certificate authority (``meshward ca …``)."""
 
@@ -264,6 +275,7 @@ class Settings(BaseSettings):
     cache: CacheSettings = CacheSettings()
     policy_source: PolicySourceSettings = PolicySourceSettings()
     decision_log: DecisionLogSettings = DecisionLogSettings()
+    tracing: TracingSettings = TracingSettings()
     ca: CaSettings = CaSettings()
     agent: AgentSettings = AgentSettings()
 

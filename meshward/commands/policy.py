@@ -13,7 +13,7 @@ from typing import Annotated
 import cedarpy
 import typer
 
-from authz.bundle import PolicyBundle, load_bundle
+from authz.bundle import PolicyBundle, load_bundle, visible_files
 from authz.cedarsource import SourceMap, locate_error
 from authz.errors import BundleError, Problem
 from authz.policytest import run_tests
@@ -134,7 +134,7 @@ def fmt_command(
         raise typer.Exit(int(ExitCode.BAD_INPUT))
     problems: list[Problem] = []
     changed: list[tuple[Path, str]] = []
-    for path in sorted(directory.rglob("*.cedar")):
+    for path in visible_files(directory, "*.cedar"):
         rel = path.relative_to(directory).as_posix()
         try:
             text = path.read_text("utf-8")

@@ -17,6 +17,7 @@ from google.rpc import status_pb2
 
 from ca.agent.sds import SECRET_TYPE_URL, SdsService, serve_sds
 from tests.integration.agent.conftest import RunningAgent
+from tests.support.net import free_port
 
 WEB = "spiffe://example.org/web"
 TD = "spiffe://example.org"
@@ -180,5 +181,17 @@ async def test_allowed_limits_what_envoy_gets(running_agent: RunningAgent, short
             stub = sds_pb2_grpc.SecretDiscoveryServiceStub(channel)
             response = await stub.FetchSecrets(request([WEB, "spiffe://example.org/db"]))
             assert set(unpack(response)) == {WEB}
+    finally:
+        await server.stop(None)
+
+
+async def test_sds_on_a_loopback_port(running_agent: RunningAgent) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    server = await serve_sds(SdsService(running_agent.agent.hub), address)
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = sds_pb2_grpc.SecretDiscoveryServiceStub(channel)
+            response = await stub.FetchSecrets(request([WEB, TD]))
+        assert set(unpack(response)) == {WEB, TD}
     finally:
         await server.stop(None)

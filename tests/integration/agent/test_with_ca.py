@@ -9,6 +9,7 @@ key rotation, a CA outage and its return, an agent restart without a token.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import signal
@@ -19,9 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
 from spiffe import JwtBundle, JwtSvid, WorkloadApiClient, X509Source
 from spiffe import TrustDomain as PyTrustDomain
 
@@ -41,6 +45,7 @@ class AgentProcess:
     workdir: Path
     token: str | None
     process: subprocess.Popen[bytes] | None = None
+    token_file: Path | None = None
 
     @property
     def socket(self) -> Path:
@@ -59,6 +64,8 @@ class AgentProcess:
         env["PYTHONPATH"] = str(REPO)
         if self.token:
             env["MESHWARD_AGENT__JOIN_TOKEN"] = self.token
+        if self.token_file:
+            env["MESHWARD_AGENT__TOKEN_FILE"] = str(self.token_file)
         with (self.workdir / "agent.log").open("ab") as log:
             self.process = subprocess.Popen(
                 meshward_argv(
@@ -238,3 +245,47 @@ def test_a_used_join_token_is_refused_at_start(ca: CaProcess, tmp_path: Path) ->
     with pytest.raises(RuntimeError):
         proc.start()
     assert proc.process is not None and proc.process.wait(timeout=10) == 2
+
+
+def test_agent_attests_with_a_kubernetes_token(tmp_path: Path) -> None:
+    key = rsa.generate_private_key(65537, 2048)
+    jwk = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+    jwk.update(kid="k1", use="sig", alg="RS256")
+    jwks = tmp_path / "cluster-jwks.json"
+    jwks.write_text(json.dumps({"keys": [jwk]}))
+    now = int(dt.datetime.now(dt.UTC).timestamp())
+    token = jwt.encode(
+        {
+            "iss": "https://kubernetes.default.svc.cluster.local",
+            "aud": ["meshward"],
+            "sub": "system:serviceaccount:meshward:meshward-agent",
+            "iat": now,
+            "exp": now + 600,
+            "kubernetes.io": {
+                "namespace": "meshward",
+                "serviceaccount": {"name": "meshward-agent"},
+            },
+        },
+        key,
+        algorithm="RS256",
+        headers={"kid": "k1"},
+    )
+    agent_id = SpiffeId.parse("spiffe://example.org/meshward/agent")
+    with running_ca(tmp_path / "ca", MESHWARD_CA__K8S_JWKS_FILE=str(jwks)) as ca:
+        for spiffe_id, selectors in (
+            (str(agent_id), ["k8s:ns:meshward", "k8s:sa:meshward-agent"]),
+            (APP, [node_selector(agent_id), f"unix:uid:{UID}"]),
+        ):
+            resp = _admin_post(ca, "/v1/entries", {"spiffe_id": spiffe_id, "selectors": selectors})
+            assert resp.status_code == 201, resp.text
+        token_file = tmp_path / "token"
+        token_file.write_text(token)
+        proc = AgentProcess(ca, tmp_path / "ag", None, token_file=token_file)
+        proc.workdir.mkdir()
+        proc.start()
+        try:
+            with WorkloadApiClient(proc.endpoint) as client:
+                svid = client.fetch_x509_context().default_svid
+            assert str(svid.spiffe_id) == APP
+        finally:
+            assert proc.stop() == 0

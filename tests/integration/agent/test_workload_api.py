@@ -7,6 +7,7 @@ import threading
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives import serialization
 from spiffe import JwtSource, WorkloadApiClient, X509Source
 from spiffe._proto import workload_pb2, workload_pb2_grpc
 from spiffe.spiffe_id.spiffe_id import SpiffeId as PySpiffeId
@@ -160,3 +161,20 @@ async def test_missing_security_header_rejected(
             return err.value.code()
 
     assert await asyncio.to_thread(run) is grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_bundle_streams(running_agent: RunningAgent) -> None:
+    def fetch() -> tuple[set[bytes], set[str]]:
+        with WorkloadApiClient(running_agent.endpoint) as client:
+            x509_set = client.fetch_x509_bundles()
+            jwt_set = client.fetch_jwt_bundles()
+        td = PyTrustDomain("example.org")
+        x509_bundle = x509_set.get_bundle_for_trust_domain(td)
+        jwt_bundle = jwt_set.get_bundle_for_trust_domain(td)
+        assert x509_bundle is not None and jwt_bundle is not None
+        ders = {c.public_bytes(serialization.Encoding.DER) for c in x509_bundle.x509_authorities}
+        return ders, set(jwt_bundle.jwt_authorities)
+
+    ders, kids = await asyncio.to_thread(fetch)
+    assert ders == {running_agent.authority.root.public_bytes(serialization.Encoding.DER)}
+    assert kids == {running_agent.authority.kid}

@@ -12,13 +12,26 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.integration.deploy.conftest import deploy_files, ids
+from tests.integration.deploy.conftest import DEPLOY, deploy_files, ids
+from tests.support.net import free_port
 
-NGINX_FILES = deploy_files("nginx", ".conf")
+ALL_CONF = deploy_files("nginx", ".conf")
+TEMPLATES = deploy_files("nginx", ".conf.template")
+RENDER = DEPLOY / "nginx" / "render.py"
+
+
+def _included_by_templates() -> set[str]:
+    """Fragments a template includes: they are tested inside the rendered template."""
+    text = "\n".join(t.read_text(encoding="utf-8") for t in TEMPLATES)
+    return {name for name in (p.name for p in ALL_CONF) if name in text}
+
+
+NGINX_FILES = [p for p in ALL_CONF if p.name not in _included_by_templates()]
 _FILE_DIRECTIVES = re.compile(
     r"^\s*(ssl_certificate|ssl_certificate_key|ssl_client_certificate|ssl_trusted_certificate)"
     r"\s+([^;\s]+)\s*;",
@@ -95,6 +108,38 @@ def test_nginx_config_asks_the_pdp(path: Path) -> None:
     text = path.read_text(encoding="utf-8")
     assert "auth_request" in text
     assert "/auth/nginx" in text
+
+
+@pytest.mark.parametrize("template", TEMPLATES, ids=ids(TEMPLATES))
+def test_nginx_template_renders_and_passes_nginx_t(template: Path, tmp_path: Path) -> None:
+    """Render with deploy/nginx/render.py (real files, loopback ports), then ``nginx -t``."""
+    assert RENDER.is_file(), "a template needs deploy/nginx/render.py"
+    prefix = tmp_path / "prefix"
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    _make_pem_files("ssl_certificate a.pem;\nssl_certificate_key a.key;\n", certs)
+    placeholders = set(re.findall(r"\$\{([A-Z_]+)\}", template.read_text(encoding="utf-8")))
+    values = {
+        "LISTEN": f"127.0.0.1:{free_port()}",
+        "TLS_LISTEN": f"127.0.0.1:{free_port()}",
+        "TLS_CERT": str(certs / "a.pem"),
+        "TLS_KEY": str(certs / "a.key"),
+        "CLIENT_CA": str(certs / "a.pem"),
+        "PDP": f"127.0.0.1:{free_port()}",
+        "UPSTREAM": f"127.0.0.1:{free_port()}",
+    }
+    assert placeholders - {"PREFIX"} <= set(values), "a placeholder this test does not fill"
+    done = subprocess.run(
+        [sys.executable, str(RENDER), str(prefix), *(f"{k}={v}" for k, v in values.items())],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    conf = Path(done.stdout.strip())
+    checked = subprocess.run(
+        [_nginx(), "-t", "-q", "-e", "stderr", "-p", str(prefix), "-c", str(conf)],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
 
 
 def test_nginx_t_rejects_a_broken_config(tmp_path: Path) -> None:

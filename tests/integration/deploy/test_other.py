@@ -23,7 +23,8 @@ VALIDATED_BY = {
     "envoy": (".yaml", ".yml", ".json"),
     "kubernetes": (".yaml", ".yml"),
     # .conf: test_nginx.py; the auth_request template, its include and renderer:
-    # tests/integration/test_pdp_nginx.py runs them with real nginx and the PDP.
+    # test_nginx.py renders it and runs nginx -t, and
+    # tests/integration/test_pdp_nginx.py runs it with real nginx and the PDP.
     "nginx": (".conf", ".conf.template", ".inc", "render.py"),
     "systemd": (".service", ".timer", ".socket"),
     "traefik": (".yaml", ".yml"),

@@ -180,3 +180,13 @@ def test_example_mesh_decision() -> None:
     )
     assert decision.allowed
     assert decision.reasons == ("frontend-reads-catalog",)
+
+
+def test_unknown_principals_do_not_grow_the_hierarchy_memo(engine: Engine) -> None:
+    for number in range(50):
+        request = req(
+            f'User::"u{number}"', 'Action::"GET"', 'Service::"s1"', parents=['Group::"x"']
+        )
+        assert engine.evaluate(request).effect is Effect.DENY
+    assert not [uid for uid in engine._hierarchy._memo if uid.type == "User"]
+    assert EntityUid("Service", "s1") in engine._hierarchy._memo
