@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Hashable, Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
-from authz.cedar import plain as _plain
+from authz.cedar import plain
 from authz.model import AccessRequest
 
 __all__ = [
@@ -56,7 +57,6 @@ DEFAULT_TIME_ATTRIBUTES = frozenset(
 ContextPath = tuple[str, ...]
 """Attribute names from the context root; ``()`` is the whole context."""
 
-_ESCAPES = ("__entity", "__extn")
 _LEAVES = frozenset({"Value", "Slot", "Unknown"})
 
 
@@ -128,10 +128,14 @@ def _walk(expr: Any, values: set[ContextPath], presence: set[ContextPath]) -> No
         _walk(item, values, presence)
 
 
+_SCALARS = (str, int, bool, type(None))
+_MAPPINGS = (dict, MappingProxyType)
+
+
 def _is_record(value: Any) -> bool:
-    if not isinstance(value, Mapping):
+    if type(value) not in _MAPPINGS and (type(value) in _SCALARS or not isinstance(value, Mapping)):
         return False
-    if any(k in value for k in _ESCAPES):
+    if "__entity" in value or "__extn" in value:
         return False
     # {"type": ..., "id": ...} may be read as an entity reference: keep it whole.
     return not (len(value) == 2 and "type" in value and "id" in value)
@@ -143,6 +147,13 @@ def _mentions(value: Any, names: Collection[str]) -> bool:
     if isinstance(value, list | tuple):
         return any(_mentions(v, names) for v in value)
     return False
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as Cedar sees it (:func:`authz.cedar.plain`), scalars without a call."""
+    if type(value) in _SCALARS:
+        return value
+    return plain(value)
 
 
 class _TimeDependent(Exception):
@@ -197,7 +208,11 @@ class Projection:
         for path in self.values:
             found, depth, value = _follow(context, path)
             if found:
-                if self.time_attributes and _mentions(value, self.time_attributes):
+                if (
+                    type(value) not in _SCALARS
+                    and self.time_attributes
+                    and _mentions(value, self.time_attributes)
+                ):
                     raise _TimeDependent
                 out.append(["v", _plain(value)])
             elif depth < 0:
@@ -251,6 +266,13 @@ class KeySpace:
         self._max = max_projections
         self._memo: dict[tuple[str, ...], Projection] = {}
         self._all = Projection.of(self._reads.values(), self._time)
+        self.scope_memo: dict[Hashable, tuple[str, ...]] = {}
+
+    def remember_scope(self, scope: Hashable, candidates: tuple[str, ...]) -> None:
+        """Memoise the candidate ids of a request scope (bounded like the projections)."""
+        if len(self.scope_memo) >= self._max:
+            self.scope_memo.clear()
+        self.scope_memo[scope] = candidates
 
     def projection(self, candidates: Iterable[str] | None = None) -> Projection:
         """The projection for ``candidates`` (policy ids); every policy when ``None``.
@@ -285,7 +307,7 @@ class KeySpace:
                 self.version,
                 str(identity.principal),
                 sorted(str(p) for p in identity.parents),
-                _plain(identity.attributes),
+                _plain(identity.attributes) if identity.attributes else None,
                 str(request.action),
                 str(request.resource),
                 projection.fingerprint,

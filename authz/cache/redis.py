@@ -76,6 +76,7 @@ def decode_value(raw: bytes) -> CachedDecision:
             and all(isinstance(x, str) for x in (*reasons, *errors))
             and isinstance(doc["v"], str)
             and isinstance(expires, int | float)
+            and not isinstance(expires, bool)
             and math.isfinite(expires)
         ):
             raise CacheValueInvalid("malformed value")

@@ -160,6 +160,7 @@ class TieredCache:
         self._spaces: weakref.WeakKeyDictionary[CacheableEngine, KeySpace] = (
             weakref.WeakKeyDictionary()
         )
+        self._last: tuple[Any, KeySpace] | None = None  # the active engine, without a lookup
 
     @property
     def local(self) -> LocalTier[Decision]:
@@ -173,16 +174,20 @@ class TieredCache:
         ``engine`` is a :class:`CacheableEngine` (the key space is built from its
         policies once per engine); any other evaluator is asked directly.
         """
-        if not isinstance(engine, CacheableEngine):
+        keyspace = self._keyspace(engine)
+        if keyspace is None:
             decision = engine.evaluate(request)
             self._observer.served(Tier.BYPASS)
             return decision, "none"
-        keyspace = self._keyspace(engine)
+        identity = request.identity
+        scope = (identity.principal, identity.parents, request.action, request.resource)
+        candidates = keyspace.scope_memo.get(scope)
+        if candidates is None:
+            # The engine's slicing depends on exactly these four (and the version).
+            candidates = tuple(p.id for p in engine.candidates(request))
+            keyspace.remember_scope(scope, candidates)
         served = await self.serve(
-            request,
-            keyspace,
-            functools.partial(engine.evaluate, request),
-            tuple(p.id for p in engine.candidates(request)),
+            request, keyspace, functools.partial(engine.evaluate, request), candidates
         )
         return served.decision, served.tier.log_label
 
@@ -224,6 +229,7 @@ class TieredCache:
         """A new policy version is active: drop the in-process tier and old key spaces."""
         self._local.clear()
         self._spaces.clear()
+        self._last = None
         log.info("decision cache: local tier cleared", extra={"fields": {"version": version}})
 
     async def aclose(self, timeout: float = 1.0) -> None:
@@ -235,12 +241,19 @@ class TieredCache:
         if self._redis is not None:
             await self._redis.aclose()
 
-    def _keyspace(self, engine: CacheableEngine) -> KeySpace:
-        found = self._spaces.get(engine)
+    def _keyspace(self, engine: Any) -> KeySpace | None:
+        """The key space of ``engine`` (built once per engine), or None if it cannot have one."""
+        last = self._last
+        if last is not None and last[0] is engine:
+            return last[1]
+        found = self._spaces.get(engine) if isinstance(engine, CacheableEngine) else None
         if found is None:
+            if not isinstance(engine, CacheableEngine):
+                return None
             policies = {p.id: p.json for p in engine.bundle.policies}
             found = KeySpace(engine.version, policies, time_attributes=self.time_attributes)
             self._spaces[engine] = found
+        self._last = (engine, found)
         return found
 
     def _expiry(self, request: AccessRequest, now: float) -> float:

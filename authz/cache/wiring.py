@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 from authz.cache.breaker import Breaker
-from authz.cache.redis import RedisOptions, RedisTier
+from authz.cache.redis import RedisOptions, RedisTier, redact_url
 from authz.cache.tiered import CacheObserver, TieredCache
 from meshward.clock import Clock
 from meshward.settings import CacheSettings
 
 __all__ = ["build_cache", "redis_options"]
+
+log = logging.getLogger(__name__)
 
 
 def redis_options(settings: CacheSettings, url: str) -> RedisOptions:
@@ -38,6 +42,17 @@ def build_cache(
     is down at start-up only opens the breaker.
     """
     redis = RedisTier.connect(redis_options(settings, redis_url)) if redis_url else None
+    log.info(
+        "decision cache",
+        extra={
+            "fields": {
+                "enabled": settings.enabled,
+                "local_max_entries": settings.local_max_entries,
+                "redis": redact_url(redis_url) if redis_url else None,
+                "redis_cluster": settings.redis_cluster,
+            }
+        },
+    )
     return TieredCache(
         clock,
         ttl_seconds=settings.ttl_seconds,

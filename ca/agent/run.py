@@ -15,6 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+from grpclib.server import Server
+
 from ca.agent.agent import AgentConfig, NodeAgent
 from ca.agent.ca_client import CaClient
 from ca.agent.errors import CaRejected, CaUnavailable
@@ -27,7 +30,14 @@ from meshward.clock import Clock, SystemClock
 from meshward.settings import AgentSettings, Settings
 from meshward.spiffe import InvalidSpiffeId, TrustDomain
 
-__all__ = ["AgentPlan", "AgentStartupError", "plan_agent", "run_agent"]
+__all__ = [
+    "AgentPlan",
+    "AgentServices",
+    "AgentStartupError",
+    "plan_agent",
+    "run_agent",
+    "start_agent",
+]
 
 log = logging.getLogger("meshward.agent")
 
@@ -101,15 +111,48 @@ def _sds_filter(selectors: tuple[str, ...]) -> Callable[[HeldSvid], bool] | None
     return lambda svid: svid.entry.matches(allowed)
 
 
-async def run_agent(
-    plan: AgentPlan, clock: Clock | None = None, announce: Callable[[str], None] = print
-) -> None:
-    """Run until cancelled or SIGTERM/SIGINT; raise :class:`AgentStartupError` on bad setup."""
+@dataclass
+class AgentServices:
+    """A started agent: renewal loop, Workload API, SDS and file mode; :meth:`aclose` stops all."""
+
+    plan: AgentPlan
+    agent: NodeAgent
+    client: CaClient
+    api_server: Server
+    sds_server: grpc.aio.Server | None
+    sink: FileSink | None
+
+    async def aclose(self) -> None:
+        await self.agent.stop()
+        if self.sink is not None:
+            await self.sink.stop()
+        self.api_server.close()
+        if self.sds_server is not None:
+            await self.sds_server.stop(1)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.api_server.wait_closed(), 2)
+        await self.client.aclose()
+        with contextlib.suppress(FileNotFoundError):
+            self.plan.socket.unlink()
+
+
+async def start_agent(
+    plan: AgentPlan,
+    clock: Clock | None = None,
+    announce: Callable[[str], None] = print,
+    token: Callable[[], str | None] | None = None,
+) -> AgentServices:
+    """Attest (or reuse the stored node SVID) and start every service of ``plan``.
+
+    Raises :class:`AgentStartupError` when the CA refuses the agent; an
+    unreachable CA is retried in the background.
+    """
     clock = clock or SystemClock()
     cfg = plan.settings
     client = CaClient(
-        cfg.ca_url, plan.trust_domain, plan.bootstrap_bundle, plan.state_dir, clock, plan.token
-    )
+        cfg.ca_url, plan.trust_domain, plan.bootstrap_bundle, plan.state_dir, clock,
+        token or plan.token,
+    )  # fmt: skip
     try:
         await client.fetch_bundle()
     except CaRejected as exc:
@@ -140,7 +183,16 @@ async def run_agent(
         )
         await sink.start()
         announce(f"files: {cfg.write_dir}")
+    await agent.start()
+    return AgentServices(plan, agent, client, api_server, sds_server, sink)
 
+
+async def run_agent(
+    plan: AgentPlan, clock: Clock | None = None, announce: Callable[[str], None] = print
+) -> None:
+    """Run until cancelled or SIGTERM/SIGINT; raise :class:`AgentStartupError` on bad setup."""
+    services = await start_agent(plan, clock, announce)
+    agent = services.agent
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     handlers = {
@@ -152,18 +204,8 @@ async def run_agent(
     for sig, handler in handlers.items():
         loop.add_signal_handler(sig, handler)
     try:
-        async with agent:
-            await stop.wait()
+        await stop.wait()
     finally:
         for sig in handlers:
             loop.remove_signal_handler(sig)
-        if sink is not None:
-            await sink.stop()
-        api_server.close()
-        if sds_server is not None:
-            await sds_server.stop(1)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(api_server.wait_closed(), 2)
-        await client.aclose()
-        with contextlib.suppress(FileNotFoundError):
-            plan.socket.unlink()
+        await services.aclose()

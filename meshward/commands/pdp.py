@@ -25,7 +25,7 @@ def serve(
         typer.Option(
             "--policies",
             help="Policy directory (default ./policies) or Git URL (file://, ssh://, "
-            "https://, git@host:repo; see [policy_source] in docs/policies.md).",
+            "https://, git@host:repo; see the policy_source settings in docs/policies.md).",
         ),
     ] = None,
     grpc_addr: Annotated[
@@ -54,7 +54,12 @@ def serve(
         str | None, typer.Option("--redis-url", help="Redis for the shared decision cache.")
     ] = None,
 ) -> None:
-    """Serve Envoy ext_authz over gRPC and the HTTP adapters until SIGTERM/SIGINT."""
+    """Serve Envoy ext_authz over gRPC and the HTTP adapters until SIGTERM/SIGINT.
+
+    Authentication (trust_peer_principal, trusted_proxies, jwt_audiences,
+    oidc_issuers, ...) is set in the pdp table of --config or MESHWARD_PDP__*;
+    every setting and header is in docs/pdp.md.
+    """
     settings = settings_from(
         ctx,
         pdp={

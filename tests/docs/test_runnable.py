@@ -3,7 +3,10 @@
 The marker is the fence's info string: the language, then the word
 ``runnable``, then options, e.g. ```` ```sh runnable exit=1 ````.
 
-- ``python``: run with this interpreter from the repo root, repo on ``PYTHONPATH``.
+- ``python``: run with this interpreter from the repo root, repo on ``PYTHONPATH``;
+  ``setup=ca`` first starts a real CA (``meshward ca init`` + ``ca serve``) and
+  gives the block ``MESHWARD_CA_URL``, ``MESHWARD_CA_BUNDLE`` and a join token
+  in ``MESHWARD_JOIN_TOKEN``.
 - ``sh``: run with ``bash -euo pipefail`` from the repo root; ``meshward`` is
   the real CLI (``python -m meshward``); ``exit=N`` is the expected status.
 - ``cedar``: validated against ``policies/schema.cedarschema`` by Cedar.
@@ -21,6 +24,8 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cedarpy
@@ -28,27 +33,51 @@ import pytest
 import yaml
 from google.protobuf import json_format
 
+from tests.support.ca import running_ca
 from tests.support.cli import REPO, meshward
 from tests.support.envoy_config import parse_bootstrap
 from tests.support.markdown import Block, blocks, markdown_files
 
+DOCS_SPIFFE_ID = "spiffe://meshward.local/ns/shop/sa/orders"
 RUNNABLE = [b for path in markdown_files(REPO) for b in blocks(path) if b.runnable]
 POLICIES = REPO / "policies"
 
 
-def _env() -> dict[str, str]:
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESHWARD_")}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra or {})
     return env
+
+
+@contextmanager
+def setup(block: Block, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """What ``setup=…`` asks for, as environment variables for the block."""
+    name = block.option("setup")
+    if not name:
+        yield {}
+    elif name == "ca":
+        # A real CA: `meshward ca init` + `ca serve`, and a join token from the CLI.
+        with running_ca(tmp_path / "ca", "meshward.local") as ca:
+            token = ca.cli("ca", "token", "create", "--spiffe-id", DOCS_SPIFFE_ID)
+            assert token.returncode == 0, token.stderr
+            yield {
+                "MESHWARD_CA_URL": ca.url,
+                "MESHWARD_CA_BUNDLE": str(ca.admin_dir / "bundle.pem"),
+                "MESHWARD_JOIN_TOKEN": token.stdout.strip(),
+            }
+    else:
+        raise AssertionError(f"{block.id}: unknown setup {name!r}")
 
 
 def run_python(block: Block, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     script = tmp_path / "block.py"
     script.write_text(block.text, encoding="utf-8")
-    return subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True, text=True, cwd=REPO, env=_env(), timeout=120, check=False,
-    )  # fmt: skip
+    with setup(block, tmp_path) as extra:
+        return subprocess.run(
+            [sys.executable, str(script)],
+            capture_output=True, text=True, cwd=REPO, env=_env(extra), timeout=120, check=False,
+        )  # fmt: skip
 
 
 def run_sh(block: Block, tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -103,7 +132,7 @@ def execute(block: Block, tmp_path: Path) -> None:
 def test_the_article_has_runnable_examples_of_each_kind() -> None:
     article = [b for b in RUNNABLE if b.source.name == "service-mesh-architecture.md"]
     kinds = {(b.language, b.option("kind")) for b in article}
-    assert {("cedar", ""), ("yaml", "envoy"), ("yaml", "policy-test"), ("sh", "")} <= kinds
+    assert {("cedar", ""), ("yaml", "envoy"), ("yaml", "policy-test"), ("python", "")} <= kinds
 
 
 @pytest.mark.parametrize("block", RUNNABLE, ids=[b.id for b in RUNNABLE])

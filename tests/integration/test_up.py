@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import grpc
+import httpx
 from envoy.service.auth.v3 import external_auth_pb2 as pb
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from google.protobuf import json_format
@@ -64,6 +65,11 @@ def test_up_prints_examples_that_allow_and_deny(tmp_path: Path) -> None:
         assert {expect for expect, _ in pairs} == {"allow", "deny"}
         for expect, command in pairs:
             assert _run_example(command, f"127.0.0.1:{grpc_port}") == expect, command
+        # The printed metrics URLs answer, and count the decisions just made.
+        pdp_metrics, ca_metrics = re.findall(r"(https?://\S+/metrics)", output)[:2]
+        assert pdp_metrics == f"http://127.0.0.1:{http_port}/metrics"
+        assert ca_metrics == f"https://127.0.0.1:{ca_port}/metrics"
+        assert "meshward_pdp_decisions_total" in httpx.get(pdp_metrics).text
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0, log.read_text()

@@ -10,6 +10,7 @@ manifest, a kustomization nor a patch some kustomization uses is an error.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -154,3 +155,43 @@ def test_validator_rejects_an_unknown_field(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     assert kubernetes_validate(bad).returncode != 0
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS, ids=ids(KUSTOMIZATIONS))
+def test_configmap_settings_are_real_settings(
+    kustomization: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every MESHWARD_* value in a ConfigMap is a setting meshward accepts, as given."""
+    from meshward.settings import load_settings
+
+    for key in [k for k in os.environ if k.startswith("MESHWARD_")]:
+        monkeypatch.delenv(key)
+    seen = 0
+    for (kind, _name), obj in _objects(kustomization.parent).items():
+        if kind != "ConfigMap":
+            continue
+        for key, value in (obj.get("data") or {}).items():
+            if key.startswith("MESHWARD_"):
+                assert key in _setting_env_names(), f"{key}: no such setting"
+                monkeypatch.setenv(key, value)
+                seen += 1
+    if seen:
+        load_settings()  # raises SettingsError naming any unknown or invalid setting
+
+
+def _setting_env_names() -> set[str]:
+    from pydantic import BaseModel
+
+    from meshward.settings import Settings
+
+    def walk(model: type[BaseModel], prefix: tuple[str, ...]) -> set[str]:
+        out = set()
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                out |= walk(annotation, (*prefix, name))
+            else:
+                out.add("MESHWARD_" + "__".join(p.upper() for p in (*prefix, name)))
+        return out
+
+    return walk(Settings, ())
