@@ -1,4 +1,4 @@
-"""``meshward up``: the CA and the PDP on embedded defaults, in one process tree.
+"""``meshward up``: the CA, the PDP and a node agent on embedded defaults, in one process tree.
 
 The CA is created in ``<state-dir>/ca`` on first start (see :mod:`ca.embedded`)
 and serves its HTTPS API on ``ca.addr``. The PDP serves ``pdp.policies``
@@ -6,7 +6,9 @@ and serves its HTTPS API on ``ca.addr``. The PDP serves ``pdp.policies``
 (``<state-dir>/ca/bundle.json``: X.509 and JWT authorities) unless
 ``pdp.trust_bundle`` names another, and, as the embedded defaults are for a
 laptop, believes Envoy's mTLS principal (``pdp.trust_peer_principal``) so the
-printed examples work as pasted. SIGINT/SIGTERM stop both.
+printed examples work as pasted. A node agent (:mod:`ca.agent.embedded`)
+serves the Workload API and SDS under ``<state-dir>/agent``. SIGINT/SIGTERM
+stop all of them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import typer
 from meshward.settings import Settings
 
 if TYPE_CHECKING:
+    from ca.agent.run import AgentServices
     from ca.service import CertificateAuthority
 
 __all__ = ["Example", "examples", "run_up"]
@@ -105,6 +108,21 @@ def _embedded(settings: Settings, bundle: Path) -> Settings:
     return settings.model_copy(update={"pdp": pdp})
 
 
+async def _start_agent(settings: Settings, ca: CertificateAuthority) -> AgentServices | None:
+    """The node agent beside the CA; ``up`` goes on without it if it cannot start."""
+    from ca.agent.embedded import start_embedded_agent  # noqa: PLC0415 - heavy imports
+    from ca.agent.errors import AgentError  # noqa: PLC0415
+
+    try:
+        return await start_embedded_agent(
+            settings, ca, lambda line: typer.echo(f"meshward: agent {line}")
+        )
+    except (AgentError, OSError) as exc:
+        log.warning("node agent not started", extra={"fields": {"error": str(exc)}})
+        typer.echo(f"meshward: node agent not started: {exc}")
+        return None
+
+
 async def _up(settings: Settings, ca: CertificateAuthority) -> None:
     from authz.server import PdpServer, build_pdp  # noqa: PLC0415 - heavy imports
     from ca.embedded import bundle_file  # noqa: PLC0415
@@ -124,6 +142,7 @@ async def _up(settings: Settings, ca: CertificateAuthority) -> None:
     pdp = build_pdp(settings)
     server = PdpServer(pdp)
     ca_task: asyncio.Task[None] | None = None
+    agent: AgentServices | None = None
     try:
         await server.start()
         ca_task = asyncio.create_task(ca_server.serve())
@@ -131,6 +150,7 @@ async def _up(settings: Settings, ca: CertificateAuthority) -> None:
             f"meshward: CA API on https://{settings.ca.addr} (trust domain {ca.trust_domain};"
             f" admin SVID in {settings.state_dir / 'admin'})"
         )
+        agent = await _start_agent(settings, ca)
         typer.echo(f"meshward: PDP trusts the CA bundle {settings.pdp.trust_bundle}")
         typer.echo(
             f"meshward: PDP ext_authz gRPC on {settings.pdp.grpc_addr}, "
@@ -148,6 +168,8 @@ async def _up(settings: Settings, ca: CertificateAuthority) -> None:
         await asyncio.wait({ca_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
     finally:
+        if agent is not None:
+            await agent.aclose()
         ca_server.shutdown()
         if ca_task is not None:
             await asyncio.gather(ca_task, return_exceptions=True)

@@ -15,9 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+from grpclib.server import Server
+
 from ca.agent.agent import AgentConfig, NodeAgent
 from ca.agent.ca_client import CaClient
-from ca.agent.errors import CaRejected, CaUnavailable
+from ca.agent.errors import AgentError, CaRejected, CaUnavailable
 from ca.agent.files import FileSink, FileSinkConfig
 from ca.agent.hub import SnapshotHub
 from ca.agent.model import HeldSvid
@@ -26,14 +29,24 @@ from ca.agent.workload_api import WorkloadApi, serve_workload_api
 from meshward.clock import Clock, SystemClock
 from meshward.settings import AgentSettings, Settings
 from meshward.spiffe import InvalidSpiffeId, TrustDomain
+from meshward.spiffe_bundle import InvalidBundle, load_bundle
 
-__all__ = ["AgentPlan", "AgentStartupError", "plan_agent", "run_agent"]
+__all__ = [
+    "AgentPlan",
+    "AgentServices",
+    "AgentStartupError",
+    "plan_agent",
+    "run_agent",
+    "start_agent",
+]
 
 log = logging.getLogger("meshward.agent")
 
 
-class AgentStartupError(Exception):
+class AgentStartupError(AgentError):
     """The agent cannot start as configured (the message says why; exit code 2)."""
+
+    code = "startup"
 
 
 @dataclass(frozen=True)
@@ -75,8 +88,13 @@ def plan_agent(settings: Settings) -> AgentPlan:
         bootstrap = agent.ca_bundle.read_bytes()
     except OSError as exc:
         raise AgentStartupError(f"cannot read CA bundle {agent.ca_bundle}") from exc
-    if b"-----BEGIN CERTIFICATE-----" not in bootstrap:
-        raise AgentStartupError(f"{agent.ca_bundle} holds no PEM certificate")
+    try:
+        # Either form `meshward ca bundle` prints: the JWK Set, or PEM (--pem).
+        bootstrap = load_bundle(bootstrap, td).to_pem()
+    except InvalidBundle as exc:
+        raise AgentStartupError(f"{agent.ca_bundle} is not a trust bundle ({exc.reason})") from exc
+    if not bootstrap:
+        raise AgentStartupError(f"{agent.ca_bundle} holds no X.509 authority")
     sds = agent.sds_addr
     if sds is None:
         sds = f"unix:{(state / 'sds.sock').absolute()}"
@@ -101,15 +119,48 @@ def _sds_filter(selectors: tuple[str, ...]) -> Callable[[HeldSvid], bool] | None
     return lambda svid: svid.entry.matches(allowed)
 
 
-async def run_agent(
-    plan: AgentPlan, clock: Clock | None = None, announce: Callable[[str], None] = print
-) -> None:
-    """Run until cancelled or SIGTERM/SIGINT; raise :class:`AgentStartupError` on bad setup."""
+@dataclass
+class AgentServices:
+    """A started agent: renewal loop, Workload API, SDS and file mode; :meth:`aclose` stops all."""
+
+    plan: AgentPlan
+    agent: NodeAgent
+    client: CaClient
+    api_server: Server
+    sds_server: grpc.aio.Server | None
+    sink: FileSink | None
+
+    async def aclose(self) -> None:
+        await self.agent.stop()
+        if self.sink is not None:
+            await self.sink.stop()
+        self.api_server.close()
+        if self.sds_server is not None:
+            await self.sds_server.stop(1)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.api_server.wait_closed(), 2)
+        await self.client.aclose()
+        with contextlib.suppress(FileNotFoundError):
+            self.plan.socket.unlink()
+
+
+async def start_agent(
+    plan: AgentPlan,
+    clock: Clock | None = None,
+    announce: Callable[[str], None] = print,
+    token: Callable[[], str | None] | None = None,
+) -> AgentServices:
+    """Attest (or reuse the stored node SVID) and start every service of ``plan``.
+
+    Raises :class:`AgentStartupError` when the CA refuses the agent; an
+    unreachable CA is retried in the background.
+    """
     clock = clock or SystemClock()
     cfg = plan.settings
     client = CaClient(
-        cfg.ca_url, plan.trust_domain, plan.bootstrap_bundle, plan.state_dir, clock, plan.token
-    )
+        cfg.ca_url, plan.trust_domain, plan.bootstrap_bundle, plan.state_dir, clock,
+        token or plan.token,
+    )  # fmt: skip
     try:
         await client.fetch_bundle()
     except CaRejected as exc:
@@ -140,7 +191,16 @@ async def run_agent(
         )
         await sink.start()
         announce(f"files: {cfg.write_dir}")
+    await agent.start()
+    return AgentServices(plan, agent, client, api_server, sds_server, sink)
 
+
+async def run_agent(
+    plan: AgentPlan, clock: Clock | None = None, announce: Callable[[str], None] = print
+) -> None:
+    """Run until cancelled or SIGTERM/SIGINT; raise :class:`AgentStartupError` on bad setup."""
+    services = await start_agent(plan, clock, announce)
+    agent = services.agent
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     handlers = {
@@ -152,18 +212,8 @@ async def run_agent(
     for sig, handler in handlers.items():
         loop.add_signal_handler(sig, handler)
     try:
-        async with agent:
-            await stop.wait()
+        await stop.wait()
     finally:
         for sig in handlers:
             loop.remove_signal_handler(sig)
-        if sink is not None:
-            await sink.stop()
-        api_server.close()
-        if sds_server is not None:
-            await sds_server.stop(1)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(api_server.wait_closed(), 2)
-        await client.aclose()
-        with contextlib.suppress(FileNotFoundError):
-            plan.socket.unlink()
+        await services.aclose()

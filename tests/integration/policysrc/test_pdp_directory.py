@@ -60,6 +60,11 @@ def test_directory_watch_shadow_and_decision_log(tmp_path: Path) -> None:
     }
     with pdp_process(tmp_path / "pdp", policies=live, env=env) as pdp:
         url = pdp.http_url
+        # ready means the live policies are active; the shadow may still be loading
+        _wait(
+            lambda: httpx.get(f"{url}/v1/policies").json()["shadow"]["active_version"],
+            "shadow active",
+        )
         status = httpx.get(f"{url}/v1/policies", timeout=10).json()
         first = status["active_version"]
         assert first.startswith("sha256:")
