@@ -234,7 +234,7 @@ class AgentSettings(_Section):
 
     ca_url: str = Field("https://127.0.0.1:8443", description="the CA HTTPS API")
     ca_bundle: Path | None = Field(
-        None, description="PEM trust bundle to reach the CA the first time (`meshward ca bundle`)"
+        None, description="the CA's bundle (JWK Set or PEM) to reach it the first time"
     )
     trust_domain: str | None = Field(None, description="the agent's trust domain (else ca's)")
     join_token: SecretStr | None = Field(None, description="one-time join token for attestation")

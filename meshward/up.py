@@ -112,13 +112,12 @@ async def _start_agent(settings: Settings, ca: CertificateAuthority) -> AgentSer
     """The node agent beside the CA; ``up`` goes on without it if it cannot start."""
     from ca.agent.embedded import start_embedded_agent  # noqa: PLC0415 - heavy imports
     from ca.agent.errors import AgentError  # noqa: PLC0415
-    from ca.agent.run import AgentStartupError  # noqa: PLC0415
 
     try:
         return await start_embedded_agent(
             settings, ca, lambda line: typer.echo(f"meshward: agent {line}")
         )
-    except (AgentError, AgentStartupError, OSError) as exc:
+    except (AgentError, OSError) as exc:
         log.warning("node agent not started", extra={"fields": {"error": str(exc)}})
         typer.echo(f"meshward: node agent not started: {exc}")
         return None

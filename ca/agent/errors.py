@@ -1,4 +1,4 @@
-"""The node agent's exceptions; the tree is drawn in :mod:`ca.agent`.
+"""The node agent's exceptions; the whole tree is drawn in :mod:`ca.agent`.
 
 Every error carries a short ``code`` usable as a metric label.
 """

@@ -13,6 +13,7 @@ from typing import Any
 
 import jwt
 
+from ca.agent.errors import AgentError
 from ca.agent.model import Bundle
 from meshward.spiffe import InvalidSpiffeId, SpiffeId
 
@@ -32,11 +33,13 @@ ALLOWED_ALGORITHMS = (
 MAX_TOKEN_BYTES = 16 * 1024
 
 
-class InvalidJwtSvid(ValueError):
+class InvalidJwtSvid(AgentError, ValueError):
     """The token is not a valid JWT-SVID for this audience; ``reason`` is a short code."""
 
+    code = "invalid_jwt_svid"
+
     def __init__(self, reason: str) -> None:
-        super().__init__(reason.replace("_", " "))
+        super().__init__(f"invalid JWT-SVID: {reason.replace('_', ' ')}")
         self.reason = reason
 
 

@@ -20,7 +20,7 @@ from grpclib.server import Server
 
 from ca.agent.agent import AgentConfig, NodeAgent
 from ca.agent.ca_client import CaClient
-from ca.agent.errors import CaRejected, CaUnavailable
+from ca.agent.errors import AgentError, CaRejected, CaUnavailable
 from ca.agent.files import FileSink, FileSinkConfig
 from ca.agent.hub import SnapshotHub
 from ca.agent.model import HeldSvid
@@ -29,6 +29,7 @@ from ca.agent.workload_api import WorkloadApi, serve_workload_api
 from meshward.clock import Clock, SystemClock
 from meshward.settings import AgentSettings, Settings
 from meshward.spiffe import InvalidSpiffeId, TrustDomain
+from meshward.spiffe_bundle import InvalidBundle, load_bundle
 
 __all__ = [
     "AgentPlan",
@@ -42,8 +43,10 @@ __all__ = [
 log = logging.getLogger("meshward.agent")
 
 
-class AgentStartupError(Exception):
+class AgentStartupError(AgentError):
     """The agent cannot start as configured (the message says why; exit code 2)."""
+
+    code = "startup"
 
 
 @dataclass(frozen=True)
@@ -85,8 +88,13 @@ def plan_agent(settings: Settings) -> AgentPlan:
         bootstrap = agent.ca_bundle.read_bytes()
     except OSError as exc:
         raise AgentStartupError(f"cannot read CA bundle {agent.ca_bundle}") from exc
-    if b"-----BEGIN CERTIFICATE-----" not in bootstrap:
-        raise AgentStartupError(f"{agent.ca_bundle} holds no PEM certificate")
+    try:
+        # Either form `meshward ca bundle` prints: the JWK Set, or PEM (--pem).
+        bootstrap = load_bundle(bootstrap, td).to_pem()
+    except InvalidBundle as exc:
+        raise AgentStartupError(f"{agent.ca_bundle} is not a trust bundle ({exc.reason})") from exc
+    if not bootstrap:
+        raise AgentStartupError(f"{agent.ca_bundle} holds no X.509 authority")
     sds = agent.sds_addr
     if sds is None:
         sds = f"unix:{(state / 'sds.sock').absolute()}"

@@ -26,7 +26,7 @@ def run_command(
     ] = None,
     ca_bundle: Annotated[
         Path | None,
-        typer.Option("--ca-bundle", help="PEM bundle to trust the CA the first time."),
+        typer.Option("--ca-bundle", help="The CA's bundle (JWK Set or PEM) to trust it first."),
     ] = None,
     trust_domain: Annotated[
         str | None, typer.Option("--trust-domain", help="Trust domain (default: ca's).")

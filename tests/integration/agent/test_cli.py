@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from meshward.clock import SystemClock
+from tests.support.authority import LocalAuthority
 from tests.support.cli import meshward
 
 
@@ -22,11 +24,19 @@ def test_missing_ca_bundle_is_bad_configuration(tmp_path: Path) -> None:
 
 def test_signal_without_pid_file_is_bad_configuration(tmp_path: Path) -> None:
     bundle = tmp_path / "bundle.pem"
-    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    bundle.write_bytes(LocalAuthority(SystemClock()).bundle().x509_pem)
     done = meshward(
         "--state-dir", str(tmp_path), "agent", "run", "--ca-bundle", str(bundle),
         "--write-dir", str(tmp_path / "out"), "--write-signal", "SIGHUP",
     )  # fmt: skip
+    assert done.returncode == 2
+    assert "--write-pid-file" in done.stderr
+
+
+def test_not_a_bundle_is_bad_configuration(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n")
+    done = meshward("--state-dir", str(tmp_path), "agent", "run", "--ca-bundle", str(bundle))
     assert done.returncode == 2
 
 

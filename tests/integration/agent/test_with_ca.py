@@ -46,6 +46,7 @@ class AgentProcess:
     token: str | None
     process: subprocess.Popen[bytes] | None = None
     token_file: Path | None = None
+    bundle: Path | None = None
 
     @property
     def socket(self) -> Path:
@@ -71,7 +72,7 @@ class AgentProcess:
                 meshward_argv(
                     "--state-dir", str(self.workdir / "state"), "--log-format", "json",
                     "agent", "run", "--ca-url", self.ca.url,
-                    "--ca-bundle", str(self.ca.admin_dir / "bundle.pem"),
+                    "--ca-bundle", str(self.bundle or self.ca.admin_dir / "bundle.pem"),
                     "--trust-domain", "example.org", "--socket", str(self.socket),
                     "--sds", f"unix:{self.workdir / 'sds.sock'}",
                     "--write-dir", str(self.files), "--sync-interval", "0.5",
@@ -280,7 +281,11 @@ def test_agent_attests_with_a_kubernetes_token(tmp_path: Path) -> None:
             assert resp.status_code == 201, resp.text
         token_file = tmp_path / "token"
         token_file.write_text(token)
-        proc = AgentProcess(ca, tmp_path / "ag", None, token_file=token_file)
+        # The bootstrap bundle in its JWK Set form this time (`meshward ca bundle`).
+        jwks = tmp_path / "bundle.json"
+        with ca.client() as client:
+            jwks.write_bytes(client.get("/v1/bundle").content)
+        proc = AgentProcess(ca, tmp_path / "ag", None, token_file=token_file, bundle=jwks)
         proc.workdir.mkdir()
         proc.start()
         try:
