@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from authz.cache.breaker import Breaker
@@ -81,3 +82,54 @@ async def test_redis_killed_and_restarted_no_check_fails(redis: RedisServer) -> 
     assert sample("meshward_cache_errors_total", tier="redis", code="unavailable") >= 2
     served = sum(sample("meshward_cache_requests_total", tier=t.value) for t in Tier)
     assert served == len(tiers)
+
+
+@pytest.mark.slow
+async def test_soak_repeated_outages_with_concurrent_streams(redis: RedisServer) -> None:
+    """Three SIGKILL/restart cycles under 8 concurrent streams on two replicas."""
+    oracle = Oracle("v1", POLICIES)
+    registry = CollectorRegistry()
+    caches = [
+        TieredCache(
+            SystemClock(),
+            redis=RedisTier.connect(RedisOptions(redis.url, timeout=0.02, connect_timeout=0.05)),
+            breaker=Breaker(failure_threshold=2, reset_after=0.2),
+            observer=CacheMetrics(registry) if i == 0 else None,
+            local_max_entries=0 if i == 0 else 50,
+        )
+        for i in range(2)
+    ]
+    wrong: list[int] = []
+    counts = [0]
+    stop = asyncio.Event()
+
+    async def stream(offset: int) -> None:
+        i = offset
+        while not stop.is_set():
+            r = req(i)
+            cache = caches[i % 2]
+            served = await cache.serve(r, oracle.keyspace, lambda r=r: oracle.evaluate(r))
+            if served.decision != oracle.evaluate(r):
+                wrong.append(i)
+            counts[0] += 1
+            i += 8
+            await asyncio.sleep(0.001)
+
+    runners = [asyncio.ensure_future(stream(k)) for k in range(8)]
+    for _ in range(3):
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(redis.kill)
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(redis.start)
+    await asyncio.sleep(1.5)
+    stop.set()
+    await asyncio.gather(*runners)
+    for c in caches:
+        await c.aclose()
+    assert wrong == []
+    assert counts[0] > 0
+    assert caches[0].breaker.state.value == "closed"
+    opened = registry.get_sample_value(
+        "meshward_cache_breaker_transitions_total", {"state": "open"}
+    )
+    assert opened is not None and opened >= 3

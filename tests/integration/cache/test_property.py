@@ -38,7 +38,7 @@ ATOMS = [
     'context.http.headers == {"x-user": "bob"}',
     "context == {}",
     'principal in Group::"g1"',
-    'principal.team == "red"',
+    '(principal has team && principal.team == "red")',
     'context.tags.contains("t1")',
 ]
 
@@ -128,6 +128,7 @@ def scenario(draw: st.DrawFn) -> tuple[str, str, list[dict[str, Any]]]:
 
 
 _versions = itertools.count()
+START = dt.datetime(2026, 3, 1, 12, tzinfo=dt.UTC)
 
 
 def build(spec: dict[str, Any], rid: int) -> AccessRequest:
@@ -168,7 +169,7 @@ def test_served_equals_fresh(
 
 
 async def _run(url: str, first: str, second: str, specs: list[Any], order: list[int]) -> None:
-    clock = FixedClock(dt.datetime(2026, 3, 1, 12, tzinfo=dt.UTC))
+    clock = FixedClock(START)
     n = next(_versions)
     # Version ids are unique per example: the Redis is shared by every example.
     versions = [Oracle(f"v{n}a", first), Oracle(f"v{n}b", second)]
@@ -179,17 +180,19 @@ async def _run(url: str, first: str, second: str, specs: list[Any], order: list[
         ),
     ]
     seen: set[Tier] = set()
-    for step, index in enumerate(order):
-        oracle = versions[0] if step < len(specs) else versions[1]
-        request = build(specs[index % len(specs)], step)
-        cache = caches[step % 2]
-        served = await cache.serve(
-            request, oracle.keyspace, lambda r=request, o=oracle: o.evaluate(r)
-        )
-        assert served.decision == oracle.evaluate(request), (step, served.tier)
-        seen.add(served.tier)
-        for c in caches:  # let background writes land so Redis is really used
-            while c._pending:
-                await asyncio.sleep(0.001)
-    for c in caches:
-        await c.aclose()
+    try:
+        for step, index in enumerate(order):
+            oracle = versions[0] if step < len(specs) else versions[1]
+            request = build(specs[index % len(specs)], step)
+            cache = caches[step % 2]
+            served = await cache.serve(
+                request, oracle.keyspace, lambda r=request, o=oracle: o.evaluate(r)
+            )
+            assert served.decision == oracle.evaluate(request), (step, served.tier)
+            seen.add(served.tier)
+            for c in caches:  # let background writes land so Redis is really used
+                while c._pending:
+                    await asyncio.sleep(0.001)
+    finally:
+        for c in caches:
+            await c.aclose()
