@@ -31,9 +31,12 @@ def check_command(
 ) -> None:
     """Decide one request read as JSON on stdin; print the decision as JSON.
 
-    Input: {"principal": "Workload::\\"spiffe://...\\"", "action": "Action::\\"GET\\"",
-    "resource": "Service::\\"...\\"", "context": {...}}. Output: {"decision": "allow"|"deny",
-    "reasons": [policy ids], "errors": [...]}. Exit 0 allow, 1 deny, 2 bad input.
+    Input: an object with "principal" (e.g. Workload::"spiffe://..."), "action"
+    (e.g. Action::"GET"), "resource" (e.g. Service::"..."), an optional "context"
+    object and optional "parents" (a list of entity references, e.g. groups).
+
+    Output: {"decision": "allow" or "deny", "reasons": the determining policy
+    ids, "errors": evaluation errors}. Exit 0 allow, 1 deny, 2 bad input.
     """
     directory = policies
     if directory is None:

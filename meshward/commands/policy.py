@@ -33,6 +33,7 @@ DirArg = Annotated[
     typer.Argument(
         help="Policy directory: schema.cedarschema, *.cedar, entities.json, tests/*.yaml.",
         show_default=False,
+        metavar="DIR",
     ),
 ]
 
@@ -71,6 +72,7 @@ def validate_command(
         typer.Argument(
             help="Policy directories: schema.cedarschema, *.cedar, entities.json, tests/*.yaml.",
             show_default=False,
+            metavar="DIR",
         ),
     ],
 ) -> None:

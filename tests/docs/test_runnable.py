@@ -8,7 +8,10 @@ The marker is the fence's info string: the language, then the word
   gives the block ``MESHWARD_CA_URL``, ``MESHWARD_CA_BUNDLE`` and a join token
   in ``MESHWARD_JOIN_TOKEN``.
 - ``sh``: run with ``bash -euo pipefail`` from the repo root; ``meshward`` is
-  the real CLI (``python -m meshward``); ``exit=N`` is the expected status.
+  the real CLI (``python -m meshward``); ``exit=N`` is the expected status;
+  ``expect=allow|deny`` the ``decision`` of the JSON it prints; ``setup=up``
+  runs it against one shared ``meshward up`` on free ports (the default
+  addresses in the block are pointed at them).
 - ``cedar``: validated against ``policies/schema.cedarschema`` by Cedar.
 - ``yaml kind=envoy``: parsed into Envoy's ``Bootstrap``, unknown fields rejected.
 - ``yaml kind=policy-test``: added to a copy of ``policies/tests/`` and run
@@ -20,12 +23,16 @@ never a silent pass.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import cedarpy
@@ -34,9 +41,10 @@ import yaml
 from google.protobuf import json_format
 
 from tests.support.ca import running_ca
-from tests.support.cli import REPO, meshward
+from tests.support.cli import REPO, meshward, meshward_argv
 from tests.support.envoy_config import parse_bootstrap
 from tests.support.markdown import Block, blocks, markdown_files
+from tests.support.net import free_port
 
 DOCS_SPIFFE_ID = "spiffe://meshward.local/ns/shop/sa/orders"
 RUNNABLE = [b for path in markdown_files(REPO) for b in blocks(path) if b.runnable]
@@ -80,10 +88,57 @@ def run_python(block: Block, tmp_path: Path) -> subprocess.CompletedProcess[str]
         )  # fmt: skip
 
 
-def run_sh(block: Block, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+@dataclass
+class Up:
+    """A running ``meshward up`` on free ports; default addresses in blocks map to them."""
+
+    ports: dict[int, int]  # default port -> the test's port
+
+    def rewrite(self, text: str) -> str:
+        for default, port in self.ports.items():
+            text = text.replace(f"127.0.0.1:{default}", f"127.0.0.1:{port}")
+        return text
+
+
+@pytest.fixture(scope="module")
+def meshward_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+    """``meshward up`` as the quickstart runs it, on free ports (never the defaults)."""
+    workdir = tmp_path_factory.mktemp("up")
+    up = Up({9191: free_port(), 8181: free_port(), 8443: free_port()})
+    env = _env(
+        {
+            "MESHWARD_PDP__GRPC_ADDR": f"127.0.0.1:{up.ports[9191]}",
+            "MESHWARD_PDP__HTTP_ADDR": f"127.0.0.1:{up.ports[8181]}",
+            "MESHWARD_CA__ADDR": f"127.0.0.1:{up.ports[8443]}",
+        }
+    )
+    log = workdir / "up.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen(
+            meshward_argv("--state-dir", str(workdir / "state"), "up"),
+            stdout=sink, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while "ready" not in log.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.2)
+        assert "ready" in log.read_text(), log.read_text()
+        yield up
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def run_sh(block: Block, tmp_path: Path, up: Up | None = None) -> subprocess.CompletedProcess[str]:
     prelude = f'meshward() {{ "{sys.executable}" -m meshward "$@"; }}\nexport TMPDIR="{tmp_path}"\n'
     script = tmp_path / "block.sh"
-    script.write_text(prelude + block.text, encoding="utf-8")
+    text = up.rewrite(block.text) if up is not None else block.text
+    script.write_text(prelude + text, encoding="utf-8")
     return subprocess.run(
         ["bash", "-euo", "pipefail", str(script)],
         capture_output=True, text=True, cwd=REPO, env=_env(), timeout=120, check=False,
@@ -105,18 +160,23 @@ def run_policy_test(block: Block, tmp_path: Path) -> subprocess.CompletedProcess
     return meshward("policy", "test", str(copy))
 
 
-def execute(block: Block, tmp_path: Path) -> None:
+def execute(block: Block, tmp_path: Path, up: Up | None = None) -> None:
     """Run ``block`` as its marker says; raise ``AssertionError`` if it fails."""
     kind = (block.language, block.option("kind"))
     if block.language == "python":
         done = run_python(block, tmp_path)
         assert done.returncode == 0, done.stdout + done.stderr
     elif block.language == "sh":
-        done = run_sh(block, tmp_path)
+        if block.option("setup") == "up" and up is None:
+            raise AssertionError(f"{block.id}: setup=up needs a running meshward up")
+        done = run_sh(block, tmp_path, up)
         expected = int(block.option("exit", "0"))
         assert done.returncode == expected, (
             f"exit {done.returncode}, expected {expected}\n{done.stdout}{done.stderr}"
         )
+        decision = block.option("expect")
+        if decision:
+            assert json.loads(done.stdout)["decision"] == decision, done.stdout
     elif block.language == "cedar":
         errors = check_cedar(block)
         assert not errors, errors
@@ -136,8 +196,9 @@ def test_the_article_has_runnable_examples_of_each_kind() -> None:
 
 
 @pytest.mark.parametrize("block", RUNNABLE, ids=[b.id for b in RUNNABLE])
-def test_runnable_block(block: Block, tmp_path: Path) -> None:
-    execute(block, tmp_path)
+def test_runnable_block(block: Block, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    up = request.getfixturevalue("meshward_up") if block.option("setup") == "up" else None
+    execute(block, tmp_path, up)
 
 
 # The runner must be able to fail.

@@ -10,6 +10,7 @@ manifest, a kustomization nor a patch some kustomization uses is an error.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -45,6 +46,7 @@ def kubernetes_validate(*files: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@functools.cache
 def render(kustomization_dir: Path) -> str:
     done = subprocess.run(
         [_tool("kubectl"), "kustomize", str(kustomization_dir)],

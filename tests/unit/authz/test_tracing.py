@@ -87,12 +87,12 @@ async def test_an_error_decision_marks_the_span(exporter) -> None:
     assert span.status.status_code is StatusCode.ERROR
 
 
-def test_tracing_off_loads_no_tracer_and_observes_nothing_more() -> None:
+def test_tracing_off_adds_nothing_and_on_adds_the_tracer() -> None:
     """Off: meshward's tracing module is never imported and no observer is added.
 
     (Libraries may import OpenTelemetry on their own when it is installed —
     FastAPI and redis-py do — but with no tracer of meshward's, a decision
-    costs nothing more.)
+    costs nothing more.) On: the PDP's decider gets a DecisionTracer.
     """
     code = (
         "import sys\n"
@@ -101,27 +101,14 @@ def test_tracing_off_loads_no_tracer_and_observes_nothing_more() -> None:
         "pdp = build_pdp(Settings())\n"
         "print('authz.tracing' in sys.modules)\n"
         "print(sorted(type(o).__name__ for o in pdp.decider.observers))\n"
+        "on = build_pdp(Settings(tracing={'enabled': True, 'exporter': 'console'}))\n"
+        "print(sorted(type(o).__name__ for o in on.decider.observers))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60,
         check=True,
     )  # fmt: skip
-    loaded, observers = done.stdout.splitlines()[:2]
+    loaded, off, on = done.stdout.splitlines()[:3]
     assert loaded == "False"
-    assert "DecisionTracer" not in observers and "PdpMetrics" in observers
-
-
-def test_tracing_on_builds_a_tracer_into_the_pdp() -> None:
-    code = (
-        "import sys\n"
-        "from meshward.settings import Settings\n"
-        "from authz.server import build_pdp\n"
-        "from authz.tracing import DecisionTracer\n"
-        "pdp = build_pdp(Settings(tracing={'enabled': True, 'exporter': 'console'}))\n"
-        "print(any(isinstance(o, DecisionTracer) for o in pdp.decider.observers))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60,
-        check=True,
-    )  # fmt: skip
-    assert done.stdout.strip() == "True"
+    assert "DecisionTracer" not in off and "PdpMetrics" in off
+    assert "DecisionTracer" in on and "PdpMetrics" in on
