@@ -45,6 +45,7 @@ __all__ = [
     "Gate",
     "Outcome",
     "PolicyStatus",
+    "Prepare",
     "Rejection",
 ]
 
