@@ -44,7 +44,7 @@ from authz.authn.errors import AuthnError
 from authz.authn.jwks import FileJwks, KeySource, UrlJwks
 from authz.authn.jwt import JwtPolicy, JwtVerifier, OidcIssuer
 from authz.authn.peer import PeerPolicy
-from authz.authn.trust import TrustBundles, load_trust_bundles
+from authz.authn.trust import TrustBundleFile, TrustBundles, TrustSource
 from authz.cache.tiered import TieredCache
 from authz.cache.wiring import build_cache
 from authz.decider import Decider, DecisionObserver, EngineHolder
@@ -90,12 +90,17 @@ def _key_source(issuer: OidcIssuerSettings, clock: Clock) -> KeySource:
 
 def build_authenticator(pdp: PdpSettings, clock: Clock) -> Authenticator:
     """Trust bundle, peer policy and token verifier from the settings."""
-    bundles = TrustBundles()
+    bundles: TrustSource = TrustBundles()
     if pdp.trust_bundle is not None:
+        # Followed as the CA rotates its keys; the first read must succeed.
+        bundle_file = TrustBundleFile(
+            pdp.trust_bundle, clock, pdp.trust_domain, pdp.trust_bundle_poll_seconds
+        )
         try:
-            bundles = load_trust_bundles(pdp.trust_bundle, pdp.trust_domain)
+            bundle_file.load()
         except AuthnError as exc:
             raise PdpError(f"trust bundle {pdp.trust_bundle}: {exc.reason}") from exc
+        bundles = bundle_file
     try:
         peer_policy = PeerPolicy.build(pdp.trust_peer_principal, pdp.trusted_proxies)
         issuers = [
