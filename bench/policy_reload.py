@@ -6,8 +6,9 @@
    time of each step. Baseline, side by side: the same steps for a 10-policy
    commit, so the ratio shows how activation grows with the policy count.
 2. p99 latency of checks (``EngineHolder.active`` then ``engine.evaluate``,
-   exactly what the decider does) while the gate activates the new commit,
-   against the p99 of the same checks just before it, in the same process.
+   exactly what the decider does), one due every millisecond and timed from
+   when it was due, while the gate activates the new commit, against the p99
+   of the same checks just before it, in the same process.
    Gate work runs in a worker thread, as in the PDP, so this shows what the
    reload costs the decision path (the GIL it shares).
 """
@@ -179,21 +180,28 @@ async def _latency_during_swap(
     samples: dict[str, list[float]] = {"before": [], "during": []}
     stop = threading.Event()
 
+    period = 0.001  # one check arrives every millisecond
+
     def checker() -> None:
+        # Latency is measured from when each check was due, not from when this
+        # thread got round to it: a check that waits for the GIL waits for real.
         n = 0
+        start = time.perf_counter()
         while not stop.is_set():
+            due = start + n * period
+            now = time.perf_counter()
+            if now < due:
+                time.sleep(due - now)
             request = requests[n % len(requests)]
             n += 1
-            t = time.perf_counter()
             active = holder.active
             assert active is not None
             decision = active[0].evaluate(request)
-            elapsed = time.perf_counter() - t
+            elapsed = time.perf_counter() - due
             if not decision.allowed:
                 raise RuntimeError(f"unexpected deny: {decision}")
             if phase[0] in samples:
                 samples[phase[0]].append(elapsed)
-            time.sleep(0.0005)  # a steady stream, not a busy loop
 
     thread = threading.Thread(target=checker)
     thread.start()

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import NameOID
 
-from ca.errors import CaError
+from ca.errors import CaError, Conflict
 from ca.keystore import PrivateKey
 from meshward.spiffe import TrustDomain
 from meshward.spiffe_bundle import SpiffeBundle, jwk_thumbprint
@@ -218,14 +218,14 @@ class Authority:
     def prepare(self, slot: Slot) -> Authority:
         """Publish ``slot`` as next; it signs nothing until :meth:`activate`."""
         if self.next is not None:
-            raise CaError("a next signing CA is already prepared", code="already_prepared")
+            raise Conflict("a next signing CA is already prepared", code="already_prepared")
         if slot.id <= max(s.id for s in self.slots):
             raise CaError("slot ids must increase", code="bad_slot")
         return replace(self, next=slot, sequence=self.sequence + 1)
 
     def activate(self) -> Authority:
         if self.next is None:
-            raise CaError("no next signing CA is prepared", code="nothing_prepared")
+            raise Conflict("no next signing CA is prepared", code="nothing_prepared")
         return replace(
             self,
             active=self.next,

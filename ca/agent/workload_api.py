@@ -110,6 +110,8 @@ class WorkloadApi:
         values = stream.metadata.getall(SECURITY_HEADER, []) if stream.metadata else []
         if values != ["true"]:
             raise GRPCError(Status.INVALID_ARGUMENT, "security header missing from request")
+        # grpclib's Peer exposes only addr() and cert(); the connection's socket
+        # (for SO_PEERCRED) is on its transport, read without changing it.
         transport = getattr(stream.peer, "_transport", None)
         try:
             creds = peer_credentials(transport.get_extra_info("socket") if transport else None)

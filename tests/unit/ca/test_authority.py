@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from spiffe import JwtBundle
 from spiffe import TrustDomain as PyTrustDomain
 
-from ca.errors import CaError
+from ca.errors import Conflict
 from ca.service import Caller
 from meshward.clock import FixedClock
 from meshward.settings import CaSettings
@@ -41,8 +41,9 @@ def test_predicates_one_second_either_side(tmp_path: Path) -> None:
     assert not prepared.should_prepare_next(five_sixths)  # one next at a time
     assert not prepared.should_activate_next(five_sixths - dt.timedelta(seconds=1))
     assert prepared.should_activate_next(five_sixths)
-    with pytest.raises(CaError):
+    with pytest.raises(Conflict) as info:
         ca.rotate_prepare(Caller())
+    assert (info.value.code, info.value.status) == ("already_prepared", 409)
 
 
 def _chain(issued) -> bytes:  # type: ignore[no-untyped-def]
