@@ -122,6 +122,11 @@ class PdpSettings(_Section):
         (), description="headers removed from allowed requests (e.g. authorization)"
     )
     drain_seconds: float = Field(5.0, ge=0, description="grace for in-flight checks on shutdown")
+    wait_for_policies: bool = Field(
+        False,
+        description="start without a valid policy version: stay NOT_SERVING and deny until one "
+        "passes the gate (default: exit 2)",
+    )
 
     _check_grpc = field_validator("grpc_addr", "http_addr")(_hostport)
 
