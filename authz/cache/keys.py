@@ -20,8 +20,10 @@ what the applicable policies read can matter, so the key holds just that:
   is still covered by the policy version plus that value.
 - :class:`KeySpace` turns (version, request, candidates) into a key, or
   ``None`` when the decision must not be cached: it depends on time (a policy
-  reads ``context.now`` or another attribute named in ``time_attributes``), or a
-  value in the key cannot be encoded.
+  reads ``context.now`` or another attribute named in ``time_attributes``), a
+  value in the key cannot be encoded, or the request holds a value Cedar
+  rejects whatever the policies read (a null, a float, an integer beyond 64
+  bits, ...): its fresh evaluation fails, so it must never share an answer.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from types import MappingProxyType
 from typing import Any
 
 from authz.cedar import plain
-from authz.model import AccessRequest
+from authz.model import AccessRequest, EntityUid
 
 __all__ = [
     "DEFAULT_TIME_ATTRIBUTES",
@@ -43,6 +45,7 @@ __all__ = [
     "ContextReads",
     "KeySpace",
     "Projection",
+    "cedar_clean",
     "context_reads",
 ]
 
@@ -154,6 +157,40 @@ def _plain(value: Any) -> Any:
     if type(value) in _SCALARS:
         return value
     return plain(value)
+
+
+_I64 = (-(2**63), 2**63 - 1)
+
+
+def cedar_clean(value: Any) -> bool:
+    """Whether Cedar can take ``value`` whole: no null, no float, integers in 64 bits,
+    no extension escapes (checked only by Cedar itself), well-formed entity escapes.
+
+    A request carrying anything else fails to build in Cedar whatever the policies
+    read, so no projection of it may share a key with a request that builds.
+    """
+    kind = type(value)
+    if kind is str or kind is bool:
+        return True
+    if kind is int:
+        return bool(_I64[0] <= value <= _I64[1])
+    if isinstance(value, EntityUid):
+        return True
+    if isinstance(value, Mapping):
+        if "__extn" in value:
+            return False
+        entity = value.get("__entity")
+        if entity is not None:
+            return (
+                len(value) == 1
+                and isinstance(entity, Mapping)
+                and isinstance(entity.get("type"), str)
+                and isinstance(entity.get("id"), str)
+            )
+        return all(type(k) is str and cedar_clean(v) for k, v in value.items())
+    if isinstance(value, list | tuple | set | frozenset):
+        return all(cedar_clean(v) for v in value)
+    return False
 
 
 class _TimeDependent(Exception):
@@ -301,6 +338,8 @@ class KeySpace:
         if projection.time_dependent:
             return None
         identity = request.identity
+        if not (cedar_clean(request.context) and cedar_clean(identity.attributes)):
+            return None  # Cedar rejects the request whole: always evaluated afresh
         try:
             material = [
                 KEY_FORMAT,

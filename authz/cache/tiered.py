@@ -28,6 +28,7 @@ import functools
 import inspect
 import logging
 import math
+import re
 import weakref
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -117,6 +118,18 @@ class NullObserver:
 
 
 Evaluate = Callable[[], Decision | Awaitable[Decision]]
+
+
+# Errors a decision may carry and still be cached: Cedar's per-policy evaluation
+# errors (a function of what the policy read, hence of the key) and the engine's
+# fail-closed note that accompanies them. Anything else (the engine failing as a
+# whole) may be transient or depend on what the key leaves out: never cached.
+_POLICY_ERROR = re.compile(r"error while evaluating policy `")
+_FAIL_CLOSED_NOTE = "a forbid policy could not be evaluated: denied (fail closed)"
+
+
+def _deterministic(decision: Decision) -> bool:
+    return all(e == _FAIL_CLOSED_NOTE or _POLICY_ERROR.match(e) for e in decision.errors)
 
 
 async def _run(evaluate: Evaluate) -> Decision:
@@ -276,6 +289,8 @@ class TieredCache:
                 self._local.put(key, entry.decision, valid_until, now)
                 return Served(entry.decision, Tier.REDIS)
         decision = await _run(evaluate)
+        if not _deterministic(decision):
+            return Served(decision, Tier.BYPASS)
         now = self._clock.now().timestamp()
         self._local.put(key, decision, expires_at, now)
         self._redis_set_later(key, CachedDecision(decision, expires_at), expires_at - now)

@@ -13,7 +13,7 @@ from authz.cache.breaker import Breaker
 from authz.cache.redis import RedisOptions, RedisTier
 from authz.cache.tiered import Tier, TieredCache
 from authz.metrics import CacheMetrics
-from authz.model import AccessRequest, EntityUid, Identity
+from authz.model import AccessRequest, Decision, Effect, EntityUid, Identity
 from meshward.clock import FixedClock
 from tests.integration.cache.conftest import Oracle
 from tests.support.net import free_port
@@ -264,4 +264,41 @@ async def test_activation_clears_the_local_tier(redis: RedisServer) -> None:
     assert len(cache.local) == 1
     cache.on_activation("v2")
     assert len(cache.local) == 0
+    await cache.aclose()
+
+
+async def test_only_deterministic_decisions_are_cached() -> None:
+    clock = FixedClock(START)
+    oracle = Oracle("v1", POLICIES)
+    cache = make(clock, None)
+    policy_error = Decision(
+        Effect.DENY, (), ("error while evaluating policy `p0`: no attribute `x`",), "v1"
+    )
+    engine_failure = Decision.deny("evaluation failed: RuntimeError: boom", policy_version="v1")
+    first = await cache.serve(req(path="/x"), oracle.keyspace, lambda: policy_error)
+    assert first.tier is Tier.MISS
+    assert (await cache.serve(req(path="/x"), oracle.keyspace, lambda: policy_error)).tier is (
+        Tier.LOCAL
+    )
+    for _ in range(2):  # an engine failure is evaluated again every time
+        served = await cache.serve(req(path="/y"), oracle.keyspace, lambda: engine_failure)
+        assert served.tier is Tier.BYPASS and served.decision == engine_failure
+    await cache.aclose()
+
+
+async def test_a_request_cedar_rejects_never_shares_an_answer() -> None:
+    clock = FixedClock(START)
+    oracle = Oracle("v1", POLICIES)
+    cache = make(clock, None)
+    good = req()
+    assert (await serve(cache, oracle, good)).decision.allowed
+    bad = AccessRequest(
+        good.identity,
+        good.action,
+        good.resource,
+        {"http": {"path": "/v1/a", "headers": {"x-request-id": "2", "x-null": None}}},
+    )
+    served = await serve(cache, oracle, bad)  # same read attributes, but Cedar rejects it
+    assert served.tier is Tier.BYPASS
+    assert served.decision == oracle.evaluate(bad) and not served.decision.allowed
     await cache.aclose()

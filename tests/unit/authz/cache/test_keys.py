@@ -212,3 +212,23 @@ def test_values_are_keyed_as_cedar_sees_them() -> None:
         request(http={"path": {"__entity": uid.to_cedar()}})
     )
     assert key(request(http={"path": uid})) != key(request(http={"path": EntityUid("User", "b")}))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [None, 1.5, 2**63, -(2**63) - 1, [None], {"a": None}, {"__extn": {"fn": "ip", "arg": "x"}},
+     {"__entity": "User::a"}, b"x"],
+)  # fmt: skip
+def test_requests_cedar_rejects_have_no_key(bad: Any) -> None:
+    # Even in a header no policy reads: Cedar rejects the whole request.
+    assert key(request(http=http(**{"x-extra": bad}))) is None
+    assert key(request(attributes={"claim": bad}, http=http())) is None
+
+
+@pytest.mark.parametrize(
+    "good",
+    ["", "x", True, 0, 2**63 - 1, -(2**63), [], ["a"], {"a": {"b": 1}},
+     {"__entity": {"type": "T", "id": "i"}}],
+)  # fmt: skip
+def test_clean_values_keep_their_key(good: Any) -> None:
+    assert key(request(http=http(**{"x-extra": good}))) == key(request(http=http()))
