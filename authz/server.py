@@ -44,7 +44,7 @@ from authz.authn.errors import AuthnError
 from authz.authn.jwks import FileJwks, KeySource, UrlJwks
 from authz.authn.jwt import JwtPolicy, JwtVerifier, OidcIssuer
 from authz.authn.peer import PeerPolicy
-from authz.authn.trust import TrustBundles, load_trust_bundles
+from authz.authn.trust import TrustBundleFile, TrustBundles, TrustSource
 from authz.cache.tiered import TieredCache
 from authz.cache.wiring import build_cache
 from authz.decider import Decider, DecisionObserver, EngineHolder
@@ -90,12 +90,17 @@ def _key_source(issuer: OidcIssuerSettings, clock: Clock) -> KeySource:
 
 def build_authenticator(pdp: PdpSettings, clock: Clock) -> Authenticator:
     """Trust bundle, peer policy and token verifier from the settings."""
-    bundles = TrustBundles()
+    bundles: TrustSource = TrustBundles()
     if pdp.trust_bundle is not None:
+        # Followed as the CA rotates its keys; the first read must succeed.
+        bundle_file = TrustBundleFile(
+            pdp.trust_bundle, clock, pdp.trust_domain, pdp.trust_bundle_poll_seconds
+        )
         try:
-            bundles = load_trust_bundles(pdp.trust_bundle, pdp.trust_domain)
+            bundle_file.load()
         except AuthnError as exc:
             raise PdpError(f"trust bundle {pdp.trust_bundle}: {exc.reason}") from exc
+        bundles = bundle_file
     try:
         peer_policy = PeerPolicy.build(pdp.trust_peer_principal, pdp.trusted_proxies)
         issuers = [
@@ -224,6 +229,8 @@ class PdpServer:
         self._http: _Uvicorn | None = None
         self._http_task: asyncio.Task[None] | None = None
         self._load_task: asyncio.Task[None] | None = None
+        self._serving_task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def start(self) -> None:
         settings = self.pdp.settings.pdp
@@ -277,11 +284,29 @@ class PdpServer:
 
     async def load_policies(self) -> None:
         """Activate the first policy version through the gate, keep following the
-        source, and turn health SERVING (raises :class:`PdpError`)."""
+        source, and turn health SERVING (raises :class:`PdpError`).
+
+        With ``pdp.wait_for_policies`` a source with no valid version yet is not
+        an error: health stays ``NOT_SERVING`` (every check denies) until the
+        first version passes the gate.
+        """
+        wait = self.pdp.settings.pdp.wait_for_policies
         try:
-            await self.pdp.policies.start()
+            await self.pdp.policies.start(wait=wait)
         except SourceError as exc:
             raise PdpError(str(exc)) from exc
+        if self.pdp.engines.ready:
+            await self._serving()
+            return
+        loop = asyncio.get_running_loop()
+
+        def first_activation(_activation: object) -> None:
+            if self._serving_task is None and not self._stopping:
+                self._serving_task = loop.create_task(self._serving())
+
+        self.pdp.policies.gate.on_activate(first_activation)
+
+    async def _serving(self) -> None:
         self.pdp.metrics.policies_loaded.set(1)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info("policies active", extra={"fields": {"version": self.pdp.engines.version}})
@@ -293,6 +318,9 @@ class PdpServer:
     async def stop(self) -> None:
         """Stop accepting, drain in-flight checks, close."""
         grace = self.pdp.settings.pdp.drain_seconds
+        self._stopping = True
+        if self._serving_task is not None:
+            await self._serving_task
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         if self._http is not None:
             self._http.should_exit = True
@@ -361,11 +389,12 @@ def run(settings: Settings) -> int:
         _run_one(settings, announce=True)
         return 0
     # Check the configuration and the policies once, before forking, so a bad
-    # start is one clear error rather than N.
-    try:
-        check_policies(settings)
-    except SourceError as exc:
-        raise PdpError(str(exc)) from exc
+    # start is one clear error rather than N (unless told to wait for policies).
+    if not settings.pdp.wait_for_policies:
+        try:
+            check_policies(settings)
+        except SourceError as exc:
+            raise PdpError(str(exc)) from exc
     # Workers share one /metrics: each writes its samples to files in this
     # run's directory, and any of them answers a scrape with the sum. The
     # variable must be set before the workers import prometheus_client.

@@ -98,6 +98,9 @@ class PdpSettings(_Section):
     grpc_addr: str = Field("127.0.0.1:9191", description="Envoy ext_authz gRPC listener")
     http_addr: str = Field("127.0.0.1:8181", description="forward-auth, decision API, admin")
     trust_bundle: Path | None = Field(None, description="SPIFFE trust bundle (PEM or JWKS)")
+    trust_bundle_poll_seconds: float = Field(
+        2.0, ge=0, le=3600, description="how often the trust bundle file is checked for changes"
+    )
     workers: int = Field(1, ge=1, le=256, description="processes sharing the ports")
     redis_url: str | None = Field(None, description="Redis for the shared decision cache")
     trust_domain: str | None = Field(
@@ -119,6 +122,11 @@ class PdpSettings(_Section):
         (), description="headers removed from allowed requests (e.g. authorization)"
     )
     drain_seconds: float = Field(5.0, ge=0, description="grace for in-flight checks on shutdown")
+    wait_for_policies: bool = Field(
+        False,
+        description="start without a valid policy version: stay NOT_SERVING and deny until one "
+        "passes the gate (default: exit 2)",
+    )
 
     _check_grpc = field_validator("grpc_addr", "http_addr")(_hostport)
 

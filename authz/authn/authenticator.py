@@ -23,7 +23,7 @@ from typing import Any
 from authz.authn.errors import InvalidToken
 from authz.authn.jwt import JwtVerifier, bearer_token
 from authz.authn.peer import Peer, PeerFacts, PeerPolicy, authenticate_peer
-from authz.authn.trust import TrustBundles
+from authz.authn.trust import TrustBundles, TrustSource
 from authz.model import ANONYMOUS, AuthMethod, EntityUid, Identity
 from meshward.clock import Clock
 from meshward.spiffe import SpiffeId
@@ -47,17 +47,17 @@ class Authenticator:
         self,
         clock: Clock,
         peer_policy: PeerPolicy | None = None,
-        bundles: TrustBundles | None = None,
+        bundles: TrustSource | None = None,
         jwt: JwtVerifier | None = None,
     ) -> None:
         self.clock = clock
         self.peer_policy = peer_policy or PeerPolicy()
-        self.bundles = bundles or TrustBundles()
+        self.bundles: TrustSource = bundles if bundles is not None else TrustBundles()
         self.jwt = jwt
 
     async def authenticate(self, peer: PeerFacts, authorization: str | None) -> Authenticated:
         now = self.clock.now()
-        found = authenticate_peer(peer, self.peer_policy, self.bundles, now)
+        found = authenticate_peer(peer, self.peer_policy, self.bundles.current(), now)
         token = bearer_token(authorization)
         if token is not None and self.jwt is not None:
             verified = await self.jwt.authenticate(token, now)

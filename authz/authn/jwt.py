@@ -24,7 +24,7 @@ import jwt
 
 from authz.authn.errors import InvalidToken, UnknownKey
 from authz.authn.jwks import ASYMMETRIC_ALGORITHMS, Jwk, KeySource
-from authz.authn.trust import TrustBundles
+from authz.authn.trust import TrustBundles, TrustSource
 from authz.model import AuthMethod, EntityUid, Identity
 from meshward.spiffe import InvalidSpiffeId, SpiffeId
 
@@ -166,13 +166,14 @@ class JwtVerifier:
     def __init__(
         self,
         policy: JwtPolicy,
-        bundles: TrustBundles,
+        bundles: TrustSource,
         issuers: Iterable[OidcIssuer] = (),
     ) -> None:
         self.policy = policy
         self.bundles = bundles
         self.issuers = {i.issuer: i for i in issuers}
         self._cache: OrderedDict[bytes, VerifiedToken] = OrderedDict()
+        self._cached_under: TrustBundles | None = None
 
     # -- the async edge: one refresh of the issuer's keys on an unknown kid --
     async def authenticate(self, token: str, now: dt.datetime) -> VerifiedToken:
@@ -188,6 +189,11 @@ class JwtVerifier:
     def verify(self, token: str, now: dt.datetime) -> VerifiedToken:
         if len(token) > self.policy.max_token_bytes:
             raise InvalidToken("oversized")
+        bundles = self.bundles.current()
+        if bundles is not self._cached_under:
+            # A new trust bundle may have retired a key: verify everything afresh.
+            self._cache.clear()
+            self._cached_under = bundles
         digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
         hit = self._cache.get(digest)
         if hit is not None:
@@ -286,7 +292,7 @@ class JwtVerifier:
             spiffe_id = SpiffeId.parse(sub)
         except InvalidSpiffeId as exc:
             raise InvalidToken("bad_subject", exc.reason) from exc
-        bundle = self.bundles.get(spiffe_id.trust_domain)
+        bundle = self.bundles.current().get(spiffe_id.trust_domain)
         if bundle is None:
             raise InvalidToken("foreign_trust_domain", spiffe_id.trust_domain.name)
         key = bundle.jwt_keys.get(kid)

@@ -76,15 +76,22 @@ class PolicyRuntime:
     preparer: ProcessPreparer | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
-    async def start(self) -> None:
-        """Activate the first version, then poll and listen in the background."""
+    async def start(self, *, wait: bool = False) -> None:
+        """Activate the first version, then poll and listen in the background.
+
+        With nothing to activate: raise :class:`SourceError`, or, when ``wait``,
+        log why and keep following the source until a version passes the gate.
+        """
         if self.decision_log is not None:
             self.decision_log.start()
         if self.shadow is not None:
             self.shadow.start()
         await self.gate.reload()
         if self.gate.active is None:
-            raise SourceError(_why_nothing_active(self.gate.status()), code="no_policies")
+            why = _why_nothing_active(self.gate.status())
+            if not wait:
+                raise SourceError(why, code="no_policies")
+            log.error("waiting for policies", extra={"fields": {"error": why}})
         if self.shadow_gate is not None:
             await self.shadow_gate.reload()
             self._tasks.append(asyncio.create_task(self.shadow_gate.run()))

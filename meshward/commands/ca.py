@@ -7,24 +7,20 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
-from ca.embedded import bundle_file
-from ca.errors import AlreadyInitialized, CaError
-from ca.issuance import IssuedX509, build_csr
-from ca.keystore import generate_key, read_passphrase, write_private_file
-from ca.service import ADMIN_PATH, Caller, CertificateAuthority, init_authority, random_serial
-from ca.store.protocol import Entry
-from ca.store.sqlite import SqliteStore
-from ca.wiring import ca_files, open_ca
-from meshward.clock import SystemClock
 from meshward.commands.common import ExitCode, fail, settings_from
-from meshward.settings import Settings
-from meshward.spiffe import InvalidSpiffeId, SpiffeId, TrustDomain
+
+if TYPE_CHECKING:
+    from ca.issuance import IssuedX509
+    from ca.service import Caller, CertificateAuthority
+    from meshward.settings import Settings
+    from meshward.spiffe import SpiffeId
+
+# The CA (cryptography, SQLite store) loads inside the commands, so
+# ``meshward --help`` and the other command groups do not pay for it.
 
 __all__ = ["app", "parse_duration"]
 
@@ -41,7 +37,6 @@ app.add_typer(entry_app, name="entry")
 app.add_typer(token_app, name="token")
 app.add_typer(rotate_app, name="rotate")
 
-CLI = Caller(address="cli")
 _DURATION = re.compile(r"^(\d+)([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -54,7 +49,16 @@ def parse_duration(value: str) -> int:
     return int(match.group(1)) * _UNITS[match.group(2)]
 
 
+def _cli() -> Caller:
+    """Who the audit log names for commands run on the CA host."""
+    from ca.service import Caller  # noqa: PLC0415
+
+    return Caller(address="cli")
+
+
 def _spiffe_id(value: str) -> SpiffeId:
+    from meshward.spiffe import InvalidSpiffeId, SpiffeId  # noqa: PLC0415
+
     try:
         return SpiffeId.parse(value)
     except InvalidSpiffeId as exc:
@@ -62,6 +66,9 @@ def _spiffe_id(value: str) -> SpiffeId:
 
 
 def _open(settings: Settings) -> CertificateAuthority:
+    from ca.errors import CaError  # noqa: PLC0415
+    from ca.wiring import open_ca  # noqa: PLC0415
+
     try:
         return open_ca(settings, os.environ)
     except CaError as exc:
@@ -69,12 +76,19 @@ def _open(settings: Settings) -> CertificateAuthority:
 
 
 def _pem_chain(issued: IssuedX509) -> bytes:
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in issued.chain)
 
 
 def _write_svid(
     out: Path, ca: CertificateAuthority, spiffe_id: SpiffeId, ttl: int | None
 ) -> IssuedX509:
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
+    from ca.issuance import build_csr  # noqa: PLC0415
+    from ca.keystore import generate_key, write_private_file  # noqa: PLC0415
+
     key = generate_key("ec-p256")
     issued = ca.issue_x509_local(spiffe_id, build_csr(key), ttl)
     out.mkdir(parents=True, exist_ok=True)
@@ -112,6 +126,23 @@ def init_command(
     ] = None,
 ) -> None:
     """Create the root (or use an upstream CA), signing CA, JWT key and first admin SVID."""
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
+    from ca.errors import AlreadyInitialized, CaError  # noqa: PLC0415
+    from ca.keystore import read_passphrase  # noqa: PLC0415
+    from ca.service import (  # noqa: PLC0415
+        ADMIN_PATH,
+        CertificateAuthority,
+        init_authority,
+        random_serial,
+    )
+    from ca.store.protocol import Entry  # noqa: PLC0415
+    from ca.store.sqlite import SqliteStore  # noqa: PLC0415
+    from ca.wiring import ca_files  # noqa: PLC0415
+    from meshward.clock import SystemClock  # noqa: PLC0415
+    from meshward.spiffe import InvalidSpiffeId, SpiffeId, TrustDomain  # noqa: PLC0415
+
     settings = settings_from(ctx, ca={"trust_domain": trust_domain})
     try:
         td = TrustDomain.parse(settings.ca.trust_domain)
@@ -138,7 +169,7 @@ def init_command(
             authority, SqliteStore(files.db), settings.ca, clock, files=files, passphrase=passphrase
         )
         admin_id = SpiffeId(td, ADMIN_PATH)
-        ca.add_entry(Entry(ca.new_entry_id(), admin_id, admin=True), CLI)
+        ca.add_entry(Entry(ca.new_entry_id(), admin_id, admin=True), _cli())
         admin_dir = settings.state_dir / "admin"
         issued = _write_svid(admin_dir, ca, admin_id, settings.ca.x509_svid_max_ttl)
     except (OSError, ValueError) as exc:
@@ -161,6 +192,9 @@ def serve_command(
     ] = None,
 ) -> None:
     """Serve the CA's HTTPS API until interrupted."""
+    from ca.embedded import bundle_file  # noqa: PLC0415
+    from ca.errors import CaError  # noqa: PLC0415
+
     settings = settings_from(ctx, ca={"addr": addr})
     ca = _open(settings)
     from ca.server import CaServer  # noqa: PLC0415 (uvicorn/FastAPI load only to serve)
@@ -187,6 +221,8 @@ def issue_command(
     ] = "1h",
 ) -> None:
     """Issue an X.509-SVID on the CA host and write svid.pem, key.pem and bundle.pem."""
+    from ca.errors import CaError  # noqa: PLC0415
+
     settings = settings_from(ctx)
     sid, seconds = _spiffe_id(spiffe_id), parse_duration(ttl)
     ca = _open(settings)
@@ -228,6 +264,9 @@ def entry_add(
     admin: Annotated[bool, typer.Option("--admin", help="The ID may call the admin API.")] = False,
 ) -> None:
     """Add a registration entry and print it as JSON."""
+    from ca.errors import CaError  # noqa: PLC0415
+    from ca.store.protocol import Entry  # noqa: PLC0415
+
     ca = _open(settings_from(ctx))
     entry = Entry(
         id=ca.new_entry_id(),
@@ -239,7 +278,7 @@ def entry_add(
         admin=admin,
     )
     try:
-        ca.add_entry(entry, CLI)
+        ca.add_entry(entry, _cli())
     except CaError as exc:
         fail(str(exc))
     typer.echo(json.dumps(entry.to_json()))
@@ -258,9 +297,11 @@ def entry_rm(
     ctx: typer.Context, entry_id: Annotated[str, typer.Argument(help="Entry id.")]
 ) -> None:
     """Remove a registration entry."""
+    from ca.errors import CaError  # noqa: PLC0415
+
     ca = _open(settings_from(ctx))
     try:
-        ca.remove_entry(entry_id, CLI)
+        ca.remove_entry(entry_id, _cli())
     except CaError as exc:
         fail(str(exc), ExitCode.NEGATIVE if exc.code == "not_found" else ExitCode.BAD_INPUT)
 
@@ -274,10 +315,12 @@ def token_create(
     ] = None,
 ) -> None:
     """Create a one-time join token and print only the token."""
+    from ca.errors import CaError  # noqa: PLC0415
+
     ca = _open(settings_from(ctx))
     try:
         token = ca.create_join_token(
-            _spiffe_id(spiffe_id), parse_duration(ttl) if ttl else None, CLI
+            _spiffe_id(spiffe_id), parse_duration(ttl) if ttl else None, _cli()
         )
     except CaError as exc:
         fail(str(exc))
@@ -287,9 +330,11 @@ def token_create(
 @rotate_app.command("prepare")
 def rotate_prepare(ctx: typer.Context) -> None:
     """Create the next signing CA and JWT key and publish them in the bundle."""
+    from ca.errors import CaError  # noqa: PLC0415
+
     ca = _open(settings_from(ctx))
     try:
-        authority = ca.rotate_prepare(CLI)
+        authority = ca.rotate_prepare(_cli())
     except CaError as exc:
         fail(str(exc))
     next_id = authority.next.id if authority.next else "?"
@@ -299,9 +344,11 @@ def rotate_prepare(ctx: typer.Context) -> None:
 @rotate_app.command("activate")
 def rotate_activate(ctx: typer.Context) -> None:
     """Make the prepared signing CA the one that signs; retire the previous one."""
+    from ca.errors import CaError  # noqa: PLC0415
+
     ca = _open(settings_from(ctx))
     try:
-        authority = ca.rotate_activate(CLI)
+        authority = ca.rotate_activate(_cli())
     except CaError as exc:
         fail(str(exc))
     typer.echo(

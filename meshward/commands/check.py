@@ -9,11 +9,7 @@ from typing import Annotated
 
 import typer
 
-from authz.engine import Engine
-from authz.errors import RequestError
-from authz.requestdoc import parse_request_json
 from meshward.commands.common import ExitCode, fail, settings_from
-from meshward.commands.policy import load_or_exit
 
 __all__ = ["check_command"]
 
@@ -38,6 +34,11 @@ def check_command(
     Output: {"decision": "allow" or "deny", "reasons": the determining policy
     ids, "errors": evaluation errors}. Exit 0 allow, 1 deny, 2 bad input.
     """
+    from authz.engine import Engine  # noqa: PLC0415
+    from authz.errors import RequestError  # noqa: PLC0415
+    from authz.requestdoc import parse_request_json  # noqa: PLC0415
+    from meshward.commands.policy import load_or_exit  # noqa: PLC0415
+
     directory = policies
     if directory is None:
         directory = Path(settings_from(ctx).pdp.policies)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
-from meshward.logs import configure_logging
-from meshward.settings import Settings, SettingsError, load_settings
+if TYPE_CHECKING:
+    from meshward.settings import Settings
 
 __all__ = ["ExitCode", "GlobalOptions", "fail", "settings_from"]
 
@@ -43,6 +43,10 @@ def settings_from(ctx: typer.Context, **overrides: Any) -> Settings:
     ``overrides`` is a nested dict such as ``pdp={"grpc_addr": ...}``; options
     the user left unset are ``None`` and do not hide the environment or file.
     """
+    # Loaded here, not at import: ``--help`` and ``--version`` need neither.
+    from meshward.logs import configure_logging  # noqa: PLC0415
+    from meshward.settings import SettingsError, load_settings  # noqa: PLC0415
+
     opts: GlobalOptions = ctx.find_root().obj
     values: dict[str, Any] = {
         "state_dir": opts.state_dir,

@@ -8,16 +8,17 @@ input: the bundle does not load). Add a command with ``@policy_app.command``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import cedarpy
 import typer
 
-from authz.bundle import PolicyBundle, load_bundle, visible_files
-from authz.cedarsource import SourceMap, locate_error
-from authz.errors import BundleError, Problem
-from authz.policytest import run_tests
 from meshward.commands.common import ExitCode
+
+if TYPE_CHECKING:
+    from authz.bundle import PolicyBundle
+    from authz.errors import Problem
+
+# cedarpy and authz load inside the commands, so ``meshward --help`` stays fast.
 
 __all__ = ["load_or_exit", "policy_app", "print_problems"]
 
@@ -47,6 +48,9 @@ def print_problems(directory: Path, problems: tuple[Problem, ...] | list[Problem
 
 def _load(directory: Path) -> PolicyBundle | None:
     """The bundle, or None after printing every problem."""
+    from authz.bundle import load_bundle  # noqa: PLC0415
+    from authz.errors import BundleError  # noqa: PLC0415
+
     try:
         return load_bundle(directory)
     except BundleError as exc:
@@ -106,6 +110,8 @@ def test_command(
 
     Exits 1 if any case fails, 2 if the bundle does not load.
     """
+    from authz.policytest import run_tests  # noqa: PLC0415
+
     bundle = load_or_exit(directory)
     report = run_tests(bundle)
     for result in report.results:
@@ -131,6 +137,12 @@ def fmt_command(
     indent: Annotated[int, typer.Option("--indent", min=1, max=8)] = 2,
 ) -> None:
     """Format every *.cedar file in DIR with Cedar's formatter (in place)."""
+    import cedarpy  # noqa: PLC0415
+
+    from authz.bundle import visible_files  # noqa: PLC0415
+    from authz.cedarsource import SourceMap, locate_error  # noqa: PLC0415
+    from authz.errors import Problem  # noqa: PLC0415
+
     if not directory.is_dir():
         print_problems(directory, [Problem(str(directory), 1, 1, "not-a-directory", "not found")])
         raise typer.Exit(int(ExitCode.BAD_INPUT))

@@ -10,14 +10,7 @@ from typing import Annotated
 
 import typer
 
-from authz.bundle import load_bundle
-from authz.engine import Engine
-from authz.errors import BundleError
-from authz.replay import read_log, replay
-from authz.sources.errors import SourceError
-from authz.sources.revision import materialize_candidate
 from meshward.commands.common import ExitCode, fail
-from meshward.commands.policy import print_problems
 
 __all__ = ["replay_command"]
 
@@ -58,6 +51,14 @@ def replay_command(
     Exits 0 when no decision changes, 1 when any does (unless --allow-changes),
     2 when the log or the policies cannot be read.
     """
+    from authz.bundle import load_bundle  # noqa: PLC0415
+    from authz.engine import Engine  # noqa: PLC0415
+    from authz.errors import BundleError  # noqa: PLC0415
+    from authz.replay import read_log, replay  # noqa: PLC0415
+    from authz.sources.errors import SourceError  # noqa: PLC0415
+    from authz.sources.revision import materialize_candidate  # noqa: PLC0415
+    from meshward.commands.policy import print_problems  # noqa: PLC0415
+
     try:
         handle = log.open(encoding="utf-8", errors="replace")
     except OSError as exc:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import typer
 
 from meshward.commands.common import fail, settings_from
-from meshward.up import run_up
 
 __all__ = ["up_command"]
 
@@ -13,6 +12,7 @@ __all__ = ["up_command"]
 def up_command(ctx: typer.Context) -> None:
     """Run the CA and the PDP on embedded defaults and print where each listens."""
     from authz.errors import AuthzError  # noqa: PLC0415
+    from meshward.up import run_up  # noqa: PLC0415
 
     settings = settings_from(ctx)
     try:

@@ -91,8 +91,10 @@ def pdp_process(
     policies: Path | str = REPO / "policies",
     pdp_settings: dict[str, Any] | None = None,
     env: dict[str, str] | None = None,
+    wait_ready: bool = True,
 ) -> Iterator[PdpProcess]:
-    """Start ``meshward pdp serve`` and wait until ``/readyz`` says ready."""
+    """Start ``meshward pdp serve`` and wait until ``/readyz`` says ready
+    (or, without ``wait_ready``, only until its HTTP port is open)."""
     workdir.mkdir(parents=True, exist_ok=True)
     pdp = PdpProcess(
         workdir, TestPki(TRUST_DOMAIN), SigningKey("svid-key-1"), SigningKey("idp-1", "rsa")
@@ -119,12 +121,13 @@ def pdp_process(
     try:
         wait_for_port(pdp.http_port, timeout=30)
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        while wait_ready and time.monotonic() < deadline:
             if httpx.get(f"{pdp.http_url}/readyz").status_code == 200:
                 break
             time.sleep(0.1)
         else:
-            raise TimeoutError("PDP not ready:\n" + pdp.output())
+            if wait_ready:
+                raise TimeoutError("PDP not ready:\n" + pdp.output())
         yield pdp
     finally:
         if pdp.process.poll() is None:

@@ -1,0 +1,73 @@
+"""A running PDP follows its ``--trust-bundle`` file as the CA rotates keys."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from meshward.spiffe import TrustDomain
+from meshward.spiffe_bundle import SpiffeBundle
+from tests.support.pdp import TRUST_DOMAIN, PdpProcess, pdp_process
+from tests.support.tokens import SigningKey
+
+ORDERS = "spiffe://meshward.local/ns/shop/sa/orders"
+
+
+def _status(pdp: PdpProcess, token: str) -> int:
+    response = httpx.get(
+        f"{pdp.http_url}/ext_authz/items",
+        headers={"host": "shop", "authorization": f"Bearer {token}"},
+    )
+    return response.status_code
+
+
+def _write_bundle(pdp: PdpProcess, *keys: SigningKey) -> None:
+    bundle = SpiffeBundle(
+        TrustDomain(TRUST_DOMAIN),
+        (pdp.pki.root.cert,),
+        {key.kid: key.private.public_key() for key in keys},
+    )
+    # The way the CA writes it: a new file renamed over the old one.
+    path = pdp.workdir / "bundle.json"
+    staged = path.with_suffix(".tmp")
+    staged.write_bytes(bundle.to_json())
+    staged.replace(path)
+
+
+def _eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def test_new_jwt_key_is_accepted_after_the_bundle_file_changes(tmp_path: Path) -> None:
+    with pdp_process(tmp_path, pdp_settings={"trust_bundle_poll_seconds": 0.2}) as pdp:
+        claims = {"sub": ORDERS, "aud": "meshward", "exp": int(time.time()) + 300}
+        old_token = pdp.svid_key.sign(claims)
+        rotated = SigningKey("svid-key-2")
+        new_token = rotated.sign(claims)
+        assert _status(pdp, old_token) != 401
+        assert _status(pdp, new_token) == 401
+
+        # prepare: the next key is published beside the current one.
+        _write_bundle(pdp, pdp.svid_key, rotated)
+        assert _eventually(lambda: _status(pdp, new_token) != 401), pdp.output()
+        assert _status(pdp, old_token) != 401
+
+        # A corrupt file: the last good bundle stays in force, and the log says why.
+        (pdp.workdir / "bundle.json").write_text("{not json")
+        time.sleep(0.5)
+        assert _status(pdp, new_token) != 401
+        assert _status(pdp, old_token) != 401
+        assert _eventually(lambda: "not reloaded" in pdp.output()), pdp.output()
+
+        # retire: the old key leaves the bundle and its tokens are refused.
+        _write_bundle(pdp, rotated)
+        assert _eventually(lambda: _status(pdp, old_token) == 401), pdp.output()
+        assert _status(pdp, new_token) != 401
