@@ -7,11 +7,18 @@ Layout (the same as a user's policy Git repository)::
     entities.json          optional static entities (groups, services, ...)
     tests/*.yaml           optional policy test suites (see authz.testsuite)
 
-:func:`load_bundle` reads every file once, parses every policy on its own (so
+:func:`read_bundle` reads every file once, parses every policy on its own (so
 every error is found), validates the policies against the schema, and either
-returns a complete, frozen :class:`PolicyBundle` or raises
+returns the checked content as plain, picklable :class:`BundleData` or raises
 :class:`~authz.errors.BundleError` listing every problem with its file, line
-and column. Nothing is half-loaded.
+and column. Nothing is half-loaded. :func:`bundle_from_data` turns that
+content into a :class:`PolicyBundle` without calling Cedar on the whole policy
+set (only the small schema and entities are parsed again), so the heavy half
+can run in another process (the PDP's gate does) and the light half in the
+serving one. :func:`load_bundle` is both halves in one call.
+
+The whole-set ``cedarpy.PolicySet`` of a bundle is built on first use only:
+the sliced engine rarely needs it.
 
 Policy ids are stable: the ``@id("...")`` annotation when a policy has one,
 else ``<file>#<n>`` — the file's path in the bundle and the policy's 0-based
@@ -23,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,10 +45,13 @@ from authz.testsuite import TestSuite, parse_suite
 __all__ = [
     "ENTITIES_FILE",
     "SCHEMA_FILE",
+    "BundleData",
     "Policy",
     "PolicyBundle",
+    "bundle_from_data",
     "load_bundle",
     "policy_set_from",
+    "read_bundle",
     "visible_files",
 ]
 
@@ -66,6 +77,47 @@ class Policy:
     def json_text(self) -> str:
         return json.dumps(self.json, sort_keys=True)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The JSON form crosses processes as text: unpickling a large tree of
+        # dicts is one long C call holding the GIL, parsing 10,000 small texts
+        # is not (the serving process's checks run in between).
+        fields = (self.id, self.file, self.line, self.column, self.text, self.effect)
+        return (_policy_from_wire, (*fields, json.dumps(self.json)))
+
+
+def _policy_from_wire(
+    policy_id: str, file: str, line: int, column: int, text: str, effect: str, body: str
+) -> Policy:
+    return Policy(policy_id, file, line, column, text, effect, json.loads(body))
+
+
+@dataclass(frozen=True, slots=True)
+class BundleData:
+    """A bundle's checked content as plain values (picklable): no Cedar handles."""
+
+    version: str
+    directory: Path
+    policies: tuple[Policy, ...]
+    schema_text: str = field(repr=False)
+    entities_text: str = field(repr=False)
+    tests: tuple[TestSuite, ...] = field(repr=False)
+
+
+class _LazyPolicySet:
+    """The whole-set ``PolicySet`` of some policies, built on first use, once."""
+
+    __slots__ = ("_built", "_lock")
+
+    def __init__(self) -> None:
+        self._built: cedarpy.PolicySet | None = None
+        self._lock = threading.Lock()
+
+    def get(self, policies: Sequence[Policy]) -> cedarpy.PolicySet:
+        with self._lock:
+            if self._built is None:
+                self._built = policy_set_from(policies)
+            return self._built
+
 
 @dataclass(frozen=True, slots=True)
 class PolicyBundle:
@@ -79,7 +131,14 @@ class PolicyBundle:
     entities: cedarpy.Entities = field(repr=False)
     entity_records: tuple[Mapping[str, Any], ...] = field(repr=False)
     tests: tuple[TestSuite, ...] = field(repr=False)
-    policy_set: cedarpy.PolicySet = field(repr=False)
+    _whole: _LazyPolicySet = field(
+        default_factory=_LazyPolicySet, init=False, repr=False, compare=False
+    )
+
+    @property
+    def policy_set(self) -> cedarpy.PolicySet:
+        """Every policy in one ``cedarpy.PolicySet`` (built from JSON on first use)."""
+        return self._whole.get(self.policies)
 
     def policy(self, policy_id: str) -> Policy:
         for policy in self.policies:
@@ -145,6 +204,38 @@ def visible_files(directory: Path, pattern: str) -> Iterator[Path]:
 
 def load_bundle(directory: Path, *, version: str | None = None) -> PolicyBundle:
     """Load and check the bundle in ``directory``; raise BundleError with every problem."""
+    return bundle_from_data(read_bundle(directory, version=version))
+
+
+def bundle_from_data(data: BundleData) -> PolicyBundle:
+    """The :class:`PolicyBundle` of checked content; parses only the schema and entities.
+
+    Raises :class:`BundleError` if they no longer parse (they did when checked).
+    """
+    problems: list[Problem] = []
+    schema = _parse_schema(data.schema_text, problems)
+    entities, records = (
+        (None, []) if schema is None else _parse_entities(data.entities_text, schema, problems)
+    )
+    if problems or schema is None or entities is None:
+        raise BundleError(problems)
+    return PolicyBundle(
+        version=data.version,
+        directory=data.directory,
+        policies=data.policies,
+        schema=schema,
+        schema_text=data.schema_text,
+        entities=entities,
+        entity_records=tuple(records),
+        tests=data.tests,
+    )
+
+
+def read_bundle(directory: Path, *, version: str | None = None) -> BundleData:
+    """Read and check the bundle in ``directory`` (every Cedar check on the whole set).
+
+    Raises :class:`BundleError` with every problem.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise BundleError(
@@ -179,7 +270,6 @@ def load_bundle(directory: Path, *, version: str | None = None) -> PolicyBundle:
     if schema is not None and policies:
         _validate(policies, schema, problems)
 
-    entity_records: list[Mapping[str, Any]] = []
     entities: cedarpy.Entities | None = None
     entities_path = directory / ENTITIES_FILE
     entities_text = "[]"
@@ -187,7 +277,7 @@ def load_bundle(directory: Path, *, version: str | None = None) -> PolicyBundle:
         text = files.read(entities_path)
         entities_text = text if text is not None else "[]"
     if schema is not None:
-        entities, entity_records = _parse_entities(entities_text, schema, problems)
+        entities, _ = _parse_entities(entities_text, schema, problems)
 
     tests: list[TestSuite] = []
     tests_dir = directory / TESTS_DIR
@@ -203,16 +293,13 @@ def load_bundle(directory: Path, *, version: str | None = None) -> PolicyBundle:
 
     if problems or schema is None or entities is None:
         raise BundleError(problems)
-    return PolicyBundle(
+    return BundleData(
         version=version or "sha256:" + files.digest.hexdigest()[:16],
         directory=directory,
         policies=tuple(policies),
-        schema=schema,
         schema_text=schema_text,
-        entities=entities,
-        entity_records=tuple(entity_records),
+        entities_text=entities_text,
         tests=tuple(sorted(tests, key=lambda s: s.file)),
-        policy_set=policy_set_from(policies),
     )
 
 

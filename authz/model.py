@@ -107,6 +107,13 @@ class Identity:
     def authenticated(self) -> bool:
         return self.method is not AuthMethod.NONE
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Picklable (a bundle's test cases cross to the gate's child process and back).
+        return (
+            Identity,
+            (self.principal, self.parents, dict(self.attributes), self.method, self.expires_at),
+        )
+
 
 ANONYMOUS = Identity(EntityUid("Anonymous", "anonymous"), method=AuthMethod.NONE)
 
@@ -126,6 +133,9 @@ class AccessRequest:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "context", _frozen(self.context))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (AccessRequest, (self.identity, self.action, self.resource, dict(self.context)))
 
     @property
     def principal(self) -> EntityUid:

@@ -16,7 +16,10 @@ read is recorded the same way, as the last fetch error.
 :meth:`Gate.run` is the one task that owns the I/O: it reloads at start, then
 every ``poll_interval`` seconds of a pollable source, and at once whenever
 :meth:`Gate.trigger` is called (webhook, announcement from another replica).
-Blocking work (``git``, parsing, tests) runs in a worker thread.
+Blocking work (``git``, parsing, tests) runs in a worker thread; the PDP's
+``prepare`` hands the Cedar work on to a child process
+(:class:`authz.sources.bundles.ProcessPreparer`) so that it never holds the
+GIL of the process serving checks.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ __all__ = [
     "Gate",
     "Outcome",
     "PolicyStatus",
+    "Prepare",
     "Rejection",
 ]
 

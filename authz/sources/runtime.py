@@ -1,14 +1,15 @@
 """The policy side of a running PDP, wired from settings in one place.
 
 :func:`build_policy_runtime` assembles, without starting anything: the source
-(directory or Git) and its gate, which swaps every activated engine into the
+(directory or Git) and its gate (which checks bundles in a child process, see
+:class:`~authz.sources.bundles.ProcessPreparer`), which swaps every activated engine into the
 decider's engine holder; the Redis announcer when ``pdp.redis_url`` is set;
 the shadow source, gate and comparator when ``policy_source.shadow`` is set;
 the decision log when ``decision_log.path`` is set; the ``/v1/policies``
 router and the metrics collector. :meth:`PolicyRuntime.start` activates the
 first version (raising ``SourceError`` when there is none to serve) and
-starts the poll loops; :meth:`PolicyRuntime.stop` ends them and flushes the
-decision log.
+starts the poll loops; :meth:`PolicyRuntime.stop` ends them, ends the
+checking child process and flushes the decision log.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from authz.engine import Engine
 from authz.model import Decision, Effect
 from authz.shadow import Shadow
 from authz.sources.announce import RedisAnnouncer
-from authz.sources.bundles import prepare_engine
+from authz.sources.bundles import ProcessPreparer, prepare_engine
 from authz.sources.errors import SourceError
 from authz.sources.factory import make_source, webhook_secret, work_dir_for
 from authz.sources.gate import Gate, PolicyStatus
@@ -72,6 +73,7 @@ class PolicyRuntime:
     shadow_gate: Gate[Engine] | None = None
     shadow: Shadow | None = None
     redis: aioredis.Redis | None = None
+    preparer: ProcessPreparer | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self, *, wait: bool = False) -> None:
@@ -102,6 +104,8 @@ class PolicyRuntime:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self.preparer is not None:
+            await asyncio.to_thread(self.preparer.close)
         if self.shadow is not None:
             await asyncio.to_thread(self.shadow.close)
         if self.decision_log is not None:
@@ -133,9 +137,12 @@ def build_policy_runtime(settings: Settings, clock: Clock, engines: EngineHolder
     source = make_source(settings.pdp.policies, ps, state)
     redis = aioredis.Redis.from_url(settings.pdp.redis_url) if settings.pdp.redis_url else None
     announcer = RedisAnnouncer(redis, source.description) if redis is not None else None
+    # Bundles are checked in a child process, so Cedar's work on a large policy
+    # set never holds this process's GIL while it serves checks.
+    preparer = ProcessPreparer()
     gate: Gate[Engine] = Gate(
         source,
-        prepare_engine,
+        preparer,
         clock=clock,
         work_dir=work_dir_for(source, state),
         veto=announcer.is_rejected if announcer is not None else None,
@@ -152,7 +159,7 @@ def build_policy_runtime(settings: Settings, clock: Clock, engines: EngineHolder
             ps.shadow, ps, state, branch=ps.shadow_branch, subdir=ps.shadow_subdir
         )
         shadow_gate = Gate(
-            shadow_source, prepare_engine, clock=clock, work_dir=work_dir_for(shadow_source, state)
+            shadow_source, preparer, clock=clock, work_dir=work_dir_for(shadow_source, state)
         )
         candidate = shadow_gate
 
@@ -182,6 +189,7 @@ def build_policy_runtime(settings: Settings, clock: Clock, engines: EngineHolder
         shadow_gate=shadow_gate,
         shadow=shadow,
         redis=redis,
+        preparer=preparer,
     )
 
 

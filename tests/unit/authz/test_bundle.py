@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import pickle
 from pathlib import Path
 
 import cedarpy
 import pytest
 import yaml
 
-from authz.bundle import load_bundle
+from authz.bundle import PolicyBundle, bundle_from_data, load_bundle, read_bundle
 from authz.errors import AuthzError, BundleError
 from tests.support.cli import REPO
 from tests.unit.authz.conftest import write_tree
@@ -129,3 +131,28 @@ def test_hidden_directories_are_ignored(make_bundle) -> None:
         }
     )
     assert load_bundle(root).policy_ids == ("a.cedar#0",)
+
+
+def test_checked_content_survives_pickling_and_rebuilds_the_same_bundle() -> None:
+    data = read_bundle(REPO / "policies", version="v1")
+    copy = pickle.loads(pickle.dumps(data))
+    assert copy == data
+    assert [s.cases for s in copy.tests] == [s.cases for s in data.tests]
+    assert [p.json for p in copy.policies] == [p.json for p in data.policies]
+    rebuilt = bundle_from_data(copy)
+    direct = load_bundle(REPO / "policies", version="v1")
+    assert rebuilt.policy_ids == direct.policy_ids
+
+    def records(bundle: PolicyBundle) -> list[str]:
+        return sorted(json.dumps(r, sort_keys=True) for r in bundle.entity_records)
+
+    assert records(rebuilt) == records(direct)
+    assert rebuilt.tests == direct.tests
+    assert rebuilt.version == "v1"
+
+
+def test_the_whole_policy_set_is_built_once_on_first_use() -> None:
+    bundle = load_bundle(REPO / "policies")
+    first = bundle.policy_set
+    assert first is bundle.policy_set
+    assert isinstance(first, cedarpy.PolicySet)
