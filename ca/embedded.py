@@ -18,11 +18,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ca.errors import CaError
-from ca.issuance import build_csr
-from ca.keystore import PASSPHRASE_ENV, generate_key, write_private_file
+from ca.keystore import PASSPHRASE_ENV, write_private_file
 from ca.service import ADMIN_PATH, Caller, CertificateAuthority, init_authority, random_serial
 from ca.store.protocol import Entry
 from ca.store.sqlite import SqliteStore
+from ca.svidfiles import write_svid_files
 from ca.wiring import ca_files, open_ca
 from meshward.clock import SystemClock
 from meshward.settings import Settings
@@ -47,23 +47,7 @@ def _passphrase_env(settings: Settings, env: Mapping[str, str]) -> dict[str, str
 
 def write_admin_svid(ca: CertificateAuthority, out: Path, ttl: int) -> None:
     """An admin SVID (svid.pem, key.pem, bundle.pem) for the operator."""
-    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
-
-    key = generate_key("ec-p256")
-    issued = ca.issue_x509_local(SpiffeId(ca.trust_domain, ADMIN_PATH), build_csr(key), ttl)
-    out.mkdir(parents=True, exist_ok=True)
-    write_private_file(
-        out / "svid.pem", b"".join(c.public_bytes(serialization.Encoding.PEM) for c in issued.chain)
-    )
-    write_private_file(
-        out / "key.pem",
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
-    write_private_file(out / "bundle.pem", ca.authority.bundle().to_pem())
+    write_svid_files(ca, SpiffeId(ca.trust_domain, ADMIN_PATH), out, ttl)
 
 
 def prepare_embedded_ca(

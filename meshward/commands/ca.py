@@ -14,7 +14,6 @@ import typer
 from meshward.commands.common import ExitCode, fail, settings_from
 
 if TYPE_CHECKING:
-    from ca.issuance import IssuedX509
     from ca.service import Caller, CertificateAuthority
     from meshward.settings import Settings
     from meshward.spiffe import SpiffeId
@@ -75,38 +74,6 @@ def _open(settings: Settings) -> CertificateAuthority:
         fail(str(exc))
 
 
-def _pem_chain(issued: IssuedX509) -> bytes:
-    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
-
-    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in issued.chain)
-
-
-def _write_svid(
-    out: Path, ca: CertificateAuthority, spiffe_id: SpiffeId, ttl: int | None
-) -> IssuedX509:
-    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
-
-    from ca.issuance import build_csr  # noqa: PLC0415
-    from ca.keystore import generate_key, write_private_file  # noqa: PLC0415
-
-    key = generate_key("ec-p256")
-    issued = ca.issue_x509_local(spiffe_id, build_csr(key), ttl)
-    out.mkdir(parents=True, exist_ok=True)
-    write_private_file(out / "svid.pem", _pem_chain(issued))
-    write_private_file(
-        out / "key.pem",
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
-    write_private_file(out / "bundle.pem", ca.authority.bundle().to_pem())
-    (out / "svid.pem").chmod(0o644)
-    (out / "bundle.pem").chmod(0o644)
-    return issued
-
-
 @app.command("init")
 def init_command(
     ctx: typer.Context,
@@ -139,6 +106,7 @@ def init_command(
     )
     from ca.store.protocol import Entry  # noqa: PLC0415
     from ca.store.sqlite import SqliteStore  # noqa: PLC0415
+    from ca.svidfiles import write_svid_files  # noqa: PLC0415
     from ca.wiring import ca_files  # noqa: PLC0415
     from meshward.clock import SystemClock  # noqa: PLC0415
     from meshward.spiffe import InvalidSpiffeId, SpiffeId, TrustDomain  # noqa: PLC0415
@@ -171,7 +139,7 @@ def init_command(
         admin_id = SpiffeId(td, ADMIN_PATH)
         ca.add_entry(Entry(ca.new_entry_id(), admin_id, admin=True), _cli())
         admin_dir = settings.state_dir / "admin"
-        issued = _write_svid(admin_dir, ca, admin_id, settings.ca.x509_svid_max_ttl)
+        issued = write_svid_files(ca, admin_id, admin_dir, settings.ca.x509_svid_max_ttl)
     except (OSError, ValueError) as exc:
         fail(f"cannot initialise the CA: {exc}")
     except CaError as exc:
@@ -222,6 +190,7 @@ def issue_command(
 ) -> None:
     """Issue an X.509-SVID on the CA host and write svid.pem, key.pem and bundle.pem."""
     from ca.errors import CaError  # noqa: PLC0415
+    from ca.svidfiles import write_svid_files  # noqa: PLC0415
 
     settings = settings_from(ctx)
     sid, seconds = _spiffe_id(spiffe_id), parse_duration(ttl)
@@ -229,7 +198,7 @@ def issue_command(
     if not sid.member_of(ca.trust_domain):
         fail(f"{sid} is not in trust domain {ca.trust_domain}")
     try:
-        issued = _write_svid(out, ca, sid, seconds)
+        issued = write_svid_files(ca, sid, out, seconds)
     except CaError as exc:
         fail(str(exc))
     typer.echo(

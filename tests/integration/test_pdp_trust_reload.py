@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
-from meshward.spiffe import TrustDomain
+from ca.issuance import issue_jwt_svid
+from ca.service import Caller, CertificateAuthority
+from meshward.clock import FixedClock, SystemClock
+from meshward.settings import CaSettings
+from meshward.spiffe import SpiffeId, TrustDomain
 from meshward.spiffe_bundle import SpiffeBundle
+from tests.support.ca import in_process_ca
 from tests.support.pdp import TRUST_DOMAIN, PdpProcess, pdp_process
 from tests.support.tokens import SigningKey
 
@@ -71,3 +77,33 @@ def test_new_jwt_key_is_accepted_after_the_bundle_file_changes(tmp_path: Path) -
         _write_bundle(pdp, rotated)
         assert _eventually(lambda: _status(pdp, old_token) == 401), pdp.output()
         assert _status(pdp, new_token) != 401
+
+
+def _publish(pdp: PdpProcess, ca: CertificateAuthority) -> None:
+    """What ``meshward ca serve`` does after a rotation: rewrite bundle.json."""
+    path = pdp.workdir / "bundle.json"
+    staged = path.with_suffix(".tmp")
+    staged.write_bytes(ca.authority.bundle().to_json())
+    staged.replace(path)
+
+
+def test_follows_a_real_ca_rotation(tmp_path: Path) -> None:
+    clock = FixedClock(SystemClock().now())
+    ca = in_process_ca(tmp_path / "ca", clock, CaSettings(trust_domain=TRUST_DOMAIN))
+    orders = SpiffeId.parse(ORDERS)
+    ttl = dt.timedelta(minutes=5)
+    with pdp_process(tmp_path / "pdp", pdp_settings={"trust_bundle_poll_seconds": 0.2}) as pdp:
+        _publish(pdp, ca)
+        current = issue_jwt_svid(orders, ["meshward"], ca.authority.active, clock.now(), ttl)
+        assert _eventually(lambda: _status(pdp, current.token) != 401), pdp.output()
+
+        # prepare: the CA publishes the next JWT key; until the file changes, it is unknown.
+        ca.rotate_prepare(Caller(address="test"))
+        upcoming = ca.authority.next
+        assert upcoming is not None
+        following = issue_jwt_svid(orders, ["meshward"], upcoming, clock.now(), ttl)
+        assert following.kid != current.kid
+        assert _status(pdp, following.token) == 401
+        _publish(pdp, ca)
+        assert _eventually(lambda: _status(pdp, following.token) != 401), pdp.output()
+        assert _status(pdp, current.token) != 401
