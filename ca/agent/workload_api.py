@@ -25,7 +25,7 @@ from spiffe._proto import workload_pb2 as pb
 from ca.agent.agent import NodeAgent
 from ca.agent.errors import CaError, PeerCredentialsError
 from ca.agent.jwt_validate import InvalidJwtSvid, validate_jwt_svid
-from ca.agent.model import HeldSvid, Snapshot
+from ca.agent.model import Bundle, HeldSvid, Snapshot
 from ca.agent.peer import PeerCredentials, peer_credentials, workload_selectors
 
 __all__ = ["SECURITY_HEADER", "WorkloadApi", "serve_workload_api"]
@@ -147,6 +147,19 @@ class WorkloadApi:
     async def fetch_x509_bundles(
         self, stream: Stream[pb.X509BundlesRequest, pb.X509BundlesResponse]
     ) -> None:
+        await self._stream_bundles(
+            stream,
+            lambda bundle: bundle.x509_der,
+            lambda td, data: pb.X509BundlesResponse(bundles={td: data}),
+        )
+
+    async def _stream_bundles(
+        self,
+        stream: Stream[Any, Any],
+        pick: Callable[[Bundle], bytes],
+        respond: Callable[[str, bytes], Any],
+    ) -> None:
+        """Send the trust bundle (the part ``pick`` takes) now and on every change."""
         selectors = self._caller(stream)
         await stream.recv_message()
         await self._ready()
@@ -154,12 +167,10 @@ class WorkloadApi:
         async for snapshot in self.agent.hub.watch():
             if not snapshot.svids_for(selectors) or snapshot.bundle is None:
                 raise self._denied()
-            bundle = snapshot.bundle
-            if bundle.x509_der != sent:
-                await stream.send_message(
-                    pb.X509BundlesResponse(bundles={str(bundle.trust_domain.id): bundle.x509_der})
-                )
-                sent = bundle.x509_der
+            data = pick(snapshot.bundle)
+            if data != sent:
+                await stream.send_message(respond(str(snapshot.bundle.trust_domain.id), data))
+                sent = data
 
     # -- JWT -----------------------------------------------------------------------------
 
@@ -189,19 +200,11 @@ class WorkloadApi:
     async def fetch_jwt_bundles(
         self, stream: Stream[pb.JWTBundlesRequest, pb.JWTBundlesResponse]
     ) -> None:
-        selectors = self._caller(stream)
-        await stream.recv_message()
-        await self._ready()
-        sent: bytes | None = None
-        async for snapshot in self.agent.hub.watch():
-            if not snapshot.svids_for(selectors) or snapshot.bundle is None:
-                raise self._denied()
-            bundle = snapshot.bundle
-            if bundle.jwt_jwks != sent:
-                await stream.send_message(
-                    pb.JWTBundlesResponse(bundles={str(bundle.trust_domain.id): bundle.jwt_jwks})
-                )
-                sent = bundle.jwt_jwks
+        await self._stream_bundles(
+            stream,
+            lambda bundle: bundle.jwt_jwks,
+            lambda td, data: pb.JWTBundlesResponse(bundles={td: data}),
+        )
 
     async def validate_jwt_svid(
         self, stream: Stream[pb.ValidateJWTSVIDRequest, pb.ValidateJWTSVIDResponse]
