@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the OS programs meshward's tests and benchmarks drive, when missing:
-# redis-server, nginx, openssl, git, h2load (nghttp2-client) and wrk.
+# redis-server, nginx, openssl, git, h2load (nghttp2-client), wrk, and
+# systemd-analyze (the systemd units under deploy/ are verified with it).
 set -euo pipefail
 
 declare -A need=(
@@ -11,6 +12,7 @@ declare -A need=(
   [git]=git
   [h2load]=nghttp2-client
   [wrk]=wrk
+  [systemd-analyze]=systemd
 )
 missing=()
 for prog in "${!need[@]}"; do
