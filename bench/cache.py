@@ -36,14 +36,12 @@ import json
 import os
 import random
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -55,7 +53,8 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc
 from google.rpc import code_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
-REPO = Path(__file__).resolve().parents[1]
+from bench._harness import REPO, meshward_env, server_process
+
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
 WARMUP = float(os.environ.get("BENCH_WARMUP", "3"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "32"))
@@ -175,28 +174,6 @@ def _client_main(argv: list[str]) -> None:
 # -- the harness -------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _process(
-    argv: list[str], env: dict[str, str] | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MESHWARD_")}
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
 def _wait(http_port: int, grpc_port: int) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -249,7 +226,7 @@ def _run_mode(work: Path, name: str, cache: str, redis_url: str | None) -> dict[
     ]  # fmt: skip
     if redis_url:
         argv += ["--redis-url", redis_url]
-    with _process(argv, _env()) as server:
+    with server_process(argv, meshward_env()) as server:
         _wait(http_port, grpc_port)
         client = [
             sys.executable, "-m", "bench.cache", "client", f"127.0.0.1:{grpc_port}",
@@ -259,7 +236,7 @@ def _run_mode(work: Path, name: str, cache: str, redis_url: str | None) -> dict[
         # small part of it and make the hit ratio a slight under-estimate.
         before, cpu_before = _counters(http_port), _cpu_seconds(server.pid)
         out = subprocess.run(
-            client, env=_env(), cwd=REPO, capture_output=True, text=True, check=True,
+            client, env=meshward_env(), cwd=REPO, capture_output=True, text=True, check=True,
             timeout=SECONDS + WARMUP + 120,
         )  # fmt: skip
         cpu = _cpu_seconds(server.pid) - cpu_before
@@ -285,7 +262,7 @@ def main() -> None:
             "redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
             "--save", "", "--appendonly", "no", "--dir", str(work),
         ]  # fmt: skip
-        with _process(redis_argv):
+        with server_process(redis_argv):
             modes = {
                 "uncached": ("[cache]\nenabled = false\n", None),
                 "in-process": ("", None),

@@ -19,10 +19,8 @@ BENCH_CLIENTS, BENCH_STREAMS.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import socket
 import statistics
 import struct
@@ -30,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,10 +39,10 @@ from envoy.service.auth.v3 import external_auth_pb2 as pb
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from google.rpc import code_pb2
 
+from bench._harness import REPO, meshward_env, server_process
 from meshward.spiffe import TrustDomain
 from meshward.spiffe_bundle import SpiffeBundle
 
-REPO = Path(__file__).resolve().parents[1]
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "4"))
 STREAMS = int(os.environ.get("BENCH_STREAMS", "16"))
@@ -148,27 +145,6 @@ def _assert_allows(port: int, request: pb.CheckRequest, name: str, log: Path) ->
         )
 
 
-@contextlib.contextmanager
-def _process(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT)
-    try:
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MESHWARD_")}
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
 def _keys(work: Path) -> str:
     """A trust bundle with one JWT-SVID key; returns a token signed with it."""
     key = ec.generate_private_key(ec.SECP256R1())
@@ -209,14 +185,16 @@ def main() -> None:
         jwt_request = _request(token=token)
         port = _free_port()
         log = work / "server.log"
-        with _process([sys.executable, "-c", _NOOP, f"127.0.0.1:{port}"], _env(), log):
+        with server_process(
+            [sys.executable, "-c", _NOOP, f"127.0.0.1:{port}"], meshward_env(), log
+        ):
             results["no-op grpc.aio servicer"] = _measure(port, mtls, work, "noop")
         port = _free_port()
-        with _process(_meshward(work, port, 1), _env(), log):
+        with server_process(_meshward(work, port, 1), meshward_env(), log):
             results["meshward, mTLS principal, 1 worker"] = _measure(port, mtls, work, "mtls")
             results["meshward, JWT-SVID, 1 worker"] = _measure(port, jwt_request, work, "jwt")
         port = _free_port()
-        with _process(_meshward(work, port, 2), _env(), log):
+        with server_process(_meshward(work, port, 2), meshward_env(), log):
             results["meshward, mTLS principal, 2 workers"] = _measure(port, mtls, work, "mtls2")
     base = results["no-op grpc.aio servicer"].rps
     print(f"h2load: {CLIENTS} connections x {STREAMS} streams, {SECONDS:g} s each, 1 thread")
