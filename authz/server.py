@@ -7,7 +7,9 @@ server (``grpc.aio``: ext_authz, health, reflection) and the HTTP application
 ``--workers``, all bound to the same ports with ``SO_REUSEPORT``.
 
 Start-up order: listeners open with gRPC health ``NOT_SERVING`` and
-``/readyz`` 503; the policies load; health turns ``SERVING``. On SIGTERM or
+``/readyz`` 503; the policies load; health turns ``SERVING``. With several
+workers the policies load first: siblings share the ports, so a worker
+listens only once it can serve. On SIGTERM or
 SIGINT: health ``NOT_SERVING``, stop accepting, let in-flight checks finish
 (``pdp.drain_seconds``), exit 0.
 
@@ -235,6 +237,11 @@ class PdpServer:
     async def start(self) -> None:
         settings = self.pdp.settings.pdp
         reuse_port = settings.workers > 1
+        if reuse_port:
+            # Workers share the ports: the kernel hands connections to every
+            # worker that listens, so a worker listens only once its policies
+            # are active, and never turns away traffic a ready sibling could serve.
+            await self._load()
         server = grpc.aio.server(
             options=[
                 # Only workers share a port. A single process refuses a port
@@ -278,6 +285,10 @@ class PdpServer:
         )
         self._http = _Uvicorn(config)
         self._http_task = asyncio.create_task(self._http.serve(sockets=[http_sock]))
+        if not reuse_port:
+            await self._load()
+
+    async def _load(self) -> None:
         for source in self.pdp.key_sources:
             await source.refresh()
         await self.load_policies()
