@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from ca.agent.background import BackgroundTask
 from ca.agent.errors import CaError, CaRejected, CaUnavailable
 from ca.agent.hub import SnapshotHub
 from ca.agent.model import Bundle, Entry, HeldSvid
@@ -94,7 +95,7 @@ class NodeAgent:
         self._slots: dict[str, _Slot] = {}
         self._jwt_cache: dict[tuple[str, tuple[str, ...]], JwtSvidToken] = {}
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask(self._run, "meshward-agent-renewal")
         self._failures = 0
         self._synced = asyncio.Event()
         self._published_at = clock.monotonic()
@@ -103,15 +104,10 @@ class NodeAgent:
     # -- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="meshward-agent-renewal")
+        self._task.start()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._task.stop()
 
     async def __aenter__(self) -> NodeAgent:
         await self.start()

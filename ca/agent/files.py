@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ca.agent.background import BackgroundTask
 from ca.agent.errors import FileWriteError
 from ca.agent.hub import SnapshotHub
 from ca.agent.model import Bundle, HeldSvid, Snapshot
@@ -107,7 +108,7 @@ class FileSink:
         self.hub = hub
         self.config = config
         self.writes = 0
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask(self.run, "meshward-agent-files")
 
     def _choose(self, snapshot: Snapshot) -> HeldSvid | None:
         if self.config.spiffe_id is None:
@@ -156,12 +157,7 @@ class FileSink:
                 log.error("post-write signal failed", extra={"fields": {"error": repr(exc)}})
 
     async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self.run(), name="meshward-agent-files")
+        self._task.start()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._task.stop()
