@@ -18,6 +18,7 @@ import datetime as dt
 import ipaddress
 import logging
 import os
+import socket
 import ssl
 import tempfile
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ from ca.errors import CaError
 from ca.issuance import IPAddress, IssuedX509, build_csr
 from ca.keystore import generate_key, write_private_file
 from ca.service import SERVER_PATH, CertificateAuthority
+from meshward.listen import listen
 from meshward.settings import parse_hostport
 from meshward.spiffe import SpiffeId
 
@@ -112,6 +114,16 @@ class CaServer:
             ssl_context_factory=lambda _config, _default: self.ssl,
         )
         self.server = uvicorn.Server(config) if own_signals else _QuietUvicorn(config)
+        self.addr = addr
+        self._socket: socket.socket | None = None
+
+    def bind(self) -> None:
+        """Open the listening socket now; raises :class:`~meshward.listen.AddressInUse`.
+
+        Connections made after this wait in the backlog until :meth:`serve` runs.
+        """
+        if self._socket is None:
+            self._socket = listen(self.addr, what="CA API", flag="--addr")
 
     @property
     def server_id(self) -> SpiffeId:
@@ -195,9 +207,10 @@ class CaServer:
                 log.exception("CA rotation step failed")
 
     async def serve(self) -> None:
+        self.bind()
         task = asyncio.create_task(self._rotator())
         try:
-            await self.server.serve()
+            await self.server.serve(sockets=[self._socket] if self._socket else None)
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -97,7 +97,7 @@ def init_command(
     from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
 
     from ca.errors import AlreadyInitialized, CaError  # noqa: PLC0415
-    from ca.keystore import read_passphrase  # noqa: PLC0415
+    from ca.passphrase import ca_passphrase  # noqa: PLC0415
     from ca.service import (  # noqa: PLC0415
         ADMIN_PATH,
         CertificateAuthority,
@@ -123,7 +123,7 @@ def init_command(
     try:
         if files.exists():
             raise AlreadyInitialized(f"a CA already exists in {files.root}")
-        passphrase = read_passphrase(os.environ, settings.ca.passphrase_file)
+        passphrase = ca_passphrase(settings, os.environ)
         upstream = None
         if upstream_cert is not None and upstream_key is not None:
             cert = x509.load_pem_x509_certificate(upstream_cert.read_bytes())
