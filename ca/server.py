@@ -90,6 +90,7 @@ class CaServer:
         workdir: Path,
         bundle_file: Path | None = None,
         own_signals: bool = True,
+        addr_flag: str = "--addr",
     ) -> None:
         self.ca = ca
         self.bundle_file = bundle_file
@@ -115,6 +116,7 @@ class CaServer:
         )
         self.server = uvicorn.Server(config) if own_signals else _QuietUvicorn(config)
         self.addr = addr
+        self._addr_flag = addr_flag
         self._socket: socket.socket | None = None
 
     def bind(self) -> None:
@@ -123,7 +125,7 @@ class CaServer:
         Connections made after this wait in the backlog until :meth:`serve` runs.
         """
         if self._socket is None:
-            self._socket = listen(self.addr, what="CA API", flag="--addr")
+            self._socket = listen(self.addr, what="CA API", flag=self._addr_flag)
 
     @property
     def server_id(self) -> SpiffeId:
@@ -138,6 +140,9 @@ class CaServer:
             if self.bundle_file is not None:
                 write_private_file(self.bundle_file, authority.bundle().to_json())
                 self.bundle_file.chmod(0o644)
+                pem = self.bundle_file.with_suffix(".pem")  # for curl --cacert
+                write_private_file(pem, authority.bundle().to_pem())
+                pem.chmod(0o644)
 
     def _renew_server_svid(self) -> None:
         now = self.ca.clock.now()

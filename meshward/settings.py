@@ -28,6 +28,7 @@ __all__ = [
     "AgentSettings",
     "CaSettings",
     "CacheSettings",
+    "ConsoleSettings",
     "DecisionLogSettings",
     "OidcIssuerSettings",
     "PdpSettings",
@@ -296,6 +297,14 @@ class AgentSettings(_Section):
     sync_interval: float = Field(30.0, gt=0, description="seconds between bundle/entry checks")
 
 
+class ConsoleSettings(_Section):
+    """The web console (``meshward console``; ``meshward up`` starts it)."""
+
+    addr: str = Field("127.0.0.1:8080", description="web console listener")
+
+    _check_addr = field_validator("addr")(_hostport)
+
+
 class Settings(BaseSettings):
     """Everything meshward can be told; see docs/operations.md for each field."""
 
@@ -316,6 +325,7 @@ class Settings(BaseSettings):
     tracing: TracingSettings = TracingSettings()
     ca: CaSettings = CaSettings()
     agent: AgentSettings = AgentSettings()
+    console: ConsoleSettings = ConsoleSettings()
 
     @classmethod
     def settings_customise_sources(

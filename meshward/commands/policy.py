@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["load_or_exit", "policy_app", "print_problems"]
 
 policy_app = typer.Typer(
+    rich_markup_mode=None,
     name="policy",
     help="Validate, test and format a Cedar policy directory.",
     no_args_is_help=True,
