@@ -76,8 +76,8 @@ def examples(settings: Settings) -> list[Example]:
     for method, uri, expect in (("GET", "/healthz", "allow"), ("DELETE", "/orders", "deny")):
         out.append(
             Example(
-                f"Envoy ext_authz (gRPC): anonymous {method} {uri} on the shop",
-                f"meshward pdp ask --grpc-addr {grpc_addr} --host shop"
+                f"Envoy ext_authz (gRPC): anonymous {method} {uri} on the catalog host",
+                f"meshward pdp ask --grpc-addr {grpc_addr} --host catalog"
                 f" --method {method} --path {uri}",
                 expect,
             )
@@ -94,7 +94,7 @@ def examples(settings: Settings) -> list[Example]:
         out.append(
             Example(
                 f"nginx forward-auth: anonymous GET {uri} (200, else 401)",
-                f"curl -si {http}/auth/nginx -H 'Host: shop' "
+                f"curl -si {http}/auth/nginx -H 'Host: catalog' "
                 f"-H 'X-Original-Method: GET' -H 'X-Original-URI: {uri}'",
                 expect,
             )
