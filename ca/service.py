@@ -46,6 +46,7 @@ from ca.issuance import (
 from ca.keystore import KeyKind, PrivateKey, generate_key
 from ca.metrics import CaMetrics
 from ca.ratelimit import RateLimiter
+from ca.selectors import check_selectors
 from ca.state import CaFiles
 from ca.store.protocol import AuditRecord, CaStore, Entry
 from meshward.clock import Clock
@@ -359,6 +360,30 @@ class CertificateAuthority:
             outcome.not_after = issued.not_after
             return issued
 
+    def issue_jwt_local(
+        self, spiffe_id: SpiffeId, audience: Sequence[str], ttl: int | None
+    ) -> IssuedJwt:
+        """A JWT-SVID for an operator on the CA host (``meshward ca jwt mint``), audited."""
+        outcome = _Outcome(spiffe_id=str(spiffe_id), method="cli")
+        with self._audited("jwt_svid", Caller(address="local"), outcome):
+            audience = check_audience(audience)
+            if not spiffe_id.member_of(self.trust_domain):
+                raise BadRequest("the SPIFFE ID is not in this trust domain", code="foreign_id")
+            self._check_not_reserved(spiffe_id)
+            entries = self.store.entries_for(spiffe_id)
+            s = self.settings
+            seconds = self._ttl(
+                ttl, entries[0].jwt_ttl if entries else None, s.jwt_svid_ttl, s.jwt_svid_max_ttl
+            )
+            with self._lock:
+                slot = self.authority.active
+            issued = issue_jwt_svid(
+                spiffe_id, audience, slot, self.clock.now(), dt.timedelta(seconds=seconds)
+            )
+            outcome.not_after = issued.expires_at
+            outcome.detail = f"kid={issued.kid}"
+            return issued
+
     def issue_jwt(
         self, audience: Sequence[str], token: str | None, caller: Caller, ttl: int | None = None
     ) -> IssuedJwt:
@@ -466,8 +491,33 @@ class CertificateAuthority:
             if not entry.spiffe_id.member_of(self.trust_domain):
                 raise BadRequest("the SPIFFE ID is not in this trust domain", code="foreign_id")
             self._check_not_reserved(entry.spiffe_id)
+            check_selectors(entry.selectors)
             self.store.add_entry(entry)
         return entry
+
+    def update_entry(self, entry: Entry, caller: Caller) -> Entry:
+        """Replace the entry with ``entry.id`` (same checks as :meth:`add_entry`)."""
+        outcome = _Outcome(spiffe_id=str(entry.spiffe_id), method="admin", detail=entry.id)
+        with self._audited("entry_update", caller, outcome):
+            if not entry.spiffe_id.member_of(self.trust_domain):
+                raise BadRequest("the SPIFFE ID is not in this trust domain", code="foreign_id")
+            self._check_not_reserved(entry.spiffe_id)
+            check_selectors(entry.selectors)
+            if self.store.get_entry(entry.id) is None or not self.store.remove_entry(entry.id):
+                raise NotFound(f"no entry {entry.id}")
+            self.store.add_entry(entry)
+        return entry
+
+    def revoke_join_token(self, token_hash: str, caller: Caller) -> None:
+        """Make an unused join token unusable (it counts as used from now on)."""
+        outcome = _Outcome(method="admin", detail=token_hash[:16])
+        with self._audited("token_revoke", caller, outcome):
+            token = self.store.get_token(token_hash)
+            if token is None:
+                raise NotFound("no such join token")
+            outcome.spiffe_id = str(token.spiffe_id)
+            if not self.store.redeem_token(token_hash, self.clock.now()):
+                raise BadRequest("the join token is already used or expired", code="token_spent")
 
     def new_entry_id(self) -> str:
         return self.random_bytes(8).hex()

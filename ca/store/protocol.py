@@ -13,7 +13,16 @@ from typing import Protocol, runtime_checkable
 
 from meshward.spiffe import SpiffeId
 
-__all__ = ["AuditLog", "AuditRecord", "CaStore", "Entry", "EntryStore", "JoinToken", "TokenStore"]
+__all__ = [
+    "AuditLog",
+    "AuditRecord",
+    "CaStore",
+    "Entry",
+    "EntryStore",
+    "JoinToken",
+    "TokenListing",
+    "TokenStore",
+]
 
 
 @dataclass(frozen=True)
@@ -99,6 +108,13 @@ class TokenStore(Protocol):
     def redeem_token(self, token_hash: str, now: dt.datetime) -> bool:
         """Mark the token used; True for exactly one caller, only while unexpired."""
         ...
+
+
+@runtime_checkable
+class TokenListing(Protocol):
+    """An ability: list join tokens (hashed; never the tokens themselves)."""
+
+    def list_tokens(self) -> list[JoinToken]: ...
 
 
 @runtime_checkable
