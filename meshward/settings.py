@@ -127,6 +127,18 @@ class PdpSettings(_Section):
         description="start without a valid policy version: stay NOT_SERVING and deny until one "
         "passes the gate (default: exit 2)",
     )
+    # The canonical request (docs/pdp.md#the-canonical-request).
+    allow_encoded_slash: bool = Field(
+        False, description="accept %2F in paths (kept encoded) for upstreams that need it"
+    )
+    case_insensitive_paths: bool = Field(
+        False, description="lower-case paths for decisions: the upstream routes case-insensitively"
+    )
+    ext_authz_destination: str | None = Field(
+        None,
+        min_length=1,
+        description="resource of /ext_authz requests (else the sidecar's x-meshward-destination)",
+    )
 
     _check_grpc = field_validator("grpc_addr", "http_addr")(_hostport)
 
