@@ -42,6 +42,7 @@ from authz.model import AccessRequest, EntityUid
 from meshward.spiffe import InvalidSpiffeId
 
 __all__ = [
+    "DEFAULT_PATHS",
     "HIDDEN_HEADERS",
     "HTTP_FIELDS",
     "MAX_METHOD_LENGTH",
