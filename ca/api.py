@@ -66,7 +66,7 @@ def peer_spiffe_id(scope: MutableMapping[str, Any], now: dt.datetime) -> SpiffeI
 
 
 def _error(exc: CaError) -> JSONResponse:
-    body: dict[str, Any] = {"error": exc.code}
+    body: dict[str, Any] = {"error": exc.code, "code": exc.code}
     reason = getattr(exc, "reason", None)
     if reason:
         body["reason"] = reason
@@ -269,6 +269,26 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
         entry_id = request.path_params["entry_id"]
         await run(lambda: ca.remove_entry(entry_id, caller))
         return Response(status_code=204)
+
+    @app.get("/v1/agents")
+    @guarded("agent_list")
+    async def list_agents(request: Request) -> Response:
+        caller = await admin(request)
+        wanted = request.query_params.get("spiffe_id")
+        if wanted is not None:
+            spiffe_id = _spiffe_id({"spiffe_id": wanted})
+            record = await run(lambda: ca.get_agent(spiffe_id, caller))
+            return JSONResponse(record.to_json())
+        agents = await run(lambda: ca.list_agents(caller))
+        return JSONResponse({"agents": [a.to_json() for a in agents]})
+
+    @app.post("/v1/agents/evict")
+    @guarded("agent_evict")
+    async def evict_agent(request: Request) -> Response:
+        caller = await admin(request)
+        spiffe_id = _spiffe_id(await _body(request))
+        record = await run(lambda: ca.evict_agent(spiffe_id, caller))
+        return JSONResponse(record.to_json())
 
     @app.post("/v1/join-tokens")
     @guarded("token_create")
