@@ -28,6 +28,7 @@ from ca.issuance import IssuedX509
 from ca.service import Caller, CertificateAuthority
 from ca.store.protocol import Entry
 from meshward.spiffe import InvalidSpiffeId, SpiffeId
+from meshward.x509_svid import is_ca, spiffe_id_of
 
 __all__ = ["MAX_BODY", "create_app", "peer_spiffe_id"]
 
@@ -53,15 +54,10 @@ def peer_spiffe_id(scope: MutableMapping[str, Any], now: dt.datetime) -> SpiffeI
         cert = x509.load_pem_x509_certificate(chain[0].encode("ascii"))
         if not cert.not_valid_before_utc <= now < cert.not_valid_after_utc:
             return None
-        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-        if bc.ca:
+        if is_ca(cert):
             return None
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        uris = san.get_values_for_type(x509.UniformResourceIdentifier)
-        if len(uris) != 1:
-            return None
-        return SpiffeId.parse(uris[0])
-    except (ValueError, x509.ExtensionNotFound, InvalidSpiffeId):
+        return spiffe_id_of(cert)
+    except ValueError:  # InvalidSvid included
         return None
 
 

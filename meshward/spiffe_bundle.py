@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from meshward import jwk as _jwk
 from meshward.jwk import InvalidJwk, PublicKey, jwk_thumbprint, same_key
 from meshward.spiffe import InvalidSpiffeId, SpiffeError, SpiffeId, TrustDomain
+from meshward.x509_svid import InvalidSvid, uri_sans
 
 __all__ = [
     "JWT_SVID_USE",
@@ -290,10 +291,10 @@ def _parse_jwt_jwk(raw: Mapping[str, Any]) -> tuple[str, PublicKey]:
 def _trust_domain_of(certs: list[x509.Certificate]) -> TrustDomain:
     for cert in certs:
         try:
-            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        except x509.ExtensionNotFound:
+            uris = uri_sans(cert)
+        except InvalidSvid:
             continue
-        for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
+        for uri in uris:
             try:
                 return SpiffeId.parse(uri).trust_domain
             except InvalidSpiffeId:
