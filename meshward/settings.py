@@ -16,7 +16,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -232,8 +240,12 @@ class CaSettings(_Section):
     )
     x509_svid_ttl: int = Field(3600, gt=0, description="default X.509-SVID lifetime, seconds")
     x509_svid_max_ttl: int = Field(86400, gt=0, description="longest X.509-SVID, seconds")
+    x509_svid_min_ttl: int = Field(
+        300, gt=0, description="shortest X.509-SVID the CA issues, seconds"
+    )
     jwt_svid_ttl: int = Field(300, gt=0, description="default JWT-SVID lifetime, seconds")
     jwt_svid_max_ttl: int = Field(3600, gt=0, description="longest JWT-SVID, seconds")
+    jwt_svid_min_ttl: int = Field(30, gt=0, description="shortest JWT-SVID the CA issues, seconds")
     backdate: int = Field(60, ge=0, le=3600, description="notBefore backdating, seconds")
     refresh_hint: int = Field(300, gt=0, description="bundle spiffe_refresh_hint, seconds")
     join_token_ttl: int = Field(3600, gt=0, description="default join token lifetime, seconds")
@@ -247,6 +259,16 @@ class CaSettings(_Section):
     k8s_audience: str = Field("meshward", description="expected token audience")
 
     _check_addr = field_validator("addr")(_hostport)
+
+    @model_validator(mode="after")
+    def _check_ttls(self) -> CaSettings:
+        for kind, low, default, high in (
+            ("x509", self.x509_svid_min_ttl, self.x509_svid_ttl, self.x509_svid_max_ttl),
+            ("jwt", self.jwt_svid_min_ttl, self.jwt_svid_ttl, self.jwt_svid_max_ttl),
+        ):
+            if not low <= default <= high:
+                raise ValueError(f"{kind}_svid_min_ttl <= {kind}_svid_ttl <= {kind}_svid_max_ttl")
+        return self
 
 
 class AgentSettings(_Section):
