@@ -23,12 +23,12 @@ from grpclib.server import Server, Stream
 from spiffe._proto import workload_pb2 as pb
 
 from ca.agent.agent import NodeAgent
-from ca.agent.errors import CaError, PeerCredentialsError
+from ca.agent.errors import CaError, CaRejected, PeerCredentialsError
 from ca.agent.jwt_validate import InvalidJwtSvid, validate_jwt_svid
 from ca.agent.model import Bundle, HeldSvid, Snapshot
 from ca.agent.peer import PeerCredentials, peer_credentials, workload_selectors
 
-__all__ = ["SECURITY_HEADER", "WorkloadApi", "serve_workload_api"]
+__all__ = ["SECURITY_HEADER", "WorkloadApi", "serve_workload_api", "status_for"]
 
 log = logging.getLogger("meshward.agent.workload_api")
 
@@ -190,8 +190,12 @@ class WorkloadApi:
             try:
                 token = await self.agent.jwt_svid(svid, list(request.audience))
             except CaError as exc:
-                log.warning("JWT-SVID not available", extra={"fields": {"code": exc.code}})
-                raise GRPCError(Status.UNAVAILABLE, "JWT-SVID not available") from exc
+                status = status_for(exc)
+                log.warning(
+                    "JWT-SVID not issued",
+                    extra={"fields": {"code": exc.code, "status": status.name}},
+                )
+                raise GRPCError(status, "JWT-SVID not issued") from exc
             out.append(
                 pb.JWTSVID(spiffe_id=str(svid.spiffe_id), svid=token.token, hint=svid.entry.hint)
             )
@@ -228,6 +232,21 @@ class WorkloadApi:
         response = pb.ValidateJWTSVIDResponse(spiffe_id=str(spiffe_id))
         response.claims.update(_plain(claims))
         await stream.send_message(response)
+
+
+def status_for(exc: CaError) -> Status:
+    """The Workload API status for a CA failure.
+
+    A request the CA finds malformed (400, 413, 422: e.g. a bad audience) is
+    ``INVALID_ARGUMENT``; a refusal (401, 403, 404, other 4xx: no entry, an
+    evicted agent) is ``PERMISSION_DENIED``; an unreachable or failing CA
+    stays ``UNAVAILABLE``, which clients retry.
+    """
+    if isinstance(exc, CaRejected):
+        if exc.status in (400, 413, 422):
+            return Status.INVALID_ARGUMENT
+        return Status.PERMISSION_DENIED
+    return Status.UNAVAILABLE
 
 
 def _plain(claims: Mapping[str, Any]) -> dict[str, Any]:
