@@ -33,7 +33,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from ca.agent.background import BackgroundTask
-from ca.agent.errors import CaError, CaRejected, CaUnavailable
+from ca.agent.errors import CaError, CaRejected, CaUnavailable, RateLimited
+from ca.agent.fair import FairGate, RateLimiter
 from ca.agent.hub import SnapshotHub
 from ca.agent.model import Bundle, Entry, HeldSvid
 from ca.agent.renewal import backoff_delay, renew_at
@@ -55,10 +56,12 @@ class AgentConfig:
     jitter: float = 0.1  # fraction of an SVID's life renewal may come early
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
-    concurrency: int = 8  # CA calls in flight at once
+    concurrency: int = 8  # CA calls in flight at once (renewals first, then workloads in turn)
     jwt_min_remaining: float = 30.0  # a cached JWT-SVID is reused while it has this left
     publish_every: float = 0.1  # during a long pass, publish what is renewed this often
     min_renew_after: float = 1.0  # never renew an SVID sooner than this after obtaining it
+    jwt_rate_per_second: float = 5.0  # JWT-SVIDs one workload may have the CA sign, per second
+    jwt_rate_burst: int = 20
 
 
 REFUSED_STATUSES = frozenset({401, 403})
@@ -112,6 +115,10 @@ class NodeAgent:
         self._entries: dict[str, Entry] = {}
         self._slots: dict[str, _Slot] = {}
         self._jwt_cache: dict[tuple[str, tuple[str, ...]], JwtSvidToken] = {}
+        self._gate = FairGate(self.config.concurrency)
+        self._jwt_limiter = RateLimiter(
+            self.config.jwt_rate_per_second, self.config.jwt_rate_burst, clock.monotonic
+        )
         self._wake = asyncio.Event()
         self._task = BackgroundTask(self._run, "meshward-agent-renewal")
         self._failures = 0
@@ -293,11 +300,10 @@ class NodeAgent:
 
     async def _renew(self, todo: Sequence[Entry], now: dt.datetime) -> tuple[int, CaError | None]:
         """Obtain SVIDs for ``todo``; return how many slots changed and the first outage."""
-        gate = asyncio.Semaphore(self.config.concurrency)
         unavailable: list[CaError] = []
 
         async def one(entry: Entry) -> bool:
-            async with gate:
+            async with self._gate.slot():
                 if unavailable:
                     return False
                 current = self._slots.get(entry.entry_id)
@@ -362,8 +368,14 @@ class NodeAgent:
 
     # -- JWT-SVIDs ------------------------------------------------------------------
 
-    async def jwt_svid(self, svid: HeldSvid, audience: Sequence[str]) -> JwtSvidToken:
-        """A JWT-SVID for ``svid``'s identity, reused while it has enough life left."""
+    async def jwt_svid(
+        self, svid: HeldSvid, audience: Sequence[str], workload: str = "agent"
+    ) -> JwtSvidToken:
+        """A JWT-SVID for ``svid``'s identity, reused while it has enough life left.
+
+        A new one is asked of the CA only within ``workload``'s rate (else
+        :class:`RateLimited`) and in ``workload``'s turn, after any renewal.
+        """
         key = (str(svid.spiffe_id), tuple(sorted(set(audience))))
         cached = self._jwt_cache.get(key)
         now = self.clock.now()
@@ -371,7 +383,10 @@ class NodeAgent:
             left = (cached.expires_at - now).total_seconds()
             if left > self.config.jwt_min_remaining:
                 return cached
-        token = await self.source.sign_jwt(svid, list(key[1]))
+        if not self._jwt_limiter.allow(workload):
+            raise RateLimited("too many JWT-SVID requests from this workload")
+        async with self._gate.slot(workload):
+            token = await self.source.sign_jwt(svid, list(key[1]))
         if len(self._jwt_cache) >= _JWT_CACHE_MAX:
             self._jwt_cache = {k: v for k, v in self._jwt_cache.items() if v.expires_at > now}
             if len(self._jwt_cache) >= _JWT_CACHE_MAX:
