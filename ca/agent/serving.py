@@ -161,14 +161,14 @@ async def recv_bounded(stream: Stream[_Msg, Any], limit: int = MAX_MESSAGE_BYTES
 class _AttestedProtocol(asyncio.Protocol):
     """grpclib's protocol, with the attestor told of each connection before any byte is read."""
 
-    def __init__(self, inner: asyncio.Protocol, attestor: Attestor) -> None:
+    def __init__(self, inner: asyncio.Protocol, server: _AttestedServer) -> None:
         self._inner = inner
-        self._attestor = attestor
+        self._server = server
         self._transport: asyncio.BaseTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
-        self._attestor.connected(transport)
+        self._server.connected(transport)
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
@@ -185,7 +185,7 @@ class _AttestedProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._transport is not None:
-            self._attestor.disconnected(self._transport)
+            self._server.disconnected(self._transport)
         self._inner.connection_lost(exc)
 
 
@@ -199,9 +199,24 @@ class _AttestedServer(Server):
             ),
         )
         self._attestor = attestor
+        self._transports: set[asyncio.BaseTransport] = set()
+
+    def connected(self, transport: asyncio.BaseTransport) -> None:
+        self._transports.add(transport)
+        self._attestor.connected(transport)
+
+    def disconnected(self, transport: asyncio.BaseTransport) -> None:
+        self._transports.discard(transport)
+        self._attestor.disconnected(transport)
 
     def _protocol_factory(self) -> Any:
-        return _AttestedProtocol(super()._protocol_factory(), self._attestor)
+        return _AttestedProtocol(super()._protocol_factory(), self)
+
+    def close(self) -> None:
+        """Stop listening, cancel running calls and close every connection."""
+        super().close()
+        for transport in list(self._transports):
+            transport.close()
 
 
 def is_loopback(host: str) -> bool:
