@@ -26,7 +26,14 @@ from grpclib.client import Channel
 from grpclib.const import Cardinality
 from spiffe._proto import workload_pb2
 
-__all__ = ["SDS_FETCH", "open_dir", "run_as", "sds_fetch", "workload_x509"]
+__all__ = [
+    "SDS_FETCH",
+    "first_x509_response",
+    "open_dir",
+    "run_as",
+    "sds_fetch",
+    "workload_x509",
+]
 
 SDS_FETCH = "/envoy.service.secret.v3.SecretDiscoveryService/FetchSecrets"
 TYPE_URL = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
@@ -117,27 +124,33 @@ def sds_fetch(address: str, names: list[str]) -> dict[str, Any]:
     return asyncio.run(fetch())
 
 
-def workload_x509(address: str) -> dict[str, Any]:
+async def first_x509_response(channel: Channel) -> dict[str, Any]:
     """The first FetchX509SVID response: ``{"spiffe_ids": [...]}`` or ``{"error": status}``."""
+    method = channel.request(
+        "/SpiffeWorkloadAPI/FetchX509SVID",
+        Cardinality.UNARY_STREAM,
+        workload_pb2.X509SVIDRequest,
+        workload_pb2.X509SVIDResponse,
+        timeout=20,
+        metadata={"workload.spiffe.io": "true"},
+    )
+    try:
+        async with method as stream:
+            await stream.send_message(workload_pb2.X509SVIDRequest(), end=True)
+            response = await stream.recv_message()
+            await stream.cancel()
+    except GRPCError as exc:
+        return {"error": exc.status.name}
+    if response is None:
+        return {"error": "NO_RESPONSE"}
+    return {"spiffe_ids": [s.spiffe_id for s in response.svids]}
+
+
+def workload_x509(address: str) -> dict[str, Any]:
+    """:func:`first_x509_response` over a fresh connection to ``address``."""
 
     async def fetch() -> dict[str, Any]:
         async with Channel(path=_path(address)) as channel:
-            method = channel.request(
-                "/SpiffeWorkloadAPI/FetchX509SVID",
-                Cardinality.UNARY_STREAM,
-                workload_pb2.X509SVIDRequest,
-                workload_pb2.X509SVIDResponse,
-                timeout=20,
-                metadata={"workload.spiffe.io": "true"},
-            )
-            try:
-                async with method as stream:
-                    await stream.send_message(workload_pb2.X509SVIDRequest(), end=True)
-                    response = await stream.recv_message()
-                    await stream.cancel()
-            except GRPCError as exc:
-                return {"error": exc.status.name}
-        assert response is not None
-        return {"spiffe_ids": [s.spiffe_id for s in response.svids]}
+            return await first_x509_response(channel)
 
     return asyncio.run(fetch())
