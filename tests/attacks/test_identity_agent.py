@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +35,7 @@ from spiffe._proto import workload_pb2, workload_pb2_grpc
 from spiffe.workloadapi.errors import X509SourceError
 
 from ca.agent.agent import AgentConfig, NodeAgent
+from ca.agent.ca_client import node_selector
 from ca.agent.errors import CaRejected
 from ca.agent.hub import SnapshotHub
 from ca.agent.model import Entry, HeldSvid
@@ -44,8 +45,10 @@ from ca.agent.source import JwtSvidToken
 from ca.agent.workload_api import WorkloadApi, serve_workload_api
 from meshward.clock import SystemClock
 from meshward.spiffe import SpiffeId
+from tests.support.agent_process import AgentProcess, admin_post
 from tests.support.as_uid import first_x509_response, open_dir, run_as, sds_fetch, workload_x509
 from tests.support.authority import LocalAuthority
+from tests.support.ca import CaProcess, running_ca
 from tests.support.cli import meshward
 from tests.support.net import free_port
 
@@ -454,3 +457,135 @@ async def test_an_evicted_agent_stops_serving(agent: Agent) -> None:
     # py-spiffe sees no identity either.
     with pytest.raises(X509SourceError):
         await asyncio.to_thread(X509Source, socket_path=agent.api, timeout_in_seconds=2)
+
+
+# -- with the real CA and the real agent -------------------------------------------------------
+
+NODE = SpiffeId.parse("spiffe://example.org/node/attacks")
+
+
+@pytest.fixture(scope="module")
+def real_ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CaProcess]:
+    with running_ca(
+        tmp_path_factory.mktemp("ca"),
+        MESHWARD_CA__RATE_BURST="500",
+        MESHWARD_CA__RATE_PER_SECOND="500",
+    ) as proc:
+        yield proc
+
+
+def add_entry(ca: CaProcess, spiffe_id: str, node: SpiffeId, **extra: object) -> str:
+    body = {"spiffe_id": spiffe_id, "selectors": [node_selector(node), "unix:uid:0"], **extra}
+    resp = admin_post(ca, "/v1/entries", body)
+    assert resp.status_code == 201, resp.text
+    return str(resp.json()["id"])
+
+
+@contextlib.contextmanager
+def real_agent(
+    ca: CaProcess, workdir: Path, node: SpiffeId, sync_interval: float
+) -> Iterator[AgentProcess]:
+    resp = admin_post(ca, "/v1/join-tokens", {"spiffe_id": str(node), "ttl": 600})
+    assert resp.status_code == 201, resp.text
+    proc = AgentProcess(ca, workdir, resp.json()["token"], sync_interval=sync_interval)
+    proc.start()
+    try:
+        yield proc
+    finally:
+        assert proc.stop() == 0
+
+
+def issuances(ca: CaProcess, spiffe_id: str) -> int:
+    return sum(
+        1
+        for line in ca.audit_lines()
+        if line.get("action") == "x509_svid"
+        and line.get("result") == "ok"
+        and line.get("spiffe_id") == spiffe_id
+    )
+
+
+async def test_a_short_ttl_is_renewed_at_half_life_not_in_a_loop(
+    real_ca: CaProcess, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # 60 s SVIDs with notBefore backdated 60 s: counted from notBefore, the
+    # half-life is already past at issuance (the agent issued 57 in 8 s).
+    node = SpiffeId.parse("spiffe://example.org/node/short")
+    spiffe_id = "spiffe://example.org/short-lived"
+    add_entry(real_ca, spiffe_id, node, x509_ttl=60)
+    with real_agent(real_ca, tmp_path_factory.mktemp("ag"), node, 0.5) as agent:
+        first = await asyncio.to_thread(workload_x509, agent.endpoint)
+        assert spiffe_id in first["spiffe_ids"]
+        await asyncio.sleep(6)  # twelve syncs
+        count = issuances(real_ca, spiffe_id)
+    print(f"issuances of a 60 s SVID in 6 s: {count}")
+    assert count == 1
+
+
+async def test_rotate_activate_moves_workloads_within_one_sync(
+    real_ca: CaProcess, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    sync = 1.0
+    node = SpiffeId.parse("spiffe://example.org/node/rotate")
+    for name in ("rot-a", "rot-b"):
+        add_entry(real_ca, f"spiffe://example.org/{name}", node)
+    with real_agent(real_ca, tmp_path_factory.mktemp("ag"), node, sync) as agent:
+        source = await asyncio.to_thread(
+            X509Source, socket_path=agent.endpoint, timeout_in_seconds=30
+        )
+        try:
+
+            def issuers() -> set[bytes]:
+                return {s.leaf.issuer.public_bytes() for s in source.get_x509_context().x509_svids}
+
+            before = issuers()
+            assert len(before) == 1
+            resp = admin_post(real_ca, "/v1/ca/rotate/prepare")
+            assert resp.status_code == 200, resp.text
+            await asyncio.sleep(2 * sync)  # the next CA is published, not yet signing
+            assert issuers() == before
+            resp = admin_post(real_ca, "/v1/ca/rotate/activate")
+            assert resp.status_code == 200, resp.text
+            activated = time.monotonic()
+            while issuers() == before or len(issuers()) != 1:
+                assert time.monotonic() - activated < 10, "workloads stayed on the old CA"
+                await asyncio.sleep(0.05)
+            took = time.monotonic() - activated
+        finally:
+            await asyncio.to_thread(source.close)
+    print(f"every SVID on the new signing CA {took:.2f} s after activate (sync {sync} s)")
+    assert took <= sync + 1.0
+
+
+async def test_a_deleted_entry_leaves_the_workload_within_one_sync(
+    real_ca: CaProcess, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    sync = 1.0
+    node = SpiffeId.parse("spiffe://example.org/node/revoke")
+    keep = "spiffe://example.org/revoke-keep"
+    drop = "spiffe://example.org/revoke-drop"
+    keep_id = add_entry(real_ca, keep, node)
+    drop_id = add_entry(real_ca, drop, node)
+    with real_agent(real_ca, tmp_path_factory.mktemp("ag"), node, sync) as agent:
+        async with grpc.aio.insecure_channel(agent.endpoint) as channel:
+            stub = workload_pb2_grpc.SpiffeWorkloadAPIStub(channel)
+            stream = stub.FetchX509SVID(workload_pb2.X509SVIDRequest(), metadata=METADATA)
+            first = await stream.read()
+            assert {s.spiffe_id for s in first.svids} == {keep, drop}
+            with real_ca.admin() as admin:
+                assert admin.delete(f"/v1/entries/{drop_id}").status_code == 204
+            deleted = time.monotonic()
+            update = await asyncio.wait_for(stream.read(), sync + 5)
+            dropped_after = time.monotonic() - deleted
+            assert [s.spiffe_id for s in update.svids] == [keep]
+            # The last entry: the stream ends, fetches are refused.
+            with real_ca.admin() as admin:
+                assert admin.delete(f"/v1/entries/{keep_id}").status_code == 204
+            code = await asyncio.wait_for(grpc_code(stream.read()), sync + 5)
+            assert code == grpc.StatusCode.PERMISSION_DENIED
+            code = await grpc_code(
+                stub.FetchJWTSVID(workload_pb2.JWTSVIDRequest(audience=["x"]), metadata=METADATA)
+            )
+            assert code == grpc.StatusCode.PERMISSION_DENIED
+    print(f"deleted entry gone from the Workload API after {dropped_after:.2f} s (sync {sync} s)")
+    assert dropped_after <= sync + 0.5
