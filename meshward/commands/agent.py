@@ -48,7 +48,9 @@ def run_command(
     ] = None,
     sds: Annotated[
         str | None,
-        typer.Option("--sds", help="SDS on unix:/path or HOST:PORT; '' turns it off."),
+        typer.Option(
+            "--sds", help="SDS on unix:/path or loopback HOST:PORT (with --sds-selector); '' off."
+        ),
     ] = None,
     sds_selector: Annotated[
         list[str] | None,
