@@ -124,7 +124,8 @@ class NodeAgent:
         self._failures = 0
         self._synced = asyncio.Event()
         self._published_at = clock.monotonic()
-        self._issuer: bytes | None = None  # the CA's current signing CA, as last seen
+        self._issuer: bytes | None = None  # the signing CA of this pass's newest SVID
+        self._follow_issuer = False  # the bundle changed: move SVIDs to the CA that signs now
         self.last_error: CaError | None = None
         self.refused: CaRejected | None = None  # set while the CA refuses this agent
 
@@ -246,7 +247,8 @@ class NodeAgent:
         entries = {e.entry_id: e for e in await self.source.fetch_entries()}
         now = self.clock.now()
         keys_changed = not bundle.same_keys(self._bundle)
-        probe = self._bundle is not None and bundle != self._bundle
+        if self._bundle is not None and bundle != self._bundle:
+            self._follow_issuer = True  # until a pass has checked which CA signs now
         changed = keys_changed or bundle != self._bundle
         self._bundle = bundle
 
@@ -269,18 +271,19 @@ class NodeAgent:
                 or not slot.svid.valid_at(now)
             ):
                 todo.append(entry)
-        if probe and not todo and self._slots:
+        if self._follow_issuer and not todo and self._slots:
             # The bundle moved (e.g. a new signing CA was activated): renewing one
             # SVID shows which CA signs now; the rest follow below if it changed.
             soonest = min(self._slots, key=lambda k: self._slots[k].due)
             todo.append(entries[soonest])
 
+        self._issuer = None
         renewed, unavailable = await self._renew(todo, now)
-        if unavailable is None:
+        if self._follow_issuer and unavailable is None and self._issuer is not None:
+            # Only after a bundle change: with several CA replicas, each signing
+            # with its own CA, issuers legitimately differ between renewals.
             stale = [
-                entries[k]
-                for k, slot in self._slots.items()
-                if self._issuer is not None and slot.svid.issuer_id != self._issuer
+                entries[k] for k, slot in self._slots.items() if slot.svid.issuer_id != self._issuer
             ]
             if stale:
                 log.info(
@@ -290,6 +293,7 @@ class NodeAgent:
                 self._jwt_cache.clear()
                 more, unavailable = await self._renew(stale, now)
                 renewed += more
+            self._follow_issuer = unavailable is not None
         if renewed or changed:
             if keys_changed:
                 self._jwt_cache.clear()

@@ -267,3 +267,20 @@ async def test_jwt_refusal_keeps_its_status(agent: NodeAgent, authority: LocalAu
 )
 def test_ca_failures_map_to_workload_api_statuses(error: CaRejected, status: str) -> None:
     assert status_for(error).name == status
+
+
+async def test_another_issuer_without_a_bundle_change_is_not_churned(
+    agent: NodeAgent, authority: LocalAuthority
+) -> None:
+    # Several CA replicas, each signing with its own CA under one root: SVIDs
+    # from different issuers are normal, and only a bundle change makes the
+    # agent move them all to the issuer that signs now.
+    await agent.sync_once()
+    first = serials(agent)
+    authority.activate_signer()
+    authority.sequence -= 1  # the same bundle as before
+    authority.entries = [entry("web", "unix:uid:1", ttl=600), entry("db", "unix:uid:2")]
+    issued = authority.issued
+    await agent.sync_once()
+    assert authority.issued == issued + 1  # web only (its entry changed)
+    assert serials(agent)["spiffe://example.org/db"] == first["spiffe://example.org/db"]
