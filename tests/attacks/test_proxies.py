@@ -31,6 +31,7 @@ from tests.support.cli import REPO
 from tests.support.nginx import nginx_server
 from tests.support.pdp import PdpProcess, pdp_process
 from tests.support.proxy import Target
+from tests.support.traefik import traefik_server
 from tests.support.upstream import Echoed, RawResponse, Upstream, echo_upstream, raw_request
 
 SHOP = "spiffe://meshward.local/ns/shop/sa"
@@ -55,6 +56,7 @@ permit (principal == Workload::"{FRONTEND}", action, resource == Service::"{OPEN
 # Each returns a context manager that runs the proxy from deploy/ for a Target.
 PROXIES: dict[str, Callable[[Path, Target], AbstractContextManager[Any]]] = {
     "nginx": nginx_server,
+    "traefik": traefik_server,
 }
 
 # Until the PDP decides on the canonical path, a proxy that passes the path
@@ -279,13 +281,14 @@ PATHS = [
     ("/items?next=/admin/users", SERVED),
     ("/ADMIN/users", SERVED),  # case-sensitive routing: not the admin API
     ("/%69tems", SERVED),
+    ("/%41dmin/users", SERVED),  # "/Admin/users"
     ("/admin/users", ADMIN),
     ("/%61dmin/users", ADMIN),
-    ("/%41dmin/users".lower(), ADMIN),
     ("//admin/users", ADMIN),
     ("/./admin/users", ADMIN),
     ("/x/../admin/users", ADMIN),
     ("/items/%2e%2e/admin/users", ADMIN),
+    ("/items/%2E%2E/admin/users", ADMIN),
     ("/v1/charges%3F/../../admin", ADMIN),
     ("/admin%2Fusers", MALFORMED),
     ("/items%2F..%2Fadmin", MALFORMED),
