@@ -27,6 +27,7 @@ from urllib.parse import unquote
 
 import pytest
 
+from tests.support.caddy import caddy_server
 from tests.support.cli import REPO
 from tests.support.nginx import nginx_server
 from tests.support.pdp import PdpProcess, pdp_process
@@ -55,6 +56,7 @@ permit (principal == Workload::"{FRONTEND}", action, resource == Service::"{OPEN
 
 # Each returns a context manager that runs the proxy from deploy/ for a Target.
 PROXIES: dict[str, Callable[[Path, Target], AbstractContextManager[Any]]] = {
+    "caddy": caddy_server,
     "nginx": nginx_server,
     "traefik": traefik_server,
 }
