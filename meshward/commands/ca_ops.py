@@ -131,7 +131,11 @@ def svid_inspect(
         "bundle": str(bundle),
     }
     try:
-        verify_svid_chain(chain, load_trust_bundles(bundle), now)
+        trusted = load_trust_bundles(bundle)
+    except AuthnError as exc:
+        fail(f"{bundle}: cannot read the trust bundle ({exc.reason})")
+    try:
+        verify_svid_chain(chain, trusted, now)
         out["valid"], out["problem"] = True, None
     except AuthnError as exc:
         out["valid"], out["problem"] = False, exc.reason

@@ -114,14 +114,18 @@ def test_svid_inspect(ca: CaProcess, tmp_path: Path) -> None:
     assert "signing CA" in info["issuer"] and info["expires_in_seconds"] > 0
     other = CaProcess(tmp_path / "other", env=ENV)
     assert other.cli("ca", "init", "--trust-domain", TD).returncode == 0
+    (tmp_path / "other.pem").write_text(other.cli("ca", "bundle", "--pem").stdout)
     foreign = ca.cli(
-        "ca", "svid", "inspect", str(out / "svid.pem"),
-        "--bundle", str(other.admin_dir / "bundle.pem"),
-    )  # fmt: skip
+        "ca", "svid", "inspect", str(out / "svid.pem"), "--bundle", str(tmp_path / "other.pem")
+    )
     assert foreign.returncode == 1
     assert json.loads(foreign.stdout)["problem"] == "chain_untrusted"
     (tmp_path / "junk.pem").write_text("not a certificate")
     assert ca.cli("ca", "svid", "inspect", str(tmp_path / "junk.pem")).returncode == 2
+    missing = ca.cli(
+        "ca", "svid", "inspect", str(out / "svid.pem"), "--bundle", str(tmp_path / "none.pem")
+    )
+    assert missing.returncode == 2
 
 
 def test_audit_tail_and_follow(ca: CaProcess) -> None:
