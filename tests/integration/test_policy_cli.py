@@ -8,6 +8,8 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 from tests.support.cli import REPO, meshward
+from tests.support.gitrepo import PolicyRepo
+from tests.support.net import free_port
 
 
 def _copy(tmp_path: Path) -> Path:
@@ -83,3 +85,22 @@ def test_who_can_lists_principals_from_the_entities_and_policies() -> None:
         "--resource", 'Service::"nowhere"', "--action", "DELETE",
     )  # fmt: skip
     assert nobody.returncode == 1 and nobody.stdout == ""
+
+
+def test_git_repository_root_without_the_subdir_is_one_short_error(tmp_path: Path) -> None:
+    repo = PolicyRepo(tmp_path / "git")
+    files = {
+        f"policies/{p.relative_to(REPO / 'policies').as_posix()}": p.read_text()
+        for p in (REPO / "policies").rglob("*")
+        if p.is_file()
+    }
+    repo.commit({"README.md": "# policies\n", **files})
+    result = meshward(
+        "--state-dir", str(tmp_path / "state"), "pdp", "serve", "--policies", repo.url,
+        "--grpc-addr", f"127.0.0.1:{free_port()}", "--http-addr", f"127.0.0.1:{free_port()}",
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert 'policy_source.subdir = "policies"' in last
+    assert len(last) < 600
