@@ -207,12 +207,20 @@ def issue_command(
     """Issue an X.509-SVID on the CA host and write svid.pem, key.pem and bundle.pem."""
     from ca.errors import CaError  # noqa: PLC0415
     from ca.svidfiles import write_svid_files  # noqa: PLC0415
+    from meshward.gitcheck import unignored_in_work_tree  # noqa: PLC0415
 
     settings = settings_from(ctx)
     sid, seconds = _spiffe_id(spiffe_id), parse_duration(ttl)
     ca = _open(settings)
     if not sid.member_of(ca.trust_domain):
         fail(f"{sid} is not in trust domain {ca.trust_domain}")
+    work_tree = unignored_in_work_tree(out / "key.pem")
+    if work_tree is not None:
+        typer.echo(
+            f"meshward: warning: {out / 'key.pem'} is inside the Git work tree {work_tree} and"
+            " not ignored: add it to .gitignore or write keys elsewhere",
+            err=True,
+        )
     try:
         issued = write_svid_files(ca, sid, out, seconds)
     except CaError as exc:

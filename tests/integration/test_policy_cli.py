@@ -101,6 +101,7 @@ def test_git_repository_root_without_the_subdir_is_one_short_error(tmp_path: Pat
         timeout=120,
     )  # fmt: skip
     assert result.returncode == 2
+    assert "fetching policies for the first time" in result.stderr  # progress on a slow fetch
     last = result.stderr.strip().splitlines()[-1]
     assert 'policy_source.subdir = "policies"' in last
     assert len(last) < 600

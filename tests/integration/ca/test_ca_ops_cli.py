@@ -151,3 +151,20 @@ def test_audit_tail_and_follow(ca: CaProcess) -> None:
         follower.wait(timeout=10)
         if follower.stdout is not None:
             follower.stdout.close()
+
+
+def test_issue_warns_when_the_key_would_land_in_a_git_work_tree(
+    ca: CaProcess, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    args = ("ca", "issue", "--spiffe-id", f"spiffe://{TD}/batch", "--out")
+    warned = ca.cli(*args, str(repo / "svid"))
+    assert warned.returncode == 0, warned.stderr
+    assert "warning" in warned.stderr and str(repo) in warned.stderr
+    (repo / ".gitignore").write_text("svid/\n")
+    quiet = ca.cli(*args, str(repo / "svid"))
+    assert quiet.returncode == 0 and "warning" not in quiet.stderr
+    outside = ca.cli(*args, str(tmp_path / "elsewhere"))
+    assert "warning" not in outside.stderr
