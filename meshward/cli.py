@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from meshward import __version__
-from meshward.commands import ca, check, pdp, policy, replay, up
+from meshward.commands import ca, check, console, pdp, policy, replay, up
 from meshward.commands.agent import agent_app
 from meshward.commands.common import GlobalOptions
 
@@ -63,6 +63,7 @@ app.command("check")(check.check_command)
 app.add_typer(pdp.app, name="pdp")
 app.add_typer(agent_app, name="agent")
 app.add_typer(ca.app, name="ca")
+app.command("console")(console.console_command)
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ __all__ = [
     "AgentSettings",
     "CaSettings",
     "CacheSettings",
+    "ConsoleSettings",
     "DecisionLogSettings",
     "OidcIssuerSettings",
     "PdpSettings",
@@ -266,6 +267,30 @@ class AgentSettings(_Section):
     sync_interval: float = Field(30.0, gt=0, description="seconds between bundle/entry checks")
 
 
+class ConsoleSettings(_Section):
+    """The web console (``meshward console``; docs/console.md)."""
+
+    addr: str = Field("127.0.0.1:8080", description="console HTTP listener (loopback by default)")
+    pdp_url: str | None = Field(None, description="PDP HTTP API (default: http://<pdp.http_addr>)")
+    ca_url: str | None = Field(None, description="CA HTTPS API (default: https://<ca.addr>)")
+    ca_bundle: Path | None = Field(
+        None, description="trust bundle for the CA's TLS (default: <state-dir>/ca/bundle.json)"
+    )
+    ca_admin_dir: Path | None = Field(
+        None,
+        description="admin SVID (svid.pem, key.pem) for entries and agents "
+        "(default: <state-dir>/admin)",
+    )
+    admin_token: SecretStr | None = Field(
+        None,
+        description="login token required when addr is not loopback (default: pdp.admin_token)",
+    )
+    admin_token_file: Path | None = Field(None, description="file holding console.admin_token")
+    sample_seconds: float = Field(5.0, gt=0, le=3600, description="how often metrics are sampled")
+
+    _check_addr = field_validator("addr")(_hostport)
+
+
 class Settings(BaseSettings):
     """Everything meshward can be told; see docs/operations.md for each field."""
 
@@ -286,6 +311,7 @@ class Settings(BaseSettings):
     tracing: TracingSettings = TracingSettings()
     ca: CaSettings = CaSettings()
     agent: AgentSettings = AgentSettings()
+    console: ConsoleSettings = ConsoleSettings()
 
     @classmethod
     def settings_customise_sources(
