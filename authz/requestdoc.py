@@ -7,6 +7,8 @@
 
 An entity may also be given as ``{"type": ..., "id": ...}``. Optional
 ``parents`` (entity references) gives the principal's parents, e.g. groups.
+Optional ``"explain": true`` asks for an explanation beside the decision
+(:func:`wants_explanation`; see :mod:`authz.explain`).
 Anything else is a :class:`~authz.errors.RequestError` (fail closed: the
 caller answers it with a deny or exit code 2).
 """
@@ -20,10 +22,16 @@ from typing import Any
 from authz.errors import RequestError
 from authz.model import AccessRequest, EntityUid, Identity, InvalidEntityUid
 
-__all__ = ["MAX_DOCUMENT_BYTES", "parse_request", "parse_request_json"]
+__all__ = [
+    "MAX_DOCUMENT_BYTES",
+    "parse_request",
+    "parse_request_json",
+    "read_document",
+    "wants_explanation",
+]
 
 MAX_DOCUMENT_BYTES = 1 << 20
-_FIELDS = frozenset({"principal", "action", "resource", "context", "parents"})
+_FIELDS = frozenset({"principal", "action", "resource", "context", "parents", "explain"})
 
 
 def _entity(document: Mapping[str, Any], name: str) -> EntityUid:
@@ -63,12 +71,26 @@ def parse_request(document: Any) -> AccessRequest:
     return AccessRequest(Identity(principal, parents), action, resource, context)
 
 
-def parse_request_json(text: str | bytes) -> AccessRequest:
-    """Parse the JSON text of one request document."""
+def wants_explanation(document: Any) -> bool:
+    """Whether the document asks for an explanation (``"explain": true``)."""
+    if not isinstance(document, Mapping):
+        return False
+    value = document.get("explain", False)
+    if not isinstance(value, bool):
+        raise RequestError("field 'explain': expected true or false")
+    return value
+
+
+def read_document(text: str | bytes) -> Any:
+    """The decoded JSON of one request document (size-limited)."""
     if len(text) > MAX_DOCUMENT_BYTES:
         raise RequestError(f"request document larger than {MAX_DOCUMENT_BYTES} bytes")
     try:
-        document = json.loads(text)
+        return json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestError(f"not valid JSON: {exc}") from exc
-    return parse_request(document)
+
+
+def parse_request_json(text: str | bytes) -> AccessRequest:
+    """Parse the JSON text of one request document."""
+    return parse_request(read_document(text))

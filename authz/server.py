@@ -40,6 +40,8 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from authz.adapters import envoy_grpc
+from authz.adapters.admin import AdminGate
+from authz.adapters.decisions import decisions_router
 from authz.adapters.http import create_app
 from authz.authn.authenticator import Authenticator
 from authz.authn.errors import AuthnError
@@ -52,6 +54,7 @@ from authz.cache.wiring import build_cache
 from authz.decider import Decider, DecisionObserver, EngineHolder
 from authz.errors import AuthzError
 from authz.metrics import PdpMetrics
+from authz.recent import RecentDecisions
 from authz.sources.errors import SourceError
 from authz.sources.runtime import (
     PolicyRuntime,
@@ -61,7 +64,13 @@ from authz.sources.runtime import (
 )
 from meshward.clock import Clock, SystemClock
 from meshward.metrics import enable_multiprocess, mark_worker_dead, prepare_run_dir
-from meshward.settings import OidcIssuerSettings, PdpSettings, Settings, parse_hostport
+from meshward.settings import (
+    OidcIssuerSettings,
+    PdpSettings,
+    Settings,
+    parse_hostport,
+    secret_value,
+)
 
 __all__ = ["Pdp", "PdpError", "PdpServer", "build_pdp", "run"]
 
@@ -175,6 +184,12 @@ def build_pdp(settings: Settings, clock: Clock | None = None) -> Pdp:
     metrics.add_collector(policies.collector)
     app = create_app(decider, metrics)
     app.include_router(policies.router)
+    if settings.pdp.recent_decisions:
+        recent = RecentDecisions(settings.pdp.recent_decisions)
+        decider.add_observer(recent)
+        app.include_router(
+            decisions_router(decider, recent, _admin_gate(settings), settings.decision_log.redact)
+        )
     jwt = authenticator.jwt
     sources = [i.keys for i in jwt.issuers.values()] if jwt else []
     return Pdp(
@@ -188,6 +203,14 @@ def build_pdp(settings: Settings, clock: Clock | None = None) -> Pdp:
         sources,
         cache,
     )
+
+
+def _admin_gate(settings: Settings) -> AdminGate:
+    pdp = settings.pdp
+    try:
+        return AdminGate(secret_value(pdp.admin_token, pdp.admin_token_file, "pdp admin token"))
+    except ValueError as exc:
+        raise PdpError(str(exc)) from exc
 
 
 def _decision_tracer(settings: Settings) -> DecisionObserver:

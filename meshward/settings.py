@@ -38,6 +38,7 @@ __all__ = [
     "TracingSettings",
     "load_settings",
     "parse_hostport",
+    "secret_value",
 ]
 
 
@@ -51,6 +52,26 @@ def parse_hostport(value: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"expected HOST:PORT, got {value!r}")
     return host.strip("[]"), int(port)
+
+
+def secret_value(inline: SecretStr | None, file: Path | None, what: str) -> bytes | None:
+    """A secret given inline or as a file (stripped); ``None`` when neither is set.
+
+    Raises ``ValueError`` naming ``what`` (never the value) when the file cannot
+    be read or the secret is empty.
+    """
+    if inline is not None:
+        value = inline.get_secret_value().encode()
+    elif file is not None:
+        try:
+            value = file.read_bytes().strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read the {what} file {file}: {exc.strerror}") from exc
+    else:
+        return None
+    if not value:
+        raise ValueError(f"the {what} is empty")
+    return value
 
 
 class _Section(BaseModel):
@@ -127,6 +148,15 @@ class PdpSettings(_Section):
         False,
         description="start without a valid policy version: stay NOT_SERVING and deny until one "
         "passes the gate (default: exit 2)",
+    )
+    admin_token: SecretStr | None = Field(
+        None,
+        description="bearer token of the admin API (GET /v1/decisions/{id}); unset: loopback "
+        "callers only (prefer the _file form)",
+    )
+    admin_token_file: Path | None = Field(None, description="file holding pdp.admin_token")
+    recent_decisions: int = Field(
+        1000, ge=0, le=100_000, description="decisions kept in memory for GET /v1/decisions/{id}"
     )
 
     _check_grpc = field_validator("grpc_addr", "http_addr")(_hostport)

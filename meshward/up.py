@@ -105,7 +105,11 @@ def _embedded(settings: Settings, bundle: Path) -> Settings:
     if settings.pdp.trust_bundle is None:
         update["trust_bundle"] = bundle
     pdp = settings.pdp.model_copy(update=update)
-    return settings.model_copy(update={"pdp": pdp})
+    changes: dict[str, object] = {"pdp": pdp}
+    if settings.decision_log.path is None:
+        log_path = str(settings.state_dir / "decisions.jsonl")
+        changes["decision_log"] = settings.decision_log.model_copy(update={"path": log_path})
+    return settings.model_copy(update=changes)
 
 
 async def _start_agent(settings: Settings, ca: CertificateAuthority) -> AgentServices | None:
@@ -152,6 +156,7 @@ async def _up(settings: Settings, ca: CertificateAuthority) -> None:
         )
         agent = await _start_agent(settings, ca)
         typer.echo(f"meshward: PDP trusts the CA bundle {settings.pdp.trust_bundle}")
+        typer.echo(f"meshward: decision log in {settings.decision_log.path}")
         typer.echo(
             f"meshward: PDP ext_authz gRPC on {settings.pdp.grpc_addr}, "
             f"HTTP on http://{settings.pdp.http_addr} (policies {pdp.engines.version})"

@@ -6,7 +6,7 @@
   ``X-Original-URI``, ``Host``;
 - ``/auth/traefik``, Traefik ``forwardAuth``: ``X-Forwarded-Method/-Proto/-Host/-Uri``;
 - ``POST /v1/authorize``, people and scripts: the ``check`` JSON (one, or
-  ``{"requests": [...]}``).
+  ``{"requests": [...]}``); ``"explain": true`` adds an ``explanation``.
 
 Answers: 200 with ``x-meshward-principal`` and ``x-meshward-decision-id``; 401
 with ``WWW-Authenticate: Bearer``; 403 with ``{"error", "decision_id"}``.
@@ -28,8 +28,10 @@ from starlette.types import Receive, Scope, Send
 
 from authz.authn.peer import PeerFacts
 from authz.decider import Decider, Outcome, RequestFacts, Verdict
+from authz.errors import RequestError
 from authz.metrics import PdpMetrics
 from authz.model import AccessRequest, AuthMethod, EntityUid, Identity, InvalidEntityUid
+from authz.requestdoc import wants_explanation
 
 __all__ = ["MAX_BATCH", "create_app", "parse_check_json"]
 
@@ -174,16 +176,20 @@ def create_app(decider: Decider, metrics: PdpMetrics) -> FastAPI:
                 items = doc["requests"]
                 if not isinstance(items, list) or len(items) > MAX_BATCH:
                     raise BadInput(f"requests must be a list of at most {MAX_BATCH}")
-                requests = [parse_check_json(item) for item in items]
-                verdicts = [await decider.decide_request(r) for r in requests]
-                return JSONResponse({"decisions": [v.decision.to_json() for v in verdicts]})
-            verdict = await decider.decide_request(parse_check_json(doc))
-        except (ValueError, BadInput) as exc:
+                requests = [(parse_check_json(item), wants_explanation(item)) for item in items]
+                answers = [await _decide(r, explain) for r, explain in requests]
+                return JSONResponse({"decisions": [body for body, _ in answers]})
+            answer, decision_id = await _decide(parse_check_json(doc), wants_explanation(doc))
+        except (ValueError, BadInput, RequestError) as exc:
             return JSONResponse({"error": "bad request", "detail": str(exc)[:500]}, 400)
-        return JSONResponse(
-            verdict.decision.to_json(),
-            headers={"x-meshward-decision-id": verdict.decision_id},
-        )
+        return JSONResponse(answer, headers={"x-meshward-decision-id": decision_id})
+
+    async def _decide(request: AccessRequest, explain: bool) -> tuple[dict[str, Any], str]:
+        verdict = await decider.decide_request(request)
+        body = verdict.decision.to_json()
+        if explain:
+            body["explanation"] = decider.explain(request)
+        return body, verdict.decision_id
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

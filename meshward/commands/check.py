@@ -24,6 +24,14 @@ def check_command(
             show_default=False,
         ),
     ] = None,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="Add an explanation: candidate policies, scope matches, conditions that "
+            'were false or erred, and the entities used (also "explain": true in the input).',
+        ),
+    ] = False,
 ) -> None:
     """Decide one request read as JSON on stdin; print the decision as JSON.
 
@@ -32,11 +40,16 @@ def check_command(
     object and optional "parents" (a list of entity references, e.g. groups).
 
     Output: {"decision": "allow" or "deny", "reasons": the determining policy
-    ids, "errors": evaluation errors}. Exit 0 allow, 1 deny, 2 bad input.
+    ids, "errors": evaluation errors}, plus "explanation" with --explain (see
+    docs/policies.md#why-was-i-denied). Exit 0 allow, 1 deny, 2 bad input.
     """
     from authz.engine import Engine  # noqa: PLC0415
     from authz.errors import RequestError  # noqa: PLC0415
-    from authz.requestdoc import parse_request_json  # noqa: PLC0415
+    from authz.requestdoc import (  # noqa: PLC0415
+        parse_request,
+        read_document,
+        wants_explanation,
+    )
     from meshward.commands.policy import load_or_exit  # noqa: PLC0415
 
     directory = policies
@@ -44,10 +57,15 @@ def check_command(
         directory = Path(settings_from(ctx).pdp.policies)
     text = sys.stdin.read()
     try:
-        request = parse_request_json(text)
+        document = read_document(text)
+        request = parse_request(document)
+        explain = explain or wants_explanation(document)
     except RequestError as exc:
         fail(f"bad request: {exc}")
-    bundle = load_or_exit(directory)
-    decision = Engine(bundle).evaluate(request)
-    typer.echo(json.dumps(decision.to_json()))
+    engine = Engine(load_or_exit(directory))
+    decision = engine.evaluate(request)
+    out = decision.to_json()
+    if explain:
+        out["explanation"] = engine.explain(request).to_json()
+    typer.echo(json.dumps(out, indent=2 if explain else None))
     raise typer.Exit(int(ExitCode.OK if decision.allowed else ExitCode.NEGATIVE))

@@ -70,6 +70,16 @@ def test_up_prints_examples_that_allow_and_deny(tmp_path: Path) -> None:
         assert pdp_metrics == f"http://127.0.0.1:{http_port}/metrics"
         assert ca_metrics == f"https://127.0.0.1:{ca_port}/metrics"
         assert "meshward_pdp_decisions_total" in httpx.get(pdp_metrics).text
+        # A decision log by default, one line per decision made above.
+        decisions = tmp_path / "state" / "decisions.jsonl"
+        assert f"decision log in {decisions}" in output
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (
+            not decisions.exists() or len(decisions.read_text().splitlines()) < len(pairs)
+        ):
+            time.sleep(0.1)
+        lines = [json.loads(line) for line in decisions.read_text().splitlines()]
+        assert {entry["decision"] for entry in lines} == {"allow", "deny"}
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0, log.read_text()
