@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import logging
 import secrets
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 CSRF_COOKIE = "mw_csrf"
 SESSION_COOKIE = "mw_session"
 MAX_FORM_BYTES = 2 << 20
+MAX_FORM_FIELDS = 32
+FORM_TYPE = "application/x-www-form-urlencoded"
 RECENT_LIMIT = 200
 
 
@@ -223,8 +226,15 @@ def create_app(config: ConsoleConfig, clock: Clock) -> FastAPI:  # noqa: PLR0915
         body = await request.body()
         if len(body) > MAX_FORM_BYTES:
             raise EditError("form too large")
-        parsed = await request.form()
-        fields = {k: v for k, v in parsed.items() if isinstance(v, str)}
+        if request.headers.get("content-type", "").split(";")[0].strip() != FORM_TYPE:
+            raise EditError(f"expected a form ({FORM_TYPE})")
+        try:
+            pairs = urllib.parse.parse_qsl(
+                body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS
+            )
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise EditError("the form could not be read") from exc
+        fields = dict(pairs)
         if not csrf_valid(key, request.cookies.get(CSRF_COOKIE), fields.get("csrf")):
             raise PermissionError("missing or stale form token: reload the page")
         return fields

@@ -20,7 +20,7 @@ from console.app import ConsoleConfig, create_app
 from console.security import is_loopback_host
 from console.sources import CaApi, PdpApi
 from meshward.clock import SystemClock
-from meshward.settings import Settings, parse_hostport
+from meshward.settings import Settings, parse_hostport, secret_value
 from meshward.spiffe_bundle import InvalidBundle, load_bundle
 
 __all__ = ["ConsoleError", "build_config", "bind", "serve"]
@@ -30,20 +30,6 @@ log = logging.getLogger(__name__)
 
 class ConsoleError(Exception):
     """The console cannot start as configured; the message says why and what to set."""
-
-
-def _read_secret(inline: str | None, file: Path | None, what: str) -> bytes | None:
-    if inline:
-        return inline.encode()
-    if file is not None:
-        try:
-            value = file.read_bytes().strip()
-        except OSError as exc:
-            raise ConsoleError(f"cannot read {what} file {file}: {exc.strerror}") from exc
-        if not value:
-            raise ConsoleError(f"{what} file {file} is empty")
-        return value
-    return None
 
 
 def _ca_trust(settings: Settings, work: Path) -> Path | None:
@@ -63,16 +49,13 @@ def _ca_trust(settings: Settings, work: Path) -> Path | None:
 def build_config(settings: Settings, work: Path) -> ConsoleConfig:
     """The console's sources and login rule from ``settings`` (files under ``work``)."""
     c = settings.console
-    pdp_token = _read_secret(
-        settings.pdp.admin_token.get_secret_value() if settings.pdp.admin_token else None,
-        settings.pdp.admin_token_file,
-        "pdp.admin_token",
-    )
-    login = _read_secret(
-        c.admin_token.get_secret_value() if c.admin_token else None,
-        c.admin_token_file,
-        "console.admin_token",
-    )
+    try:
+        pdp_token = secret_value(
+            settings.pdp.admin_token, settings.pdp.admin_token_file, "pdp admin token"
+        )
+        login = secret_value(c.admin_token, c.admin_token_file, "console admin token")
+    except ValueError as exc:
+        raise ConsoleError(str(exc)) from exc
     host, _port = parse_hostport(c.addr)
     if is_loopback_host(host):
         login = None  # loopback: local users only, no login
@@ -115,6 +98,7 @@ def bind(addr: str) -> socket.socket:
 
 def serve(settings: Settings) -> int:
     """Serve the console until SIGINT/SIGTERM; return the exit code."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per call buries the rest
     with tempfile.TemporaryDirectory(prefix="meshward-console-") as tmp:
         config = build_config(settings, Path(tmp))
         sock = bind(settings.console.addr)

@@ -94,7 +94,11 @@ class PdpApi:
 
     async def decision(self, decision_id: str) -> dict[str, Any]:
         body: dict[str, Any] = await self._json(
-            "decision", "GET", f"/v1/decisions/{decision_id}", headers=self._admin()
+            "decision",
+            "GET",
+            f"/v1/decisions/{decision_id}",
+            params={"explain": "true"},
+            headers=self._admin(),
         )
         return body
 

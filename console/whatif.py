@@ -17,6 +17,7 @@ from typing import Any
 from authz.bundle import load_bundle
 from authz.engine import Engine
 from authz.errors import BundleError, RequestError
+from authz.explain import explain
 from authz.requestdoc import parse_request
 
 __all__ = ["ActiveBundle", "EditError", "WhatIf", "evaluate_edit"]
@@ -84,5 +85,5 @@ def evaluate_edit(active: ActiveBundle, edits: Mapping[str, str], document: Any)
             bundle = load_bundle(root, version="what-if")
         except BundleError as exc:
             return WhatIf(None, tuple(str(p) for p in exc.problems))
-    decision = Engine(bundle).evaluate(request)
-    return WhatIf(decision.to_json())
+    explanation = explain(Engine(bundle), request)
+    return WhatIf({**explanation.decision.to_json(), "explanation": explanation.to_json()})

@@ -30,6 +30,7 @@ from authz.sources.gate import Gate
 __all__ = [
     "MAX_WEBHOOK_BODY",
     "SIGNATURE_HEADERS",
+    "active_policies_router",
     "bundle_document",
     "policies_router",
     "scope_text",
@@ -117,43 +118,42 @@ def bundle_document(bundle: PolicyBundle) -> dict[str, Any]:
     }
 
 
-def policies_router(
-    gate: Gate[Any],
-    *,
-    webhook_secret: bytes | None,
-    shadow: Gate[Any] | None = None,
-    admin: AdminCheck | None = None,
-) -> APIRouter:
-    """The policy endpoints for ``gate`` (and, if given, the shadow candidate's gate).
+def active_policies_router(gate: Gate[Any], admin: AdminCheck) -> APIRouter:
+    """``GET /v1/policies/active``: the active bundle's content, for admins only.
 
-    ``GET /v1/policies/active`` (the active bundle's content) is an admin
-    endpoint: ``admin`` refuses a caller by returning a response; without it
-    the endpoint is not served.
+    ``admin`` refuses a caller by returning a response (``AdminGate.refuse``).
+    The document is built once per active version.
     """
     router = APIRouter()
     described: dict[str, dict[str, Any]] = {}
+
+    @router.get("/v1/policies/active")
+    async def policies_active(request: Request) -> Response:
+        refused = admin(request)
+        if refused is not None:
+            return refused
+        active = gate.active
+        if active is None:
+            return JSONResponse({"error": "no policy version is active"}, status_code=503)
+        if active.version not in described:
+            described.clear()  # one version at a time
+            described[active.version] = bundle_document(active.engine.bundle)
+        return JSONResponse(described[active.version])
+
+    return router
+
+
+def policies_router(
+    gate: Gate[Any], *, webhook_secret: bytes | None, shadow: Gate[Any] | None = None
+) -> APIRouter:
+    """The policy endpoints for ``gate`` (and, if given, the shadow candidate's gate)."""
+    router = APIRouter()
 
     @router.get("/v1/policies")
     async def policies_status() -> JSONResponse:
         body = gate.status().to_json()
         body["shadow"] = shadow.status().to_json() if shadow is not None else None
         return JSONResponse(body)
-
-    if admin is not None:
-        check_admin = admin
-
-        @router.get("/v1/policies/active")
-        async def policies_active(request: Request) -> Response:
-            refused = check_admin(request)
-            if refused is not None:
-                return refused
-            active = gate.active
-            if active is None:
-                return JSONResponse({"error": "no policy version is active"}, status_code=503)
-            if active.version not in described:
-                described.clear()  # one version at a time
-                described[active.version] = bundle_document(active.engine.bundle)
-            return JSONResponse(described[active.version])
 
     @router.post("/v1/policies/refresh")
     async def policies_refresh(request: Request) -> JSONResponse:
