@@ -145,6 +145,13 @@ def create_app(config: ConsoleConfig, clock: Clock) -> FastAPI:  # noqa: PLR0915
     key = secrets.token_bytes(32)
     sessions = SessionSigner(key, config.session_seconds, lambda: clock.now().timestamp())
     history = History()
+    activations: list[tuple[str, str]] = []  # (version, activated_at), as this console saw them
+
+    def note_activation(status: Mapping[str, Any]) -> None:
+        version = status.get("active_version")
+        if isinstance(version, str) and (not activations or activations[-1][0] != version):
+            activations.append((version, str(status.get("activated_at") or "")))
+            del activations[:-50]
 
     async def sample() -> None:
         try:
@@ -293,6 +300,7 @@ def create_app(config: ConsoleConfig, clock: Clock) -> FastAPI:  # noqa: PLR0915
         problems: list[str] = []
         try:
             status = await config.pdp.status()
+            note_activation(status)
         except Unavailable as exc:
             status, problems = {}, [str(exc)]
         await sample()
@@ -320,6 +328,7 @@ def create_app(config: ConsoleConfig, clock: Clock) -> FastAPI:  # noqa: PLR0915
             p50=history.recent_latency(0.5),
             p99=history.recent_latency(0.99),
             charts=charts,
+            activations=activations,
         )
 
     @app.get("/policies", response_class=HTMLResponse)
