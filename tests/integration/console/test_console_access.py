@@ -1,4 +1,4 @@
-"""The console's guards over real HTTP: CSRF, security headers, login beyond loopback, bad config."""
+"""The console's guards over real HTTP: CSRF, headers, login beyond loopback, bad config."""
 
 from __future__ import annotations
 
