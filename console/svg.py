@@ -76,9 +76,20 @@ def split_bar(parts: Sequence[Bar], *, width: int = 240, height: int = 18, title
 
 
 def timeline(
-    spans: Sequence[Span], now: dt.datetime, *, width: int = 640, row: int = 22, title: str
+    spans: Sequence[Span],
+    now: dt.datetime,
+    *,
+    width: int = 640,
+    row: int = 22,
+    horizon: dt.timedelta = dt.timedelta(days=30),
+    title: str,
 ) -> str:
-    """Validity intervals on one time axis, with a line at ``now``."""
+    """Validity intervals on one time axis, with a line at ``now``.
+
+    The axis ends ``horizon`` after ``now`` (a ten-year root would otherwise
+    squeeze a week-long signing CA to a pixel); a span reaching past it is cut
+    at the edge and its tooltip keeps the real end.
+    """
     label_w = 200
     if not spans:
         return (
@@ -86,7 +97,7 @@ def timeline(
             f"<title>{escape(title)}</title></svg>"
         )
     lo = min(*(s.start for s in spans), now)
-    hi = max(*(s.end for s in spans), now)
+    hi = min(max(*(s.end for s in spans), now), now + horizon)
     scale = (width - label_w - 10) / max((hi - lo).total_seconds(), 1.0)
 
     def x(t: dt.datetime) -> float:
@@ -99,7 +110,7 @@ def timeline(
         rows.append(
             f'<text x="0" y="{y + 13}">{escape(span.label[:32])}</text>'
             f'<rect class="{escape(span.css)}" x="{_num(x(span.start))}" y="{y}" '
-            f'width="{_num(max(x(span.end) - x(span.start), 1.0))}" height="{row - 8}">'
+            f'width="{_num(max(x(min(span.end, hi)) - x(span.start), 1.0))}" height="{row - 8}">'
             f"<title>{escape(text)}</title></rect>"
         )
     height = len(spans) * row + 8
