@@ -27,7 +27,6 @@ import math
 import multiprocessing
 import os
 import signal
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,12 +63,12 @@ from authz.sources.runtime import (
     for_worker,
 )
 from meshward.clock import Clock, SystemClock
+from meshward.listen import AddressInUse, listen
 from meshward.metrics import enable_multiprocess, mark_worker_dead, prepare_run_dir
 from meshward.settings import (
     OidcIssuerSettings,
     PdpSettings,
     Settings,
-    parse_hostport,
     secret_value,
 )
 
@@ -232,19 +231,6 @@ class _Uvicorn(uvicorn.Server):
         yield
 
 
-def _listen(addr: str, reuse_port: bool) -> socket.socket:
-    host, port = parse_hostport(addr)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
-    sock.setblocking(False)
-    return sock
-
-
 class PdpServer:
     """gRPC + HTTP for one process. ``async with PdpServer(pdp):`` or start/stop."""
 
@@ -287,16 +273,19 @@ class PdpServer:
             server,
         )
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        taken = AddressInUse(settings.grpc_addr, "PDP gRPC", "--grpc-addr", "cannot bind")
         try:
             bound = server.add_insecure_port(settings.grpc_addr)
         except RuntimeError as exc:  # grpc raises on a taken port
-            raise PdpError(f"cannot listen on {settings.grpc_addr} (gRPC): {exc}") from exc
+            raise PdpError(taken.one_line()) from exc
         if bound == 0:
-            raise PdpError(f"cannot listen on {settings.grpc_addr} (gRPC)")
+            raise PdpError(taken.one_line())
         try:
-            http_sock = _listen(settings.http_addr, reuse_port)
-        except OSError as exc:
-            raise PdpError(f"cannot listen on {settings.http_addr} (HTTP): {exc.strerror}") from exc
+            http_sock = listen(
+                settings.http_addr, reuse_port=reuse_port, what="PDP HTTP", flag="--http-addr"
+            )
+        except AddressInUse as exc:
+            raise PdpError(exc.one_line()) from exc
         await server.start()
         self._grpc = server
         config = uvicorn.Config(

@@ -298,7 +298,7 @@ class AgentSettings(_Section):
 
 
 class ConsoleSettings(_Section):
-    """The web console (``meshward console``; docs/console.md)."""
+    """The web console (``meshward console``; ``meshward up`` starts it; docs/console.md)."""
 
     addr: str = Field("127.0.0.1:8080", description="console HTTP listener (loopback by default)")
     pdp_url: str | None = Field(None, description="PDP HTTP API (default: http://<pdp.http_addr>)")
