@@ -2,15 +2,14 @@
 
 Refuses to start (:class:`ConsoleError`, exit 2) when bound beyond loopback
 without a login token, when the port is taken, or when a credential file
-cannot be read.
+cannot be read. :class:`ConsoleServer` is the part ``meshward up`` embeds.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import socket
+import signal
 import tempfile
 from pathlib import Path
 
@@ -19,11 +18,13 @@ import uvicorn
 from console.app import ConsoleConfig, create_app
 from console.security import is_loopback_host
 from console.sources import CaApi, PdpApi
+from meshward.asgi import QuietUvicorn
 from meshward.clock import SystemClock
+from meshward.listen import AddressInUse, listen
 from meshward.settings import Settings, parse_hostport, secret_value
 from meshward.spiffe_bundle import InvalidBundle, load_bundle
 
-__all__ = ["ConsoleError", "build_config", "bind", "serve"]
+__all__ = ["ConsoleError", "ConsoleServer", "build_config", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -78,36 +79,52 @@ def build_config(settings: Settings, work: Path) -> ConsoleConfig:
     return ConsoleConfig(PdpApi(pdp_url, pdp_token), ca, login, c.sample_seconds)
 
 
-def bind(addr: str) -> socket.socket:
-    """The listening socket for ``addr``; a taken port is a ConsoleError naming it."""
-    host, port = parse_hostport(addr)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        raise ConsoleError(
-            f"cannot listen on {addr} ({exc.strerror}): choose another port with --addr "
-            "(or console.addr)"
-        ) from exc
-    return sock
+class ConsoleServer:
+    """The console on its own listening socket, for ``meshward console`` and ``meshward up``.
+
+    The socket is opened in ``__init__`` (a taken port raises
+    :class:`~meshward.listen.AddressInUse` before anything runs);
+    :meth:`serve` runs until :meth:`shutdown`.
+    """
+
+    def __init__(self, settings: Settings, work: Path, addr_flag: str = "--addr") -> None:
+        self.addr = settings.console.addr
+        config = build_config(settings, work)
+        self.sock = listen(self.addr, what="console", flag=addr_flag)
+        self.server = QuietUvicorn(
+            uvicorn.Config(
+                create_app(config, SystemClock()),
+                log_level="warning",
+                proxy_headers=False,
+                access_log=False,
+            )
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.addr}/"
+
+    async def serve(self) -> None:
+        await self.server.serve(sockets=[self.sock])
+
+    def shutdown(self) -> None:
+        self.server.should_exit = True
 
 
 def serve(settings: Settings) -> int:
     """Serve the console until SIGINT/SIGTERM; return the exit code."""
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per call buries the rest
     with tempfile.TemporaryDirectory(prefix="meshward-console-") as tmp:
-        config = build_config(settings, Path(tmp))
-        sock = bind(settings.console.addr)
-        app = create_app(config, SystemClock())
-        server = uvicorn.Server(
-            uvicorn.Config(app, log_level="warning", proxy_headers=False, access_log=False)
-        )
-        log.info("console listening on http://%s/", settings.console.addr)
-        print(f"meshward console: http://{settings.console.addr}/", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(server.serve(sockets=[sock]))
+        try:
+            console = ConsoleServer(settings, Path(tmp))
+        except AddressInUse as exc:
+            raise ConsoleError(exc.one_line()) from exc
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, console.shutdown)
+            await console.serve()
+
+        print(f"meshward: console on {console.url}", flush=True)
+        asyncio.run(main())
         return 0

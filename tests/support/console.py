@@ -66,10 +66,8 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 
 
 @contextmanager
-def running_mesh(
-    tmp: Path, policies: Path | None = None, console_env: Mapping[str, str] | None = None
-) -> Iterator[Mesh]:
-    """``meshward up`` (CA, PDP, agent) in ``tmp`` and ``meshward console`` beside it."""
+def running_mesh(tmp: Path, policies: Path | None = None) -> Iterator[Mesh]:
+    """``meshward up`` (CA, PDP, agent and the console) in ``tmp``."""
     ports = {name: free_port() for name in ("grpc", "http", "ca", "console")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESHWARD_")}
     env.update(
@@ -83,19 +81,12 @@ def running_mesh(
         env["MESHWARD_PDP__POLICIES"] = str(policies)
     state = tmp / "state"
     up = _start(meshward_argv("--state-dir", str(state), "up"), tmp / "up.log", env)
-    console: subprocess.Popen[str] | None = None
     try:
         deadline = time.monotonic() + 90
         while "ready" not in (tmp / "up.log").read_text() and time.monotonic() < deadline:
             if up.poll() is not None:
                 raise RuntimeError((tmp / "up.log").read_text())
             time.sleep(0.2)
-        console_env_all = {**env, **(console_env or {})}
-        console = _start(
-            meshward_argv("--state-dir", str(state), "console"),
-            tmp / "console.log",
-            console_env_all,
-        )
         wait_for_port(ports["console"], timeout=30)
         yield Mesh(
             state,
@@ -104,8 +95,6 @@ def running_mesh(
             f"http://127.0.0.1:{ports['console']}",
         )
     finally:
-        if console is not None:
-            _stop(console)
         _stop(up)
 
 
