@@ -124,7 +124,7 @@ def test_command(
 ) -> None:
     """Run the YAML test cases in DIR/tests; end with 'N passed, N failed'.
 
-    Then a coverage line: the policies that determined no test's decision.
+    Before it, a coverage line: the policies that determined no test's decision.
     Exits 1 if any case fails (or --filter matches none), 2 if the bundle does not load.
     """
     from authz.policytest import run_tests  # noqa: PLC0415
@@ -138,12 +138,12 @@ def test_command(
             typer.echo(
                 f"FAIL {result.file}:{result.case.line} {result.case.name}: {result.failure}"
             )
-    typer.echo(report.summary)
     if pattern is None:
         uncovered = report.uncovered(bundle.policy_ids)
         total = len(bundle.policy_ids)
         line = f"coverage: {total - len(uncovered)}/{total} policies determine a test decision"
         typer.echo(line + (f"; not exercised: {', '.join(uncovered)}" if uncovered else ""))
+    typer.echo(report.summary)
     if junit is not None:
         junit.write_text(report.junit_xml(), encoding="utf-8")
     if not report.ok or not report.results:
