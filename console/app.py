@@ -448,6 +448,8 @@ def create_app(config: ConsoleConfig, clock: Clock) -> FastAPI:  # noqa: PLR0915
         jwt_keys: list[str] = []
         entries: list[Any] = []
         agents: list[Any] = []
+        svids: list[Any] = []
+        status: dict[str, Any] = {}
         if config.ca is None:
             problems.append("no CA configured (console.ca_url)")
         else:
@@ -459,20 +461,18 @@ def create_app(config: ConsoleConfig, clock: Clock) -> FastAPI:  # noqa: PLR0915
                 ]
             except Unavailable as exc:
                 problems.append(str(exc))
-            for name, fetch in (("entries", config.ca.entries), ("agents", config.ca.agents)):
-                try:
-                    rows = await fetch()
-                except Unavailable as exc:
-                    problems.append(str(exc))
-                    continue
-                if name == "entries":
-                    entries = rows
-                else:
-                    agents = rows
+            try:
+                status = await config.ca.status()
+                entries = await config.ca.entries()
+                agents = await config.ca.agents()
+                svids = await config.ca.svids()
+            except Unavailable as exc:
+                problems.append(str(exc))
         needle = q.strip().lower()
         if needle:
             entries = [e for e in entries if needle in json.dumps(e).lower()]
             agents = [a for a in agents if needle in json.dumps(a).lower()]
+            svids = [v for v in svids if needle in json.dumps(v).lower()]
         now = clock.now()
         spans = [
             svg.Span(
@@ -490,6 +490,8 @@ def create_app(config: ConsoleConfig, clock: Clock) -> FastAPI:  # noqa: PLR0915
             jwt_keys=jwt_keys,
             entries=entries,
             agents=agents,
+            svids=svids,
+            rotation=status.get("rotation"),
             problems=problems,
             q=q,
             timeline=svg.timeline(spans, now, title="trust bundle validity"),

@@ -160,6 +160,14 @@ class CaApi:
         body = await self._json("agents", "/v1/agents", admin=True)
         return list(body.get("agents", [])) if isinstance(body, dict) else list(body)
 
+    async def status(self) -> dict[str, Any]:
+        body: dict[str, Any] = await self._json("CA status", "/v1/ca/status", admin=True)
+        return body
+
+    async def svids(self) -> list[Any]:
+        body = await self._json("live SVIDs", "/v1/svids", admin=True)
+        return list(body.get("svids", [])) if isinstance(body, dict) else []
+
     async def close(self) -> None:
         for client in (self.client, self.admin_client):
             if client is not None:

@@ -181,3 +181,15 @@ def test_keyboard_reaches_every_control(page: Any, mesh: Mesh) -> None:
         reached.discard(-1)
         assert total > 3, path
         assert len(reached) >= total, (path, total, len(reached))
+
+
+def test_identity_shows_the_bundle_rotation_entries_and_live_svids(page: Any, mesh: Mesh) -> None:
+    page.goto(mesh.console_url + "/identity")
+    assert page.locator("svg.timeline rect.root").count() == 1
+    assert page.locator("svg.timeline rect.signing").count() >= 1
+    assert page.inner_text("[data-testid=rotation-stage]").startswith(("steady", "due", "prepared"))
+    entries = page.inner_text("section[aria-labelledby=entries-h]")
+    assert "spiffe://meshward.local/ns/shop/sa/frontend" in entries
+    svids = page.inner_text("section[aria-labelledby=svids-h]")
+    assert "spiffe://meshward.local/" in svids
+    assert page.errors == []
