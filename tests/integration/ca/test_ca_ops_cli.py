@@ -168,3 +168,17 @@ def test_issue_warns_when_the_key_would_land_in_a_git_work_tree(
     assert quiet.returncode == 0 and "warning" not in quiet.stderr
     outside = ca.cli(*args, str(tmp_path / "elsewhere"))
     assert "warning" not in outside.stderr
+
+
+def test_ca_serve_on_a_taken_port_is_one_line_and_exit_2(ca: CaProcess) -> None:
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = ca.cli("ca", "serve", "--addr", f"127.0.0.1:{port}", timeout=60)
+    assert result.returncode == 2
+    assert "CA API on" not in result.stdout  # no success line before binding
+    lines = result.stderr.strip().splitlines()
+    assert f"127.0.0.1:{port}" in lines[-1] and "--addr" in lines[-1]
