@@ -175,6 +175,7 @@ def test_ca_commands_find_the_passphrase_up_created(up: Up) -> None:
 
 def test_quiet_by_default_with_a_decision_log(up: Up) -> None:
     output = up.output()
+    assert "creating a CA for meshward.local (first start)" in output
     assert " INFO " not in output and "not reachable" not in output, output
     ca_curl = re.search(r"(curl -s --cacert \S+ https://\S+/metrics)", output)
     assert ca_curl is not None, output
