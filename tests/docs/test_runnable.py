@@ -110,6 +110,7 @@ def meshward_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
             "MESHWARD_PDP__GRPC_ADDR": f"127.0.0.1:{up.ports[9191]}",
             "MESHWARD_PDP__HTTP_ADDR": f"127.0.0.1:{up.ports[8181]}",
             "MESHWARD_CA__ADDR": f"127.0.0.1:{up.ports[8443]}",
+            "MESHWARD_CONSOLE__ADDR": f"127.0.0.1:{free_port()}",
         }
     )
     log = workdir / "up.log"
