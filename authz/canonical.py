@@ -36,6 +36,7 @@ Errors::
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 
@@ -168,6 +169,7 @@ _HOST = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=1024)  # a PDP sees the same few hosts over and over
 def canonical_host(raw: str) -> str:
     """``Host`` without port and trailing dot, lower-cased; MalformedRequest if it is no host."""
     if not raw:
