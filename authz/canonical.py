@@ -28,9 +28,9 @@ RFC 9110 §5.3 joins repeated fields, and refuses a repeated header whose
 meaning is "exactly one" (credentials, the host, the original request line,
 forwarded certificates, ``x-meshward-*``).
 
-Errors::
+Errors (below :class:`authz.errors.RequestError`)::
 
-    MalformedRequest    ``reason`` is a code (``malformed_path``,
+    MalformedRequest    a deny; ``reason`` is a code (``malformed_path``,
                         ``encoded_slash``, ``repeated_header``, ``bad_host``, …)
 """
 
@@ -39,6 +39,8 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable
+
+from authz.errors import RequestError
 
 __all__ = [
     "MalformedRequest",
@@ -50,8 +52,10 @@ __all__ = [
 ]
 
 
-class MalformedRequest(ValueError):
-    """The request cannot be given one meaning; ``reason`` is a code (a metric label)."""
+class MalformedRequest(RequestError):
+    """The request cannot be given one meaning: a deny. ``reason`` is a code (a metric label)."""
+
+    code = "malformed-request"
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)

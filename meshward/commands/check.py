@@ -52,11 +52,11 @@ def check_command(
     text = sys.stdin.read()
     try:
         request = parse_request_json(text, paths)
-    except RequestError as exc:
-        fail(f"bad request: {exc}")
-    except MalformedRequest as exc:
+    except MalformedRequest as exc:  # ambiguous on the wire: the PDP denies it
         request = None
         decision = Decision.deny(f"request:{exc.reason}")
+    except RequestError as exc:
+        fail(f"bad request: {exc}")
     bundle = load_or_exit(directory)
     if request is not None:
         decision = Engine(bundle).evaluate(request)
