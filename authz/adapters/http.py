@@ -146,49 +146,51 @@ class _ForwardAuth:
         self.decider = decider
         self.destination = destination
 
-    async def ext_authz(self, request: Request) -> Response:
+    async def _decide(
+        self, adapter: str, request: Request, facts: Callable[[dict[str, str]], RequestFacts]
+    ) -> Response:
+        """Map with ``facts`` (from the joined headers) and decide; any mapping error denies."""
         try:
-            headers = _headers(request)
-            service = self.destination or headers.get(DESTINATION_HEADER, "")
-            if not service:
-                return _answer(self.decider.reject("envoy_http", "no_destination"))
-            target = _ext_authz_target(request.scope)
-            host = headers.get("host", "")
-            facts = _facts(
-                request, headers, "envoy_http", request.method, target, host, service=service
-            )
+            mapped = facts(_headers(request))
         except MalformedRequest as exc:
-            return _answer(self.decider.reject("envoy_http", exc.reason))
+            return _answer(self.decider.reject(adapter, exc.reason))
         except Exception:
-            log.exception("cannot map http_service request")
-            return _answer(self.decider.reject("envoy_http", "internal"))
-        return _answer(await self.decider.decide(facts), envoy=True)
+            log.exception(
+                "cannot map a forward-auth request", extra={"fields": {"adapter": adapter}}
+            )
+            return _answer(self.decider.reject(adapter, "internal"))
+        return _answer(await self.decider.decide(mapped), envoy=adapter == "envoy_http")
+
+    async def ext_authz(self, request: Request) -> Response:
+        def facts(h: dict[str, str]) -> RequestFacts:
+            service = self.destination or h.get(DESTINATION_HEADER, "")
+            if not service:
+                raise MalformedRequest("no_destination")
+            target = _ext_authz_target(request.scope)
+            host = h.get("host", "")
+            return _facts(request, h, "envoy_http", request.method, target, host, service=service)
+
+        return await self._decide("envoy_http", request, facts)
 
     async def nginx(self, request: Request) -> Response:
-        try:
-            h = _headers(request)
-            uri = h.get("x-original-uri")
-            method = h.get("x-original-method")
+        def facts(h: dict[str, str]) -> RequestFacts:
+            uri, method = h.get("x-original-uri"), h.get("x-original-method")
             if uri is None or method is None:
-                return _answer(self.decider.reject("nginx", "missing_original_request"))
+                raise MalformedRequest("missing_original_request")
             host = h.get("x-original-host") or h.get("x-forwarded-host") or h.get("host", "")
-            facts = _facts(request, h, "nginx", method, _header_target(uri), host)
-        except MalformedRequest as exc:
-            return _answer(self.decider.reject("nginx", exc.reason))
-        return _answer(await self.decider.decide(facts))
+            return _facts(request, h, "nginx", method, _header_target(uri), host)
+
+        return await self._decide("nginx", request, facts)
 
     async def traefik(self, request: Request) -> Response:
-        try:
-            h = _headers(request)
-            uri = h.get("x-forwarded-uri")
-            method = h.get("x-forwarded-method")
+        def facts(h: dict[str, str]) -> RequestFacts:
+            uri, method = h.get("x-forwarded-uri"), h.get("x-forwarded-method")
             if uri is None or method is None:
-                return _answer(self.decider.reject("traefik", "missing_original_request"))
+                raise MalformedRequest("missing_original_request")
             host = h.get("x-forwarded-host") or h.get("host", "")
-            facts = _facts(request, h, "traefik", method, _header_target(uri), host)
-        except MalformedRequest as exc:
-            return _answer(self.decider.reject("traefik", exc.reason))
-        return _answer(await self.decider.decide(facts))
+            return _facts(request, h, "traefik", method, _header_target(uri), host)
+
+        return await self._decide("traefik", request, facts)
 
 
 def parse_documents(
