@@ -27,9 +27,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.datastructures import URLPath
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Match, NoMatchFound, Route, get_route_path
 from starlette.types import Receive, Scope, Send
 
 from authz.authn.peer import PeerFacts
@@ -139,6 +140,32 @@ class _AnyMethod:
         await response(scope, receive, send)
 
 
+class _PrefixRoute(BaseRoute):
+    """Every request whose path is ``prefix`` or under it, any method, any bytes.
+
+    A ``{path:path}`` route does not match a decoded path holding a newline;
+    this one hands every such request to the endpoint, which decides on the
+    raw path (and denies what it cannot give one meaning).
+    """
+
+    def __init__(self, prefix: str, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
+        self.prefix = prefix
+        self.app = _AnyMethod(endpoint)
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] == "http":
+            path: str = get_route_path(scope)
+            if path == self.prefix or path.startswith(self.prefix + "/"):
+                return Match.FULL, {"endpoint": self.app}
+        return Match.NONE, {}
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> URLPath:
+        raise NoMatchFound(name, path_params)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
 class _ForwardAuth:
     """The forward-auth endpoints: each maps its proxy's request to facts and decides."""
 
@@ -229,12 +256,8 @@ def create_app(
 
     # Forward-auth sees the original method (any, even unknown ones): ASGI
     # endpoints, which starlette routes for every method.
-    for path, endpoint in (
-        ("/ext_authz", forward.ext_authz),
-        ("/ext_authz/{path:path}", forward.ext_authz),
-        ("/auth/nginx", forward.nginx),
-        ("/auth/traefik", forward.traefik),
-    ):
+    app.router.routes.append(_PrefixRoute("/ext_authz", forward.ext_authz))
+    for path, endpoint in (("/auth/nginx", forward.nginx), ("/auth/traefik", forward.traefik)):
         app.router.routes.append(Route(path, _AnyMethod(endpoint)))
 
     async def decide(item: AccessRequest | MalformedRequest) -> Verdict:
