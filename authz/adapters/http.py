@@ -30,7 +30,7 @@ from fastapi import FastAPI
 from starlette.datastructures import URLPath
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Match, NoMatchFound, Route, get_route_path
+from starlette.routing import BaseRoute, Match, NoMatchFound, Route
 from starlette.types import Receive, Scope, Send
 
 from authz.authn.peer import PeerFacts
@@ -154,7 +154,7 @@ class _PrefixRoute(BaseRoute):
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         if scope["type"] == "http":
-            path: str = get_route_path(scope)
+            path: str = scope["path"]
             if path == self.prefix or path.startswith(self.prefix + "/"):
                 return Match.FULL, {"endpoint": self.app}
         return Match.NONE, {}
