@@ -8,10 +8,10 @@ specification; in short, :func:`canonical_path`:
 
 1. takes the path with the query already split off, before any decoding
    (``%3F`` is part of the path, never the start of a query);
-2. refuses ``\\``, ``#``, spaces and control characters, raw or encoded; an
-   encoded ``/`` (``%2F``, unless ``allow_encoded_slash``), an encoded ``\\``
-   (``%5C``); an invalid percent escape; bytes that are not UTF-8 once every
-   escape is decoded; and anything that does not start with ``/``;
+2. refuses ``\\`` and control characters, raw or encoded; a raw ``#`` or
+   space; an encoded ``/`` (``%2F``, unless ``allow_encoded_slash``); an
+   invalid percent escape; bytes that are not UTF-8 once every escape is
+   decoded; and anything that does not start with ``/``;
 3. decodes the escapes of unreserved characters (``A-Z a-z 0-9 - . _ ~``),
    writes every other escape with upper-case hex and escapes raw characters
    outside RFC 3986's ``pchar`` (UTF-8, upper-case hex);
@@ -95,7 +95,7 @@ def _decode_unreserved(raw: str, allow_encoded_slash: bool) -> tuple[str, bytes]
             code = int(pair, 16)
             if code == 0x2F and not allow_encoded_slash:
                 raise MalformedRequest("encoded_slash")
-            if code in (0x5C, 0x23, 0x20, 0x7F) or code < 0x20:
+            if code in (0x5C, 0x7F) or code < 0x20:
                 raise MalformedRequest("malformed_path")
             decoded = chr(code)
             out.append(decoded if decoded in _UNRESERVED else f"%{code:02X}")
