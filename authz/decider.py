@@ -205,10 +205,6 @@ class DecisionRecord:
         }
 
 
-# The old name of the mapping's error, kept for callers.
-BadRequest = MalformedRequest
-
-
 def _new_id() -> str:
     return secrets.token_hex(16)
 
