@@ -41,6 +41,7 @@ from grpc_reflection.v1alpha import reflection
 
 from authz.adapters import envoy_grpc
 from authz.adapters.http import create_app
+from authz.authn.audience import AudiencePolicy
 from authz.authn.authenticator import Authenticator
 from authz.authn.errors import AuthnError
 from authz.authn.jwks import FileJwks, KeySource, UrlJwks
@@ -104,7 +105,14 @@ def build_authenticator(pdp: PdpSettings, clock: Clock) -> Authenticator:
             raise PdpError(f"trust bundle {pdp.trust_bundle}: {exc.reason}") from exc
         bundles = bundle_file
     try:
-        peer_policy = PeerPolicy.build(pdp.trust_peer_principal, pdp.trusted_proxies)
+        peer_policy = PeerPolicy.build(
+            pdp.trust_peer_principal,
+            pdp.trusted_proxies,
+            trust_bare_principal=pdp.trust_bare_principal,
+        )
+        audience = AudiencePolicy.build(
+            pdp.jwt_svid_audience_aliases, pdp.jwt_svid_any_destination_audiences
+        )
         issuers = [
             OidcIssuer(
                 i.issuer,
@@ -116,13 +124,13 @@ def build_authenticator(pdp: PdpSettings, clock: Clock) -> Authenticator:
             for i in pdp.oidc_issuers
         ]
         policy = JwtPolicy(
-            svid_audiences=frozenset(pdp.jwt_audiences),
             max_token_bytes=pdp.max_token_bytes,
             leeway_seconds=pdp.jwt_leeway_seconds,
         )
     except ValueError as exc:
         raise PdpError(str(exc)) from exc
-    return Authenticator(clock, peer_policy, bundles, JwtVerifier(policy, bundles, issuers))
+    jwt = JwtVerifier(policy, bundles, issuers)
+    return Authenticator(clock, peer_policy, bundles, jwt, audience)
 
 
 @dataclass
@@ -161,7 +169,7 @@ def build_pdp(settings: Settings, clock: Clock | None = None) -> Pdp:
         clock,
         cache=cache,
         observers=observers,
-        remove_headers=settings.pdp.remove_headers,
+        remove_headers=settings.pdp.upstream_removed_headers(),
     )
     try:
         policies = build_policy_runtime(settings, clock, engines)

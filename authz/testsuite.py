@@ -24,7 +24,14 @@ import yaml
 
 from authz.cedar import build_context, grpc_context, http_context, peer_context
 from authz.errors import BundleError, Problem, RequestError
-from authz.model import AccessRequest, Effect, EntityUid, Identity, InvalidEntityUid
+from authz.model import (
+    AccessRequest,
+    Effect,
+    EntityUid,
+    Identity,
+    InvalidEntityUid,
+    issuer_group,
+)
 
 __all__ = [
     "TestCase",
@@ -69,13 +76,20 @@ def _entity(value: Any) -> EntityUid:
         raise RequestError(str(exc)) from exc
 
 
+def _group(principal: EntityUid | None, name: str) -> EntityUid:
+    """A ``groups`` entry as the PDP makes it: scoped by the user's issuer, like a token's."""
+    if principal is not None and principal.type == "User" and "|" in principal.id:
+        return issuer_group(principal.id.partition("|")[0], name)
+    return EntityUid("Group", name)
+
+
 def case_request(case: Mapping[str, Any]) -> AccessRequest:
     """The AccessRequest a (schema-valid) case describes; RequestError if it cannot be built."""
     raw = case.get("request")
     context: dict[str, Any] = dict(case.get("context") or {})
     parents = [_entity(p) for p in case.get("parents", [])]
-    parents += [EntityUid("Group", g) for g in case.get("groups", [])]
     principal: EntityUid | None = _entity(case["principal"]) if "principal" in case else None
+    parents += [_group(principal, g) for g in case.get("groups", [])]
     action = _entity(case["action"]) if "action" in case else None
     resource = _entity(case["resource"]) if "resource" in case else None
     if raw is not None:

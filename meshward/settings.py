@@ -107,19 +107,39 @@ class PdpSettings(_Section):
         None, description="trust domain of a PEM --trust-bundle (default: from its URI SAN)"
     )
     trust_peer_principal: bool = Field(
-        False, description="believe Envoy's attributes.source.principal (mTLS peer)"
+        False,
+        description="believe Envoy's mTLS peer: attributes.source.certificate, verified against "
+        "the trust bundle (with source.principal, which must match it)",
+    )
+    trust_bare_principal: bool = Field(
+        False,
+        description="with trust_peer_principal: also believe a source.principal that comes "
+        "without source.certificate (only when nothing but your Envoy can reach the gRPC port)",
     )
     trusted_proxies: tuple[str, ...] = Field(
-        (), description="SPIFFE IDs or IP networks whose x-forwarded-client-cert is read"
+        (),
+        description="SPIFFE IDs or IP networks (of the socket peer) whose x-forwarded-client-cert "
+        "is read",
     )
-    jwt_audiences: tuple[str, ...] = Field(
-        ("meshward",), description="audiences accepted in JWT-SVIDs"
+    jwt_svid_audience_aliases: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description="destination (SPIFFE ID, service name or host) -> other 'aud' values that "
+        "name it; a JWT-SVID is accepted only at the destination its 'aud' names",
+    )
+    jwt_svid_any_destination_audiences: tuple[str, ...] = Field(
+        (),
+        description="'aud' values accepted at every destination (off: lets a service replay a "
+        "caller's token to any other service; migration only)",
+    )
+    strip_authorization: bool = Field(
+        True,
+        description="remove the Authorization header from allowed requests before the upstream",
     )
     jwt_leeway_seconds: int = Field(30, ge=0, le=60, description="clock skew allowed for tokens")
     max_token_bytes: int = Field(8192, ge=256, le=65536, description="longest bearer token")
     oidc_issuers: tuple[OidcIssuerSettings, ...] = Field((), description="end-user token issuers")
     remove_headers: tuple[str, ...] = Field(
-        (), description="headers removed from allowed requests (e.g. authorization)"
+        (), description="more headers removed from allowed requests before the upstream"
     )
     drain_seconds: float = Field(5.0, ge=0, description="grace for in-flight checks on shutdown")
     wait_for_policies: bool = Field(
@@ -129,6 +149,13 @@ class PdpSettings(_Section):
     )
 
     _check_grpc = field_validator("grpc_addr", "http_addr")(_hostport)
+
+    def upstream_removed_headers(self) -> tuple[str, ...]:
+        """Headers taken off an allowed request before the upstream (lower-case, once each)."""
+        names = [h.lower() for h in self.remove_headers]
+        if self.strip_authorization:
+            names.insert(0, "authorization")
+        return tuple(dict.fromkeys(names))
 
 
 class PolicySourceSettings(_Section):

@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import signal
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,10 +46,12 @@ class Example:
     expect: str  # "allow" or "deny"
 
 
-def _check_request(method: str) -> dict[str, object]:
+def _check_request(method: str, certificate: str) -> dict[str, object]:
+    # The PDP believes Envoy's peer only with its certificate (source.certificate).
+    source = {"principal": f"{_SHOP}/frontend", "certificate": certificate}
     return {
         "attributes": {
-            "source": {"principal": f"{_SHOP}/frontend"},
+            "source": source,
             "destination": {"principal": f"{_SHOP}/catalog"},
             "request": {"http": {"method": method, "path": "/items", "host": "catalog"}},
         }
@@ -67,8 +70,12 @@ def _quote(doc: object) -> str:
     return "'" + json.dumps(doc, separators=(",", ":")).replace("'", "'\\''") + "'"
 
 
-def examples(settings: Settings) -> list[Example]:
-    """Commands that get an allow and a deny from the example policies."""
+def examples(settings: Settings, certificate: str = "") -> list[Example]:
+    """Commands that get an allow and a deny from the example policies.
+
+    ``certificate`` is the frontend's X.509-SVID chain, URL-encoded as Envoy's
+    ``include_peer_certificate`` sends it.
+    """
     grpc_addr, http = settings.pdp.grpc_addr, f"http://{settings.pdp.http_addr}"
     check = "envoy.service.auth.v3.Authorization/Check"
     out = []
@@ -76,7 +83,8 @@ def examples(settings: Settings) -> list[Example]:
         out.append(
             Example(
                 f"Envoy ext_authz: the frontend {method}s the catalog",
-                f"grpcurl -plaintext -d {_quote(_check_request(method))} {grpc_addr} {check}",
+                f"grpcurl -plaintext -d {_quote(_check_request(method, certificate))} "
+                f"{grpc_addr} {check}",
                 expect,
             )
         )
@@ -106,6 +114,20 @@ def _embedded(settings: Settings, bundle: Path) -> Settings:
         update["trust_bundle"] = bundle
     pdp = settings.pdp.model_copy(update=update)
     return settings.model_copy(update={"pdp": pdp})
+
+
+def _frontend_certificate(settings: Settings, ca: CertificateAuthority) -> str:
+    """An SVID for the examples' frontend (files in ``<state-dir>/examples/frontend``)."""
+    from ca.svidfiles import pem_chain, write_svid_files  # noqa: PLC0415
+    from meshward.spiffe import SpiffeId  # noqa: PLC0415
+
+    out = settings.state_dir / "examples" / "frontend"
+    try:
+        issued = write_svid_files(ca, SpiffeId.parse(f"{_SHOP}/frontend"), out, None)
+    except Exception as exc:  # the examples then show a deny; up goes on
+        log.warning("no example SVID", extra={"fields": {"error": str(exc)}})
+        return ""
+    return urllib.parse.quote(pem_chain(issued).decode("ascii"), safe="")
 
 
 async def _start_agent(settings: Settings, ca: CertificateAuthority) -> AgentServices | None:
@@ -161,7 +183,7 @@ async def _up(settings: Settings, ca: CertificateAuthority) -> None:
             f" https://{settings.ca.addr}/metrics (CA); see docs/operations.md#metrics"
         )
         typer.echo("meshward: try these (the answer each gets is in brackets):")
-        for example in examples(settings):
+        for example in examples(settings, _frontend_certificate(settings, ca)):
             typer.echo(f"  # {example.title} [{example.expect}]\n  {example.command}")
         typer.echo("meshward: ready; Ctrl-C stops", err=False)
         stopper = asyncio.create_task(stop.wait())

@@ -8,7 +8,10 @@
 - ``POST /v1/authorize``, people and scripts: the ``check`` JSON (one, or
   ``{"requests": [...]}``).
 
-Answers: 200 with ``x-meshward-principal`` and ``x-meshward-decision-id``; 401
+Answers: 200 with ``x-meshward-principal`` and ``x-meshward-decision-id`` (and
+``x-meshward-remove-headers``: ``authorization`` and any ``pdp.remove_headers``,
+which the proxy deletes before the upstream; Envoy gets them as
+``x-envoy-auth-headers-to-remove``, which it applies itself); 401
 with ``WWW-Authenticate: Bearer``; 403 with ``{"error", "decision_id"}``.
 ``/healthz``, ``/readyz`` (503 until policies are loaded), ``/metrics``.
 """
@@ -31,13 +34,15 @@ from authz.decider import Decider, Outcome, RequestFacts, Verdict
 from authz.metrics import PdpMetrics
 from authz.model import AccessRequest, AuthMethod, EntityUid, Identity, InvalidEntityUid
 
-__all__ = ["MAX_BATCH", "create_app", "parse_check_json"]
+__all__ = ["MAX_BATCH", "REMOVE_HEADERS", "create_app", "parse_check_json"]
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
 MAX_BODY = 1024 * 1024
 _WWW_AUTHENTICATE = 'Bearer realm="meshward"'
+# On an allow: the request headers the proxy must delete before the upstream.
+REMOVE_HEADERS = "x-meshward-remove-headers"
 
 
 class BadInput(ValueError):
@@ -77,8 +82,13 @@ def _answer(verdict: Verdict, *, envoy: bool = False) -> Response:
 def _response(verdict: Verdict, envoy: bool) -> Response:
     if verdict.allowed:
         headers = dict(verdict.upstream_headers())
-        if envoy and verdict.remove_headers:
-            headers["x-envoy-auth-headers-to-remove"] = ",".join(verdict.remove_headers)
+        if verdict.remove_headers:
+            # Envoy applies its own header; other proxies are configured to
+            # delete what x-meshward-remove-headers names (docs/pdp.md).
+            removed = ",".join(verdict.remove_headers)
+            headers[REMOVE_HEADERS] = removed
+            if envoy:
+                headers["x-envoy-auth-headers-to-remove"] = removed
         return Response(status_code=200, headers=headers)
     headers = {"x-meshward-decision-id": verdict.decision_id}
     if verdict.outcome is Outcome.UNAUTHENTICATED:

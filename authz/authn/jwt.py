@@ -7,6 +7,11 @@ issuer routing (a configured OIDC ``iss``, else a ``spiffe://`` ``sub`` of a
 trust domain in the bundle), signature with the ``kid``'s key, ``aud``, then
 ``exp``/``nbf``/``iat`` against the injected time with a leeway of at most 60 s.
 
+``aud``: an OIDC token's must hold one of its issuer's configured audiences. A
+JWT-SVID's is only required and kept (:attr:`VerifiedToken.audiences`): which
+audience it needs depends on the request's destination, so it is checked per
+request by :func:`authz.authn.audience.check_audience`, never here.
+
 Verified tokens are cached (by SHA-256) until they expire.
 """
 
@@ -22,10 +27,11 @@ from typing import Any
 
 import jwt
 
+from authz.authn.audience import token_audiences
 from authz.authn.errors import InvalidToken, UnknownKey
 from authz.authn.jwks import ASYMMETRIC_ALGORITHMS, Jwk, KeySource
 from authz.authn.trust import TrustBundles, TrustSource
-from authz.model import AuthMethod, EntityUid, Identity
+from authz.model import AuthMethod, EntityUid, Identity, issuer_group
 from meshward.spiffe import InvalidSpiffeId, SpiffeId
 
 __all__ = [
@@ -66,7 +72,6 @@ class OidcIssuer:
 class JwtPolicy:
     """Limits that apply to every token."""
 
-    svid_audiences: frozenset[str] = frozenset({"meshward"})
     svid_algorithms: frozenset[str] = frozenset({"ES256", "ES384", "RS256", "PS256"})
     max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES
     leeway_seconds: int = 30
@@ -86,6 +91,9 @@ class VerifiedToken:
 
     identity: Identity
     claims: Mapping[str, Any] = field(default_factory=dict)
+    # A JWT-SVID's ``aud`` values, to be bound to the request's destination;
+    # ``None`` for OIDC tokens (checked against their issuer's audiences).
+    audiences: frozenset[str] | None = None
 
     @property
     def expires_at(self) -> dt.datetime:
@@ -237,7 +245,7 @@ class JwtVerifier:
         token: str,
         key: Any,
         alg: str,
-        audiences: Iterable[str],
+        audiences: Iterable[str] | None,
         issuer: str | None,
         now: dt.datetime,
     ) -> tuple[dict[str, Any], dt.datetime]:
@@ -253,9 +261,10 @@ class JwtVerifier:
                 token,
                 key,
                 algorithms=[alg],
-                audience=sorted(audiences),
+                audience=sorted(audiences) if audiences is not None else None,
                 issuer=issuer,
                 options={
+                    "verify_aud": audiences is not None,
                     "verify_exp": False,
                     "verify_nbf": False,
                     "verify_iat": False,
@@ -298,14 +307,16 @@ class JwtVerifier:
         key = bundle.jwt_keys.get(kid)
         if key is None:
             raise UnknownKey(str(spiffe_id.trust_domain.id), kid)
-        claims, expires = self._decode(token, key, alg, self.policy.svid_audiences, None, now)
+        # ``aud`` is required here and bound to the destination per request.
+        claims, expires = self._decode(token, key, alg, None, None, now)
+        audiences = token_audiences(claims.get("aud"))
         identity = Identity(
             EntityUid("Workload", str(spiffe_id)),
             method=AuthMethod.JWT_SVID,
             expires_at=expires,
             attributes={"trust_domain": spiffe_id.trust_domain.name},
         )
-        return VerifiedToken(identity, cedar_safe(claims))
+        return VerifiedToken(identity, cedar_safe(claims), audiences)
 
     def _verify_oidc(
         self,
@@ -329,7 +340,9 @@ class JwtVerifier:
         if not isinstance(sub, str) or not sub or len(sub) > 1024 or not sub.isprintable():
             # The principal travels upstream in a header: no control characters.
             raise InvalidToken("bad_subject")
-        parents = tuple(EntityUid("Group", g) for g in _groups(claims.get(issuer.groups_claim)))
+        parents = tuple(
+            issuer_group(issuer.issuer, g) for g in _groups(claims.get(issuer.groups_claim))
+        )
         identity = Identity(
             EntityUid("User", f"{issuer.issuer}|{sub}"),
             parents=parents,
