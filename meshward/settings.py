@@ -186,7 +186,37 @@ class DecisionLogSettings(_Section):
     backups: int = Field(5, ge=0, description="rotated files to keep")
     sample_rate: float = Field(1.0, ge=0.0, le=1.0, description="share of decisions logged")
     redact: tuple[str, ...] = Field(
-        ("authorization", "cookie"), description="keys whose values are never logged"
+        (
+            "authorization",
+            "proxy-authorization",
+            "cookie",
+            "set-cookie",
+            "access_token",
+            "id_token",
+            "refresh_token",
+            "client_secret",
+            "password",
+            "api_key",
+        ),
+        description="headers, query parameters and context or attribute keys whose values are "
+        "never logged",
+    )
+    headers: tuple[str, ...] = Field(
+        (
+            "accept",
+            "content-length",
+            "content-type",
+            "user-agent",
+            "x-request-id",
+            "traceparent",
+            "tracestate",
+        ),
+        description="request headers whose values are logged (every other one: [redacted])",
+    )
+    query_values: bool = Field(
+        False,
+        description="log query parameter values (except those named in redact); default: "
+        "names only",
     )
 
 

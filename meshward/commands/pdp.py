@@ -56,7 +56,7 @@ def serve(
 ) -> None:
     """Serve Envoy ext_authz over gRPC and the HTTP adapters until SIGTERM/SIGINT.
 
-    Authentication (trust_peer_principal, trusted_proxies, jwt_audiences,
+    Authentication (trust_peer_principal, trusted_proxies, jwt_svid_audience_aliases,
     oidc_issuers, ...) is set in the pdp table of --config or MESHWARD_PDP__*;
     every setting and header is in docs/pdp.md.
     """
