@@ -167,6 +167,13 @@ class PolicySourceSettings(_Section):
         None, gt=0, description="seconds between looks (default: 30 for Git, 2 for a directory)"
     )
     git_timeout: float = Field(60.0, gt=0, description="seconds one git command may take")
+    max_archive_bytes: int = Field(
+        64 * 1024 * 1024, gt=0, description="most bytes one Git version may unpack to"
+    )
+    max_archive_files: int = Field(10_000, gt=0, description="most files in one Git version")
+    max_file_bytes: int = Field(
+        8 * 1024 * 1024, gt=0, description="largest single file in one Git version"
+    )
     webhook_secret: SecretStr | None = Field(
         None, description="HMAC-SHA256 key of POST /v1/policies/refresh (prefer the _file form)"
     )
