@@ -202,7 +202,17 @@ def build_pdp(settings: Settings, clock: Clock | None = None) -> Pdp:
     if settings.pdp.recent_decisions:
         recent = RecentDecisions(settings.pdp.recent_decisions)
         decider.add_observer(recent)
-        app.include_router(decisions_router(decider, recent, admin, settings.decision_log.redact))
+        dl = settings.decision_log
+        app.include_router(
+            decisions_router(
+                decider,
+                recent,
+                admin,
+                dl.redact,
+                headers=dl.headers,
+                query_values=dl.query_values,
+            )
+        )
     jwt = authenticator.jwt
     sources = [i.keys for i in jwt.issuers.values()] if jwt else []
     return Pdp(
