@@ -69,6 +69,9 @@ class OidcIssuer:
             raise ValueError(f"issuer {self.issuer}: not asymmetric algorithms: {sorted(bad)}")
         if not self.audiences:
             raise ValueError(f"issuer {self.issuer}: at least one audience is required")
+        if "|" in self.issuer:
+            # Users and groups are "<issuer>|<name>": the first "|" must end the issuer.
+            raise ValueError(f"issuer {self.issuer}: must not contain '|'")
 
 
 @dataclass(frozen=True, slots=True)

@@ -256,3 +256,10 @@ async def test_unknown_kid_refreshes_file_jwks_with_rate_limit(tmp_path: Path) -
 )
 def test_bearer_token(header: str | None, token: str | None) -> None:
     assert bearer_token(header) == token
+
+
+def test_an_issuer_cannot_spell_another_issuers_groups() -> None:
+    # Group::"<issuer>|<group>": an issuer "https://a|admins" could otherwise
+    # name the group "admins" of issuer "https://a".
+    with pytest.raises(ValueError):
+        OidcIssuer("https://a|admins", frozenset({"api"}), StaticJwks(parse_jwks({"keys": []})))
