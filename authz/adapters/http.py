@@ -15,7 +15,10 @@
 Every adapter reads headers as :func:`authz.canonical.join_headers` joins them
 and hands :mod:`authz.request` the path as received (not decoded).
 
-Answers: 200 with ``x-meshward-principal`` and ``x-meshward-decision-id``; 401
+Answers: 200 with ``x-meshward-principal`` and ``x-meshward-decision-id`` (and
+``x-meshward-remove-headers``: ``authorization`` and any ``pdp.remove_headers``,
+which the proxy deletes before the upstream; Envoy gets them as
+``x-envoy-auth-headers-to-remove``, which it applies itself); 401
 with ``WWW-Authenticate: Bearer``; 403 with ``{"error", "decision_id"}``.
 ``/healthz``, ``/readyz`` (503 until policies are loaded), ``/metrics``.
 """
@@ -42,13 +45,15 @@ from authz.model import AccessRequest
 from authz.request import PathOptions, split_target
 from authz.requestdoc import load_document, parse_request, wants_explanation
 
-__all__ = ["DESTINATION_HEADER", "MAX_BATCH", "create_app", "parse_documents"]
+__all__ = ["DESTINATION_HEADER", "MAX_BATCH", "REMOVE_HEADERS", "create_app", "parse_documents"]
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
 MAX_BODY = 1024 * 1024
 _WWW_AUTHENTICATE = 'Bearer realm="meshward"'
+# On an allow: the request headers the proxy must delete before the upstream.
+REMOVE_HEADERS = "x-meshward-remove-headers"
 
 
 DESTINATION_HEADER = "x-meshward-destination"
@@ -119,8 +124,13 @@ def _answer(verdict: Verdict, *, envoy: bool = False) -> Response:
 def _response(verdict: Verdict, envoy: bool) -> Response:
     if verdict.allowed:
         headers = dict(verdict.upstream_headers())
-        if envoy and verdict.remove_headers:
-            headers["x-envoy-auth-headers-to-remove"] = ",".join(verdict.remove_headers)
+        if verdict.remove_headers:
+            # Envoy applies its own header; other proxies are configured to
+            # delete what x-meshward-remove-headers names (docs/pdp.md).
+            removed = ",".join(verdict.remove_headers)
+            headers[REMOVE_HEADERS] = removed
+            if envoy:
+                headers["x-envoy-auth-headers-to-remove"] = removed
         return Response(status_code=200, headers=headers)
     headers = {"x-meshward-decision-id": verdict.decision_id}
     if verdict.outcome is Outcome.UNAUTHENTICATED:

@@ -27,7 +27,7 @@ def pdp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PdpProcess]:
 
 
 def _token(pdp: PdpProcess, sub: str = f"{SHOP}/orders") -> str:
-    return pdp.svid_key.sign({"sub": sub, "aud": "meshward", "exp": int(time.time()) + 300})
+    return pdp.svid_key.sign({"sub": sub, "aud": "shop", "exp": int(time.time()) + 300})
 
 
 def _user(pdp: PdpProcess, groups: list[str]) -> str:
