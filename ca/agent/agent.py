@@ -28,9 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from ca.agent.background import BackgroundTask
 from ca.agent.errors import CaError, CaRejected, CaUnavailable, RateLimited
@@ -39,6 +37,7 @@ from ca.agent.hub import SnapshotHub
 from ca.agent.model import Bundle, Entry, HeldSvid
 from ca.agent.renewal import backoff_delay, renew_at
 from ca.agent.source import IdentitySource, JwtSvidToken
+from meshward import x509_svid
 from meshward.clock import Clock
 
 __all__ = ["AgentConfig", "NodeAgent", "agent_refused", "build_csr"]
@@ -74,15 +73,7 @@ def agent_refused(exc: CaError) -> bool:
 
 def build_csr(entry: Entry, key: ec.EllipticCurvePrivateKey) -> x509.CertificateSigningRequest:
     """A CSR for ``entry`` (the CA decides the certificate's contents; it ignores ours)."""
-    return (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "meshward")]))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(str(entry.spiffe_id))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
+    return x509_svid.build_csr(key, entry.spiffe_id)
 
 
 @dataclass(slots=True)

@@ -44,7 +44,6 @@ from ca.agent.serving import FixedAttestor
 from ca.agent.source import JwtSvidToken
 from ca.agent.workload_api import WorkloadApi, serve_workload_api
 from meshward.clock import SystemClock
-from meshward.settings import CaSettings
 from meshward.spiffe import SpiffeId
 from tests.support.agent_process import AgentProcess, admin_post
 from tests.support.as_uid import first_x509_response, open_dir, run_as, sds_fetch, workload_x509
@@ -467,14 +466,11 @@ NODE = SpiffeId.parse("spiffe://example.org/node/attacks")
 
 @pytest.fixture(scope="module")
 def real_ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CaProcess]:
-    # The 60 s SVIDs that looped are below the CA's default minimum TTL
-    # (ca.x509_svid_min_ttl, where the CA has one): lowered here to ask for them.
-    lower = {"MESHWARD_CA__X509_SVID_MIN_TTL": "60"}
     with running_ca(
         tmp_path_factory.mktemp("ca"),
         MESHWARD_CA__RATE_BURST="500",
         MESHWARD_CA__RATE_PER_SECOND="500",
-        **(lower if "x509_svid_min_ttl" in CaSettings.model_fields else {}),
+        MESHWARD_CA__X509_SVID_MIN_TTL="60",  # the short-TTL row asks for exactly that
     ) as proc:
         yield proc
 
