@@ -590,3 +590,37 @@ async def test_a_deleted_entry_leaves_the_workload_within_one_sync(
             assert code == grpc.StatusCode.PERMISSION_DENIED
     print(f"deleted entry gone from the Workload API after {dropped_after:.2f} s (sync {sync} s)")
     assert dropped_after <= sync + 0.5
+
+
+async def test_an_evicted_node_stops_serving_its_workloads(
+    real_ca: CaProcess, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    sync = 1.0
+    node = SpiffeId.parse("spiffe://example.org/node/evicted")
+    spiffe_id = "spiffe://example.org/on-evicted-node"
+    add_entry(real_ca, spiffe_id, node)
+    with real_agent(real_ca, tmp_path_factory.mktemp("ag"), node, sync) as agent:
+        sds = f"unix:{agent.workdir / 'sds.sock'}"
+        async with grpc.aio.insecure_channel(agent.endpoint) as channel:
+            stub = workload_pb2_grpc.SpiffeWorkloadAPIStub(channel)
+            stream = stub.FetchX509SVID(workload_pb2.X509SVIDRequest(), metadata=METADATA)
+            assert [s.spiffe_id for s in (await stream.read()).svids] == [spiffe_id]
+            assert "secrets" in await asyncio.to_thread(sds_fetch, sds, [spiffe_id])
+            resp = admin_post(real_ca, "/v1/agents/evict", {"spiffe_id": str(node)})
+            assert resp.status_code == 200, resp.text
+            evicted = time.monotonic()
+            code = await asyncio.wait_for(grpc_code(stream.read()), sync + 5)
+            stopped_after = time.monotonic() - evicted
+            assert code == grpc.StatusCode.PERMISSION_DENIED
+            code = await grpc_code(
+                stub.FetchJWTSVID(workload_pb2.JWTSVIDRequest(audience=["x"]), metadata=METADATA)
+            )
+            assert code == grpc.StatusCode.PERMISSION_DENIED
+        assert await asyncio.to_thread(sds_fetch, sds, [spiffe_id]) == {
+            "error": "PERMISSION_DENIED"
+        }
+        log = (agent.workdir / "agent.log").read_text()
+        assert "the CA refuses this agent" in log
+        assert agent.process is not None and agent.process.poll() is None  # still running
+    print(f"evicted node's workload lost its SVID after {stopped_after:.2f} s (sync {sync} s)")
+    assert stopped_after <= sync + 0.5
