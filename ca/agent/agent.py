@@ -160,10 +160,10 @@ class NodeAgent:
             except CaRejected as exc:
                 self._failures += 1
                 self.last_error = exc
+                delay = self.config.sync_interval  # asking again sooner changes nothing
                 if agent_refused(exc):
                     self._refuse(exc)
-                delay = self.config.sync_interval
-                if not agent_refused(exc):
+                else:
                     log.warning(
                         "CA refused a sync; retrying",
                         extra={"fields": {"code": exc.code, "status": exc.status}},
