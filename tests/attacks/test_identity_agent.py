@@ -517,9 +517,9 @@ async def test_a_short_ttl_is_renewed_at_half_life_not_in_a_loop(
     with real_agent(real_ca, tmp_path_factory.mktemp("ag"), node, 0.5) as agent:
         first = await asyncio.to_thread(workload_x509, agent.endpoint)
         assert spiffe_id in first["spiffe_ids"]
-        await asyncio.sleep(6)  # twelve syncs
+        await asyncio.sleep(4)  # eight syncs
         count = issuances(real_ca, spiffe_id)
-    print(f"issuances of a 60 s SVID in 6 s: {count}")
+    print(f"issuances of a 60 s SVID in 4 s: {count}")
     assert count == 1
 
 
