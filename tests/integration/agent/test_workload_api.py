@@ -212,3 +212,21 @@ async def test_malformed_frames_are_refused(
                 await stream._stream.send_data(frame, end_stream=True)  # raw gRPC framing
                 await stream.recv_message()
     assert caught.value.status == status
+
+
+async def test_too_many_audiences_are_refused_before_the_ca(running_agent: RunningAgent) -> None:
+    calls = running_agent.authority.calls
+    async with grpc.aio.insecure_channel(running_agent.endpoint) as channel:
+        stub = workload_pb2_grpc.SpiffeWorkloadAPIStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.FetchJWTSVID(
+                workload_pb2.JWTSVIDRequest(audience=[f"a{i}" for i in range(17)]),
+                metadata=(("workload.spiffe.io", "true"),),
+            )
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        ok = await stub.FetchJWTSVID(
+            workload_pb2.JWTSVIDRequest(audience=[f"a{i}" for i in range(16)]),
+            metadata=(("workload.spiffe.io", "true"),),
+        )
+    assert ok.svids
+    assert running_agent.authority.calls == calls + 1  # the 16-audience request only
