@@ -624,3 +624,35 @@ async def test_an_evicted_node_stops_serving_its_workloads(
         assert agent.process is not None and agent.process.poll() is None  # still running
     print(f"evicted node's workload lost its SVID after {stopped_after:.2f} s (sync {sync} s)")
     assert stopped_after <= sync + 0.5
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+async def test_a_64_mib_request_does_not_grow_the_agent(
+    real_ca: CaProcess, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # Before the limit, a 256 MiB FetchJWTSVID took the agent from 126 MB to 1.3 GB.
+    node = SpiffeId.parse("spiffe://example.org/node/memory")
+    add_entry(real_ca, "spiffe://example.org/memory", node)
+    with real_agent(real_ca, tmp_path_factory.mktemp("ag"), node, 5.0) as agent:
+        assert agent.process is not None
+        await asyncio.to_thread(workload_x509, agent.endpoint)  # warmed up
+        before = _rss_kib(agent.process.pid)
+        huge = "a" * (64 * 1024 * 1024)
+        async with grpc.aio.insecure_channel(agent.endpoint) as channel:
+            stub = workload_pb2_grpc.SpiffeWorkloadAPIStub(channel)
+            code = await grpc_code(
+                stub.FetchJWTSVID(workload_pb2.JWTSVIDRequest(audience=[huge]), metadata=METADATA)
+            )
+        del huge
+        after = _rss_kib(agent.process.pid)
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # Still serving.
+        assert "spiffe_ids" in await asyncio.to_thread(workload_x509, agent.endpoint)
+    print(f"agent RSS {before / 1024:.0f} MiB -> {after / 1024:.0f} MiB after a 64 MiB request")
+    assert after - before < 16 * 1024
