@@ -327,7 +327,7 @@ class NodeAgent:
                 self._issuer = svid.issuer_id
                 if self.clock.monotonic() - self._published_at >= self.config.publish_every:
                     # A pass over many entries: hand out what is ready, not all at the end.
-                    self._publish()
+                    self._publish(partial=True)
                 log.info(
                     "SVID obtained",
                     extra={
@@ -351,14 +351,14 @@ class NodeAgent:
         floor = min(now + dt.timedelta(seconds=self.config.min_renew_after), svid.not_after)
         return max(due, floor)
 
-    def _publish(self) -> None:
+    def _publish(self, partial: bool = False) -> None:
         now = self.clock.now()
         svids = [
             self._slots[k].svid
             for k in sorted(self._slots, key=lambda k: (str(self._slots[k].svid.spiffe_id), k))
             if self._slots[k].svid.valid_at(now)
         ]
-        self.hub.publish(self._bundle, svids)
+        self.hub.publish(self._bundle, svids, partial)
         self._published_at = self.clock.monotonic()
 
     # -- JWT-SVIDs ------------------------------------------------------------------

@@ -144,6 +144,8 @@ class FileSink:
             if snapshot.bundle is None:
                 continue  # not synced yet: leave what a previous run wrote
             if svid is None:
+                if snapshot.partial:
+                    continue  # mid-pass: the chosen SVID may still come
                 await self._remove()
                 written = None
                 continue
