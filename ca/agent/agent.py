@@ -262,9 +262,9 @@ class NodeAgent:
                 or not slot.svid.valid_at(now)
             ):
                 todo.append(entry)
-        if self._follow_issuer and not todo and self._slots:
+        if self._follow_issuer and self._slots and not any(e.entry_id in self._slots for e in todo):
             # The bundle moved (e.g. a new signing CA was activated): renewing one
-            # SVID shows which CA signs now; the rest follow below if it changed.
+            # held SVID shows which CA signs now; the rest follow below if it changed.
             soonest = min(self._slots, key=lambda k: self._slots[k].due)
             todo.append(entries[soonest])
 
