@@ -382,7 +382,7 @@ class AgentSettings(_Section):
         None, description="Workload API Unix socket (default <state-dir>/agent/api.sock)"
     )
     sds_addr: str | None = Field(
-        None, description="SDS listener: unix:/path or HOST:PORT; '' turns SDS off"
+        None, description="SDS listener: unix:/path, or loopback HOST:PORT (with sds_selectors)"
     )
     sds_selectors: tuple[str, ...] = Field(
         (),
