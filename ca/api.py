@@ -23,7 +23,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ca.errors import BadRequest, CaError, NotFound
+from ca.errors import BadRequest, CaError, NotFound, StoreUnavailable
 from ca.issuance import IssuedX509
 from ca.service import Caller, CertificateAuthority
 from ca.store.protocol import Entry
@@ -70,7 +70,8 @@ def _error(exc: CaError) -> JSONResponse:
     reason = getattr(exc, "reason", None)
     if reason:
         body["reason"] = reason
-    return JSONResponse(body, status_code=exc.status)
+    headers = {"Retry-After": "1"} if isinstance(exc, StoreUnavailable) else None
+    return JSONResponse(body, status_code=exc.status, headers=headers)
 
 
 async def _body(request: Request) -> dict[str, Any]:
@@ -166,7 +167,7 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
                 try:
                     return await handler(request)
                 except CaError as exc:
-                    if not exc.audited:
+                    if not exc.audited and not isinstance(exc, StoreUnavailable):
                         error = exc
                         await run(lambda: ca.audit_refusal(action, _caller(request), error))
                     return _error(exc)

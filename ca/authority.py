@@ -16,6 +16,10 @@ Rotation is a small state machine driven by one task that owns the I/O::
         SVIDs never outlive their signing CA, so none is valid any more
 
 Every change bumps the bundle's ``spiffe_sequence``.
+
+Replicas on one database (:mod:`ca.replicas`) each keep their own slots
+under the shared root; the others' published signing CAs and JWT keys are
+the authority's ``peers``: in the bundle, never used to sign.
 """
 
 from __future__ import annotations
@@ -32,10 +36,11 @@ from cryptography.x509.oid import NameOID
 from ca.errors import CaError, Conflict
 from ca.keystore import PrivateKey
 from meshward.spiffe import TrustDomain
-from meshward.spiffe_bundle import SpiffeBundle, jwk_thumbprint
+from meshward.spiffe_bundle import PublicKey, SpiffeBundle, jwk_thumbprint
 
 __all__ = [
     "Authority",
+    "PeerCa",
     "SerialSource",
     "Slot",
     "build_root",
@@ -185,6 +190,18 @@ def make_slot(
     return Slot(slot_id, cert, ca_key, jwt_key)
 
 
+@dataclass(frozen=True)
+class PeerCa:
+    """Another replica's published signing CA and JWT public key (bundle only)."""
+
+    ca_cert: x509.Certificate
+    jwt_public_key: PublicKey
+
+    @property
+    def jwt_kid(self) -> str:
+        return jwk_thumbprint(self.jwt_public_key)
+
+
 PREPARE_AT = 1 / 2
 ACTIVATE_AT = 5 / 6
 
@@ -201,6 +218,7 @@ class Authority:
     retired: tuple[Slot, ...] = ()
     sequence: int = 1
     refresh_hint: int = 300
+    peers: tuple[PeerCa, ...] = ()
 
     # -- predicates (pure) ----------------------------------------------------
 
@@ -258,8 +276,11 @@ class Authority:
         """The trust bundle: the root and every published signing CA; their JWT keys."""
         return SpiffeBundle(
             self.trust_domain,
-            (self.root_cert, *(s.ca_cert for s in self.slots)),
-            {s.jwt_kid: s.jwt_key.public_key() for s in self.slots},
+            (self.root_cert, *(s.ca_cert for s in self.slots), *(p.ca_cert for p in self.peers)),
+            {
+                **{p.jwt_kid: p.jwt_public_key for p in self.peers},
+                **{s.jwt_kid: s.jwt_key.public_key() for s in self.slots},
+            },
             sequence=self.sequence,
             refresh_hint=self.refresh_hint,
         )

@@ -19,11 +19,10 @@ from pathlib import Path
 
 from ca.errors import CaError
 from ca.keystore import PASSPHRASE_ENV, write_private_file
-from ca.service import ADMIN_PATH, Caller, CertificateAuthority, init_authority, random_serial
+from ca.service import ADMIN_PATH, Caller, CertificateAuthority
 from ca.store.protocol import Entry
-from ca.store.sqlite import SqliteStore
 from ca.svidfiles import write_svid_files
-from ca.wiring import ca_files, open_ca
+from ca.wiring import create_ca, home_exists, open_ca
 from meshward.clock import SystemClock
 from meshward.settings import Settings
 from meshward.spiffe import SpiffeId, TrustDomain
@@ -55,23 +54,18 @@ def prepare_embedded_ca(
 ) -> CertificateAuthority:
     """Open the CA in the state directory, creating it first if needed."""
     environ = _passphrase_env(settings, os.environ if env is None else env)
-    files = ca_files(settings)
-    if not files.exists():
+    if not home_exists(settings):
         from ca.keystore import read_passphrase  # noqa: PLC0415
 
         clock = SystemClock()
         passphrase = read_passphrase(environ, settings.ca.passphrase_file)
         td = TrustDomain.parse(settings.ca.trust_domain)
-        authority = init_authority(td, settings.ca, clock.now(), random_serial)
-        files.save(authority, passphrase)
-        fresh = CertificateAuthority(
-            authority, SqliteStore(files.db), settings.ca, clock, files=files, passphrase=passphrase
-        )
+        fresh = create_ca(settings, passphrase, td, clock)
         admin = Entry(fresh.new_entry_id(), SpiffeId(td, ADMIN_PATH), admin=True)
         fresh.add_entry(admin, Caller(address="up"))
         write_admin_svid(fresh, settings.state_dir / "admin", settings.ca.x509_svid_max_ttl)
         fresh.store.close()
-    ca = open_ca(settings, environ)
+    ca = open_ca(settings, environ, serve=True)
     try:
         write_private_file(bundle_file(settings), ca.authority.bundle().to_json())
         bundle_file(settings).chmod(0o644)

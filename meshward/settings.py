@@ -233,8 +233,39 @@ class CaSettings(_Section):
         "https://kubernetes.default.svc.cluster.local", description="expected token issuer"
     )
     k8s_audience: str = Field("meshward", description="expected token audience")
+    database_url: str | None = Field(
+        None,
+        description="the CA store: sqlite:///PATH (default <state-dir>/ca/ca.db) or "
+        "postgresql://USER@HOST:PORT/DB?sslmode=verify-full&sslrootcert=… (several CA "
+        "replicas share one PostgreSQL; the password is never logged)",
+    )
+    database_pool_size: int = Field(
+        10, ge=1, le=200, description="PostgreSQL connections per CA process"
+    )
+    database_timeout_seconds: float = Field(
+        5.0, gt=0, le=300, description="longest wait for a database connection (then 503)"
+    )
+    replica_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="this replica's name on a shared database (default: the host name); "
+        "it keeps its own signing CA under the shared root",
+    )
+    lease_seconds: float = Field(
+        30.0, gt=0, le=3600, description="rotation lease held by one replica at a time"
+    )
 
     _check_addr = field_validator("addr")(_hostport)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme = value.partition("://")[0].lower()
+        if scheme not in ("sqlite", "postgresql", "postgres") or "://" not in value:
+            raise ValueError("expected sqlite:///PATH or postgresql://… (scheme not supported)")
+        return value
 
 
 class AgentSettings(_Section):

@@ -4,7 +4,8 @@ One connection guarded by a lock serves the threads of one process; several
 processes (``meshward ca serve`` and the CLI) share the file through SQLite's
 own locking (WAL, busy timeout). Join-token redemption is a single
 conditional ``UPDATE``, so exactly one of any number of concurrent
-redemptions succeeds.
+redemptions succeeds. The schema is versioned (:mod:`ca.store.migrations`);
+migration 1 adopts a file made before migrations existed.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import threading
 from pathlib import Path
 
 from ca.errors import Conflict
+from ca.store.migrations import AppliedMigration, Migration, migrate
 from ca.store.protocol import AuditRecord, CaStore, Entry, JoinToken
 from meshward.spiffe import SpiffeId
 
-__all__ = ["SqliteStore"]
+__all__ = ["MIGRATIONS", "SqliteStore", "sql_statements"]
 
-_SCHEMA = """
+_INITIAL = """
 CREATE TABLE IF NOT EXISTS entries (
     id TEXT PRIMARY KEY,
     spiffe_id TEXT NOT NULL,
@@ -52,6 +54,36 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 """
 
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, "entries, join tokens, audit", _INITIAL),)
+
+
+def sql_statements(script: str) -> list[str]:
+    """The statements of a migration script (none of ours has ``;`` inside a literal)."""
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+class _Target:
+    """The migration runner's view of one SQLite connection inside a transaction."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def applied(self) -> list[AppliedMigration]:
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
+            " name TEXT NOT NULL, checksum TEXT NOT NULL, applied_at REAL NOT NULL)"
+        )
+        rows = self.db.execute("SELECT version, checksum FROM schema_migrations").fetchall()
+        return [AppliedMigration(int(v), str(c)) for v, c in rows]
+
+    def apply(self, migration: Migration) -> None:
+        for statement in sql_statements(migration.sql):
+            self.db.execute(statement)
+        self.db.execute(
+            "INSERT INTO schema_migrations VALUES (?, ?, ?, julianday('now'))",
+            (migration.version, migration.name, migration.checksum),
+        )
+
 
 def _ts(value: dt.datetime | None) -> float | None:
     return None if value is None else value.timestamp()
@@ -64,7 +96,7 @@ def _dt(value: float | None) -> dt.datetime | None:
 class SqliteStore:
     """Entries, join tokens and audit in one SQLite file."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, migrations: tuple[Migration, ...] = MIGRATIONS) -> None:
         if isinstance(path, Path):
             path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -76,7 +108,14 @@ class SqliteStore:
         # WAL + NORMAL: a commit survives a crash of the process; only a power
         # loss may drop the last transactions (no fsync per audit row).
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            migrate(_Target(self._db), migrations)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            self._db.close()
+            raise
+        self._db.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:

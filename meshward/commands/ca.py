@@ -64,14 +64,24 @@ def _spiffe_id(value: str) -> SpiffeId:
         raise typer.BadParameter(str(exc)) from exc
 
 
-def _open(settings: Settings) -> CertificateAuthority:
+def _open(settings: Settings, *, serve: bool = False) -> CertificateAuthority:
     from ca.errors import CaError  # noqa: PLC0415
     from ca.wiring import open_ca  # noqa: PLC0415
 
     try:
-        return open_ca(settings, os.environ)
+        return open_ca(settings, os.environ, serve=serve)
     except CaError as exc:
         fail(str(exc))
+
+
+def _where(settings: Settings) -> str:
+    """Where the CA lives, for messages (a database URL without its password)."""
+    from meshward.logs import redact_url  # noqa: PLC0415
+
+    url = settings.ca.database_url
+    if url is not None and not url.lower().startswith("sqlite"):
+        return redact_url(url)
+    return str(settings.state_dir / "ca")
 
 
 @app.command("init")
@@ -96,18 +106,12 @@ def init_command(
     from cryptography import x509  # noqa: PLC0415
     from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
 
-    from ca.errors import AlreadyInitialized, CaError  # noqa: PLC0415
+    from ca.errors import CaError  # noqa: PLC0415
     from ca.keystore import read_passphrase  # noqa: PLC0415
-    from ca.service import (  # noqa: PLC0415
-        ADMIN_PATH,
-        CertificateAuthority,
-        init_authority,
-        random_serial,
-    )
+    from ca.service import ADMIN_PATH  # noqa: PLC0415
     from ca.store.protocol import Entry  # noqa: PLC0415
-    from ca.store.sqlite import SqliteStore  # noqa: PLC0415
     from ca.svidfiles import write_svid_files  # noqa: PLC0415
-    from ca.wiring import ca_files  # noqa: PLC0415
+    from ca.wiring import create_ca  # noqa: PLC0415
     from meshward.clock import SystemClock  # noqa: PLC0415
     from meshward.spiffe import InvalidSpiffeId, SpiffeId, TrustDomain  # noqa: PLC0415
 
@@ -118,11 +122,8 @@ def init_command(
         fail(f"--trust-domain: {exc}")
     if (upstream_cert is None) != (upstream_key is None):
         fail("--upstream-cert and --upstream-key go together")
-    files = ca_files(settings)
     clock = SystemClock()
     try:
-        if files.exists():
-            raise AlreadyInitialized(f"a CA already exists in {files.root}")
         passphrase = read_passphrase(os.environ, settings.ca.passphrase_file)
         upstream = None
         if upstream_cert is not None and upstream_key is not None:
@@ -131,11 +132,7 @@ def init_command(
             password = passphrase if b"ENCRYPTED" in data else None
             key = serialization.load_pem_private_key(data, password=password)
             upstream = (cert, key)
-        authority = init_authority(td, settings.ca, clock.now(), random_serial, upstream)  # type: ignore[arg-type]
-        files.save(authority, passphrase)
-        ca = CertificateAuthority(
-            authority, SqliteStore(files.db), settings.ca, clock, files=files, passphrase=passphrase
-        )
+        ca = create_ca(settings, passphrase, td, clock, upstream)  # type: ignore[arg-type]
         admin_id = SpiffeId(td, ADMIN_PATH)
         ca.add_entry(Entry(ca.new_entry_id(), admin_id, admin=True), _cli())
         admin_dir = settings.state_dir / "admin"
@@ -144,7 +141,7 @@ def init_command(
         fail(f"cannot initialise the CA: {exc}")
     except CaError as exc:
         fail(str(exc))
-    typer.echo(f"meshward: CA for trust domain {td} in {files.root}")
+    typer.echo(f"meshward: CA for trust domain {td} in {_where(settings)}")
     typer.echo(
         f"meshward: admin SVID {admin_id} in {admin_dir}"
         f" (expires {issued.not_after:%Y-%m-%dT%H:%M:%SZ})"
@@ -164,7 +161,7 @@ def serve_command(
     from ca.errors import CaError  # noqa: PLC0415
 
     settings = settings_from(ctx, ca={"addr": addr})
-    ca = _open(settings)
+    ca = _open(settings, serve=True)
     from ca.server import CaServer  # noqa: PLC0415 (uvicorn/FastAPI load only to serve)
 
     try:
