@@ -116,13 +116,22 @@ def build_signing_ca(
     ttl: dt.timedelta,
     serial: int,
     slot_id: int,
+    label: str = "",
 ) -> x509.Certificate:
-    """An intermediate signing CA: CA=true, pathLen 0, keyCertSign+cRLSign, the TD's ID."""
+    """An intermediate signing CA: CA=true, pathLen 0, keyCertSign+cRLSign, the TD's ID.
+
+    ``label`` tells replicas' signing CAs apart in their subject (``r1/3``).
+    """
     not_after = min(now + ttl, issuer_cert.not_valid_after_utc)
     name = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "meshward"),
-            x509.NameAttribute(NameOID.COMMON_NAME, f"meshward signing CA {slot_id}"),
+            x509.NameAttribute(
+                NameOID.COMMON_NAME,
+                f"meshward signing CA {label}/{slot_id}"
+                if label
+                else f"meshward signing CA {slot_id}",
+            ),
         ]
     )
     issuer_ski = x509.SubjectKeyIdentifier.from_public_key(issuer_cert.public_key())
@@ -185,8 +194,11 @@ def make_slot(
     now: dt.datetime,
     ttl: dt.timedelta,
     serial: int,
+    label: str = "",
 ) -> Slot:
-    cert = build_signing_ca(trust_domain, root_cert, root_key, ca_key, now, ttl, serial, slot_id)
+    cert = build_signing_ca(
+        trust_domain, root_cert, root_key, ca_key, now, ttl, serial, slot_id, label
+    )
     return Slot(slot_id, cert, ca_key, jwt_key)
 
 
@@ -219,6 +231,7 @@ class Authority:
     sequence: int = 1
     refresh_hint: int = 300
     peers: tuple[PeerCa, ...] = ()
+    label: str = ""  # the replica's name in its signing CAs' subjects
 
     # -- predicates (pure) ----------------------------------------------------
 
@@ -274,13 +287,21 @@ class Authority:
 
     def bundle(self) -> SpiffeBundle:
         """The trust bundle: the root and every published signing CA; their JWT keys."""
+        cas = [s.ca_cert for s in self.slots]
+        jwt_keys = {s.jwt_kid: s.jwt_key.public_key() for s in self.slots}
+        if self.peers:
+            # Every replica publishes the same document: one order for all.
+            cas = sorted(
+                (*cas, *(p.ca_cert for p in self.peers)),
+                key=lambda c: (c.not_valid_before_utc, c.serial_number),
+            )
+            jwt_keys = dict(
+                sorted({**jwt_keys, **{p.jwt_kid: p.jwt_public_key for p in self.peers}}.items())
+            )
         return SpiffeBundle(
             self.trust_domain,
-            (self.root_cert, *(s.ca_cert for s in self.slots), *(p.ca_cert for p in self.peers)),
-            {
-                **{p.jwt_kid: p.jwt_public_key for p in self.peers},
-                **{s.jwt_kid: s.jwt_key.public_key() for s in self.slots},
-            },
+            (self.root_cert, *cas),
+            jwt_keys,
             sequence=self.sequence,
             refresh_hint=self.refresh_hint,
         )

@@ -162,6 +162,7 @@ class DbAuthority:
                 sequence=root.sequence,
                 refresh_hint=root.refresh_hint,
                 peers=peers,
+                label=self.replica,
             )
         except ValueError as exc:
             raise KeystoreError(f"CA state in the database is unreadable: {exc}") from exc
@@ -208,6 +209,7 @@ class DbAuthority:
             self.clock.now(),
             dt.timedelta(seconds=ca_ttl),
             serials(),
+            self.replica,
         )
         authority = Authority(TrustDomain(root.trust_domain), root_cert, root_key, slot)  # type: ignore[arg-type]
         self.records.save_slots(self.replica, slot_records(self.replica, authority, passphrase))

@@ -110,8 +110,12 @@ def init_authority(
     now: dt.datetime,
     serials: SerialSource,
     upstream: tuple[x509.Certificate, PrivateKey] | None = None,
+    label: str = "",
 ) -> Authority:
-    """A new authority: a root (or the upstream CA) and the first signing slot."""
+    """A new authority: a root (or the upstream CA) and the first signing slot.
+
+    ``label`` names a replica in its signing CAs' subjects (shared database).
+    """
     kind: KeyKind = settings.key_type
     if upstream is None:
         root_key = generate_key(kind)
@@ -131,8 +135,11 @@ def init_authority(
         now,
         dt.timedelta(seconds=settings.ca_ttl),
         serials(),
+        label,
     )
-    return Authority(trust_domain, root_cert, root_key, slot, refresh_hint=settings.refresh_hint)
+    return Authority(
+        trust_domain, root_cert, root_key, slot, refresh_hint=settings.refresh_hint, label=label
+    )
 
 
 def _check_upstream(cert: x509.Certificate, key: PrivateKey, now: dt.datetime) -> None:
@@ -548,6 +555,7 @@ class CertificateAuthority:
                 self.clock.now(),
                 dt.timedelta(seconds=self.settings.ca_ttl),
                 self.serials(),
+                current.label,
             )
             self._save(current.prepare(slot))
             outcome.detail = f"slot={next_id} sequence={self.authority.sequence}"

@@ -106,8 +106,9 @@ def create_ca(
         if home.exists():
             where = "the database" if _shared(settings) else str(ca_files(settings).root)
             raise AlreadyInitialized(f"a CA already exists in {where}")
+        label = replica_id(settings) if _shared(settings) else ""
         authority: Authority = init_authority(
-            trust_domain, settings.ca, clock.now(), random_serial, upstream
+            trust_domain, settings.ca, clock.now(), random_serial, upstream, label
         )
         home.init(authority, passphrase)
     except BaseException:
