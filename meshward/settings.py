@@ -24,6 +24,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from meshward.endpoints import split_urls
+
 __all__ = [
     "AgentSettings",
     "CaSettings",
@@ -271,7 +273,11 @@ class CaSettings(_Section):
 class AgentSettings(_Section):
     """The node agent (``meshward agent run``); see docs/agent.md."""
 
-    ca_url: str = Field("https://127.0.0.1:8443", description="the CA HTTPS API")
+    ca_url: str = Field(
+        "https://127.0.0.1:8443",
+        description="the CA HTTPS API; several replicas as a comma-separated list or a DNS "
+        "name with several addresses (tried in turn on connection failure or 5xx)",
+    )
     ca_bundle: Path | None = Field(
         None, description="the CA's bundle (JWK Set or PEM) to reach it the first time"
     )
@@ -295,6 +301,11 @@ class AgentSettings(_Section):
     write_signal: str | None = Field(None, description="file mode: signal sent after each write")
     write_pid_file: Path | None = Field(None, description="file mode: pid to send the signal to")
     sync_interval: float = Field(30.0, gt=0, description="seconds between bundle/entry checks")
+
+    @field_validator("ca_url")
+    @classmethod
+    def _ca_urls(cls, value: str) -> str:
+        return ",".join(split_urls(value))
 
 
 class Settings(BaseSettings):
