@@ -21,12 +21,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from ca.errors import BadRequest, CaError, NotFound, StoreUnavailable
 from ca.issuance import IssuedX509
 from ca.service import Caller, CertificateAuthority
 from ca.store.protocol import Entry
+from meshward.metrics import render
 from meshward.spiffe import InvalidSpiffeId, SpiffeId
 
 __all__ = ["MAX_BODY", "create_app", "peer_spiffe_id"]
@@ -185,7 +186,8 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        return Response(generate_latest(ca.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        # With ``ca serve --workers N``: the sum over the workers.
+        return Response(render(ca.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/bundle")
     async def bundle() -> Response:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -96,7 +97,12 @@ class DbAuthority:
     replica: str
     clock: Clock
     lease_seconds: float = 30.0
+    holder: str = ""  # who holds the lease: this process (workers of a replica take turns)
     _decrypted: dict[tuple[str, int, str], object] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.holder:
+            self.holder = f"{self.replica}/{os.getpid()}"
 
     def exists(self) -> bool:
         return self.records.authority_sequence() is not None
@@ -218,12 +224,12 @@ class DbAuthority:
 
     @contextlib.contextmanager
     def lease(self, now: dt.datetime) -> Iterator[bool]:
-        held = self.records.acquire_lease(ROTATION_LEASE, self.replica, now, self.lease_seconds)
+        held = self.records.acquire_lease(ROTATION_LEASE, self.holder, now, self.lease_seconds)
         try:
             yield held
         finally:
             if held:
-                self.records.release_lease(ROTATION_LEASE, self.replica)
+                self.records.release_lease(ROTATION_LEASE, self.holder)
 
 
 @dataclass

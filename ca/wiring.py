@@ -83,7 +83,8 @@ def home_exists(settings: Settings) -> bool:
 
 
 def _limiter(settings: Settings, store: CaStore, clock: Clock) -> Limiter | None:
-    if isinstance(store, CallerRates) and _shared(settings):
+    """Buckets in the database when several processes serve (replicas, workers); else in memory."""
+    if isinstance(store, CallerRates) and (_shared(settings) or settings.ca.workers > 1):
         from ca.replicas import DbRateLimiter  # noqa: PLC0415
 
         return DbRateLimiter(store, settings.ca.rate_per_second, settings.ca.rate_burst, clock)

@@ -256,6 +256,7 @@ class CaSettings(_Section):
     lease_seconds: float = Field(
         30.0, gt=0, le=3600, description="rotation lease held by one replica at a time"
     )
+    workers: int = Field(1, ge=1, le=256, description="ca serve processes sharing the port")
 
     _check_addr = field_validator("addr")(_hostport)
 

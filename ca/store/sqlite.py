@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ca.errors import Conflict
 from ca.store.migrations import AppliedMigration, Migration, migrate
-from ca.store.protocol import AuditRecord, CaStore, Entry, JoinToken
+from ca.store.protocol import AuditRecord, CallerRates, CaStore, Entry, JoinToken
 from meshward.spiffe import SpiffeId
 
 __all__ = ["MIGRATIONS", "SqliteStore", "sql_statements"]
@@ -54,7 +54,18 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 """
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "entries, join tokens, audit", _INITIAL),)
+_RATES = """
+CREATE TABLE rate_buckets (
+    key TEXT PRIMARY KEY,
+    tokens REAL NOT NULL,
+    stamp REAL NOT NULL
+)
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "entries, join tokens, audit", _INITIAL),
+    Migration(2, "rate buckets shared by ca serve workers", _RATES),
+)
 
 
 def sql_statements(script: str) -> list[str]:
@@ -245,8 +256,31 @@ class SqliteStore:
             out.append(AuditRecord(when, r[1], r[2], r[3], r[4], r[5], r[6], _dt(r[7]), r[8], r[9]))
         return out
 
+    # -- per-caller rates (CallerRates; used by ``ca serve --workers N``) ----------
 
-# The SQLite store satisfies the protocol (checked by mypy here and at import).
-if not issubclass(SqliteStore, CaStore):
-    raise TypeError("SqliteStore does not satisfy CaStore")
+    def take_token(self, key: str, now: float, rate: float, burst: int) -> bool:
+        """One token bucket per caller, refilled at ``rate``/s up to ``burst``, in one statement."""
+        with self._lock:
+            row = self._db.execute(
+                "INSERT INTO rate_buckets AS b VALUES (:k, :burst - 1, :now)"
+                " ON CONFLICT (key) DO UPDATE SET"
+                " tokens = MIN(:burst, b.tokens + MAX(0, :now - b.stamp) * :rate) - 1,"
+                " stamp = MAX(b.stamp, :now)"
+                " WHERE MIN(:burst, b.tokens + MAX(0, :now - b.stamp) * :rate) >= 1"
+                " RETURNING tokens",
+                {"k": key, "now": now, "rate": rate, "burst": float(burst)},
+            ).fetchone()
+        return row is not None
+
+    def prune_rates(self, before: float) -> int:
+        with self._lock:
+            cur = self._db.execute("DELETE FROM rate_buckets WHERE stamp < ?", (before,))
+        return cur.rowcount
+
+
+# The SQLite store satisfies the protocols (checked by mypy here and at import).
+for _protocol in (CaStore, CallerRates):
+    if not issubclass(SqliteStore, _protocol):
+        raise TypeError(f"SqliteStore does not satisfy {_protocol.__name__}")
 _check: type[CaStore] = SqliteStore
+_check_rates: type[CallerRates] = SqliteStore

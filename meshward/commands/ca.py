@@ -155,23 +155,49 @@ def serve_command(
         str | None,
         typer.Option("--addr", help="HOST:PORT for the HTTPS API (default 127.0.0.1:8443)."),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", min=1, max=256, help="Processes sharing the port (default 1)."),
+    ] = None,
 ) -> None:
     """Serve the CA's HTTPS API until interrupted."""
+    import functools  # noqa: PLC0415
+
     from ca.embedded import bundle_file  # noqa: PLC0415
     from ca.errors import CaError  # noqa: PLC0415
+    from ca.wiring import open_ca  # noqa: PLC0415
+    from meshward.logs import configure_logging  # noqa: PLC0415
+    from meshward.metrics import prepare_run_dir  # noqa: PLC0415
 
-    settings = settings_from(ctx, ca={"addr": addr})
-    ca = _open(settings, serve=True)
-    from ca.server import CaServer  # noqa: PLC0415 (uvicorn/FastAPI load only to serve)
+    settings = settings_from(ctx, ca={"addr": addr, "workers": workers})
+    ca = _open(settings, serve=True)  # one clear error (and a replica's first join) up front
+    trust_domain = ca.trust_domain
+    from ca import server  # noqa: PLC0415 (uvicorn/FastAPI load only to serve)
 
-    try:
-        server = CaServer(
-            ca, settings.ca.addr, settings.state_dir / "ca" / "run", bundle_file(settings)
-        )
-    except CaError as exc:
-        fail(str(exc))
-    typer.echo(f"meshward: CA API on https://{settings.ca.addr} (trust domain {ca.trust_domain})")
-    asyncio.run(server.serve())
+    workdir = settings.state_dir / "ca" / "run"
+    n = settings.ca.workers
+    if n == 1:
+        try:
+            one = server.CaServer(ca, settings.ca.addr, workdir, bundle_file(settings))
+        except CaError as exc:
+            fail(str(exc))
+        typer.echo(f"meshward: CA API on https://{settings.ca.addr} (trust domain {trust_domain})")
+        asyncio.run(one.serve())
+        return
+    ca.store.close()
+    typer.echo(
+        f"meshward: CA API on https://{settings.ca.addr} (trust domain {trust_domain}, {n} workers)"
+    )
+    code = server.run(
+        functools.partial(open_ca, settings, dict(os.environ), serve=True),
+        settings.ca.addr,
+        workdir,
+        bundle_file(settings),
+        n,
+        prepare_run_dir(settings.state_dir, f"ca-{os.getpid()}"),
+        functools.partial(configure_logging, settings.log_format, settings.log_level),
+    )
+    raise typer.Exit(code)
 
 
 @app.command("issue")

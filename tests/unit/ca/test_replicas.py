@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from ca.errors import Conflict, NotInitialized
-from ca.replicas import ROTATION_LEASE, DbAuthority, DbRateLimiter
+from ca.replicas import ROTATION_LEASE, DbAuthority
 from ca.service import Caller, CertificateAuthority, init_authority, random_serial
 from ca.store.postgres import PostgresStore
 from meshward.clock import FixedClock
@@ -96,18 +96,3 @@ def test_lease_is_exclusive_until_it_expires(store: PostgresStore) -> None:
     assert not store.acquire_lease("l", "a", now + dt.timedelta(seconds=11), 10)
     store.release_lease("l", "b")
     assert store.acquire_lease("l", "a", now + dt.timedelta(seconds=11), 10)
-
-
-def test_rate_buckets_are_shared(postgres_url: str) -> None:
-    clock = FixedClock()
-    stores = [PostgresStore(postgres_url, pool_size=2) for _ in range(2)]
-    limiters = [DbRateLimiter(s, rate=1.0, burst=3, clock=clock) for s in stores]
-    got = [limiters[i % 2].allow("caller", 0.0) for i in range(5)]
-    assert got == [True, True, True, False, False]
-    assert limiters[0].allow("other", 0.0)
-    clock.advance(1)
-    assert limiters[1].allow("caller", 0.0) and not limiters[0].allow("caller", 0.0)
-    clock.advance(3600)
-    assert limiters[0].prune() == 2
-    for s in stores:
-        s.close()

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 from ca.errors import Conflict
+from ca.replicas import DbRateLimiter
 from ca.store.postgres import PostgresStore
-from ca.store.protocol import AuditRecord, CaStore, Entry, JoinToken
+from ca.store.protocol import AuditRecord, CallerRates, CaStore, Entry, JoinToken
 from ca.store.sqlite import SqliteStore
+from meshward.clock import FixedClock
 from meshward.spiffe import SpiffeId
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -113,3 +115,17 @@ def test_audit_round_trip(open_store: OpenStore) -> None:
     got = open_store().list_audit()
     assert got[0] == rec and got[1].action == "entry_add"
     assert got[0].time.tzinfo == dt.UTC
+
+
+def test_rate_buckets_are_shared_between_connections(open_store: OpenStore) -> None:
+    clock = FixedClock()
+    stores = [open_store(), open_store()]
+    assert all(isinstance(s, CallerRates) for s in stores)
+    limiters = [DbRateLimiter(s, rate=1.0, burst=3, clock=clock) for s in stores]  # type: ignore[arg-type]
+    got = [limiters[i % 2].allow("caller", 0.0) for i in range(5)]
+    assert got == [True, True, True, False, False]
+    assert limiters[0].allow("other", 0.0)
+    clock.advance(1)
+    assert limiters[1].allow("caller", 0.0) and not limiters[0].allow("caller", 0.0)
+    clock.advance(3600)
+    assert limiters[0].prune() == 2
