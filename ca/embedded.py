@@ -17,7 +17,8 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
-from ca.errors import CaError
+from ca.errors import CaError, NotFound
+from ca.issuance import IssuedX509
 from ca.keystore import PASSPHRASE_ENV, write_private_file
 from ca.service import ADMIN_PATH, Caller, CertificateAuthority
 from ca.store.protocol import Entry
@@ -27,7 +28,15 @@ from meshward.clock import SystemClock
 from meshward.settings import Settings
 from meshward.spiffe import SpiffeId, TrustDomain
 
-__all__ = ["bundle_file", "prepare_embedded_ca", "serve_embedded_ca", "write_admin_svid"]
+__all__ = [
+    "ADMIN_SVID_TTL",
+    "bundle_file",
+    "prepare_embedded_ca",
+    "serve_embedded_ca",
+    "write_admin_svid",
+]
+
+ADMIN_SVID_TTL = 3600  # an admin SVID is never renewed: `meshward ca admin login` again
 
 
 def bundle_file(settings: Settings) -> Path:
@@ -44,9 +53,15 @@ def _passphrase_env(settings: Settings, env: Mapping[str, str]) -> dict[str, str
     return out
 
 
-def write_admin_svid(ca: CertificateAuthority, out: Path, ttl: int) -> None:
-    """An admin SVID (svid.pem, key.pem, bundle.pem) for the operator."""
-    write_svid_files(ca, SpiffeId(ca.trust_domain, ADMIN_PATH), out, ttl)
+def write_admin_svid(ca: CertificateAuthority, out: Path) -> IssuedX509:
+    """A 1 h admin SVID (svid.pem, key.pem, bundle.pem) for the operator.
+
+    Refused (``NotFound``) when the admin entry was removed: no entry, no admin.
+    """
+    admin_id = SpiffeId(ca.trust_domain, ADMIN_PATH)
+    if not any(e.admin for e in ca.store.entries_for(admin_id)):
+        raise NotFound(f"{admin_id} has no admin entry in this CA")
+    return write_svid_files(ca, admin_id, out, ADMIN_SVID_TTL)
 
 
 def prepare_embedded_ca(
@@ -63,14 +78,15 @@ def prepare_embedded_ca(
         fresh = create_ca(settings, passphrase, td, clock)
         admin = Entry(fresh.new_entry_id(), SpiffeId(td, ADMIN_PATH), admin=True)
         fresh.add_entry(admin, Caller(address="up"))
-        write_admin_svid(fresh, settings.state_dir / "admin", settings.ca.x509_svid_max_ttl)
         fresh.store.close()
     ca = open_ca(settings, environ, serve=True)
     try:
+        # `up` holds the passphrase, so it logs the operator in for the first hour.
+        write_admin_svid(ca, settings.state_dir / "admin")
         write_private_file(bundle_file(settings), ca.authority.bundle().to_json())
         bundle_file(settings).chmod(0o644)
     except OSError as exc:
-        raise CaError(f"cannot write the trust bundle: {exc}") from exc
+        raise CaError(f"cannot write the trust bundle or admin SVID: {exc}") from exc
     return ca
 
 

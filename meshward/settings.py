@@ -16,7 +16,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -129,6 +137,18 @@ class PdpSettings(_Section):
         description="start without a valid policy version: stay NOT_SERVING and deny until one "
         "passes the gate (default: exit 2)",
     )
+    # The canonical request (docs/pdp.md#the-canonical-request).
+    allow_encoded_slash: bool = Field(
+        False, description="accept %2F in paths (kept encoded) for upstreams that need it"
+    )
+    case_insensitive_paths: bool = Field(
+        False, description="lower-case paths for decisions: the upstream routes case-insensitively"
+    )
+    ext_authz_destination: str | None = Field(
+        None,
+        min_length=1,
+        description="resource of /ext_authz requests (else the sidecar's x-meshward-destination)",
+    )
 
     _check_grpc = field_validator("grpc_addr", "http_addr")(_hostport)
 
@@ -222,8 +242,12 @@ class CaSettings(_Section):
     )
     x509_svid_ttl: int = Field(3600, gt=0, description="default X.509-SVID lifetime, seconds")
     x509_svid_max_ttl: int = Field(86400, gt=0, description="longest X.509-SVID, seconds")
+    x509_svid_min_ttl: int = Field(
+        300, gt=0, description="shortest X.509-SVID the CA issues, seconds"
+    )
     jwt_svid_ttl: int = Field(300, gt=0, description="default JWT-SVID lifetime, seconds")
     jwt_svid_max_ttl: int = Field(3600, gt=0, description="longest JWT-SVID, seconds")
+    jwt_svid_min_ttl: int = Field(30, gt=0, description="shortest JWT-SVID the CA issues, seconds")
     backdate: int = Field(60, ge=0, le=3600, description="notBefore backdating, seconds")
     refresh_hint: int = Field(300, gt=0, description="bundle spiffe_refresh_hint, seconds")
     join_token_ttl: int = Field(3600, gt=0, description="default join token lifetime, seconds")
@@ -270,6 +294,16 @@ class CaSettings(_Section):
             raise ValueError("expected sqlite:///PATH or postgresql://… (scheme not supported)")
         return value
 
+    @model_validator(mode="after")
+    def _check_ttls(self) -> CaSettings:
+        for kind, low, default, high in (
+            ("x509", self.x509_svid_min_ttl, self.x509_svid_ttl, self.x509_svid_max_ttl),
+            ("jwt", self.jwt_svid_min_ttl, self.jwt_svid_ttl, self.jwt_svid_max_ttl),
+        ):
+            if not low <= default <= high:
+                raise ValueError(f"{kind}_svid_min_ttl <= {kind}_svid_ttl <= {kind}_svid_max_ttl")
+        return self
+
 
 class AgentSettings(_Section):
     """The node agent (``meshward agent run``); see docs/agent.md."""
@@ -294,8 +328,19 @@ class AgentSettings(_Section):
         None, description="SDS listener: unix:/path or HOST:PORT; '' turns SDS off"
     )
     sds_selectors: tuple[str, ...] = Field(
-        (), description="serve Envoy only SVIDs of entries these selectors match (default: all)"
+        (),
+        description="loopback TCP SDS only (required there): the selectors every caller has",
     )
+    socket_group: str | None = Field(
+        None, description="group that may connect to the Workload API socket (then 0660, else 0666)"
+    )
+    sds_socket_group: str | None = Field(
+        None, description="group that may connect to the SDS socket (then 0660, else 0666)"
+    )
+    jwt_rate_per_second: float = Field(
+        5.0, gt=0, description="JWT-SVIDs one workload (uid) may have the CA sign, per second"
+    )
+    jwt_rate_burst: int = Field(20, ge=1, description="burst of that per-workload JWT rate")
     write_dir: Path | None = Field(None, description="file mode: write SVID files here")
     write_spiffe_id: str | None = Field(None, description="file mode: which SVID (default first)")
     write_command: str | None = Field(None, description="file mode: command run after each write")

@@ -30,6 +30,7 @@ from ca.errors import Conflict, StoreUnavailable
 from ca.store.migrations import AppliedMigration, Migration, migrate
 from ca.store.postgres_schema import MIGRATIONS
 from ca.store.protocol import (
+    AgentRecord,
     AuditRecord,
     AuthorityRecords,
     CallerRates,
@@ -221,6 +222,63 @@ class PostgresStore:
                 "UPDATE join_tokens SET used_at = %s"
                 " WHERE token_hash = %s AND used_at IS NULL AND expires_at > %s",
                 (now, token_hash, now),
+            )
+        return cur.rowcount == 1
+
+    # -- agents -----------------------------------------------------------------
+
+    @staticmethod
+    def _agent(row: tuple[Any, ...]) -> AgentRecord:
+        return AgentRecord(
+            spiffe_id=SpiffeId.parse(row[0]),
+            attestation=row[1],
+            first_seen=row[2].astimezone(dt.UTC),
+            last_seen=row[3].astimezone(dt.UTC),
+            serial=row[4],
+            evicted=bool(row[5]),
+        )
+
+    def record_agent(self, record: AgentRecord) -> AgentRecord:
+        with self._tx() as conn:
+            row = conn.execute(
+                "INSERT INTO agents (spiffe_id, attestation, first_seen, last_seen, serial)"
+                " VALUES (%s, %s, %s, %s, %s)"
+                " ON CONFLICT (spiffe_id) DO UPDATE SET attestation = EXCLUDED.attestation,"
+                " last_seen = EXCLUDED.last_seen, serial = EXCLUDED.serial"
+                " RETURNING spiffe_id, attestation, first_seen, last_seen, serial, evicted",
+                (
+                    str(record.spiffe_id),
+                    record.attestation,
+                    record.first_seen,
+                    record.last_seen,
+                    record.serial,
+                ),
+            ).fetchone()
+        if row is None:
+            raise StoreUnavailable("the agent record was not written")
+        return self._agent(row)
+
+    def get_agent(self, spiffe_id: SpiffeId) -> AgentRecord | None:
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT spiffe_id, attestation, first_seen, last_seen, serial, evicted"
+                " FROM agents WHERE spiffe_id = %s",
+                (str(spiffe_id),),
+            ).fetchone()
+        return None if row is None else self._agent(row)
+
+    def list_agents(self) -> list[AgentRecord]:
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT spiffe_id, attestation, first_seen, last_seen, serial, evicted"
+                " FROM agents ORDER BY spiffe_id"
+            ).fetchall()
+        return [self._agent(r) for r in rows]
+
+    def evict_agent(self, spiffe_id: SpiffeId) -> bool:
+        with self._tx() as conn:
+            cur = conn.execute(
+                "UPDATE agents SET evicted = TRUE WHERE spiffe_id = %s", (str(spiffe_id),)
             )
         return cur.rowcount == 1
 

@@ -73,7 +73,19 @@ CREATE TABLE rate_buckets (
 )
 """
 
+_AGENTS = """
+CREATE TABLE agents (
+    spiffe_id TEXT PRIMARY KEY,
+    attestation TEXT NOT NULL,
+    first_seen TIMESTAMPTZ NOT NULL,
+    last_seen TIMESTAMPTZ NOT NULL,
+    serial TEXT,
+    evicted BOOLEAN NOT NULL DEFAULT FALSE
+)
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "entries, join tokens, audit", _INITIAL),
     Migration(2, "replicas: shared root, signing CAs, leases, rate buckets", _REPLICAS),
+    Migration(3, "node agents: node ID, attestation, last seen, evicted", _AGENTS),
 )

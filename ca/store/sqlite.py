@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ca.errors import Conflict
 from ca.store.migrations import AppliedMigration, Migration, migrate
-from ca.store.protocol import AuditRecord, CallerRates, CaStore, Entry, JoinToken
+from ca.store.protocol import AgentRecord, AuditRecord, CallerRates, CaStore, Entry, JoinToken
 from meshward.spiffe import SpiffeId
 
 __all__ = ["MIGRATIONS", "SqliteStore", "sql_statements"]
@@ -62,9 +62,22 @@ CREATE TABLE rate_buckets (
 )
 """
 
+# IF NOT EXISTS: a file written before migrations existed may already have it.
+_AGENTS = """
+CREATE TABLE IF NOT EXISTS agents (
+    spiffe_id TEXT PRIMARY KEY,
+    attestation TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    serial TEXT,
+    evicted INTEGER NOT NULL DEFAULT 0
+)
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "entries, join tokens, audit", _INITIAL),
     Migration(2, "rate buckets shared by ca serve workers", _RATES),
+    Migration(3, "node agents: node ID, attestation, last seen, evicted", _AGENTS),
 )
 
 
@@ -220,6 +233,60 @@ class SqliteStore:
                 "UPDATE join_tokens SET used_at = ?"
                 " WHERE token_hash = ? AND used_at IS NULL AND expires_at > ?",
                 (_ts(now), token_hash, _ts(now)),
+            )
+        return cur.rowcount == 1
+
+    # -- agents -----------------------------------------------------------------
+
+    _AGENT_COLUMNS = "spiffe_id, attestation, first_seen, last_seen, serial, evicted"
+
+    @staticmethod
+    def _agent(row: tuple[str, str, float, float, str | None, int]) -> AgentRecord:
+        return AgentRecord(
+            spiffe_id=SpiffeId.parse(row[0]),
+            attestation=row[1],
+            first_seen=dt.datetime.fromtimestamp(row[2], dt.UTC),
+            last_seen=dt.datetime.fromtimestamp(row[3], dt.UTC),
+            serial=row[4],
+            evicted=bool(row[5]),
+        )
+
+    def record_agent(self, record: AgentRecord) -> AgentRecord:
+        with self._lock:
+            row = self._db.execute(
+                f"INSERT INTO agents ({self._AGENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, 0)"  # noqa: S608
+                " ON CONFLICT (spiffe_id) DO UPDATE SET attestation = excluded.attestation,"
+                " last_seen = excluded.last_seen, serial = excluded.serial"
+                f" RETURNING {self._AGENT_COLUMNS}",
+                (
+                    str(record.spiffe_id),
+                    record.attestation,
+                    _ts(record.first_seen),
+                    _ts(record.last_seen),
+                    record.serial,
+                ),
+            ).fetchone()
+        return self._agent(row)
+
+    def get_agent(self, spiffe_id: SpiffeId) -> AgentRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {self._AGENT_COLUMNS} FROM agents WHERE spiffe_id = ?",  # noqa: S608
+                (str(spiffe_id),),
+            ).fetchone()
+        return None if row is None else self._agent(row)
+
+    def list_agents(self) -> list[AgentRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {self._AGENT_COLUMNS} FROM agents ORDER BY spiffe_id"  # noqa: S608
+            ).fetchall()
+        return [self._agent(r) for r in rows]
+
+    def evict_agent(self, spiffe_id: SpiffeId) -> bool:
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE agents SET evicted = 1 WHERE spiffe_id = ?", (str(spiffe_id),)
             )
         return cur.rowcount == 1
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from cryptography import x509
 
 from tests.support.ca import PASSPHRASE, CaProcess, new_csr
+from tests.support.replicas import workload_svid
 
 
 def _server_serial(proc: CaProcess) -> int:
@@ -34,15 +35,17 @@ def test_workers_share_the_port_metrics_and_rate_limit(tmp_path: Path) -> None:
         serve_args=("--workers", "2"),
     )
     assert proc.cli("ca", "init", "--trust-domain", "example.org").returncode == 0
+    assert proc.cli("ca", "admin", "login").returncode == 0
     proc.start()
     try:
+        svid = workload_svid(proc, "spiffe://example.org/web", tmp_path / "web")
         # Each worker has its own server SVID: new connections reach both.
         serials = {_server_serial(proc) for _ in range(40)}
         assert len(serials) == 2
         codes = []
         for _ in range(10):
             csr, _key = new_csr()
-            with proc.client(proc.admin_dir) as client:  # a new connection each time
+            with proc.client(svid) as client:  # a new connection each time
                 codes.append(client.post("/v1/svid/x509", json={"csr": csr.decode()}).status_code)
         assert codes == [200] * 6 + [429] * 4  # one budget for the caller, whichever worker
         with proc.client() as client:

@@ -22,7 +22,7 @@ from meshward.endpoints import Endpoints
 from meshward.spiffe import SpiffeId, TrustDomain
 from tests.support.ca import CaProcess, new_csr, openssl_verify
 from tests.support.postgres import postgres_server
-from tests.support.replicas import running_replicas, wait_for_same_bundle
+from tests.support.replicas import running_replicas, wait_for_same_bundle, workload_svid
 
 NODE = "spiffe://example.org/node/n1"
 WEB = "spiffe://example.org/web"
@@ -108,8 +108,10 @@ def test_database_restart_under_load_503_then_recovers(tmp_path: Path) -> None:
             codes: list[tuple[float, int]] = []
             stop = threading.Event()
 
+            svid = workload_svid(ca, WEB, tmp_path / "web")
+
             def load() -> None:
-                with ca.client(ca.admin_dir) as client:  # renewal of the admin SVID over mTLS
+                with ca.client(svid) as client:  # renewals over mTLS
                     while not stop.is_set():
                         csr, _ = new_csr()
                         try:
@@ -121,7 +123,8 @@ def test_database_restart_under_load_503_then_recovers(tmp_path: Path) -> None:
             thread = threading.Thread(target=load)
             thread.start()
             try:
-                _wait_for(lambda: any(c == 200 for _, c in codes))
+                _wait_for(lambda: len(codes) > 5)
+                assert {c for _, c in codes} == {200}
                 pg.kill()
                 killed = time.monotonic()
                 _wait_for(lambda: sum(1 for t, c in codes if t > killed and c == 503) >= 3)
@@ -156,7 +159,8 @@ def test_rotation_with_two_replicas_every_svid_verifies(tmp_path: Path, postgres
 
         def issue_and_verify(issuer: CaProcess, other: CaProcess, name: str) -> None:
             n = 0
-            with issuer.admin() as client:
+            svid = workload_svid(issuer, f"spiffe://example.org/{name}", tmp_path / name)
+            with issuer.client(svid) as client:
                 while not stop.is_set():
                     csr, _ = new_csr()
                     resp = client.post("/v1/svid/x509", json={"csr": csr.decode()})

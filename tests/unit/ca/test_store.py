@@ -13,7 +13,7 @@ import pytest
 from ca.errors import Conflict
 from ca.replicas import DbRateLimiter
 from ca.store.postgres import PostgresStore
-from ca.store.protocol import AuditRecord, CallerRates, CaStore, Entry, JoinToken
+from ca.store.protocol import AgentRecord, AuditRecord, CallerRates, CaStore, Entry, JoinToken
 from ca.store.sqlite import SqliteStore
 from meshward.clock import FixedClock
 from meshward.spiffe import SpiffeId
@@ -129,3 +129,26 @@ def test_rate_buckets_are_shared_between_connections(open_store: OpenStore) -> N
     assert limiters[1].allow("caller", 0.0) and not limiters[0].allow("caller", 0.0)
     clock.advance(3600)
     assert limiters[0].prune() == 2
+
+
+NODE = SpiffeId.parse("spiffe://example.org/meshward/node/n1")
+
+
+def test_agent_record_keeps_first_seen_and_eviction(open_store: OpenStore) -> None:
+    store = open_store()
+    later = NOW + dt.timedelta(minutes=30)
+    first = store.record_agent(AgentRecord(NODE, "join_token", NOW, NOW, "aa"))
+    assert first == AgentRecord(NODE, "join_token", NOW, NOW, "aa", evicted=False)
+    again = store.record_agent(AgentRecord(NODE, "join_token", later, later, "bb"))
+    assert again.first_seen == NOW and again.last_seen == later and again.serial == "bb"
+    assert store.evict_agent(NODE)
+    assert not store.evict_agent(SpiffeId.parse("spiffe://example.org/meshward/node/none"))
+    # A later renewal record never clears the eviction (an eviction that won a race stays).
+    after = store.record_agent(AgentRecord(NODE, "join_token", later, later, "cc"))
+    assert after.evicted and after.first_seen == NOW
+    store.close()
+    reopened = open_store()
+    assert reopened.get_agent(NODE) == after
+    assert reopened.get_agent(WEB) is None
+    assert reopened.list_agents() == [after]
+    assert after.to_json()["evicted"] is True
