@@ -43,6 +43,7 @@ from ca.issuance import IPAddress, IssuedX509, build_csr
 from ca.keystore import generate_key, write_private_file
 from ca.replicas import DbRateLimiter
 from ca.service import SERVER_PATH, CertificateAuthority
+from meshward.listen import listen
 from meshward.settings import parse_hostport
 from meshward.spiffe import SpiffeId
 
@@ -87,18 +88,6 @@ class _QuietUvicorn(uvicorn.Server):
         yield
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    """A listening socket that sibling workers bind too (``SO_REUSEPORT``)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.set_inheritable(False)
-    return sock
-
-
 class CaServer:
     """The HTTPS API plus the task that rotates keys and renews the server SVID."""
 
@@ -109,6 +98,7 @@ class CaServer:
         workdir: Path,
         bundle_file: Path | None = None,
         own_signals: bool = True,
+        addr_flag: str = "--addr",
         reuse_port: bool = False,
     ) -> None:
         self.ca = ca
@@ -137,7 +127,20 @@ class CaServer:
             ssl_context_factory=lambda _config, _default: self.ssl,
         )
         self.server = uvicorn.Server(config) if own_signals else _QuietUvicorn(config)
-        self.sockets = [_listen(self.host, self.port)] if reuse_port else None
+        self.addr = addr
+        self._reuse_port = reuse_port
+        self._addr_flag = addr_flag
+        self._socket: socket.socket | None = None
+
+    def bind(self) -> None:
+        """Open the listening socket now; raises :class:`~meshward.listen.AddressInUse`.
+
+        Connections made after this wait in the backlog until :meth:`serve` runs.
+        """
+        if self._socket is None:
+            self._socket = listen(
+                self.addr, reuse_port=self._reuse_port, what="CA API", flag=self._addr_flag
+            )
 
     @property
     def server_id(self) -> SpiffeId:
@@ -152,6 +155,9 @@ class CaServer:
             if self.bundle_file is not None:
                 write_private_file(self.bundle_file, authority.bundle().to_json())
                 self.bundle_file.chmod(0o644)
+                pem = self.bundle_file.with_suffix(".pem")  # for curl --cacert
+                write_private_file(pem, authority.bundle().to_pem())
+                pem.chmod(0o644)
 
     def _renew_server_svid(self) -> None:
         now = self.ca.clock.now()
@@ -224,9 +230,10 @@ class CaServer:
                 log.exception("CA rotation step failed")
 
     async def serve(self) -> None:
+        self.bind()
         task = asyncio.create_task(self._rotator())
         try:
-            await self.server.serve(sockets=self.sockets)
+            await self.server.serve(sockets=[self._socket] if self._socket else None)
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -16,7 +16,9 @@ from cryptography import x509
 
 from ca.attestation.k8s import K8sAttestor
 from ca.authority import Authority
-from ca.keystore import PrivateKey, read_passphrase
+from ca.errors import WrongPassphrase
+from ca.keystore import PrivateKey
+from ca.passphrase import ca_passphrase, generated_passphrase_file
 from ca.ratelimit import Limiter
 from ca.service import CertificateAuthority, init_authority, random_serial
 from ca.state import AuthorityHome, CaFiles
@@ -26,7 +28,15 @@ from meshward.clock import Clock, SystemClock
 from meshward.settings import Settings
 from meshward.spiffe import TrustDomain
 
-__all__ = ["ca_files", "create_ca", "home_exists", "open_ca", "open_store", "replica_id"]
+__all__ = [
+    "ca_files",
+    "create_ca",
+    "home_exists",
+    "open_ca",
+    "open_store",
+    "replica_id",
+    "store_label",
+]
 
 
 def ca_files(settings: Settings) -> CaFiles:
@@ -48,6 +58,15 @@ def _sqlite_path(settings: Settings) -> Path:
     if url is None:
         return ca_files(settings).db
     return Path(url.split("://", 1)[1].removeprefix("/"))
+
+
+def store_label(settings: Settings) -> str:
+    """Where the store is, for people: the SQLite path or the URL without its password."""
+    if not _shared(settings):
+        return str(_sqlite_path(settings))
+    from meshward.logs import redact_url  # noqa: PLC0415
+
+    return redact_url(settings.ca.database_url or "")
 
 
 def open_store(settings: Settings) -> CaStore:
@@ -140,7 +159,7 @@ def open_ca(
     as this host's replica if it is one, else as the newest replica.
     """
     clock = clock or SystemClock()
-    passphrase = read_passphrase(env, settings.ca.passphrase_file)
+    passphrase = ca_passphrase(settings, env)
     store = open_store(settings)
     try:
         home = _home(settings, store, clock)
@@ -152,7 +171,16 @@ def open_ca(
                 home.join(passphrase, s.key_type, s.jwt_key_type, s.ca_ttl, random_serial)
             else:
                 home.adopt_newest()
-        authority = home.load(passphrase)
+        try:
+            authority = home.load(passphrase)
+        except WrongPassphrase as exc:
+            generated = generated_passphrase_file(settings)
+            if settings.ca.passphrase_file is None and generated.exists():
+                raise WrongPassphrase(
+                    f"{exc}; this CA was made by `meshward up` with the passphrase in {generated}:"
+                    " unset MESHWARD_CA_PASSPHRASE to use it"
+                ) from exc
+            raise
         k8s = None
         if settings.ca.k8s_jwks_file is not None:
             k8s = K8sAttestor.from_file(

@@ -39,6 +39,7 @@ from ca.store.protocol import (
     JoinToken,
     RootRecord,
     SlotRecord,
+    TokenListing,
 )
 from ca.store.sqlite import sql_statements
 from meshward.logs import redact_url
@@ -215,6 +216,16 @@ class PostgresStore:
         if row is None:
             return None
         return JoinToken(row[0], SpiffeId.parse(row[1]), row[2].astimezone(dt.UTC), _utc(row[3]))
+
+    def list_tokens(self) -> list[JoinToken]:
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT token_hash, spiffe_id, expires_at, used_at FROM join_tokens"
+                " ORDER BY expires_at"
+            ).fetchall()
+        return [
+            JoinToken(r[0], SpiffeId.parse(r[1]), r[2].astimezone(dt.UTC), _utc(r[3])) for r in rows
+        ]
 
     def redeem_token(self, token_hash: str, now: dt.datetime) -> bool:
         with self._tx() as conn:
@@ -428,7 +439,7 @@ class PostgresStore:
 
 
 # The PostgreSQL store satisfies the protocols (checked by mypy here and at import).
-for _protocol in (CaStore, AuthorityRecords, CallerRates):
+for _protocol in (CaStore, TokenListing, AuthorityRecords, CallerRates):
     if not issubclass(PostgresStore, _protocol):
         raise TypeError(f"PostgresStore does not satisfy {_protocol.__name__}")
 _check: type[CaStore] = PostgresStore

@@ -15,10 +15,19 @@ import json
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 from ca.errors import Conflict
 from ca.store.migrations import AppliedMigration, Migration, migrate
-from ca.store.protocol import AgentRecord, AuditRecord, CallerRates, CaStore, Entry, JoinToken
+from ca.store.protocol import (
+    AgentRecord,
+    AuditRecord,
+    CallerRates,
+    CaStore,
+    Entry,
+    JoinToken,
+    TokenListing,
+)
 from meshward.spiffe import SpiffeId
 
 __all__ = ["MIGRATIONS", "SqliteStore", "sql_statements"]
@@ -221,11 +230,15 @@ class SqliteStore:
                 " WHERE token_hash = ?",
                 (token_hash,),
             ).fetchone()
-        if row is None:
-            return None
-        return JoinToken(
-            row[0], SpiffeId.parse(row[1]), dt.datetime.fromtimestamp(row[2], dt.UTC), _dt(row[3])
-        )
+        return None if row is None else _token(row)
+
+    def list_tokens(self) -> list[JoinToken]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT token_hash, spiffe_id, expires_at, used_at FROM join_tokens"
+                " ORDER BY expires_at"
+            ).fetchall()
+        return [_token(r) for r in rows]
 
     def redeem_token(self, token_hash: str, now: dt.datetime) -> bool:
         with self._lock:
@@ -345,8 +358,14 @@ class SqliteStore:
         return cur.rowcount
 
 
+def _token(row: tuple[Any, ...]) -> JoinToken:
+    return JoinToken(
+        row[0], SpiffeId.parse(row[1]), dt.datetime.fromtimestamp(row[2], dt.UTC), _dt(row[3])
+    )
+
+
 # The SQLite store satisfies the protocols (checked by mypy here and at import).
-for _protocol in (CaStore, CallerRates):
+for _protocol in (CaStore, TokenListing, CallerRates):
     if not issubclass(SqliteStore, _protocol):
         raise TypeError(f"SqliteStore does not satisfy {_protocol.__name__}")
 _check: type[CaStore] = SqliteStore

@@ -24,18 +24,27 @@ if TYPE_CHECKING:
 __all__ = ["app", "parse_duration"]
 
 app = typer.Typer(
+    rich_markup_mode=None,
     help="The certificate authority: SPIFFE X.509-SVIDs and JWT-SVIDs over HTTPS.",
     no_args_is_help=True,
 )
 entry_app = typer.Typer(
-    help="Registration entries: who may get which SPIFFE ID.", no_args_is_help=True
+    rich_markup_mode=None,
+    help="Registration entries: who may get which SPIFFE ID.",
+    no_args_is_help=True,
 )
-token_app = typer.Typer(help="One-time join tokens.", no_args_is_help=True)
-rotate_app = typer.Typer(help="Rotate the signing CA and JWT key by hand.", no_args_is_help=True)
+token_app = typer.Typer(rich_markup_mode=None, help="One-time join tokens.", no_args_is_help=True)
+rotate_app = typer.Typer(
+    rich_markup_mode=None, help="Rotate the signing CA and JWT key by hand.", no_args_is_help=True
+)
 agent_app = typer.Typer(
-    help="Node agents the CA has attested: list, show, evict.", no_args_is_help=True
+    rich_markup_mode=None,
+    help="Node agents the CA has attested: list, show, evict.",
+    no_args_is_help=True,
 )
-admin_app = typer.Typer(help="The operator's short-lived admin SVID.", no_args_is_help=True)
+admin_app = typer.Typer(
+    rich_markup_mode=None, help="The operator's short-lived admin SVID.", no_args_is_help=True
+)
 app.add_typer(entry_app, name="entry")
 app.add_typer(token_app, name="token")
 app.add_typer(rotate_app, name="rotate")
@@ -82,12 +91,11 @@ def _open(settings: Settings, *, serve: bool = False) -> CertificateAuthority:
 
 def _where(settings: Settings) -> str:
     """Where the CA lives, for messages (a database URL without its password)."""
-    from meshward.logs import redact_url  # noqa: PLC0415
+    from ca.wiring import store_label  # noqa: PLC0415
 
-    url = settings.ca.database_url
-    if url is not None and not url.lower().startswith("sqlite"):
-        return redact_url(url)
-    return str(settings.state_dir / "ca")
+    if settings.ca.database_url is None:
+        return str(settings.state_dir / "ca")
+    return store_label(settings)
 
 
 @app.command("init")
@@ -112,11 +120,11 @@ def init_command(
     from cryptography import x509  # noqa: PLC0415
     from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
 
-    from ca.errors import CaError  # noqa: PLC0415
-    from ca.keystore import read_passphrase  # noqa: PLC0415
+    from ca.errors import AlreadyInitialized, CaError  # noqa: PLC0415
+    from ca.passphrase import ca_passphrase  # noqa: PLC0415
     from ca.service import ADMIN_PATH  # noqa: PLC0415
     from ca.store.protocol import Entry  # noqa: PLC0415
-    from ca.wiring import create_ca  # noqa: PLC0415
+    from ca.wiring import create_ca, home_exists  # noqa: PLC0415
     from meshward.clock import SystemClock  # noqa: PLC0415
     from meshward.spiffe import InvalidSpiffeId, SpiffeId, TrustDomain  # noqa: PLC0415
 
@@ -129,7 +137,9 @@ def init_command(
         fail("--upstream-cert and --upstream-key go together")
     clock = SystemClock()
     try:
-        passphrase = read_passphrase(os.environ, settings.ca.passphrase_file)
+        if home_exists(settings):
+            raise AlreadyInitialized(f"a CA already exists in {_where(settings)}")
+        passphrase = ca_passphrase(settings, os.environ)
         upstream = None
         if upstream_cert is not None and upstream_key is not None:
             cert = x509.load_pem_x509_certificate(upstream_cert.read_bytes())
@@ -173,18 +183,29 @@ def serve_command(
     ca = _open(settings, serve=True)  # one clear error (and a replica's first join) up front
     trust_domain = ca.trust_domain
     from ca import server  # noqa: PLC0415 (uvicorn/FastAPI load only to serve)
+    from meshward.listen import AddressInUse, ensure_free  # noqa: PLC0415
 
     workdir = settings.state_dir / "ca" / "run"
     n = settings.ca.workers
     if n == 1:
         try:
             one = server.CaServer(ca, settings.ca.addr, workdir, bundle_file(settings))
+            one.bind()
         except CaError as exc:
             fail(str(exc))
+        except AddressInUse as exc:
+            fail(exc.one_line())
         typer.echo(f"meshward: CA API on https://{settings.ca.addr} (trust domain {trust_domain})")
-        asyncio.run(one.serve())
+        try:
+            asyncio.run(one.serve())
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
         return
     ca.store.close()
+    try:
+        ensure_free([(settings.ca.addr, "CA API", "--addr")])
+    except AddressInUse as exc:
+        fail(exc.one_line())
     typer.echo(
         f"meshward: CA API on https://{settings.ca.addr} (trust domain {trust_domain}, {n} workers)"
     )
