@@ -32,6 +32,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from meshward.endpoints import split_urls
+
 __all__ = [
     "AgentSettings",
     "CaSettings",
@@ -352,8 +354,40 @@ class CaSettings(_Section):
         "https://kubernetes.default.svc.cluster.local", description="expected token issuer"
     )
     k8s_audience: str = Field("meshward", description="expected token audience")
+    database_url: str | None = Field(
+        None,
+        description="the CA store: sqlite:///PATH (default <state-dir>/ca/ca.db) or "
+        "postgresql://USER@HOST:PORT/DB?sslmode=verify-full&sslrootcert=… (several CA "
+        "replicas share one PostgreSQL; the password is never logged)",
+    )
+    database_pool_size: int = Field(
+        10, ge=1, le=200, description="PostgreSQL connections per CA process"
+    )
+    database_timeout_seconds: float = Field(
+        5.0, gt=0, le=300, description="longest wait for a database connection (then 503)"
+    )
+    replica_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="this replica's name on a shared database (default: the host name); "
+        "it keeps its own signing CA under the shared root",
+    )
+    lease_seconds: float = Field(
+        30.0, gt=0, le=3600, description="rotation lease held by one replica at a time"
+    )
+    workers: int = Field(1, ge=1, le=256, description="ca serve processes sharing the port")
 
     _check_addr = field_validator("addr")(_hostport)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme = value.partition("://")[0].lower()
+        if scheme not in ("sqlite", "postgresql", "postgres") or "://" not in value:
+            raise ValueError("expected sqlite:///PATH or postgresql://… (scheme not supported)")
+        return value
 
     @model_validator(mode="after")
     def _check_ttls(self) -> CaSettings:
@@ -369,7 +403,11 @@ class CaSettings(_Section):
 class AgentSettings(_Section):
     """The node agent (``meshward agent run``); see docs/agent.md."""
 
-    ca_url: str = Field("https://127.0.0.1:8443", description="the CA HTTPS API")
+    ca_url: str = Field(
+        "https://127.0.0.1:8443",
+        description="the CA HTTPS API; several replicas as a comma-separated list or a DNS "
+        "name with several addresses (tried in turn on connection failure or 5xx)",
+    )
     ca_bundle: Path | None = Field(
         None, description="the CA's bundle (JWK Set or PEM) to reach it the first time"
     )
@@ -404,6 +442,11 @@ class AgentSettings(_Section):
     write_signal: str | None = Field(None, description="file mode: signal sent after each write")
     write_pid_file: Path | None = Field(None, description="file mode: pid to send the signal to")
     sync_interval: float = Field(30.0, gt=0, description="seconds between bundle/entry checks")
+
+    @field_validator("ca_url")
+    @classmethod
+    def _ca_urls(cls, value: str) -> str:
+        return ",".join(split_urls(value))
 
 
 class ConsoleSettings(_Section):
