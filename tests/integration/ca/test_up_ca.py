@@ -25,9 +25,9 @@ def test_up_runs_the_ca_and_the_pdp_trusts_it(tmp_path: Path) -> None:
     env.update(
         PYTHONPATH=str(REPO),
         MESHWARD_CA__ADDR=f"127.0.0.1:{ca_port}",
+        MESHWARD_CONSOLE__ADDR=f"127.0.0.1:{free_port()}",
         MESHWARD_PDP__GRPC_ADDR=f"127.0.0.1:{grpc_port}",
         MESHWARD_PDP__HTTP_ADDR=f"127.0.0.1:{http_port}",
-        MESHWARD_CONSOLE__ADDR=f"127.0.0.1:{free_port()}",  # never the shared default port
     )
     log = (tmp_path / "up.log").open("wb")
     proc = subprocess.Popen(
