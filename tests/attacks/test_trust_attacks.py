@@ -292,7 +292,10 @@ def trust_pdp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrustPdp]:
             workdir,
             policies=_attack_policies(root / "policies"),
             pdp_settings=PDP_SETTINGS,
-            env=_issuers_env(workdir, partner),
+            env={
+                **_issuers_env(workdir, partner),
+                "MESHWARD_DECISION_LOG__PATH": str(workdir / "decisions.jsonl"),
+            },
         ) as pdp,
         grpc.insecure_channel(pdp.grpc_addr) as channel,
     ):
@@ -356,6 +359,34 @@ def test_grpc_allow_removes_the_credential(trust_pdp: TrustPdp) -> None:
     response = trust_pdp.check(request, timeout=10)
     assert response.status.code == code_pb2.OK
     assert list(response.ok_response.headers_to_remove) == ["authorization"]
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_the_decision_log_keeps_no_secret_from_the_request(
+    trust_pdp: TrustPdp, adapter: str
+) -> None:
+    marker = f"m4rker-{adapter}"
+    probe = replace(
+        Probe(), path=f"/v1/charges?access_token=tok-{marker}&page=p-{marker}"
+    ).with_headers(
+        trust_pdp.keys.svid(ORDERS, PAYMENTS),
+        ("X-Api-Key", f"key-{marker}"),
+        ("X-Request-Id", f"rid-{marker}"),
+    )
+    assert trust_pdp.allowed(adapter, probe)
+    log = trust_pdp.keys.pdp.workdir / "decisions.jsonl"
+
+    def logged() -> list[dict[str, object]]:
+        lines = log.read_text().splitlines() if log.exists() else []
+        return [json.loads(line) for line in lines if f"rid-{marker}" in line]
+
+    _wait(lambda: bool(logged()), "the decision logged")
+    text = json.dumps(logged())
+    # Only allow-listed header values are kept; query parameters keep their names.
+    assert f"rid-{marker}" in text
+    assert "access_token=[redacted]" in text
+    for secret in (f"tok-{marker}", f"p-{marker}", f"key-{marker}", "Bearer"):
+        assert secret not in text, secret
 
 
 # -- policy sources --------------------------------------------------------------------------
