@@ -27,7 +27,6 @@ import math
 import multiprocessing
 import os
 import signal
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +63,7 @@ from authz.sources.runtime import (
     check_policies,
     for_worker,
 )
+from meshward.asgi import QuietUvicorn
 from meshward.clock import Clock, SystemClock
 from meshward.listen import AddressInUse, listen
 from meshward.metrics import enable_multiprocess, mark_worker_dead, prepare_run_dir
@@ -246,14 +246,6 @@ def _decision_tracer(settings: Settings) -> DecisionObserver:
         raise PdpError(str(exc)) from exc
 
 
-class _Uvicorn(uvicorn.Server):
-    """uvicorn without its own signal handling: :class:`PdpServer` owns shutdown."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 class PdpServer:
     """gRPC + HTTP for one process. ``async with PdpServer(pdp):`` or start/stop."""
 
@@ -261,7 +253,7 @@ class PdpServer:
         self.pdp = pdp
         self.health = health_aio.HealthServicer()
         self._grpc: grpc.aio.Server | None = None
-        self._http: _Uvicorn | None = None
+        self._http: QuietUvicorn | None = None
         self._http_task: asyncio.Task[None] | None = None
         self._load_task: asyncio.Task[None] | None = None
         self._serving_task: asyncio.Task[None] | None = None
@@ -322,7 +314,7 @@ class PdpServer:
             proxy_headers=False,
             timeout_graceful_shutdown=max(1, math.ceil(settings.drain_seconds)),
         )
-        self._http = _Uvicorn(config)
+        self._http = QuietUvicorn(config)
         self._http_task = asyncio.create_task(self._http.serve(sockets=[http_sock]))
         if not reuse_port:
             await self._load()
