@@ -101,6 +101,23 @@ def _key_source(issuer: OidcIssuerSettings, clock: Clock) -> KeySource:
     )
 
 
+def _followed_bundle(pdp: PdpSettings, bootstrap: TrustBundleFile, clock: Clock) -> TrustSource:
+    """The bundle followed from the CA replicas (one trust domain: the bootstrap's)."""
+    from authz.authn.trust_url import TrustBundleUrl  # noqa: PLC0415
+    from meshward.endpoints import Endpoints, split_urls  # noqa: PLC0415
+    from meshward.spiffe import TrustDomain  # noqa: PLC0415
+
+    domains = list(bootstrap.current().bundles)
+    if pdp.trust_domain is not None:
+        td = TrustDomain.parse(pdp.trust_domain)
+    elif len(domains) == 1:
+        td = domains[0]
+    else:
+        raise PdpError("pdp.trust_bundle_url: set pdp.trust_domain (the bundle has several)")
+    endpoints = Endpoints(split_urls(pdp.trust_bundle_url or ""), expand_dns=True)
+    return TrustBundleUrl(endpoints, bootstrap, td, clock, pdp.trust_bundle_poll_seconds)
+
+
 def build_authenticator(pdp: PdpSettings, clock: Clock) -> Authenticator:
     """Trust bundle, peer policy and token verifier from the settings."""
     bundles: TrustSource = TrustBundles()
@@ -114,6 +131,10 @@ def build_authenticator(pdp: PdpSettings, clock: Clock) -> Authenticator:
         except AuthnError as exc:
             raise PdpError(f"trust bundle {pdp.trust_bundle}: {exc.reason}") from exc
         bundles = bundle_file
+        if pdp.trust_bundle_url is not None:
+            bundles = _followed_bundle(pdp, bundle_file, clock)
+    elif pdp.trust_bundle_url is not None:
+        raise PdpError("pdp.trust_bundle_url needs pdp.trust_bundle to trust the CA the first time")
     try:
         peer_policy = PeerPolicy.build(
             pdp.trust_peer_principal,
