@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
-import multiprocessing
 import os
 import signal
 from collections.abc import Iterator
@@ -66,13 +66,14 @@ from authz.sources.runtime import (
 )
 from meshward.clock import Clock, SystemClock
 from meshward.listen import AddressInUse, listen
-from meshward.metrics import enable_multiprocess, mark_worker_dead, prepare_run_dir
+from meshward.metrics import prepare_run_dir
 from meshward.settings import (
     OidcIssuerSettings,
     PdpSettings,
     Settings,
     secret_value,
 )
+from meshward.workers import run_workers
 
 __all__ = ["Pdp", "PdpError", "PdpServer", "build_pdp", "run"]
 
@@ -441,7 +442,7 @@ def _run_one(settings: Settings, announce: bool) -> None:
     uvloop.run(_serve(settings, announce))
 
 
-def _worker(settings: Settings, index: int) -> None:
+def _worker(settings: Settings, index: int) -> None:  # index last: run_workers passes it
     from meshward.logs import configure_logging  # noqa: PLC0415
 
     configure_logging(settings.log_format, settings.log_level)
@@ -467,27 +468,6 @@ def run(settings: Settings) -> int:
         except SourceError as exc:
             raise PdpError(str(exc)) from exc
     # Workers share one /metrics: each writes its samples to files in this
-    # run's directory, and any of them answers a scrape with the sum. The
-    # variable must be set before the workers import prometheus_client.
+    # run's directory, and any of them answers a scrape with the sum.
     run_dir = prepare_run_dir(settings.state_dir, f"pdp-{os.getpid()}")
-    enable_multiprocess(run_dir, os.environ)
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(settings, i), daemon=False) for i in range(workers)]
-    for proc in procs:
-        proc.start()
-
-    def forward(signum: int, _frame: object) -> None:
-        for proc in procs:
-            if proc.is_alive() and proc.pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.terminate()
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    code = 0
-    for proc in procs:
-        proc.join()
-        code = max(code, proc.exitcode or 0)
-        if proc.pid is not None:
-            mark_worker_dead(proc.pid)
-    return code
+    return run_workers(functools.partial(_worker, settings), workers, run_dir)
