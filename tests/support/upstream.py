@@ -84,11 +84,18 @@ def _handler(upstream: Upstream) -> type[BaseHTTPRequestHandler]:
     return Echo
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        return  # a proxy closing a kept-alive connection is not news
+
+
 @contextmanager
 def echo_upstream() -> Iterator[Upstream]:
     """The upstream on a free loopback port, served from a thread."""
     upstream = Upstream(free_port())
-    server = ThreadingHTTPServer(("127.0.0.1", upstream.port), _handler(upstream))
+    server = _Server(("127.0.0.1", upstream.port), _handler(upstream))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
