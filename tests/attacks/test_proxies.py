@@ -18,7 +18,7 @@ import posixpath
 import signal
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,8 @@ from urllib.parse import unquote
 
 import pytest
 
+from tests.attacks.cases import CONTROLS, ROWS, AttackRequest, Row
+from tests.attacks.drivers import _head, http_status
 from tests.support.caddy import caddy_server
 from tests.support.cli import REPO
 from tests.support.haproxy import haproxy_server
@@ -318,3 +320,87 @@ def test_path_spelling_is_decided_as_it_is_served(stack: Stack, target: str, kin
     else:
         assert seen is None, seen
         assert 400 <= response.status < 500, response.body
+
+
+# -- the standing attack table (tests/attacks/cases.py) through every proxy ---
+
+
+class ProxyDriver:
+    """A real proxy from deploy/ in front of the attack PDP, as a driver.
+
+    The request goes to the proxy exactly as the client sends it; "allowed"
+    is a 200 that reached the upstream. The proxy pins the destination: one
+    proxy per destination a row names, started when first needed.
+    """
+
+    def __init__(self, name: str, pdp: str, upstream: Upstream, workdir: Path) -> None:
+        self.name = name
+        self.pdp = pdp
+        self.upstream = upstream
+        self.workdir = workdir
+        self.ports: dict[str, int] = {}
+        self.running = ExitStack()
+        self.ids = itertools.count()
+
+    def port(self, destination: str) -> int:
+        if destination not in self.ports:
+            target = Target(self.pdp, self.upstream.port, destination)
+            start = PROXIES[self.name]
+            proxy = self.running.enter_context(start(self.workdir / destination, target))
+            self.ports[destination] = proxy.port
+        return self.ports[destination]
+
+    def allowed(self, request: AttackRequest) -> bool:
+        marker = f"row-{self.name}-{next(self.ids)}"
+        headers: list[tuple[str, str | bytes]] = list(request.headers)
+        if not any(name.lower() == "host" for name, _ in headers):
+            headers.insert(0, ("Host", request.host))
+        headers.append(("x-test-id", marker))
+        target = request.target if isinstance(request.target, bytes) else request.target.encode()
+        status = http_status(self.port(request.destination), _head(request.method, target, headers))
+        reached = self.upstream.find(marker) is not None
+        assert reached == (status == 200), f"{status}, reached the upstream: {reached}"
+        return reached
+
+
+@pytest.fixture(scope="module", params=sorted(PROXIES))
+def proxy_driver(
+    request: pytest.FixtureRequest,
+    attack_pdp: PdpProcess,
+    upstream: Upstream,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ProxyDriver]:
+    name: str = request.param
+    workdir = tmp_path_factory.mktemp(f"rows-{name}")
+    driver = ProxyDriver(name, f"127.0.0.1:{attack_pdp.http_port}", upstream, workdir)
+    with driver.running:
+        yield driver
+
+
+_PROXY_ROWS = [row for row in ROWS if row.applies_to("proxy")]
+# Headers a proxy owns: the configs remove the client's copies (Traefik only
+# the ones it can name: the PDP refuses the rest when repeated), so a row
+# carrying them is allowed only if the request without them is (and the
+# upstream never sees them: tested above).
+_OWNED = ("x-forwarded-client-cert", "x-meshward-")
+
+
+def _without_owned(request: AttackRequest) -> AttackRequest:
+    kept = tuple((k, v) for k, v in request.headers if not k.lower().startswith(_OWNED))
+    return request.with_(headers=kept)
+
+
+@pytest.mark.parametrize("row", _PROXY_ROWS, ids=[row.name for row in _PROXY_ROWS])
+def test_row_decides_like_its_canonical_request(proxy_driver: ProxyDriver, row: Row) -> None:
+    got = proxy_driver.allowed(row.request)
+    if _without_owned(row.request) != row.request:
+        assert not got or proxy_driver.allowed(_without_owned(row.request)), row.name
+        return
+    expected = False if row.same_as is None else proxy_driver.allowed(row.same_as)
+    assert got == expected, f"{row.name}: {row.request} decided {got}, expected {expected}"
+
+
+@pytest.mark.parametrize("control", CONTROLS, ids=[c[0] for c in CONTROLS])
+def test_controls(proxy_driver: ProxyDriver, control: tuple[str, AttackRequest, bool]) -> None:
+    name, request, allowed = control
+    assert proxy_driver.allowed(request) is allowed, name
