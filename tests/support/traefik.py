@@ -44,6 +44,8 @@ def traefik_configs(workdir: Path, target: Target) -> tuple[Path, int, list[int]
     ports = {name: free_port() for name in static["entryPoints"]}
     for name, entry in static["entryPoints"].items():
         entry["address"] = f"127.0.0.1:{ports[name]}"
+        # Stop at once when the test is done (the default waits up to 10 s).
+        entry["transport"] = {"lifeCycle": {"graceTimeOut": "0s"}}
     static["providers"]["file"] = {"filename": str(workdir / "dynamic.yaml")}
     http = dynamic["http"]
     for router in http["routers"].values():
