@@ -31,9 +31,11 @@ from tests.attacks.drivers import _head, http_status
 from tests.support.caddy import caddy_server
 from tests.support.cli import REPO
 from tests.support.haproxy import haproxy_server
+from tests.support.net import free_port
 from tests.support.nginx import nginx_server
 from tests.support.pdp import PdpProcess, pdp_process
 from tests.support.proxy import Target
+from tests.support.tokens import SigningKey
 from tests.support.traefik import traefik_server
 from tests.support.upstream import Echoed, RawResponse, Upstream, echo_upstream, raw_request
 
@@ -123,6 +125,12 @@ def pdp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PdpProcess, 
     env = {"MESHWARD_DECISION_LOG__PATH": str(log)}
     with pdp_process(work / "pdp", policies=policies, env=env) as process:
         yield process, log
+
+
+@pytest.fixture(scope="module")
+def token_key() -> SigningKey:
+    """Signs well-formed JWT-SVIDs that no PDP has to accept (there is none)."""
+    return SigningKey("no-pdp")
 
 
 @pytest.fixture(scope="module")
@@ -264,6 +272,29 @@ def test_pdp_stopped_fails_closed_within_a_bounded_time(stack: Stack) -> None:
         os.kill(pid, signal.SIGCONT)
     assert seen is None
     assert response.status >= 500, response.body
+    assert elapsed < 5, f"{elapsed:.1f}s"
+
+
+@pytest.mark.parametrize("name", sorted(PROXIES))
+def test_pdp_not_listening_fails_closed(
+    name: str, upstream: Upstream, tmp_path: Path, token_key: SigningKey
+) -> None:
+    target = Target(f"127.0.0.1:{free_port()}", upstream.port, HOST)  # nothing listens there
+    with PROXIES[name](tmp_path, target) as proxy:
+        started = time.monotonic()
+        claims = {"sub": FRONTEND, "aud": ["meshward", HOST], "exp": int(time.time()) + 300}
+        response = raw_request(
+            proxy.port,
+            "/items",
+            [
+                ("host", HOST),
+                ("x-test-id", f"{name}-no-pdp"),
+                ("authorization", f"Bearer {token_key.sign(claims)}"),
+            ],
+        )
+        elapsed = time.monotonic() - started
+    assert response.status >= 500, response.body
+    assert upstream.find(f"{name}-no-pdp") is None
     assert elapsed < 5, f"{elapsed:.1f}s"
 
 
