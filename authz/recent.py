@@ -10,6 +10,7 @@ exactly as the decision log is. Each PDP process (each worker) keeps its own.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
 
 from authz.decider import DecisionRecord
 
@@ -30,6 +31,10 @@ class RecentDecisions:
         records[record.decision_id] = record
         if len(records) > self.capacity:
             records.popitem(last=False)
+
+    def newest(self) -> Iterator[DecisionRecord]:
+        """The records, newest first (a snapshot: safe while decisions keep coming)."""
+        return reversed(list(self._records.values()))
 
     def get(self, decision_id: str) -> DecisionRecord | None:
         return self._records.get(decision_id)

@@ -56,6 +56,7 @@ from authz.metrics import PdpMetrics
 from authz.recent import RecentDecisions
 from authz.request import PathOptions
 from authz.sources.errors import SourceError
+from authz.sources.http import active_policies_router
 from authz.sources.runtime import (
     PolicyRuntime,
     build_policy_runtime,
@@ -188,12 +189,12 @@ def build_pdp(settings: Settings, clock: Clock | None = None) -> Pdp:
     metrics.add_collector(policies.collector)
     app = create_app(decider, metrics, ext_authz_destination=settings.pdp.ext_authz_destination)
     app.include_router(policies.router)
+    admin = _admin_gate(settings)
+    app.include_router(active_policies_router(policies.gate, admin.refuse))
     if settings.pdp.recent_decisions:
         recent = RecentDecisions(settings.pdp.recent_decisions)
         decider.add_observer(recent)
-        app.include_router(
-            decisions_router(decider, recent, _admin_gate(settings), settings.decision_log.redact)
-        )
+        app.include_router(decisions_router(decider, recent, admin, settings.decision_log.redact))
     jwt = authenticator.jwt
     sources = [i.keys for i in jwt.issuers.values()] if jwt else []
     return Pdp(

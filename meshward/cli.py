@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from meshward import __version__
-from meshward.commands import ca, ca_ops, check, pdp, policy, replay, up
+from meshward.commands import ca, ca_ops, check, console, pdp, policy, replay, up
 from meshward.commands.agent import agent_app
 from meshward.commands.common import GlobalOptions
 
@@ -70,6 +70,7 @@ app.add_typer(pdp.app, name="pdp")
 app.add_typer(agent_app, name="agent")
 ca_ops.register(ca.app, ca.entry_app, ca.token_app)
 app.add_typer(ca.app, name="ca")
+app.command("console")(console.console_command)
 
 
 def hoist_global_options(argv: Sequence[str]) -> list[str]:

@@ -343,9 +343,25 @@ class AgentSettings(_Section):
 
 
 class ConsoleSettings(_Section):
-    """The web console (``meshward console``; ``meshward up`` starts it)."""
+    """The web console (``meshward console``; ``meshward up`` starts it; docs/console.md)."""
 
-    addr: str = Field("127.0.0.1:8080", description="web console listener")
+    addr: str = Field("127.0.0.1:8080", description="console HTTP listener (loopback by default)")
+    pdp_url: str | None = Field(None, description="PDP HTTP API (default: http://<pdp.http_addr>)")
+    ca_url: str | None = Field(None, description="CA HTTPS API (default: https://<ca.addr>)")
+    ca_bundle: Path | None = Field(
+        None, description="trust bundle for the CA's TLS (default: <state-dir>/ca/bundle.json)"
+    )
+    ca_admin_dir: Path | None = Field(
+        None,
+        description="admin SVID (svid.pem, key.pem) for entries and agents "
+        "(default: <state-dir>/admin)",
+    )
+    admin_token: SecretStr | None = Field(
+        None,
+        description="login token required when addr is not loopback (default: pdp.admin_token)",
+    )
+    admin_token_file: Path | None = Field(None, description="file holding console.admin_token")
+    sample_seconds: float = Field(5.0, gt=0, le=3600, description="how often metrics are sampled")
 
     _check_addr = field_validator("addr")(_hostport)
 

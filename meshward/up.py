@@ -24,6 +24,7 @@ import json
 import logging
 import shutil
 import signal
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -133,6 +134,7 @@ async def _up(settings: Settings, ca: CertificateAuthority) -> None:
     from authz.server import PdpServer, build_pdp  # noqa: PLC0415 - heavy imports
     from ca.embedded import bundle_file  # noqa: PLC0415
     from ca.server import CaServer  # noqa: PLC0415
+    from console.server import ConsoleServer  # noqa: PLC0415
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -149,11 +151,15 @@ async def _up(settings: Settings, ca: CertificateAuthority) -> None:
     pdp = build_pdp(settings)
     server = PdpServer(pdp)
     ca_task: asyncio.Task[None] | None = None
+    console_task: asyncio.Task[None] | None = None
     agent: AgentServices | None = None
+    console_dir = tempfile.TemporaryDirectory(prefix="meshward-console-")
+    console = ConsoleServer(settings, Path(console_dir.name), addr_flag="--console-addr")
     try:
         ca_server.bind()
         await server.start()
         ca_task = asyncio.create_task(ca_server.serve())
+        console_task = asyncio.create_task(console.serve())
         typer.echo(
             f"meshward: CA API on https://{settings.ca.addr} (trust domain {ca.trust_domain};"
             f" admin SVID in {settings.state_dir / 'admin'})"
@@ -170,6 +176,7 @@ async def _up(settings: Settings, ca: CertificateAuthority) -> None:
             f" curl -s --cacert {bundle_file(settings).with_suffix('.pem')}"
             f" https://{settings.ca.addr}/metrics (CA); see docs/operations.md#metrics"
         )
+        typer.echo(f"meshward: web console on {console.url}")
         if shutil.which("meshward") is None:
             typer.echo(
                 "meshward: `meshward` is not on PATH: run `. .venv/bin/activate` first,"
@@ -183,6 +190,10 @@ async def _up(settings: Settings, ca: CertificateAuthority) -> None:
         await asyncio.wait({ca_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
     finally:
+        console.shutdown()
+        if console_task is not None:
+            await asyncio.gather(console_task, return_exceptions=True)
+        console_dir.cleanup()
         if agent is not None:
             await agent.aclose()
         ca_server.shutdown()
@@ -197,6 +208,7 @@ def listeners(settings: Settings) -> list[tuple[str, str, str]]:
         (settings.ca.addr, "CA API", "--ca-addr"),
         (settings.pdp.grpc_addr, "PDP gRPC", "--grpc-addr"),
         (settings.pdp.http_addr, "PDP HTTP", "--http-addr"),
+        (settings.console.addr, "web console", "--console-addr"),
     ]
 
 

@@ -1,5 +1,9 @@
 """``GET /v1/decisions/{id}``: a recent decision, redacted as the decision log is.
 
+``GET /v1/decisions?principal=&resource=&decision=&limit=``: the recent
+decisions, newest first, filtered (principal and resource by substring,
+decision exactly), at most ``limit`` (default 100, at most 1,000).
+
 Admin only (:class:`~authz.adapters.admin.AdminGate`). ``?explain=true``
 adds an explanation (:mod:`authz.explain`) computed now, on the redacted
 request, against the active policies (``explained_with`` names their version:
@@ -26,6 +30,7 @@ from authz.recent import RecentDecisions
 __all__ = ["decisions_router"]
 
 MAX_ID = 128
+MAX_LIST = 1000
 
 
 def decisions_router(
@@ -33,6 +38,32 @@ def decisions_router(
 ) -> APIRouter:
     router = APIRouter()
     redact = tuple(redact)
+
+    @router.get("/v1/decisions")
+    async def decisions(request: Request) -> Response:
+        refused = gate.refuse(request)
+        if refused is not None:
+            return refused
+        query = request.query_params
+        raw_limit = query.get("limit", "100")
+        if not raw_limit.isdigit():
+            return JSONResponse({"error": "limit must be a number"}, status_code=400)
+        limit = min(int(raw_limit), MAX_LIST)
+        principal = query.get("principal", "")
+        resource = query.get("resource", "")
+        decision = query.get("decision", "")
+        out: list[dict[str, Any]] = []
+        for record in recent.newest():
+            if len(out) >= limit:
+                break
+            if principal and principal not in record.principal:
+                continue
+            if resource and resource not in record.resource:
+                continue
+            if decision and decision != record.decision:
+                continue
+            out.append(decision_entry(record, redact))
+        return JSONResponse({"decisions": out})
 
     @router.get("/v1/decisions/{decision_id}")
     async def decision(decision_id: str, request: Request) -> Response:

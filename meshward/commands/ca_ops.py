@@ -8,7 +8,6 @@ CA's state directory (as ``ca entry add`` does) and only parse, call
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import time
 from pathlib import Path
@@ -20,69 +19,20 @@ from meshward.commands.ca import _cli, _open, _spiffe_id, parse_duration
 from meshward.commands.common import ExitCode, fail, settings_from
 
 if TYPE_CHECKING:
-    from cryptography import x509
-
     from ca.store.protocol import Entry
 
 __all__ = ["register"]
 
 
-def _iso(when: dt.datetime | None) -> str | None:
-    return None if when is None else when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _cert_json(cert: x509.Certificate) -> dict[str, Any]:
-    return {
-        "subject": cert.subject.rfc4514_string(),
-        "serial": format(cert.serial_number, "x"),
-        "not_before": _iso(cert.not_valid_before_utc),
-        "not_after": _iso(cert.not_valid_after_utc),
-    }
-
-
 def status_command(ctx: typer.Context) -> None:
     """Print the CA's state as JSON: root and signing CAs with expiry, the rotation
     stage, counts of entries, join tokens and agents, and the database."""
-    from ca.store.protocol import TokenListing  # noqa: PLC0415
+    from ca.status import ca_status  # noqa: PLC0415
     from ca.wiring import ca_files  # noqa: PLC0415
 
     settings = settings_from(ctx)
     ca = _open(settings)
-    authority = ca.authority
-    now = ca.clock.now()
-    stage = "steady"
-    if authority.next is not None:
-        stage = "prepared: next signing CA published, not yet signing"
-    elif authority.should_prepare_next(now):
-        stage = "due: the next signing CA is prepared on the next rotation step"
-
-    def slot(s: Any) -> dict[str, Any]:
-        return {"id": s.id, **_cert_json(s.ca_cert), "jwt_kid": s.jwt_kid}
-
-    counts: dict[str, int | None] = {"entries": len(ca.store.list_entries())}
-    store: Any = ca.store
-    counts["join_tokens_unused"] = (
-        sum(1 for t in store.list_tokens() if t.used_at is None and t.expires_at > now)
-        if isinstance(store, TokenListing)
-        else None
-    )
-    list_agents = getattr(store, "list_agents", None)
-    counts["agents"] = len(list_agents()) if callable(list_agents) else None
-    out = {
-        "trust_domain": str(ca.trust_domain),
-        "root": _cert_json(authority.root_cert),
-        "signing_ca": slot(authority.active),
-        "next_signing_ca": slot(authority.next) if authority.next else None,
-        "retired": [s.id for s in authority.retired],
-        "rotation": {
-            "stage": stage,
-            "prepare_at": _iso(authority.active.at_fraction(1 / 2)),
-            "activate_at": _iso(authority.active.at_fraction(5 / 6)),
-        },
-        "bundle_sequence": authority.sequence,
-        "counts": counts,
-        "database": str(ca_files(settings).db),
-    }
+    out = {**ca_status(ca, ca.clock.now()), "database": str(ca_files(settings).db)}
     typer.echo(json.dumps(out, indent=2))
 
 
@@ -106,6 +56,7 @@ def svid_inspect(
     from authz.authn.peer import verify_svid_chain  # noqa: PLC0415
     from authz.authn.trust import load_trust_bundles  # noqa: PLC0415
     from ca.embedded import bundle_file  # noqa: PLC0415
+    from ca.status import cert_json  # noqa: PLC0415
     from meshward.clock import SystemClock  # noqa: PLC0415
 
     try:
@@ -125,7 +76,7 @@ def svid_inspect(
     out: dict[str, Any] = {
         "spiffe_id": spiffe_ids[0] if len(spiffe_ids) == 1 else spiffe_ids,
         "issuer": leaf.issuer.rfc4514_string(),
-        **_cert_json(leaf),
+        **cert_json(leaf),
         "expires_in_seconds": int((leaf.not_valid_after_utc - now).total_seconds()),
         "chain_length": len(chain),
         "bundle": str(bundle),
@@ -225,6 +176,7 @@ def entry_update(
 
 def token_list(ctx: typer.Context) -> None:
     """Print every join token (by hash id, never the token), one JSON object per line."""
+    from ca.status import iso  # noqa: PLC0415
     from ca.store.protocol import TokenListing  # noqa: PLC0415
 
     ca = _open(settings_from(ctx))
@@ -237,8 +189,8 @@ def token_list(ctx: typer.Context) -> None:
         doc = {
             "id": token.token_hash[:16],
             "spiffe_id": str(token.spiffe_id),
-            "expires_at": _iso(token.expires_at),
-            "used_at": _iso(token.used_at),
+            "expires_at": iso(token.expires_at),
+            "used_at": iso(token.used_at),
             "state": state,
         }
         typer.echo(json.dumps(doc))

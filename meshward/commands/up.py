@@ -29,7 +29,7 @@ def up_command(
         str | None, _addr("--console-addr", "web console (setting console.addr)", "127.0.0.1:8080")
     ] = None,
 ) -> None:
-    """Run the CA, the PDP and a node agent on embedded defaults; print where each listens.
+    """Run the CA, the PDP, a node agent and the web console; print where each listens.
 
     State (CA keys, the generated CA passphrase, the decision log) lives in
     --state-dir (default ./.meshward). A taken port is a one-line error and exit 2.
@@ -37,6 +37,7 @@ def up_command(
     """
     from authz.errors import AuthzError  # noqa: PLC0415
     from ca.errors import CaError  # noqa: PLC0415
+    from console.server import ConsoleError  # noqa: PLC0415
     from meshward.listen import AddressInUse  # noqa: PLC0415
     from meshward.logs import configure_logging  # noqa: PLC0415
     from meshward.up import run_up  # noqa: PLC0415
@@ -54,7 +55,7 @@ def up_command(
         run_up(settings)
     except AddressInUse as exc:
         fail(exc.one_line())
-    except (AuthzError, CaError) as exc:
+    except (AuthzError, CaError, ConsoleError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         raise typer.Exit(130) from None

@@ -240,3 +240,12 @@ def test_up_help_shows_the_address_flags() -> None:
     for flag in ("--ca-addr", "--grpc-addr", "--http-addr", "--console-addr"):
         assert flag in result.stdout
     assert "<bool>" not in result.stdout
+
+
+def test_up_serves_the_web_console_at_the_printed_url(up: Up) -> None:
+    match = re.search(r"web console on (http://\S+)", up.output())
+    assert match, up.output()
+    page = httpx.get(match.group(1) + "policies", timeout=10)
+    assert page.status_code == 200
+    assert "frontend-reads-catalog" in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
