@@ -27,7 +27,7 @@ from urllib.parse import unquote
 import pytest
 
 from tests.attacks.cases import CONTROLS, ROWS, AttackRequest, Row
-from tests.attacks.drivers import _head, http_status
+from tests.attacks.drivers import http_status, request_head
 from tests.support.caddy import caddy_server
 from tests.support.cli import REPO
 from tests.support.haproxy import haproxy_server
@@ -388,7 +388,8 @@ class ProxyDriver:
             headers.insert(0, ("Host", request.host))
         headers.append(("x-test-id", marker))
         target = request.target if isinstance(request.target, bytes) else request.target.encode()
-        status = http_status(self.port(request.destination), _head(request.method, target, headers))
+        head = request_head(request.method, target, headers)
+        status = http_status(self.port(request.destination), head)
         reached = self.upstream.find(marker) is not None
         assert reached == (status == 200), f"{status}, reached the upstream: {reached}"
         return reached
