@@ -322,6 +322,8 @@ PATHS = [
     ("/items/%2e%2e/admin/users", ADMIN),
     ("/items/%2E%2E/admin/users", ADMIN),
     ("/v1/charges%3F/../../admin", ADMIN),
+    (f"http://{HOST}/admin/users", ADMIN),  # absolute-form request target
+    (f"http://{HOST}/x/../admin/users", ADMIN),
     ("/admin%2Fusers", MALFORMED),
     ("/items%2F..%2Fadmin", MALFORMED),
     ("/items%00", MALFORMED),
