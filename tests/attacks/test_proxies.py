@@ -337,6 +337,26 @@ PATHS = [
 ]
 
 
+def _table_paths() -> list[tuple[str, str]]:
+    """The path rows of tests/attacks/cases.py, as kinds for this case-sensitive PDP."""
+    mine = {target for target, _ in PATHS}
+    rows = []
+    for row in ROWS:
+        target = row.request.target
+        if row.request != AttackRequest(target=target) or not isinstance(target, str):
+            continue  # not a path row, or bytes (sent by the table's own driver below)
+        if target in mine:
+            continue
+        if row.same_as is None:
+            rows.append((target, MALFORMED))
+        else:
+            rows.append((target, ADMIN if _served(target).startswith("/admin") else SERVED))
+    return rows
+
+
+PATHS += _table_paths()
+
+
 @pytest.mark.parametrize(("target", "kind"), PATHS, ids=[f"{k}:{t}" for t, k in PATHS])
 def test_path_spelling_is_decided_as_it_is_served(stack: Stack, target: str, kind: str) -> None:
     response, seen = stack.send(target)
