@@ -174,6 +174,16 @@ def test_allowed_reaches_the_upstream_with_the_decided_principal(stack: Stack) -
     assert seen.header("host") == [HOST]
 
 
+def test_another_spelling_of_the_host_is_decided_as_the_pinned_host(stack: Stack) -> None:
+    response, seen = stack.send("/items", host=f"{HOST.upper()}:{stack.port}")
+    assert response.status == 200, response.body
+    assert seen is not None
+    (decision_id,) = seen.header("x-meshward-decision-id")
+    assert stack.decided(decision_id)["resource"] == f'Service::"{HOST}"'
+    (host,) = seen.header("host")
+    assert host.lower().partition(":")[0] == HOST
+
+
 @pytest.mark.parametrize(
     ("method", "workload"), [("GET", ORDERS), ("DELETE", FRONTEND)], ids=["principal", "action"]
 )
