@@ -238,6 +238,10 @@ def test_client_sent_identity_headers_do_not_reach_the_upstream(stack: Stack) ->
     assert seen.header("x-meshward-principal") == [f'Workload::"{FRONTEND}"']
     assert seen.header("x-meshward-decision-id") != ["0" * 32]
     assert seen.header("x-forwarded-client-cert") == []
+    # nginx can only overwrite the names it knows; the others remove them all.
+    ours = {"x-meshward-principal", "x-meshward-decision-id"}
+    names = {k.lower() for k, _ in seen.headers if k.lower().startswith("x-meshward-")}
+    assert names - ours == ({"x-meshward-roles"} if stack.name == "nginx" else set())
 
 
 FORGED_REQUEST_LINE = {
