@@ -50,6 +50,11 @@ POLICY = f"""
 permit (principal == Workload::"{FRONTEND}", action in Action::"read",
         resource == Service::"{HOST}");
 
+@id("frontend-adds-items")
+permit (principal == Workload::"{FRONTEND}", action == Action::"POST",
+        resource == Service::"{HOST}")
+when {{ context has http && context.http.path == "/items" }};
+
 @id("catalog-admin-api")
 forbid (principal, action, resource == Service::"{HOST}")
 when {{ context has http && context.http.path like "/admin*" }};
@@ -88,6 +93,7 @@ class Stack:
         method: str = "GET",
         host: str = HOST,
         workload: str | None = FRONTEND,
+        body: bytes = b"",
         timeout: float = 10.0,
     ) -> tuple[RawResponse, Echoed | None]:
         """Send one request through the proxy; what came back, and what reached the upstream."""
@@ -95,9 +101,12 @@ class Stack:
         lines = [("host", host), ("x-test-id", marker)]
         if workload is not None:
             lines.append(("authorization", f"Bearer {self.token(workload)}"))
+        if body:
+            lines.append(("content-length", str(len(body))))
         response = raw_request(
-            self.port, target, [*lines, *(headers or [])], method=method, timeout=timeout
-        )
+            self.port, target, [*lines, *(headers or [])], method=method, body=body,
+            timeout=timeout,
+        )  # fmt: skip
         return response, self.upstream.find(marker)
 
     def decided(self, decision_id: str) -> dict[str, Any]:
@@ -172,6 +181,15 @@ def test_allowed_reaches_the_upstream_with_the_decided_principal(stack: Stack) -
     assert stack.decided(decision_id)["decision"] == "allow"
     assert seen.header("authorization") == []  # credentials stop at the proxy
     assert seen.header("host") == [HOST]
+
+
+def test_the_body_goes_to_the_upstream_not_to_the_pdp(stack: Stack) -> None:
+    body = bytes(range(256)) * 1024  # 256 KiB
+    response, seen = stack.send("/items", method="POST", body=body)
+    assert response.status == 200, response.body
+    assert seen is not None
+    assert seen.method == "POST"
+    assert seen.body == body
 
 
 def test_another_spelling_of_the_host_is_decided_as_the_pinned_host(stack: Stack) -> None:

@@ -29,6 +29,7 @@ class Echoed:
     method: str
     target: str  # the request target as sent: path and query, raw
     headers: tuple[tuple[str, str], ...]
+    body: bytes = b""
 
     def header(self, name: str) -> list[str]:
         """Every value of ``name`` (case-insensitive), in the order received."""
@@ -58,9 +59,8 @@ def _handler(upstream: Upstream) -> type[BaseHTTPRequestHandler]:
 
         def _reply(self) -> None:
             length = int(self.headers.get("content-length") or 0)
-            if length:
-                self.rfile.read(length)
-            seen = Echoed(self.command, self.path, tuple(self.headers.items()))
+            body = self.rfile.read(length) if length else b""
+            seen = Echoed(self.command, self.path, tuple(self.headers.items()), body)
             upstream.received.append(seen)
             body = json.dumps(
                 {
@@ -121,11 +121,13 @@ def raw_request(
     headers: Sequence[tuple[str, str]] = (),
     *,
     method: str = "GET",
+    body: bytes = b"",
     timeout: float = 10.0,
 ) -> RawResponse:
     """Send ``method target HTTP/1.1`` to 127.0.0.1:``port`` exactly as given.
 
-    ``headers`` are sent in order, repeats included; include ``host``.
+    ``headers`` are sent in order, repeats included; include ``host``
+    (and ``content-length`` with a ``body``).
     (httpx and urllib normalise the path, which is the thing under test.)
     """
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
@@ -133,7 +135,7 @@ def raw_request(
         conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
         for name, value in headers:
             conn.putheader(name, value)
-        conn.endheaders()
+        conn.endheaders(body or None)
         response = conn.getresponse()
         body = response.read()
         return RawResponse(response.status, {k.lower(): v for k, v in response.getheaders()}, body)
