@@ -443,7 +443,7 @@ class ProxyDriver:
         headers.append(("x-test-id", marker))
         target = request.target if isinstance(request.target, bytes) else request.target.encode()
         head = request_head(request.method, target, headers)
-        status = http_status(self.port(request.destination), head)
+        status, _ = http_status(self.port(request.destination), head)
         reached = self.upstream.find(marker) is not None
         assert reached == (status == 200), f"{status}, reached the upstream: {reached}"
         return reached
