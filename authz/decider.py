@@ -122,6 +122,7 @@ class Outcome(StrEnum):
     DENY = "deny"  # 403 / PERMISSION_DENIED
     UNAUTHENTICATED = "unauthenticated"  # 401 / UNAUTHENTICATED
     ERROR = "error"  # generic deny (403), detail only in the log
+    UNAVAILABLE = "unavailable"  # no policy version active yet: 503 / UNAVAILABLE, never a 403
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +166,7 @@ class Verdict:
         text = {
             Outcome.UNAUTHENTICATED: "unauthenticated",
             Outcome.DENY: "forbidden",
+            Outcome.UNAVAILABLE: "unavailable",
         }.get(self.outcome, "denied")
         return {"error": text, "decision_id": self.decision_id}
 
@@ -273,6 +275,10 @@ def build_request(facts: RequestFacts, who: Authenticated) -> AccessRequest:
     return AccessRequest(who.identity, EntityUid("Action", method), _resource(facts), context)
 
 
+def _unavailable(decision_id: str) -> Verdict:
+    return Verdict(Outcome.UNAVAILABLE, Decision.deny("no_policies"), decision_id)
+
+
 def _new_id() -> str:
     return secrets.token_hex(16)
 
@@ -311,6 +317,12 @@ class Decider:
         tier = "none"
         version = ""
         try:
+            if not self.engines.ready:
+                # Before the first version is active nothing can be decided: the
+                # answer is "not yet" (the proxy may retry), never a 403 for a
+                # request the policies would allow.
+                verdict = _unavailable(decision_id)
+                return verdict
             try:
                 who = await self.authenticator.authenticate(
                     facts.peer, facts.headers.get("authorization")
@@ -358,6 +370,9 @@ class Decider:
         verdict = Verdict(Outcome.ERROR, Decision.deny("internal"), decision_id)
         tier, version = "none", ""
         try:
+            if not self.engines.ready:
+                verdict = _unavailable(decision_id)
+                return verdict
             decision, tier, version = await self._evaluate(request)
             verdict = Verdict(
                 Outcome.ALLOW if decision.allowed else Outcome.DENY,

@@ -6,10 +6,14 @@ server (``grpc.aio``: ext_authz, health, reflection) and the HTTP application
 (uvicorn) on one uvloop event loop; :func:`run` starts one such process per
 ``--workers``, all bound to the same ports with ``SO_REUSEPORT``.
 
-Start-up order: listeners open with gRPC health ``NOT_SERVING`` and
-``/readyz`` 503; the policies load; health turns ``SERVING``. With several
-workers the policies load first: siblings share the ports, so a worker
-listens only once it can serve. On SIGTERM or
+Start-up order: a process never answers a check its policies did not
+decide. From a directory (read in well under a second) the policies load
+first and the ports open once they are active. From a Git remote (a fetch can
+take long, and the port shows the process is alive) the ports open first with
+gRPC health ``NOT_SERVING``, ``/readyz`` 503 and every check answered
+``UNAVAILABLE`` / 503 until the first version passes the gate; then health
+turns ``SERVING``. With several workers the policies always load first:
+siblings share the ports, so a worker listens only once it can serve. On SIGTERM or
 SIGINT: health ``NOT_SERVING``, stop accepting, let in-flight checks finish
 (``pdp.drain_seconds``), exit 0.
 
@@ -53,6 +57,7 @@ from authz.decider import Decider, DecisionObserver, EngineHolder
 from authz.errors import AuthzError
 from authz.metrics import PdpMetrics
 from authz.sources.errors import SourceError
+from authz.sources.protocol import Refreshable
 from authz.sources.runtime import (
     PolicyRuntime,
     build_policy_runtime,
@@ -237,10 +242,13 @@ class PdpServer:
     async def start(self) -> None:
         settings = self.pdp.settings.pdp
         reuse_port = settings.workers > 1
-        if reuse_port:
-            # Workers share the ports: the kernel hands connections to every
-            # worker that listens, so a worker listens only once its policies
-            # are active, and never turns away traffic a ready sibling could serve.
+        # Workers share the ports: the kernel hands connections to every worker
+        # that listens, so a worker listens only once its policies are active,
+        # and never turns away traffic a ready sibling could serve. A local
+        # directory loads first too; only a remote source listens while it loads.
+        load_first = reuse_port or not isinstance(self.pdp.policies.gate.source, Refreshable)
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if load_first:
             await self._load()
         server = grpc.aio.server(
             options=[
@@ -262,7 +270,6 @@ class PdpServer:
             ],
             server,
         )
-        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         try:
             bound = server.add_insecure_port(settings.grpc_addr)
         except RuntimeError as exc:  # grpc raises on a taken port
@@ -285,7 +292,7 @@ class PdpServer:
         )
         self._http = _Uvicorn(config)
         self._http_task = asyncio.create_task(self._http.serve(sockets=[http_sock]))
-        if not reuse_port:
+        if not load_first:
             await self._load()
 
     async def _load(self) -> None:

@@ -84,7 +84,14 @@ def _response(verdict: Verdict, envoy: bool) -> Response:
     if verdict.outcome is Outcome.UNAUTHENTICATED:
         headers["www-authenticate"] = _WWW_AUTHENTICATE
         return JSONResponse(verdict.error_body(), status_code=401, headers=headers)
+    if verdict.outcome is Outcome.UNAVAILABLE:
+        headers["retry-after"] = "1"
+        return JSONResponse(verdict.error_body(), status_code=503, headers=headers)
     return JSONResponse(verdict.error_body(), status_code=403, headers=headers)
+
+
+def _no_policies_yet() -> Response:
+    return JSONResponse({"error": "unavailable"}, status_code=503, headers={"retry-after": "1"})
 
 
 class _AnyMethod:
@@ -176,10 +183,14 @@ def create_app(decider: Decider, metrics: PdpMetrics) -> FastAPI:
                     raise BadInput(f"requests must be a list of at most {MAX_BATCH}")
                 requests = [parse_check_json(item) for item in items]
                 verdicts = [await decider.decide_request(r) for r in requests]
+                if any(v.outcome is Outcome.UNAVAILABLE for v in verdicts):
+                    return _no_policies_yet()
                 return JSONResponse({"decisions": [v.decision.to_json() for v in verdicts]})
             verdict = await decider.decide_request(parse_check_json(doc))
         except (ValueError, BadInput) as exc:
             return JSONResponse({"error": "bad request", "detail": str(exc)[:500]}, 400)
+        if verdict.outcome is Outcome.UNAVAILABLE:
+            return _no_policies_yet()
         return JSONResponse(
             verdict.decision.to_json(),
             headers={"x-meshward-decision-id": verdict.decision_id},

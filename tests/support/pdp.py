@@ -92,13 +92,17 @@ def pdp_process(
     pdp_settings: dict[str, Any] | None = None,
     env: dict[str, str] | None = None,
     wait_ready: bool = True,
+    grpc_port: int | None = None,
 ) -> Iterator[PdpProcess]:
     """Start ``meshward pdp serve`` and wait until ``/readyz`` says ready
-    (or, without ``wait_ready``, only until its HTTP port is open)."""
+    (or, without ``wait_ready``, only until its HTTP port is open). ``grpc_port``:
+    a port chosen beforehand, for a client already waiting on it."""
     workdir.mkdir(parents=True, exist_ok=True)
     pdp = PdpProcess(
         workdir, TestPki(TRUST_DOMAIN), SigningKey("svid-key-1"), SigningKey("idp-1", "rsa")
     )
+    if grpc_port is not None:
+        pdp.grpc_port = grpc_port
     config = _write_config(pdp, pdp_settings or {})
     extra_env = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESHWARD_")}
