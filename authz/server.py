@@ -56,6 +56,7 @@ from authz.cache.wiring import build_cache
 from authz.decider import Decider, DecisionObserver, EngineHolder
 from authz.errors import AuthzError
 from authz.metrics import PdpMetrics
+from authz.sources.childproc import set_parent_death_signal
 from authz.sources.errors import SourceError
 from authz.sources.protocol import Refreshable
 from authz.sources.runtime import (
@@ -393,6 +394,7 @@ def _worker(settings: Settings, index: int) -> None:
 
     configure_logging(settings.log_format, settings.log_level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards SIGTERM
+    set_parent_death_signal(signal.SIGTERM)  # a killed parent takes its workers with it
     try:
         _run_one(for_worker(settings, index), announce=index == 0)
     except PdpError as exc:

@@ -139,7 +139,9 @@ def build_policy_runtime(settings: Settings, clock: Clock, engines: EngineHolder
     announcer = RedisAnnouncer(redis, source.description) if redis is not None else None
     # Bundles are checked in a child process, so Cedar's work on a large policy
     # set never holds this process's GIL while it serves checks.
-    preparer = ProcessPreparer()
+    preparer = ProcessPreparer(
+        timeout=ps.prepare_timeout_seconds, memory_bytes=ps.prepare_memory_mb * 1024 * 1024
+    )
     gate: Gate[Engine] = Gate(
         source,
         preparer,
