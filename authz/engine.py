@@ -3,10 +3,18 @@
 ``Engine(bundle)`` prepares everything at load time: the scope index
 (:mod:`authz.slicing`), the entity hierarchy, the whole ``cedarpy.PolicySet``.
 :meth:`Engine.evaluate` then finds the policies whose scope the request
-satisfies, evaluates only those (one ``PolicySet`` per distinct candidate set,
-built from the policies' JSON form once and memoized, bounded), and returns
-a :class:`~authz.model.Decision`. It is synchronous, has no I/O, and never
-raises: any failure is a deny carrying an error (fail closed).
+satisfies (memoized per principal, parents, action and resource), evaluates
+only those, and returns a :class:`~authz.model.Decision`. It is synchronous,
+has no I/O, and never raises: any failure is a deny carrying an error (fail
+closed).
+
+Each distinct candidate set is a *slice*, prepared once and memoized
+(bounded): its ``PolicySet`` (built from the policies' JSON form), the
+entities its policies name, and what of the context they read
+(:class:`~authz.cache.keys.Projection`, the analysis the decision cache keys
+on). Cedar is handed only that part of the context — most of its per-call
+cost is turning the context JSON into values — unless the context holds
+something Cedar refuses (then it gets all of it, and fails as it would).
 
 Fail closed, also inside Cedar: a ``forbid`` policy that errors while being
 evaluated might have applied, so an allow that coexists with an erroring
@@ -16,6 +24,7 @@ simply grants nothing (Cedar's own semantics).
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections import OrderedDict
@@ -24,7 +33,8 @@ from collections.abc import Iterable, Sequence
 import cedarpy
 
 from authz.bundle import Policy, PolicyBundle, policy_set_from
-from authz.cedar import to_cedar_request
+from authz.cache.keys import Projection, cedar_clean, context_reads
+from authz.cedar import authorize, plain
 from authz.entities import EntityStore, entity_literals
 from authz.model import AccessRequest, Decision, Effect, EntityUid
 from authz.slicing import Hierarchy, ScopeIndex
@@ -33,6 +43,23 @@ __all__ = ["Engine", "RawResult"]
 
 _ERROR_POLICY = re.compile(r"error while evaluating policy `((?:[^`\\]|\\.)*)`")
 DEFAULT_SLICE_CACHE = 4096
+Scope = tuple[EntityUid, tuple[EntityUid, ...], EntityUid, EntityUid]
+
+
+class _Slice:
+    """One candidate set, ready to evaluate."""
+
+    __slots__ = ("literals", "policy_set", "projection")
+
+    def __init__(
+        self,
+        policy_set: cedarpy.PolicySet,
+        literals: frozenset[EntityUid],
+        projection: Projection,
+    ) -> None:
+        self.policy_set = policy_set
+        self.literals = literals
+        self.projection = projection
 
 
 class RawResult:
@@ -80,8 +107,10 @@ class Engine:
         self._hierarchy = Hierarchy(bundle.entity_records)
         self._store = EntityStore(bundle.entities, bundle.entity_records)
         self._literals = tuple(entity_literals(p.json) for p in bundle.policies)
-        self._slices: OrderedDict[tuple[int, ...], cedarpy.PolicySet] = OrderedDict()
+        self._reads = tuple(context_reads(p.json) for p in bundle.policies)
+        self._slices: OrderedDict[tuple[int, ...], _Slice] = OrderedDict()
         self._slice_cache_size = max(1, slice_cache_size)
+        self._scopes: dict[Scope, tuple[int, ...]] = {}
         self._lock = threading.Lock()
         self._everything = tuple(range(len(bundle.policies)))
 
@@ -94,27 +123,42 @@ class Engine:
     def _positions(self, request: AccessRequest) -> tuple[int, ...]:
         if not self.slicing:
             return self._everything
-        hierarchy = self._hierarchy
-        principal = request.principal
-        return self._index.candidates(
-            (principal, hierarchy.closure(principal, request.identity.parents)),
-            (request.action, hierarchy.closure(request.action)),
-            (request.resource, hierarchy.closure(request.resource)),
-        )
+        identity = request.identity
+        scope = (identity.principal, identity.parents, request.action, request.resource)
+        found = self._scopes.get(scope)
+        if found is None:
+            hierarchy = self._hierarchy
+            principal = identity.principal
+            found = self._index.candidates(
+                (principal, hierarchy.closure(principal, identity.parents)),
+                (request.action, hierarchy.closure(request.action)),
+                (request.resource, hierarchy.closure(request.resource)),
+            )
+            if len(self._scopes) >= 4 * self._slice_cache_size:
+                self._scopes.clear()  # bounded; rebuilt from the index as requests come
+            self._scopes[scope] = found
+        return found
 
     def candidates(self, request: AccessRequest) -> tuple[Policy, ...]:
         """The policies whose scope ``request`` satisfies (each with ``id`` and ``json``)."""
         return tuple(self._policies[i] for i in self._positions(request))
 
-    def _policy_set(self, positions: tuple[int, ...]) -> cedarpy.PolicySet:
-        if positions == self._everything:
-            return self.bundle.policy_set
+    def _slice(self, positions: tuple[int, ...]) -> _Slice:
         with self._lock:
             found = self._slices.get(positions)
             if found is not None:
                 self._slices.move_to_end(positions)
                 return found
-        built = policy_set_from([self._policies[i] for i in positions])
+        policy_set = (
+            self.bundle.policy_set
+            if positions == self._everything
+            else policy_set_from([self._policies[i] for i in positions])
+        )
+        built = _Slice(
+            policy_set,
+            frozenset(_union(self._literals[i] for i in positions)),
+            Projection.of((self._reads[i] for i in positions), ()),
+        )
         with self._lock:
             self._slices[positions] = built
             while len(self._slices) > self._slice_cache_size:
@@ -126,19 +170,27 @@ class Engine:
     def evaluate_raw(self, request: AccessRequest) -> RawResult:
         """Cedar's answer on the candidate policies (may raise on malformed input)."""
         positions = self._positions(request)
-        if not positions:
+        context = request.context
+        clean = cedar_clean(context)
+        if not positions and clean:
             return RawResult(False, (), ())
-        result = cedarpy.is_authorized(
-            to_cedar_request(request),
-            self._policy_set(positions),
-            self._store.for_request(request, _union(self._literals[i] for i in positions)),
+        # A context Cedar refuses is handed over whole, so it fails as it would.
+        piece = self._slice(positions)
+        if clean:
+            context = piece.projection.narrow(context)
+        cedar_context = plain(context)
+        cedar_request = {
+            "principal": request.principal.to_cedar(),
+            "action": request.action.to_cedar(),
+            "resource": request.resource.to_cedar(),
+            "context": json.dumps(cedar_context),
+        }
+        allowed, reasons, errors = authorize(
+            cedar_request,
+            piece.policy_set,
+            self._store.for_request(request, piece.literals, cedar_context),
         )
-        diagnostics = result.diagnostics
-        return RawResult(
-            result.allowed,
-            tuple(sorted(diagnostics.reasons)),
-            tuple(sorted(diagnostics.errors)),
-        )
+        return RawResult(allowed, tuple(sorted(reasons)), tuple(sorted(errors)))
 
     def evaluate(self, request: AccessRequest) -> Decision:
         """The decision for ``request``; never raises (an error is a deny)."""
