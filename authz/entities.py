@@ -38,6 +38,9 @@ def _uid(value: Mapping[str, Any]) -> EntityUid:
 
 def _references(value: Any) -> Iterator[EntityUid]:
     """Entity references anywhere in a JSON value (Cedar's ``__entity`` escape)."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool:
+        return
     if isinstance(value, Mapping):
         inner = value.get("__entity")
         if isinstance(inner, Mapping) and "type" in inner and "id" in inner:
@@ -111,7 +114,7 @@ class EntityStore:
             return self.handle  # the principal adds nothing: the static set as it is
         if not isinstance(literals, frozenset):
             literals = frozenset(literals)
-        mine = plain(dict(identity.attributes))
+        mine = plain(dict(identity.attributes)) if identity.attributes else {}
         referenced = frozenset(
             _references(plain(dict(request.context)) if context is None else context)
         )

@@ -174,7 +174,11 @@ def cedar_clean(value: Any) -> bool:
         return True
     if kind is int:
         return bool(_I64[0] <= value <= _I64[1])
-    if kind is dict and "__extn" not in value and "__entity" not in value:
+    if (
+        (kind is dict or kind is MappingProxyType)
+        and "__extn" not in value
+        and ("__entity" not in value)
+    ):
         # The common shape (headers, claims): a plain dict, checked without a call per string.
         for key, item in value.items():
             if type(key) is not str:
