@@ -26,8 +26,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ca.errors import BadRequest, CaError, NotFound
 from ca.issuance import IssuedX509
 from ca.service import Caller, CertificateAuthority
+from ca.status import ca_status, live_svids
 from ca.store.protocol import Entry
 from meshward.spiffe import InvalidSpiffeId, SpiffeId
+from meshward.x509_svid import is_ca, spiffe_id_of
 
 __all__ = ["MAX_BODY", "create_app", "peer_spiffe_id"]
 
@@ -53,20 +55,15 @@ def peer_spiffe_id(scope: MutableMapping[str, Any], now: dt.datetime) -> SpiffeI
         cert = x509.load_pem_x509_certificate(chain[0].encode("ascii"))
         if not cert.not_valid_before_utc <= now < cert.not_valid_after_utc:
             return None
-        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-        if bc.ca:
+        if is_ca(cert):
             return None
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        uris = san.get_values_for_type(x509.UniformResourceIdentifier)
-        if len(uris) != 1:
-            return None
-        return SpiffeId.parse(uris[0])
-    except (ValueError, x509.ExtensionNotFound, InvalidSpiffeId):
+        return spiffe_id_of(cert)
+    except ValueError:  # InvalidSvid included
         return None
 
 
 def _error(exc: CaError) -> JSONResponse:
-    body: dict[str, Any] = {"error": exc.code}
+    body: dict[str, Any] = {"error": exc.code, "code": exc.code}
     reason = getattr(exc, "reason", None)
     if reason:
         body["reason"] = reason
@@ -269,6 +266,38 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
         entry_id = request.path_params["entry_id"]
         await run(lambda: ca.remove_entry(entry_id, caller))
         return Response(status_code=204)
+
+    @app.get("/v1/agents")
+    @guarded("agent_list")
+    async def list_agents(request: Request) -> Response:
+        caller = await admin(request)
+        wanted = request.query_params.get("spiffe_id")
+        if wanted is not None:
+            spiffe_id = _spiffe_id({"spiffe_id": wanted})
+            record = await run(lambda: ca.get_agent(spiffe_id, caller))
+            return JSONResponse(record.to_json())
+        agents = await run(lambda: ca.list_agents(caller))
+        return JSONResponse({"agents": [a.to_json() for a in agents]})
+
+    @app.get("/v1/ca/status")
+    @guarded("ca_status")
+    async def status(request: Request) -> Response:
+        await admin(request)
+        return JSONResponse(await run(lambda: ca_status(ca, ca.clock.now())))
+
+    @app.get("/v1/svids")
+    @guarded("svid_list")
+    async def svids(request: Request) -> Response:
+        await admin(request)
+        return JSONResponse({"svids": await run(lambda: live_svids(ca, ca.clock.now()))})
+
+    @app.post("/v1/agents/evict")
+    @guarded("agent_evict")
+    async def evict_agent(request: Request) -> Response:
+        caller = await admin(request)
+        spiffe_id = _spiffe_id(await _body(request))
+        record = await run(lambda: ca.evict_agent(spiffe_id, caller))
+        return JSONResponse(record.to_json())
 
     @app.post("/v1/join-tokens")
     @guarded("token_create")

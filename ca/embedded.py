@@ -1,24 +1,24 @@
 """The CA on embedded defaults, for ``meshward up``.
 
 On first start it initialises a CA in ``<state-dir>/ca`` (trust domain from
-the settings). When no passphrase is configured (``MESHWARD_CA_PASSPHRASE``
-or ``ca.passphrase_file``) it generates one into
-``<state-dir>/ca-passphrase`` (0600): convenient for a laptop, and no
-protection against someone who can read the state directory — production
-runs ``meshward ca serve`` with a passphrase from the environment or a
-secret file. The trust bundle (JWK Set: X.509 and JWT authorities) is kept
+the settings). When no passphrase is configured it generates one into
+``<state-dir>/ca-passphrase`` (0600), which every ``meshward ca`` command
+with the same state directory then finds (:mod:`ca.passphrase`) — convenient
+for a laptop, no protection against someone who can read the state
+directory. The trust bundle (JWK Set: X.509 and JWT authorities) is kept
 current in ``<state-dir>/ca/bundle.json`` for the PDP.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
-from ca.errors import CaError
-from ca.keystore import PASSPHRASE_ENV, write_private_file
+from ca.errors import CaError, NotFound
+from ca.issuance import IssuedX509
+from ca.keystore import write_private_file
+from ca.passphrase import ca_passphrase
 from ca.service import ADMIN_PATH, Caller, CertificateAuthority, init_authority, random_serial
 from ca.store.protocol import Entry
 from ca.store.sqlite import SqliteStore
@@ -28,39 +28,41 @@ from meshward.clock import SystemClock
 from meshward.settings import Settings
 from meshward.spiffe import SpiffeId, TrustDomain
 
-__all__ = ["bundle_file", "prepare_embedded_ca", "serve_embedded_ca", "write_admin_svid"]
+__all__ = [
+    "ADMIN_SVID_TTL",
+    "bundle_file",
+    "prepare_embedded_ca",
+    "serve_embedded_ca",
+    "write_admin_svid",
+]
+
+ADMIN_SVID_TTL = 3600  # an admin SVID is never renewed: `meshward ca admin login` again
 
 
 def bundle_file(settings: Settings) -> Path:
     return settings.state_dir / "ca" / "bundle.json"
 
 
-def _passphrase_env(settings: Settings, env: Mapping[str, str]) -> dict[str, str]:
-    out = dict(env)
-    if settings.ca.passphrase_file is None and not env.get(PASSPHRASE_ENV):
-        path = settings.state_dir / "ca-passphrase"
-        if not path.exists():
-            write_private_file(path, secrets.token_urlsafe(32).encode("ascii"))
-        out[PASSPHRASE_ENV] = path.read_text(encoding="ascii").strip()
-    return out
+def write_admin_svid(ca: CertificateAuthority, out: Path) -> IssuedX509:
+    """A 1 h admin SVID (svid.pem, key.pem, bundle.pem) for the operator.
 
-
-def write_admin_svid(ca: CertificateAuthority, out: Path, ttl: int) -> None:
-    """An admin SVID (svid.pem, key.pem, bundle.pem) for the operator."""
-    write_svid_files(ca, SpiffeId(ca.trust_domain, ADMIN_PATH), out, ttl)
+    Refused (``NotFound``) when the admin entry was removed: no entry, no admin.
+    """
+    admin_id = SpiffeId(ca.trust_domain, ADMIN_PATH)
+    if not any(e.admin for e in ca.store.entries_for(admin_id)):
+        raise NotFound(f"{admin_id} has no admin entry in this CA")
+    return write_svid_files(ca, admin_id, out, ADMIN_SVID_TTL)
 
 
 def prepare_embedded_ca(
     settings: Settings, env: Mapping[str, str] | None = None
 ) -> CertificateAuthority:
     """Open the CA in the state directory, creating it first if needed."""
-    environ = _passphrase_env(settings, os.environ if env is None else env)
+    environ = os.environ if env is None else env
+    passphrase = ca_passphrase(settings, environ, generate=True)
     files = ca_files(settings)
     if not files.exists():
-        from ca.keystore import read_passphrase  # noqa: PLC0415
-
         clock = SystemClock()
-        passphrase = read_passphrase(environ, settings.ca.passphrase_file)
         td = TrustDomain.parse(settings.ca.trust_domain)
         authority = init_authority(td, settings.ca, clock.now(), random_serial)
         files.save(authority, passphrase)
@@ -69,14 +71,15 @@ def prepare_embedded_ca(
         )
         admin = Entry(fresh.new_entry_id(), SpiffeId(td, ADMIN_PATH), admin=True)
         fresh.add_entry(admin, Caller(address="up"))
-        write_admin_svid(fresh, settings.state_dir / "admin", settings.ca.x509_svid_max_ttl)
         fresh.store.close()
     ca = open_ca(settings, environ)
     try:
+        # `up` holds the passphrase, so it logs the operator in for the first hour.
+        write_admin_svid(ca, settings.state_dir / "admin")
         write_private_file(bundle_file(settings), ca.authority.bundle().to_json())
         bundle_file(settings).chmod(0o644)
     except OSError as exc:
-        raise CaError(f"cannot write the trust bundle: {exc}") from exc
+        raise CaError(f"cannot write the trust bundle or admin SVID: {exc}") from exc
     return ca
 
 

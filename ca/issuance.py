@@ -15,14 +15,15 @@ from dataclasses import dataclass
 
 import jwt
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from ca.authority import SerialSource, Slot, _hash_for
 from ca.errors import BadCsr, BadRequest, IssuanceFailed
 from ca.keystore import PrivateKey
-from meshward.spiffe import InvalidSpiffeId, SpiffeId
+from meshward import x509_svid
+from meshward.spiffe import SpiffeId
+from meshward.x509_svid import csr_pem
 
 __all__ = [
     "CSR_MAX_BYTES",
@@ -81,14 +82,7 @@ class IssuedJwt:
 
 def build_csr(key: PrivateKey, spiffe_id: SpiffeId | None = None) -> bytes:
     """A PEM CSR for ``key`` (a client-side helper), naming ``spiffe_id`` if given."""
-    builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
-    if spiffe_id is not None:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(str(spiffe_id))]),
-            critical=False,
-        )
-    csr = builder.sign(key, _hash_for(key))
-    return csr.public_bytes(serialization.Encoding.PEM)
+    return csr_pem(x509_svid.build_csr(key, spiffe_id))
 
 
 def parse_csr(data: bytes | str) -> CsrRequest:
@@ -136,17 +130,11 @@ def _requested_id(csr: x509.CertificateSigningRequest) -> SpiffeId | None:
     if bc is not None and bc.ca:
         raise BadCsr("ca_requested")
     try:
-        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return None
-    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
-    if len(uris) > 1:
-        raise BadCsr("several_uri_sans")
-    if not uris:
-        return None
-    try:
-        return SpiffeId.parse(uris[0])
-    except InvalidSpiffeId as exc:
+        uris = x509_svid.uri_sans(csr)
+        if len(uris) > 1:
+            raise BadCsr("several_uri_sans")
+        return x509_svid.spiffe_id_of(csr) if uris else None
+    except x509_svid.InvalidSvid as exc:
         raise BadCsr("invalid_spiffe_id") from exc
 
 

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from ca.attestation.join_token import hash_token, looks_like_join_token, new_join_token
 from ca.attestation.k8s import K8sAttestor
 from ca.authority import Authority, SerialSource, build_root, make_slot
+from ca.entitlement import entry_is_live, grant_ttl
 from ca.errors import (
     AttestationFailed,
     BadRequest,
@@ -47,8 +48,15 @@ from ca.keystore import KeyKind, PrivateKey, generate_key
 from ca.metrics import CaMetrics
 from ca.ratelimit import RateLimiter
 from ca.state import CaFiles
-from ca.store.protocol import AuditRecord, CaStore, Entry
+from ca.store.protocol import AgentRecord, AuditRecord, CaStore, Entry
 from meshward.clock import Clock
+from meshward.selectors import (
+    AGENT_SELECTOR_PREFIX,
+    KNOWN_SELECTORS,
+    InvalidSelector,
+    node_selector,
+    parse_selectors,
+)
 from meshward.settings import CaSettings
 from meshward.spiffe import SpiffeId, TrustDomain
 
@@ -69,13 +77,7 @@ audit_log = logging.getLogger("meshward.ca.audit")
 ADMIN_PATH = "/meshward/admin"
 SERVER_PATH = "/meshward/ca"
 
-
-AGENT_SELECTOR_PREFIX = "agent:id:"
-
-
-def node_selector(node_id: SpiffeId) -> str:
-    """The selector that delegates an entry to the agent running as ``node_id``."""
-    return f"{AGENT_SELECTOR_PREFIX}{node_id}"
+NODE_METHODS = frozenset({"join_token", "k8s"})  # attestations that make an agent record
 
 
 def random_serial() -> int:
@@ -229,8 +231,8 @@ class CertificateAuthority:
 
     def _resolve(
         self, token: str | None, caller: Caller, requested: SpiffeId | None, outcome: _Outcome
-    ) -> tuple[SpiffeId, Entry | None, str | None]:
-        """The SPIFFE ID the caller proved, its entry, and a join token hash to redeem."""
+    ) -> tuple[SpiffeId, list[Entry], str | None]:
+        """The SPIFFE ID the caller proved, its entries, and a join token hash to redeem."""
         now = self.clock.now()
         if token:
             if looks_like_join_token(token):
@@ -240,8 +242,7 @@ class CertificateAuthority:
                 if record is None or record.used_at is not None or now >= record.expires_at:
                     raise AttestationFailed("join token unknown, used or expired", code="bad_token")
                 outcome.spiffe_id = str(record.spiffe_id)
-                entries = self.store.entries_for(record.spiffe_id)
-                return record.spiffe_id, (entries[0] if entries else None), token_hash
+                return record.spiffe_id, self.store.entries_for(record.spiffe_id), token_hash
             if self.k8s is None:
                 raise AttestationFailed("unrecognised token", code="bad_token")
             outcome.method = "k8s"
@@ -256,28 +257,87 @@ class CertificateAuthority:
                     "no single registration entry matches the attested selectors",
                     code="no_matching_entry",
                 )
-            return matched[0].spiffe_id, matched[0], None
+            return matched[0].spiffe_id, matched, None
         if caller.peer_id is not None:
             outcome.method = "renewal"
             outcome.spiffe_id = str(caller.peer_id)
             if not caller.peer_id.member_of(self.trust_domain):
                 raise NotEntitled("peer is from another trust domain", code="foreign_trust_domain")
-            entries = self.store.entries_for(caller.peer_id)
-            return caller.peer_id, (entries[0] if entries else None), None
+            return caller.peer_id, self.store.entries_for(caller.peer_id), None
         raise AttestationFailed("no token and no client certificate", code="no_credential")
+
+    def _live(self, entries: Sequence[Entry]) -> list[Entry]:
+        return [e for e in entries if entry_is_live(e, self.store.get_agent)]
+
+    def _entitled(
+        self, spiffe_id: SpiffeId, entries: Sequence[Entry], method: str, jwt: bool
+    ) -> tuple[list[Entry], AgentRecord | None]:
+        """What stands behind an issuance: live entries and/or a node's agent record.
+
+        Refused: an evicted node (``agent_evicted``); an ID with no live entry
+        and no agent record (``no_entry``; a JWT-SVID always needs an entry);
+        renewing an admin X.509-SVID, which only ``ca admin login`` issues
+        (``admin_needs_login``).
+        """
+        record = self.store.get_agent(spiffe_id)
+        if record is not None and record.evicted:
+            raise NotEntitled("this node has been evicted", code="agent_evicted")
+        live = self._live(entries)
+        if not jwt and method == "renewal" and any(e.admin for e in entries):
+            raise NotEntitled(
+                "admin SVIDs are not renewed; run `meshward ca admin login`",
+                code="admin_needs_login",
+            )
+        if live:
+            return live, record
+        if not jwt:
+            if record is not None or method == "join_token":
+                return [], record
+            if method == "renewal" and self._delegated_to(spiffe_id):
+                return [], None  # a node attested before agent records: adopted below
+        raise NotEntitled("no live registration entry for this SPIFFE ID", code="no_entry")
+
+    def _delegated_to(self, node_id: SpiffeId) -> bool:
+        selector = node_selector(node_id)
+        return any(selector in e.selectors for e in self._live(self.store.list_entries()))
+
+    def _record_node(
+        self, spiffe_id: SpiffeId, method: str, record: AgentRecord | None, serial: str | None
+    ) -> None:
+        """Keep the agent record of a node current (attestation, renewal, adoption)."""
+        if record is None and method not in NODE_METHODS and not self._delegated_to(spiffe_id):
+            return
+        now = self.clock.now()
+        if method in NODE_METHODS:
+            attestation = method
+        else:
+            attestation = record.attestation if record is not None else "adopted"
+        self.store.record_agent(AgentRecord(spiffe_id, attestation, now, now, serial))
 
     def _check_not_reserved(self, spiffe_id: SpiffeId) -> None:
         """The CA's own server ID is never issued to anyone else (agents pin it)."""
         if spiffe_id == SpiffeId(self.trust_domain, SERVER_PATH):
             raise NotEntitled("this SPIFFE ID is reserved for the CA", code="reserved_id")
 
-    def _ttl(self, requested: int | None, entry_ttl: int | None, default: int, cap: int) -> int:
-        if requested is not None and requested <= 0:
-            raise BadRequest("the TTL must be positive", code="bad_ttl")
-        ttl = min(requested or entry_ttl or default, cap)
-        if entry_ttl:
-            ttl = min(ttl, entry_ttl)
-        return ttl
+    def _x509_ttl(self, requested: int | None, entries: Sequence[Entry]) -> int:
+        s = self.settings
+        return grant_ttl(
+            requested,
+            [e.x509_ttl for e in entries],
+            s.x509_svid_ttl,
+            s.x509_svid_min_ttl,
+            s.x509_svid_max_ttl,
+        )
+
+    def _jwt_ttl(self, requested: int | None, entries: Sequence[Entry]) -> int:
+        s = self.settings
+        return grant_ttl(
+            requested,
+            [e.jwt_ttl for e in entries],
+            s.jwt_svid_ttl,
+            s.jwt_svid_min_ttl,
+            s.jwt_svid_max_ttl,
+        )
 
     # -- issuance -----------------------------------------------------------
 
@@ -293,14 +353,16 @@ class CertificateAuthority:
         with self._audited("x509_svid", caller, outcome):
             self._rate_limit(caller)
             request = parse_csr(csr_pem)
-            spiffe_id, entry, token_hash = self._resolve(
+            spiffe_id, entries, token_hash = self._resolve(
                 token, caller, request.requested_id, outcome
             )
             outcome.spiffe_id = str(spiffe_id)
             self._check_not_reserved(spiffe_id)
-            issued = self._sign_x509(request, spiffe_id, entry, ttl)
+            live, record = self._entitled(spiffe_id, entries, outcome.method, jwt=False)
+            issued = self._sign_x509(request, spiffe_id, live, self._x509_ttl(ttl, live))
             if token_hash is not None and not self.store.redeem_token(token_hash, self.clock.now()):
                 raise AttestationFailed("join token already used", code="bad_token")
+            self._record_node(spiffe_id, outcome.method, record, format(issued.serial, "x"))
             outcome.serial = format(issued.serial, "x")
             outcome.not_after = issued.not_after
             self.metrics.issued.labels("x509_svid", outcome.method, "ok").inc()
@@ -313,15 +375,13 @@ class CertificateAuthority:
         self,
         request: CsrRequest,
         spiffe_id: SpiffeId,
-        entry: Entry | None,
-        ttl: int | None,
+        entries: Sequence[Entry],
+        seconds: int,
         dns_names: Sequence[str] = (),
         ip_addresses: Sequence[IPAddress] = (),
     ) -> IssuedX509:
         s = self.settings
-        seconds = self._ttl(
-            ttl, entry.x509_ttl if entry else None, s.x509_svid_ttl, s.x509_svid_max_ttl
-        )
+        names = dict.fromkeys(n for e in entries for n in e.dns_names)
         with self._lock:
             authority = self.authority
         return issue_x509_svid(
@@ -332,7 +392,7 @@ class CertificateAuthority:
             self.clock.now(),
             dt.timedelta(seconds=seconds),
             self.serials,
-            dns_names=(*(entry.dns_names if entry else ()), *dns_names),
+            dns_names=(*names, *dns_names),
             backdate=dt.timedelta(seconds=s.backdate),
             ip_addresses=ip_addresses,
         )
@@ -352,11 +412,37 @@ class CertificateAuthority:
             request = parse_csr(csr_pem)
             if method != "server":
                 self._check_not_reserved(spiffe_id)
-            entries = self.store.entries_for(spiffe_id)
-            entry = entries[0] if entries else None
-            issued = self._sign_x509(request, spiffe_id, entry, ttl, dns_names, ip_addresses)
+            entries = self._live(self.store.entries_for(spiffe_id))
+            s = self.settings
+            # An operator on the CA host may ask up to the maximum; an entry's TTL still caps it.
+            limits = [e.x509_ttl for e in entries]
+            seconds = grant_ttl(
+                ttl or s.x509_svid_ttl, limits, s.x509_svid_max_ttl, s.x509_svid_min_ttl,
+                s.x509_svid_max_ttl,
+            )  # fmt: skip
+            issued = self._sign_x509(request, spiffe_id, entries, seconds, dns_names, ip_addresses)
             outcome.serial = format(issued.serial, "x")
             outcome.not_after = issued.not_after
+            return issued
+
+    def issue_jwt_local(
+        self, spiffe_id: SpiffeId, audience: Sequence[str], ttl: int | None
+    ) -> IssuedJwt:
+        """A JWT-SVID for an operator on the CA host (``meshward ca jwt mint``), audited."""
+        outcome = _Outcome(spiffe_id=str(spiffe_id), method="cli")
+        with self._audited("jwt_svid", Caller(address="local"), outcome):
+            audience = check_audience(audience)
+            if not spiffe_id.member_of(self.trust_domain):
+                raise BadRequest("the SPIFFE ID is not in this trust domain", code="foreign_id")
+            self._check_not_reserved(spiffe_id)
+            seconds = self._jwt_ttl(ttl, self._live(self.store.entries_for(spiffe_id)))
+            with self._lock:
+                slot = self.authority.active
+            issued = issue_jwt_svid(
+                spiffe_id, audience, slot, self.clock.now(), dt.timedelta(seconds=seconds)
+            )
+            outcome.not_after = issued.expires_at
+            outcome.detail = f"kid={issued.kid}"
             return issued
 
     def issue_jwt(
@@ -366,13 +452,11 @@ class CertificateAuthority:
         with self._audited("jwt_svid", caller, outcome):
             self._rate_limit(caller)
             audience = check_audience(audience)
-            spiffe_id, entry, token_hash = self._resolve(token, caller, None, outcome)
+            spiffe_id, entries, token_hash = self._resolve(token, caller, None, outcome)
             outcome.spiffe_id = str(spiffe_id)
             self._check_not_reserved(spiffe_id)
-            s = self.settings
-            seconds = self._ttl(
-                ttl, entry.jwt_ttl if entry else None, s.jwt_svid_ttl, s.jwt_svid_max_ttl
-            )
+            live, _record = self._entitled(spiffe_id, entries, outcome.method, jwt=True)
+            seconds = self._jwt_ttl(ttl, live)
             with self._lock:
                 slot = self.authority.active
             issued = issue_jwt_svid(
@@ -390,14 +474,26 @@ class CertificateAuthority:
 
     # -- node agents --------------------------------------------------------
 
-    def _agent_entry(self, entry_id: object, caller: Caller, outcome: _Outcome) -> Entry:
+    def _agent_node(self, caller: Caller) -> SpiffeId:
+        """The calling node, refused when evicted or unknown (``/v1/agent/*``)."""
         if caller.peer_id is None:
             raise AttestationFailed("agent calls need the node's SVID", code="no_credential")
+        record = self.store.get_agent(caller.peer_id)
+        if record is not None and record.evicted:
+            raise NotEntitled("this node has been evicted", code="agent_evicted")
+        if record is None:
+            if not self._delegated_to(caller.peer_id):
+                raise NotEntitled("no agent record for this node", code="unknown_agent")
+            self._record_node(caller.peer_id, "renewal", None, None)
+        return caller.peer_id
+
+    def _agent_entry(self, entry_id: object, caller: Caller, outcome: _Outcome) -> Entry:
         outcome.method = "agent"
+        node = self._agent_node(caller)
         if not isinstance(entry_id, str) or not entry_id:
             raise BadRequest("entry_id must be a string", code="bad_entry_id")
         entry = self.store.get_entry(entry_id)
-        if entry is None or node_selector(caller.peer_id) not in entry.selectors:
+        if entry is None or node_selector(node) not in entry.selectors:
             outcome.detail = f"entry={entry_id[:64]}"
             raise NotEntitled("the entry is not delegated to this node", code="not_delegated")
         outcome.spiffe_id = str(entry.spiffe_id)
@@ -406,9 +502,7 @@ class CertificateAuthority:
 
     def agent_entries(self, caller: Caller) -> list[Entry]:
         """The entries delegated to the calling node (selector ``agent:id:<node ID>``)."""
-        if caller.peer_id is None:
-            raise AttestationFailed("agent calls need the node's SVID", code="no_credential")
-        selector = node_selector(caller.peer_id)
+        selector = node_selector(self._agent_node(caller))
         return [e for e in self.store.list_entries() if selector in e.selectors]
 
     def agent_issue_x509(self, csr_pem: str, entry_id: object, caller: Caller) -> IssuedX509:
@@ -418,7 +512,9 @@ class CertificateAuthority:
             self._rate_limit(caller)
             request = parse_csr(csr_pem)
             entry = self._agent_entry(entry_id, caller, outcome)
-            issued = self._sign_x509(request, entry.spiffe_id, entry, None)
+            issued = self._sign_x509(
+                request, entry.spiffe_id, [entry], self._x509_ttl(None, [entry])
+            )
             outcome.serial = format(issued.serial, "x")
             outcome.not_after = issued.not_after
             self.metrics.issued.labels("x509_svid", "agent", "ok").inc()
@@ -433,8 +529,7 @@ class CertificateAuthority:
             self._rate_limit(caller)
             aud = check_audience(audience)
             entry = self._agent_entry(entry_id, caller, outcome)
-            s = self.settings
-            seconds = self._ttl(None, entry.jwt_ttl, s.jwt_svid_ttl, s.jwt_svid_max_ttl)
+            seconds = self._jwt_ttl(None, [entry])
             with self._lock:
                 slot = self.authority.active
             issued = issue_jwt_svid(
@@ -466,8 +561,55 @@ class CertificateAuthority:
             if not entry.spiffe_id.member_of(self.trust_domain):
                 raise BadRequest("the SPIFFE ID is not in this trust domain", code="foreign_id")
             self._check_not_reserved(entry.spiffe_id)
+            self._check_entry(entry)
             self.store.add_entry(entry)
         return entry
+
+    def _check_entry(self, entry: Entry) -> None:
+        try:
+            parse_selectors(entry.selectors)
+        except InvalidSelector as exc:
+            message = str(exc)
+            if exc.reason == "unknown_kind":
+                known = ", ".join(sorted(f"{t}:{n}:" for t, n in KNOWN_SELECTORS))
+                message += f"; known types: {known}"
+            raise BadRequest(message, code="bad_selectors") from exc
+        s = self.settings
+        for value, minimum, maximum, name in (
+            (entry.x509_ttl, s.x509_svid_min_ttl, s.x509_svid_max_ttl, "x509_ttl"),
+            (entry.jwt_ttl, s.jwt_svid_min_ttl, s.jwt_svid_max_ttl, "jwt_ttl"),
+        ):
+            if value is not None and value < minimum:
+                raise BadRequest(
+                    f"{name} must be at least {minimum} seconds (the CA's minimum)",
+                    code="ttl_too_short",
+                )
+            if value is not None and value > maximum:
+                raise BadRequest(f"{name} must be at most {maximum} seconds", code="ttl_too_long")
+
+    def update_entry(self, entry: Entry, caller: Caller) -> Entry:
+        """Replace the entry with ``entry.id`` (same checks as :meth:`add_entry`)."""
+        outcome = _Outcome(spiffe_id=str(entry.spiffe_id), method="admin", detail=entry.id)
+        with self._audited("entry_update", caller, outcome):
+            if not entry.spiffe_id.member_of(self.trust_domain):
+                raise BadRequest("the SPIFFE ID is not in this trust domain", code="foreign_id")
+            self._check_not_reserved(entry.spiffe_id)
+            self._check_entry(entry)
+            if self.store.get_entry(entry.id) is None or not self.store.remove_entry(entry.id):
+                raise NotFound(f"no entry {entry.id}")
+            self.store.add_entry(entry)
+        return entry
+
+    def revoke_join_token(self, token_hash: str, caller: Caller) -> None:
+        """Make an unused join token unusable (it counts as used from now on)."""
+        outcome = _Outcome(method="admin", detail=token_hash[:16])
+        with self._audited("token_revoke", caller, outcome):
+            token = self.store.get_token(token_hash)
+            if token is None:
+                raise NotFound("no such join token")
+            outcome.spiffe_id = str(token.spiffe_id)
+            if not self.store.redeem_token(token_hash, self.clock.now()):
+                raise BadRequest("the join token is already used or expired", code="token_spent")
 
     def new_entry_id(self) -> str:
         return self.random_bytes(8).hex()
@@ -479,6 +621,33 @@ class CertificateAuthority:
             if entry is None or not self.store.remove_entry(entry_id):
                 raise NotFound(f"no entry {entry_id}")
             outcome.spiffe_id = str(entry.spiffe_id)
+
+    def list_agents(self, caller: Caller) -> list[AgentRecord]:
+        outcome = _Outcome(method="admin")
+        with self._audited("agent_list", caller, outcome):
+            agents = self.store.list_agents()
+            outcome.detail = f"count={len(agents)}"
+            return agents
+
+    def get_agent(self, spiffe_id: SpiffeId, caller: Caller) -> AgentRecord:
+        outcome = _Outcome(spiffe_id=str(spiffe_id), method="admin")
+        with self._audited("agent_show", caller, outcome):
+            record = self.store.get_agent(spiffe_id)
+            if record is None:
+                raise NotFound(f"no agent {spiffe_id}")
+            return record
+
+    def evict_agent(self, spiffe_id: SpiffeId, caller: Caller) -> AgentRecord:
+        """Evict a node: from now on it renews nothing and gets no SVID for its entries."""
+        outcome = _Outcome(spiffe_id=str(spiffe_id), method="admin")
+        with self._audited("agent_evict", caller, outcome):
+            if not self.store.evict_agent(spiffe_id):
+                raise NotFound(f"no agent {spiffe_id}")
+            record = self.store.get_agent(spiffe_id)
+            if record is None:
+                raise NotFound(f"no agent {spiffe_id}")
+            outcome.serial = record.serial
+            return record
 
     def create_join_token(self, spiffe_id: SpiffeId, ttl: int | None, caller: Caller) -> str:
         outcome = _Outcome(spiffe_id=str(spiffe_id), method="admin")

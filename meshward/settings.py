@@ -16,7 +16,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -28,6 +36,7 @@ __all__ = [
     "AgentSettings",
     "CaSettings",
     "CacheSettings",
+    "ConsoleSettings",
     "DecisionLogSettings",
     "OidcIssuerSettings",
     "PdpSettings",
@@ -37,6 +46,7 @@ __all__ = [
     "TracingSettings",
     "load_settings",
     "parse_hostport",
+    "secret_value",
 ]
 
 
@@ -50,6 +60,26 @@ def parse_hostport(value: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"expected HOST:PORT, got {value!r}")
     return host.strip("[]"), int(port)
+
+
+def secret_value(inline: SecretStr | None, file: Path | None, what: str) -> bytes | None:
+    """A secret given inline or as a file (stripped); ``None`` when neither is set.
+
+    Raises ``ValueError`` naming ``what`` (never the value) when the file cannot
+    be read or the secret is empty.
+    """
+    if inline is not None:
+        value = inline.get_secret_value().encode()
+    elif file is not None:
+        try:
+            value = file.read_bytes().strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read the {what} file {file}: {exc.strerror}") from exc
+    else:
+        return None
+    if not value:
+        raise ValueError(f"the {what} is empty")
+    return value
 
 
 class _Section(BaseModel):
@@ -126,6 +156,27 @@ class PdpSettings(_Section):
         False,
         description="start without a valid policy version: stay NOT_SERVING and deny until one "
         "passes the gate (default: exit 2)",
+    )
+    admin_token: SecretStr | None = Field(
+        None,
+        description="bearer token of the admin API (GET /v1/decisions/{id}); unset: loopback "
+        "callers only (prefer the _file form)",
+    )
+    admin_token_file: Path | None = Field(None, description="file holding pdp.admin_token")
+    recent_decisions: int = Field(
+        1000, ge=0, le=100_000, description="decisions kept in memory for GET /v1/decisions/{id}"
+    )
+    # The canonical request (docs/pdp.md#the-canonical-request).
+    allow_encoded_slash: bool = Field(
+        False, description="accept %2F in paths (kept encoded) for upstreams that need it"
+    )
+    case_insensitive_paths: bool = Field(
+        False, description="lower-case paths for decisions: the upstream routes case-insensitively"
+    )
+    ext_authz_destination: str | None = Field(
+        None,
+        min_length=1,
+        description="resource of /ext_authz requests (else the sidecar's x-meshward-destination)",
     )
 
     _check_grpc = field_validator("grpc_addr", "http_addr")(_hostport)
@@ -229,8 +280,12 @@ class CaSettings(_Section):
     )
     x509_svid_ttl: int = Field(3600, gt=0, description="default X.509-SVID lifetime, seconds")
     x509_svid_max_ttl: int = Field(86400, gt=0, description="longest X.509-SVID, seconds")
+    x509_svid_min_ttl: int = Field(
+        300, gt=0, description="shortest X.509-SVID the CA issues, seconds"
+    )
     jwt_svid_ttl: int = Field(300, gt=0, description="default JWT-SVID lifetime, seconds")
     jwt_svid_max_ttl: int = Field(3600, gt=0, description="longest JWT-SVID, seconds")
+    jwt_svid_min_ttl: int = Field(30, gt=0, description="shortest JWT-SVID the CA issues, seconds")
     backdate: int = Field(60, ge=0, le=3600, description="notBefore backdating, seconds")
     refresh_hint: int = Field(300, gt=0, description="bundle spiffe_refresh_hint, seconds")
     join_token_ttl: int = Field(3600, gt=0, description="default join token lifetime, seconds")
@@ -244,6 +299,16 @@ class CaSettings(_Section):
     k8s_audience: str = Field("meshward", description="expected token audience")
 
     _check_addr = field_validator("addr")(_hostport)
+
+    @model_validator(mode="after")
+    def _check_ttls(self) -> CaSettings:
+        for kind, low, default, high in (
+            ("x509", self.x509_svid_min_ttl, self.x509_svid_ttl, self.x509_svid_max_ttl),
+            ("jwt", self.jwt_svid_min_ttl, self.jwt_svid_ttl, self.jwt_svid_max_ttl),
+        ):
+            if not low <= default <= high:
+                raise ValueError(f"{kind}_svid_min_ttl <= {kind}_svid_ttl <= {kind}_svid_max_ttl")
+        return self
 
 
 class AgentSettings(_Section):
@@ -265,14 +330,49 @@ class AgentSettings(_Section):
         None, description="SDS listener: unix:/path or HOST:PORT; '' turns SDS off"
     )
     sds_selectors: tuple[str, ...] = Field(
-        (), description="serve Envoy only SVIDs of entries these selectors match (default: all)"
+        (),
+        description="loopback TCP SDS only (required there): the selectors every caller has",
     )
+    socket_group: str | None = Field(
+        None, description="group that may connect to the Workload API socket (then 0660, else 0666)"
+    )
+    sds_socket_group: str | None = Field(
+        None, description="group that may connect to the SDS socket (then 0660, else 0666)"
+    )
+    jwt_rate_per_second: float = Field(
+        5.0, gt=0, description="JWT-SVIDs one workload (uid) may have the CA sign, per second"
+    )
+    jwt_rate_burst: int = Field(20, ge=1, description="burst of that per-workload JWT rate")
     write_dir: Path | None = Field(None, description="file mode: write SVID files here")
     write_spiffe_id: str | None = Field(None, description="file mode: which SVID (default first)")
     write_command: str | None = Field(None, description="file mode: command run after each write")
     write_signal: str | None = Field(None, description="file mode: signal sent after each write")
     write_pid_file: Path | None = Field(None, description="file mode: pid to send the signal to")
     sync_interval: float = Field(30.0, gt=0, description="seconds between bundle/entry checks")
+
+
+class ConsoleSettings(_Section):
+    """The web console (``meshward console``; ``meshward up`` starts it; docs/console.md)."""
+
+    addr: str = Field("127.0.0.1:8080", description="console HTTP listener (loopback by default)")
+    pdp_url: str | None = Field(None, description="PDP HTTP API (default: http://<pdp.http_addr>)")
+    ca_url: str | None = Field(None, description="CA HTTPS API (default: https://<ca.addr>)")
+    ca_bundle: Path | None = Field(
+        None, description="trust bundle for the CA's TLS (default: <state-dir>/ca/bundle.json)"
+    )
+    ca_admin_dir: Path | None = Field(
+        None,
+        description="admin SVID (svid.pem, key.pem) for entries and agents "
+        "(default: <state-dir>/admin)",
+    )
+    admin_token: SecretStr | None = Field(
+        None,
+        description="login token required when addr is not loopback (default: pdp.admin_token)",
+    )
+    admin_token_file: Path | None = Field(None, description="file holding console.admin_token")
+    sample_seconds: float = Field(5.0, gt=0, le=3600, description="how often metrics are sampled")
+
+    _check_addr = field_validator("addr")(_hostport)
 
 
 class Settings(BaseSettings):
@@ -295,6 +395,7 @@ class Settings(BaseSettings):
     tracing: TracingSettings = TracingSettings()
     ca: CaSettings = CaSettings()
     agent: AgentSettings = AgentSettings()
+    console: ConsoleSettings = ConsoleSettings()
 
     @classmethod
     def settings_customise_sources(

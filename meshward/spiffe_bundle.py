@@ -22,7 +22,6 @@ Errors (the tree continues :mod:`meshward.spiffe`)::
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,7 +32,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from meshward import jwk as _jwk
+from meshward.jwk import InvalidJwk, PublicKey, jwk_thumbprint, same_key
 from meshward.spiffe import InvalidSpiffeId, SpiffeError, SpiffeId, TrustDomain
+from meshward.x509_svid import InvalidSvid, uri_sans
 
 __all__ = [
     "JWT_SVID_USE",
@@ -51,14 +53,6 @@ X509_SVID_USE = "x509-svid"
 JWT_SVID_USE = "jwt-svid"
 MAX_DOCUMENT_BYTES = 1 << 20
 
-PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
-
-_CURVES: dict[str, tuple[type[ec.EllipticCurve], int]] = {
-    "P-256": (ec.SECP256R1, 32),
-    "P-384": (ec.SECP384R1, 48),
-    "P-521": (ec.SECP521R1, 66),
-}
-
 
 class InvalidBundle(SpiffeError, ValueError):
     """A bundle document cannot be parsed; ``reason`` is a short code."""
@@ -70,88 +64,20 @@ class InvalidBundle(SpiffeError, ValueError):
         self.reason = reason
 
 
-def _b64u(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64u(value: Any) -> bytes:
-    if not isinstance(value, str):
-        raise InvalidBundle("bad_jwk", "base64url member is not a string")
+def jwk_to_public_key(jwk: Mapping[str, Any]) -> PublicKey:
+    """The public key a JWK describes; :class:`InvalidBundle` if it is malformed."""
     try:
-        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-    except ValueError as exc:
-        raise InvalidBundle("bad_jwk", "bad base64url") from exc
-
-
-def _int_bytes(value: int, length: int | None = None) -> bytes:
-    size = length if length is not None else max(1, (value.bit_length() + 7) // 8)
-    return value.to_bytes(size, "big")
+        return _jwk.jwk_to_public_key(jwk)
+    except InvalidJwk as exc:
+        raise InvalidBundle(exc.reason, exc.detail) from exc
 
 
 def public_key_to_jwk(key: PublicKey) -> dict[str, str]:
-    """The JWK members (``kty`` and key parameters) of a public key."""
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        for crv, (curve, size) in _CURVES.items():
-            if isinstance(key.curve, curve):
-                nums = key.public_numbers()
-                return {
-                    "kty": "EC",
-                    "crv": crv,
-                    "x": _b64u(_int_bytes(nums.x, size)),
-                    "y": _b64u(_int_bytes(nums.y, size)),
-                }
-        raise InvalidBundle("unsupported_key", f"curve {key.curve.name}")
-    if isinstance(key, rsa.RSAPublicKey):
-        rn = key.public_numbers()
-        return {"kty": "RSA", "n": _b64u(_int_bytes(rn.n)), "e": _b64u(_int_bytes(rn.e))}
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        return {"kty": "OKP", "crv": "Ed25519", "x": _b64u(raw)}
-    raise InvalidBundle("unsupported_key", type(key).__name__)
-
-
-def jwk_to_public_key(jwk: Mapping[str, Any]) -> PublicKey:
-    """The public key a JWK describes; :class:`InvalidBundle` if it is malformed."""
-    kty = jwk.get("kty")
+    """The JWK members of a public key; :class:`InvalidBundle` for an unsupported one."""
     try:
-        if kty == "EC":
-            crv = jwk.get("crv")
-            if crv not in _CURVES:
-                raise InvalidBundle("unsupported_key", f"curve {crv!r}")
-            curve, size = _CURVES[str(crv)]
-            xb, yb = _unb64u(jwk.get("x")), _unb64u(jwk.get("y"))
-            if len(xb) != size or len(yb) != size:
-                raise InvalidBundle("bad_jwk", "EC coordinate length")
-            nums = ec.EllipticCurvePublicNumbers(
-                int.from_bytes(xb, "big"), int.from_bytes(yb, "big"), curve()
-            )
-            return nums.public_key()
-        if kty == "RSA":
-            n = int.from_bytes(_unb64u(jwk.get("n")), "big")
-            e = int.from_bytes(_unb64u(jwk.get("e")), "big")
-            return rsa.RSAPublicNumbers(e, n).public_key()
-        if kty == "OKP":
-            if jwk.get("crv") != "Ed25519":
-                raise InvalidBundle("unsupported_key", f"OKP curve {jwk.get('crv')!r}")
-            return ed25519.Ed25519PublicKey.from_public_bytes(_unb64u(jwk.get("x")))
-    except ValueError as exc:
-        if isinstance(exc, InvalidBundle):
-            raise
-        raise InvalidBundle("bad_jwk", "key parameters do not form a public key") from exc
-    raise InvalidBundle("unsupported_key", f"kty {kty!r}")
-
-
-def jwk_thumbprint(key: PublicKey) -> str:
-    """The RFC 7638 SHA-256 thumbprint of ``key``, base64url: a stable ``kid``."""
-    members = public_key_to_jwk(key)
-    canonical = json.dumps(dict(sorted(members.items())), separators=(",", ":"))
-    return _b64u(hashlib.sha256(canonical.encode("ascii")).digest())
-
-
-def _same_key(a: PublicKey, b: PublicKey) -> bool:
-    fmt = serialization.PublicFormat.SubjectPublicKeyInfo
-    der = serialization.Encoding.DER
-    return a.public_bytes(der, fmt) == b.public_bytes(der, fmt)
+        return _jwk.public_key_to_jwk(key)
+    except InvalidJwk as exc:
+        raise InvalidBundle(exc.reason, exc.detail) from exc
 
 
 def _cert_der(cert: x509.Certificate) -> bytes:
@@ -197,7 +123,7 @@ class SpiffeBundle:
             and [_cert_der(c) for c in self.x509_authorities]
             == [_cert_der(c) for c in other.x509_authorities]
             and all(
-                _same_key(k, other.jwt_authorities[kid]) for kid, k in self.jwt_authorities.items()
+                same_key(k, other.jwt_authorities[kid]) for kid, k in self.jwt_authorities.items()
             )
         )
 
@@ -350,7 +276,7 @@ def _parse_x509_jwk(raw: Mapping[str, Any]) -> x509.Certificate:
     except ValueError as exc:
         raise InvalidBundle("bad_x5c", "not a DER certificate") from exc
     cert_key = _cert_key(cert)
-    if not _same_key(cert_key, jwk_to_public_key(raw)):
+    if not same_key(cert_key, jwk_to_public_key(raw)):
         raise InvalidBundle("key_mismatch", "JWK parameters differ from the x5c key")
     return cert
 
@@ -365,10 +291,10 @@ def _parse_jwt_jwk(raw: Mapping[str, Any]) -> tuple[str, PublicKey]:
 def _trust_domain_of(certs: list[x509.Certificate]) -> TrustDomain:
     for cert in certs:
         try:
-            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        except x509.ExtensionNotFound:
+            uris = uri_sans(cert)
+        except InvalidSvid:
             continue
-        for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
+        for uri in uris:
             try:
                 return SpiffeId.parse(uri).trust_domain
             except InvalidSpiffeId:

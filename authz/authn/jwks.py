@@ -20,10 +20,10 @@ from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
 import httpx
-import jwt
 
 from authz.authn.errors import KeySourceError
 from meshward.clock import Clock
+from meshward.jwk import InvalidJwk, Jwk, jwk_to_public_key
 
 __all__ = [
     "ASYMMETRIC_ALGORITHMS",
@@ -42,14 +42,6 @@ ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
 MAX_JWKS_BYTES = 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Jwk:
-    """One verification key and the algorithm its JWK pins (``None``: any allowed)."""
-
-    key: Any
-    alg: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +78,8 @@ def parse_jwks(doc: Any, use: str | None = None) -> KeySet:
         if alg is not None and alg not in ASYMMETRIC_ALGORITHMS:
             continue
         try:
-            keys[kid] = Jwk(jwt.PyJWK(dict(raw)).key, alg)
-        except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError) as exc:
+            keys[kid] = Jwk(jwk_to_public_key(raw), alg)
+        except InvalidJwk as exc:
             log.warning("skipping unusable JWK", extra={"fields": {"kid": kid, "error": str(exc)}})
     return KeySet(keys)
 

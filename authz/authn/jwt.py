@@ -6,6 +6,8 @@ issuer, ``kid`` present, no ``crit``, ``typ`` as the JWT-SVID spec allows),
 issuer routing (a configured OIDC ``iss``, else a ``spiffe://`` ``sub`` of a
 trust domain in the bundle), signature with the ``kid``'s key, ``aud``, then
 ``exp``/``nbf``/``iat`` against the injected time with a leeway of at most 60 s.
+JWT-SVIDs are checked by :func:`meshward.jwt_svid.validate_jwt_svid`, the
+validator the CA and the node agent use too.
 
 Verified tokens are cached (by SHA-256) until they expire.
 """
@@ -26,7 +28,9 @@ from authz.authn.errors import InvalidToken, UnknownKey
 from authz.authn.jwks import ASYMMETRIC_ALGORITHMS, Jwk, KeySource
 from authz.authn.trust import TrustBundles, TrustSource
 from authz.model import AuthMethod, EntityUid, Identity
-from meshward.spiffe import InvalidSpiffeId, SpiffeId
+from meshward.jwt_svid import ALGORITHMS as JWT_SVID_ALGORITHMS
+from meshward.jwt_svid import InvalidJwtSvid, JwtSvidRules, check_times, validate_jwt_svid
+from meshward.spiffe import SpiffeId, TrustDomain
 
 __all__ = [
     "DEFAULT_MAX_TOKEN_BYTES",
@@ -39,7 +43,6 @@ __all__ = [
 
 DEFAULT_MAX_TOKEN_BYTES = 8 * 1024
 MAX_LEEWAY_SECONDS = 60
-_SVID_TYPES = frozenset({"JWT", "JOSE"})
 _OIDC_TYPES = frozenset({"JWT", "JOSE", "at+jwt", "application/at+jwt"})
 _I64 = 2**63
 
@@ -75,7 +78,7 @@ class JwtPolicy:
     def __post_init__(self) -> None:
         if not 0 <= self.leeway_seconds <= MAX_LEEWAY_SECONDS:
             raise ValueError(f"JWT leeway must be 0..{MAX_LEEWAY_SECONDS} s")
-        bad = set(self.svid_algorithms) - ASYMMETRIC_ALGORITHMS
+        bad = set(self.svid_algorithms) - JWT_SVID_ALGORITHMS
         if bad:
             raise ValueError(f"JWT-SVID algorithms must be asymmetric: {sorted(bad)}")
 
@@ -124,34 +127,6 @@ def cedar_safe(value: Any, depth: int = 0) -> Any:
     return None
 
 
-def _number(claims: Mapping[str, Any], name: str) -> float | None:
-    value = claims.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidToken(f"bad_{name}")
-    return float(value)
-
-
-def _check_times(claims: Mapping[str, Any], now: dt.datetime, leeway: int) -> dt.datetime:
-    ts = now.timestamp()
-    exp = _number(claims, "exp")
-    if exp is None:
-        raise InvalidToken("missing_exp")
-    if ts >= exp + leeway:
-        raise InvalidToken("expired")
-    nbf = _number(claims, "nbf")
-    if nbf is not None and ts + leeway < nbf:
-        raise InvalidToken("not_yet_valid")
-    iat = _number(claims, "iat")
-    if iat is not None and ts + leeway < iat:
-        raise InvalidToken("issued_in_future")
-    try:
-        return dt.datetime.fromtimestamp(exp, tz=dt.UTC)
-    except (OverflowError, OSError, ValueError) as exc:
-        raise InvalidToken("bad_exp") from exc
-
-
 def _groups(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value]
@@ -170,6 +145,11 @@ class JwtVerifier:
         issuers: Iterable[OidcIssuer] = (),
     ) -> None:
         self.policy = policy
+        self._svid_rules = JwtSvidRules(
+            algorithms=policy.svid_algorithms,
+            max_token_bytes=policy.max_token_bytes,
+            leeway_seconds=policy.leeway_seconds,
+        )
         self.bundles = bundles
         self.issuers = {i.issuer: i for i in issuers}
         self._cache: OrderedDict[bytes, VerifiedToken] = OrderedDict()
@@ -277,35 +257,36 @@ class JwtVerifier:
             raise InvalidToken("invalid", type(exc).__name__) from exc
         except (ValueError, TypeError) as exc:
             raise InvalidToken("invalid", type(exc).__name__) from exc
-        expires = _check_times(claims, now, self.policy.leeway_seconds)
+        try:
+            expires = check_times(claims, now, self.policy.leeway_seconds)
+        except InvalidJwtSvid as exc:  # the same time rules for end-user tokens
+            raise InvalidToken(exc.reason, exc.detail) from exc
         return claims, expires
 
     def _verify_svid(
         self, token: str, header: Mapping[str, Any], sub: str, kid: str, alg: str, now: dt.datetime
     ) -> VerifiedToken:
-        typ = header.get("typ")
-        if typ is not None and typ not in _SVID_TYPES:
-            raise InvalidToken("bad_typ")
-        if alg not in self.policy.svid_algorithms:
-            raise InvalidToken("alg_not_allowed", alg)
+        # The JWT-SVID rules live in one place (meshward.jwt_svid), shared with the CA and agent.
+        del header, kid, alg  # read again, and checked, by the shared validator
+
+        def keys(trust_domain: TrustDomain) -> Mapping[str, Any] | None:
+            bundle = self.bundles.current().get(trust_domain)
+            return bundle.jwt_keys if bundle is not None else None
+
         try:
-            spiffe_id = SpiffeId.parse(sub)
-        except InvalidSpiffeId as exc:
-            raise InvalidToken("bad_subject", exc.reason) from exc
-        bundle = self.bundles.current().get(spiffe_id.trust_domain)
-        if bundle is None:
-            raise InvalidToken("foreign_trust_domain", spiffe_id.trust_domain.name)
-        key = bundle.jwt_keys.get(kid)
-        if key is None:
-            raise UnknownKey(str(spiffe_id.trust_domain.id), kid)
-        claims, expires = self._decode(token, key, alg, self.policy.svid_audiences, None, now)
+            svid = validate_jwt_svid(token, keys, self.policy.svid_audiences, now, self._svid_rules)
+        except InvalidJwtSvid as exc:
+            if exc.reason == "unknown_kid":
+                issuer = str(SpiffeId.parse(sub).trust_domain.id)  # parsed by the validator
+                raise UnknownKey(issuer, exc.detail) from exc
+            raise InvalidToken(exc.reason, exc.detail) from exc
         identity = Identity(
-            EntityUid("Workload", str(spiffe_id)),
+            EntityUid("Workload", str(svid.spiffe_id)),
             method=AuthMethod.JWT_SVID,
-            expires_at=expires,
-            attributes={"trust_domain": spiffe_id.trust_domain.name},
+            expires_at=svid.expires_at,
+            attributes={"trust_domain": svid.spiffe_id.trust_domain.name},
         )
-        return VerifiedToken(identity, cedar_safe(claims))
+        return VerifiedToken(identity, cedar_safe(svid.claims))
 
     def _verify_oidc(
         self,

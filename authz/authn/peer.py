@@ -26,6 +26,7 @@ from cryptography.exceptions import InvalidSignature
 from authz.authn.errors import InvalidPeer
 from authz.authn.trust import TrustBundles
 from meshward.spiffe import InvalidSpiffeId, SpiffeId
+from meshward.x509_svid import InvalidSvid, is_ca, spiffe_id_of
 
 __all__ = [
     "MAX_CHAIN",
@@ -103,23 +104,11 @@ class PeerPolicy:
         return any(ip in net for net in self.trusted_proxy_networks)
 
 
-def _uri_sans(cert: x509.Certificate) -> list[str]:
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound:
-        return []
-    except ValueError as exc:
-        raise InvalidPeer("cert_malformed", "bad SAN extension") from exc
-    return [str(u) for u in san.value.get_values_for_type(x509.UniformResourceIdentifier)]
-
-
 def _is_ca(cert: x509.Certificate) -> bool:
     try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
-        return False
-    except ValueError as exc:
-        raise InvalidPeer("cert_malformed", "bad basicConstraints") from exc
+        return is_ca(cert)
+    except InvalidSvid as exc:
+        raise InvalidPeer("cert_malformed", exc.detail) from exc
 
 
 def _check_time(cert: x509.Certificate, now: dt.datetime) -> None:
@@ -153,13 +142,11 @@ def verify_svid_chain(
     if len(chain) > MAX_CHAIN:
         raise InvalidPeer("chain_too_long")
     leaf = chain[0]
-    uris = _uri_sans(leaf)
-    if len(uris) != 1:
-        raise InvalidPeer("cert_uri_san_count", f"{len(uris)} URI SANs")
     try:
-        spiffe_id = SpiffeId.parse(uris[0])
-    except InvalidSpiffeId as exc:
-        raise InvalidPeer("cert_not_spiffe", exc.reason) from exc
+        spiffe_id = spiffe_id_of(leaf)
+    except InvalidSvid as exc:
+        reason = {"uri_san_count": "cert_uri_san_count", "not_spiffe": "cert_not_spiffe"}
+        raise InvalidPeer(reason.get(exc.reason, "cert_malformed"), exc.detail) from exc
     if _is_ca(leaf):
         raise InvalidPeer("cert_leaf_is_ca")
     bundle = bundles.get(spiffe_id.trust_domain)

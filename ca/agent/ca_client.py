@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ca.agent.errors import CaRejected, CaUnavailable
@@ -40,30 +40,24 @@ from ca.agent.model import Bundle, Entry, HeldSvid
 from ca.agent.renewal import renew_at
 from ca.agent.source import JwtSvidToken
 from meshward.clock import Clock
+from meshward.selectors import AGENT_SELECTOR_PREFIX, node_selector
 from meshward.spiffe import InvalidSpiffeId, SpiffeId, TrustDomain
 from meshward.spiffe_bundle import InvalidBundle, SpiffeBundle
+from meshward.x509_svid import InvalidSvid, build_csr, spiffe_id_of
 
 __all__ = ["AGENT_SELECTOR_PREFIX", "CA_SERVER_PATH", "CaClient", "node_selector"]
 
 log = logging.getLogger("meshward.agent.ca")
 
-AGENT_SELECTOR_PREFIX = "agent:id:"
 CA_SERVER_PATH = "/meshward/ca"
 NODE_FILE = "node.pem"
 
 
-def node_selector(node_id: SpiffeId) -> str:
-    """The selector that binds a registration entry to the agent of one node."""
-    return f"{AGENT_SELECTOR_PREFIX}{node_id}"
-
-
 def _uri_san(cert: x509.Certificate) -> str | None:
     try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
+        return str(spiffe_id_of(cert))
+    except InvalidSvid:
         return None
-    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
-    return uris[0] if len(uris) == 1 else None
 
 
 class NotTheCa(ssl.SSLCertVerificationError):
@@ -227,11 +221,7 @@ class CaClient:
 
     async def _attest(self, token: str | None) -> None:
         key = ec.generate_private_key(ec.SECP256R1())
-        csr = (
-            x509.CertificateSigningRequestBuilder()
-            .subject_name(x509.Name([]))
-            .sign(key, hashes.SHA256())
-        )
+        csr = build_csr(key)
         body: dict[str, Any] = {"csr": csr.public_bytes(serialization.Encoding.PEM).decode()}
         if token is not None:
             body["token"] = token
@@ -265,6 +255,8 @@ class CaClient:
         try:
             doc = response.json()
         except ValueError as exc:
+            if response.status_code >= 400:  # a refusal, even without a JSON body
+                raise CaRejected(f"CA refused {path}", response.status_code, "ca_rejected") from exc
             raise CaUnavailable("CA answered with something that is not JSON") from exc
         if response.status_code >= 400:
             code = doc.get("error") if isinstance(doc, dict) else None

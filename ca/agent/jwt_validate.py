@@ -1,8 +1,8 @@
-"""Validate a JWT-SVID against the trust bundle, as the JWT-SVID spec says (pure).
+"""The Workload API's ``ValidateJWTSVID``: the shared JWT-SVID rules against the agent's bundle.
 
-Only asymmetric algorithms; ``kid`` must name a key of the bundle; ``sub`` must
-be a SPIFFE ID of the bundle's trust domain; ``aud`` must contain the audience;
-``exp`` is required and checked against the injected ``now``.
+Every rule (algorithms, ``typ``, size, ``kid``, ``aud``, ``exp``) lives in
+:mod:`meshward.jwt_svid`, the validator the CA and the PDP use too; this
+module only binds it to the agent's one trust domain and error tree.
 """
 
 from __future__ import annotations
@@ -11,26 +11,13 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-import jwt
-
 from ca.agent.errors import AgentError
 from ca.agent.model import Bundle
-from meshward.spiffe import InvalidSpiffeId, SpiffeId
+from meshward import jwt_svid
+from meshward.jwk import Jwk, PublicKey
+from meshward.spiffe import SpiffeId, TrustDomain
 
-__all__ = ["ALLOWED_ALGORITHMS", "InvalidJwtSvid", "MAX_TOKEN_BYTES", "validate_jwt_svid"]
-
-ALLOWED_ALGORITHMS = (
-    "ES256",
-    "ES384",
-    "ES512",
-    "RS256",
-    "RS384",
-    "RS512",
-    "PS256",
-    "PS384",
-    "PS512",
-)
-MAX_TOKEN_BYTES = 16 * 1024
+__all__ = ["InvalidJwtSvid", "validate_jwt_svid"]
 
 
 class InvalidJwtSvid(AgentError, ValueError):
@@ -47,49 +34,12 @@ def validate_jwt_svid(
     token: str, audience: str, bundle: Bundle, now: dt.datetime
 ) -> tuple[SpiffeId, Mapping[str, Any]]:
     """Return the token's SPIFFE ID and claims, or raise :class:`InvalidJwtSvid`."""
-    if not token or len(token) > MAX_TOKEN_BYTES:
-        raise InvalidJwtSvid("bad_size")
+
+    def keys(trust_domain: TrustDomain) -> Mapping[str, PublicKey | Jwk] | None:
+        return bundle.jwt_authorities if trust_domain == bundle.trust_domain else None
+
     try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError as exc:
-        raise InvalidJwtSvid("malformed") from exc
-    alg = header.get("alg")
-    if alg not in ALLOWED_ALGORITHMS:
-        raise InvalidJwtSvid("algorithm_not_allowed")
-    kid = header.get("kid")
-    if not isinstance(kid, str) or not kid:
-        raise InvalidJwtSvid("missing_kid")
-    key = bundle.jwt_authorities.get(kid)
-    if key is None:
-        raise InvalidJwtSvid("unknown_kid")
-    try:
-        claims: dict[str, Any] = jwt.decode(
-            token,
-            key=key,
-            algorithms=[alg],
-            audience=audience,
-            # Times are checked below against the injected clock, not PyJWT's.
-            options={
-                "require": ["exp", "aud", "sub"],
-                "verify_exp": False,
-                "verify_nbf": False,
-                "verify_iat": False,
-            },
-        )
-    except jwt.InvalidAudienceError as exc:
-        raise InvalidJwtSvid("wrong_audience") from exc
-    except jwt.PyJWTError as exc:
-        raise InvalidJwtSvid("invalid_signature_or_claims") from exc
-    exp = claims.get("exp")
-    if not isinstance(exp, int | float) or now.timestamp() >= exp:
-        raise InvalidJwtSvid("expired")
-    nbf = claims.get("nbf")
-    if nbf is not None and (not isinstance(nbf, int | float) or now.timestamp() < nbf):
-        raise InvalidJwtSvid("not_yet_valid")
-    try:
-        spiffe_id = SpiffeId.parse(claims["sub"])
-    except InvalidSpiffeId as exc:
-        raise InvalidJwtSvid("bad_subject") from exc
-    if spiffe_id.trust_domain != bundle.trust_domain:
-        raise InvalidJwtSvid("foreign_trust_domain")
-    return spiffe_id, claims
+        svid = jwt_svid.validate_jwt_svid(token, keys, [audience], now)
+    except jwt_svid.InvalidJwtSvid as exc:
+        raise InvalidJwtSvid(exc.reason) from exc
+    return svid.spiffe_id, svid.claims

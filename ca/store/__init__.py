@@ -1,6 +1,8 @@
 """Where the CA keeps registration entries, join tokens and its audit trail."""
 
 from ca.store.protocol import (
+    AgentRecord,
+    AgentStore,
     AuditLog,
     AuditRecord,
     CaStore,
@@ -10,4 +12,14 @@ from ca.store.protocol import (
     TokenStore,
 )
 
-__all__ = ["AuditLog", "AuditRecord", "CaStore", "Entry", "EntryStore", "JoinToken", "TokenStore"]
+__all__ = [
+    "AgentRecord",
+    "AgentStore",
+    "AuditLog",
+    "AuditRecord",
+    "CaStore",
+    "Entry",
+    "EntryStore",
+    "JoinToken",
+    "TokenStore",
+]

@@ -13,7 +13,18 @@ from typing import Protocol, runtime_checkable
 
 from meshward.spiffe import SpiffeId
 
-__all__ = ["AuditLog", "AuditRecord", "CaStore", "Entry", "EntryStore", "JoinToken", "TokenStore"]
+__all__ = [
+    "AgentRecord",
+    "AgentStore",
+    "AuditLog",
+    "AuditRecord",
+    "CaStore",
+    "Entry",
+    "EntryStore",
+    "JoinToken",
+    "TokenListing",
+    "TokenStore",
+]
 
 
 @dataclass(frozen=True)
@@ -52,6 +63,34 @@ class JoinToken:
     spiffe_id: SpiffeId
     expires_at: dt.datetime
     used_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class AgentRecord:
+    """A node agent the CA has attested: its node SPIFFE ID and whether it was evicted.
+
+    ``attestation`` is how the node first proved itself (``join_token``,
+    ``k8s``); ``serial`` is the hex serial of the node SVID issued last. An
+    evicted record stays (so the node cannot come back with a leftover join
+    token or renew an SVID it still holds) until an operator deletes it.
+    """
+
+    spiffe_id: SpiffeId
+    attestation: str
+    first_seen: dt.datetime
+    last_seen: dt.datetime
+    serial: str | None = None
+    evicted: bool = False
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "spiffe_id": str(self.spiffe_id),
+            "attestation": self.attestation,
+            "first_seen": self.first_seen.isoformat(),
+            "last_seen": self.last_seen.isoformat(),
+            "serial": self.serial,
+            "evicted": self.evicted,
+        }
 
 
 @dataclass(frozen=True)
@@ -102,11 +141,33 @@ class TokenStore(Protocol):
 
 
 @runtime_checkable
+class TokenListing(Protocol):
+    """An ability: list join tokens (hashed; never the tokens themselves)."""
+
+    def list_tokens(self) -> list[JoinToken]: ...
+
+
+@runtime_checkable
+class AgentStore(Protocol):
+    def record_agent(self, record: AgentRecord) -> AgentRecord:
+        """Insert ``record``, or update ``attestation``, ``last_seen`` and ``serial`` of the
+        stored one; ``first_seen`` and ``evicted`` of a stored record never change here.
+        Returns the record as stored (so a caller sees an eviction that won a race)."""
+        ...
+
+    def get_agent(self, spiffe_id: SpiffeId) -> AgentRecord | None: ...
+    def list_agents(self) -> list[AgentRecord]: ...
+    def evict_agent(self, spiffe_id: SpiffeId) -> bool:
+        """Set ``evicted``; False when no record exists. Eviction is never undone here."""
+        ...
+
+
+@runtime_checkable
 class AuditLog(Protocol):
     def append_audit(self, record: AuditRecord) -> None: ...
     def list_audit(self, limit: int = 100) -> list[AuditRecord]: ...
 
 
 @runtime_checkable
-class CaStore(EntryStore, TokenStore, AuditLog, Protocol):
+class CaStore(EntryStore, TokenStore, AgentStore, AuditLog, Protocol):
     def close(self) -> None: ...

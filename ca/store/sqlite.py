@@ -14,9 +14,10 @@ import json
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 from ca.errors import Conflict
-from ca.store.protocol import AuditRecord, CaStore, Entry, JoinToken
+from ca.store.protocol import AgentRecord, AuditRecord, CaStore, Entry, JoinToken, TokenListing
 from meshward.spiffe import SpiffeId
 
 __all__ = ["SqliteStore"]
@@ -37,6 +38,14 @@ CREATE TABLE IF NOT EXISTS join_tokens (
     spiffe_id TEXT NOT NULL,
     expires_at REAL NOT NULL,
     used_at REAL
+);
+CREATE TABLE IF NOT EXISTS agents (
+    spiffe_id TEXT PRIMARY KEY,
+    attestation TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    serial TEXT,
+    evicted INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -158,11 +167,15 @@ class SqliteStore:
                 " WHERE token_hash = ?",
                 (token_hash,),
             ).fetchone()
-        if row is None:
-            return None
-        return JoinToken(
-            row[0], SpiffeId.parse(row[1]), dt.datetime.fromtimestamp(row[2], dt.UTC), _dt(row[3])
-        )
+        return None if row is None else _token(row)
+
+    def list_tokens(self) -> list[JoinToken]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT token_hash, spiffe_id, expires_at, used_at FROM join_tokens"
+                " ORDER BY expires_at"
+            ).fetchall()
+        return [_token(r) for r in rows]
 
     def redeem_token(self, token_hash: str, now: dt.datetime) -> bool:
         with self._lock:
@@ -170,6 +183,60 @@ class SqliteStore:
                 "UPDATE join_tokens SET used_at = ?"
                 " WHERE token_hash = ? AND used_at IS NULL AND expires_at > ?",
                 (_ts(now), token_hash, _ts(now)),
+            )
+        return cur.rowcount == 1
+
+    # -- agents -----------------------------------------------------------------
+
+    _AGENT_COLUMNS = "spiffe_id, attestation, first_seen, last_seen, serial, evicted"
+
+    @staticmethod
+    def _agent(row: tuple[str, str, float, float, str | None, int]) -> AgentRecord:
+        return AgentRecord(
+            spiffe_id=SpiffeId.parse(row[0]),
+            attestation=row[1],
+            first_seen=dt.datetime.fromtimestamp(row[2], dt.UTC),
+            last_seen=dt.datetime.fromtimestamp(row[3], dt.UTC),
+            serial=row[4],
+            evicted=bool(row[5]),
+        )
+
+    def record_agent(self, record: AgentRecord) -> AgentRecord:
+        with self._lock:
+            row = self._db.execute(
+                f"INSERT INTO agents ({self._AGENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, 0)"  # noqa: S608
+                " ON CONFLICT (spiffe_id) DO UPDATE SET attestation = excluded.attestation,"
+                " last_seen = excluded.last_seen, serial = excluded.serial"
+                f" RETURNING {self._AGENT_COLUMNS}",
+                (
+                    str(record.spiffe_id),
+                    record.attestation,
+                    _ts(record.first_seen),
+                    _ts(record.last_seen),
+                    record.serial,
+                ),
+            ).fetchone()
+        return self._agent(row)
+
+    def get_agent(self, spiffe_id: SpiffeId) -> AgentRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {self._AGENT_COLUMNS} FROM agents WHERE spiffe_id = ?",  # noqa: S608
+                (str(spiffe_id),),
+            ).fetchone()
+        return None if row is None else self._agent(row)
+
+    def list_agents(self) -> list[AgentRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {self._AGENT_COLUMNS} FROM agents ORDER BY spiffe_id"  # noqa: S608
+            ).fetchall()
+        return [self._agent(r) for r in rows]
+
+    def evict_agent(self, spiffe_id: SpiffeId) -> bool:
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE agents SET evicted = 1 WHERE spiffe_id = ?", (str(spiffe_id),)
             )
         return cur.rowcount == 1
 
@@ -207,7 +274,13 @@ class SqliteStore:
         return out
 
 
+def _token(row: tuple[Any, ...]) -> JoinToken:
+    return JoinToken(
+        row[0], SpiffeId.parse(row[1]), dt.datetime.fromtimestamp(row[2], dt.UTC), _dt(row[3])
+    )
+
+
 # The SQLite store satisfies the protocol (checked by mypy here and at import).
-if not issubclass(SqliteStore, CaStore):
-    raise TypeError("SqliteStore does not satisfy CaStore")
+if not issubclass(SqliteStore, CaStore) or not issubclass(SqliteStore, TokenListing):
+    raise TypeError("SqliteStore does not satisfy CaStore and TokenListing")
 _check: type[CaStore] = SqliteStore

@@ -24,17 +24,32 @@ if TYPE_CHECKING:
 __all__ = ["app", "parse_duration"]
 
 app = typer.Typer(
+    rich_markup_mode=None,
     help="The certificate authority: SPIFFE X.509-SVIDs and JWT-SVIDs over HTTPS.",
     no_args_is_help=True,
 )
 entry_app = typer.Typer(
-    help="Registration entries: who may get which SPIFFE ID.", no_args_is_help=True
+    rich_markup_mode=None,
+    help="Registration entries: who may get which SPIFFE ID.",
+    no_args_is_help=True,
 )
-token_app = typer.Typer(help="One-time join tokens.", no_args_is_help=True)
-rotate_app = typer.Typer(help="Rotate the signing CA and JWT key by hand.", no_args_is_help=True)
+token_app = typer.Typer(rich_markup_mode=None, help="One-time join tokens.", no_args_is_help=True)
+rotate_app = typer.Typer(
+    rich_markup_mode=None, help="Rotate the signing CA and JWT key by hand.", no_args_is_help=True
+)
+agent_app = typer.Typer(
+    rich_markup_mode=None,
+    help="Node agents the CA has attested: list, show, evict.",
+    no_args_is_help=True,
+)
+admin_app = typer.Typer(
+    rich_markup_mode=None, help="The operator's short-lived admin SVID.", no_args_is_help=True
+)
 app.add_typer(entry_app, name="entry")
 app.add_typer(token_app, name="token")
 app.add_typer(rotate_app, name="rotate")
+app.add_typer(agent_app, name="agent")
+app.add_typer(admin_app, name="admin")
 
 _DURATION = re.compile(r"^(\d+)([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -92,12 +107,12 @@ def init_command(
         ),
     ] = None,
 ) -> None:
-    """Create the root (or use an upstream CA), signing CA, JWT key and first admin SVID."""
+    """Create the root (or use an upstream CA), signing CA, JWT key and the admin entry."""
     from cryptography import x509  # noqa: PLC0415
     from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
 
     from ca.errors import AlreadyInitialized, CaError  # noqa: PLC0415
-    from ca.keystore import read_passphrase  # noqa: PLC0415
+    from ca.passphrase import ca_passphrase  # noqa: PLC0415
     from ca.service import (  # noqa: PLC0415
         ADMIN_PATH,
         CertificateAuthority,
@@ -106,7 +121,6 @@ def init_command(
     )
     from ca.store.protocol import Entry  # noqa: PLC0415
     from ca.store.sqlite import SqliteStore  # noqa: PLC0415
-    from ca.svidfiles import write_svid_files  # noqa: PLC0415
     from ca.wiring import ca_files  # noqa: PLC0415
     from meshward.clock import SystemClock  # noqa: PLC0415
     from meshward.spiffe import InvalidSpiffeId, SpiffeId, TrustDomain  # noqa: PLC0415
@@ -123,7 +137,7 @@ def init_command(
     try:
         if files.exists():
             raise AlreadyInitialized(f"a CA already exists in {files.root}")
-        passphrase = read_passphrase(os.environ, settings.ca.passphrase_file)
+        passphrase = ca_passphrase(settings, os.environ)
         upstream = None
         if upstream_cert is not None and upstream_key is not None:
             cert = x509.load_pem_x509_certificate(upstream_cert.read_bytes())
@@ -138,17 +152,12 @@ def init_command(
         )
         admin_id = SpiffeId(td, ADMIN_PATH)
         ca.add_entry(Entry(ca.new_entry_id(), admin_id, admin=True), _cli())
-        admin_dir = settings.state_dir / "admin"
-        issued = write_svid_files(ca, admin_id, admin_dir, settings.ca.x509_svid_max_ttl)
     except (OSError, ValueError) as exc:
         fail(f"cannot initialise the CA: {exc}")
     except CaError as exc:
         fail(str(exc))
     typer.echo(f"meshward: CA for trust domain {td} in {files.root}")
-    typer.echo(
-        f"meshward: admin SVID {admin_id} in {admin_dir}"
-        f" (expires {issued.not_after:%Y-%m-%dT%H:%M:%SZ})"
-    )
+    typer.echo(f"meshward: admin ID {admin_id}; run `meshward ca admin login` for a 1 h admin SVID")
 
 
 @app.command("serve")
@@ -166,15 +175,22 @@ def serve_command(
     settings = settings_from(ctx, ca={"addr": addr})
     ca = _open(settings)
     from ca.server import CaServer  # noqa: PLC0415 (uvicorn/FastAPI load only to serve)
+    from meshward.listen import AddressInUse  # noqa: PLC0415
 
     try:
         server = CaServer(
             ca, settings.ca.addr, settings.state_dir / "ca" / "run", bundle_file(settings)
         )
+        server.bind()
     except CaError as exc:
         fail(str(exc))
+    except AddressInUse as exc:
+        fail(exc.one_line())
     typer.echo(f"meshward: CA API on https://{settings.ca.addr} (trust domain {ca.trust_domain})")
-    asyncio.run(server.serve())
+    try:
+        asyncio.run(server.serve())
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
 
 
 @app.command("issue")
@@ -322,4 +338,76 @@ def rotate_activate(ctx: typer.Context) -> None:
         fail(str(exc))
     typer.echo(
         f"meshward: signing CA {authority.active.id} active; bundle sequence {authority.sequence}"
+    )
+
+
+def _agent_json(record: object) -> str:
+    return json.dumps(record.to_json())  # type: ignore[attr-defined]
+
+
+@agent_app.command("list")
+def agent_list(ctx: typer.Context) -> None:
+    """Print every node agent the CA has attested, one JSON object per line."""
+    from ca.errors import CaError  # noqa: PLC0415
+
+    ca = _open(settings_from(ctx))
+    try:
+        agents = ca.list_agents(_cli())
+    except CaError as exc:
+        fail(str(exc))
+    for record in agents:
+        typer.echo(_agent_json(record))
+
+
+@agent_app.command("show")
+def agent_show(
+    ctx: typer.Context, spiffe_id: Annotated[str, typer.Argument(help="The node's SPIFFE ID.")]
+) -> None:
+    """Print one node agent as JSON (exit 1 when the CA has no such agent)."""
+    from ca.errors import CaError  # noqa: PLC0415
+
+    sid = _spiffe_id(spiffe_id)
+    ca = _open(settings_from(ctx))
+    try:
+        record = ca.get_agent(sid, _cli())
+    except CaError as exc:
+        fail(str(exc), ExitCode.NEGATIVE if exc.code == "not_found" else ExitCode.BAD_INPUT)
+    typer.echo(_agent_json(record))
+
+
+@agent_app.command("evict")
+def agent_evict(
+    ctx: typer.Context, spiffe_id: Annotated[str, typer.Argument(help="The node's SPIFFE ID.")]
+) -> None:
+    """Evict a node: it renews nothing more, nor gets SVIDs for the entries delegated to it."""
+    from ca.errors import CaError  # noqa: PLC0415
+
+    sid = _spiffe_id(spiffe_id)
+    ca = _open(settings_from(ctx))
+    try:
+        record = ca.evict_agent(sid, _cli())
+    except CaError as exc:
+        fail(str(exc), ExitCode.NEGATIVE if exc.code == "not_found" else ExitCode.BAD_INPUT)
+    typer.echo(_agent_json(record))
+
+
+@admin_app.command("login")
+def admin_login(ctx: typer.Context) -> None:
+    """Write a 1 h admin SVID (svid.pem, key.pem, bundle.pem) to <state-dir>/admin.
+
+    Needs the CA passphrase. The SVID is not renewable: log in again when it expires.
+    """
+    from ca.embedded import write_admin_svid  # noqa: PLC0415
+    from ca.errors import CaError  # noqa: PLC0415
+
+    settings = settings_from(ctx)
+    ca = _open(settings)
+    out = settings.state_dir / "admin"
+    try:
+        issued = write_admin_svid(ca, out)
+    except (CaError, OSError) as exc:
+        fail(f"cannot write the admin SVID: {exc}")
+    typer.echo(
+        f"meshward: admin SVID {issued.spiffe_id} in {out}"
+        f" (expires {issued.not_after:%Y-%m-%dT%H:%M:%SZ})"
     )

@@ -20,8 +20,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ca.issuance import build_csr
-from ca.service import CertificateAuthority, init_authority, random_serial
+from ca.service import Caller, CertificateAuthority, init_authority, random_serial
 from ca.state import CaFiles
+from ca.store.protocol import Entry
 from ca.store.sqlite import SqliteStore
 from meshward.clock import FixedClock
 from meshward.settings import CaSettings
@@ -35,6 +36,7 @@ __all__ = [
     "in_process_ca",
     "new_csr",
     "openssl_verify",
+    "register",
     "running_ca",
 ]
 
@@ -65,6 +67,14 @@ def in_process_ca(
         files=files,
         passphrase=PASSPHRASE.encode() if persist else None,
     )
+
+
+def register(
+    ca: CertificateAuthority, spiffe_id: SpiffeId, *selectors: str, **fields: Any
+) -> Entry:
+    """A live registration entry for ``spiffe_id`` (the CA renews only such IDs)."""
+    entry = Entry(ca.new_entry_id(), spiffe_id, frozenset(selectors or ("k8s:ns:test",)), **fields)
+    return ca.add_entry(entry, Caller(address="test"))
 
 
 def new_csr(spiffe_id: SpiffeId | None = None) -> tuple[bytes, ec.EllipticCurvePrivateKey]:
@@ -171,11 +181,14 @@ class CaProcess:
 def running_ca(
     state_dir: Path, trust_domain: str = "example.org", **env: str
 ) -> Iterator[CaProcess]:
-    """``meshward ca init`` then ``ca serve`` on a free port; stopped afterwards."""
+    """``meshward ca init``, ``ca admin login``, then ``ca serve`` on a free port; stopped after."""
     proc = CaProcess(state_dir, env={"MESHWARD_CA_PASSPHRASE": PASSPHRASE, **env})
     result = proc.cli("ca", "init", "--trust-domain", trust_domain)
     if result.returncode != 0:
         raise RuntimeError(f"ca init failed: {result.stderr}")
+    login = proc.cli("ca", "admin", "login")
+    if login.returncode != 0:
+        raise RuntimeError(f"ca admin login failed: {login.stderr}")
     proc.start()
     try:
         yield proc

@@ -33,6 +33,7 @@ def ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CaProcess]:
         tmp_path_factory.mktemp("ca"),
         MESHWARD_CA__ROTATE_CHECK_SECONDS="0.3",
         MESHWARD_CA__RATE_BURST="40",
+        MESHWARD_CA__X509_SVID_MIN_TTL="1",  # one test needs an SVID that expires mid-test
     ) as proc:
         yield proc
 
@@ -160,8 +161,18 @@ def test_csr_attacks_over_http(ca: CaProcess, body, status: int, code: str) -> N
     assert not any(token in json.dumps(line) for line in lines)
 
 
+def _entry(ca: CaProcess, spiffe_id: str, **fields: object) -> str:
+    with ca.admin() as admin:
+        resp = admin.post(
+            "/v1/entries", json={"spiffe_id": spiffe_id, "selectors": ["k8s:ns:x"], **fields}
+        )
+    assert resp.status_code == 201, resp.text
+    return str(resp.json()["id"])
+
+
 def test_renewal_and_jwt_over_mtls(ca: CaProcess, tmp_path: Path) -> None:
     _issue(ca, "spiffe://example.org/api", tmp_path / "api")
+    _entry(ca, "spiffe://example.org/api")  # a JWT-SVID needs a live entry
     with ca.client(tmp_path / "api") as client:
         csr, _ = new_csr()
         renewed = client.post("/v1/svid/x509", json={"csr": csr.decode()})
@@ -329,6 +340,7 @@ def test_expired_peer_on_a_kept_alive_connection_is_anonymous(
 ) -> None:
     csr, key = new_csr()
     token = _token(ca, "spiffe://example.org/short")
+    _entry(ca, "spiffe://example.org/short")
     with ca.client() as client:
         body = client.post(
             "/v1/svid/x509", json={"csr": csr.decode(), "token": token, "ttl": 2}
@@ -354,10 +366,15 @@ def test_expired_peer_on_a_kept_alive_connection_is_anonymous(
 def test_rate_limit_and_metrics(ca: CaProcess) -> None:
     codes = []
     with ca.client() as client:
-        for _ in range(60):
+        for i in range(60):
+            # The caller is the socket's address: a new X-Forwarded-For each
+            # time does not make a new caller with a fresh bucket.
+            spoofed = {"x-forwarded-for": f"10.9.{i}.1", "forwarded": f"for=10.9.{i}.1"}
             codes.append(
                 client.post(
-                    "/v1/svid/jwt", json={"audience": ["x"], "token": "mwjt.nope"}
+                    "/v1/svid/jwt",
+                    json={"audience": ["x"], "token": "mwjt.nope"},
+                    headers=spoofed,
                 ).status_code
             )
         metrics = client.get("/metrics").text

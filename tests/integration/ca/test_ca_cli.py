@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from pathlib import Path
@@ -20,7 +21,14 @@ def test_init_issue_token_entries(tmp_path: Path) -> None:
     assert proc.cli("ca", "init", "--trust-domain", "example.org").returncode == 2
     for name in ("root.key", "slot-1.key", "slot-1.jwt.key"):
         assert (tmp_path / "state/ca" / name).stat().st_mode & 0o777 == 0o600
+    assert not proc.admin_dir.exists()  # no lasting plaintext admin key
+    login = proc.cli("ca", "admin", "login")
+    assert login.returncode == 0, login.stderr
     assert (proc.admin_dir / "key.pem").stat().st_mode & 0o777 == 0o600
+    admin = x509.load_pem_x509_certificates((proc.admin_dir / "svid.pem").read_bytes())[0]
+    assert admin.not_valid_after_utc - admin.not_valid_before_utc <= dt.timedelta(
+        hours=1, minutes=1
+    )
 
     out = tmp_path / "svid"
     issued = proc.cli(

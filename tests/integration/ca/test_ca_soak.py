@@ -26,8 +26,16 @@ def test_issuance_under_load_across_rotation(tmp_path: Path) -> None:
         failures: list[int] = []
         lock = threading.Lock()
 
+        workload = tmp_path / "workload"
+        for args in (
+            ("entry", "add", "--selector", "k8s:ns:soak"),
+            ("issue", "--out", str(workload)),
+        ):
+            done = ca.cli("ca", *args, "--spiffe-id", "spiffe://example.org/soak")
+            assert done.returncode == 0, done.stderr
+
         def worker() -> None:
-            with ca.admin() as client:
+            with ca.client(workload) as client:
                 for _ in range(PER_THREAD):
                     resp = client.post("/v1/svid/x509", json={"csr": new_csr()[0].decode()})
                     with lock:

@@ -18,7 +18,7 @@ from meshward.clock import FixedClock
 from meshward.settings import CaSettings
 from meshward.spiffe import SpiffeId
 from meshward.spiffe_bundle import JWT_SVID_USE
-from tests.support.ca import in_process_ca, new_csr, openssl_verify
+from tests.support.ca import in_process_ca, new_csr, openssl_verify, register
 
 WORKLOAD = SpiffeId.parse("spiffe://example.org/web")
 DAY = 86400
@@ -53,6 +53,7 @@ def _chain(issued) -> bytes:  # type: ignore[no-untyped-def]
 def test_rotation_end_to_end(tmp_path: Path) -> None:
     clock = FixedClock(dt.datetime(2026, 3, 1, tzinfo=dt.UTC))
     ca = in_process_ca(tmp_path, clock, SETTINGS, persist=True)
+    register(ca, WORKLOAD, x509_ttl=DAY)
     peer = Caller(peer_id=WORKLOAD)
     first_slot = ca.authority.active
     sequences = [ca.authority.sequence]

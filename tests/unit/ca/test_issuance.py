@@ -23,7 +23,7 @@ from ca.errors import AttestationFailed, BadCsr, CaError
 from ca.service import Caller
 from meshward.clock import FixedClock
 from meshward.spiffe import SpiffeId
-from tests.support.ca import in_process_ca, new_csr, openssl_verify
+from tests.support.ca import in_process_ca, new_csr, openssl_verify, register
 
 WORKLOAD = SpiffeId.parse("spiffe://example.org/ns/prod/sa/web")
 CLI = Caller(address="test")
@@ -204,6 +204,7 @@ def test_no_credential_and_unknown_token(tmp_path: Path) -> None:
 
 def test_renewal_keeps_identity_and_refuses_other_ids(tmp_path: Path) -> None:
     ca = in_process_ca(tmp_path)
+    register(ca, WORKLOAD)
     peer = Caller(peer_id=WORKLOAD)
     assert ca.issue_x509(new_csr()[0], None, peer).spiffe_id == WORKLOAD
     with pytest.raises(BadCsr) as err:
@@ -221,6 +222,8 @@ def test_rate_limit_per_caller(tmp_path: Path) -> None:
     ca = in_process_ca(
         tmp_path, clock, CaSettings(trust_domain="example.org", rate_burst=2, rate_per_second=1)
     )
+    register(ca, WORKLOAD)
+    register(ca, SpiffeId.parse("spiffe://example.org/other"))
     peer = Caller(peer_id=WORKLOAD)
     ca.issue_jwt(["a"], None, peer)
     ca.issue_jwt(["a"], None, peer)
@@ -243,13 +246,14 @@ def test_the_ca_server_id_is_reserved(tmp_path: Path) -> None:
         lambda: ca.add_entry(Entry("x", server_id, frozenset({"k8s:ns:a"})), CLI),
         lambda: ca.issue_x509(new_csr()[0], None, Caller(peer_id=server_id)),
         lambda: ca.issue_jwt(["a"], None, Caller(peer_id=server_id)),
-        lambda: ca.issue_x509_local(server_id, new_csr()[0], 60),
+        lambda: ca.issue_x509_local(server_id, new_csr()[0], 300),
     ]
     for call in calls:
         with pytest.raises(NotEntitled) as err:
             call()
         assert err.value.code == "reserved_id"
-    assert ca.issue_x509_local(server_id, new_csr()[0], 60, method="server").spiffe_id == server_id
+    server = ca.issue_x509_local(server_id, new_csr()[0], 300, method="server")
+    assert server.spiffe_id == server_id
 
 
 _SEGMENT = st.text("abcXYZ019.-_", min_size=1, max_size=12).filter(lambda s: s not in (".", ".."))
@@ -264,7 +268,7 @@ def test_any_valid_spiffe_id_round_trips_through_an_svid(
 ) -> None:
     spiffe_id = SpiffeId.parse("spiffe://example.org/" + "/".join(segments))
     ca = _shared_ca(tmp_path)
-    issued = ca.issue_x509_local(spiffe_id, new_csr(spiffe_id)[0], 60)
+    issued = ca.issue_x509_local(spiffe_id, new_csr(spiffe_id)[0], 300)
     uris = issued.cert.extensions.get_extension_for_class(
         x509.SubjectAlternativeName
     ).value.get_values_for_type(x509.UniformResourceIdentifier)

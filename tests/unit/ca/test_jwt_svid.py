@@ -15,7 +15,7 @@ from ca.service import Caller
 from meshward.clock import FixedClock, SystemClock
 from meshward.spiffe import SpiffeId
 from meshward.spiffe_bundle import JWT_SVID_USE
-from tests.support.ca import in_process_ca
+from tests.support.ca import in_process_ca, register
 
 WORKLOAD = SpiffeId.parse("spiffe://example.org/ns/prod/sa/web")
 
@@ -29,6 +29,7 @@ def test_jwt_svid_validates_with_py_spiffe(tmp_path: Path) -> None:
     # py-spiffe checks expiry against the real time, so the CA runs at "now" here.
     clock = FixedClock(SystemClock().now())
     ca = in_process_ca(tmp_path, clock)
+    register(ca, WORKLOAD)
     issued = ca.issue_jwt(["svc-a", "svc-b"], None, Caller(peer_id=WORKLOAD))
     bundle = _py_jwt_bundle(ca.authority.bundle().to_jwks())
     svid = JwtSvid.parse_and_validate(issued.token, bundle, {"svc-a"})

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ca.errors import Conflict
-from ca.store.protocol import AuditRecord, CaStore, Entry, JoinToken
+from ca.store.protocol import AgentRecord, AuditRecord, CaStore, Entry, JoinToken
 from ca.store.sqlite import SqliteStore
 from meshward.spiffe import SpiffeId
 
@@ -82,3 +82,26 @@ def test_audit_round_trip(tmp_path: Path) -> None:
     store.close()
     got = SqliteStore(tmp_path / "db").list_audit()
     assert got[0] == rec and got[1].action == "entry_add"
+
+
+NODE = SpiffeId.parse("spiffe://example.org/meshward/node/n1")
+
+
+def test_agent_record_keeps_first_seen_and_eviction(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "db")
+    later = NOW + dt.timedelta(minutes=30)
+    first = store.record_agent(AgentRecord(NODE, "join_token", NOW, NOW, "aa"))
+    assert first == AgentRecord(NODE, "join_token", NOW, NOW, "aa", evicted=False)
+    again = store.record_agent(AgentRecord(NODE, "join_token", later, later, "bb"))
+    assert again.first_seen == NOW and again.last_seen == later and again.serial == "bb"
+    assert store.evict_agent(NODE)
+    assert not store.evict_agent(SpiffeId.parse("spiffe://example.org/meshward/node/none"))
+    # A later renewal record never clears the eviction (an eviction that won a race stays).
+    after = store.record_agent(AgentRecord(NODE, "join_token", later, later, "cc"))
+    assert after.evicted and after.first_seen == NOW
+    store.close()
+    reopened = SqliteStore(tmp_path / "db")
+    assert reopened.get_agent(NODE) == after
+    assert reopened.get_agent(WEB) is None
+    assert reopened.list_agents() == [after]
+    assert after.to_json()["evicted"] is True

@@ -14,7 +14,7 @@ from ca.store.sqlite import SqliteStore
 from meshward.clock import FixedClock
 from meshward.settings import CaSettings
 from meshward.spiffe import SpiffeId, TrustDomain
-from tests.support.ca import new_csr, openssl_verify
+from tests.support.ca import new_csr, openssl_verify, register
 from tests.support.pki import START, self_signed_ca
 
 TD = TrustDomain("example.org")
@@ -31,6 +31,7 @@ def test_issued_chain_verifies_against_the_upstream_root(tmp_path: Path) -> None
     assert authority.root_cert == upstream_cert
     assert authority.active.ca_cert.issuer == upstream_cert.subject
     ca = CertificateAuthority(authority, SqliteStore(tmp_path / "db"), SETTINGS, clock)
+    register(ca, SpiffeId.parse("spiffe://example.org/w"))
     issued = ca.issue_x509(
         new_csr()[0], None, Caller(peer_id=SpiffeId.parse("spiffe://example.org/w"))
     )

@@ -58,6 +58,12 @@ def test_valid_token(authority: LocalAuthority) -> None:
     assert claims["aud"] == ["orders"]
 
 
+@pytest.mark.parametrize("typ", ["JWT", "JOSE", None])
+def test_typ_absent_jwt_or_jose_is_accepted(authority: LocalAuthority, typ: str | None) -> None:
+    headers = {"kid": authority.kid} | ({"typ": typ} if typ else {})
+    validate_jwt_svid(token(authority, headers=headers), "orders", authority.bundle(), NOW)
+
+
 def test_expiry_one_second_either_side(authority: LocalAuthority) -> None:
     exp = int(NOW.timestamp()) + 10
     t = token(authority, exp=exp)
@@ -102,16 +108,16 @@ def _alg_none(a: LocalAuthority) -> str:
 
 
 CASES = {
-    "alg_none": (_alg_none, "algorithm_not_allowed"),
-    "hs256_with_public_key": (_hs256_with_public_key, "algorithm_not_allowed"),
+    "alg_none": (_alg_none, "alg_not_allowed"),
+    "hs256_with_public_key": (_hs256_with_public_key, "alg_not_allowed"),
     "wrong_audience": (lambda a: token(a, aud=["billing"]), "wrong_audience"),
-    "no_exp": (lambda a: token(a, exp=None), "invalid_signature_or_claims"),
-    "no_aud": (lambda a: token(a, aud=None), "invalid_signature_or_claims"),
+    "no_exp": (lambda a: token(a, exp=None), "missing_exp"),
+    "no_aud": (lambda a: token(a, aud=None), "missing_aud"),
     "unknown_kid": (lambda a: token(a, headers={"kid": "nope"}), "unknown_kid"),
     "no_kid": (lambda a: token(a, headers={}), "missing_kid"),
     "other_key_same_kid": (
         lambda a: token(a, key=_pem(ec.generate_private_key(ec.SECP256R1()))),
-        "invalid_signature_or_claims",
+        "bad_signature",
     ),
     "foreign_trust_domain": (
         lambda a: token(a, sub="spiffe://other.org/web"),
@@ -123,8 +129,14 @@ CASES = {
         "not_yet_valid",
     ),
     "garbage": (lambda a: "not.a.jwt", "malformed"),
-    "oversized": (lambda a: "a" * 20000, "bad_size"),
-    "empty": (lambda a: "", "bad_size"),
+    "oversized": (lambda a: "a" * 20000, "oversized"),
+    "empty": (lambda a: "", "malformed"),
+    # JWT-SVID §2.3: typ is absent, JWT or JOSE; an OAuth access token is not an SVID.
+    "typ_at_jwt": (lambda a: token(a, headers={"kid": a.kid, "typ": "at+jwt"}), "bad_typ"),
+    "typ_application_at_jwt": (
+        lambda a: token(a, headers={"kid": a.kid, "typ": "application/at+jwt"}),
+        "bad_typ",
+    ),
 }
 
 
