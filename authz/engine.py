@@ -28,13 +28,14 @@ import json
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 import cedarpy
 
 from authz.bundle import Policy, PolicyBundle, policy_set_from
-from authz.cache.keys import Projection, cedar_clean, context_reads
+from authz.cache.keys import ContextReads, Projection, cedar_clean, context_reads
 from authz.cedar import authorize, plain
 from authz.entities import EntityStore, entity_literals
 from authz.model import AccessRequest, Decision, Effect, EntityUid
@@ -113,6 +114,9 @@ class Engine:
         self._store = EntityStore(bundle.entities, bundle.entity_records)
         self._literals = tuple(entity_literals(p.json) for p in bundle.policies)
         self._reads = tuple(context_reads(p.json) for p in bundle.policies)
+        self.policy_reads: Mapping[str, ContextReads] = MappingProxyType(
+            {p.id: reads for p, reads in zip(bundle.policies, self._reads, strict=True)}
+        )
         self._slices: OrderedDict[tuple[int, ...], _Slice] = OrderedDict()
         self._slice_cache_size = max(1, slice_cache_size)
         self._scopes: dict[Scope, tuple[int, ...]] = {}

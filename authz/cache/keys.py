@@ -351,9 +351,15 @@ class KeySpace:
         *,
         time_attributes: Collection[str] = DEFAULT_TIME_ATTRIBUTES,
         max_projections: int = 4096,
+        reads: Mapping[str, ContextReads] | None = None,
     ) -> None:
+        """``reads``: the policies' context reads when already known (the engine's)."""
         self.version = version
-        self._reads = {pid: context_reads(est) for pid, est in policies.items()}
+        self._reads = (
+            dict(reads)
+            if reads is not None
+            else {pid: context_reads(est) for pid, est in policies.items()}
+        )
         self._time = frozenset(time_attributes)
         self._max = max_projections
         self._memo: dict[tuple[str, ...], Projection] = {}

@@ -32,7 +32,7 @@ from authz.bundle import BundleData, bundle_from_data, read_bundle
 from authz.engine import Engine
 from authz.errors import BundleError, Problem
 from authz.policytest import run_tests
-from authz.sources.childproc import CheckerProcess, PrepareFailed
+from authz.sources.childproc import CheckerProcess, GcPause, PrepareFailed
 from authz.sources.errors import Rejected, SourceError
 
 __all__ = ["Checked", "ProcessPreparer", "check_bundle", "prepare_engine"]
@@ -100,7 +100,10 @@ class ProcessPreparer:
     """
 
     def __init__(self, *, timeout: float = 120.0, memory_bytes: int = 0) -> None:
-        self._child = CheckerProcess(timeout=timeout, memory_bytes=memory_bytes)
+        self._gc = GcPause()
+        self._child = CheckerProcess(
+            timeout=timeout, memory_bytes=memory_bytes, receiving=self._gc.paused
+        )
         self._closed = False
         self.last_pid: int | None = None
 
@@ -115,7 +118,10 @@ class ProcessPreparer:
         if not isinstance(checked, Checked):
             raise TypeError("unexpected answer from the checking process")
         self.last_pid = checked.pid
-        return engine_from(checked)
+        with self._gc.paused():
+            engine = engine_from(checked)
+        self._gc.freeze()  # the new engine lives long: keep the collector off it
+        return engine
 
     def close(self) -> None:
         """End the child process (waits for a check in progress)."""

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import os
 import pickle
 import select
@@ -46,11 +47,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO, Any
 
 __all__ = [
     "CheckerProcess",
+    "GcPause",
     "PrepareCrashed",
     "PrepareFailed",
     "PrepareMemory",
@@ -122,7 +126,11 @@ def _read_exact(fd: int, size: int, deadline: float | None) -> bytes | None:
     return b"".join(chunks)
 
 
-def _read_frame(fd: int, deadline: float | None) -> Any:
+def _read_frame(
+    fd: int,
+    deadline: float | None,
+    receiving: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
+) -> Any:
     header = _read_exact(fd, _HEADER.size, deadline)
     if header is None:
         return None
@@ -132,7 +140,8 @@ def _read_frame(fd: int, deadline: float | None) -> Any:
     data = _read_exact(fd, size, deadline)
     if data is None:
         return None
-    return pickle.loads(data)  # noqa: S301 - our own child process, over a private pipe
+    with receiving():
+        return pickle.loads(data)  # noqa: S301 - our own child process, over a private pipe
 
 
 def _child_env() -> dict[str, str]:
@@ -145,9 +154,17 @@ def _child_env() -> dict[str, str]:
 class CheckerProcess:
     """The parent's handle on the checking child; one check at a time (thread-safe)."""
 
-    def __init__(self, *, timeout: float = 120.0, memory_bytes: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        timeout: float = 120.0,
+        memory_bytes: int = 0,
+        receiving: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
+    ) -> None:
+        """``receiving``: a context entered while an answer is decoded (see :class:`GcPause`)."""
         self.timeout = timeout
         self.memory_bytes = memory_bytes
+        self._receiving = receiving
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -202,7 +219,7 @@ class CheckerProcess:
             raise PrepareCrashed("the checking process has no pipes")
         deadline = time.monotonic() + self.timeout
         try:
-            reply = _read_frame(proc.stdout.fileno(), deadline)
+            reply = _read_frame(proc.stdout.fileno(), deadline, self._receiving)
         except TimeoutError:
             self._kill(proc)
             raise PrepareTimeout(f"the check took longer than {self.timeout:g}s") from None
@@ -253,6 +270,41 @@ class CheckerProcess:
         except subprocess.TimeoutExpired:
             proc.kill()
         self._reap(proc)
+
+
+class GcPause:
+    """Holds CPython's cyclic collector back while a new engine is decoded and built.
+
+    Building an engine allocates hundreds of thousands of objects; the cyclic
+    collector would walk the whole heap several times meanwhile (tenths of a
+    second each, holding the GIL the serving checks need). Nested and
+    concurrent pauses are counted; the collector runs again when the last one
+    ends. :meth:`freeze` then moves everything alive — the new engine — out of
+    the collector's reach for good (``gc.freeze``), so later collections stay short.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._resume = False
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth == 0:
+                self._resume = gc.isenabled()
+                gc.disable()
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0 and self._resume:
+                    gc.enable()
+
+    def freeze(self) -> None:
+        gc.freeze()
 
 
 # -- the child --------------------------------------------------------------------------------
