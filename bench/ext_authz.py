@@ -5,16 +5,21 @@ Side by side in one run, on the same machine, each loaded in turn by
 
 1. no-op: a ``grpc.aio`` server on uvloop whose Check returns OK at once;
 2. ``meshward pdp serve`` on the example policies, the caller an mTLS
-   principal (``attributes.source.principal``), 1 worker;
-3. the same with a JWT-SVID bearer token instead;
-4. the mTLS case with ``--workers 2``.
+   principal (``attributes.source.principal``), 1 worker (the decision is
+   cached after the first request);
+3. the same with the decision cache off (every request evaluated);
+4. the same with a JWT-SVID bearer token instead;
+5. the mTLS case with ``--workers 2``;
+6. paced: the no-op and meshward (mTLS, 1 worker) each at a fixed
+   ``BENCH_RATE`` requests/s in total (h2load ``--rps``), p99 side by side.
 
 Printed: requests/s, p50 and p99 latency (from h2load's per-request log),
-and each meshward figure as a ratio to the no-op baseline. Target: mTLS,
-1 worker >= 0.6. h2load runs on the same cores as the servers, so absolute
-figures are lower bounds; the ratios are what to compare. Every request is
-checked to be an allow before the load starts. Tune with BENCH_SECONDS,
-BENCH_CLIENTS, BENCH_STREAMS.
+and each meshward figure as a ratio to the no-op baseline, with the targets:
+cached >= 0.8, uncached >= 0.6, 2 workers >= 1.3 (all against one no-op
+process), paced p99 <= 1.2x the no-op's. h2load runs on the same cores as the
+servers, so absolute figures are lower bounds; the ratios are what to
+compare. Every request is checked to be an allow before the load starts.
+Tune with BENCH_SECONDS, BENCH_CLIENTS, BENCH_STREAMS, BENCH_RATE.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from meshward.spiffe_bundle import SpiffeBundle
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "4"))
 STREAMS = int(os.environ.get("BENCH_STREAMS", "16"))
+RATE = int(os.environ.get("BENCH_RATE", "1000"))
 SHOP = "spiffe://meshward.local/ns/shop/sa"
 PATH = "/envoy.service.auth.v3.Authorization/Check"
 
@@ -104,10 +110,11 @@ class Result:
     p99_ms: float
 
 
-def _h2load(port: int, body: Path, log: Path) -> Result:
+def _h2load(port: int, body: Path, log: Path, *, paced: bool = False) -> Result:
+    pacing = [f"--rps={max(1, RATE // CLIENTS)}"] if paced else []
     argv = [
         "h2load", "-c", str(CLIENTS), "-m", str(STREAMS), "-t", "1",
-        "-D", f"{SECONDS:g}", "--warm-up-time=1",
+        "-D", f"{SECONDS:g}", "--warm-up-time=1", *pacing,
         "-d", str(body), "--log-file", str(log),
         "-H", "content-type: application/grpc", "-H", "te: trailers",
         f"http://127.0.0.1:{port}{PATH}",
@@ -154,9 +161,12 @@ def _keys(work: Path) -> str:
     return jwt.encode(claims, key, algorithm="ES256", headers={"kid": "bench", "typ": "JWT"})
 
 
-def _meshward(work: Path, port: int, workers: int) -> list[str]:
-    config = work / "meshward.toml"
-    config.write_text('[pdp]\ntrust_peer_principal = true\ntrust_domain = "meshward.local"\n')
+def _meshward(work: Path, port: int, workers: int, *, cache: bool = True) -> list[str]:
+    config = work / f"meshward-{'cache' if cache else 'nocache'}.toml"
+    config.write_text(
+        '[pdp]\ntrust_peer_principal = true\ntrust_domain = "meshward.local"\n'
+        f"[cache]\nenabled = {'true' if cache else 'false'}\n"
+    )
     return [
         sys.executable, "-m", "meshward", "--config", str(config), "--log-level", "info",
         "--state-dir", str(work / "state"),
@@ -166,43 +176,73 @@ def _meshward(work: Path, port: int, workers: int) -> list[str]:
     ]  # fmt: skip
 
 
-def _measure(port: int, request: pb.CheckRequest, work: Path, name: str) -> Result:
+def _measure(
+    port: int, request: pb.CheckRequest, work: Path, name: str, *, paced: bool = False
+) -> Result:
     _wait_grpc(port)
     _assert_allows(port, request, name, work / "server.log")
     body = work / f"{name}.bin"
     body.write_bytes(_framed(request))
-    return _h2load(port, body, work / f"{name}.log")
+    return _h2load(port, body, work / f"{name}.log", paced=paced)
+
+
+NOOP = "no-op grpc.aio servicer"
+CACHED = "meshward, mTLS principal, 1 worker"
+UNCACHED = "meshward, mTLS, 1 worker, no cache"
+JWT = "meshward, JWT-SVID, 1 worker"
+TWO = "meshward, mTLS principal, 2 workers"
+NOOP_PACED = f"no-op, paced {RATE}/s"
+PACED = f"meshward mTLS, paced {RATE}/s"
+
+
+def _run(work: Path) -> dict[str, Result]:
+    mtls = _request(principal=f"{SHOP}/frontend")
+    token = _keys(work)
+    jwt_request = _request(token=token)
+    results: dict[str, Result] = {}
+    log = work / "server.log"
+    port = _free_port()
+    with server_process([sys.executable, "-c", _NOOP, f"127.0.0.1:{port}"], meshward_env(), log):
+        results[NOOP] = _measure(port, mtls, work, "noop")
+        results[NOOP_PACED] = _measure(port, mtls, work, "noop-paced", paced=True)
+    port = _free_port()
+    with server_process(_meshward(work, port, 1), meshward_env(), log):
+        results[CACHED] = _measure(port, mtls, work, "mtls")
+        results[JWT] = _measure(port, jwt_request, work, "jwt")
+        results[PACED] = _measure(port, mtls, work, "mtls-paced", paced=True)
+    port = _free_port()
+    with server_process(_meshward(work, port, 1, cache=False), meshward_env(), log):
+        results[UNCACHED] = _measure(port, mtls, work, "nocache")
+    port = _free_port()
+    with server_process(_meshward(work, port, 2), meshward_env(), log):
+        results[TWO] = _measure(port, mtls, work, "mtls2")
+    return results
 
 
 def main() -> None:
     if shutil.which("h2load") is None:
         raise SystemExit("h2load is not installed (Debian: nghttp2-client); run make system-deps")
-    mtls = _request(principal=f"{SHOP}/frontend")
-    results: dict[str, Result] = {}
     with tempfile.TemporaryDirectory(prefix="bench-ext-authz-") as tmp:
-        work = Path(tmp)
-        token = _keys(work)
-        jwt_request = _request(token=token)
-        port = _free_port()
-        log = work / "server.log"
-        with server_process(
-            [sys.executable, "-c", _NOOP, f"127.0.0.1:{port}"], meshward_env(), log
-        ):
-            results["no-op grpc.aio servicer"] = _measure(port, mtls, work, "noop")
-        port = _free_port()
-        with server_process(_meshward(work, port, 1), meshward_env(), log):
-            results["meshward, mTLS principal, 1 worker"] = _measure(port, mtls, work, "mtls")
-            results["meshward, JWT-SVID, 1 worker"] = _measure(port, jwt_request, work, "jwt")
-        port = _free_port()
-        with server_process(_meshward(work, port, 2), meshward_env(), log):
-            results["meshward, mTLS principal, 2 workers"] = _measure(port, mtls, work, "mtls2")
-    base = results["no-op grpc.aio servicer"].rps
+        results = _run(Path(tmp))
+    base = results[NOOP].rps
     print(f"h2load: {CLIENTS} connections x {STREAMS} streams, {SECONDS:g} s each, 1 thread")
     print(f"{'case':40} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>6}")
     for name, r in results.items():
         print(f"{name:40} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.rps / base:6.2f}")
-    ratio = results["meshward, mTLS principal, 1 worker"].rps / base
-    print(f"mTLS, 1 worker / no-op = {ratio:.2f} (target >= 0.6)")
+    for label, name, target in (
+        ("mTLS, 1 worker, cached / no-op", CACHED, 0.8),
+        ("mTLS, 1 worker, uncached / no-op", UNCACHED, 0.6),
+        ("mTLS, 2 workers / one no-op process", TWO, 1.3),
+    ):
+        ratio = results[name].rps / base
+        verdict = "met" if ratio >= target else "NOT met"
+        print(f"{label} = {ratio:.2f} (target >= {target}: {verdict})")
+    paced = results[PACED].p99_ms / results[NOOP_PACED].p99_ms
+    print(
+        f"paced {RATE}/s p99: meshward {results[PACED].p99_ms:.2f} ms, "
+        f"no-op {results[NOOP_PACED].p99_ms:.2f} ms, ratio {paced:.2f} "
+        f"(target <= 1.2: {'met' if paced <= 1.2 else 'NOT met'})"
+    )
 
 
 if __name__ == "__main__":
