@@ -19,11 +19,15 @@ cached >= 0.8, uncached >= 0.6, 2 workers >= 1.3 (all against one no-op
 process), paced p99 <= 1.2x the no-op's. h2load runs on the same cores as the
 servers, so absolute figures are lower bounds; the ratios are what to
 compare. Every request is checked to be an allow before the load starts.
-Tune with BENCH_SECONDS, BENCH_CLIENTS, BENCH_STREAMS, BENCH_RATE.
+All servers run at once and the cases take turns, BENCH_ROUNDS times; each
+ratio is taken against the no-op run of the same round (a shared machine's
+load moves from one second to the next). Tune with BENCH_SECONDS,
+BENCH_CLIENTS, BENCH_STREAMS, BENCH_RATE, BENCH_ROUNDS.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -52,6 +56,7 @@ SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "4"))
 STREAMS = int(os.environ.get("BENCH_STREAMS", "16"))
 RATE = int(os.environ.get("BENCH_RATE", "1000"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SHOP = "spiffe://meshward.local/ns/shop/sa"
 PATH = "/envoy.service.auth.v3.Authorization/Check"
 
@@ -176,14 +181,12 @@ def _meshward(work: Path, port: int, workers: int, *, cache: bool = True) -> lis
     ]  # fmt: skip
 
 
-def _measure(
-    port: int, request: pb.CheckRequest, work: Path, name: str, *, paced: bool = False
-) -> Result:
+def _prepare(port: int, request: pb.CheckRequest, work: Path, name: str) -> Path:
     _wait_grpc(port)
     _assert_allows(port, request, name, work / "server.log")
     body = work / f"{name}.bin"
     body.write_bytes(_framed(request))
-    return _h2load(port, body, work / f"{name}.log", paced=paced)
+    return body
 
 
 NOOP = "no-op grpc.aio servicer"
@@ -195,53 +198,85 @@ NOOP_PACED = f"no-op, paced {RATE}/s"
 PACED = f"meshward mTLS, paced {RATE}/s"
 
 
-def _run(work: Path) -> dict[str, Result]:
+def _run(work: Path) -> tuple[dict[str, Result], dict[str, list[float]]]:
+    """Every server up at once (idle ones cost nothing), then the cases in turn, ROUNDS times.
+
+    Returns the median result of each case and, per case, its ratio to the
+    no-op run of the same round: on a shared machine the load changes from
+    one second to the next, so only runs made next to each other compare.
+    """
     mtls = _request(principal=f"{SHOP}/frontend")
     token = _keys(work)
     jwt_request = _request(token=token)
-    results: dict[str, Result] = {}
     log = work / "server.log"
-    port = _free_port()
-    with server_process([sys.executable, "-c", _NOOP, f"127.0.0.1:{port}"], meshward_env(), log):
-        results[NOOP] = _measure(port, mtls, work, "noop")
-        results[NOOP_PACED] = _measure(port, mtls, work, "noop-paced", paced=True)
-    port = _free_port()
-    with server_process(_meshward(work, port, 1), meshward_env(), log):
-        results[CACHED] = _measure(port, mtls, work, "mtls")
-        results[JWT] = _measure(port, jwt_request, work, "jwt")
-        results[PACED] = _measure(port, mtls, work, "mtls-paced", paced=True)
-    port = _free_port()
-    with server_process(_meshward(work, port, 1, cache=False), meshward_env(), log):
-        results[UNCACHED] = _measure(port, mtls, work, "nocache")
-    port = _free_port()
-    with server_process(_meshward(work, port, 2), meshward_env(), log):
-        results[TWO] = _measure(port, mtls, work, "mtls2")
-    return results
+    ports = {name: _free_port() for name in ("noop", "mesh", "nocache", "two")}
+    with contextlib.ExitStack() as stack:
+        env = meshward_env()
+        noop = [sys.executable, "-c", _NOOP, f"127.0.0.1:{ports['noop']}"]
+        stack.enter_context(server_process(noop, env, log))
+        for name, workers, cache in (("mesh", 1, True), ("nocache", 1, False), ("two", 2, True)):
+            argv = _meshward(work, ports[name], workers, cache=cache)
+            stack.enter_context(server_process(argv, env, work / f"{name}.server.log"))
+        plan = {
+            NOOP: (ports["noop"], _prepare(ports["noop"], mtls, work, "noop"), False),
+            CACHED: (ports["mesh"], _prepare(ports["mesh"], mtls, work, "mtls"), False),
+            UNCACHED: (ports["nocache"], _prepare(ports["nocache"], mtls, work, "nc"), False),
+            JWT: (ports["mesh"], _prepare(ports["mesh"], jwt_request, work, "jwt"), False),
+            TWO: (ports["two"], _prepare(ports["two"], mtls, work, "two"), False),
+            NOOP_PACED: (ports["noop"], work / "noop.bin", True),
+            PACED: (ports["mesh"], work / "mtls.bin", True),
+        }
+        runs: dict[str, list[Result]] = {name: [] for name in plan}
+        for _ in range(ROUNDS):
+            for name, (port, body, paced) in plan.items():
+                runs[name].append(_h2load(port, body, work / "h2load.log", paced=paced))
+    ratios: dict[str, list[float]] = {name: [] for name in plan}
+    for name, results in runs.items():
+        baseline = runs[NOOP_PACED] if name in (NOOP_PACED, PACED) else runs[NOOP]
+        for mine, base in zip(results, baseline, strict=True):
+            if name in (NOOP_PACED, PACED):
+                ratios[name].append(mine.p99_ms / base.p99_ms)
+            else:
+                ratios[name].append(mine.rps / base.rps)
+    medians = {
+        name: Result(
+            statistics.median(r.rps for r in results),
+            statistics.median(r.p50_ms for r in results),
+            statistics.median(r.p99_ms for r in results),
+        )
+        for name, results in runs.items()
+    }
+    return medians, ratios
 
 
 def main() -> None:
     if shutil.which("h2load") is None:
         raise SystemExit("h2load is not installed (Debian: nghttp2-client); run make system-deps")
     with tempfile.TemporaryDirectory(prefix="bench-ext-authz-") as tmp:
-        results = _run(Path(tmp))
-    base = results[NOOP].rps
-    print(f"h2load: {CLIENTS} connections x {STREAMS} streams, {SECONDS:g} s each, 1 thread")
+        results, ratios = _run(Path(tmp))
+    print(
+        f"h2load: {CLIENTS} connections x {STREAMS} streams, {SECONDS:g} s per run, "
+        f"1 thread, {ROUNDS} rounds (medians; ratios against the no-op run of the same round)"
+    )
     print(f"{'case':40} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>6}")
     for name, r in results.items():
-        print(f"{name:40} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.rps / base:6.2f}")
+        ratio = statistics.median(ratios[name])
+        print(f"{name:40} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {ratio:6.2f}")
     for label, name, target in (
         ("mTLS, 1 worker, cached / no-op", CACHED, 0.8),
         ("mTLS, 1 worker, uncached / no-op", UNCACHED, 0.6),
         ("mTLS, 2 workers / one no-op process", TWO, 1.3),
     ):
-        ratio = results[name].rps / base
+        ratio = statistics.median(ratios[name])
         verdict = "met" if ratio >= target else "NOT met"
-        print(f"{label} = {ratio:.2f} (target >= {target}: {verdict})")
-    paced = results[PACED].p99_ms / results[NOOP_PACED].p99_ms
+        each = ", ".join(f"{x:.2f}" for x in ratios[name])
+        print(f"{label} = {ratio:.2f} (rounds: {each}; target >= {target}: {verdict})")
+    paced = statistics.median(ratios[PACED])
+    each = ", ".join(f"{x:.2f}" for x in ratios[PACED])
     print(
         f"paced {RATE}/s p99: meshward {results[PACED].p99_ms:.2f} ms, "
-        f"no-op {results[NOOP_PACED].p99_ms:.2f} ms, ratio {paced:.2f} "
-        f"(target <= 1.2: {'met' if paced <= 1.2 else 'NOT met'})"
+        f"no-op {results[NOOP_PACED].p99_ms:.2f} ms, meshward / no-op {paced:.2f} "
+        f"(rounds: {each}; target <= 1.2: {'met' if paced <= 1.2 else 'NOT met'})"
     )
 
 
