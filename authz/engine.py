@@ -19,13 +19,16 @@ something Cedar refuses (then it gets all of it, and fails as it would).
 Fail closed, also inside Cedar: a ``forbid`` policy that errors while being
 evaluated might have applied, so an allow that coexists with an erroring
 forbid becomes a deny, with that forbid as the reason. A ``permit`` that errors
-simply grants nothing (Cedar's own semantics).
+simply grants nothing (Cedar's own semantics). Which forbids erred is found
+structurally, never by reading Cedar's error text (a policy id may hold any
+character, backticks included): when an allow carries errors, each candidate
+forbid is evaluated on its own, and one whose lone evaluation reports an error
+is an erring forbid.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
@@ -47,7 +50,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Engine", "RawResult"]
 
-_ERROR_POLICY = re.compile(r"error while evaluating policy `((?:[^`\\]|\\.)*)`")
 DEFAULT_SLICE_CACHE = 4096
 Scope = tuple[EntityUid, tuple[EntityUid, ...], EntityUid, EntityUid]
 
@@ -108,7 +110,6 @@ class Engine:
         self.version = bundle.version
         self.slicing = slicing
         self._policies = bundle.policies
-        self._forbids = frozenset(p.id for p in bundle.policies if p.effect == "forbid")
         self._index = ScopeIndex([p.json for p in bundle.policies])
         self._hierarchy = Hierarchy(bundle.entity_records)
         self._store = EntityStore(bundle.entities, bundle.entity_records)
@@ -178,7 +179,9 @@ class Engine:
 
     def evaluate_raw(self, request: AccessRequest) -> RawResult:
         """Cedar's answer on the candidate policies (may raise on malformed input)."""
-        positions = self._positions(request)
+        return self._evaluate(request, self._positions(request))
+
+    def _evaluate(self, request: AccessRequest, positions: tuple[int, ...]) -> RawResult:
         context = request.context
         clean = cedar_clean(context)
         if not positions and clean:
@@ -201,27 +204,41 @@ class Engine:
         )
         return RawResult(allowed, tuple(sorted(reasons)), tuple(sorted(errors)))
 
+    def erring_forbids(self, request: AccessRequest) -> tuple[str, ...]:
+        """The ids of the candidate forbids that error on ``request`` (may raise).
+
+        Each forbid is evaluated alone: a one-policy set reports an error exactly
+        when that policy erred, so no error message is ever parsed.
+        """
+        failed: list[str] = []
+        for i in self._positions(request):
+            policy = self._policies[i]
+            if policy.effect == "forbid" and self._evaluate(request, (i,)).errors:
+                failed.append(policy.id)
+        return tuple(sorted(failed))
+
     def evaluate(self, request: AccessRequest) -> Decision:
         """The decision for ``request``; never raises (an error is a deny)."""
         try:
             raw = self.evaluate_raw(request)
+            failed = self.erring_forbids(request) if raw.allowed and raw.errors else ()
         except Exception as exc:
             detail = str(exc)[:200]
             return Decision.deny(
                 f"evaluation failed: {type(exc).__name__}: {detail}", policy_version=self.version
             )
-        return self.decide(raw)
+        return self.decide(raw, failed)
 
-    def decide(self, raw: RawResult) -> Decision:
-        """Map Cedar's answer to a Decision, failing closed on an erroring forbid."""
+    def decide(self, raw: RawResult, failed_forbids: Sequence[str] = ()) -> Decision:
+        """Map Cedar's answer to a Decision, failing closed on an erring forbid.
+
+        ``failed_forbids`` are the forbids that erred (:meth:`erring_forbids`).
+        """
         if raw.allowed:
-            failed_forbids = sorted(
-                {m.group(1) for e in raw.errors for m in _ERROR_POLICY.finditer(e)} & self._forbids
-            )
             if failed_forbids:
                 return Decision(
                     Effect.DENY,
-                    tuple(failed_forbids),
+                    tuple(sorted(failed_forbids)),
                     (*raw.errors, "a forbid policy could not be evaluated: denied (fail closed)"),
                     self.version,
                 )
