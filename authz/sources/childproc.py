@@ -19,10 +19,12 @@ Limits (``policy_source.prepare_timeout_seconds``,
 Either way the caller treats the version as failed; the next check starts a
 new child.
 
-Children die with their parent: the child asks the kernel for ``SIGKILL``
-when its parent dies (``prctl(PR_SET_PDEATHSIG)``, Linux), checks that the
-parent it was started by is still there, and exits when its stdin — the pipe
-from the parent — reaches end of file. ``kill -9`` of the PDP leaves nothing
+The child runs at a lower CPU priority (``nice`` 10): on a busy machine the
+serving process's checks come first. Children die with their parent: the
+child asks the kernel for ``SIGKILL`` when its parent dies
+(``prctl(PR_SET_PDEATHSIG)``, Linux), checks that the parent it was started
+by is still there, and exits when its stdin — the pipe from the parent —
+reaches end of file. ``kill -9`` of the PDP leaves nothing
 behind.
 
 Errors (below :class:`PrepareFailed`)::
@@ -273,20 +275,25 @@ class CheckerProcess:
 
 
 class GcPause:
-    """Holds CPython's cyclic collector back while a new engine is decoded and built.
+    """Keeps a new engine's decoding and building out of the serving checks' way.
 
     Building an engine allocates hundreds of thousands of objects; the cyclic
     collector would walk the whole heap several times meanwhile (tenths of a
-    second each, holding the GIL the serving checks need). Nested and
-    concurrent pauses are counted; the collector runs again when the last one
-    ends. :meth:`freeze` then moves everything alive — the new engine — out of
-    the collector's reach for good (``gc.freeze``), so later collections stay short.
+    second each, holding the GIL the serving checks need), so it is held
+    back; and the building thread hands the GIL over every
+    ``switch_interval`` seconds instead of every 5 ms, so a check never waits
+    long for it. Nested and concurrent pauses are counted; both return to
+    what they were when the last one ends. :meth:`freeze` then moves
+    everything alive — the new engine — out of the collector's reach for good
+    (``gc.freeze``), so later collections stay short.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, switch_interval: float = 0.0005) -> None:
         self._lock = threading.Lock()
         self._depth = 0
         self._resume = False
+        self._switch_interval = switch_interval
+        self._interval = sys.getswitchinterval()
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
@@ -294,14 +301,18 @@ class GcPause:
             if self._depth == 0:
                 self._resume = gc.isenabled()
                 gc.disable()
+                self._interval = sys.getswitchinterval()
+                sys.setswitchinterval(min(self._interval, self._switch_interval))
             self._depth += 1
         try:
             yield
         finally:
             with self._lock:
                 self._depth -= 1
-                if self._depth == 0 and self._resume:
-                    gc.enable()
+                if self._depth == 0:
+                    sys.setswitchinterval(self._interval)
+                    if self._resume:
+                        gc.enable()
 
     def freeze(self) -> None:
         gc.freeze()
@@ -325,6 +336,8 @@ def main() -> None:
     set_parent_death_signal(signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before the request above took
         os._exit(0)
+    with contextlib.suppress(OSError):
+        os.nice(10)  # the serving process's checks come first on a busy machine
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when this ends
     from authz.sources.bundles import check_bundle  # noqa: PLC0415 - after the death signal
 
