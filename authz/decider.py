@@ -116,8 +116,11 @@ class EngineHolder:
     def ready(self) -> bool:
         return self._active is not None
 
-    def swap(self, engine: Evaluator, version: str) -> None:
+    def swap(self, engine: Evaluator, version: str) -> Evaluator | None:
+        """Make ``engine`` the active one; returns the one it replaces."""
+        previous = self._active
         self._active = (engine, version)
+        return previous[0] if previous is not None else None
 
 
 class Outcome(StrEnum):
