@@ -15,41 +15,48 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from envoy.service.auth.v3 import external_auth_pb2 as pb
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from google.rpc import code_pb2
 
 from tests.support.cli import REPO
 from tests.support.envoy import SHOP, check_request
 from tests.support.gitrepo import PolicyRepo
-from tests.support.net import free_port
-from tests.support.pdp import pdp_process
+from tests.support.pdp import PdpProcess, pdp_process
 from tests.support.policyfiles import example_files
 
-ALLOWED = check_request(principal=f"{SHOP}/frontend", path="/items")
+FRONTEND = f"{SHOP}/frontend"
 OK_ANSWERS_WANTED = 20
 
 
 @dataclass
 class Hammer:
-    """Checks ``ALLOWED`` in a loop on ``port``; records every gRPC error and Check status."""
+    """Checks an allowed request in a loop; records every gRPC error and Check status."""
 
-    port: int
     answers: list[int] = field(default_factory=list)  # CheckResponse status codes, in order
     rpc_errors: set[grpc.StatusCode] = field(default_factory=set)
     stop: threading.Event = field(default_factory=threading.Event)
 
-    def run(self) -> None:
+    def start(self, pdp: PdpProcess) -> threading.Thread:
+        allowed = check_request(
+            principal=FRONTEND, certificate=pdp.peer_certificate(FRONTEND), path="/items"
+        )
+        thread = threading.Thread(target=self.run, args=(pdp.grpc_addr, allowed), daemon=True)
+        thread.start()  # before the process exists: the first connection that succeeds is seen
+        return thread
+
+    def run(self, addr: str, allowed: pb.CheckRequest) -> None:
         options = [
             ("grpc.initial_reconnect_backoff_ms", 10),
             ("grpc.min_reconnect_backoff_ms", 10),
             ("grpc.max_reconnect_backoff_ms", 50),
         ]
-        with grpc.insecure_channel(f"127.0.0.1:{self.port}", options=options) as channel:
+        with grpc.insecure_channel(addr, options=options) as channel:
             stub = external_auth_pb2_grpc.AuthorizationStub(channel)
             deadline = time.monotonic() + 90
             while not self.stop.is_set() and time.monotonic() < deadline:
                 try:
-                    response = stub.Check(ALLOWED, timeout=5)
+                    response = stub.Check(allowed, timeout=5)
                 except grpc.RpcError as exc:
                     self.rpc_errors.add(exc.code())
                     time.sleep(0.005)
@@ -60,18 +67,21 @@ class Hammer:
 
 
 def _hammer_while_starting(tmp_path: Path, policies: Path | str) -> Hammer:
-    hammer = Hammer(free_port())
-    thread = threading.Thread(target=hammer.run, daemon=True)
-    thread.start()  # before the process exists: the first connection that succeeds is seen
+    hammer = Hammer()
+    threads: list[threading.Thread] = []
     try:
         with pdp_process(
-            tmp_path / "pdp", policies=policies, grpc_port=hammer.port, wait_ready=False
+            tmp_path / "pdp",
+            policies=policies,
+            wait_ready=False,
+            before_start=lambda pdp: threads.append(hammer.start(pdp)),
         ) as pdp:
-            thread.join(timeout=90)
-            assert not thread.is_alive(), pdp.output()
+            threads[0].join(timeout=90)
+            assert not threads[0].is_alive(), pdp.output()
     finally:
         hammer.stop.set()
-        thread.join(timeout=10)
+        for thread in threads:
+            thread.join(timeout=10)
     return hammer
 
 

@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,17 +110,16 @@ def pdp_process(
     pdp_settings: dict[str, Any] | None = None,
     env: dict[str, str] | None = None,
     wait_ready: bool = True,
-    grpc_port: int | None = None,
+    before_start: Callable[[PdpProcess], None] | None = None,
 ) -> Iterator[PdpProcess]:
     """Start ``meshward pdp serve`` and wait until ``/readyz`` says ready
-    (or, without ``wait_ready``, only until its HTTP port is open). ``grpc_port``:
-    a port chosen beforehand, for a client already waiting on it."""
+    (or, without ``wait_ready``, only until its HTTP port is open).
+    ``before_start`` is called with the ports and credentials chosen, before
+    the process starts (a client that must see the port open)."""
     workdir.mkdir(parents=True, exist_ok=True)
     pdp = PdpProcess(
         workdir, TestPki(TRUST_DOMAIN), SigningKey("svid-key-1"), SigningKey("idp-1", "rsa")
     )
-    if grpc_port is not None:
-        pdp.grpc_port = grpc_port
     config = _write_config(pdp, pdp_settings or {})
     extra_env = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESHWARD_")}
@@ -136,6 +135,8 @@ def pdp_process(
         "--trust-bundle", str(workdir / "bundle.json"),
         *args,
     )  # fmt: skip
+    if before_start is not None:
+        before_start(pdp)
     with (workdir / "pdp.log").open("w") as log:
         pdp.process = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO
