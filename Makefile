@@ -13,7 +13,7 @@ help:
 	@echo "make up         run the CA and the PDP on embedded defaults"
 	@echo "make test       install what tests need, lint, run the suite"
 	@echo "make test-slow  only the slow soak/load tests"
-	@echo "make lint       ruff + mypy"
+	@echo "make lint       ruff + mypy + import layers (lint-imports)"
 	@echo "make bench      benchmarks (ratios against side-by-side baselines)"
 
 setup: $(STAMP)
@@ -34,6 +34,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 fmt: setup
 	$(VENV)/bin/ruff format .

@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
-import multiprocessing
 import os
 import signal
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,15 +69,17 @@ from authz.sources.runtime import (
     check_policies,
     for_worker,
 )
+from meshward.asgi import QuietUvicorn
 from meshward.clock import Clock, SystemClock
 from meshward.listen import AddressInUse, listen
-from meshward.metrics import enable_multiprocess, mark_worker_dead, prepare_run_dir
+from meshward.metrics import prepare_run_dir
 from meshward.settings import (
     OidcIssuerSettings,
     PdpSettings,
     Settings,
     secret_value,
 )
+from meshward.workers import run_workers
 
 __all__ = ["Pdp", "PdpError", "PdpServer", "build_pdp", "run"]
 
@@ -107,6 +108,23 @@ def _key_source(issuer: OidcIssuerSettings, clock: Clock) -> KeySource:
     )
 
 
+def _followed_bundle(pdp: PdpSettings, bootstrap: TrustBundleFile, clock: Clock) -> TrustSource:
+    """The bundle followed from the CA replicas (one trust domain: the bootstrap's)."""
+    from authz.authn.trust_url import TrustBundleUrl  # noqa: PLC0415
+    from meshward.endpoints import Endpoints, split_urls  # noqa: PLC0415
+    from meshward.spiffe import TrustDomain  # noqa: PLC0415
+
+    domains = list(bootstrap.current().bundles)
+    if pdp.trust_domain is not None:
+        td = TrustDomain.parse(pdp.trust_domain)
+    elif len(domains) == 1:
+        td = domains[0]
+    else:
+        raise PdpError("pdp.trust_bundle_url: set pdp.trust_domain (the bundle has several)")
+    endpoints = Endpoints(split_urls(pdp.trust_bundle_url or ""), expand_dns=True)
+    return TrustBundleUrl(endpoints, bootstrap, td, clock, pdp.trust_bundle_poll_seconds)
+
+
 def build_authenticator(pdp: PdpSettings, clock: Clock) -> Authenticator:
     """Trust bundle, peer policy and token verifier from the settings."""
     bundles: TrustSource = TrustBundles()
@@ -120,6 +138,10 @@ def build_authenticator(pdp: PdpSettings, clock: Clock) -> Authenticator:
         except AuthnError as exc:
             raise PdpError(f"trust bundle {pdp.trust_bundle}: {exc.reason}") from exc
         bundles = bundle_file
+        if pdp.trust_bundle_url is not None:
+            bundles = _followed_bundle(pdp, bundle_file, clock)
+    elif pdp.trust_bundle_url is not None:
+        raise PdpError("pdp.trust_bundle_url needs pdp.trust_bundle to trust the CA the first time")
     try:
         peer_policy = PeerPolicy.build(
             pdp.trust_peer_principal,
@@ -252,14 +274,6 @@ def _decision_tracer(settings: Settings) -> DecisionObserver:
         raise PdpError(str(exc)) from exc
 
 
-class _Uvicorn(uvicorn.Server):
-    """uvicorn without its own signal handling: :class:`PdpServer` owns shutdown."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 class PdpServer:
     """gRPC + HTTP for one process. ``async with PdpServer(pdp):`` or start/stop."""
 
@@ -267,7 +281,7 @@ class PdpServer:
         self.pdp = pdp
         self.health = health_aio.HealthServicer()
         self._grpc: grpc.aio.Server | None = None
-        self._http: _Uvicorn | None = None
+        self._http: QuietUvicorn | None = None
         self._http_task: asyncio.Task[None] | None = None
         self._load_task: asyncio.Task[None] | None = None
         self._serving_task: asyncio.Task[None] | None = None
@@ -330,7 +344,7 @@ class PdpServer:
             proxy_headers=False,
             timeout_graceful_shutdown=max(1, math.ceil(settings.drain_seconds)),
         )
-        self._http = _Uvicorn(config)
+        self._http = QuietUvicorn(config)
         self._http_task = asyncio.create_task(self._http.serve(sockets=[http_sock]))
         if not load_first:
             await self._load()
@@ -428,7 +442,7 @@ def _run_one(settings: Settings, announce: bool) -> None:
     uvloop.run(_serve(settings, announce))
 
 
-def _worker(settings: Settings, index: int) -> None:
+def _worker(settings: Settings, index: int) -> None:  # index last: run_workers passes it
     from meshward.logs import configure_logging  # noqa: PLC0415
 
     configure_logging(settings.log_format, settings.log_level)
@@ -455,27 +469,6 @@ def run(settings: Settings) -> int:
         except SourceError as exc:
             raise PdpError(str(exc)) from exc
     # Workers share one /metrics: each writes its samples to files in this
-    # run's directory, and any of them answers a scrape with the sum. The
-    # variable must be set before the workers import prometheus_client.
+    # run's directory, and any of them answers a scrape with the sum.
     run_dir = prepare_run_dir(settings.state_dir, f"pdp-{os.getpid()}")
-    enable_multiprocess(run_dir, os.environ)
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(settings, i), daemon=False) for i in range(workers)]
-    for proc in procs:
-        proc.start()
-
-    def forward(signum: int, _frame: object) -> None:
-        for proc in procs:
-            if proc.is_alive() and proc.pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.terminate()
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    code = 0
-    for proc in procs:
-        proc.join()
-        code = max(code, proc.exitcode or 0)
-        if proc.pid is not None:
-            mark_worker_dead(proc.pid)
-    return code
+    return run_workers(functools.partial(_worker, settings), workers, run_dir)

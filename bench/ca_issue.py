@@ -13,11 +13,17 @@ Measured side by side in one run, on the same machine:
 It prints the rates, the API/ceiling ratio, and where an API issuance spends
 its time: signing (core), store/audit, and HTTP/TLS/JSON (the rest). The client
 runs on the same cores as the server, so the API figure is a lower bound.
+
+Then the same h2load load on ``ca serve --workers 2`` (processes sharing the
+port), and on two replicas of one CA on a throw-away PostgreSQL (half the
+connections each). The machine is shared: it prints the load average, and
+the ratios are what compare across runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -30,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -114,24 +120,48 @@ def _k8s_setup(state: Path) -> tuple[Path, str]:
     return path, jwt.encode(claims, key, algorithm="RS256", headers={"kid": "bench"})
 
 
-def _h2load_rate(port: int, body: Path) -> tuple[float, str]:
+def _h2load_rate(ports: list[int], body: Path) -> tuple[float, str]:
+    """h2load (HTTP/1.1 keep-alive) on every port at once, CLIENTS connections in all."""
     if shutil.which("h2load") is None:
         return 0.0, "h2load not installed"
-    out = subprocess.run(
-        ["h2load", "--h1", "-D", str(int(SECONDS)), "-c", str(CLIENTS), "-m", "1",
-         "-d", str(body), "-H", "content-type: application/json",
-         f"https://127.0.0.1:{port}/v1/svid/x509"],
-        capture_output=True, text=True, check=False,
-    ).stdout  # fmt: skip
-    rate = re.search(r"finished in [^,]+, ([\d.]+) req/s", out)
-    status = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
-    codes = (
-        f"{status.group(1)} 2xx, {status.group(3)} 4xx, {status.group(4)} 5xx" if status else "?"
-    )
-    return (float(rate.group(1)) if rate else 0.0), codes
+    per_port = max(1, CLIENTS // len(ports))
+    runs = [
+        subprocess.Popen(
+            [
+                "h2load",
+                "--h1",
+                "-D",
+                str(int(SECONDS)),
+                "-c",
+                str(per_port),
+                "-m",
+                "1",
+                "-d",
+                str(body),
+                "-H",
+                "content-type: application/json",
+                f"https://127.0.0.1:{port}/v1/svid/x509",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for port in ports
+    ]
+    total, ok, bad = 0.0, 0, 0
+    for run in runs:
+        out = run.communicate()[0]
+        rate = re.search(r"finished in [^,]+, ([\d.]+) req/s", out)
+        status = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+        total += float(rate.group(1)) if rate else 0.0
+        if status:
+            ok += int(status.group(1))
+            bad += int(status.group(3)) + int(status.group(4))
+    return total, f"{ok} 2xx, {bad} 4xx/5xx"
 
 
 def main() -> None:
+    load_before = _load()
     clock = SystemClock()
     settings = CaSettings(trust_domain="bench.local", rate_per_second=1e9, rate_burst=10**9)
     csrs = _csrs(256)
@@ -173,7 +203,6 @@ def main() -> None:
             )
         )
         (state / "bundle.pem").write_bytes(authority.bundle().to_pem())
-        port = _free_port()
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("MESHWARD_")},
             "PYTHONPATH": str(REPO),
@@ -184,49 +213,131 @@ def main() -> None:
             "MESHWARD_LOG_LEVEL": "warning",
             "MESHWARD_CA__K8S_JWKS_FILE": str(jwks),
         }
-        server = subprocess.Popen(
-            [sys.executable, "-m", "meshward", "--state-dir", str(state), "ca", "serve",
-             "--addr", f"127.0.0.1:{port}"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            ctx = ssl.create_default_context(cafile=str(state / "bundle.pem"))
-            ctx.load_cert_chain(state / "svid.pem", state / "key.pem")
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    httpx.get(f"https://127.0.0.1:{port}/healthz", verify=ctx, timeout=2)
-                    break
-                except httpx.HTTPError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
-            body = state / "body.json"
-            body.write_text(json.dumps({"csr": csrs[0].decode(), "token": sa_token}))
-            h2_rate, h2_codes = _h2load_rate(port, body)
+        ctx = ssl.create_default_context(cafile=str(state / "bundle.pem"))
+        ctx.load_cert_chain(state / "svid.pem", state / "key.pem")
+        body = state / "body.json"
+        body.write_text(json.dumps({"csr": csrs[0].decode(), "token": sa_token}))
+        ca.store.close()
+
+        with _servers(state, env, [()], ctx) as ports:
+            h2_rate, h2_codes = _h2load_rate(ports, body)
             text = [c.decode() for c in csrs]
-            api_rate, errors = asyncio.run(_api_rate(f"https://127.0.0.1:{port}", ctx, text))
-        finally:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            api_rate, errors = asyncio.run(_api_rate(f"https://127.0.0.1:{ports[0]}", ctx, text))
+        with _servers(state, env, [("--workers", "2")], ctx) as ports:
+            workers_rate, workers_codes = _h2load_rate(ports, body)
+        replicas_rate, replicas_codes = _replicas_rate(state, env, body)
 
     best = max(h2_rate, api_rate)
     sign_share = (1 / core_rate) * best
     store_share = max(0.0, (1 / service_rate - 1 / core_rate)) * best
+    print(f"load before: {load_before}; after: {_load()} (2 cores shared: compare ratios)")
     print(f"issuance core in-process (ceiling):  {core_rate:8.0f} X.509-SVIDs/s")
     print(f"CA service in-process (+audit row):  {service_rate:8.0f} X.509-SVIDs/s")
     print(f"HTTPS API, h2load, {CLIENTS} connections: {h2_rate:8.0f} X.509-SVIDs/s ({h2_codes})")
     print(f"HTTPS API, Python mTLS clients:      {api_rate:8.0f} X.509-SVIDs/s ({errors} errors)")
+    print(
+        f"HTTPS API, --workers 2, h2load:      {workers_rate:8.0f} X.509-SVIDs/s ({workers_codes})"
+    )
+    print(
+        f"two replicas on PostgreSQL, h2load:  {replicas_rate:8.0f} X.509-SVIDs/s"
+        f" ({replicas_codes})"
+    )
     print(f"ratio API (h2load) / ceiling:        {h2_rate / core_rate:8.2f}")
     print(f"ratio API (Python clients) / ceiling:{api_rate / core_rate:8.2f}")
+    print(f"ratio --workers 2 / ceiling:         {workers_rate / core_rate:8.2f}")
+    print(f"ratio two replicas (PostgreSQL) / ceiling: {replicas_rate / core_rate:8.2f}")
     print(
         f"time per API issuance: signing {sign_share:.0%}, store+audit {store_share:.0%},"
         f" HTTP/TLS/JSON {max(0.0, 1 - sign_share - store_share):.0%}"
     )
+
+
+def _load() -> str:
+    one, five, _fifteen = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min)"
+
+
+@contextlib.contextmanager
+def _servers(
+    state: Path, env: dict[str, str], args: list[tuple[str, ...]], ctx: ssl.SSLContext
+) -> Iterator[list[int]]:
+    """``ca serve`` once per entry of ``args`` (extra options), each on its own port.
+
+    On a shared database each is a replica, named after its port.
+    """
+    ports = [_free_port() for _ in args]
+    procs = []
+    stack = contextlib.ExitStack()
+    try:
+        for port, extra in zip(ports, args, strict=True):
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "meshward",
+                        "--state-dir",
+                        str(state),
+                        "ca",
+                        "serve",
+                        "--addr",
+                        f"127.0.0.1:{port}",
+                        *extra,
+                    ],
+                    env={**env, "MESHWARD_CA__REPLICA_ID": f"bench{port}"},
+                    stdout=stack.enter_context((state / f"serve-{port}.log").open("wb")),
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        for port in ports:
+            _wait_ready(port, ctx, state)
+        yield ports
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGINT)
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        stack.close()
+
+
+def _wait_ready(port: int, ctx: ssl.SSLContext, state: Path) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(f"https://127.0.0.1:{port}/healthz", verify=ctx, timeout=2)
+            return
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                logs = "".join(p.read_text() for p in state.glob("serve-*.log"))
+                raise RuntimeError(f"ca serve did not start:\n{logs[-2000:]}") from None
+            time.sleep(0.2)
+
+
+def _replicas_rate(state: Path, env: dict[str, str], body: Path) -> tuple[float, str]:
+    """Two replicas of a new CA on a throw-away PostgreSQL, h2load on both at once."""
+    from tests.support.postgres import PG_BIN, postgres_server  # noqa: PLC0415
+
+    if not (PG_BIN / "initdb").exists():
+        return 0.0, "PostgreSQL not installed"
+    with postgres_server() as pg:
+        url = pg.create_database()
+        pg_state = state / "pg"
+        pg_env = {**env, "MESHWARD_CA__DATABASE_URL": url}
+        cli = [sys.executable, "-m", "meshward", "--state-dir", str(pg_state), "ca"]
+        for args in (
+            ["init", "--trust-domain", "bench.local"],
+            ["entry", "add", "--spiffe-id", str(WORKLOAD),
+             "--selector", "k8s:ns:bench", "--selector", "k8s:sa:bench"],
+            ["admin", "login"],
+        ):  # fmt: skip
+            subprocess.run([*cli, *args], env=pg_env, check=True, capture_output=True)
+        ctx = ssl.create_default_context(cafile=str(pg_state / "admin" / "bundle.pem"))
+        with _servers(pg_state, pg_env, [(), ()], ctx) as ports:
+            return _h2load_rate(ports, body)
 
 
 if __name__ == "__main__":

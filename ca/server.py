@@ -20,15 +20,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import ipaddress
 import logging
-import multiprocessing
 import os
 import signal
 import socket
 import ssl
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +43,11 @@ from ca.issuance import IPAddress, IssuedX509, build_csr
 from ca.keystore import generate_key, write_private_file
 from ca.replicas import DbRateLimiter
 from ca.service import SERVER_PATH, CertificateAuthority
+from meshward.asgi import QuietUvicorn
 from meshward.listen import listen
 from meshward.settings import parse_hostport
 from meshward.spiffe import SpiffeId
+from meshward.workers import run_workers
 
 __all__ = ["CaServer", "PeerCertProtocol", "run"]
 
@@ -78,14 +80,6 @@ class PeerCertProtocol(H11Protocol):
         if der:
             pem = load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM)
             self.app = _TlsScope(self.app, [pem.decode("ascii")])
-
-
-class _QuietUvicorn(uvicorn.Server):
-    """uvicorn without its own signal handling, for a process that owns shutdown."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 class CaServer:
@@ -126,7 +120,7 @@ class CaServer:
             access_log=False,
             ssl_context_factory=lambda _config, _default: self.ssl,
         )
-        self.server = uvicorn.Server(config) if own_signals else _QuietUvicorn(config)
+        self.server = uvicorn.Server(config) if own_signals else QuietUvicorn(config)
         self.addr = addr
         self._reuse_port = reuse_port
         self._addr_flag = addr_flag
@@ -262,8 +256,8 @@ def _worker(
     addr: str,
     workdir: Path,
     bundle: Path | None,
-    index: int,
     logging_setup: Callable[[], None],
+    index: int,
 ) -> None:
     logging_setup()
     try:
@@ -281,7 +275,7 @@ def run(
     workdir: Path,
     bundle: Path | None,
     workers: int,
-    metrics_dir: Path | None = None,
+    metrics_dir: Path,
     logging_setup: Callable[[], None] = lambda: None,
 ) -> int:
     """Serve with ``workers`` processes on ``addr`` until SIGINT/SIGTERM; the exit code.
@@ -294,32 +288,6 @@ def run(
     if workers == 1:
         _serve_one(open_ca, addr, workdir, bundle, False)
         return 0
-    if metrics_dir is not None:
-        from meshward.metrics import enable_multiprocess  # noqa: PLC0415
-
-        enable_multiprocess(metrics_dir, os.environ)
-    ctx = multiprocessing.get_context("spawn")
-    procs = [
-        ctx.Process(target=_worker, args=(open_ca, addr, workdir, bundle, i, logging_setup))
-        for i in range(workers)
-    ]
-    for proc in procs:
-        proc.start()
-
-    def forward(_signum: int, _frame: object) -> None:
-        for proc in procs:
-            if proc.is_alive() and proc.pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGINT)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    code = 0
-    for proc in procs:
-        proc.join()
-        code = max(code, proc.exitcode or 0)
-        if metrics_dir is not None and proc.pid is not None:
-            from meshward.metrics import mark_worker_dead  # noqa: PLC0415
-
-            mark_worker_dead(proc.pid)
-    return code
+    target = functools.partial(_worker, open_ca, addr, workdir, bundle, logging_setup)
+    # SIGINT: uvicorn drains in-flight requests, then the worker exits 0.
+    return run_workers(target, workers, metrics_dir, stop_signal=signal.SIGINT)

@@ -59,7 +59,7 @@ from meshward.selectors import (
     parse_selectors,
 )
 from meshward.settings import CaSettings
-from meshward.spiffe import SpiffeId, TrustDomain
+from meshward.spiffe import CA_SERVER_PATH, SpiffeId, TrustDomain
 
 __all__ = [
     "ADMIN_PATH",
@@ -76,7 +76,7 @@ log = logging.getLogger("meshward.ca")
 audit_log = logging.getLogger("meshward.ca.audit")
 
 ADMIN_PATH = "/meshward/admin"
-SERVER_PATH = "/meshward/ca"
+SERVER_PATH = CA_SERVER_PATH
 
 NODE_METHODS = frozenset({"join_token", "k8s"})  # attestations that make an agent record
 

@@ -130,6 +130,12 @@ class PdpSettings(_Section):
     grpc_addr: str = Field("127.0.0.1:9191", description="Envoy ext_authz gRPC listener")
     http_addr: str = Field("127.0.0.1:8181", description="forward-auth, decision API, admin")
     trust_bundle: Path | None = Field(None, description="SPIFFE trust bundle (PEM or JWKS)")
+    trust_bundle_url: str | None = Field(
+        None,
+        description="follow the bundle from the CA (GET /v1/bundle): CA URLs, comma-separated, "
+        "or a DNS name with several addresses, tried in turn; pdp.trust_bundle trusts the CA "
+        "the first time",
+    )
     trust_bundle_poll_seconds: float = Field(
         2.0, ge=0, le=3600, description="how often the trust bundle file is checked for changes"
     )
@@ -202,6 +208,11 @@ class PdpSettings(_Section):
     )
 
     _check_grpc = field_validator("grpc_addr", "http_addr")(_hostport)
+
+    @field_validator("trust_bundle_url")
+    @classmethod
+    def _bundle_urls(cls, value: str | None) -> str | None:
+        return None if value is None else ",".join(split_urls(value))
 
     def upstream_removed_headers(self) -> tuple[str, ...]:
         """Headers taken off an allowed request before the upstream (lower-case, once each)."""

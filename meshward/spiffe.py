@@ -15,8 +15,9 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 
-__all__ = ["InvalidSpiffeId", "SpiffeError", "SpiffeId", "TrustDomain"]
+__all__ = ["CA_SERVER_PATH", "InvalidSpiffeId", "SpiffeError", "SpiffeId", "TrustDomain"]
 
+CA_SERVER_PATH = "/meshward/ca"  # the CA's own SVID path: agents and the PDP check it
 SCHEME = "spiffe://"
 _TD_CHARS = frozenset(string.ascii_lowercase + string.digits + ".-_")
 _PATH_CHARS = frozenset(string.ascii_letters + string.digits + ".-_")

@@ -46,7 +46,7 @@ from ca.agent.source import JwtSvidToken
 from meshward.clock import Clock
 from meshward.endpoints import Endpoints, split_urls
 from meshward.selectors import AGENT_SELECTOR_PREFIX, node_selector
-from meshward.spiffe import InvalidSpiffeId, SpiffeId, TrustDomain
+from meshward.spiffe import CA_SERVER_PATH, InvalidSpiffeId, SpiffeId, TrustDomain
 from meshward.spiffe_bundle import InvalidBundle, SpiffeBundle
 from meshward.x509_svid import InvalidSvid, build_csr, spiffe_id_of
 
@@ -54,7 +54,6 @@ __all__ = ["AGENT_SELECTOR_PREFIX", "CA_SERVER_PATH", "CaClient", "node_selector
 
 log = logging.getLogger("meshward.agent.ca")
 
-CA_SERVER_PATH = "/meshward/ca"
 NODE_FILE = "node.pem"
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -196,8 +195,10 @@ def serve_command(
         except AddressInUse as exc:
             fail(exc.one_line())
         typer.echo(f"meshward: CA API on https://{settings.ca.addr} (trust domain {trust_domain})")
+        import uvloop  # noqa: PLC0415
+
         try:
-            asyncio.run(one.serve())
+            uvloop.run(one.serve())
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
         return

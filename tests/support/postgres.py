@@ -24,7 +24,17 @@ from tests.support.net import free_port
 
 __all__ = ["PG_BIN", "PostgresServer", "postgres_server"]
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+def _pg_bin() -> Path:
+    """The newest Debian PostgreSQL's programs (``/usr/lib/postgresql/<major>/bin``)."""
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = _pg_bin()
 USER = "meshward"
 
 
@@ -52,7 +62,7 @@ class PostgresServer:
 
     def init(self) -> None:
         if not (PG_BIN / "initdb").exists():
-            raise RuntimeError("PostgreSQL 15 is not installed; run `make system-deps`")
+            raise RuntimeError("PostgreSQL is not installed; run `make system-deps`")
         self.workdir.mkdir(parents=True, exist_ok=True)
         pwfile = self.workdir / "pw"
         pwfile.write_text(self.password + "\n", encoding="utf-8")

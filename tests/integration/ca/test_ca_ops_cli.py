@@ -114,6 +114,7 @@ def test_svid_inspect(ca: CaProcess, tmp_path: Path) -> None:
     assert "signing CA" in info["issuer"] and info["expires_in_seconds"] > 0
     other = CaProcess(tmp_path / "other", env=ENV)
     assert other.cli("ca", "init", "--trust-domain", TD).returncode == 0
+    assert other.cli("ca", "admin", "login").returncode == 0  # writes admin/bundle.pem
     foreign = ca.cli(
         "ca", "svid", "inspect", str(out / "svid.pem"),
         "--bundle", str(other.admin_dir / "bundle.pem"),

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -199,3 +200,53 @@ def test_rotation_with_two_replicas_every_svid_verifies(tmp_path: Path, postgres
                 t.join(30)
         assert not failures, failures[:3]
         assert checked[0] > 10
+
+
+@pytest.mark.slow
+def test_soak_three_replicas_killed_and_restarted_under_renewals(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """300 renewals while replicas die (SIGKILL) and come back: none fails, none is lost."""
+    with running_replicas(
+        tmp_path / "ca", postgres_url, count=3, MESHWARD_CA__RATE_BURST="100000"
+    ) as procs:
+        token, entry_id = _delegate(procs[0])
+        urls = tuple(p.url for p in procs)
+        client = CaClient(
+            list(urls),
+            TrustDomain("example.org"),
+            procs[0].bundle_pem(),
+            tmp_path / "agent",
+            SystemClock(),
+            token=lambda: token,
+            endpoints=Endpoints(urls, backoff_base=0.02, backoff_max=0.2),
+        )
+        entry = AgentEntry(entry_id, SpiffeId.parse(WEB), frozenset({"unix:uid:0"}))
+        serials: list[int] = []
+
+        async def run() -> None:
+            try:
+                for i in range(300):
+                    victim = procs[(i // 60) % 3]
+                    if i % 60 == 20 and victim.process is not None:
+                        victim.process.kill()
+                        victim.process.wait()
+                        victim.process = None
+                    if i % 60 == 50:
+                        for proc in procs:
+                            if proc.process is None:
+                                await asyncio.to_thread(proc.start)
+                    key = ec.generate_private_key(ec.SECP256R1())
+                    chain = await client.sign_x509(entry, build_csr(entry, key), None)
+                    serials.append(chain[0].serial_number)
+            finally:
+                await client.aclose()
+
+        asyncio.run(run())
+        assert len(serials) == 300
+    with psycopg.connect(postgres_url) as conn:
+        rows = conn.execute(
+            "SELECT serial FROM audit WHERE action = 'x509_svid' AND method = 'agent'"
+            " AND result = 'ok'"
+        ).fetchall()
+    assert {int(r[0], 16) for r in rows} == set(serials)
