@@ -247,6 +247,15 @@ class PolicySourceSettings(_Section):
     )
     shadow_branch: str | None = Field(None, description="branch of a Git shadow (default: branch)")
     shadow_subdir: str | None = Field(None, description="subdir of a Git shadow (default: subdir)")
+    prepare_timeout_seconds: float = Field(
+        120.0, gt=0, le=3600, description="longest check of one version (parse, validate, tests)"
+    )
+    prepare_memory_mb: int = Field(
+        2048,
+        ge=0,
+        le=1 << 20,
+        description="address space of the checking process, MiB (0: no limit)",
+    )
 
 
 class DecisionLogSettings(_Section):
