@@ -7,8 +7,9 @@ The Cedar request model (DESIGN.md, ``policies/schema.cedarschema``):
 - action ``Action::"<HTTP method>"``, a member of ``Action::"read"`` or
   ``Action::"write"`` through the bundle's schema;
 - resource ``Service::"<destination>"``;
-- context ``http {method, host, path, query, headers}``, ``peer {spiffe_id,
-  trust_domain}``, ``token {claims}``, ``grpc {service, method}``.
+- context ``http {method, host, path, raw_path, query, headers}``, ``peer
+  {spiffe_id, trust_domain}``, ``token {claims}``, ``grpc {service, method}``
+  (built from wire facts by :mod:`authz.request`).
 
 The static entities (groups, services, the schema's actions) live in the
 bundle; a request adds only its principal with its parents and attributes.
@@ -23,11 +24,7 @@ from typing import Any
 from authz.model import AccessRequest, EntityUid, Identity
 
 __all__ = [
-    "build_context",
     "entity_record",
-    "grpc_context",
-    "http_context",
-    "peer_context",
     "plain",
     "principal_entities",
     "to_cedar_request",
@@ -75,54 +72,3 @@ def entity_record(
 def principal_entities(identity: Identity) -> list[dict[str, Any]]:
     """The entities a request contributes: the principal with its parents and attributes."""
     return [entity_record(identity.principal, identity.parents, identity.attributes)]
-
-
-def http_context(
-    method: str,
-    host: str = "",
-    path: str = "/",
-    query: str = "",
-    headers: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
-    """``context.http``; header names lower-cased, as HTTP/2 and Envoy give them."""
-    return {
-        "method": method.upper(),
-        "host": host,
-        "path": path,
-        "query": query,
-        "headers": {k.lower(): str(v) for k, v in (headers or {}).items()},
-    }
-
-
-def peer_context(spiffe_id: str) -> dict[str, str]:
-    """``context.peer`` for an mTLS peer: its SPIFFE ID and trust domain."""
-    rest = spiffe_id.removeprefix("spiffe://")
-    return {"spiffe_id": spiffe_id, "trust_domain": rest.split("/", 1)[0]}
-
-
-def grpc_context(path: str) -> dict[str, str] | None:
-    """``context.grpc`` from a gRPC request path ``/package.Service/Method``, else None."""
-    parts = path.split("?", 1)[0].split("/")
-    if len(parts) != 3 or parts[0] or not parts[1] or not parts[2]:
-        return None
-    return {"service": parts[1], "method": parts[2]}
-
-
-def build_context(
-    *,
-    http: Mapping[str, Any] | None = None,
-    peer: Mapping[str, Any] | None = None,
-    token_claims: Mapping[str, Any] | None = None,
-    grpc: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """A context record with only the parts that are present (absent ones stay absent)."""
-    context: dict[str, Any] = {}
-    if http is not None:
-        context["http"] = dict(http)
-    if peer is not None:
-        context["peer"] = dict(peer)
-    if token_claims is not None:
-        context["token"] = {"claims": plain(token_claims)}
-    if grpc is not None:
-        context["grpc"] = dict(grpc)
-    return context

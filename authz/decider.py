@@ -3,7 +3,8 @@
     raw request facts -> authn -> AccessRequest -> [cache] -> engine -> Verdict
 
 Adapters (gRPC, HTTP) only map their wire format to :class:`RequestFacts` and a
-:class:`Verdict` back; everything between is here, with three seams:
+:class:`Verdict` back; :mod:`authz.request` (the one request mapping) turns the
+facts into the AccessRequest; everything between is here, with three seams:
 
 - :class:`EngineHolder` — the active engine, swapped atomically by a policy
   source; a check keeps the engine it started with.
@@ -22,16 +23,23 @@ import datetime as dt
 import logging
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
-from authz.authn.authenticator import Authenticated, Authenticator
+from authz.authn.authenticator import Authenticator
 from authz.authn.errors import AuthnError
-from authz.authn.peer import PeerFacts, parse_spiffe_id
 from authz.model import AccessRequest, Decision, Effect, EntityUid
+from authz.request import (
+    DEFAULT_PATHS,
+    HIDDEN_HEADERS,
+    MAX_METHOD_LENGTH,
+    MalformedRequest,
+    PathOptions,
+    RequestFacts,
+    build_request,
+)
 from meshward.clock import Clock
-from meshward.spiffe import InvalidSpiffeId
 
 __all__ = [
     "HIDDEN_HEADERS",
@@ -50,23 +58,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Headers policies never see: credentials (represented as context.token /
-# context.peer instead) and our own response headers, which a caller could forge.
-HIDDEN_HEADERS = frozenset(
-    {
-        "authorization",
-        "proxy-authorization",
-        "x-forwarded-client-cert",
-        "x-meshward-principal",
-        "x-meshward-decision-id",
-    }
-)
 # The W3C Trace Context headers handed to observers (authz.tracing).
 TRACE_HEADERS = ("traceparent", "tracestate")
-MAX_METHOD_LENGTH = 32
-_TOKEN_CHARS = frozenset(
-    "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-)
 
 
 @runtime_checkable
@@ -122,21 +115,6 @@ class Outcome(StrEnum):
     DENY = "deny"  # 403 / PERMISSION_DENIED
     UNAUTHENTICATED = "unauthenticated"  # 401 / UNAUTHENTICATED
     ERROR = "error"  # generic deny (403), detail only in the log
-
-
-@dataclass(frozen=True, slots=True)
-class RequestFacts:
-    """What a proxy tells us about one request, before any interpretation."""
-
-    adapter: str
-    method: str
-    path: str
-    host: str = ""
-    query: str = ""
-    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
-    peer: PeerFacts = field(default_factory=PeerFacts)
-    destination: str = ""  # the destination's SPIFFE ID (Envoy destination.principal)
-    service: str = ""  # a service name from context_extensions
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,62 +193,8 @@ class DecisionRecord:
         }
 
 
-class BadRequest(ValueError):
-    """The facts cannot form a request (e.g. an impossible method); ``reason`` is a code."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def _resource(facts: RequestFacts) -> EntityUid:
-    if facts.destination:
-        try:
-            return EntityUid("Service", str(parse_spiffe_id(facts.destination)))
-        except InvalidSpiffeId:
-            pass
-    if facts.service:
-        return EntityUid("Service", facts.service)
-    host = facts.host
-    if host.startswith("["):  # [v6]:port
-        host = host[: host.find("]") + 1] if "]" in host else host
-    elif host.count(":") == 1:
-        host = host.partition(":")[0]
-    return EntityUid("Service", host.lower())
-
-
-def _grpc_context(facts: RequestFacts) -> dict[str, str] | None:
-    if not facts.headers.get("content-type", "").startswith("application/grpc"):
-        return None
-    parts = facts.path.split("/")
-    if len(parts) != 3 or parts[0] or not parts[1] or not parts[2]:
-        return None
-    return {"service": parts[1], "method": parts[2]}
-
-
-def build_request(facts: RequestFacts, who: Authenticated) -> AccessRequest:
-    """The Cedar request for ``facts`` made by ``who`` (pure)."""
-    method = facts.method.upper()
-    if not method or len(method) > MAX_METHOD_LENGTH or any(c not in _TOKEN_CHARS for c in method):
-        raise BadRequest("bad_method")
-    headers = {k: v for k, v in facts.headers.items() if k not in HIDDEN_HEADERS}
-    context: dict[str, Any] = {
-        "http": {
-            "method": method,
-            "host": facts.host,
-            "path": facts.path,
-            "query": facts.query,
-            "headers": headers,
-        }
-    }
-    if who.peer is not None:
-        context["peer"] = who.peer.context()
-    if who.claims is not None:
-        context["token"] = {"claims": dict(who.claims)}
-    grpc = _grpc_context(facts)
-    if grpc is not None:
-        context["grpc"] = grpc
-    return AccessRequest(who.identity, EntityUid("Action", method), _resource(facts), context)
+# The old name of the mapping's error, kept for callers.
+BadRequest = MalformedRequest
 
 
 def _new_id() -> str:
@@ -290,6 +214,7 @@ class Decider:
         observers: Iterable[DecisionObserver] = (),
         remove_headers: Sequence[str] = (),
         new_id: Callable[[], str] = _new_id,
+        paths: PathOptions = DEFAULT_PATHS,
     ) -> None:
         self.engines = engines
         self.authenticator = authenticator
@@ -298,6 +223,7 @@ class Decider:
         self.observers = list(observers)
         self.remove_headers = tuple(h.lower() for h in remove_headers)
         self._new_id = new_id
+        self.paths = paths
 
     def add_observer(self, observer: DecisionObserver) -> None:
         self.observers.append(observer)
@@ -324,11 +250,11 @@ class Decider:
                     Outcome.UNAUTHENTICATED, Decision.deny(f"authn:{exc.reason}"), decision_id
                 )
                 return verdict
-            request = build_request(facts, who)
+            request = build_request(facts, who, self.paths)
             decision, tier, version = await self._evaluate(request)
             verdict = self._verdict(decision, request, decision_id)
             return verdict
-        except BadRequest as exc:
+        except MalformedRequest as exc:
             verdict = Verdict(Outcome.DENY, Decision.deny(f"request:{exc.reason}"), decision_id)
             return verdict
         except asyncio.CancelledError:

@@ -7,8 +7,13 @@
 
 An entity may also be given as ``{"type": ..., "id": ...}``. Optional
 ``parents`` (entity references) gives the principal's parents, e.g. groups.
-Anything else is a :class:`~authz.errors.RequestError` (fail closed: the
-caller answers it with a deny or exit code 2).
+``context.http``, when given, is the request as a client sent it and is mapped
+exactly as a proxy's request is (:func:`authz.request.document_context`:
+canonical path, ``raw_path``, host without port, joined headers). Anything
+else is a :class:`~authz.errors.RequestError` (the caller answers it with
+exit code 2 or HTTP 400); an ambiguous request (say a path with ``%2F``) is a
+:class:`~authz.canonical.MalformedRequest`, which callers answer with a deny,
+as the PDP does on the wire.
 """
 
 from __future__ import annotations
@@ -17,13 +22,27 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from authz.canonical import MalformedRequest
 from authz.errors import RequestError
 from authz.model import AccessRequest, EntityUid, Identity, InvalidEntityUid
+from authz.request import DEFAULT_PATHS, PathOptions, document_context
 
-__all__ = ["MAX_DOCUMENT_BYTES", "parse_request", "parse_request_json"]
+__all__ = [
+    "FIELDS",
+    "MAX_DOCUMENT_BYTES",
+    "entity",
+    "load_document",
+    "parse_request",
+    "parse_request_json",
+]
 
 MAX_DOCUMENT_BYTES = 1 << 20
-_FIELDS = frozenset({"principal", "action", "resource", "context", "parents"})
+FIELDS = frozenset({"principal", "action", "resource", "context", "parents"})
+
+
+def entity(value: Any, name: str) -> EntityUid:
+    """An entity reference, ``Type::"id"`` or ``{"type", "id"}``; RequestError otherwise."""
+    return _entity({name: value}, name)
 
 
 def _entity(document: Mapping[str, Any], name: str) -> EntityUid:
@@ -41,11 +60,20 @@ def _entity(document: Mapping[str, Any], name: str) -> EntityUid:
         raise RequestError(f"field {name!r}: {exc}") from exc
 
 
-def parse_request(document: Any) -> AccessRequest:
-    """The AccessRequest a decoded JSON document describes."""
+def parse_request(
+    document: Any,
+    paths: PathOptions = DEFAULT_PATHS,
+    *,
+    extra_fields: frozenset[str] = frozenset(),
+) -> AccessRequest:
+    """The AccessRequest a decoded JSON document describes.
+
+    ``extra_fields`` names further top-level fields the caller reads itself
+    (they are allowed, not interpreted here).
+    """
     if not isinstance(document, Mapping):
         raise RequestError("expected a JSON object")
-    unknown = sorted(set(document) - _FIELDS)
+    unknown = sorted(set(document) - FIELDS - extra_fields)
     if unknown:
         raise RequestError(f"unknown fields: {', '.join(unknown)}")
     principal = _entity(document, "principal")
@@ -59,16 +87,26 @@ def parse_request(document: Any) -> AccessRequest:
     raw_parents = document.get("parents", [])
     if not isinstance(raw_parents, list):
         raise RequestError("field 'parents': expected a list of entity references")
-    parents = tuple(_entity({"parent": p}, "parent") for p in raw_parents)
+    parents = tuple(entity(p, "parents") for p in raw_parents)
+    try:
+        context = document_context(context, action, paths)
+    except MalformedRequest:
+        raise
+    except ValueError as exc:
+        raise RequestError(str(exc)) from exc
     return AccessRequest(Identity(principal, parents), action, resource, context)
 
 
-def parse_request_json(text: str | bytes) -> AccessRequest:
-    """Parse the JSON text of one request document."""
+def load_document(text: str | bytes) -> Any:
+    """The decoded JSON of a request document (size-limited); RequestError otherwise."""
     if len(text) > MAX_DOCUMENT_BYTES:
         raise RequestError(f"request document larger than {MAX_DOCUMENT_BYTES} bytes")
     try:
-        document = json.loads(text)
+        return json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestError(f"not valid JSON: {exc}") from exc
-    return parse_request(document)
+
+
+def parse_request_json(text: str | bytes, paths: PathOptions = DEFAULT_PATHS) -> AccessRequest:
+    """Parse the JSON text of one request document."""
+    return parse_request(load_document(text), paths)

@@ -52,6 +52,7 @@ from authz.cache.wiring import build_cache
 from authz.decider import Decider, DecisionObserver, EngineHolder
 from authz.errors import AuthzError
 from authz.metrics import PdpMetrics
+from authz.request import PathOptions
 from authz.sources.errors import SourceError
 from authz.sources.runtime import (
     PolicyRuntime,
@@ -162,6 +163,10 @@ def build_pdp(settings: Settings, clock: Clock | None = None) -> Pdp:
         cache=cache,
         observers=observers,
         remove_headers=settings.pdp.remove_headers,
+        paths=PathOptions(
+            allow_encoded_slash=settings.pdp.allow_encoded_slash,
+            case_insensitive=settings.pdp.case_insensitive_paths,
+        ),
     )
     try:
         policies = build_policy_runtime(settings, clock, engines)
@@ -173,7 +178,7 @@ def build_pdp(settings: Settings, clock: Clock | None = None) -> Pdp:
     for observer in policies.observers:
         decider.add_observer(observer)
     metrics.add_collector(policies.collector)
-    app = create_app(decider, metrics)
+    app = create_app(decider, metrics, ext_authz_destination=settings.pdp.ext_authz_destination)
     app.include_router(policies.router)
     jwt = authenticator.jwt
     sources = [i.keys for i in jwt.issuers.values()] if jwt else []
@@ -281,6 +286,9 @@ class PdpServer:
             access_log=False,
             lifespan="off",
             loop="none",
+            # The immediate peer is the socket's address: X-Forwarded-For never
+            # decides who is a trusted proxy.
+            proxy_headers=False,
             timeout_graceful_shutdown=max(1, math.ceil(settings.drain_seconds)),
         )
         self._http = _Uvicorn(config)

@@ -5,8 +5,9 @@ A suite (``tests/*.yaml`` in a bundle) is checked against the JSON Schema in
 :class:`~authz.model.AccessRequest` when the bundle loads, so a broken case is
 a load problem with its file, line and column, never a failure at run time.
 A case gives ``principal``/``action``/``resource``/``context`` directly, or a
-raw HTTP-style ``request`` that is mapped the way the PDP maps a proxy's
-request (see docs/policies.md for the format).
+raw HTTP-style ``request`` that is mapped by the PDP's own request mapping
+(:mod:`authz.request`: canonical path, host, joined headers, resource from
+``destination``/``service``/``host``; see docs/policies.md for the format).
 
 Running the suites is :mod:`authz.policytest`.
 """
@@ -22,9 +23,29 @@ from typing import Any
 import jsonschema
 import yaml
 
-from authz.cedar import build_context, grpc_context, http_context, peer_context
+from authz.authn.authenticator import Authenticated
+from authz.authn.peer import Peer
+from authz.canonical import MalformedRequest, join_headers
+from authz.cedar import plain
 from authz.errors import BundleError, Problem, RequestError
-from authz.model import AccessRequest, Effect, EntityUid, Identity, InvalidEntityUid
+from authz.model import (
+    ANONYMOUS,
+    AccessRequest,
+    AuthMethod,
+    Effect,
+    EntityUid,
+    Identity,
+    InvalidEntityUid,
+)
+from authz.request import (
+    DEFAULT_PATHS,
+    PathOptions,
+    RequestFacts,
+    build_request,
+    document_context,
+    split_target,
+)
+from meshward.spiffe import InvalidSpiffeId, SpiffeId
 
 __all__ = [
     "TestCase",
@@ -69,37 +90,90 @@ def _entity(value: Any) -> EntityUid:
         raise RequestError(str(exc)) from exc
 
 
-def case_request(case: Mapping[str, Any]) -> AccessRequest:
-    """The AccessRequest a (schema-valid) case describes; RequestError if it cannot be built."""
-    raw = case.get("request")
-    context: dict[str, Any] = dict(case.get("context") or {})
+def _headers(raw: Mapping[str, Any]) -> dict[str, str]:
+    items = []
+    for name, value in raw.items():
+        for one in value if isinstance(value, list) else [value]:
+            items.append((str(name), str(one)))
+    return join_headers(items)
+
+
+def _raw_request(
+    raw: Mapping[str, Any], identity: Identity | None, paths: PathOptions
+) -> AccessRequest:
+    """A raw ``request`` mapped by :func:`authz.request.build_request`, as the PDP maps it."""
+    peer = None
+    if "peer" in raw:
+        try:
+            peer = Peer(SpiffeId.parse(raw["peer"]), None, "mtls")
+        except InvalidSpiffeId as exc:
+            raise RequestError(f"request.peer: {exc}") from exc
+    if identity is None:
+        identity = (
+            Identity(EntityUid("Workload", str(peer.spiffe_id)), method=AuthMethod.MTLS)
+            if peer is not None
+            else ANONYMOUS
+        )
+    claims = raw.get("claims")
+    path, query = split_target(raw.get("path", "/"), raw.get("query", ""))
+    facts = RequestFacts(
+        adapter="test",
+        method=raw["method"],
+        path=path,
+        host=raw.get("host", ""),
+        query=query,
+        headers=_headers(raw.get("headers") or {}),
+        destination=raw.get("destination", ""),
+        service=raw.get("service", ""),
+    )
+    who = Authenticated(identity, peer, plain(claims) if claims is not None else None)
+    return build_request(facts, who, paths)
+
+
+def case_request(case: Mapping[str, Any], paths: PathOptions = DEFAULT_PATHS) -> AccessRequest:
+    """The AccessRequest a (schema-valid) case describes; RequestError if it cannot be built.
+
+    A raw ``request`` goes through the PDP's own mapping (:mod:`authz.request`);
+    an ambiguous one (say a path with ``%2F``) is a RequestError: the PDP
+    would deny it before any policy is asked.
+    """
     parents = [_entity(p) for p in case.get("parents", [])]
     parents += [EntityUid("Group", g) for g in case.get("groups", [])]
-    principal: EntityUid | None = _entity(case["principal"]) if "principal" in case else None
+    attributes = case.get("attributes") or {}
+    identity = None
+    if "principal" in case:
+        identity = Identity(_entity(case["principal"]), tuple(parents), attributes)
     action = _entity(case["action"]) if "action" in case else None
     resource = _entity(case["resource"]) if "resource" in case else None
+    context: dict[str, Any] = dict(case.get("context") or {})
+    raw = case.get("request")
+    if "http" in context:
+        method = action or EntityUid("Action", str(raw.get("method", "")) if raw else "")
+        try:
+            context = document_context(context, method, paths)
+        except MalformedRequest as exc:
+            raise RequestError(
+                f"context.http: the PDP denies it as malformed ({exc.reason})"
+            ) from exc
+        except ValueError as exc:
+            raise RequestError(str(exc)) from exc
     if raw is not None:
-        path = raw.get("path", "/")
-        headers = raw.get("headers") or {}
-        http = http_context(raw["method"], raw.get("host", ""), path, raw.get("query", ""), headers)
-        peer = peer_context(raw["peer"]) if "peer" in raw else None
-        grpc = None
-        if http["headers"].get("content-type", "").startswith("application/grpc"):
-            grpc = grpc_context(path)
-        context = {
-            **build_context(http=http, peer=peer, token_claims=raw.get("claims"), grpc=grpc),
-            **context,
-        }
-        if principal is None and peer is not None:
-            principal = EntityUid("Workload", peer["spiffe_id"])
-        action = action or EntityUid("Action", http["method"])
-        if resource is None and http["host"]:
-            resource = EntityUid("Service", http["host"])
-    if principal is None:
-        principal = EntityUid("Anonymous", "anonymous")
+        try:
+            mapped = _raw_request(raw, identity, paths)
+        except MalformedRequest as exc:
+            raise RequestError(f"request: the PDP denies it as malformed ({exc.reason})") from exc
+        if identity is None:
+            identity = Identity(mapped.principal, tuple(parents), attributes)
+        action = action or mapped.action
+        if resource is None and mapped.resource.id:
+            resource = mapped.resource
+        context = {**mapped.context, **context}
+    if identity is None:
+        identity = Identity(ANONYMOUS.principal, tuple(parents), attributes)
     if action is None or resource is None:
-        raise RequestError("a case needs an action and a resource (or a request with a host)")
-    identity = Identity(principal, tuple(parents), case.get("attributes") or {})
+        raise RequestError(
+            "a case needs an action and a resource (or a request with a destination or host)"
+        )
     return AccessRequest(identity, action, resource, context)
 
 

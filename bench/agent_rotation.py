@@ -12,7 +12,8 @@
 Part 1 runs twice: against the in-process signer the agent tests use (a real
 ECDSA CA; the figures measure the agent alone), and against the real
 ``meshward ca serve`` over HTTPS, where the rotation is ``POST
-/v1/ca/rotate/prepare`` and the baseline is a plain client asking the same CA
+/v1/ca/rotate/activate`` (after an untimed ``prepare``: the new signing CA
+signs while the bundle's keys stay the same) and the baseline is a plain client asking the same CA
 API for the same number of SVIDs, one after another.
 """
 
@@ -143,7 +144,8 @@ async def _propagation(
             await channel.close()
             await asyncio.to_thread(source.close)
             api.close()
-            await sds.stop(None)
+            sds.close()
+            await sds.wait_closed()
     return wl_times, sds_times, all_times, direct
 
 
@@ -221,12 +223,11 @@ async def _real_ca(
             last = await call.read()
             try:
                 with ca.admin() as admin:
-                    for round_ in range(ROUNDS):
-                        if round_:
-                            # Only one next CA at a time: activate the last one first
-                            # (untimed; the bundle keeps the same keys).
-                            done = await asyncio.to_thread(admin.post, "/v1/ca/rotate/activate")
-                            done.raise_for_status()
+                    for _round in range(ROUNDS):
+                        # The next CA is published first (untimed, and unseen by the
+                        # agent, whose next sync is an hour away).
+                        resp = await asyncio.to_thread(admin.post, "/v1/ca/rotate/prepare")
+                        resp.raise_for_status()
                         await queue.put(
                             discovery_pb2.DiscoveryRequest(
                                 resource_names=names, type_url=SECRET_TYPE_URL,
@@ -236,7 +237,8 @@ async def _real_ca(
                         before = source.get_x509_context().default_svid.leaf.serial_number
                         held = {s.serial for s in hub.current.svids}
                         sds_read = asyncio.ensure_future(call.read())
-                        resp = await asyncio.to_thread(admin.post, "/v1/ca/rotate/prepare")
+                        # Timed: the new CA signs; only the bundle's sequence changes.
+                        resp = await asyncio.to_thread(admin.post, "/v1/ca/rotate/activate")
                         resp.raise_for_status()
                         # The rotation is done on the CA side: the new bundle is published.
                         start = time.perf_counter()
@@ -265,7 +267,8 @@ async def _real_ca(
                 await channel.close()
                 await asyncio.to_thread(source.close)
                 api.close()
-                await sds.stop(None)
+                sds.close()
+                await sds.wait_closed()
                 await client.aclose()
         return wl_times, sds_times, all_times, direct
 

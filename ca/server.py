@@ -107,6 +107,8 @@ class CaServer:
             http=PeerCertProtocol,
             loop="uvloop",
             lifespan="off",
+            # The caller is the socket's address (rate limit, audit), never X-Forwarded-For.
+            proxy_headers=False,
             log_config=None,
             access_log=False,
             ssl_context_factory=lambda _config, _default: self.ssl,

@@ -135,6 +135,18 @@ class PdpSettings(_Section):
         description="start without a valid policy version: stay NOT_SERVING and deny until one "
         "passes the gate (default: exit 2)",
     )
+    # The canonical request (docs/pdp.md#the-canonical-request).
+    allow_encoded_slash: bool = Field(
+        False, description="accept %2F in paths (kept encoded) for upstreams that need it"
+    )
+    case_insensitive_paths: bool = Field(
+        False, description="lower-case paths for decisions: the upstream routes case-insensitively"
+    )
+    ext_authz_destination: str | None = Field(
+        None,
+        min_length=1,
+        description="resource of /ext_authz requests (else the sidecar's x-meshward-destination)",
+    )
 
     _check_grpc = field_validator("grpc_addr", "http_addr")(_hostport)
 
@@ -278,8 +290,19 @@ class AgentSettings(_Section):
         None, description="SDS listener: unix:/path or HOST:PORT; '' turns SDS off"
     )
     sds_selectors: tuple[str, ...] = Field(
-        (), description="serve Envoy only SVIDs of entries these selectors match (default: all)"
+        (),
+        description="loopback TCP SDS only (required there): the selectors every caller has",
     )
+    socket_group: str | None = Field(
+        None, description="group that may connect to the Workload API socket (then 0660, else 0666)"
+    )
+    sds_socket_group: str | None = Field(
+        None, description="group that may connect to the SDS socket (then 0660, else 0666)"
+    )
+    jwt_rate_per_second: float = Field(
+        5.0, gt=0, description="JWT-SVIDs one workload (uid) may have the CA sign, per second"
+    )
+    jwt_rate_burst: int = Field(20, ge=1, description="burst of that per-workload JWT rate")
     write_dir: Path | None = Field(None, description="file mode: write SVID files here")
     write_spiffe_id: str | None = Field(None, description="file mode: which SVID (default first)")
     write_command: str | None = Field(None, description="file mode: command run after each write")

@@ -30,7 +30,9 @@ from google.protobuf.message import DecodeError
 from google.rpc import code_pb2
 
 from authz.authn.peer import PeerFacts
+from authz.canonical import MalformedRequest, join_headers
 from authz.decider import Decider, Outcome, RequestFacts, Verdict
+from authz.request import split_target
 
 __all__ = [
     "SERVICE_NAME",
@@ -49,12 +51,8 @@ MAX_HEADERS = 512
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
 
-class MalformedCheck(ValueError):
+class MalformedCheck(MalformedRequest):
     """A CheckRequest we cannot interpret; ``reason`` is a code."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def parse_check_request(data: bytes) -> pb.CheckRequest | None:
@@ -66,9 +64,12 @@ def parse_check_request(data: bytes) -> pb.CheckRequest | None:
 
 
 def _headers(http: Any) -> dict[str, str]:
-    out: dict[str, str] = {}
+    header_map = http.header_map.headers
+    if not header_map:
+        # Envoy already joined repeated headers in the ``headers`` map (RFC 9110).
+        return join_headers(http.headers.items(), MAX_HEADERS)
     items: list[tuple[str, str]] = list(http.headers.items())
-    for hv in http.header_map.headers:
+    for hv in header_map:
         if hv.raw_value:
             try:
                 value = hv.raw_value.decode("utf-8")
@@ -77,12 +78,7 @@ def _headers(http: Any) -> dict[str, str]:
         else:
             value = hv.value
         items.append((hv.key, value))
-    if len(items) > MAX_HEADERS:
-        raise MalformedCheck("too_many_headers")
-    for key, value in items:
-        name = key.lower()
-        out[name] = f"{out[name]},{value}" if name in out else value
-    return out
+    return join_headers(items, MAX_HEADERS)
 
 
 def facts_from_check(request: pb.CheckRequest) -> RequestFacts:
@@ -92,10 +88,8 @@ def facts_from_check(request: pb.CheckRequest) -> RequestFacts:
     headers = _headers(http)
     method = http.method or headers.get(":method", "")
     host = http.host or headers.get(":authority", "")
-    raw_path = http.path or headers.get(":path", "")
-    path, _, query = raw_path.partition("?")
-    if http.query and not query:
-        query = http.query
+    target = http.path or headers.get(":path", "")
+    path, query = split_target(target, http.query)
     source = attrs.source
     address = source.address.socket_address.address if source.HasField("address") else ""
     visible = {k: v for k, v in headers.items() if not k.startswith(":")}
@@ -168,7 +162,7 @@ class CheckServicer:
             if request is None:
                 raise MalformedCheck("undecodable")
             facts = facts_from_check(request)
-        except MalformedCheck as exc:
+        except MalformedRequest as exc:
             return check_response(self.decider.reject(ADAPTER, exc.reason))
         except Exception:
             log.exception("cannot map CheckRequest")

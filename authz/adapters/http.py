@@ -1,12 +1,18 @@
 """HTTP adapters on FastAPI: forward-auth for Envoy, nginx and Traefik, the decision API.
 
 - ``/ext_authz/{path}`` (any method), Envoy ``http_service``: the original
-  method, the path under the prefix, ``Host``;
+  method, the raw path under the prefix and the query, ``Host`` (as
+  ``context.http.host`` only); the resource is ``pdp.ext_authz_destination``,
+  else the ``x-meshward-destination`` header the sidecar sets, never the
+  client's ``Host``;
 - ``/auth/nginx``, nginx ``auth_request``: ``X-Original-Method``,
-  ``X-Original-URI``, ``Host``;
+  ``X-Original-URI``, ``X-Original-Host`` (else ``X-Forwarded-Host``, ``Host``);
 - ``/auth/traefik``, Traefik ``forwardAuth``: ``X-Forwarded-Method/-Proto/-Host/-Uri``;
-- ``POST /v1/authorize``, people and scripts: the ``check`` JSON (one, or
-  ``{"requests": [...]}``).
+- ``POST /v1/authorize``, people and scripts: the ``check`` JSON
+  (:mod:`authz.requestdoc`; one, or ``{"requests": [...]}``).
+
+Every adapter reads headers as :func:`authz.canonical.join_headers` joins them
+and hands :mod:`authz.request` the path as received (not decoded).
 
 Answers: 200 with ``x-meshward-principal`` and ``x-meshward-decision-id``; 401
 with ``WWW-Authenticate: Bearer``; 403 with ``{"error", "decision_id"}``.
@@ -15,7 +21,6 @@ with ``WWW-Authenticate: Bearer``; 403 with ``{"error", "decision_id"}``.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -27,11 +32,15 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from authz.authn.peer import PeerFacts
+from authz.canonical import MalformedRequest, join_headers, wire_text
 from authz.decider import Decider, Outcome, RequestFacts, Verdict
+from authz.errors import RequestError
 from authz.metrics import PdpMetrics
-from authz.model import AccessRequest, AuthMethod, EntityUid, Identity, InvalidEntityUid
+from authz.model import AccessRequest
+from authz.request import PathOptions, split_target
+from authz.requestdoc import load_document, parse_request
 
-__all__ = ["MAX_BATCH", "create_app", "parse_check_json"]
+__all__ = ["DESTINATION_HEADER", "MAX_BATCH", "create_app", "parse_documents"]
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +49,25 @@ MAX_BODY = 1024 * 1024
 _WWW_AUTHENTICATE = 'Bearer realm="meshward"'
 
 
-class BadInput(ValueError):
-    """The decision API got something that is not a check request."""
+DESTINATION_HEADER = "x-meshward-destination"
+_EXT_AUTHZ_PREFIX = b"/ext_authz"
 
 
-def _facts(request: Request, adapter: str, method: str, uri: str, host: str) -> RequestFacts:
-    headers = {k.lower(): v for k, v in request.headers.items()}
-    path, _, query = uri.partition("?")
+def _headers(request: Request) -> dict[str, str]:
+    return join_headers((k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw)
+
+
+def _facts(
+    request: Request,
+    headers: dict[str, str],
+    adapter: str,
+    method: str,
+    target: str,
+    host: str,
+    *,
+    service: str = "",
+) -> RequestFacts:
+    path, query = split_target(target)
     return RequestFacts(
         adapter=adapter,
         method=method,
@@ -58,7 +79,26 @@ def _facts(request: Request, adapter: str, method: str, uri: str, host: str) -> 
             address=request.client.host if request.client else "",
             xfcc=headers.get("x-forwarded-client-cert"),
         ),
+        destination=service,
+        service=service,
     )
+
+
+def _header_target(value: str) -> str:
+    """A request target sent in a header (raw bytes, which Starlette read as Latin-1)."""
+    return wire_text(value.encode("latin-1"))
+
+
+def _ext_authz_target(scope: Scope) -> str:
+    """The original path and query under ``/ext_authz``, as received (not decoded)."""
+    raw: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
+    if not raw.startswith(_EXT_AUTHZ_PREFIX):
+        raise MalformedRequest("malformed_path")
+    rest = raw[len(_EXT_AUTHZ_PREFIX) :]
+    if rest and not rest.startswith(b"/"):
+        raise MalformedRequest("malformed_path")  # /ext_authz%2F...
+    query: bytes = scope.get("query_string", b"")
+    return wire_text(rest or b"/") + ("?" + wire_text(query) if query else "")
 
 
 def _answer(verdict: Verdict, *, envoy: bool = False) -> Response:
@@ -98,24 +138,83 @@ class _AnyMethod:
         await response(scope, receive, send)
 
 
-def parse_check_json(doc: Any) -> AccessRequest:
-    """The decision API's request: ``{"principal", "action", "resource", "context"?}``."""
-    if not isinstance(doc, dict):
-        raise BadInput("expected a JSON object")
-    try:
-        principal = EntityUid.parse(str(doc.get("principal", "")))
-        action = EntityUid.parse(str(doc.get("action", "")))
-        resource = EntityUid.parse(str(doc.get("resource", "")))
-    except InvalidEntityUid as exc:
-        raise BadInput(str(exc)) from exc
-    context = doc.get("context", {})
-    if not isinstance(context, dict):
-        raise BadInput("context must be an object")
-    return AccessRequest(Identity(principal, method=AuthMethod.ASSERTED), action, resource, context)
+class _ForwardAuth:
+    """The forward-auth endpoints: each maps its proxy's request to facts and decides."""
+
+    def __init__(self, decider: Decider, destination: str | None) -> None:
+        self.decider = decider
+        self.destination = destination
+
+    async def ext_authz(self, request: Request) -> Response:
+        try:
+            headers = _headers(request)
+            service = self.destination or headers.get(DESTINATION_HEADER, "")
+            if not service:
+                return _answer(self.decider.reject("envoy_http", "no_destination"))
+            target = _ext_authz_target(request.scope)
+            host = headers.get("host", "")
+            facts = _facts(
+                request, headers, "envoy_http", request.method, target, host, service=service
+            )
+        except MalformedRequest as exc:
+            return _answer(self.decider.reject("envoy_http", exc.reason))
+        except Exception:
+            log.exception("cannot map http_service request")
+            return _answer(self.decider.reject("envoy_http", "internal"))
+        return _answer(await self.decider.decide(facts), envoy=True)
+
+    async def nginx(self, request: Request) -> Response:
+        try:
+            h = _headers(request)
+            uri = h.get("x-original-uri")
+            method = h.get("x-original-method")
+            if uri is None or method is None:
+                return _answer(self.decider.reject("nginx", "missing_original_request"))
+            host = h.get("x-original-host") or h.get("x-forwarded-host") or h.get("host", "")
+            facts = _facts(request, h, "nginx", method, _header_target(uri), host)
+        except MalformedRequest as exc:
+            return _answer(self.decider.reject("nginx", exc.reason))
+        return _answer(await self.decider.decide(facts))
+
+    async def traefik(self, request: Request) -> Response:
+        try:
+            h = _headers(request)
+            uri = h.get("x-forwarded-uri")
+            method = h.get("x-forwarded-method")
+            if uri is None or method is None:
+                return _answer(self.decider.reject("traefik", "missing_original_request"))
+            host = h.get("x-forwarded-host") or h.get("host", "")
+            facts = _facts(request, h, "traefik", method, _header_target(uri), host)
+        except MalformedRequest as exc:
+            return _answer(self.decider.reject("traefik", exc.reason))
+        return _answer(await self.decider.decide(facts))
 
 
-def create_app(decider: Decider, metrics: PdpMetrics) -> FastAPI:
-    """The PDP's HTTP application (no I/O until served)."""
+def parse_documents(
+    documents: list[Any], paths: PathOptions
+) -> list[AccessRequest | MalformedRequest]:
+    """Each decision document as a request, or the reason it is ambiguous (a deny).
+
+    RequestError if any of them is not a request document at all.
+    """
+    out: list[AccessRequest | MalformedRequest] = []
+    for document in documents:
+        try:
+            out.append(parse_request(document, paths))
+        except MalformedRequest as exc:
+            out.append(exc)
+    return out
+
+
+def create_app(
+    decider: Decider, metrics: PdpMetrics, *, ext_authz_destination: str | None = None
+) -> FastAPI:
+    """The PDP's HTTP application (no I/O until served).
+
+    ``ext_authz_destination`` (setting ``pdp.ext_authz_destination``) is the
+    resource of every ``/ext_authz`` request; unset, the sidecar's
+    ``x-meshward-destination`` header names it.
+    """
     app = FastAPI(
         title="meshward PDP",
         docs_url=None,
@@ -123,45 +222,22 @@ def create_app(decider: Decider, metrics: PdpMetrics) -> FastAPI:
         openapi_url=None,
     )
 
-    async def ext_authz(request: Request) -> Response:
-        try:
-            path = "/" + request.path_params.get("path", "")
-            uri = path + ("?" + request.url.query if request.url.query else "")
-            facts = _facts(
-                request, "envoy_http", request.method, uri, request.headers.get("host", "")
-            )
-        except Exception:
-            log.exception("cannot map http_service request")
-            return _answer(decider.reject("envoy_http", "internal"))
-        return _answer(await decider.decide(facts), envoy=True)
-
-    async def nginx(request: Request) -> Response:
-        h = request.headers
-        host = h.get("x-original-host") or h.get("x-forwarded-host") or h.get("host", "")
-        uri = h.get("x-original-uri")
-        method = h.get("x-original-method")
-        if uri is None or method is None:
-            return _answer(decider.reject("nginx", "missing_original_request"))
-        return _answer(await decider.decide(_facts(request, "nginx", method, uri, host)))
-
-    async def traefik(request: Request) -> Response:
-        h = request.headers
-        uri = h.get("x-forwarded-uri")
-        method = h.get("x-forwarded-method")
-        if uri is None or method is None:
-            return _answer(decider.reject("traefik", "missing_original_request"))
-        host = h.get("x-forwarded-host") or h.get("host", "")
-        return _answer(await decider.decide(_facts(request, "traefik", method, uri, host)))
+    forward = _ForwardAuth(decider, ext_authz_destination)
 
     # Forward-auth sees the original method (any, even unknown ones): ASGI
     # endpoints, which starlette routes for every method.
     for path, endpoint in (
-        ("/ext_authz", ext_authz),
-        ("/ext_authz/{path:path}", ext_authz),
-        ("/auth/nginx", nginx),
-        ("/auth/traefik", traefik),
+        ("/ext_authz", forward.ext_authz),
+        ("/ext_authz/{path:path}", forward.ext_authz),
+        ("/auth/nginx", forward.nginx),
+        ("/auth/traefik", forward.traefik),
     ):
         app.router.routes.append(Route(path, _AnyMethod(endpoint)))
+
+    async def decide(item: AccessRequest | MalformedRequest) -> Verdict:
+        if isinstance(item, MalformedRequest):
+            return decider.reject("api", item.reason)
+        return await decider.decide_request(item)
 
     @app.post("/v1/authorize")
     async def authorize(request: Request) -> Response:
@@ -169,16 +245,18 @@ def create_app(decider: Decider, metrics: PdpMetrics) -> FastAPI:
         if len(body) > MAX_BODY:
             return JSONResponse({"error": "request too large"}, status_code=413)
         try:
-            doc = json.loads(body)
+            doc = load_document(body)
             if isinstance(doc, dict) and "requests" in doc:
+                if set(doc) != {"requests"}:
+                    raise RequestError('a batch is {"requests": [...]} and nothing else')
                 items = doc["requests"]
                 if not isinstance(items, list) or len(items) > MAX_BATCH:
-                    raise BadInput(f"requests must be a list of at most {MAX_BATCH}")
-                requests = [parse_check_json(item) for item in items]
-                verdicts = [await decider.decide_request(r) for r in requests]
+                    raise RequestError(f"requests must be a list of at most {MAX_BATCH}")
+                verdicts = [await decide(i) for i in parse_documents(items, decider.paths)]
                 return JSONResponse({"decisions": [v.decision.to_json() for v in verdicts]})
-            verdict = await decider.decide_request(parse_check_json(doc))
-        except (ValueError, BadInput) as exc:
+            (item,) = parse_documents([doc], decider.paths)
+            verdict = await decide(item)
+        except RequestError as exc:
             return JSONResponse({"error": "bad request", "detail": str(exc)[:500]}, 400)
         return JSONResponse(
             verdict.decision.to_json(),

@@ -11,6 +11,7 @@ Errors (all in :mod:`ca.agent.errors`)::
      │    ├── CaUnavailable   transient: unreachable, timeout, 5xx, rate-limited
      │    └── CaRejected      the CA refused (4xx): bad token, not authorized
      ├── PeerCredentialsError the caller of a Unix socket cannot be identified
+     ├── RateLimited          a workload is over its rate of CA requests
      ├── FileWriteError       file mode could not write its files
      ├── InvalidJwtSvid       (also ValueError; .reason) in ca.agent.jwt_validate
      └── AgentStartupError    bad configuration or refused at start, in ca.agent.run

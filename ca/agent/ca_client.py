@@ -255,6 +255,8 @@ class CaClient:
         try:
             doc = response.json()
         except ValueError as exc:
+            if response.status_code >= 400:  # a refusal, even without a JSON body
+                raise CaRejected(f"CA refused {path}", response.status_code, "ca_rejected") from exc
             raise CaUnavailable("CA answered with something that is not JSON") from exc
         if response.status_code >= 400:
             code = doc.get("error") if isinstance(doc, dict) else None

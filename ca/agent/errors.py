@@ -12,6 +12,7 @@ __all__ = [
     "CaUnavailable",
     "FileWriteError",
     "PeerCredentialsError",
+    "RateLimited",
 ]
 
 
@@ -61,3 +62,9 @@ class FileWriteError(AgentError):
     """File mode could not write (or hand over) its files."""
 
     code = "file_write"
+
+
+class RateLimited(AgentError):
+    """A workload asked for more than its share (the agent's own per-workload limit)."""
+
+    code = "rate_limited"

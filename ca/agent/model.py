@@ -98,6 +98,15 @@ class HeldSvid:
     def serial(self) -> int:
         return self.leaf.serial_number
 
+    @property
+    def issuer_id(self) -> bytes:
+        """Which CA signed the leaf: its authority key identifier, else the issuer name."""
+        try:
+            aki = self.leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)
+        except x509.ExtensionNotFound:
+            return self.leaf.issuer.public_bytes()
+        return aki.value.key_identifier or self.leaf.issuer.public_bytes()
+
     def valid_at(self, now: dt.datetime) -> bool:
         return self.not_before <= now < self.not_after
 

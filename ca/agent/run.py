@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 from grpclib.server import Server
 
 from ca.agent.agent import AgentConfig, NodeAgent
@@ -23,8 +22,8 @@ from ca.agent.ca_client import CaClient
 from ca.agent.errors import AgentError, CaRejected, CaUnavailable
 from ca.agent.files import FileSink, FileSinkConfig
 from ca.agent.hub import SnapshotHub
-from ca.agent.model import HeldSvid
-from ca.agent.sds import SdsService, serve_sds
+from ca.agent.sds import SdsService, parse_sds_address, serve_sds
+from ca.agent.serving import Attestor, FixedAttestor, UnixAttestor, is_loopback
 from ca.agent.workload_api import WorkloadApi, serve_workload_api
 from meshward.clock import Clock, SystemClock
 from meshward.settings import AgentSettings, Settings
@@ -35,6 +34,7 @@ __all__ = [
     "AgentPlan",
     "AgentServices",
     "AgentStartupError",
+    "check_sds_listener",
     "plan_agent",
     "run_agent",
     "start_agent",
@@ -98,6 +98,7 @@ def plan_agent(settings: Settings) -> AgentPlan:
     sds = agent.sds_addr
     if sds is None:
         sds = f"unix:{(state / 'sds.sock').absolute()}"
+    check_sds_listener(sds, agent.sds_selectors)
     if agent.write_signal and not agent.write_pid_file:
         raise AgentStartupError("--write-signal needs --write-pid-file")
     if agent.write_signal and agent.write_signal not in signal.Signals.__members__:
@@ -112,11 +113,40 @@ def plan_agent(settings: Settings) -> AgentPlan:
     )
 
 
-def _sds_filter(selectors: tuple[str, ...]) -> Callable[[HeldSvid], bool] | None:
+def check_sds_listener(address: str, selectors: tuple[str, ...]) -> None:
+    """Refuse an SDS listener that could not tell its callers apart.
+
+    A Unix socket identifies each caller by its peer credentials, so
+    ``--sds-selector`` has no place there. A TCP port cannot: it must be on
+    loopback and name the selectors every caller is treated as having.
+    """
+    if not address:
+        return
+    try:
+        path, host, _ = parse_sds_address(address)
+    except ValueError as exc:
+        raise AgentStartupError(str(exc)) from exc
+    if path is not None:
+        if selectors:
+            raise AgentStartupError(
+                "--sds-selector is for a loopback TCP SDS listener only; on a Unix socket "
+                "each caller gets what its own credentials match"
+            )
+        return
+    if host is None or not is_loopback(host):
+        raise AgentStartupError(
+            f"SDS on TCP must listen on a loopback address, not {host!r} (or use unix:/path)"
+        )
     if not selectors:
-        return None
-    allowed = frozenset(selectors)
-    return lambda svid: svid.entry.matches(allowed)
+        raise AgentStartupError(
+            "SDS on TCP needs --sds-selector: a TCP caller has no credentials, so it is "
+            "served exactly the entries those selectors match (or use unix:/path)"
+        )
+
+
+def _sds_attestor(address: str, selectors: tuple[str, ...]) -> Attestor:
+    path, _, _ = parse_sds_address(address)
+    return UnixAttestor() if path is not None else FixedAttestor(selectors)
 
 
 @dataclass
@@ -127,18 +157,19 @@ class AgentServices:
     agent: NodeAgent
     client: CaClient
     api_server: Server
-    sds_server: grpc.aio.Server | None
+    sds_server: Server | None
     sink: FileSink | None
 
     async def aclose(self) -> None:
         await self.agent.stop()
         if self.sink is not None:
             await self.sink.stop()
-        self.api_server.close()
-        if self.sds_server is not None:
-            await self.sds_server.stop(1)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.api_server.wait_closed(), 2)
+        servers = [self.api_server] + ([self.sds_server] if self.sds_server else [])
+        for server in servers:
+            server.close()
+        for server in servers:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), 2)
         await self.client.aclose()
         with contextlib.suppress(FileNotFoundError):
             self.plan.socket.unlink()
@@ -157,6 +188,7 @@ async def start_agent(
     """
     clock = clock or SystemClock()
     cfg = plan.settings
+    check_sds_listener(plan.sds_addr or "", cfg.sds_selectors)
     client = CaClient(
         cfg.ca_url, plan.trust_domain, plan.bootstrap_bundle, plan.state_dir, clock,
         token or plan.token,
@@ -170,12 +202,28 @@ async def start_agent(
         log.warning("CA not reachable yet; retrying", extra={"fields": {"code": exc.code}})
 
     hub = SnapshotHub()
-    agent = NodeAgent(client, hub, clock, config=AgentConfig(sync_interval=cfg.sync_interval))
-    api_server = await serve_workload_api(WorkloadApi(agent), plan.socket)
+    config = AgentConfig(
+        sync_interval=cfg.sync_interval,
+        jwt_rate_per_second=cfg.jwt_rate_per_second,
+        jwt_rate_burst=cfg.jwt_rate_burst,
+    )
+    agent = NodeAgent(client, hub, clock, config=config)
+    api_server = await serve_workload_api(
+        WorkloadApi(agent),
+        plan.socket,
+        mode=0o660 if cfg.socket_group else 0o666,
+        group=cfg.socket_group,
+    )
     announce(f"workload API: unix:{plan.socket}")
     sds_server = None
     if plan.sds_addr:
-        sds_server = await serve_sds(SdsService(hub, _sds_filter(cfg.sds_selectors)), plan.sds_addr)
+        service = SdsService(hub, _sds_attestor(plan.sds_addr, cfg.sds_selectors))
+        sds_server = await serve_sds(
+            service,
+            plan.sds_addr,
+            socket_mode=0o660 if cfg.sds_socket_group else 0o666,
+            group=cfg.sds_socket_group,
+        )
         announce(f"SDS: {plan.sds_addr}")
     sink = None
     if cfg.write_dir is not None:

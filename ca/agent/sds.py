@@ -1,9 +1,17 @@
-"""Envoy SDS (``envoy.service.secret.v3.SecretDiscoveryService``) on grpc.aio.
+"""Envoy SDS (``envoy.service.secret.v3.SecretDiscoveryService``) on grpclib, bound to the caller.
+
+The caller is identified exactly as on the Workload API (one
+:class:`~ca.agent.serving.Attestor`): on a Unix socket by its peer
+credentials, pinned when it connected and checked on every call and push; on
+a loopback TCP port it has exactly the selectors configured for that
+listener. It gets only the SVIDs whose entries those selectors match; a
+caller that matches none gets ``PERMISSION_DENIED`` (and a stream whose
+caller stops matching any - the entry deleted, the agent evicted - ends so).
 
 Secrets, by the name Envoy asks for:
 
-- a SPIFFE ID the agent holds (or ``default``, the first one): a
-  ``tls_certificate`` with the SVID chain and key;
+- a SPIFFE ID of an SVID the caller may have (or ``default``, the first one):
+  a ``tls_certificate`` with the SVID chain and key;
 - the trust domain's ID (``spiffe://example.org``), ``ROOTCA`` or ``ALL``: a
   ``validation_context`` with the trust bundle.
 
@@ -12,7 +20,8 @@ has a content-derived ``version_info`` and a fresh ``nonce``; a request whose
 ``response_nonce`` is not the last one sent is stale and ignored; an ACK
 records the version; a NACK (``error_detail`` set) is logged and counted and
 the same content is not sent again - the next change is. A change of the
-requested names is answered at once.
+requested names is answered at once; a secret the caller loses is left out
+of the next response. Messages above 4 MiB are refused.
 """
 
 from __future__ import annotations
@@ -22,23 +31,34 @@ import contextlib
 import hashlib
 import logging
 import secrets as _secrets
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import grpc
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
 from envoy.service.discovery.v3 import discovery_pb2
-from envoy.service.secret.v3 import sds_pb2_grpc
+from grpclib import GRPCError
+from grpclib.const import Cardinality, Handler, Status
+from grpclib.server import Server, Stream
 
 from ca.agent.hub import SnapshotHub
 from ca.agent.model import HeldSvid, Snapshot
+from ca.agent.serving import Attestor, Caller, UnixAttestor, recv_bounded, start_server
 
-__all__ = ["SECRET_TYPE_URL", "SdsService", "SdsStats", "secrets_for", "serve_sds"]
+__all__ = [
+    "SECRET_TYPE_URL",
+    "SdsService",
+    "SdsStats",
+    "parse_sds_address",
+    "secrets_for",
+    "serve_sds",
+]
 
 log = logging.getLogger("meshward.agent.sds")
 
 SECRET_TYPE_URL = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"  # noqa: S105
+_SERVICE = "/envoy.service.secret.v3.SecretDiscoveryService/"
 DEFAULT_SVID = "default"
 BUNDLE_ALIASES = ("ROOTCA", "ALL")
 
@@ -112,50 +132,101 @@ class _StreamState:
     subscribed: bool = False
 
 
-class SdsService(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # type: ignore[misc]
-    """SDS over the agent's snapshots; ``allowed`` limits which SVIDs Envoy may get."""
+class SdsService:
+    """SDS over the agent's snapshots, for the caller ``attestor`` identifies."""
 
-    def __init__(self, hub: SnapshotHub, allowed: Callable[[HeldSvid], bool] | None = None) -> None:
+    def __init__(
+        self, hub: SnapshotHub, attestor: Attestor | None = None, first_sync_wait: float = 10.0
+    ) -> None:
         self.hub = hub
-        self.allowed = allowed or (lambda _svid: True)
+        self.attestor = attestor or UnixAttestor()
+        self.first_sync_wait = first_sync_wait
         self.stats = SdsStats()
+        self._synced = asyncio.Event()
 
-    async def FetchSecrets(
-        self, request: discovery_pb2.DiscoveryRequest, context: grpc.aio.ServicerContext
-    ) -> discovery_pb2.DiscoveryResponse:
+    def __mapping__(self) -> dict[str, Handler]:
+        return {
+            _SERVICE + "StreamSecrets": Handler(
+                self.stream_secrets,
+                Cardinality.STREAM_STREAM,
+                discovery_pb2.DiscoveryRequest,
+                discovery_pb2.DiscoveryResponse,
+            ),
+            _SERVICE + "FetchSecrets": Handler(
+                self.fetch_secrets,
+                Cardinality.UNARY_UNARY,
+                discovery_pb2.DiscoveryRequest,
+                discovery_pb2.DiscoveryResponse,
+            ),
+            _SERVICE + "DeltaSecrets": Handler(
+                self.delta_secrets,
+                Cardinality.STREAM_STREAM,
+                discovery_pb2.DeltaDiscoveryRequest,
+                discovery_pb2.DeltaDiscoveryResponse,
+            ),
+        }
+
+    async def _ready(self) -> None:
+        """Right after start, wait (bounded) for a first snapshot with a bundle."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.first_sync_wait):
+                version = self.hub.current.version
+                while self.hub.current.bundle is None:
+                    version = (await self.hub.wait_newer(version)).version
+
+    def allowed(self, caller: Caller) -> Callable[[HeldSvid], bool]:
+        return lambda svid: svid.entry.matches(caller.selectors)
+
+    def check(self, stream: Stream[Any, Any], snapshot: Snapshot) -> Callable[[HeldSvid], bool]:
+        """The caller's filter now; ``PERMISSION_DENIED`` if it may have no SVID at all."""
+        allowed = self.allowed(self.attestor.caller(stream))
+        if not any(allowed(s) for s in snapshot.svids):
+            raise GRPCError(Status.PERMISSION_DENIED, "no identity issued")
+        return allowed
+
+    async def fetch_secrets(
+        self, stream: Stream[discovery_pb2.DiscoveryRequest, discovery_pb2.DiscoveryResponse]
+    ) -> None:
+        self.attestor.caller(stream)
+        request = await recv_bounded(stream)
+        if request is None:
+            raise GRPCError(Status.INVALID_ARGUMENT, "no request")
         if request.type_url not in ("", SECRET_TYPE_URL):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "unsupported type_url")
-        return _response(secrets_for(self.hub.current, request.resource_names, self.allowed))
+            raise GRPCError(Status.INVALID_ARGUMENT, "unsupported type_url")
+        await self._ready()
+        snapshot = self.hub.current
+        allowed = self.check(stream, snapshot)
+        await stream.send_message(_response(secrets_for(snapshot, request.resource_names, allowed)))
 
-    async def DeltaSecrets(
-        self,
-        request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest],
-        context: grpc.aio.ServicerContext,
-    ) -> None:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "use StreamSecrets (state of the world)")
+    async def delta_secrets(self, stream: Stream[Any, Any]) -> None:
+        raise GRPCError(Status.UNIMPLEMENTED, "use StreamSecrets (state of the world)")
 
-    async def StreamSecrets(
-        self,
-        request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
-        context: grpc.aio.ServicerContext,
+    async def stream_secrets(
+        self, stream: Stream[discovery_pb2.DiscoveryRequest, discovery_pb2.DiscoveryResponse]
     ) -> None:
-        await _SdsStream(self, context).run(request_iterator)
+        self.attestor.caller(stream)
+        await _SdsStream(self, stream).run()
 
 
 class _SdsStream:
     """One ``StreamSecrets`` call: requests read in one task, pushes on snapshot changes."""
 
-    def __init__(self, service: SdsService, context: grpc.aio.ServicerContext) -> None:
+    def __init__(
+        self,
+        service: SdsService,
+        stream: Stream[discovery_pb2.DiscoveryRequest, discovery_pb2.DiscoveryResponse],
+    ) -> None:
         self.service = service
-        self.context = context
+        self.stream = stream
         self.state = _StreamState()
         self.lock = asyncio.Lock()
 
     async def send_if_new(self, snapshot: Snapshot, force: bool) -> None:
         state, stats = self.state, self.service.stats
         async with self.lock:
-            resources = secrets_for(snapshot, state.names, self.service.allowed)
-            if not resources:
+            allowed = self.service.check(self.stream, snapshot)
+            resources = secrets_for(snapshot, state.names, allowed)
+            if not resources and not state.sent_version:
                 return
             response = _response(resources)
             if not force and response.version_info == state.sent_version:
@@ -163,22 +234,20 @@ class _SdsStream:
             state.nonce = response.nonce
             state.sent_version = response.version_info
             stats.responses += 1
-            await self.context.write(response)
+            await self.stream.send_message(response)
 
-    async def read_requests(
-        self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest]
-    ) -> None:
+    async def read_requests(self) -> None:
         state, stats = self.state, self.service.stats
-        async for request in request_iterator:
+        while (request := await recv_bounded(self.stream)) is not None:
             if request.type_url not in ("", SECRET_TYPE_URL):
-                await self.context.abort(grpc.StatusCode.INVALID_ARGUMENT, "unsupported type_url")
+                raise GRPCError(Status.INVALID_ARGUMENT, "unsupported type_url")
             if request.response_nonce and request.response_nonce != state.nonce:
                 stats.stale += 1
                 continue
             names = tuple(request.resource_names)
             if request.HasField("error_detail"):
                 stats.nacks += 1
-                stats.nack_details.append(request.error_detail.message)
+                stats.nack_details.append(request.error_detail.message[:500])
                 log.warning(
                     "Envoy rejected secrets",
                     extra={
@@ -194,12 +263,13 @@ class _SdsStream:
             if names != state.names or not state.subscribed:
                 state.names = names
                 state.subscribed = True
+                await self.service._ready()
                 # New names: answer now, even with content already sent.
                 await self.send_if_new(self.service.hub.current, force=True)
 
-    async def run(self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest]) -> None:
+    async def run(self) -> None:
         hub = self.service.hub
-        reader = asyncio.create_task(self.read_requests(request_iterator))
+        reader = asyncio.create_task(self.read_requests())
         newer: asyncio.Future[Snapshot] | None = None
         try:
             version = hub.current.version
@@ -212,29 +282,30 @@ class _SdsStream:
                 version = snapshot.version
                 if self.state.subscribed:
                     await self.send_if_new(snapshot, force=False)
-            await reader
+            await reader  # the end of the request stream, or the reader's error
         finally:
             if newer is not None:
                 newer.cancel()
             reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+            with contextlib.suppress(asyncio.CancelledError, GRPCError):
                 await reader
 
 
-async def serve_sds(service: SdsService, address: str, socket_mode: int = 0o660) -> grpc.aio.Server:
-    """Serve SDS on ``unix:/path`` or ``HOST:PORT`` (loopback) and return the started server."""
-    server = grpc.aio.server()
-    sds_pb2_grpc.add_SecretDiscoveryServiceServicer_to_server(service, server)
-    path: Path | None = None
+def parse_sds_address(address: str) -> tuple[Path | None, str | None, int | None]:
+    """``unix:/path`` → (path, None, None); ``HOST:PORT`` → (None, host, port)."""
     if address.startswith("unix:"):
-        path = Path(address.removeprefix("unix:"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_socket():
-            path.unlink()
-    bound = server.add_insecure_port(address)
-    if not bound:
-        raise OSError(f"cannot listen on {address}")
-    await server.start()
-    if path is not None:
-        path.chmod(socket_mode)
-    return server
+        return Path(address.removeprefix("unix:")), None, None
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"SDS address {address!r} is neither unix:/path nor HOST:PORT")
+    return None, host, int(port)
+
+
+async def serve_sds(
+    service: SdsService, address: str, socket_mode: int = 0o660, group: str | None = None
+) -> Server:
+    """Serve SDS on ``unix:/path`` or a loopback ``HOST:PORT``; return the started server."""
+    path, host, port = parse_sds_address(address)
+    return await start_server(
+        [service], service.attestor, path=path, host=host, port=port, mode=socket_mode, group=group
+    )

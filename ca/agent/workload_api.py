@@ -1,10 +1,13 @@
 """The SPIFFE Workload API on a Unix socket (grpclib), with the proto py-spiffe ships.
 
 Every call must carry the ``workload.spiffe.io: true`` metadata (else
-``InvalidArgument``). The caller is identified by the socket's ``SO_PEERCRED``
-(uid, gid, pid → selectors) and gets only the SVIDs whose entries it matches;
-a caller matching none gets ``PermissionDenied``. Streams send the full state
-at once and again on every change that concerns the caller.
+``InvalidArgument``). The caller is identified by the :class:`~ca.agent.serving.Attestor`
+(the peer pinned when it connected, checked again on every call and before
+every push) and gets only the SVIDs whose entries it matches; a caller
+matching none gets ``PermissionDenied``. Streams send the full state at once
+and again on every change that concerns the caller; a stream whose caller no
+longer matches any entry (the entry was deleted, the agent evicted) ends with
+``PermissionDenied``. Messages above 4 MiB are refused (``ResourceExhausted``).
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,19 +25,17 @@ from grpclib.server import Server, Stream
 from spiffe._proto import workload_pb2 as pb
 
 from ca.agent.agent import NodeAgent
-from ca.agent.errors import CaError, PeerCredentialsError
+from ca.agent.errors import CaError, CaRejected, RateLimited
 from ca.agent.jwt_validate import InvalidJwtSvid, validate_jwt_svid
 from ca.agent.model import Bundle, HeldSvid, Snapshot
-from ca.agent.peer import PeerCredentials, peer_credentials, workload_selectors
+from ca.agent.serving import Attestor, Caller, UnixAttestor, recv_bounded, start_server
 
-__all__ = ["SECURITY_HEADER", "WorkloadApi", "serve_workload_api"]
+__all__ = ["SECURITY_HEADER", "WorkloadApi", "serve_workload_api", "status_for"]
 
 log = logging.getLogger("meshward.agent.workload_api")
 
 SECURITY_HEADER = "workload.spiffe.io"
 _SERVICE = "/SpiffeWorkloadAPI/"
-
-SelectorsOf = Callable[[PeerCredentials], frozenset[str]]
 
 
 def _x509_response(svids: tuple[HeldSvid, ...], snapshot: Snapshot) -> pb.X509SVIDResponse:
@@ -55,16 +55,16 @@ def _x509_response(svids: tuple[HeldSvid, ...], snapshot: Snapshot) -> pb.X509SV
 
 
 class WorkloadApi:
-    """The ``SpiffeWorkloadAPI`` service; ``selectors_of`` is injected for tests of /proc."""
+    """The ``SpiffeWorkloadAPI`` service; ``attestor`` says who calls (:mod:`ca.agent.serving`)."""
 
     def __init__(
         self,
         agent: NodeAgent,
-        selectors_of: SelectorsOf = workload_selectors,
+        attestor: Attestor | None = None,
         first_sync_wait: float = 10.0,
     ) -> None:
         self.agent = agent
-        self.selectors_of = selectors_of
+        self.attestor = attestor or UnixAttestor()
         self.first_sync_wait = first_sync_wait
         self.x509_streams_opened = 0  # FetchX509SVID streams accepted so far
 
@@ -106,19 +106,11 @@ class WorkloadApi:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.agent.wait_synced(), self.first_sync_wait)
 
-    def _caller(self, stream: Stream[Any, Any]) -> frozenset[str]:
+    def _caller(self, stream: Stream[Any, Any]) -> Caller:
         values = stream.metadata.getall(SECURITY_HEADER, []) if stream.metadata else []
         if values != ["true"]:
             raise GRPCError(Status.INVALID_ARGUMENT, "security header missing from request")
-        # grpclib's Peer exposes only addr() and cert(); the connection's socket
-        # (for SO_PEERCRED) is on its transport, read without changing it.
-        transport = getattr(stream.peer, "_transport", None)
-        try:
-            creds = peer_credentials(transport.get_extra_info("socket") if transport else None)
-        except PeerCredentialsError as exc:
-            log.warning("cannot identify a caller", extra={"fields": {"code": exc.code}})
-            raise GRPCError(Status.PERMISSION_DENIED, "caller cannot be identified") from exc
-        return self.selectors_of(creds)
+        return self.attestor.caller(stream)
 
     @staticmethod
     def _denied() -> GRPCError:
@@ -129,13 +121,13 @@ class WorkloadApi:
     async def fetch_x509_svid(
         self, stream: Stream[pb.X509SVIDRequest, pb.X509SVIDResponse]
     ) -> None:
-        selectors = self._caller(stream)
-        await stream.recv_message()
+        self._caller(stream)
+        await recv_bounded(stream)
         await self._ready()
         self.x509_streams_opened += 1
         sent: tuple[object, ...] | None = None
         async for snapshot in self.agent.hub.watch():
-            svids = snapshot.svids_for(selectors)
+            svids = snapshot.svids_for(self.attestor.caller(stream).selectors)
             if not svids:
                 raise self._denied()
             bundle = snapshot.bundle.x509_der if snapshot.bundle else b""
@@ -160,11 +152,12 @@ class WorkloadApi:
         respond: Callable[[str, bytes], Any],
     ) -> None:
         """Send the trust bundle (the part ``pick`` takes) now and on every change."""
-        selectors = self._caller(stream)
-        await stream.recv_message()
+        self._caller(stream)
+        await recv_bounded(stream)
         await self._ready()
         sent: bytes | None = None
         async for snapshot in self.agent.hub.watch():
+            selectors = self.attestor.caller(stream).selectors
             if not snapshot.svids_for(selectors) or snapshot.bundle is None:
                 raise self._denied()
             data = pick(snapshot.bundle)
@@ -175,12 +168,12 @@ class WorkloadApi:
     # -- JWT -----------------------------------------------------------------------------
 
     async def fetch_jwt_svid(self, stream: Stream[pb.JWTSVIDRequest, pb.JWTSVIDResponse]) -> None:
-        selectors = self._caller(stream)
-        request = await stream.recv_message()
+        caller = self._caller(stream)
+        request = await recv_bounded(stream)
         if request is None or not request.audience:
             raise GRPCError(Status.INVALID_ARGUMENT, "audience must be specified")
         await self._ready()
-        svids = self.agent.hub.current.svids_for(selectors)
+        svids = self.agent.hub.current.svids_for(caller.selectors)
         if request.spiffe_id:
             svids = tuple(s for s in svids if str(s.spiffe_id) == request.spiffe_id)
         if not svids:
@@ -188,10 +181,16 @@ class WorkloadApi:
         out = []
         for svid in svids:
             try:
-                token = await self.agent.jwt_svid(svid, list(request.audience))
+                token = await self.agent.jwt_svid(svid, list(request.audience), caller.key)
+            except RateLimited as exc:
+                raise GRPCError(Status.RESOURCE_EXHAUSTED, "too many JWT-SVID requests") from exc
             except CaError as exc:
-                log.warning("JWT-SVID not available", extra={"fields": {"code": exc.code}})
-                raise GRPCError(Status.UNAVAILABLE, "JWT-SVID not available") from exc
+                status = status_for(exc)
+                log.warning(
+                    "JWT-SVID not issued",
+                    extra={"fields": {"code": exc.code, "status": status.name}},
+                )
+                raise GRPCError(status, "JWT-SVID not issued") from exc
             out.append(
                 pb.JWTSVID(spiffe_id=str(svid.spiffe_id), svid=token.token, hint=svid.entry.hint)
             )
@@ -210,7 +209,7 @@ class WorkloadApi:
         self, stream: Stream[pb.ValidateJWTSVIDRequest, pb.ValidateJWTSVIDResponse]
     ) -> None:
         self._caller(stream)
-        request = await stream.recv_message()
+        request = await recv_bounded(stream)
         if request is None or not request.audience:
             raise GRPCError(Status.INVALID_ARGUMENT, "audience must be specified")
         if not request.svid:
@@ -230,6 +229,21 @@ class WorkloadApi:
         await stream.send_message(response)
 
 
+def status_for(exc: CaError) -> Status:
+    """The Workload API status for a CA failure.
+
+    A request the CA finds malformed (400, 413, 422: e.g. a bad audience) is
+    ``INVALID_ARGUMENT``; a refusal (401, 403, 404, other 4xx: no entry, an
+    evicted agent) is ``PERMISSION_DENIED``; an unreachable or failing CA
+    stays ``UNAVAILABLE``, which clients retry.
+    """
+    if isinstance(exc, CaRejected):
+        if exc.status in (400, 413, 422):
+            return Status.INVALID_ARGUMENT
+        return Status.PERMISSION_DENIED
+    return Status.UNAVAILABLE
+
+
 def _plain(claims: Mapping[str, Any]) -> dict[str, Any]:
     """The claims a protobuf Struct can hold (JSON values)."""
     return {
@@ -237,16 +251,13 @@ def _plain(claims: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-async def serve_workload_api(api: WorkloadApi, socket_path: Path, mode: int = 0o777) -> Server:
+async def serve_workload_api(
+    api: WorkloadApi, socket_path: Path, mode: int = 0o666, group: str | None = None
+) -> Server:
     """Listen on ``socket_path`` (replacing a stale socket) and return the running server.
 
-    The socket is world-connectable by default: the Workload API authenticates
-    callers by their credentials, not by file permissions.
+    Mode 0666 by default: any local process may connect (the API authenticates
+    each caller by its pinned credentials and gives nothing to a caller no
+    entry names); with ``group`` use 0660 so that only that group's members can.
     """
-    socket_path.parent.mkdir(parents=True, exist_ok=True)
-    if socket_path.is_socket():
-        socket_path.unlink()
-    server = Server([api])
-    await server.start(path=str(socket_path))
-    os.chmod(socket_path, mode)
-    return server
+    return await start_server([api], api.attestor, path=socket_path, mode=mode, group=group)

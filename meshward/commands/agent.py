@@ -48,11 +48,24 @@ def run_command(
     ] = None,
     sds: Annotated[
         str | None,
-        typer.Option("--sds", help="SDS on unix:/path or HOST:PORT; '' turns it off."),
+        typer.Option(
+            "--sds", help="SDS on unix:/path or loopback HOST:PORT (with --sds-selector); '' off."
+        ),
     ] = None,
     sds_selector: Annotated[
         list[str] | None,
-        typer.Option("--sds-selector", help="Serve Envoy only entries these match (repeat)."),
+        typer.Option(
+            "--sds-selector",
+            help="Loopback TCP SDS only (required there): the selectors its callers have (repeat).",
+        ),
+    ] = None,
+    socket_group: Annotated[
+        str | None,
+        typer.Option("--socket-group", help="Group that may connect to the Workload API socket."),
+    ] = None,
+    sds_socket_group: Annotated[
+        str | None,
+        typer.Option("--sds-socket-group", help="Group that may connect to the SDS socket."),
     ] = None,
     write_dir: Annotated[
         Path | None,
@@ -93,6 +106,8 @@ def run_command(
             "socket": socket,
             "sds_addr": sds,
             "sds_selectors": tuple(sds_selector) if sds_selector else None,
+            "socket_group": socket_group,
+            "sds_socket_group": sds_socket_group,
             "write_dir": write_dir,
             "write_spiffe_id": write_spiffe_id,
             "write_command": write_command,

@@ -29,25 +29,36 @@ def check_command(
 
     Input: an object with "principal" (e.g. Workload::"spiffe://..."), "action"
     (e.g. Action::"GET"), "resource" (e.g. Service::"..."), an optional "context"
-    object and optional "parents" (a list of entity references, e.g. groups).
+    object and optional "parents" (a list of entity references, e.g. groups);
+    an entity may also be {"type": ..., "id": ...}. Other fields are refused.
+    A context.http part is the request as a client sent it and is mapped as
+    the PDP maps a proxy's request (canonical path, raw_path; an ambiguous
+    path such as one with %2F is a deny).
 
     Output: {"decision": "allow" or "deny", "reasons": the determining policy
     ids, "errors": evaluation errors}. Exit 0 allow, 1 deny, 2 bad input.
     """
+    from authz.canonical import MalformedRequest  # noqa: PLC0415
     from authz.engine import Engine  # noqa: PLC0415
     from authz.errors import RequestError  # noqa: PLC0415
+    from authz.model import Decision  # noqa: PLC0415
+    from authz.request import PathOptions  # noqa: PLC0415
     from authz.requestdoc import parse_request_json  # noqa: PLC0415
     from meshward.commands.policy import load_or_exit  # noqa: PLC0415
 
-    directory = policies
-    if directory is None:
-        directory = Path(settings_from(ctx).pdp.policies)
+    settings = settings_from(ctx).pdp
+    directory = policies if policies is not None else Path(settings.policies)
+    paths = PathOptions(settings.allow_encoded_slash, settings.case_insensitive_paths)
     text = sys.stdin.read()
     try:
-        request = parse_request_json(text)
+        request = parse_request_json(text, paths)
     except RequestError as exc:
         fail(f"bad request: {exc}")
+    except MalformedRequest as exc:
+        request = None
+        decision = Decision.deny(f"request:{exc.reason}")
     bundle = load_or_exit(directory)
-    decision = Engine(bundle).evaluate(request)
+    if request is not None:
+        decision = Engine(bundle).evaluate(request)
     typer.echo(json.dumps(decision.to_json()))
     raise typer.Exit(int(ExitCode.OK if decision.allowed else ExitCode.NEGATIVE))

@@ -15,6 +15,8 @@ from tests.support.pdp import ISSUER, PdpProcess, pdp_process
 SHOP = "spiffe://meshward.local/ns/shop/sa"
 FRONTEND = f"{SHOP}/frontend"
 CATALOG = f"{SHOP}/catalog"
+# What deploy/envoy/sidecar-http.yaml adds to every check: the fixed destination.
+SIDECAR = {"x-meshward-destination": "shop"}
 
 
 @pytest.fixture(scope="module")
@@ -50,16 +52,16 @@ def test_health_and_readiness(pdp: PdpProcess) -> None:
 def test_envoy_http_service(pdp: PdpProcess) -> None:
     url = f"{pdp.http_url}/ext_authz/items?x=1"
     allowed = httpx.get(
-        url, headers={"host": "shop", "authorization": f"Bearer {_user(pdp, ['staff'])}"}
+        url, headers={**SIDECAR, "authorization": f"Bearer {_user(pdp, ['staff'])}"}
     )
     assert allowed.status_code == 200
     assert allowed.headers["x-meshward-principal"] == f'User::"{ISSUER}|dave"'
     denied = httpx.request(
-        "DELETE", url, headers={"host": "shop", "authorization": f"Bearer {_user(pdp, ['staff'])}"}
+        "DELETE", url, headers={**SIDECAR, "authorization": f"Bearer {_user(pdp, ['staff'])}"}
     )
     assert denied.status_code == 403
     assert denied.json()["decision_id"] == denied.headers["x-meshward-decision-id"]
-    anonymous = httpx.get(url, headers={"host": "shop"})
+    anonymous = httpx.get(url, headers=SIDECAR)
     assert anonymous.status_code == 401
     assert anonymous.headers["www-authenticate"].startswith("Bearer")
     # Any method reaches the PDP: staff may only read, admins may do anything.
@@ -67,9 +69,21 @@ def test_envoy_http_service(pdp: PdpProcess) -> None:
         custom = httpx.request(
             "PROPFIND",
             url,
-            headers={"host": "shop", "authorization": f"Bearer {_user(pdp, groups)}"},
+            headers={**SIDECAR, "authorization": f"Bearer {_user(pdp, groups)}"},
         )
         assert custom.status_code == status, groups
+
+
+def test_envoy_http_service_resource_is_never_the_clients_host(pdp: PdpProcess) -> None:
+    url = f"{pdp.http_url}/ext_authz/items"
+    staff = {"authorization": f"Bearer {_user(pdp, ['staff'])}"}
+    # No pinned destination: denied, whatever Host says.
+    unpinned = httpx.get(url, headers={**staff, "host": "shop"})
+    assert unpinned.status_code == 403
+    # The pinned destination decides, not the Host the client picked.
+    assert httpx.get(url, headers={**staff, **SIDECAR, "host": "other"}).status_code == 200
+    pinned_elsewhere = {**staff, "x-meshward-destination": "other", "host": "shop"}
+    assert httpx.get(url, headers=pinned_elsewhere).status_code == 403
 
 
 def test_traefik_forward_auth(pdp: PdpProcess) -> None:

@@ -14,8 +14,10 @@ import pytest
 
 from tests.support.certs import pem
 from tests.support.cli import REPO
-from tests.support.nginx import Nginx, echo_upstream, nginx_server
+from tests.support.nginx import Nginx, TlsFiles, nginx_server
 from tests.support.pdp import PdpProcess, pdp_process
+from tests.support.proxy import Target
+from tests.support.upstream import echo_upstream
 
 SHOP = "spiffe://meshward.local/ns/shop/sa"
 FRONTEND = f"{SHOP}/frontend"
@@ -49,14 +51,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PdpProcess
         (work / "server.pem").write_text(pem(*pdp.pki.chain(server)))
         (work / "server.key").write_text(server.key_pem)
         (work / "ca.pem").write_text(pdp.pki.bundle_pem)
-        with nginx_server(
-            work / "nginx",
-            f"127.0.0.1:{pdp.http_port}",
-            upstream,
-            work / "server.pem",
-            work / "server.key",
-            work / "ca.pem",
-        ) as nginx:
+        target = Target(f"127.0.0.1:{pdp.http_port}", upstream.port, HOST)
+        tls = TlsFiles(work / "server.pem", work / "server.key", work / "ca.pem")
+        with nginx_server(work / "nginx", target, tls) as nginx:
             yield pdp, nginx
 
 

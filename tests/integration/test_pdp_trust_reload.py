@@ -25,7 +25,7 @@ ORDERS = "spiffe://meshward.local/ns/shop/sa/orders"
 def _status(pdp: PdpProcess, token: str) -> int:
     response = httpx.get(
         f"{pdp.http_url}/ext_authz/items",
-        headers={"host": "shop", "authorization": f"Bearer {token}"},
+        headers={"x-meshward-destination": "shop", "authorization": f"Bearer {token}"},
     )
     return response.status_code
 

@@ -63,13 +63,15 @@ def _write_config(pdp: PdpProcess, extra: dict[str, Any]) -> Path:
     bundle_path.write_bytes(bundle.to_json())
     jwks_path = pdp.workdir / "idp-jwks.json"
     jwks_path.write_text(json.dumps({"keys": [pdp.idp_key.jwk]}))
-    lines = [
-        "[pdp]",
-        'trusted_proxies = ["127.0.0.1/32"]',
-        "trust_peer_principal = true",
-        'jwt_audiences = ["meshward"]',
-    ]
-    for key, value in extra.items():
+    # ``extra`` adds [pdp] settings or replaces these defaults.
+    values: dict[str, Any] = {
+        "trusted_proxies": ["127.0.0.1/32"],
+        "trust_peer_principal": True,
+        "jwt_audiences": ["meshward"],
+        **extra,
+    }
+    lines = ["[pdp]"]
+    for key, value in values.items():
         lines.append(f"{key} = {json.dumps(value)}")
     lines += [
         "",

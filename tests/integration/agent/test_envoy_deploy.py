@@ -8,7 +8,9 @@ right kind of secret. The socket Envoy dials is the one the DaemonSet serves.
 
 from __future__ import annotations
 
+import asyncio
 import random
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,6 @@ import grpc
 import pytest
 import yaml
 from cryptography import x509
-from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.secret.v3 import sds_pb2_grpc
 
@@ -27,6 +28,7 @@ from ca.agent.model import Entry
 from ca.agent.sds import SECRET_TYPE_URL, SdsService, serve_sds
 from meshward.clock import SystemClock
 from meshward.spiffe import SpiffeId
+from tests.support.as_uid import open_dir, run_as, sds_fetch
 from tests.support.authority import LocalAuthority
 from tests.support.cli import REPO
 from tests.support.envoy_config import load_document, parse_bootstrap
@@ -34,6 +36,7 @@ from tests.support.envoy_config import load_document, parse_bootstrap
 ENVOY_FILES = sorted((REPO / "deploy" / "envoy").glob("*.yaml"))
 DAEMONSET = REPO / "deploy" / "kubernetes" / "agent-daemonset.yaml"
 AGENT_CLUSTER = "meshward_agent"
+ENVOY_UID = 101
 
 
 def _sds_names(node: Any) -> Iterator[str]:
@@ -110,28 +113,32 @@ async def test_agent_serves_every_secret_envoy_asks_for(path: Path, tmp_path_fac
     ]
     agent = NodeAgent(authority, SnapshotHub(), SystemClock(), random.Random(0))
     await agent.sync_once()
-    address = f"unix:{tmp_path_factory.mktemp('env') / 'sds.sock'}"
-    server = await serve_sds(SdsService(agent.hub), address)
+    sock_dir = open_dir()
+    address = f"unix:{sock_dir / 'sds.sock'}"
+    server = await serve_sds(SdsService(agent.hub), address, socket_mode=0o666)
     try:
+        # Envoy runs as uid 101 (the official image's user) and gets what uid 101's entries name.
+        as_envoy = await asyncio.to_thread(run_as, ENVOY_UID, ENVOY_UID, sds_fetch, address, names)
+        # Another uid on the same socket: nothing.
+        as_other = await asyncio.to_thread(run_as, 4242, 4242, sds_fetch, address, names)
         async with grpc.aio.insecure_channel(address) as channel:
             stub = sds_pb2_grpc.SecretDiscoveryServiceStub(channel)
-            response = await stub.FetchSecrets(
-                discovery_pb2.DiscoveryRequest(resource_names=names, type_url=SECRET_TYPE_URL)
-            )
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.FetchSecrets(
+                    discovery_pb2.DiscoveryRequest(resource_names=names, type_url=SECRET_TYPE_URL)
+                )
+            assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
     finally:
-        await server.stop(None)
-    secrets = {}
-    for item in response.resources:
-        secret = secret_pb2.Secret()
-        assert item.Unpack(secret)
-        secrets[secret.name] = secret
+        server.close()
+        await server.wait_closed()
+        shutil.rmtree(sock_dir, ignore_errors=True)
+    assert as_other == {"error": "PERMISSION_DENIED"}
+    secrets = as_envoy["secrets"]
     assert set(secrets) == set(names)
     for name, secret in secrets.items():
         if name in svid_names:
-            chain = x509.load_pem_x509_certificates(
-                secret.tls_certificate.certificate_chain.inline_bytes
-            )
+            chain = x509.load_pem_x509_certificates(secret["chain"].encode())
             san = chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName)
             assert san.value.get_values_for_type(x509.UniformResourceIdentifier) == [name]
         else:
-            assert secret.validation_context.trusted_ca.inline_bytes == authority.bundle().x509_pem
+            assert secret["trusted_ca"].encode() == authority.bundle().x509_pem

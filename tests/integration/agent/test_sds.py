@@ -16,6 +16,7 @@ from envoy.service.secret.v3 import sds_pb2_grpc
 from google.rpc import status_pb2
 
 from ca.agent.sds import SECRET_TYPE_URL, SdsService, serve_sds
+from ca.agent.serving import FixedAttestor
 from tests.integration.agent.conftest import RunningAgent
 from tests.support.net import free_port
 
@@ -99,7 +100,8 @@ async def sds(running_agent: RunningAgent, short_tmp):
     channel = grpc.aio.insecure_channel(address)
     yield service, channel
     await channel.close()
-    await server.stop(None)
+    server.close()
+    await server.wait_closed()
 
 
 async def test_stream_ack_rotation_and_nack(running_agent: RunningAgent, sds) -> None:
@@ -164,34 +166,29 @@ async def test_fetch_secrets_and_unknown_names(running_agent: RunningAgent, sds)
     _, channel = sds
     stub = sds_pb2_grpc.SecretDiscoveryServiceStub(channel)
     response = await stub.FetchSecrets(request([WEB, "ROOTCA", "spiffe://example.org/db"]))
-    # The db SVID is held too (the SDS service is not limited here) ...
-    assert set(unpack(response)) == {WEB, "ROOTCA", "spiffe://example.org/db"}
+    # The db SVID is held too, but for uid 4242: this caller (uid 0) does not get it.
+    assert running_agent.agent.hub.current.svid_by_id("spiffe://example.org/db") is not None
+    assert set(unpack(response)) == {WEB, "ROOTCA"}
     response = await stub.FetchSecrets(request(["spiffe://example.org/nope"]))
     assert list(response.resources) == []
 
 
-async def test_allowed_limits_what_envoy_gets(running_agent: RunningAgent, short_tmp) -> None:
-    service = SdsService(
-        running_agent.agent.hub, allowed=lambda s: s.entry.matches(frozenset({"unix:uid:0"}))
-    )
-    address = f"unix:{short_tmp / 'sds2.sock'}"
+async def test_sds_on_a_loopback_port_serves_its_selectors(running_agent: RunningAgent) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    service = SdsService(running_agent.agent.hub, FixedAttestor({"unix:uid:4242"}))
     server = await serve_sds(service, address)
     try:
         async with grpc.aio.insecure_channel(address) as channel:
             stub = sds_pb2_grpc.SecretDiscoveryServiceStub(channel)
-            response = await stub.FetchSecrets(request([WEB, "spiffe://example.org/db"]))
-            assert set(unpack(response)) == {WEB}
+            response = await stub.FetchSecrets(request([WEB, "spiffe://example.org/db", TD]))
+        # Exactly what unix:uid:4242 matches, whoever connects.
+        assert set(unpack(response)) == {"spiffe://example.org/db", TD}
     finally:
-        await server.stop(None)
+        server.close()
+        await server.wait_closed()
 
 
-async def test_sds_on_a_loopback_port(running_agent: RunningAgent) -> None:
-    address = f"127.0.0.1:{free_port()}"
-    server = await serve_sds(SdsService(running_agent.agent.hub), address)
-    try:
-        async with grpc.aio.insecure_channel(address) as channel:
-            stub = sds_pb2_grpc.SecretDiscoveryServiceStub(channel)
-            response = await stub.FetchSecrets(request([WEB, TD]))
-        assert set(unpack(response)) == {WEB, TD}
-    finally:
-        await server.stop(None)
+async def test_sds_on_tcp_refuses_a_non_loopback_address(running_agent: RunningAgent) -> None:
+    service = SdsService(running_agent.agent.hub, FixedAttestor({"unix:uid:0"}))
+    with pytest.raises(ValueError, match="loopback"):
+        await serve_sds(service, f"0.0.0.0:{free_port()}")

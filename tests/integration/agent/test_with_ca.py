@@ -13,13 +13,10 @@ import datetime as dt
 import json
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import jwt
 import pytest
 from cryptography import x509
@@ -31,80 +28,12 @@ from spiffe import TrustDomain as PyTrustDomain
 
 from ca.agent.ca_client import node_selector
 from meshward.spiffe import SpiffeId
+from tests.support.agent_process import AgentProcess, admin_post
 from tests.support.ca import CaProcess, new_csr, openssl_verify, running_ca
-from tests.support.cli import REPO, meshward_argv
 
 NODE = SpiffeId.parse("spiffe://example.org/node/n1")
 APP = "spiffe://example.org/app"
 UID = os.getuid()
-
-
-@dataclass
-class AgentProcess:
-    ca: CaProcess
-    workdir: Path
-    token: str | None
-    process: subprocess.Popen[bytes] | None = None
-    token_file: Path | None = None
-    bundle: Path | None = None
-
-    @property
-    def socket(self) -> Path:
-        return self.workdir / "api.sock"
-
-    @property
-    def endpoint(self) -> str:
-        return f"unix:{self.socket}"
-
-    @property
-    def files(self) -> Path:
-        return self.workdir / "files"
-
-    def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MESHWARD_")}
-        env["PYTHONPATH"] = str(REPO)
-        if self.token:
-            env["MESHWARD_AGENT__JOIN_TOKEN"] = self.token
-        if self.token_file:
-            env["MESHWARD_AGENT__TOKEN_FILE"] = str(self.token_file)
-        with (self.workdir / "agent.log").open("ab") as log:
-            self.process = subprocess.Popen(
-                meshward_argv(
-                    "--state-dir", str(self.workdir / "state"), "--log-format", "json",
-                    "agent", "run", "--ca-url", self.ca.url,
-                    "--ca-bundle", str(self.bundle or self.ca.admin_dir / "bundle.pem"),
-                    "--trust-domain", "example.org", "--socket", str(self.socket),
-                    "--sds", f"unix:{self.workdir / 'sds.sock'}",
-                    "--write-dir", str(self.files), "--sync-interval", "0.5",
-                ),
-                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-            )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while not self.socket.exists():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((self.workdir / "agent.log").read_text()[-3000:])
-            time.sleep(0.05)
-
-    def signal(self, sig: signal.Signals) -> None:
-        assert self.process is not None
-        self.process.send_signal(sig)
-
-    def stop(self) -> int:
-        if self.process is None:
-            return 0
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            code = self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait(timeout=10)
-        self.process = None
-        return code
-
-
-def _admin_post(ca: CaProcess, path: str, body: dict[str, object] | None = None) -> httpx.Response:
-    with ca.admin() as admin:
-        return admin.post(path, json=body or {})
 
 
 @pytest.fixture(scope="module")
@@ -120,16 +49,14 @@ def ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CaProcess]:
             ("spiffe://example.org/other-uid", [node_selector(NODE), "unix:uid:4242"]),
             ("spiffe://example.org/other-node", ["agent:id:spiffe://example.org/node/n2"]),
         ):
-            resp = _admin_post(
-                proc, "/v1/entries", {"spiffe_id": spiffe_id, "selectors": selectors}
-            )
+            resp = admin_post(proc, "/v1/entries", {"spiffe_id": spiffe_id, "selectors": selectors})
             assert resp.status_code == 201, resp.text
         yield proc
 
 
 @pytest.fixture(scope="module")
 def agent(ca: CaProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
-    resp = _admin_post(ca, "/v1/join-tokens", {"spiffe_id": str(NODE), "ttl": 600})
+    resp = admin_post(ca, "/v1/join-tokens", {"spiffe_id": str(NODE), "ttl": 600})
     assert resp.status_code == 201, resp.text
     proc = AgentProcess(ca, tmp_path_factory.mktemp("ag"), resp.json()["token"])
     proc.start()
@@ -195,7 +122,7 @@ async def test_forced_and_ca_rotations_reach_an_open_stream(
         agent.signal(signal.SIGUSR1)  # forced rotation
         second = await _wait_change(source, first)
         # A CA key rotation: the bundle changes, the agent renews everything.
-        resp = _admin_post(ca, "/v1/ca/rotate/prepare")
+        resp = admin_post(ca, "/v1/ca/rotate/prepare")
         assert resp.status_code == 200, resp.text
         await _wait_change(source, second)
         td = PyTrustDomain("example.org")
@@ -237,7 +164,7 @@ async def test_restart_reuses_the_node_svid(agent: AgentProcess) -> None:
 
 
 def test_a_used_join_token_is_refused_at_start(ca: CaProcess, tmp_path: Path) -> None:
-    resp = _admin_post(ca, "/v1/join-tokens", {"spiffe_id": "spiffe://example.org/node/n3"})
+    resp = admin_post(ca, "/v1/join-tokens", {"spiffe_id": "spiffe://example.org/node/n3"})
     token = resp.json()["token"]
     with ca.client() as client:
         csr, _ = new_csr()
@@ -277,7 +204,7 @@ def test_agent_attests_with_a_kubernetes_token(tmp_path: Path) -> None:
             (str(agent_id), ["k8s:ns:meshward", "k8s:sa:meshward-agent"]),
             (APP, [node_selector(agent_id), f"unix:uid:{UID}"]),
         ):
-            resp = _admin_post(ca, "/v1/entries", {"spiffe_id": spiffe_id, "selectors": selectors})
+            resp = admin_post(ca, "/v1/entries", {"spiffe_id": spiffe_id, "selectors": selectors})
             assert resp.status_code == 201, resp.text
         token_file = tmp_path / "token"
         token_file.write_text(token)

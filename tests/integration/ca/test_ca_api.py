@@ -366,10 +366,15 @@ def test_expired_peer_on_a_kept_alive_connection_is_anonymous(
 def test_rate_limit_and_metrics(ca: CaProcess) -> None:
     codes = []
     with ca.client() as client:
-        for _ in range(60):
+        for i in range(60):
+            # The caller is the socket's address: a new X-Forwarded-For each
+            # time does not make a new caller with a fresh bucket.
+            spoofed = {"x-forwarded-for": f"10.9.{i}.1", "forwarded": f"for=10.9.{i}.1"}
             codes.append(
                 client.post(
-                    "/v1/svid/jwt", json={"audience": ["x"], "token": "mwjt.nope"}
+                    "/v1/svid/jwt",
+                    json={"audience": ["x"], "token": "mwjt.nope"},
+                    headers=spoofed,
                 ).status_code
             )
         metrics = client.get("/metrics").text

@@ -66,6 +66,11 @@ def test_every_ext_authz_filter_fails_closed_with_a_timeout(path: Path) -> None:
         else:
             assert ext_authz.http_service.server_uri.timeout.ToMilliseconds() > 0
             assert ext_authz.http_service.path_prefix == "/ext_authz"
+            # The resource is pinned by the sidecar, never the client's Host.
+            added = {
+                h.key: h.value for h in ext_authz.http_service.authorization_request.headers_to_add
+            }
+            assert added.get("x-meshward-destination", "").startswith("spiffe://")
 
 
 def test_both_ext_authz_transports_are_shown() -> None:

@@ -121,6 +121,7 @@ def test_nginx_template_renders_and_passes_nginx_t(template: Path, tmp_path: Pat
     placeholders = set(re.findall(r"\$\{([A-Z_]+)\}", template.read_text(encoding="utf-8")))
     values = {
         "LISTEN": f"127.0.0.1:{free_port()}",
+        "HOST": "orders.shop.test",
         "TLS_LISTEN": f"127.0.0.1:{free_port()}",
         "TLS_CERT": str(certs / "a.pem"),
         "TLS_KEY": str(certs / "a.key"),

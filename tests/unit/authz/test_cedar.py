@@ -3,11 +3,7 @@ from __future__ import annotations
 import pytest
 
 from authz.cedar import (
-    build_context,
     entity_record,
-    grpc_context,
-    http_context,
-    peer_context,
     plain,
     principal_entities,
     to_cedar_request,
@@ -56,28 +52,6 @@ def test_principal_entity_carries_parents_once_and_attributes() -> None:
 )
 def test_plain(value, expected) -> None:
     assert plain(value) == expected
-
-
-def test_context_parts() -> None:
-    http = http_context("get", "h", "/p", "q=1", {"X-Tenant": "t"})
-    assert http == {
-        "method": "GET",
-        "host": "h",
-        "path": "/p",
-        "query": "q=1",
-        "headers": {"x-tenant": "t"},
-    }
-    assert peer_context("spiffe://meshward.local/ns/a/sa/b") == {
-        "spiffe_id": "spiffe://meshward.local/ns/a/sa/b",
-        "trust_domain": "meshward.local",
-    }
-    assert grpc_context("/pkg.Svc/Method") == {"service": "pkg.Svc", "method": "Method"}
-    for path in ("/", "/a", "/a/b/c", "//m", "a/b"):
-        assert grpc_context(path) is None
-    assert build_context() == {}
-    ctx = build_context(http=http, token_claims={"sub": "alice"})
-    assert set(ctx) == {"http", "token"}
-    assert ctx["token"] == {"claims": {"sub": "alice"}}
 
 
 def test_entity_record_shape() -> None:

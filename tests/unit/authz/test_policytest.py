@@ -78,7 +78,7 @@ cases:
   - name: raw
     request:
       method: post
-      host: spiffe://td/ns/a/sa/api
+      destination: spiffe://td/ns/a/sa/api
       path: /pkg.Svc/Do?x=1
       query: x=1
       headers: {Content-Type: application/grpc, X-Tenant: t1}

@@ -22,7 +22,14 @@ def test_parses_the_contract_document() -> None:
     assert request.principal == EntityUid("Workload", "spiffe://td/a")
     assert request.identity.parents == (EntityUid("Group", "g"),)
     assert request.resource == EntityUid("Service", "s")
-    assert request.context["http"] == {"path": "/"}
+    assert request.context["http"] == {
+        "method": "GET",
+        "host": "",
+        "path": "/",
+        "raw_path": "/",
+        "query": "",
+        "headers": {},
+    }
 
 
 BAD = [

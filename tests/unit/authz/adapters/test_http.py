@@ -6,9 +6,12 @@ import json
 
 import pytest
 
-from authz.adapters.http import BadInput, _answer, parse_check_json
+from authz.adapters.http import _answer, parse_documents
+from authz.canonical import MalformedRequest
 from authz.decider import Outcome, Verdict
-from authz.model import AuthMethod, Decision, Effect, EntityUid
+from authz.errors import RequestError
+from authz.model import AccessRequest, AuthMethod, Decision, Effect, EntityUid
+from authz.request import PathOptions
 
 ALLOW = Decision(Effect.ALLOW, ("p1",))
 
@@ -50,18 +53,42 @@ def test_unencodable_principal_fails_closed() -> None:
     assert json.loads(response.body)["decision_id"] == "id3"
 
 
-def test_parse_check_json() -> None:
-    request = parse_check_json(
-        {
-            "principal": 'User::"alice"',
-            "action": 'Action::"GET"',
-            "resource": 'Service::"x"',
-            "context": {"http": {"path": "/"}},
-        }
+def test_documents_are_mapped_like_proxied_requests() -> None:
+    (request,) = parse_documents(
+        [
+            {
+                "principal": {"type": "User", "id": "alice"},
+                "parents": ['Group::"admins"', {"type": "Group", "id": "ops"}],
+                "action": 'Action::"GET"',
+                "resource": 'Service::"x"',
+                "context": {"http": {"path": "/x/../%61dmin", "host": "API.example:443"}},
+            }
+        ],
+        PathOptions(),
     )
+    assert isinstance(request, AccessRequest)
     assert request.principal == EntityUid("User", "alice")
+    assert request.identity.parents == (EntityUid("Group", "admins"), EntityUid("Group", "ops"))
     assert request.identity.method is AuthMethod.ASSERTED
-    assert request.context["http"] == {"path": "/"}
+    assert request.context["http"]["path"] == "/admin"
+    assert request.context["http"]["raw_path"] == "/x/../%61dmin"
+    assert request.context["http"]["host"] == "api.example"
+    assert request.context["http"]["method"] == "GET"
+
+
+def test_an_ambiguous_document_is_a_deny_not_bad_input() -> None:
+    doc = {
+        "principal": 'User::"a"',
+        "action": 'Action::"GET"',
+        "resource": 'Service::"x"',
+        "context": {"http": {"path": "/a%2Fb"}},
+    }
+    (item,) = parse_documents([doc], PathOptions())
+    assert isinstance(item, MalformedRequest)
+    assert item.reason == "encoded_slash"
+    (allowed,) = parse_documents([doc], PathOptions(allow_encoded_slash=True))
+    assert isinstance(allowed, AccessRequest)
+    assert allowed.context["http"]["path"] == "/a%2Fb"
 
 
 @pytest.mark.parametrize(
@@ -72,8 +99,16 @@ def test_parse_check_json() -> None:
         {"principal": 'User::"a"', "action": 'Action::"GET"'},
         {"principal": "alice", "action": 'Action::"GET"', "resource": 'S::"x"'},
         {"principal": 'U::"a"', "action": 'A::"b"', "resource": 'S::"x"', "context": [1]},
+        {"principal": 'U::"a"', "action": 'A::"b"', "resource": 'S::"x"', "extra": 1},
+        {"principal": 'U::"a"', "action": 'A::"b"', "resource": 'S::"x"', "parents": "G"},
+        {
+            "principal": 'U::"a"',
+            "action": 'A::"b"',
+            "resource": 'S::"x"',
+            "context": {"http": {"path": "/", "bogus": 1}},
+        },
     ],
 )
-def test_parse_check_json_rejects(doc: object) -> None:
-    with pytest.raises(BadInput):
-        parse_check_json(doc)
+def test_documents_that_are_not_requests_are_refused(doc: object) -> None:
+    with pytest.raises(RequestError):
+        parse_documents([doc], PathOptions())

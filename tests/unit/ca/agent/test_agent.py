@@ -9,9 +9,10 @@ import random
 import pytest
 
 from ca.agent.agent import AgentConfig, NodeAgent
-from ca.agent.errors import CaUnavailable
+from ca.agent.errors import CaRejected, CaUnavailable
 from ca.agent.hub import SnapshotHub
 from ca.agent.model import Entry
+from ca.agent.workload_api import status_for
 from meshward.clock import FixedClock
 from meshward.spiffe import SpiffeId
 from tests.support.authority import LocalAuthority
@@ -53,8 +54,9 @@ async def test_renews_at_half_life_not_before(
 ) -> None:
     await agent.sync_once()
     first = serials(agent)
-    # The leaf is backdated 30 s: life 3,630 s, half-life at +1,785 s, jitter up to
-    # 363 s earlier. At +1,400 s nothing is due yet; at +1,785 s everything is.
+    # The leaf is backdated 30 s, but renewal counts from issuance: the real
+    # window is 3,600 s, half-life at +1,800 s, jitter up to 360 s earlier.
+    # At +1,400 s nothing is due yet; at +1,785 s everything is.
     clock.advance(1400)
     assert not await agent.sync_once()
     assert serials(agent) == first
@@ -170,3 +172,115 @@ async def test_long_pass_publishes_as_it_goes(clock: FixedClock) -> None:
     # intermediate snapshots before the final one.
     assert 4 <= hub.current.version <= 7
     assert len(hub.current.svids) == 10
+
+
+async def test_short_ttl_with_a_long_backdate_does_not_loop(clock: FixedClock) -> None:
+    # notBefore 60 s back and a 60 s TTL: counted from notBefore, the
+    # half-life would already be past at issuance and every pass would renew.
+    authority = LocalAuthority(clock, ttl=60, backdate=60)
+    authority.entries = [entry("web", "unix:uid:1")]
+    agent = NodeAgent(authority, SnapshotHub(), clock, random.Random(1), AgentConfig(jitter=0.1))
+    await agent.sync_once()
+    assert authority.issued == 1
+    assert 24 <= agent._seconds_to_next_event() <= 30
+    for _ in range(20):
+        clock.advance(1)
+        await agent.sync_once()
+    assert authority.issued == 1
+    clock.advance(10)  # 30 s after issuance: due
+    await agent.sync_once()
+    assert authority.issued == 2
+
+
+async def test_new_signing_ca_with_the_same_keys_moves_every_svid(
+    agent: NodeAgent, authority: LocalAuthority
+) -> None:
+    await agent.sync_once()
+    first = serials(agent)
+    authority.activate_signer()  # only the bundle's sequence changes, not its keys
+    assert await agent.sync_once()
+    after = agent.hub.current.svids
+    assert {str(s.spiffe_id) for s in after} == set(first)
+    for svid in after:
+        assert svid.serial != first[str(svid.spiffe_id)]
+        svid.leaf.verify_directly_issued_by(authority.signer)
+    issued = authority.issued
+    assert not await agent.sync_once()  # settled: nothing more to renew
+    assert authority.issued == issued
+
+
+async def test_an_evicted_agent_serves_nothing(
+    authority: LocalAuthority, clock: FixedClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    hub = SnapshotHub()
+    agent = NodeAgent(authority, hub, clock, random.Random(3), AgentConfig(sync_interval=0.05))
+    async with agent:
+        await asyncio.wait_for(agent.wait_synced(), 10)
+        assert len(hub.current.svids) == 2
+        authority.evicted = True
+        for _ in range(200):
+            if hub.current.svids == ():
+                break
+            await asyncio.sleep(0.01)
+        assert hub.current.svids == ()
+        assert agent.refused is not None and agent.refused.status == 403
+        assert any("refuses this agent" in r.getMessage() for r in caplog.records)
+        jwt_calls = authority.calls
+        authority.evicted = False  # re-admitted: serving resumes by itself
+        for _ in range(200):
+            if len(hub.current.svids) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert len(hub.current.svids) == 2 and agent.refused is None
+        assert authority.calls > jwt_calls
+
+
+async def test_an_entry_refused_with_403_is_dropped(
+    agent: NodeAgent, authority: LocalAuthority, clock: FixedClock
+) -> None:
+    await agent.sync_once()
+    authority.refuse = {"web"}
+    clock.advance(1800)  # due
+    assert await agent.sync_once()
+    assert set(serials(agent)) == {"spiffe://example.org/db"}
+
+
+async def test_jwt_refusal_keeps_its_status(agent: NodeAgent, authority: LocalAuthority) -> None:
+    await agent.sync_once()
+    svid = agent.hub.current.svids[0]
+    authority.evicted = True
+    with pytest.raises(CaRejected) as caught:
+        await agent.jwt_svid(svid, ["a"])
+    assert caught.value.status == 403
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (CaRejected("bad audience", 400), "INVALID_ARGUMENT"),
+        (CaRejected("too big", 413), "INVALID_ARGUMENT"),
+        (CaRejected("no entry", 404), "PERMISSION_DENIED"),
+        (CaRejected("evicted", 403), "PERMISSION_DENIED"),
+        (CaRejected("no credential", 401), "PERMISSION_DENIED"),
+        (CaUnavailable("down"), "UNAVAILABLE"),
+    ],
+)
+def test_ca_failures_map_to_workload_api_statuses(error: CaRejected, status: str) -> None:
+    assert status_for(error).name == status
+
+
+async def test_another_issuer_without_a_bundle_change_is_not_churned(
+    agent: NodeAgent, authority: LocalAuthority
+) -> None:
+    # Several CA replicas, each signing with its own CA under one root: SVIDs
+    # from different issuers are normal, and only a bundle change makes the
+    # agent move them all to the issuer that signs now.
+    await agent.sync_once()
+    first = serials(agent)
+    authority.activate_signer()
+    authority.sequence -= 1  # the same bundle as before
+    authority.entries = [entry("web", "unix:uid:1", ttl=600), entry("db", "unix:uid:2")]
+    issued = authority.issued
+    await agent.sync_once()
+    assert authority.issued == issued + 1  # web only (its entry changed)
+    assert serials(agent)["spiffe://example.org/db"] == first["spiffe://example.org/db"]
