@@ -363,3 +363,23 @@ def test_at_jwt_signed_with_the_cas_own_key_is_refused(ca: CaProcess) -> None:
         except Exception:  # py-spiffe raises several unrelated types
             theirs = False
         assert (ours, theirs) == (ok, ok), typ
+
+
+def test_admin_cli_uses_the_admin_svid_and_says_when_it_is_missing(
+    ca: CaProcess, tmp_path: Path
+) -> None:
+    node = "spiffe://example.org/meshward/node/remote"
+    assert _svid(ca, node, tmp_path / "node")["status"] == 200
+    listed = ca.cli("ca", "agent", "list", "--ca-url", ca.url)
+    assert listed.returncode == 0, listed.stderr
+    assert node in {json.loads(line)["spiffe_id"] for line in listed.stdout.splitlines()}
+    evicted = ca.cli("ca", "agent", "evict", node, "--ca-url", ca.url)
+    assert evicted.returncode == 0 and json.loads(evicted.stdout)["evicted"] is True
+    shown = ca.cli("ca", "agent", "show", node, "--ca-url", ca.url)
+    assert json.loads(shown.stdout)["evicted"] is True
+    missing = ca.cli("ca", "agent", "show", "spiffe://example.org/nobody", "--ca-url", ca.url)
+    assert missing.returncode == 1
+    # Without the admin SVID the command says what to run (and the CA is not asked).
+    elsewhere = CaProcess(tmp_path / "empty-state", env=ca.env)
+    gone = elsewhere.cli("ca", "agent", "list", "--ca-url", ca.url)
+    assert gone.returncode == 2 and "meshward ca admin login" in gone.stderr
