@@ -27,7 +27,6 @@ position among that file's policies.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import threading
@@ -41,6 +40,7 @@ import cedarpy
 from authz.cedarsource import SourceMap, Statement, locate_error, split_statements
 from authz.errors import BundleError, Problem
 from authz.testsuite import TestSuite, parse_suite
+from authz.version import content_version
 
 __all__ = [
     "ENTITIES_FILE",
@@ -168,7 +168,6 @@ class _Files:
         self.directory = directory
         self.problems: list[Problem] = []
         self.texts: dict[str, str] = {}
-        self.digest = hashlib.sha256()
 
     def rel(self, path: Path) -> str:
         return path.relative_to(self.directory).as_posix()
@@ -180,7 +179,6 @@ class _Files:
         except OSError as exc:
             self.problems.append(Problem(rel, 1, 1, "unreadable", exc.strerror or str(exc)))
             return None
-        self.digest.update(rel.encode() + b"\0" + data + b"\0")
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -294,7 +292,7 @@ def read_bundle(directory: Path, *, version: str | None = None) -> BundleData:
     if problems or schema is None or entities is None:
         raise BundleError(problems)
     return BundleData(
-        version=version or "sha256:" + files.digest.hexdigest()[:16],
+        version=version or content_version(directory),
         directory=directory,
         policies=tuple(policies),
         schema_text=schema_text,

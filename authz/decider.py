@@ -49,6 +49,7 @@ __all__ = [
     "Decider",
     "EngineHolder",
     "Evaluator",
+    "Explainer",
     "Outcome",
     "TRACE_HEADERS",
     "RequestFacts",
@@ -67,6 +68,17 @@ class Evaluator(Protocol):
     """Anything that decides an :class:`AccessRequest` (the engine). Never raises."""
 
     def evaluate(self, request: AccessRequest) -> Decision: ...
+
+
+class _Explanation(Protocol):
+    def to_json(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class Explainer(Protocol):
+    """An engine that can say why it decides as it does (:mod:`authz.explain`)."""
+
+    def explain(self, request: AccessRequest) -> _Explanation: ...
 
 
 @runtime_checkable
@@ -306,6 +318,16 @@ class Decider:
                 str(http.get("path", "")) if isinstance(http, Mapping) else "",
             )
             self._notify(facts, request, verdict, version, tier, started)
+
+    def explain(self, request: AccessRequest) -> dict[str, Any]:
+        """The active engine's explanation of ``request`` (only when asked; never cached)."""
+        active = self.engines.active
+        if active is None:
+            return {"summary": "denied: no policies are active", "candidates": []}
+        engine = active[0]
+        if not isinstance(engine, Explainer):
+            return {"summary": "this engine cannot explain its decisions", "candidates": []}
+        return engine.explain(request).to_json()
 
     async def _evaluate(self, request: AccessRequest) -> tuple[Decision, str, str]:
         active = self.engines.active  # the engine this check started with

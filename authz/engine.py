@@ -20,6 +20,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import cedarpy
 
@@ -28,6 +29,10 @@ from authz.cedar import to_cedar_request
 from authz.entities import EntityStore, entity_literals
 from authz.model import AccessRequest, Decision, Effect, EntityUid
 from authz.slicing import Hierarchy, ScopeIndex
+
+if TYPE_CHECKING:
+    from authz.entities import EntitySummary
+    from authz.explain import Explanation
 
 __all__ = ["Engine", "RawResult"]
 
@@ -166,6 +171,25 @@ class Engine:
                 )
             return Decision(Effect.ALLOW, raw.reasons, raw.errors, self.version)
         return Decision(Effect.DENY, raw.reasons, raw.errors, self.version)
+
+    def evaluation_inputs(
+        self, request: AccessRequest
+    ) -> tuple[tuple[tuple[int, Policy], ...], cedarpy.Entities, list[EntitySummary]]:
+        """What :meth:`evaluate_raw` hands Cedar: the candidates with their positions,
+        the entities, and a summary of the entities reachable from the request."""
+        positions = self._positions(request)
+        literals = _union(self._literals[i] for i in positions)
+        return (
+            tuple((i, self._policies[i]) for i in positions),
+            self._store.for_request(request, literals),
+            self._store.summary(request, literals),
+        )
+
+    def explain(self, request: AccessRequest) -> Explanation:
+        """Why ``request`` gets its decision (:mod:`authz.explain`; only when asked)."""
+        from authz.explain import explain  # noqa: PLC0415 - keeps the decision path lean
+
+        return explain(self, request)
 
     def evaluate_many(self, requests: Sequence[AccessRequest]) -> list[Decision]:
         return [self.evaluate(r) for r in requests]

@@ -24,7 +24,10 @@ import cedarpy
 from authz.cedar import plain
 from authz.model import AccessRequest, EntityUid
 
-__all__ = ["EntityStore", "entity_literals"]
+__all__ = ["EntityStore", "EntitySummary", "entity_literals"]
+
+# An entity as an explanation shows it: uid, parents, attribute names.
+EntitySummary = tuple[EntityUid, tuple[EntityUid, ...], tuple[str, ...]]
 
 
 def _uid(value: Mapping[str, Any]) -> EntityUid:
@@ -109,6 +112,29 @@ class EntityStore:
             principal_record["tags"] = static["tags"]
         records.append(principal_record)
         return cedarpy.Entities.from_json_str(json.dumps(records))
+
+    def summary(
+        self, request: AccessRequest, literals: Iterable[EntityUid] = ()
+    ) -> list[EntitySummary]:
+        """The entities ``request`` can reach (as :meth:`for_request` gathers them), sorted:
+        each uid with its parents and attribute names (never attribute values)."""
+        identity = request.identity
+        seeds: set[EntityUid] = {identity.principal, request.action, request.resource}
+        seeds.update(identity.parents)
+        seeds.update(literals)
+        seeds.update(_references(plain(dict(request.context))))
+        out: list[EntitySummary] = []
+        for uid in sorted(self._reach(seeds)):
+            record = self._records.get(uid, {})
+            parents = [_uid(p) for p in record.get("parents", ())]
+            attributes = set(record.get("attrs", {}))
+            if uid == identity.principal:
+                parents.extend(identity.parents)
+                attributes.update(identity.attributes)
+            elif uid not in self._records:
+                continue  # neither static nor the principal: Cedar knows nothing of it
+            out.append((uid, tuple(dict.fromkeys(parents)), tuple(sorted(attributes))))
+        return out
 
     def _reach(self, seeds: set[EntityUid]) -> set[EntityUid]:
         reached: set[EntityUid] = set()

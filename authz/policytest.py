@@ -8,7 +8,10 @@ case with the bundle's engine and returns a :class:`TestReport` whose
 
 from __future__ import annotations
 
+import fnmatch
+from collections.abc import Sequence
 from dataclasses import dataclass
+from xml.etree import ElementTree
 
 from authz.bundle import PolicyBundle
 from authz.engine import Engine
@@ -62,6 +65,38 @@ class TestReport:
     def summary(self) -> str:
         return f"{self.passed} passed, {self.failed} failed"
 
+    def uncovered(self, policy_ids: Sequence[str]) -> list[str]:
+        """Policies that determined no case's decision (no test exercises them)."""
+        used = {reason for r in self.results for reason in r.decision.reasons}
+        return [p for p in policy_ids if p not in used]
+
+    def junit_xml(self, name: str = "meshward policy test") -> str:
+        """The report as JUnit XML (one testsuite per test file), for CI systems."""
+        root = ElementTree.Element(
+            "testsuites", name=name, tests=str(len(self.results)), failures=str(self.failed)
+        )
+        by_file: dict[str, list[CaseResult]] = {}
+        for result in self.results:
+            by_file.setdefault(result.file, []).append(result)
+        for file, results in by_file.items():
+            failures = sum(1 for r in results if not r.passed)
+            suite = ElementTree.SubElement(
+                root, "testsuite", name=file, tests=str(len(results)), failures=str(failures)
+            )
+            for result in results:
+                case = ElementTree.SubElement(
+                    suite,
+                    "testcase",
+                    classname=result.suite,
+                    name=result.case.name,
+                    file=result.file,
+                    line=str(result.case.line),
+                )
+                if result.failure is not None:
+                    failure = ElementTree.SubElement(case, "failure", message=result.failure)
+                    failure.text = result.failure
+        return ElementTree.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
 
 def _check(case: TestCase, decision: Decision, known: frozenset[str]) -> str | None:
     if decision.effect is not case.expect:
@@ -79,13 +114,27 @@ def _check(case: TestCase, decision: Decision, known: frozenset[str]) -> str | N
     return None
 
 
-def run_tests(bundle: PolicyBundle, engine: Engine | None = None) -> TestReport:
-    """Evaluate every case of every suite in ``bundle``."""
+def case_matches(pattern: str, file: str, suite: str, case: str) -> bool:
+    """``--filter``: a case-insensitive glob (``*``, ``?``) or substring of
+    ``FILE SUITE / CASE``."""
+    haystack = f"{file} {suite} / {case}".lower()
+    needle = pattern.lower()
+    if any(c in needle for c in "*?["):
+        return fnmatch.fnmatchcase(haystack, needle if needle.startswith("*") else f"*{needle}*")
+    return needle in haystack
+
+
+def run_tests(
+    bundle: PolicyBundle, engine: Engine | None = None, *, pattern: str | None = None
+) -> TestReport:
+    """Evaluate every case of every suite in ``bundle`` (only those ``pattern`` matches)."""
     engine = engine or Engine(bundle)
     known = frozenset(bundle.policy_ids)
     results = []
     for suite in bundle.tests:
         for case in suite.cases:
+            if pattern is not None and not case_matches(pattern, suite.file, suite.name, case.name):
+                continue
             decision = engine.evaluate(case.request)
             failure = _check(case, decision, known)
             results.append(CaseResult(suite.file, suite.name, case, decision, failure))

@@ -7,6 +7,8 @@
 
 An entity may also be given as ``{"type": ..., "id": ...}``. Optional
 ``parents`` (entity references) gives the principal's parents, e.g. groups.
+Optional ``"explain": true`` asks for an explanation beside the decision
+(:func:`wants_explanation`; see :mod:`authz.explain`).
 ``context.http``, when given, is the request as a client sent it and is mapped
 exactly as a proxy's request is (:func:`authz.request.document_context`:
 canonical path, ``raw_path``, host without port, joined headers). Anything
@@ -34,10 +36,11 @@ __all__ = [
     "load_document",
     "parse_request",
     "parse_request_json",
+    "wants_explanation",
 ]
 
 MAX_DOCUMENT_BYTES = 1 << 20
-FIELDS = frozenset({"principal", "action", "resource", "context", "parents"})
+FIELDS = frozenset({"principal", "action", "resource", "context", "parents", "explain"})
 
 
 def entity(value: Any, name: str) -> EntityUid:
@@ -95,6 +98,16 @@ def parse_request(
     except ValueError as exc:
         raise RequestError(str(exc)) from exc
     return AccessRequest(Identity(principal, parents), action, resource, context)
+
+
+def wants_explanation(document: Any) -> bool:
+    """Whether the document asks for an explanation (``"explain": true``)."""
+    if not isinstance(document, Mapping):
+        return False
+    value = document.get("explain", False)
+    if not isinstance(value, bool):
+        raise RequestError("field 'explain': expected true or false")
+    return value
 
 
 def load_document(text: str | bytes) -> Any:

@@ -27,7 +27,6 @@ import math
 import multiprocessing
 import os
 import signal
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +39,8 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from authz.adapters import envoy_grpc
+from authz.adapters.admin import AdminGate
+from authz.adapters.decisions import decisions_router
 from authz.adapters.http import create_app
 from authz.authn.authenticator import Authenticator
 from authz.authn.errors import AuthnError
@@ -52,8 +53,10 @@ from authz.cache.wiring import build_cache
 from authz.decider import Decider, DecisionObserver, EngineHolder
 from authz.errors import AuthzError
 from authz.metrics import PdpMetrics
+from authz.recent import RecentDecisions
 from authz.request import PathOptions
 from authz.sources.errors import SourceError
+from authz.sources.http import active_policies_router
 from authz.sources.runtime import (
     PolicyRuntime,
     build_policy_runtime,
@@ -61,8 +64,14 @@ from authz.sources.runtime import (
     for_worker,
 )
 from meshward.clock import Clock, SystemClock
+from meshward.listen import AddressInUse, listen
 from meshward.metrics import enable_multiprocess, mark_worker_dead, prepare_run_dir
-from meshward.settings import OidcIssuerSettings, PdpSettings, Settings, parse_hostport
+from meshward.settings import (
+    OidcIssuerSettings,
+    PdpSettings,
+    Settings,
+    secret_value,
+)
 
 __all__ = ["Pdp", "PdpError", "PdpServer", "build_pdp", "run"]
 
@@ -180,6 +189,12 @@ def build_pdp(settings: Settings, clock: Clock | None = None) -> Pdp:
     metrics.add_collector(policies.collector)
     app = create_app(decider, metrics, ext_authz_destination=settings.pdp.ext_authz_destination)
     app.include_router(policies.router)
+    admin = _admin_gate(settings)
+    app.include_router(active_policies_router(policies.gate, admin.refuse))
+    if settings.pdp.recent_decisions:
+        recent = RecentDecisions(settings.pdp.recent_decisions)
+        decider.add_observer(recent)
+        app.include_router(decisions_router(decider, recent, admin, settings.decision_log.redact))
     jwt = authenticator.jwt
     sources = [i.keys for i in jwt.issuers.values()] if jwt else []
     return Pdp(
@@ -193,6 +208,14 @@ def build_pdp(settings: Settings, clock: Clock | None = None) -> Pdp:
         sources,
         cache,
     )
+
+
+def _admin_gate(settings: Settings) -> AdminGate:
+    pdp = settings.pdp
+    try:
+        return AdminGate(secret_value(pdp.admin_token, pdp.admin_token_file, "pdp admin token"))
+    except ValueError as exc:
+        raise PdpError(str(exc)) from exc
 
 
 def _decision_tracer(settings: Settings) -> DecisionObserver:
@@ -211,19 +234,6 @@ class _Uvicorn(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-def _listen(addr: str, reuse_port: bool) -> socket.socket:
-    host, port = parse_hostport(addr)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
-    sock.setblocking(False)
-    return sock
 
 
 class PdpServer:
@@ -268,16 +278,19 @@ class PdpServer:
             server,
         )
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        taken = AddressInUse(settings.grpc_addr, "PDP gRPC", "--grpc-addr", "cannot bind")
         try:
             bound = server.add_insecure_port(settings.grpc_addr)
         except RuntimeError as exc:  # grpc raises on a taken port
-            raise PdpError(f"cannot listen on {settings.grpc_addr} (gRPC): {exc}") from exc
+            raise PdpError(taken.one_line()) from exc
         if bound == 0:
-            raise PdpError(f"cannot listen on {settings.grpc_addr} (gRPC)")
+            raise PdpError(taken.one_line())
         try:
-            http_sock = _listen(settings.http_addr, reuse_port)
-        except OSError as exc:
-            raise PdpError(f"cannot listen on {settings.http_addr} (HTTP): {exc.strerror}") from exc
+            http_sock = listen(
+                settings.http_addr, reuse_port=reuse_port, what="PDP HTTP", flag="--http-addr"
+            )
+        except AddressInUse as exc:
+            raise PdpError(exc.one_line()) from exc
         await server.start()
         self._grpc = server
         config = uvicorn.Config(

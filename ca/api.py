@@ -26,6 +26,7 @@ from starlette.requests import ClientDisconnect
 from ca.errors import BadRequest, BodyTimeout, CaError, NotFound
 from ca.issuance import IssuedX509
 from ca.service import Caller, CertificateAuthority
+from ca.status import ca_status, live_svids
 from ca.store.protocol import Entry
 from meshward.jsonbody import JsonTooDeep, loads_bounded
 from meshward.spiffe import InvalidSpiffeId, SpiffeId
@@ -300,6 +301,18 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
             return JSONResponse(record.to_json())
         agents = await run(lambda: ca.list_agents(caller))
         return JSONResponse({"agents": [a.to_json() for a in agents]})
+
+    @app.get("/v1/ca/status")
+    @guarded("ca_status")
+    async def status(request: Request) -> Response:
+        await admin(request)
+        return JSONResponse(await run(lambda: ca_status(ca, ca.clock.now())))
+
+    @app.get("/v1/svids")
+    @guarded("svid_list")
+    async def svids(request: Request) -> Response:
+        await admin(request)
+        return JSONResponse({"svids": await run(lambda: live_svids(ca, ca.clock.now()))})
 
     @app.post("/v1/agents/evict")
     @guarded("agent_evict")

@@ -1,25 +1,24 @@
 """The CA on embedded defaults, for ``meshward up``.
 
 On first start it initialises a CA in ``<state-dir>/ca`` (trust domain from
-the settings). When no passphrase is configured (``MESHWARD_CA_PASSPHRASE``
-or ``ca.passphrase_file``) it generates one into
-``<state-dir>/ca-passphrase`` (0600): convenient for a laptop, and no
-protection against someone who can read the state directory — production
-runs ``meshward ca serve`` with a passphrase from the environment or a
-secret file. The trust bundle (JWK Set: X.509 and JWT authorities) is kept
+the settings). When no passphrase is configured it generates one into
+``<state-dir>/ca-passphrase`` (0600), which every ``meshward ca`` command
+with the same state directory then finds (:mod:`ca.passphrase`) — convenient
+for a laptop, no protection against someone who can read the state
+directory. The trust bundle (JWK Set: X.509 and JWT authorities) is kept
 current in ``<state-dir>/ca/bundle.json`` for the PDP.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
 from ca.errors import CaError, NotFound
 from ca.issuance import IssuedX509
-from ca.keystore import PASSPHRASE_ENV, write_private_file
+from ca.keystore import write_private_file
+from ca.passphrase import ca_passphrase
 from ca.service import ADMIN_PATH, Caller, CertificateAuthority, init_authority, random_serial
 from ca.store.protocol import Entry
 from ca.store.sqlite import SqliteStore
@@ -44,16 +43,6 @@ def bundle_file(settings: Settings) -> Path:
     return settings.state_dir / "ca" / "bundle.json"
 
 
-def _passphrase_env(settings: Settings, env: Mapping[str, str]) -> dict[str, str]:
-    out = dict(env)
-    if settings.ca.passphrase_file is None and not env.get(PASSPHRASE_ENV):
-        path = settings.state_dir / "ca-passphrase"
-        if not path.exists():
-            write_private_file(path, secrets.token_urlsafe(32).encode("ascii"))
-        out[PASSPHRASE_ENV] = path.read_text(encoding="ascii").strip()
-    return out
-
-
 def write_admin_svid(ca: CertificateAuthority, out: Path) -> IssuedX509:
     """A 1 h admin SVID (svid.pem, key.pem, bundle.pem) for the operator.
 
@@ -69,13 +58,11 @@ def prepare_embedded_ca(
     settings: Settings, env: Mapping[str, str] | None = None
 ) -> CertificateAuthority:
     """Open the CA in the state directory, creating it first if needed."""
-    environ = _passphrase_env(settings, os.environ if env is None else env)
+    environ = os.environ if env is None else env
+    passphrase = ca_passphrase(settings, environ, generate=True)
     files = ca_files(settings)
     if not files.exists():
-        from ca.keystore import read_passphrase  # noqa: PLC0415
-
         clock = SystemClock()
-        passphrase = read_passphrase(environ, settings.ca.passphrase_file)
         td = TrustDomain.parse(settings.ca.trust_domain)
         authority = init_authority(td, settings.ca, clock.now(), random_serial)
         files.save(authority, passphrase)

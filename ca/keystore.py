@@ -1,22 +1,20 @@
 """Private keys on disk: PKCS#8 encrypted with the CA passphrase, mode 0600.
 
-The passphrase comes from ``MESHWARD_CA_PASSPHRASE`` or from a file (the
-command layer reads it, see :func:`read_passphrase`). A key file that group or
-others may read is refused, as ssh refuses such identity files.
+Where the passphrase comes from is one rule, :func:`ca.passphrase.ca_passphrase`.
+A key file that group or others may read is refused, as ssh refuses such identity files.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from ca.errors import InsecureKeyFile, KeystoreError, MissingPassphrase, WrongPassphrase
+from ca.errors import InsecureKeyFile, KeystoreError, WrongPassphrase
 
 __all__ = [
     "KeyKind",
@@ -24,7 +22,6 @@ __all__ = [
     "PrivateKey",
     "generate_key",
     "load_key",
-    "read_passphrase",
     "save_key",
     "write_private_file",
 ]
@@ -46,22 +43,6 @@ def generate_key(kind: KeyKind = "ec-p256") -> PrivateKey:
         return ed25519.Ed25519PrivateKey.generate()
     bits = 2048 if kind == "rsa-2048" else 3072
     return rsa.generate_private_key(65537, bits)
-
-
-def read_passphrase(env: Mapping[str, str], passphrase_file: Path | None) -> bytes:
-    """The CA passphrase: from ``passphrase_file`` if given, else the environment."""
-    if passphrase_file is not None:
-        try:
-            value = passphrase_file.read_bytes().rstrip(b"\r\n")
-        except OSError as exc:
-            raise MissingPassphrase(f"cannot read passphrase file {passphrase_file}") from exc
-    else:
-        value = env.get(PASSPHRASE_ENV, "").encode("utf-8")
-    if not value:
-        raise MissingPassphrase(f"no CA passphrase: set {PASSPHRASE_ENV} or ca.passphrase_file")
-    if len(value) < MIN_PASSPHRASE:
-        raise MissingPassphrase(f"the CA passphrase must have at least {MIN_PASSPHRASE} bytes")
-    return value
 
 
 def write_private_file(path: Path, data: bytes) -> None:

@@ -18,6 +18,7 @@ import datetime as dt
 import ipaddress
 import logging
 import os
+import socket
 import ssl
 import tempfile
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ from ca.errors import CaError
 from ca.issuance import IPAddress, IssuedX509, build_csr
 from ca.keystore import generate_key, write_private_file
 from ca.service import SERVER_PATH, CertificateAuthority
+from meshward.listen import listen
 from meshward.settings import parse_hostport
 from meshward.spiffe import SpiffeId
 
@@ -88,6 +90,7 @@ class CaServer:
         workdir: Path,
         bundle_file: Path | None = None,
         own_signals: bool = True,
+        addr_flag: str = "--addr",
     ) -> None:
         self.ca = ca
         self.bundle_file = bundle_file
@@ -114,6 +117,17 @@ class CaServer:
             ssl_context_factory=lambda _config, _default: self.ssl,
         )
         self.server = uvicorn.Server(config) if own_signals else _QuietUvicorn(config)
+        self.addr = addr
+        self._addr_flag = addr_flag
+        self._socket: socket.socket | None = None
+
+    def bind(self) -> None:
+        """Open the listening socket now; raises :class:`~meshward.listen.AddressInUse`.
+
+        Connections made after this wait in the backlog until :meth:`serve` runs.
+        """
+        if self._socket is None:
+            self._socket = listen(self.addr, what="CA API", flag=self._addr_flag)
 
     @property
     def server_id(self) -> SpiffeId:
@@ -128,6 +142,9 @@ class CaServer:
             if self.bundle_file is not None:
                 write_private_file(self.bundle_file, authority.bundle().to_json())
                 self.bundle_file.chmod(0o644)
+                pem = self.bundle_file.with_suffix(".pem")  # for curl --cacert
+                write_private_file(pem, authority.bundle().to_pem())
+                pem.chmod(0o644)
 
     def _renew_server_svid(self) -> None:
         now = self.ca.clock.now()
@@ -197,9 +214,10 @@ class CaServer:
                 log.exception("CA rotation step failed")
 
     async def serve(self) -> None:
+        self.bind()
         task = asyncio.create_task(self._rotator())
         try:
-            await self.server.serve()
+            await self.server.serve(sockets=[self._socket] if self._socket else None)
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -52,6 +52,7 @@ from ca.store.protocol import AgentRecord, AuditRecord, CaStore, Entry
 from meshward.clock import Clock
 from meshward.selectors import (
     AGENT_SELECTOR_PREFIX,
+    KNOWN_SELECTORS,
     InvalidSelector,
     node_selector,
     parse_selectors,
@@ -424,6 +425,26 @@ class CertificateAuthority:
             outcome.not_after = issued.not_after
             return issued
 
+    def issue_jwt_local(
+        self, spiffe_id: SpiffeId, audience: Sequence[str], ttl: int | None
+    ) -> IssuedJwt:
+        """A JWT-SVID for an operator on the CA host (``meshward ca jwt mint``), audited."""
+        outcome = _Outcome(spiffe_id=str(spiffe_id), method="cli")
+        with self._audited("jwt_svid", Caller(address="local"), outcome):
+            audience = check_audience(audience)
+            if not spiffe_id.member_of(self.trust_domain):
+                raise BadRequest("the SPIFFE ID is not in this trust domain", code="foreign_id")
+            self._check_not_reserved(spiffe_id)
+            seconds = self._jwt_ttl(ttl, self._live(self.store.entries_for(spiffe_id)))
+            with self._lock:
+                slot = self.authority.active
+            issued = issue_jwt_svid(
+                spiffe_id, audience, slot, self.clock.now(), dt.timedelta(seconds=seconds)
+            )
+            outcome.not_after = issued.expires_at
+            outcome.detail = f"kid={issued.kid}"
+            return issued
+
     def issue_jwt(
         self, audience: Sequence[str], token: str | None, caller: Caller, ttl: int | None = None
     ) -> IssuedJwt:
@@ -548,7 +569,11 @@ class CertificateAuthority:
         try:
             parse_selectors(entry.selectors)
         except InvalidSelector as exc:
-            raise BadRequest(str(exc), code="bad_selectors") from exc
+            message = str(exc)
+            if exc.reason == "unknown_kind":
+                known = ", ".join(sorted(f"{t}:{n}:" for t, n in KNOWN_SELECTORS))
+                message += f"; known types: {known}"
+            raise BadRequest(message, code="bad_selectors") from exc
         s = self.settings
         for value, minimum, maximum, name in (
             (entry.x509_ttl, s.x509_svid_min_ttl, s.x509_svid_max_ttl, "x509_ttl"),
@@ -561,6 +586,30 @@ class CertificateAuthority:
                 )
             if value is not None and value > maximum:
                 raise BadRequest(f"{name} must be at most {maximum} seconds", code="ttl_too_long")
+
+    def update_entry(self, entry: Entry, caller: Caller) -> Entry:
+        """Replace the entry with ``entry.id`` (same checks as :meth:`add_entry`)."""
+        outcome = _Outcome(spiffe_id=str(entry.spiffe_id), method="admin", detail=entry.id)
+        with self._audited("entry_update", caller, outcome):
+            if not entry.spiffe_id.member_of(self.trust_domain):
+                raise BadRequest("the SPIFFE ID is not in this trust domain", code="foreign_id")
+            self._check_not_reserved(entry.spiffe_id)
+            self._check_entry(entry)
+            if self.store.get_entry(entry.id) is None or not self.store.remove_entry(entry.id):
+                raise NotFound(f"no entry {entry.id}")
+            self.store.add_entry(entry)
+        return entry
+
+    def revoke_join_token(self, token_hash: str, caller: Caller) -> None:
+        """Make an unused join token unusable (it counts as used from now on)."""
+        outcome = _Outcome(method="admin", detail=token_hash[:16])
+        with self._audited("token_revoke", caller, outcome):
+            token = self.store.get_token(token_hash)
+            if token is None:
+                raise NotFound("no such join token")
+            outcome.spiffe_id = str(token.spiffe_id)
+            if not self.store.redeem_token(token_hash, self.clock.now()):
+                raise BadRequest("the join token is already used or expired", code="token_spent")
 
     def new_entry_id(self) -> str:
         return self.random_bytes(8).hex()

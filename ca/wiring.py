@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ca.attestation.k8s import K8sAttestor
-from ca.keystore import read_passphrase
+from ca.errors import WrongPassphrase
+from ca.passphrase import ca_passphrase, generated_passphrase_file
 from ca.service import CertificateAuthority
 from ca.state import CaFiles
 from ca.store.sqlite import SqliteStore
@@ -24,8 +25,17 @@ def open_ca(
 ) -> CertificateAuthority:
     """Load the CA from the state directory (keys decrypted with the passphrase)."""
     files = ca_files(settings)
-    passphrase = read_passphrase(env, settings.ca.passphrase_file)
-    authority = files.load(passphrase)
+    passphrase = ca_passphrase(settings, env)
+    try:
+        authority = files.load(passphrase)
+    except WrongPassphrase as exc:
+        generated = generated_passphrase_file(settings)
+        if settings.ca.passphrase_file is None and generated.exists():
+            raise WrongPassphrase(
+                f"{exc}; this CA was made by `meshward up` with the passphrase in {generated}:"
+                " unset MESHWARD_CA_PASSPHRASE to use it"
+            ) from exc
+        raise
     k8s = None
     if settings.ca.k8s_jwks_file is not None:
         k8s = K8sAttestor.from_file(

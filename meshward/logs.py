@@ -17,6 +17,7 @@ from typing import Any, TextIO
 __all__ = ["REDACTED", "SECRET_KEYS", "configure_logging", "redact"]
 
 REDACTED = "[redacted]"
+_CHATTY = ("httpx", "httpcore")
 SECRET_KEYS = frozenset(
     {
         "authorization",
@@ -89,3 +90,7 @@ def configure_logging(fmt: str = "text", level: str = "info", stream: TextIO | N
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # HTTP client libraries log every request at INFO (the agent polls the CA):
+    # only their warnings, unless debugging.
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(logging.DEBUG if level == "debug" else logging.WARNING)

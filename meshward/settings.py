@@ -36,6 +36,7 @@ __all__ = [
     "AgentSettings",
     "CaSettings",
     "CacheSettings",
+    "ConsoleSettings",
     "DecisionLogSettings",
     "OidcIssuerSettings",
     "PdpSettings",
@@ -45,6 +46,7 @@ __all__ = [
     "TracingSettings",
     "load_settings",
     "parse_hostport",
+    "secret_value",
 ]
 
 
@@ -58,6 +60,26 @@ def parse_hostport(value: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"expected HOST:PORT, got {value!r}")
     return host.strip("[]"), int(port)
+
+
+def secret_value(inline: SecretStr | None, file: Path | None, what: str) -> bytes | None:
+    """A secret given inline or as a file (stripped); ``None`` when neither is set.
+
+    Raises ``ValueError`` naming ``what`` (never the value) when the file cannot
+    be read or the secret is empty.
+    """
+    if inline is not None:
+        value = inline.get_secret_value().encode()
+    elif file is not None:
+        try:
+            value = file.read_bytes().strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read the {what} file {file}: {exc.strerror}") from exc
+    else:
+        return None
+    if not value:
+        raise ValueError(f"the {what} is empty")
+    return value
 
 
 class _Section(BaseModel):
@@ -134,6 +156,15 @@ class PdpSettings(_Section):
         False,
         description="start without a valid policy version: stay NOT_SERVING and deny until one "
         "passes the gate (default: exit 2)",
+    )
+    admin_token: SecretStr | None = Field(
+        None,
+        description="bearer token of the admin API (GET /v1/decisions/{id}); unset: loopback "
+        "callers only (prefer the _file form)",
+    )
+    admin_token_file: Path | None = Field(None, description="file holding pdp.admin_token")
+    recent_decisions: int = Field(
+        1000, ge=0, le=100_000, description="decisions kept in memory for GET /v1/decisions/{id}"
     )
     # The canonical request (docs/pdp.md#the-canonical-request).
     allow_encoded_slash: bool = Field(
@@ -314,6 +345,30 @@ class AgentSettings(_Section):
     sync_interval: float = Field(30.0, gt=0, description="seconds between bundle/entry checks")
 
 
+class ConsoleSettings(_Section):
+    """The web console (``meshward console``; ``meshward up`` starts it; docs/console.md)."""
+
+    addr: str = Field("127.0.0.1:8080", description="console HTTP listener (loopback by default)")
+    pdp_url: str | None = Field(None, description="PDP HTTP API (default: http://<pdp.http_addr>)")
+    ca_url: str | None = Field(None, description="CA HTTPS API (default: https://<ca.addr>)")
+    ca_bundle: Path | None = Field(
+        None, description="trust bundle for the CA's TLS (default: <state-dir>/ca/bundle.json)"
+    )
+    ca_admin_dir: Path | None = Field(
+        None,
+        description="admin SVID (svid.pem, key.pem) for entries and agents "
+        "(default: <state-dir>/admin)",
+    )
+    admin_token: SecretStr | None = Field(
+        None,
+        description="login token required when addr is not loopback (default: pdp.admin_token)",
+    )
+    admin_token_file: Path | None = Field(None, description="file holding console.admin_token")
+    sample_seconds: float = Field(5.0, gt=0, le=3600, description="how often metrics are sampled")
+
+    _check_addr = field_validator("addr")(_hostport)
+
+
 class Settings(BaseSettings):
     """Everything meshward can be told; see docs/operations.md for each field."""
 
@@ -334,6 +389,7 @@ class Settings(BaseSettings):
     tracing: TracingSettings = TracingSettings()
     ca: CaSettings = CaSettings()
     agent: AgentSettings = AgentSettings()
+    console: ConsoleSettings = ConsoleSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -1,14 +1,20 @@
 """``meshward up``: the CA, the PDP and a node agent on embedded defaults, in one process tree.
 
-The CA is created in ``<state-dir>/ca`` on first start (see :mod:`ca.embedded`)
-and serves its HTTPS API on ``ca.addr``. The PDP serves ``pdp.policies``
-(``./policies``) on its default ports, trusts the CA's bundle
+Every listener is checked before anything starts: a taken port is one
+:class:`~meshward.listen.AddressInUse` (the command prints it in one line,
+naming the flag that moves it, and exits 2) and nothing is left running.
+The CA is created in ``<state-dir>/ca`` on first start (see :mod:`ca.embedded`;
+its passphrase, unless configured, in ``<state-dir>/ca-passphrase``) and
+serves its HTTPS API on ``ca.addr``. The PDP serves ``pdp.policies``
+(``./policies``) on its ports, trusts the CA's bundle
 (``<state-dir>/ca/bundle.json``: X.509 and JWT authorities) unless
-``pdp.trust_bundle`` names another, and, as the embedded defaults are for a
-laptop, believes Envoy's mTLS principal (``pdp.trust_peer_principal``) so the
-printed examples work as pasted. A node agent (:mod:`ca.agent.embedded`)
-serves the Workload API and SDS under ``<state-dir>/agent``. SIGINT/SIGTERM
-stop all of them.
+``pdp.trust_bundle`` names another, and writes a decision log to
+``<state-dir>/decisions.jsonl`` unless ``decision_log.path`` is set. It
+authenticates exactly as ``meshward pdp serve`` does with the same settings
+(``pdp.trust_peer_principal`` included: ``up`` changes no authentication
+setting). A node agent (:mod:`ca.agent.embedded`) serves the Workload API and
+SDS under ``<state-dir>/agent``. SIGINT/SIGTERM stop all of them. Logs are
+warnings only unless ``--log-level`` (or ``log_level``) says otherwise.
 """
 
 from __future__ import annotations
@@ -16,20 +22,23 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shutil
 import signal
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
+from meshward.listen import ensure_free
 from meshward.settings import Settings
 
 if TYPE_CHECKING:
     from ca.agent.run import AgentServices
     from ca.service import CertificateAuthority
 
-__all__ = ["Example", "examples", "run_up"]
+__all__ = ["Example", "examples", "listeners", "run_up"]
 
 log = logging.getLogger(__name__)
 
@@ -45,16 +54,6 @@ class Example:
     expect: str  # "allow" or "deny"
 
 
-def _check_request(method: str) -> dict[str, object]:
-    return {
-        "attributes": {
-            "source": {"principal": f"{_SHOP}/frontend"},
-            "destination": {"principal": f"{_SHOP}/catalog"},
-            "request": {"http": {"method": method, "path": "/items", "host": "catalog"}},
-        }
-    }
-
-
 def _authorize_body(method: str) -> dict[str, str]:
     return {
         "principal": f'Workload::"{_SHOP}/frontend"',
@@ -68,15 +67,19 @@ def _quote(doc: object) -> str:
 
 
 def examples(settings: Settings) -> list[Example]:
-    """Commands that get an allow and a deny from the example policies."""
+    """Commands that get an allow and a deny from the example policies.
+
+    They work against ``meshward up`` and against ``meshward pdp serve`` with the
+    same settings alike: none relies on an authentication setting.
+    """
     grpc_addr, http = settings.pdp.grpc_addr, f"http://{settings.pdp.http_addr}"
-    check = "envoy.service.auth.v3.Authorization/Check"
     out = []
-    for method, expect in (("GET", "allow"), ("DELETE", "deny")):
+    for method, uri, expect in (("GET", "/healthz", "allow"), ("DELETE", "/orders", "deny")):
         out.append(
             Example(
-                f"Envoy ext_authz: the frontend {method}s the catalog",
-                f"grpcurl -plaintext -d {_quote(_check_request(method))} {grpc_addr} {check}",
+                f"Envoy ext_authz (gRPC): anonymous {method} {uri} on the catalog host",
+                f"meshward pdp ask --grpc-addr {grpc_addr} --host catalog"
+                f" --method {method} --path {uri}",
                 expect,
             )
         )
@@ -92,7 +95,7 @@ def examples(settings: Settings) -> list[Example]:
         out.append(
             Example(
                 f"nginx forward-auth: anonymous GET {uri} (200, else 401)",
-                f"curl -si {http}/auth/nginx -H 'Host: shop' "
+                f"curl -si {http}/auth/nginx -H 'Host: catalog' "
                 f"-H 'X-Original-Method: GET' -H 'X-Original-URI: {uri}'",
                 expect,
             )
@@ -101,11 +104,15 @@ def examples(settings: Settings) -> list[Example]:
 
 
 def _embedded(settings: Settings, bundle: Path) -> Settings:
-    update: dict[str, object] = {"trust_peer_principal": True}
+    update: dict[str, object] = {}
     if settings.pdp.trust_bundle is None:
         update["trust_bundle"] = bundle
     pdp = settings.pdp.model_copy(update=update)
-    return settings.model_copy(update={"pdp": pdp})
+    changes: dict[str, object] = {"pdp": pdp}
+    if settings.decision_log.path is None:
+        log_path = str(settings.state_dir / "decisions.jsonl")
+        changes["decision_log"] = settings.decision_log.model_copy(update={"path": log_path})
+    return settings.model_copy(update=changes)
 
 
 async def _start_agent(settings: Settings, ca: CertificateAuthority) -> AgentServices | None:
@@ -127,6 +134,7 @@ async def _up(settings: Settings, ca: CertificateAuthority) -> None:
     from authz.server import PdpServer, build_pdp  # noqa: PLC0415 - heavy imports
     from ca.embedded import bundle_file  # noqa: PLC0415
     from ca.server import CaServer  # noqa: PLC0415
+    from console.server import ConsoleServer  # noqa: PLC0415
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -138,28 +146,42 @@ async def _up(settings: Settings, ca: CertificateAuthority) -> None:
         settings.state_dir / "ca" / "run",
         bundle_file(settings),
         own_signals=False,
+        addr_flag="--ca-addr",
     )
     pdp = build_pdp(settings)
     server = PdpServer(pdp)
     ca_task: asyncio.Task[None] | None = None
+    console_task: asyncio.Task[None] | None = None
     agent: AgentServices | None = None
+    console_dir = tempfile.TemporaryDirectory(prefix="meshward-console-")
+    console = ConsoleServer(settings, Path(console_dir.name), addr_flag="--console-addr")
     try:
+        ca_server.bind()
         await server.start()
         ca_task = asyncio.create_task(ca_server.serve())
+        console_task = asyncio.create_task(console.serve())
         typer.echo(
             f"meshward: CA API on https://{settings.ca.addr} (trust domain {ca.trust_domain};"
             f" admin SVID in {settings.state_dir / 'admin'})"
         )
         agent = await _start_agent(settings, ca)
         typer.echo(f"meshward: PDP trusts the CA bundle {settings.pdp.trust_bundle}")
+        typer.echo(f"meshward: decision log in {settings.decision_log.path}")
         typer.echo(
             f"meshward: PDP ext_authz gRPC on {settings.pdp.grpc_addr}, "
             f"HTTP on http://{settings.pdp.http_addr} (policies {pdp.engines.version})"
         )
         typer.echo(
-            f"meshward: metrics at http://{settings.pdp.http_addr}/metrics (PDP) and"
+            f"meshward: metrics: curl -s http://{settings.pdp.http_addr}/metrics (PDP);"
+            f" curl -s --cacert {bundle_file(settings).with_suffix('.pem')}"
             f" https://{settings.ca.addr}/metrics (CA); see docs/operations.md#metrics"
         )
+        typer.echo(f"meshward: web console on {console.url}")
+        if shutil.which("meshward") is None:
+            typer.echo(
+                "meshward: `meshward` is not on PATH: run `. .venv/bin/activate` first,"
+                " or type .venv/bin/meshward"
+            )
         typer.echo("meshward: try these (the answer each gets is in brackets):")
         for example in examples(settings):
             typer.echo(f"  # {example.title} [{example.expect}]\n  {example.command}")
@@ -168,6 +190,10 @@ async def _up(settings: Settings, ca: CertificateAuthority) -> None:
         await asyncio.wait({ca_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
     finally:
+        console.shutdown()
+        if console_task is not None:
+            await asyncio.gather(console_task, return_exceptions=True)
+        console_dir.cleanup()
         if agent is not None:
             await agent.aclose()
         ca_server.shutdown()
@@ -176,12 +202,27 @@ async def _up(settings: Settings, ca: CertificateAuthority) -> None:
         await server.stop()
 
 
+def listeners(settings: Settings) -> list[tuple[str, str, str]]:
+    """``(address, what, flag)`` of every port ``up`` opens."""
+    return [
+        (settings.ca.addr, "CA API", "--ca-addr"),
+        (settings.pdp.grpc_addr, "PDP gRPC", "--grpc-addr"),
+        (settings.pdp.http_addr, "PDP HTTP", "--http-addr"),
+        (settings.console.addr, "web console", "--console-addr"),
+    ]
+
+
 def run_up(settings: Settings) -> None:
-    """Start every part that exists and block until interrupted."""
+    """Start every part that exists and block until interrupted.
+
+    Raises :class:`~meshward.listen.AddressInUse` before starting anything
+    when a port is taken.
+    """
     import uvloop  # noqa: PLC0415
 
     from ca.embedded import bundle_file, prepare_embedded_ca  # noqa: PLC0415
 
+    ensure_free(listeners(settings))
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     typer.echo(f"meshward: state in {settings.state_dir.resolve()}")
     typer.echo(f"meshward: policies from {settings.pdp.policies}")

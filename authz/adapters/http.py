@@ -9,7 +9,8 @@
   ``X-Original-URI``, ``X-Original-Host`` (else ``X-Forwarded-Host``, ``Host``);
 - ``/auth/traefik``, Traefik ``forwardAuth``: ``X-Forwarded-Method/-Proto/-Host/-Uri``;
 - ``POST /v1/authorize``, people and scripts: the ``check`` JSON
-  (:mod:`authz.requestdoc`; one, or ``{"requests": [...]}``).
+  (:mod:`authz.requestdoc`; one, or ``{"requests": [...]}``); ``"explain": true``
+  adds an ``explanation``.
 
 Every adapter reads headers as :func:`authz.canonical.join_headers` joins them
 and hands :mod:`authz.request` the path as received (not decoded).
@@ -38,7 +39,7 @@ from authz.errors import RequestError
 from authz.metrics import PdpMetrics
 from authz.model import AccessRequest
 from authz.request import PathOptions, split_target
-from authz.requestdoc import load_document, parse_request
+from authz.requestdoc import load_document, parse_request, wants_explanation
 
 __all__ = ["DESTINATION_HEADER", "MAX_BATCH", "create_app", "parse_documents"]
 
@@ -252,16 +253,25 @@ def create_app(
                 items = doc["requests"]
                 if not isinstance(items, list) or len(items) > MAX_BATCH:
                     raise RequestError(f"requests must be a list of at most {MAX_BATCH}")
-                verdicts = [await decide(i) for i in parse_documents(items, decider.paths)]
-                return JSONResponse({"decisions": [v.decision.to_json() for v in verdicts]})
+                explain = [wants_explanation(i) for i in items]
+                parsed = parse_documents(items, decider.paths)
+                answers = [await answer(i, e) for i, e in zip(parsed, explain, strict=True)]
+                return JSONResponse({"decisions": [body for body, _ in answers]})
+            explain_one = wants_explanation(doc)
             (item,) = parse_documents([doc], decider.paths)
-            verdict = await decide(item)
+            single, decision_id = await answer(item, explain_one)
         except RequestError as exc:
             return JSONResponse({"error": "bad request", "detail": str(exc)[:500]}, 400)
-        return JSONResponse(
-            verdict.decision.to_json(),
-            headers={"x-meshward-decision-id": verdict.decision_id},
-        )
+        return JSONResponse(single, headers={"x-meshward-decision-id": decision_id})
+
+    async def answer(
+        item: AccessRequest | MalformedRequest, explain: bool
+    ) -> tuple[dict[str, Any], str]:
+        verdict = await decide(item)
+        body = verdict.decision.to_json()
+        if explain and isinstance(item, AccessRequest):
+            body["explanation"] = decider.explain(item)
+        return body, verdict.decision_id
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

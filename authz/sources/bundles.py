@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -38,6 +39,11 @@ from authz.policytest import run_tests
 from authz.sources.errors import Rejected, SourceError
 
 __all__ = ["Checked", "ProcessPreparer", "check_bundle", "prepare_engine"]
+
+
+def _ignore_interrupts() -> None:
+    """The checker child leaves Ctrl-C to its parent, which shuts it down."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +113,9 @@ class ProcessPreparer:
                 raise SourceError("the policy checker is shut down", code="prepare_closed")
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(
-                    max_workers=1, mp_context=multiprocessing.get_context("spawn")
+                    max_workers=1,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_ignore_interrupts,
                 )
             return self._pool
 

@@ -11,39 +11,15 @@ directory changed in between, the copy is refused (``CheckoutError`` with code
 
 from __future__ import annotations
 
-import hashlib
-import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from authz.sources.errors import CheckoutError, FetchError
 from authz.sources.protocol import PolicySource, Pollable, Revision
+from authz.version import bundle_files, content_version
 
 __all__ = ["DirectorySource", "content_version"]
-
-_HASH_PREFIX = "sha256:"
-
-
-def _files(root: Path) -> list[Path]:
-    out: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith("."):
-                out.append(Path(dirpath, name))
-    return out
-
-
-def content_version(root: Path) -> str:
-    """The content hash of the bundle files under ``root`` (``sha256:`` and 24 hex digits)."""
-    digest = hashlib.sha256()
-    for path in _files(root):
-        rel = path.relative_to(root).as_posix().encode()
-        data = path.read_bytes()
-        digest.update(len(rel).to_bytes(8, "big") + rel)
-        digest.update(len(data).to_bytes(8, "big") + data)
-    return _HASH_PREFIX + digest.hexdigest()[:24]
 
 
 class DirectorySource:
@@ -65,7 +41,7 @@ class DirectorySource:
 
     def _stat_signature(self) -> tuple[tuple[str, int, int], ...]:
         sig = []
-        for path in _files(self._root):
+        for path in bundle_files(self._root):
             st = path.stat()
             sig.append((path.relative_to(self._root).as_posix(), st.st_size, st.st_mtime_ns))
         return tuple(sig)
@@ -84,7 +60,7 @@ class DirectorySource:
 
     def materialize(self, revision: Revision, dest: Path) -> Path:
         try:
-            for path in _files(self._root):
+            for path in bundle_files(self._root):
                 target = dest / path.relative_to(self._root)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, target)

@@ -9,7 +9,7 @@ from authz.sources.directory import DirectorySource
 from authz.sources.errors import SourceError
 from authz.sources.git import GitSource, is_git_url
 from authz.sources.protocol import PolicySource
-from meshward.settings import PolicySourceSettings
+from meshward.settings import PolicySourceSettings, secret_value
 
 __all__ = ["make_source", "webhook_secret", "work_dir_for"]
 
@@ -46,19 +46,7 @@ def work_dir_for(source: PolicySource, state_dir: Path) -> Path:
 
 def webhook_secret(settings: PolicySourceSettings) -> bytes | None:
     """The refresh webhook's HMAC key: from the settings or the file they name."""
-    if settings.webhook_secret is not None:
-        value = settings.webhook_secret.get_secret_value().encode()
-    elif settings.webhook_secret_file is not None:
-        try:
-            value = settings.webhook_secret_file.read_bytes().strip()
-        except OSError as exc:
-            raise SourceError(
-                f"cannot read the webhook secret file {settings.webhook_secret_file}: "
-                f"{exc.strerror}",
-                code="bad_secret",
-            ) from exc
-    else:
-        return None
-    if not value:
-        raise SourceError("the webhook secret is empty", code="bad_secret")
-    return value
+    try:
+        return secret_value(settings.webhook_secret, settings.webhook_secret_file, "webhook secret")
+    except ValueError as exc:
+        raise SourceError(str(exc), code="bad_secret") from exc

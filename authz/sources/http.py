@@ -15,15 +15,29 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
+from authz.bundle import PolicyBundle
+from authz.policytest import run_tests
 from authz.sources.gate import Gate
 
-__all__ = ["MAX_WEBHOOK_BODY", "SIGNATURE_HEADERS", "policies_router", "sign"]
+__all__ = [
+    "MAX_WEBHOOK_BODY",
+    "SIGNATURE_HEADERS",
+    "active_policies_router",
+    "bundle_document",
+    "policies_router",
+    "scope_text",
+    "sign",
+]
+
+AdminCheck = Callable[[Request], Response | None]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +57,90 @@ def _signature_ok(secret: bytes, body: bytes, headers: Any) -> bool:
         if given is not None:
             return hmac.compare_digest(expected, given.strip().encode("utf-8", "replace"))
     return False
+
+
+def _entity_text(ref: Mapping[str, Any]) -> str:
+    entity = ref.get("entity")
+    if isinstance(entity, Mapping):
+        return f"{entity.get('type')}::{json.dumps(entity.get('id'))}"
+    entities = ref.get("entities")
+    if isinstance(entities, list):
+        return "[" + ", ".join(_entity_text({"entity": e}) for e in entities) + "]"
+    return "?"
+
+
+def _scope_part(name: str, part: Mapping[str, Any]) -> str:
+    op = part.get("op", "All")
+    if op == "All":
+        return name
+    if op == "is":
+        text = f"{name} is {part.get('entity_type')}"
+        inner = part.get("in")
+        return text + (f" in {_entity_text(inner)}" if isinstance(inner, Mapping) else "")
+    return f"{name} {op} {_entity_text(part)}"
+
+
+def scope_text(policy_json: Mapping[str, Any]) -> str:
+    """A policy's scope as one line (``principal == User::"a", action in [...], resource``)."""
+    return ", ".join(
+        _scope_part(name, policy_json.get(name) or {})
+        for name in ("principal", "action", "resource")
+    )
+
+
+def bundle_document(bundle: PolicyBundle) -> dict[str, Any]:
+    """The active bundle for the admin API: policies, schema, entities, and test coverage.
+
+    ``coverage`` maps a policy id to the test cases (``file: name``) whose
+    decision it determined.
+    """
+    coverage: dict[str, list[str]] = {}
+    for result in run_tests(bundle).results:
+        for policy_id in result.decision.reasons:
+            coverage.setdefault(policy_id, []).append(f"{result.file}: {result.case.name}")
+    return {
+        "version": bundle.version,
+        "schema": bundle.schema_text,
+        "entities": json.dumps(list(bundle.entity_records)),
+        "policies": [
+            {
+                "id": p.id,
+                "effect": p.effect,
+                "file": p.file,
+                "line": p.line,
+                "column": p.column,
+                "scope": scope_text(p.json),
+                "text": p.text,
+            }
+            for p in bundle.policies
+        ],
+        "coverage": coverage,
+    }
+
+
+def active_policies_router(gate: Gate[Any], admin: AdminCheck) -> APIRouter:
+    """``GET /v1/policies/active``: the active bundle's content, for admins only.
+
+    ``admin`` refuses a caller by returning a response (``AdminGate.refuse``).
+    The document is built once per active version.
+    """
+    router = APIRouter()
+    described: dict[str, dict[str, Any]] = {}
+
+    @router.get("/v1/policies/active")
+    async def policies_active(request: Request) -> Response:
+        refused = admin(request)
+        if refused is not None:
+            return refused
+        active = gate.active
+        if active is None:
+            return JSONResponse({"error": "no policy version is active"}, status_code=503)
+        if active.version not in described:
+            described.clear()  # one version at a time
+            described[active.version] = bundle_document(active.engine.bundle)
+        return JSONResponse(described[active.version])
+
+    return router
 
 
 def policies_router(

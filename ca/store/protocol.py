@@ -22,6 +22,7 @@ __all__ = [
     "Entry",
     "EntryStore",
     "JoinToken",
+    "TokenListing",
     "TokenStore",
 ]
 
@@ -137,6 +138,13 @@ class TokenStore(Protocol):
     def redeem_token(self, token_hash: str, now: dt.datetime) -> bool:
         """Mark the token used; True for exactly one caller, only while unexpired."""
         ...
+
+
+@runtime_checkable
+class TokenListing(Protocol):
+    """An ability: list join tokens (hashed; never the tokens themselves)."""
+
+    def list_tokens(self) -> list[JoinToken]: ...
 
 
 @runtime_checkable

@@ -14,9 +14,10 @@ import json
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 from ca.errors import Conflict
-from ca.store.protocol import AgentRecord, AuditRecord, CaStore, Entry, JoinToken
+from ca.store.protocol import AgentRecord, AuditRecord, CaStore, Entry, JoinToken, TokenListing
 from meshward.spiffe import SpiffeId
 
 __all__ = ["SqliteStore"]
@@ -166,11 +167,15 @@ class SqliteStore:
                 " WHERE token_hash = ?",
                 (token_hash,),
             ).fetchone()
-        if row is None:
-            return None
-        return JoinToken(
-            row[0], SpiffeId.parse(row[1]), dt.datetime.fromtimestamp(row[2], dt.UTC), _dt(row[3])
-        )
+        return None if row is None else _token(row)
+
+    def list_tokens(self) -> list[JoinToken]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT token_hash, spiffe_id, expires_at, used_at FROM join_tokens"
+                " ORDER BY expires_at"
+            ).fetchall()
+        return [_token(r) for r in rows]
 
     def redeem_token(self, token_hash: str, now: dt.datetime) -> bool:
         with self._lock:
@@ -269,7 +274,13 @@ class SqliteStore:
         return out
 
 
+def _token(row: tuple[Any, ...]) -> JoinToken:
+    return JoinToken(
+        row[0], SpiffeId.parse(row[1]), dt.datetime.fromtimestamp(row[2], dt.UTC), _dt(row[3])
+    )
+
+
 # The SQLite store satisfies the protocol (checked by mypy here and at import).
-if not issubclass(SqliteStore, CaStore):
-    raise TypeError("SqliteStore does not satisfy CaStore")
+if not issubclass(SqliteStore, CaStore) or not issubclass(SqliteStore, TokenListing):
+    raise TypeError("SqliteStore does not satisfy CaStore and TokenListing")
 _check: type[CaStore] = SqliteStore

@@ -13,6 +13,7 @@ from meshward.commands.common import fail, settings_from
 __all__ = ["agent_app"]
 
 agent_app = typer.Typer(
+    rich_markup_mode=None,
     help="The node agent: keeps this node's SVIDs current for workloads and Envoy.",
     no_args_is_help=True,
 )

@@ -25,18 +25,27 @@ if TYPE_CHECKING:
 __all__ = ["app", "parse_duration"]
 
 app = typer.Typer(
+    rich_markup_mode=None,
     help="The certificate authority: SPIFFE X.509-SVIDs and JWT-SVIDs over HTTPS.",
     no_args_is_help=True,
 )
 entry_app = typer.Typer(
-    help="Registration entries: who may get which SPIFFE ID.", no_args_is_help=True
+    rich_markup_mode=None,
+    help="Registration entries: who may get which SPIFFE ID.",
+    no_args_is_help=True,
 )
-token_app = typer.Typer(help="One-time join tokens.", no_args_is_help=True)
-rotate_app = typer.Typer(help="Rotate the signing CA and JWT key by hand.", no_args_is_help=True)
+token_app = typer.Typer(rich_markup_mode=None, help="One-time join tokens.", no_args_is_help=True)
+rotate_app = typer.Typer(
+    rich_markup_mode=None, help="Rotate the signing CA and JWT key by hand.", no_args_is_help=True
+)
 agent_app = typer.Typer(
-    help="Node agents the CA has attested: list, show, evict.", no_args_is_help=True
+    rich_markup_mode=None,
+    help="Node agents the CA has attested: list, show, evict.",
+    no_args_is_help=True,
 )
-admin_app = typer.Typer(help="The operator's short-lived admin SVID.", no_args_is_help=True)
+admin_app = typer.Typer(
+    rich_markup_mode=None, help="The operator's short-lived admin SVID.", no_args_is_help=True
+)
 app.add_typer(entry_app, name="entry")
 app.add_typer(token_app, name="token")
 app.add_typer(rotate_app, name="rotate")
@@ -104,7 +113,7 @@ def init_command(
     from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
 
     from ca.errors import AlreadyInitialized, CaError  # noqa: PLC0415
-    from ca.keystore import read_passphrase  # noqa: PLC0415
+    from ca.passphrase import ca_passphrase  # noqa: PLC0415
     from ca.service import (  # noqa: PLC0415
         ADMIN_PATH,
         CertificateAuthority,
@@ -129,7 +138,7 @@ def init_command(
     try:
         if files.exists():
             raise AlreadyInitialized(f"a CA already exists in {files.root}")
-        passphrase = read_passphrase(os.environ, settings.ca.passphrase_file)
+        passphrase = ca_passphrase(settings, os.environ)
         upstream = None
         if upstream_cert is not None and upstream_key is not None:
             cert = x509.load_pem_x509_certificate(upstream_cert.read_bytes())
@@ -167,15 +176,22 @@ def serve_command(
     settings = settings_from(ctx, ca={"addr": addr})
     ca = _open(settings)
     from ca.server import CaServer  # noqa: PLC0415 (uvicorn/FastAPI load only to serve)
+    from meshward.listen import AddressInUse  # noqa: PLC0415
 
     try:
         server = CaServer(
             ca, settings.ca.addr, settings.state_dir / "ca" / "run", bundle_file(settings)
         )
+        server.bind()
     except CaError as exc:
         fail(str(exc))
+    except AddressInUse as exc:
+        fail(exc.one_line())
     typer.echo(f"meshward: CA API on https://{settings.ca.addr} (trust domain {ca.trust_domain})")
-    asyncio.run(server.serve())
+    try:
+        asyncio.run(server.serve())
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
 
 
 @app.command("issue")

@@ -24,6 +24,14 @@ def check_command(
             show_default=False,
         ),
     ] = None,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="Add an explanation: candidate policies, scope matches, conditions that "
+            'were false or erred, and the entities used (also "explain": true in the input).',
+        ),
+    ] = False,
 ) -> None:
     """Decide one request read as JSON on stdin; print the decision as JSON.
 
@@ -36,14 +44,19 @@ def check_command(
     path such as one with %2F is a deny).
 
     Output: {"decision": "allow" or "deny", "reasons": the determining policy
-    ids, "errors": evaluation errors}. Exit 0 allow, 1 deny, 2 bad input.
+    ids, "errors": evaluation errors}, plus "explanation" with --explain (see
+    docs/policies.md#why-was-i-denied). Exit 0 allow, 1 deny, 2 bad input.
     """
     from authz.canonical import MalformedRequest  # noqa: PLC0415
     from authz.engine import Engine  # noqa: PLC0415
     from authz.errors import RequestError  # noqa: PLC0415
     from authz.model import Decision  # noqa: PLC0415
     from authz.request import PathOptions  # noqa: PLC0415
-    from authz.requestdoc import parse_request_json  # noqa: PLC0415
+    from authz.requestdoc import (  # noqa: PLC0415
+        load_document,
+        parse_request,
+        wants_explanation,
+    )
     from meshward.commands.policy import load_or_exit  # noqa: PLC0415
 
     settings = settings_from(ctx).pdp
@@ -51,14 +64,22 @@ def check_command(
     paths = PathOptions(settings.allow_encoded_slash, settings.case_insensitive_paths)
     text = sys.stdin.read()
     try:
-        request = parse_request_json(text, paths)
+        document = load_document(text)
+        explain = explain or wants_explanation(document)
+        request = parse_request(document, paths)
     except RequestError as exc:
         fail(f"bad request: {exc}")
     except MalformedRequest as exc:
         request = None
         decision = Decision.deny(f"request:{exc.reason}")
-    bundle = load_or_exit(directory)
+    engine = Engine(load_or_exit(directory))
+    out: dict[str, object]
     if request is not None:
-        decision = Engine(bundle).evaluate(request)
-    typer.echo(json.dumps(decision.to_json()))
+        decision = engine.evaluate(request)
+        out = decision.to_json()
+        if explain:
+            out["explanation"] = engine.explain(request).to_json()
+    else:
+        out = decision.to_json()
+    typer.echo(json.dumps(out, indent=2 if explain else None))
     raise typer.Exit(int(ExitCode.OK if decision.allowed else ExitCode.NEGATIVE))

@@ -12,6 +12,7 @@ from meshward.commands.common import ExitCode, fail, settings_from
 __all__ = ["app"]
 
 app = typer.Typer(
+    rich_markup_mode=None,
     help="The policy decision point: Envoy ext_authz (gRPC), forward-auth and decision API.",
     no_args_is_help=True,
 )
@@ -78,3 +79,86 @@ def serve(
     except PdpError as exc:
         fail(str(exc), ExitCode.BAD_INPUT)
     raise typer.Exit(code)
+
+
+@app.command("ask")
+def ask_command(
+    ctx: typer.Context,
+    grpc_addr: Annotated[
+        str | None,
+        typer.Option(
+            "--grpc-addr",
+            help="The PDP's ext_authz gRPC address (default pdp.grpc_addr, 127.0.0.1:9191).",
+        ),
+    ] = None,
+    method: Annotated[str, typer.Option("--method", help="HTTP method of the request.")] = "GET",
+    path: Annotated[str, typer.Option("--path", help="Path and query of the request.")] = "/",
+    host: Annotated[str, typer.Option("--host", help="Host (authority) of the request.")] = "",
+    header: Annotated[
+        list[str] | None,
+        typer.Option("--header", "-H", help="A request header 'Name: value' (repeat)."),
+    ] = None,
+    bearer: Annotated[
+        str | None, typer.Option("--bearer", help="A bearer token (JWT-SVID or OIDC token).")
+    ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--source-principal",
+            help="The caller's SPIFFE ID as Envoy's mTLS source.principal (believed only "
+            "with pdp.trust_peer_principal).",
+        ),
+    ] = None,
+    destination: Annotated[
+        str | None,
+        typer.Option(
+            "--destination-principal",
+            help="The destination's SPIFFE ID (the resource, when set).",
+        ),
+    ] = None,
+    request_json: Annotated[
+        str | None,
+        typer.Option(
+            "--json",
+            help="A whole CheckRequest in Envoy's JSON form ('-' reads stdin); replaces the "
+            "other request options.",
+        ),
+    ] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait.")] = 10.0,
+) -> None:
+    """Send one Envoy ext_authz Check to a running PDP and print its answer as JSON.
+
+    Prints {"decision", "grpc_status", "http_status", "headers", "body"}: what
+    Envoy would do with the request. Exit 0 allow, 1 deny, 2 bad input or no answer.
+    """
+    import json  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from authz.ask import (  # noqa: PLC0415 - grpc and protos load only here
+        AskError,
+        answer_json,
+        ask,
+        check_request,
+        check_request_json,
+        headers_of,
+    )
+
+    settings = settings_from(ctx, pdp={"grpc_addr": grpc_addr})
+    try:
+        if request_json is not None:
+            text = sys.stdin.read() if request_json == "-" else request_json
+            request = check_request_json(text)
+        else:
+            request = check_request(
+                method=method,
+                path=path,
+                host=host,
+                headers=headers_of(header or (), bearer),
+                source_principal=source or "",
+                destination_principal=destination or "",
+            )
+        answer = answer_json(ask(settings.pdp.grpc_addr, request, timeout))
+    except AskError as exc:
+        fail(str(exc))
+    typer.echo(json.dumps(answer, indent=2))
+    raise typer.Exit(int(ExitCode.OK if answer["decision"] == "allow" else ExitCode.NEGATIVE))

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["load_or_exit", "policy_app", "print_problems"]
 
 policy_app = typer.Typer(
+    rich_markup_mode=None,
     name="policy",
     help="Validate, test and format a Cedar policy directory.",
     no_args_is_help=True,
@@ -105,15 +106,31 @@ def test_command(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Also list the cases that pass.")
     ] = False,
+    pattern: Annotated[
+        str | None,
+        typer.Option(
+            "--filter",
+            help="Run only the cases whose 'FILE SUITE / CASE' contains PATTERN "
+            "(case-insensitive; * and ? as in a glob).",
+            metavar="PATTERN",
+        ),
+    ] = None,
+    junit: Annotated[
+        Path | None,
+        typer.Option(
+            "--junit", help="Also write the results as JUnit XML to FILE.", metavar="FILE"
+        ),
+    ] = None,
 ) -> None:
     """Run the YAML test cases in DIR/tests; end with 'N passed, N failed'.
 
-    Exits 1 if any case fails, 2 if the bundle does not load.
+    Before it, a coverage line: the policies that determined no test's decision.
+    Exits 1 if any case fails (or --filter matches none), 2 if the bundle does not load.
     """
     from authz.policytest import run_tests  # noqa: PLC0415
 
     bundle = load_or_exit(directory)
-    report = run_tests(bundle)
+    report = run_tests(bundle, pattern=pattern)
     for result in report.results:
         if result.passed and verbose:
             typer.echo(f"PASS {result.file}:{result.case.line} {result.case.name}")
@@ -121,8 +138,15 @@ def test_command(
             typer.echo(
                 f"FAIL {result.file}:{result.case.line} {result.case.name}: {result.failure}"
             )
+    if pattern is None:
+        uncovered = report.uncovered(bundle.policy_ids)
+        total = len(bundle.policy_ids)
+        line = f"coverage: {total - len(uncovered)}/{total} policies determine a test decision"
+        typer.echo(line + (f"; not exercised: {', '.join(uncovered)}" if uncovered else ""))
     typer.echo(report.summary)
-    if not report.ok:
+    if junit is not None:
+        junit.write_text(report.junit_xml(), encoding="utf-8")
+    if not report.ok or not report.results:
         raise typer.Exit(int(ExitCode.NEGATIVE))
 
 

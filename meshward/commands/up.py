@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from meshward.commands.common import fail, settings_from
@@ -9,13 +11,51 @@ from meshward.commands.common import fail, settings_from
 __all__ = ["up_command"]
 
 
-def up_command(ctx: typer.Context) -> None:
-    """Run the CA and the PDP on embedded defaults and print where each listens."""
+def _addr(flag: str, what: str, default: str) -> object:
+    return typer.Option(flag, help=f"{what} (default {default}).", show_default=False)
+
+
+def up_command(
+    ctx: typer.Context,
+    ca_addr: Annotated[str | None, _addr("--ca-addr", "CA HTTPS API", "127.0.0.1:8443")] = None,
+    grpc_addr: Annotated[
+        str | None, _addr("--grpc-addr", "PDP Envoy ext_authz gRPC", "127.0.0.1:9191")
+    ] = None,
+    http_addr: Annotated[
+        str | None,
+        _addr("--http-addr", "PDP forward-auth, decision API, metrics", "127.0.0.1:8181"),
+    ] = None,
+    console_addr: Annotated[
+        str | None, _addr("--console-addr", "web console (setting console.addr)", "127.0.0.1:8080")
+    ] = None,
+) -> None:
+    """Run the CA, the PDP, a node agent and the web console; print where each listens.
+
+    State (CA keys, the generated CA passphrase, the decision log) lives in
+    --state-dir (default ./.meshward). A taken port is a one-line error and exit 2.
+    Ctrl-C stops everything.
+    """
     from authz.errors import AuthzError  # noqa: PLC0415
+    from ca.errors import CaError  # noqa: PLC0415
+    from console.server import ConsoleError  # noqa: PLC0415
+    from meshward.listen import AddressInUse  # noqa: PLC0415
+    from meshward.logs import configure_logging  # noqa: PLC0415
     from meshward.up import run_up  # noqa: PLC0415
 
-    settings = settings_from(ctx)
+    settings = settings_from(
+        ctx,
+        ca={"addr": ca_addr},
+        pdp={"grpc_addr": grpc_addr, "http_addr": http_addr},
+        console={"addr": console_addr},
+    )
+    if "log_level" not in settings.model_fields_set:
+        # Quiet by default: the printed commands stay readable.
+        configure_logging(settings.log_format, "warning")
     try:
         run_up(settings)
-    except AuthzError as exc:
+    except AddressInUse as exc:
+        fail(exc.one_line())
+    except (AuthzError, CaError, ConsoleError) as exc:
         fail(str(exc))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None

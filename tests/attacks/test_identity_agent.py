@@ -470,6 +470,7 @@ def real_ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CaProcess]:
         tmp_path_factory.mktemp("ca"),
         MESHWARD_CA__RATE_BURST="500",
         MESHWARD_CA__RATE_PER_SECOND="500",
+        MESHWARD_CA__X509_SVID_MIN_TTL="60",  # the short-TTL row asks for exactly that
     ) as proc:
         yield proc
 

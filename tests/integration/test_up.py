@@ -1,4 +1,4 @@
-"""``meshward up`` runs the PDP on the example policies; its printed examples work."""
+"""``meshward up`` as a newcomer runs it: printed examples, ports, passphrase, Ctrl-C."""
 
 from __future__ import annotations
 
@@ -7,69 +7,245 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import httpx
-from envoy.service.auth.v3 import external_auth_pb2 as pb
-from envoy.service.auth.v3 import external_auth_pb2_grpc
-from google.protobuf import json_format
-from google.rpc import code_pb2
+import pytest
 
-from tests.support.cli import REPO, meshward_argv
-from tests.support.net import free_port
+from tests.support.cli import REPO, meshward, meshward_argv
+from tests.support.net import free_port, wait_for_port
 
 
-def _run_example(command: str, grpc_addr: str) -> str:
-    """Run one printed command; grpcurl's request goes through Envoy's protos instead."""
+@dataclass
+class Up:
+    state: Path
+    grpc_port: int
+    http_port: int
+    ca_port: int
+    log: Path
+    process: subprocess.Popen[str]
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESHWARD_")}
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def _start(
+    tmp_path: Path, grpc_port: int, http_port: int, ca_port: int, *, session: bool = False
+) -> Up:
+    log = tmp_path / "up.log"
+    state = tmp_path / "state"
+    with log.open("w") as sink:
+        # Global options after the subcommand, ports from the up flags.
+        proc = subprocess.Popen(
+            meshward_argv(
+                "up", "--state-dir", str(state),
+                "--grpc-addr", f"127.0.0.1:{grpc_port}",
+                "--http-addr", f"127.0.0.1:{http_port}",
+                "--ca-addr", f"127.0.0.1:{ca_port}",
+                "--console-addr", f"127.0.0.1:{free_port()}",
+            ),
+            stdout=sink, stderr=subprocess.STDOUT, text=True, env=_env(), cwd=REPO,
+            start_new_session=session,
+        )  # fmt: skip
+    return Up(state, grpc_port, http_port, ca_port, log, proc)
+
+
+@pytest.fixture(scope="module")
+def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+    tmp_path = tmp_path_factory.mktemp("up")
+    running = _start(tmp_path, free_port(), free_port(), free_port())
+    try:
+        deadline = time.monotonic() + 90
+        while "ready" not in running.output() and time.monotonic() < deadline:
+            assert running.process.poll() is None, running.output()
+            time.sleep(0.2)
+        assert "ready" in running.output(), running.output()
+        yield running
+    finally:
+        if running.process.poll() is None:
+            running.process.send_signal(signal.SIGINT)
+            running.process.wait(timeout=30)
+
+
+def _run_example(command: str) -> str:
+    """Run one printed command; ``meshward`` is the CLI under test."""
     argv = shlex.split(command)
-    if argv[0] == "grpcurl":
-        request = json_format.Parse(argv[argv.index("-d") + 1], pb.CheckRequest())
-        with grpc.insecure_channel(grpc_addr) as channel:
-            reply = external_auth_pb2_grpc.AuthorizationStub(channel).Check(request, timeout=10)
-        return "allow" if reply.status.code == code_pb2.OK else "deny"
-    out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=30).stdout
+    if argv[0] == "meshward":
+        argv = meshward_argv(*argv[1:])
+    result = subprocess.run(
+        argv, capture_output=True, text=True, check=False, timeout=60, env=_env(), cwd=REPO
+    )
+    out = result.stdout
     if out.startswith("HTTP/"):
         return "allow" if out.split()[1] == "200" else "deny"
-    return json.loads(out)["decision"]
+    return str(json.loads(out)["decision"])
 
 
-def test_up_prints_examples_that_allow_and_deny(tmp_path: Path) -> None:
-    grpc_port, http_port, ca_port = free_port(), free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MESHWARD_")}
-    env.update(
-        PYTHONPATH=str(REPO),
-        MESHWARD_PDP__GRPC_ADDR=f"127.0.0.1:{grpc_port}",
-        MESHWARD_PDP__HTTP_ADDR=f"127.0.0.1:{http_port}",
-        MESHWARD_CA__ADDR=f"127.0.0.1:{ca_port}",
-    )
-    log = tmp_path / "up.log"
-    with log.open("w") as sink:
-        proc = subprocess.Popen(
-            meshward_argv("--state-dir", str(tmp_path / "state"), "up"),
-            stdout=sink, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO,
-        )  # fmt: skip
+def _examples(output: str) -> list[tuple[str, str]]:
+    return re.findall(r"^  # .* \[(allow|deny)\]\n  (.+)$", output, re.M)
+
+
+def test_printed_examples_allow_and_deny(up: Up) -> None:
+    output = up.output()
+    assert f"127.0.0.1:{up.grpc_port}" in output
+    pairs = _examples(output)
+    assert {shlex.split(cmd)[0] for _, cmd in pairs} == {"meshward", "curl"}
+    assert any("pdp ask" in cmd for _, cmd in pairs)
+    assert "grpcurl" not in output
+    assert {expect for expect, _ in pairs} == {"allow", "deny"}
+    for expect, command in pairs:
+        assert _run_example(command) == expect, command
+
+
+def test_pdp_ask_prints_status_headers_and_body(up: Up) -> None:
+    denied = meshward(
+        "pdp", "ask", "--grpc-addr", f"127.0.0.1:{up.grpc_port}",
+        "--host", "shop", "--method", "DELETE", "--path", "/orders",
+    )  # fmt: skip
+    assert denied.returncode == 1, denied.stderr
+    answer = json.loads(denied.stdout)
+    assert answer["grpc_status"] == "UNAUTHENTICATED" and answer["http_status"] == 401
+    assert answer["body"]["decision_id"] == answer["headers"]["x-meshward-decision-id"]
+    request = {
+        "attributes": {"request": {"http": {"method": "GET", "path": "/healthz", "host": "shop"}}}
+    }
+    allowed = meshward(
+        "pdp", "ask", "--grpc-addr", f"127.0.0.1:{up.grpc_port}", "--json", "-",
+        stdin=json.dumps(request),
+    )  # fmt: skip
+    assert allowed.returncode == 0, allowed.stderr
+    assert json.loads(allowed.stdout)["headers"]["x-meshward-principal"] == 'Anonymous::"anonymous"'
+    nobody = meshward("pdp", "ask", "--grpc-addr", f"127.0.0.1:{free_port()}", "--timeout", "2")
+    assert nobody.returncode == 2 and "no answer" in nobody.stderr
+
+
+def test_the_same_examples_answer_the_same_from_pdp_serve(up: Up, tmp_path: Path) -> None:
+    grpc_port, http_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        meshward_argv(
+            "pdp", "serve", "--grpc-addr", f"127.0.0.1:{grpc_port}",
+            "--http-addr", f"127.0.0.1:{http_port}", "--state-dir", str(tmp_path),
+        ),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), cwd=REPO,
+    )  # fmt: skip
     try:
+        wait_for_port(http_port, timeout=60)
         deadline = time.monotonic() + 60
-        while "ready" not in log.read_text() and time.monotonic() < deadline:
-            assert proc.poll() is None, log.read_text()
-            time.sleep(0.2)
-        output = log.read_text()
-        assert "ready" in output, output
-        assert f"127.0.0.1:{grpc_port}" in output
-        pairs = re.findall(r"^  # .* \[(allow|deny)\]\n  (.+)$", output, re.M)
-        kinds = {shlex.split(cmd)[0] for _, cmd in pairs}
-        assert kinds == {"grpcurl", "curl"}
-        assert {expect for expect, _ in pairs} == {"allow", "deny"}
-        for expect, command in pairs:
-            assert _run_example(command, f"127.0.0.1:{grpc_port}") == expect, command
-        # The printed metrics URLs answer, and count the decisions just made.
-        pdp_metrics, ca_metrics = re.findall(r"(https?://\S+/metrics)", output)[:2]
-        assert pdp_metrics == f"http://127.0.0.1:{http_port}/metrics"
-        assert ca_metrics == f"https://127.0.0.1:{ca_port}/metrics"
-        assert "meshward_pdp_decisions_total" in httpx.get(pdp_metrics).text
+        while httpx.get(f"http://127.0.0.1:{http_port}/readyz").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        for expect, command in _examples(up.output()):
+            moved = command.replace(f":{up.grpc_port}", f":{grpc_port}").replace(
+                f":{up.http_port}", f":{http_port}"
+            )
+            assert _run_example(moved) == expect, moved
+        # One version hash: policy validate names the files as the running PDP does.
+        validate = meshward("policy", "validate", "policies")
+        served = httpx.get(f"http://127.0.0.1:{http_port}/readyz").json()["policy_version"]
+        assert f"(version {served})" in validate.stdout
+        assert f"(policies {served})" in up.output()
     finally:
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0, log.read_text()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def test_ca_commands_find_the_passphrase_up_created(up: Up) -> None:
+    # Global option after the subcommand, no MESHWARD_CA_PASSPHRASE in the environment.
+    listed = meshward("ca", "entry", "list", "--state-dir", str(up.state))
+    assert listed.returncode == 0, listed.stderr
+    assert "spiffe://meshward.local/meshward/admin" in listed.stdout
+    wrong = meshward(
+        "ca", "entry", "list", "--state-dir", str(up.state),
+        env={"MESHWARD_CA_PASSPHRASE": "not-the-right-one"},
+    )  # fmt: skip
+    assert wrong.returncode == 2
+    assert "ca-passphrase" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+def test_quiet_by_default_with_a_decision_log(up: Up) -> None:
+    output = up.output()
+    assert " INFO " not in output and "not reachable" not in output, output
+    assert "--cacert" in output and "bundle.pem" in output
+    decisions = up.state / "decisions.jsonl"
+    assert f"decision log in {decisions}" in output
+    httpx.post(
+        f"http://127.0.0.1:{up.http_port}/v1/authorize",
+        json={"principal": 'User::"x"', "action": 'Action::"GET"', "resource": 'Service::"y"'},
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not decisions.exists():
+        time.sleep(0.1)
+    assert json.loads(decisions.read_text().splitlines()[0])["decision"] in ("allow", "deny")
+    metrics = httpx.get(f"http://127.0.0.1:{up.http_port}/metrics").text
+    assert "meshward_pdp_decisions_total" in metrics
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize("taken", ["ca", "grpc", "http"])
+def test_a_taken_port_is_one_line_and_exit_2(tmp_path: Path, taken: str) -> None:
+    ports = {"grpc": free_port(), "http": free_port(), "ca": free_port()}
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", ports[taken]))
+        holder.listen()
+        running = _start(tmp_path, ports["grpc"], ports["http"], ports["ca"])
+        code = running.process.wait(timeout=60)
+    output = running.output()
+    assert code == 2, output
+    lines = output.strip().splitlines()
+    assert len(lines) == 1, output
+    assert f"127.0.0.1:{ports[taken]}" in lines[0] and f"--{taken}-addr" in lines[0]
+    assert _processes_mentioning(str(running.state)) == []
+
+
+def test_ctrl_c_stops_everything_without_a_traceback(tmp_path: Path) -> None:
+    running = _start(tmp_path, free_port(), free_port(), free_port(), session=True)
+    deadline = time.monotonic() + 90
+    while "ready" not in running.output() and time.monotonic() < deadline:
+        assert running.process.poll() is None, running.output()
+        time.sleep(0.2)
+    # A terminal's Ctrl-C reaches the whole foreground process group.
+    os.killpg(running.process.pid, signal.SIGINT)
+    assert running.process.wait(timeout=30) == 0
+    assert "Traceback" not in running.output(), running.output()
+    time.sleep(0.5)
+    assert _processes_mentioning(str(running.state)) == []
+
+
+def test_up_help_shows_the_address_flags() -> None:
+    result = meshward("up", "--help")
+    for flag in ("--ca-addr", "--grpc-addr", "--http-addr", "--console-addr"):
+        assert flag in result.stdout
+    assert "<bool>" not in result.stdout
+
+
+def test_up_serves_the_web_console_at_the_printed_url(up: Up) -> None:
+    match = re.search(r"web console on (http://\S+)", up.output())
+    assert match, up.output()
+    page = httpx.get(match.group(1) + "policies", timeout=10)
+    assert page.status_code == 200
+    assert "frontend-reads-catalog" in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ca.errors import InsecureKeyFile, KeystoreError, MissingPassphrase, WrongPassphrase
-from ca.keystore import PASSPHRASE_ENV, generate_key, load_key, read_passphrase, save_key
+from ca.errors import InsecureKeyFile, KeystoreError, WrongPassphrase
+from ca.keystore import generate_key, load_key, save_key
 
 
 @pytest.mark.parametrize("kind", ["ec-p256", "ec-p384", "ed25519", "rsa-2048"])
@@ -51,13 +51,3 @@ def test_plain_key_refused(tmp_path: Path) -> None:
     path.chmod(0o600)
     with pytest.raises(KeystoreError):
         load_key(path, b"passphrase-1")
-
-
-def test_passphrase_sources(tmp_path: Path) -> None:
-    assert read_passphrase({PASSPHRASE_ENV: "from-env-123"}, None) == b"from-env-123"
-    file = tmp_path / "pass"
-    file.write_text("from-file-123\n")
-    assert read_passphrase({PASSPHRASE_ENV: "from-env-123"}, file) == b"from-file-123"
-    for env, f in (({}, None), ({PASSPHRASE_ENV: "short"}, None), ({}, tmp_path / "missing")):
-        with pytest.raises(MissingPassphrase):
-            read_passphrase(env, f)

@@ -1,0 +1,61 @@
+"""Who may use the PDP's admin HTTP API (``/v1/decisions/{id}``).
+
+With ``pdp.admin_token`` (or ``pdp.admin_token_file``) set, a caller must send
+``Authorization: Bearer <token>`` (compared in constant time, from any
+address). Without one, only loopback callers that came straight to the socket
+may: a request carrying ``Forwarded``, ``X-Forwarded-For`` or ``X-Real-IP``
+came through a proxy and is refused, as is every non-loopback address.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+__all__ = ["AdminGate"]
+
+_PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
+
+
+def _digest(value: bytes) -> bytes:
+    return hashlib.sha256(value).digest()
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class AdminGate:
+    """Admits admin API callers; :meth:`refuse` is ``None`` for an admitted request."""
+
+    def __init__(self, token: bytes | None) -> None:
+        self._digest = _digest(token) if token else None
+
+    def refuse(self, request: Request) -> Response | None:
+        if self._digest is not None:
+            scheme, _, value = request.headers.get("authorization", "").partition(" ")
+            given = _digest(value.strip().encode())
+            if scheme.lower() == "bearer" and hmac.compare_digest(given, self._digest):
+                return None
+            return JSONResponse(
+                {"error": "unauthenticated"},
+                status_code=401,
+                headers={"www-authenticate": 'Bearer realm="meshward-admin"'},
+            )
+        host = request.client.host if request.client else ""
+        if _loopback(host) and not any(h in request.headers for h in _PROXY_HEADERS):
+            return None
+        return JSONResponse(
+            {
+                "error": "forbidden: the admin API takes loopback callers unless pdp.admin_token"
+                " is set"
+            },
+            status_code=403,
+        )

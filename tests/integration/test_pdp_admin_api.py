@@ -1,0 +1,66 @@
+"""The PDP's admin reads the console builds on: the active bundle and the recent decisions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.pdp import PdpProcess, pdp_process
+
+SHOP = "spiffe://meshward.local/ns/shop/sa"
+TOKEN = "admin-token-for-console-tests"
+
+
+def _ask(principal: str) -> dict[str, object]:
+    return {
+        "principal": f'Workload::"{SHOP}/{principal}"',
+        "action": 'Action::"GET"',
+        "resource": f'Service::"{SHOP}/catalog"',
+        "context": {
+            "http": {"method": "GET", "host": "c", "path": "/", "query": "", "headers": {}}
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def pdp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PdpProcess]:
+    workdir: Path = tmp_path_factory.mktemp("pdp-admin")
+    with pdp_process(workdir, pdp_settings={"admin_token": TOKEN}) as proc:
+        yield proc
+
+
+def _admin() -> dict[str, str]:
+    return {"authorization": f"Bearer {TOKEN}"}
+
+
+def test_active_bundle_is_admin_only_and_complete(pdp: PdpProcess) -> None:
+    url = f"{pdp.http_url}/v1/policies/active"
+    assert httpx.get(url).status_code == 401
+    assert httpx.get(url, headers={"authorization": "Bearer wrong"}).status_code == 401
+    body = httpx.get(url, headers=_admin()).json()
+    status = httpx.get(f"{pdp.http_url}/v1/policies").json()
+    assert body["version"] == status["active_version"]
+    ids = {p["id"] for p in body["policies"]}
+    assert "frontend-reads-catalog" in ids
+    catalog = next(p for p in body["policies"] if p["id"] == "frontend-reads-catalog")
+    assert catalog["effect"] == "permit" and catalog["file"] == "workloads.cedar"
+    assert f'resource == Service::"{SHOP}/catalog"' in catalog["scope"]
+    assert "entity Workload" in body["schema"]
+    assert body["coverage"]["frontend-reads-catalog"]
+
+
+def test_recent_decisions_newest_first_and_filtered(pdp: PdpProcess) -> None:
+    for who in ("frontend", "nobody", "frontend"):
+        httpx.post(f"{pdp.http_url}/v1/authorize", json=_ask(who)).raise_for_status()
+    url = f"{pdp.http_url}/v1/decisions"
+    assert httpx.get(url).status_code == 401
+    rows = httpx.get(url, headers=_admin(), params={"principal": "frontend"}).json()["decisions"]
+    assert len(rows) >= 2 and all("frontend" in r["principal"] for r in rows)
+    assert rows[0]["time"] >= rows[-1]["time"]
+    denied = httpx.get(url, headers=_admin(), params={"decision": "deny", "limit": "1"}).json()
+    assert len(denied["decisions"]) == 1 and denied["decisions"][0]["decision"] == "deny"
+    bad = httpx.get(url, headers=_admin(), params={"limit": "many"})
+    assert bad.status_code == 400

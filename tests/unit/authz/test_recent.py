@@ -1,0 +1,46 @@
+"""The recent-decisions ring: bounded, oldest forgotten first."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from authz.decider import DecisionRecord
+from authz.recent import RecentDecisions
+
+
+def _record(decision_id: str) -> DecisionRecord:
+    return DecisionRecord(
+        time=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        decision_id=decision_id,
+        version="v1",
+        principal="",
+        action="",
+        resource="",
+        decision="deny",
+        outcome="deny",
+        reasons=(),
+        errors=(),
+        latency_seconds=0.0,
+        cache_tier="none",
+        adapter="api",
+        method="GET",
+        host="",
+        path="/",
+    )
+
+
+def test_keeps_the_last_capacity_decisions() -> None:
+    ring = RecentDecisions(2)
+    for name in ("a", "b", "c"):
+        ring.observe(_record(name))
+    assert ring.get("a") is None
+    found = ring.get("c")
+    assert found is not None and found.decision_id == "c"
+    assert len(ring) == 2
+
+
+def test_capacity_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        RecentDecisions(0)
