@@ -114,9 +114,10 @@ def test_svid_inspect(ca: CaProcess, tmp_path: Path) -> None:
     assert "signing CA" in info["issuer"] and info["expires_in_seconds"] > 0
     other = CaProcess(tmp_path / "other", env=ENV)
     assert other.cli("ca", "init", "--trust-domain", TD).returncode == 0
+    other_bundle = tmp_path / "other-bundle.pem"
+    other_bundle.write_text(other.cli("ca", "bundle", "--pem").stdout)
     foreign = ca.cli(
-        "ca", "svid", "inspect", str(out / "svid.pem"),
-        "--bundle", str(other.admin_dir / "bundle.pem"),
+        "ca", "svid", "inspect", str(out / "svid.pem"), "--bundle", str(other_bundle),
     )  # fmt: skip
     assert foreign.returncode == 1
     assert json.loads(foreign.stdout)["problem"] == "chain_untrusted"
