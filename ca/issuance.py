@@ -230,9 +230,7 @@ def check_x509_svid(
     eku = ext.get_extension_for_class(x509.ExtendedKeyUsage).value
     if {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH} - set(eku):
         raise fail("extended key usage")
-    uris = ext.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
-        x509.UniformResourceIdentifier
-    )
+    uris = x509_svid.uri_sans(cert)
     if uris != [str(spiffe_id)]:
         raise fail("URI SAN")
     if cert.serial_number.bit_length() < 64:
