@@ -299,14 +299,19 @@ class CertificateAuthority:
 
     def _delegated_to(self, node_id: SpiffeId) -> bool:
         selector = node_selector(node_id)
-        return any(selector in e.selectors for e in self._live(self.store.list_entries()))
+        return bool(self._live([e for e in self.store.list_entries() if selector in e.selectors]))
 
     def _record_node(
-        self, spiffe_id: SpiffeId, method: str, record: AgentRecord | None, serial: str | None
+        self,
+        spiffe_id: SpiffeId,
+        method: str,
+        record: AgentRecord | None,
+        serial: str | None,
+        adopt: bool = False,
     ) -> None:
         """Keep the agent record of a node current (attestation, renewal, adoption)."""
-        if record is None and method not in NODE_METHODS and not self._delegated_to(spiffe_id):
-            return
+        if record is None and method not in NODE_METHODS and not adopt:
+            return  # a workload renewing on its entry: no agent record
         now = self.clock.now()
         if method in NODE_METHODS:
             attestation = method
@@ -362,7 +367,11 @@ class CertificateAuthority:
             issued = self._sign_x509(request, spiffe_id, live, self._x509_ttl(ttl, live))
             if token_hash is not None and not self.store.redeem_token(token_hash, self.clock.now()):
                 raise AttestationFailed("join token already used", code="bad_token")
-            self._record_node(spiffe_id, outcome.method, record, format(issued.serial, "x"))
+            # Renewing with neither a live entry nor a record passed _entitled only as a node
+            # that attested before agent records existed: adopt it.
+            adopt = record is None and not live and outcome.method == "renewal"
+            serial = format(issued.serial, "x")
+            self._record_node(spiffe_id, outcome.method, record, serial, adopt)
             outcome.serial = format(issued.serial, "x")
             outcome.not_after = issued.not_after
             self.metrics.issued.labels("x509_svid", outcome.method, "ok").inc()
@@ -484,7 +493,7 @@ class CertificateAuthority:
         if record is None:
             if not self._delegated_to(caller.peer_id):
                 raise NotEntitled("no agent record for this node", code="unknown_agent")
-            self._record_node(caller.peer_id, "renewal", None, None)
+            self._record_node(caller.peer_id, "renewal", None, None, adopt=True)
         return caller.peer_id
 
     def _agent_entry(self, entry_id: object, caller: Caller, outcome: _Outcome) -> Entry:
