@@ -630,6 +630,16 @@ class CertificateAuthority:
             if entry is None or not self.store.remove_entry(entry_id):
                 raise NotFound(f"no entry {entry_id}")
             outcome.spiffe_id = str(entry.spiffe_id)
+            # The ID's last entry is gone: if it also attested as a node (a join token for a
+            # workload's ID), that record must not keep it renewing. Deleting revokes.
+            record = self.store.get_agent(entry.spiffe_id)
+            if (
+                record is not None
+                and not record.evicted
+                and not self.store.entries_for(entry.spiffe_id)
+                and self.store.evict_agent(entry.spiffe_id)
+            ):
+                outcome.detail = f"{entry_id} agent_evicted"
 
     def list_agents(self, caller: Caller) -> list[AgentRecord]:
         outcome = _Outcome(method="admin")

@@ -131,6 +131,22 @@ def test_join_token_node_gets_an_agent_record_and_eviction_cuts_it_off(tmp_path:
     assert [a.evicted for a in ca.list_agents(CLI)] == [True]
 
 
+def test_deleting_the_last_entry_of_a_join_token_identity_revokes_it(tmp_path: Path) -> None:
+    ca = in_process_ca(tmp_path)
+    first, second = register(ca, WEB), register(ca, WEB, "k8s:ns:other")
+    token = ca.create_join_token(WEB, 600, CLI)
+    ca.issue_x509(new_csr()[0], token, Caller(address="w"))  # also an agent record now
+    peer = Caller(peer_id=WEB)
+    ca.remove_entry(first.id, CLI)
+    ca.issue_x509(new_csr()[0], None, peer)  # one entry left
+    ca.remove_entry(second.id, CLI)
+    with pytest.raises(NotEntitled) as err:
+        ca.issue_x509(new_csr()[0], None, peer)
+    assert err.value.code == "agent_evicted"
+    record = ca.store.get_agent(WEB)
+    assert record is not None and record.evicted
+
+
 def test_entry_delegated_to_two_nodes_lives_while_one_is_not_evicted(tmp_path: Path) -> None:
     ca = in_process_ca(tmp_path)
     other = SpiffeId.parse("spiffe://example.org/meshward/node/n2")
