@@ -69,9 +69,8 @@ def _error(exc: CaError) -> JSONResponse:
     reason = getattr(exc, "reason", None)
     if reason:
         body["reason"] = reason
-    # A body that was refused or never arrived leaves the connection unusable.
-    close = exc.status == 408 or exc.code == "body_too_large"
-    headers = {"connection": "close"} if close else None
+    # A body that never arrived leaves the connection unusable: close it, hold nothing.
+    headers = {"connection": "close"} if isinstance(exc, BodyTimeout) else None
     return JSONResponse(body, status_code=exc.status, headers=headers)
 
 
