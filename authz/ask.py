@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,13 +44,20 @@ def check_request(
     host: str = "",
     headers: Sequence[tuple[str, str]] = (),
     source_principal: str = "",
+    source_certificate: str = "",
     destination_principal: str = "",
 ) -> pb.CheckRequest:
-    """A CheckRequest for one HTTP request, with Envoy's mTLS principals if given."""
+    """A CheckRequest for one HTTP request, with Envoy's mTLS principals if given.
+
+    ``source_certificate`` is the caller's PEM chain; it travels URL-encoded, as
+    Envoy's ``include_peer_certificate`` sends it.
+    """
     request = pb.CheckRequest()
     attributes = request.attributes
     if source_principal:
         attributes.source.principal = source_principal
+    if source_certificate:
+        attributes.source.certificate = urllib.parse.quote(source_certificate, safe="")
     if destination_principal:
         attributes.destination.principal = destination_principal
     http = attributes.request.http

@@ -8,10 +8,10 @@ specification; in short, :func:`canonical_path`:
 
 1. takes the path with the query already split off, before any decoding
    (``%3F`` is part of the path, never the start of a query);
-2. refuses ``\\``, ``#``, spaces and control characters, raw or encoded; an
-   encoded ``/`` (``%2F``, unless ``allow_encoded_slash``), an encoded ``\\``
-   (``%5C``); an invalid percent escape; bytes that are not UTF-8 once every
-   escape is decoded; and anything that does not start with ``/``;
+2. refuses ``\\`` and control characters, raw or encoded; a raw ``#`` or
+   space; an encoded ``/`` (``%2F``, unless ``allow_encoded_slash``); an
+   invalid percent escape; bytes that are not UTF-8 once every escape is
+   decoded; and anything that does not start with ``/``;
 3. decodes the escapes of unreserved characters (``A-Z a-z 0-9 - . _ ~``),
    writes every other escape with upper-case hex and escapes raw characters
    outside RFC 3986's ``pchar`` (UTF-8, upper-case hex);
@@ -28,16 +28,19 @@ RFC 9110 §5.3 joins repeated fields, and refuses a repeated header whose
 meaning is "exactly one" (credentials, the host, the original request line,
 forwarded certificates, ``x-meshward-*``).
 
-Errors::
+Errors (below :class:`authz.errors.RequestError`)::
 
-    MalformedRequest    ``reason`` is a code (``malformed_path``,
+    MalformedRequest    a deny; ``reason`` is a code (``malformed_path``,
                         ``encoded_slash``, ``repeated_header``, ``bad_host``, …)
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
+
+from authz.errors import RequestError
 
 __all__ = [
     "MalformedRequest",
@@ -49,8 +52,10 @@ __all__ = [
 ]
 
 
-class MalformedRequest(ValueError):
-    """The request cannot be given one meaning; ``reason`` is a code (a metric label)."""
+class MalformedRequest(RequestError):
+    """The request cannot be given one meaning: a deny. ``reason`` is a code (a metric label)."""
+
+    code = "malformed-request"
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -90,7 +95,7 @@ def _decode_unreserved(raw: str, allow_encoded_slash: bool) -> tuple[str, bytes]
             code = int(pair, 16)
             if code == 0x2F and not allow_encoded_slash:
                 raise MalformedRequest("encoded_slash")
-            if code in (0x5C, 0x23, 0x20, 0x7F) or code < 0x20:
+            if code in (0x5C, 0x7F) or code < 0x20:
                 raise MalformedRequest("malformed_path")
             decoded = chr(code)
             out.append(decoded if decoded in _UNRESERVED else f"%{code:02X}")
@@ -168,6 +173,7 @@ _HOST = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=1024)  # a PDP sees the same few hosts over and over
 def canonical_host(raw: str) -> str:
     """``Host`` without port and trailing dot, lower-cased; MalformedRequest if it is no host."""
     if not raw:

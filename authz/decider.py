@@ -205,10 +205,6 @@ class DecisionRecord:
         }
 
 
-# The old name of the mapping's error, kept for callers.
-BadRequest = MalformedRequest
-
-
 def _new_id() -> str:
     return secrets.token_hex(16)
 
@@ -253,6 +249,9 @@ class Decider:
                 who = await self.authenticator.authenticate(
                     facts.peer, facts.headers.get("authorization")
                 )
+                built = build_request(facts, who, self.paths)
+                # A JWT-SVID is good only at the destination its audience names.
+                self.authenticator.bind(who, built.resource.id)
             except AuthnError as exc:
                 log.info(
                     "authentication failed",
@@ -262,7 +261,7 @@ class Decider:
                     Outcome.UNAUTHENTICATED, Decision.deny(f"authn:{exc.reason}"), decision_id
                 )
                 return verdict
-            request = build_request(facts, who, self.paths)
+            request = built
             decision, tier, version = await self._evaluate(request)
             verdict = self._verdict(decision, request, decision_id)
             return verdict

@@ -7,9 +7,21 @@ path) and what ``meshward policy replay`` needs to evaluate the request
 again: the principal's parents and attributes and the Cedar context. The
 :class:`DecisionLog` is a decider observer (:meth:`DecisionLog.observe`).
 
-Values under a key on the redaction list (``authorization`` and ``cookie`` by
-default; matched case-insensitively at any depth) are replaced by
-``[redacted]`` and the dotted path of each is listed under ``redacted``, so a
+What a request carried is logged only as far as it is known to be harmless
+(every value a client sends is presumed to hold a credential):
+
+- ``context.http.headers``: only the values of allow-listed headers
+  (``decision_log.headers``) are kept; every other header keeps its name and
+  logs ``[redacted]``;
+- ``context.http.query``: parameter names are kept, values are logged as
+  ``[redacted]`` (``?access_token=[redacted]&page=[redacted]``), unless
+  ``decision_log.query_values`` keeps them — and then still not for the
+  parameters named on the redaction list;
+- anywhere else (context, principal attributes), values under a key on the
+  redaction list (``decision_log.redact``; matched case-insensitively at any
+  depth, and also naming headers and query parameters) are ``[redacted]``.
+
+The dotted path of each redacted value is listed under ``redacted``, so a
 replay knows which entries it cannot reproduce faithfully.
 
 Writing never fails or slows a decision: :meth:`DecisionLog.record` hands
@@ -29,6 +41,7 @@ import queue
 import random
 import sys
 import threading
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -37,6 +50,7 @@ from authz.decider import DecisionRecord
 from meshward.logs import REDACTED
 
 __all__ = [
+    "DEFAULT_LOGGED_HEADERS",
     "DEFAULT_REDACT",
     "DecisionLog",
     "LineSink",
@@ -48,7 +62,94 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_REDACT = ("authorization", "cookie")
+DEFAULT_REDACT = (
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "access_token",
+    "id_token",
+    "refresh_token",
+    "client_secret",
+    "password",
+    "api_key",
+)
+# Request headers whose values are logged; every other header logs [redacted].
+DEFAULT_LOGGED_HEADERS = (
+    "accept",
+    "content-length",
+    "content-type",
+    "user-agent",
+    "x-request-id",
+    "traceparent",
+    "tracestate",
+)
+
+
+def _redact_query(query: str, keep_values: bool, keys: frozenset[str]) -> tuple[str, bool]:
+    """``query`` with parameter values replaced by ``[redacted]``; names are kept."""
+    parts: list[str] = []
+    changed = False
+    for item in query.split("&"):
+        name, sep, value = item.partition("=")
+        secret = urllib.parse.unquote_plus(name).lower() in keys
+        if sep and value and (secret or not keep_values):
+            parts.append(f"{name}={REDACTED}")
+            changed = True
+        else:
+            parts.append(item)
+    return "&".join(parts), changed
+
+
+def _redact_http(
+    http: Mapping[str, Any],
+    keys: frozenset[str],
+    logged_headers: frozenset[str],
+    query_values: bool,
+    found: list[str],
+) -> dict[str, Any]:
+    rest = {k: v for k, v in http.items() if k not in ("headers", "query")}
+    out: dict[str, Any] = dict(_redact(rest, keys, "context.http", found))
+    headers = http.get("headers")
+    if isinstance(headers, Mapping):
+        kept: dict[str, Any] = {}
+        for name, value in headers.items():
+            lowered = str(name).lower()
+            if lowered in logged_headers and lowered not in keys:
+                kept[str(name)] = value
+            else:
+                kept[str(name)] = REDACTED
+                found.append(f"context.http.headers.{name}")
+        out["headers"] = kept
+    elif "headers" in http:
+        out["headers"] = _redact(headers, keys, "context.http.headers", found)
+    query = http.get("query")
+    if isinstance(query, str):
+        out["query"], changed = _redact_query(query, query_values, keys)
+        if changed:
+            found.append("context.http.query")
+    elif "query" in http:
+        out["query"] = _redact(query, keys, "context.http.query", found)
+    return out
+
+
+def _redact_context(
+    context: Mapping[str, Any],
+    keys: frozenset[str],
+    logged_headers: frozenset[str],
+    query_values: bool,
+    found: list[str],
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in context.items():
+        if key == "http" and isinstance(value, Mapping):
+            out[key] = _redact_http(value, keys, logged_headers, query_values, found)
+        elif str(key).lower() in keys:
+            out[str(key)] = REDACTED
+            found.append(f"context.{key}")
+        else:
+            out[str(key)] = _redact(value, keys, f"context.{key}", found)
+    return out
 
 
 def _redact(value: Any, keys: frozenset[str], path: str, found: list[str]) -> Any:
@@ -72,7 +173,11 @@ def _iso(when: dt.datetime) -> str:
 
 
 def decision_entry(
-    record: DecisionRecord, redact: Iterable[str] = DEFAULT_REDACT
+    record: DecisionRecord,
+    redact: Iterable[str] = DEFAULT_REDACT,
+    *,
+    headers: Iterable[str] = DEFAULT_LOGGED_HEADERS,
+    query_values: bool = False,
 ) -> dict[str, Any]:
     """The log entry for ``record`` (pure): a JSON-ready dict.
 
@@ -80,6 +185,7 @@ def decision_entry(
     malformed request) has no context and is marked ``"replayable": false``.
     """
     keys = frozenset(k.lower() for k in redact)
+    logged_headers = frozenset(h.lower() for h in headers)
     found: list[str] = []
     req = record.request
     entry: dict[str, Any] = {
@@ -108,7 +214,7 @@ def decision_entry(
         entry["principal_attributes"] = _redact(
             req.identity.attributes, keys, "principal_attributes", found
         )
-        entry["context"] = _redact(req.context, keys, "context", found)
+        entry["context"] = _redact_context(req.context, keys, logged_headers, query_values, found)
     return entry
 
 
@@ -211,6 +317,8 @@ class DecisionLog:
         *,
         sample_rate: float = 1.0,
         redact: Iterable[str] = DEFAULT_REDACT,
+        headers: Iterable[str] = DEFAULT_LOGGED_HEADERS,
+        query_values: bool = False,
         rng: random.Random | None = None,
         max_queue: int = 10_000,
     ) -> None:
@@ -219,6 +327,8 @@ class DecisionLog:
         self._sink = sink
         self._sample_rate = sample_rate
         self._redact = tuple(redact)
+        self._headers = tuple(headers)
+        self._query_values = query_values
         self._rng = rng or random.Random()  # noqa: S311 - sampling, not security
         self._queue: queue.Queue[object] = queue.Queue(max_queue)
         self._thread: threading.Thread | None = None
@@ -270,7 +380,9 @@ class DecisionLog:
 
     def _line(self, record: DecisionRecord) -> str:
         return json.dumps(
-            decision_entry(record, self._redact),
+            decision_entry(
+                record, self._redact, headers=self._headers, query_values=self._query_values
+            ),
             separators=(",", ":"),
             ensure_ascii=False,
             default=str,

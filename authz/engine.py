@@ -11,12 +11,15 @@ raises: any failure is a deny carrying an error (fail closed).
 Fail closed, also inside Cedar: a ``forbid`` policy that errors while being
 evaluated might have applied, so an allow that coexists with an erroring
 forbid becomes a deny, with that forbid as the reason. A ``permit`` that errors
-simply grants nothing (Cedar's own semantics).
+simply grants nothing (Cedar's own semantics). Which forbids erred is found
+structurally, never by reading Cedar's error text (a policy id may hold any
+character, backticks included): when an allow carries errors, each candidate
+forbid is evaluated on its own, and one whose lone evaluation reports an error
+is an erring forbid.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -36,7 +39,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Engine", "RawResult"]
 
-_ERROR_POLICY = re.compile(r"error while evaluating policy `((?:[^`\\]|\\.)*)`")
 DEFAULT_SLICE_CACHE = 4096
 
 
@@ -80,7 +82,6 @@ class Engine:
         self.version = bundle.version
         self.slicing = slicing
         self._policies = bundle.policies
-        self._forbids = frozenset(p.id for p in bundle.policies if p.effect == "forbid")
         self._index = ScopeIndex([p.json for p in bundle.policies])
         self._hierarchy = Hierarchy(bundle.entity_records)
         self._store = EntityStore(bundle.entities, bundle.entity_records)
@@ -145,27 +146,49 @@ class Engine:
             tuple(sorted(diagnostics.errors)),
         )
 
+    def erring_forbids(self, request: AccessRequest) -> tuple[str, ...]:
+        """The ids of the candidate forbids that error on ``request`` (may raise).
+
+        Each forbid is evaluated alone: a one-policy set reports an error exactly
+        when that policy erred, so no error message is ever parsed.
+        """
+        cedar_request = to_cedar_request(request)
+        failed: list[str] = []
+        for i in self._positions(request):
+            policy = self._policies[i]
+            if policy.effect != "forbid":
+                continue
+            result = cedarpy.is_authorized(
+                cedar_request,
+                self._policy_set((i,)),
+                self._store.for_request(request, set(self._literals[i])),
+            )
+            if result.diagnostics.errors:
+                failed.append(policy.id)
+        return tuple(sorted(failed))
+
     def evaluate(self, request: AccessRequest) -> Decision:
         """The decision for ``request``; never raises (an error is a deny)."""
         try:
             raw = self.evaluate_raw(request)
+            failed = self.erring_forbids(request) if raw.allowed and raw.errors else ()
         except Exception as exc:
             detail = str(exc)[:200]
             return Decision.deny(
                 f"evaluation failed: {type(exc).__name__}: {detail}", policy_version=self.version
             )
-        return self.decide(raw)
+        return self.decide(raw, failed)
 
-    def decide(self, raw: RawResult) -> Decision:
-        """Map Cedar's answer to a Decision, failing closed on an erroring forbid."""
+    def decide(self, raw: RawResult, failed_forbids: Sequence[str] = ()) -> Decision:
+        """Map Cedar's answer to a Decision, failing closed on an erring forbid.
+
+        ``failed_forbids`` are the forbids that erred (:meth:`erring_forbids`).
+        """
         if raw.allowed:
-            failed_forbids = sorted(
-                {m.group(1) for e in raw.errors for m in _ERROR_POLICY.finditer(e)} & self._forbids
-            )
             if failed_forbids:
                 return Decision(
                     Effect.DENY,
-                    tuple(failed_forbids),
+                    tuple(sorted(failed_forbids)),
                     (*raw.errors, "a forbid policy could not be evaluated: denied (fail closed)"),
                     self.version,
                 )

@@ -10,6 +10,8 @@ errors (cedarpy, YAML, JSON) are translated at the boundary with
     AuthzError                    code "authz"
     ├── BundleError               code "bundle-invalid"   (.problems: every Problem found)
     ├── RequestError              code "bad-request"      (a request that cannot be mapped)
+    │   └── MalformedRequest      code "malformed-request" (ambiguous on the wire: a deny;
+    │                             authz.canonical, .reason)
     ├── PolicyTestError           code "policy-test"      (a test case that cannot run)
     ├── AuthnError                code "unauthenticated"  (authz.authn.errors: peer, token, keys)
     ├── PdpError                  code "pdp-start"        (authz.server: cannot start)

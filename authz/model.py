@@ -23,6 +23,7 @@ __all__ = [
     "EntityUid",
     "Identity",
     "InvalidEntityUid",
+    "issuer_group",
 ]
 
 _UID_RE = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_]*(?:::[A-Za-z_][A-Za-z0-9_]*)*)::"(.*)"\s*$', re.S)
@@ -69,6 +70,16 @@ class EntityUid:
     def __str__(self) -> str:
         escaped = self.id.replace("\\", "\\\\").replace('"', '\\"')
         return f'{self.type}::"{escaped}"'
+
+
+def issuer_group(issuer: str, group: str) -> EntityUid:
+    """Group ``group`` of token issuer ``issuer``: ``Group::"<issuer>|<group>"``.
+
+    Groups are scoped by issuer as users are (``User::"<issuer>|<sub>"``), so
+    one issuer's tokens can never put a user in another issuer's groups: the
+    ``admins`` of the staff IdP are not the ``admins`` of a partner IdP.
+    """
+    return EntityUid("Group", f"{issuer}|{group}")
 
 
 class AuthMethod(StrEnum):

@@ -67,6 +67,7 @@ HIDDEN_HEADERS = frozenset(
         "x-meshward-destination",
     }
 )
+_OWN_PREFIX = "x-meshward-"  # every header of ours is hidden too, whatever its name
 MAX_METHOD_LENGTH = 32
 _TOKEN_CHARS = frozenset(
     "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -142,7 +143,11 @@ def http_context(
         ),
         "raw_path": raw_path or "/",
         "query": query,
-        "headers": {k: v for k, v in headers.items() if k not in HIDDEN_HEADERS},
+        "headers": {
+            k: v
+            for k, v in headers.items()
+            if k not in HIDDEN_HEADERS and not k.startswith(_OWN_PREFIX)
+        },
     }
 
 

@@ -24,7 +24,6 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from authz.canonical import MalformedRequest
 from authz.errors import RequestError
 from authz.model import AccessRequest, EntityUid, Identity, InvalidEntityUid
 from authz.request import DEFAULT_PATHS, PathOptions, document_context
@@ -93,8 +92,6 @@ def parse_request(
     parents = tuple(entity(p, "parents") for p in raw_parents)
     try:
         context = document_context(context, action, paths)
-    except MalformedRequest:
-        raise
     except ValueError as exc:
         raise RequestError(str(exc)) from exc
     return AccessRequest(Identity(principal, parents), action, resource, context)

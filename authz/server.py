@@ -42,6 +42,7 @@ from authz.adapters import envoy_grpc
 from authz.adapters.admin import AdminGate
 from authz.adapters.decisions import decisions_router
 from authz.adapters.http import create_app
+from authz.authn.audience import AudiencePolicy
 from authz.authn.authenticator import Authenticator
 from authz.authn.errors import AuthnError
 from authz.authn.jwks import FileJwks, KeySource, UrlJwks
@@ -114,7 +115,14 @@ def build_authenticator(pdp: PdpSettings, clock: Clock) -> Authenticator:
             raise PdpError(f"trust bundle {pdp.trust_bundle}: {exc.reason}") from exc
         bundles = bundle_file
     try:
-        peer_policy = PeerPolicy.build(pdp.trust_peer_principal, pdp.trusted_proxies)
+        peer_policy = PeerPolicy.build(
+            pdp.trust_peer_principal,
+            pdp.trusted_proxies,
+            trust_bare_principal=pdp.trust_bare_principal,
+        )
+        audience = AudiencePolicy.build(
+            pdp.jwt_svid_audience_aliases, pdp.jwt_svid_any_destination_audiences
+        )
         issuers = [
             OidcIssuer(
                 i.issuer,
@@ -126,13 +134,13 @@ def build_authenticator(pdp: PdpSettings, clock: Clock) -> Authenticator:
             for i in pdp.oidc_issuers
         ]
         policy = JwtPolicy(
-            svid_audiences=frozenset(pdp.jwt_audiences),
             max_token_bytes=pdp.max_token_bytes,
             leeway_seconds=pdp.jwt_leeway_seconds,
         )
     except ValueError as exc:
         raise PdpError(str(exc)) from exc
-    return Authenticator(clock, peer_policy, bundles, JwtVerifier(policy, bundles, issuers))
+    jwt = JwtVerifier(policy, bundles, issuers)
+    return Authenticator(clock, peer_policy, bundles, jwt, audience)
 
 
 @dataclass
@@ -171,7 +179,7 @@ def build_pdp(settings: Settings, clock: Clock | None = None) -> Pdp:
         clock,
         cache=cache,
         observers=observers,
-        remove_headers=settings.pdp.remove_headers,
+        remove_headers=settings.pdp.upstream_removed_headers(),
         paths=PathOptions(
             allow_encoded_slash=settings.pdp.allow_encoded_slash,
             case_insensitive=settings.pdp.case_insensitive_paths,
@@ -194,7 +202,17 @@ def build_pdp(settings: Settings, clock: Clock | None = None) -> Pdp:
     if settings.pdp.recent_decisions:
         recent = RecentDecisions(settings.pdp.recent_decisions)
         decider.add_observer(recent)
-        app.include_router(decisions_router(decider, recent, admin, settings.decision_log.redact))
+        dl = settings.decision_log
+        app.include_router(
+            decisions_router(
+                decider,
+                recent,
+                admin,
+                dl.redact,
+                headers=dl.headers,
+                query_values=dl.query_values,
+            )
+        )
     jwt = authenticator.jwt
     sources = [i.keys for i in jwt.issuers.values()] if jwt else []
     return Pdp(

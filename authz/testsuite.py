@@ -36,6 +36,7 @@ from authz.model import (
     EntityUid,
     Identity,
     InvalidEntityUid,
+    issuer_group,
 )
 from authz.request import (
     DEFAULT_PATHS,
@@ -130,6 +131,13 @@ def _raw_request(
     return build_request(facts, who, paths)
 
 
+def _group(principal: EntityUid | None, name: str) -> EntityUid:
+    """A ``groups`` entry as the PDP makes it: scoped by the user's issuer, like a token's."""
+    if principal is not None and principal.type == "User" and "|" in principal.id:
+        return issuer_group(principal.id.partition("|")[0], name)
+    return EntityUid("Group", name)
+
+
 def case_request(case: Mapping[str, Any], paths: PathOptions = DEFAULT_PATHS) -> AccessRequest:
     """The AccessRequest a (schema-valid) case describes; RequestError if it cannot be built.
 
@@ -138,7 +146,8 @@ def case_request(case: Mapping[str, Any], paths: PathOptions = DEFAULT_PATHS) ->
     would deny it before any policy is asked.
     """
     parents = [_entity(p) for p in case.get("parents", [])]
-    parents += [EntityUid("Group", g) for g in case.get("groups", [])]
+    named = _entity(case["principal"]) if "principal" in case else None
+    parents += [_group(named, g) for g in case.get("groups", [])]
     attributes = case.get("attributes") or {}
     identity = None
     if "principal" in case:

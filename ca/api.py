@@ -20,15 +20,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import ClientDisconnect
 
-from ca.errors import BadRequest, BodyTimeout, CaError, NotFound
+from ca.errors import BadRequest, BodyTimeout, CaError, NotFound, StoreUnavailable
 from ca.issuance import IssuedX509
 from ca.service import Caller, CertificateAuthority
 from ca.status import ca_status, live_svids
 from ca.store.protocol import Entry
 from meshward.jsonbody import JsonTooDeep, loads_bounded
+from meshward.metrics import render
 from meshward.spiffe import InvalidSpiffeId, SpiffeId
 from meshward.x509_svid import is_ca, spiffe_id_of
 
@@ -69,8 +70,12 @@ def _error(exc: CaError) -> JSONResponse:
     reason = getattr(exc, "reason", None)
     if reason:
         body["reason"] = reason
-    # A body that never arrived leaves the connection unusable: close it, hold nothing.
-    headers = {"connection": "close"} if isinstance(exc, BodyTimeout) else None
+    headers: dict[str, str] | None = None
+    if isinstance(exc, BodyTimeout):
+        # A body that never arrived leaves the connection unusable: close it, hold nothing.
+        headers = {"connection": "close"}
+    elif isinstance(exc, StoreUnavailable):
+        headers = {"Retry-After": "1"}
     return JSONResponse(body, status_code=exc.status, headers=headers)
 
 
@@ -181,7 +186,7 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
                 try:
                     return await handler(request)
                 except CaError as exc:
-                    if not exc.audited:
+                    if not exc.audited and not isinstance(exc, StoreUnavailable):
                         error = exc
                         await run(lambda: ca.audit_refusal(action, _caller(request), error))
                     return _error(exc)
@@ -203,7 +208,8 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        return Response(generate_latest(ca.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        # With ``ca serve --workers N``: the sum over the workers.
+        return Response(render(ca.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/bundle")
     async def bundle() -> Response:

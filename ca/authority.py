@@ -16,6 +16,10 @@ Rotation is a small state machine driven by one task that owns the I/O::
         SVIDs never outlive their signing CA, so none is valid any more
 
 Every change bumps the bundle's ``spiffe_sequence``.
+
+Replicas on one database (:mod:`ca.replicas`) each keep their own slots
+under the shared root; the others' published signing CAs and JWT keys are
+the authority's ``peers``: in the bundle, never used to sign.
 """
 
 from __future__ import annotations
@@ -32,10 +36,11 @@ from cryptography.x509.oid import NameOID
 from ca.errors import CaError, Conflict
 from ca.keystore import PrivateKey
 from meshward.spiffe import TrustDomain
-from meshward.spiffe_bundle import SpiffeBundle, jwk_thumbprint
+from meshward.spiffe_bundle import PublicKey, SpiffeBundle, jwk_thumbprint
 
 __all__ = [
     "Authority",
+    "PeerCa",
     "SerialSource",
     "Slot",
     "build_root",
@@ -111,13 +116,22 @@ def build_signing_ca(
     ttl: dt.timedelta,
     serial: int,
     slot_id: int,
+    label: str = "",
 ) -> x509.Certificate:
-    """An intermediate signing CA: CA=true, pathLen 0, keyCertSign+cRLSign, the TD's ID."""
+    """An intermediate signing CA: CA=true, pathLen 0, keyCertSign+cRLSign, the TD's ID.
+
+    ``label`` tells replicas' signing CAs apart in their subject (``r1/3``).
+    """
     not_after = min(now + ttl, issuer_cert.not_valid_after_utc)
     name = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "meshward"),
-            x509.NameAttribute(NameOID.COMMON_NAME, f"meshward signing CA {slot_id}"),
+            x509.NameAttribute(
+                NameOID.COMMON_NAME,
+                f"meshward signing CA {label}/{slot_id}"
+                if label
+                else f"meshward signing CA {slot_id}",
+            ),
         ]
     )
     issuer_ski = x509.SubjectKeyIdentifier.from_public_key(issuer_cert.public_key())
@@ -180,9 +194,24 @@ def make_slot(
     now: dt.datetime,
     ttl: dt.timedelta,
     serial: int,
+    label: str = "",
 ) -> Slot:
-    cert = build_signing_ca(trust_domain, root_cert, root_key, ca_key, now, ttl, serial, slot_id)
+    cert = build_signing_ca(
+        trust_domain, root_cert, root_key, ca_key, now, ttl, serial, slot_id, label
+    )
     return Slot(slot_id, cert, ca_key, jwt_key)
+
+
+@dataclass(frozen=True)
+class PeerCa:
+    """Another replica's published signing CA and JWT public key (bundle only)."""
+
+    ca_cert: x509.Certificate
+    jwt_public_key: PublicKey
+
+    @property
+    def jwt_kid(self) -> str:
+        return jwk_thumbprint(self.jwt_public_key)
 
 
 PREPARE_AT = 1 / 2
@@ -201,6 +230,8 @@ class Authority:
     retired: tuple[Slot, ...] = ()
     sequence: int = 1
     refresh_hint: int = 300
+    peers: tuple[PeerCa, ...] = ()
+    label: str = ""  # the replica's name in its signing CAs' subjects
 
     # -- predicates (pure) ----------------------------------------------------
 
@@ -256,10 +287,21 @@ class Authority:
 
     def bundle(self) -> SpiffeBundle:
         """The trust bundle: the root and every published signing CA; their JWT keys."""
+        cas = [s.ca_cert for s in self.slots]
+        jwt_keys = {s.jwt_kid: s.jwt_key.public_key() for s in self.slots}
+        if self.peers:
+            # Every replica publishes the same document: one order for all.
+            cas = sorted(
+                (*cas, *(p.ca_cert for p in self.peers)),
+                key=lambda c: (c.not_valid_before_utc, c.serial_number),
+            )
+            jwt_keys = dict(
+                sorted({**jwt_keys, **{p.jwt_kid: p.jwt_public_key for p in self.peers}}.items())
+            )
         return SpiffeBundle(
             self.trust_domain,
-            (self.root_cert, *(s.ca_cert for s in self.slots)),
-            {s.jwt_kid: s.jwt_key.public_key() for s in self.slots},
+            (self.root_cert, *cas),
+            jwt_keys,
             sequence=self.sequence,
             refresh_hint=self.refresh_hint,
         )

@@ -19,11 +19,10 @@ from ca.errors import CaError, NotFound
 from ca.issuance import IssuedX509
 from ca.keystore import write_private_file
 from ca.passphrase import ca_passphrase
-from ca.service import ADMIN_PATH, Caller, CertificateAuthority, init_authority, random_serial
+from ca.service import ADMIN_PATH, Caller, CertificateAuthority
 from ca.store.protocol import Entry
-from ca.store.sqlite import SqliteStore
 from ca.svidfiles import write_svid_files
-from ca.wiring import ca_files, open_ca
+from ca.wiring import create_ca, home_exists, open_ca
 from meshward.clock import SystemClock
 from meshward.settings import Settings
 from meshward.spiffe import SpiffeId, TrustDomain
@@ -60,19 +59,14 @@ def prepare_embedded_ca(
     """Open the CA in the state directory, creating it first if needed."""
     environ = os.environ if env is None else env
     passphrase = ca_passphrase(settings, environ, generate=True)
-    files = ca_files(settings)
-    if not files.exists():
+    if not home_exists(settings):
         clock = SystemClock()
         td = TrustDomain.parse(settings.ca.trust_domain)
-        authority = init_authority(td, settings.ca, clock.now(), random_serial)
-        files.save(authority, passphrase)
-        fresh = CertificateAuthority(
-            authority, SqliteStore(files.db), settings.ca, clock, files=files, passphrase=passphrase
-        )
+        fresh = create_ca(settings, passphrase, td, clock)
         admin = Entry(fresh.new_entry_id(), SpiffeId(td, ADMIN_PATH), admin=True)
         fresh.add_entry(admin, Caller(address="up"))
         fresh.store.close()
-    ca = open_ca(settings, environ)
+    ca = open_ca(settings, environ, serve=True)
     try:
         # `up` holds the passphrase, so it logs the operator in for the first hour.
         write_admin_svid(ca, settings.state_dir / "admin")

@@ -21,7 +21,12 @@ Errors::
      ├── BodyTimeout             the request body did not arrive in time (408)
      ├── Conflict                (409)
      ├── RateLimited             (429)
-     └── IssuanceFailed          the CA could not sign or its own check failed (500)
+     ├── IssuanceFailed          the CA could not sign or its own check failed (500)
+     └── StoreError              the database behind the CA store
+          ├── StoreUnavailable    cannot reach it right now (503; the caller retries)
+          └── SchemaError         its schema does not fit this code (start-up refuses)
+               ├── SchemaTooNew   written by a newer meshward
+               └── SchemaMismatch a recorded migration differs from the code's
 """
 
 from __future__ import annotations
@@ -42,6 +47,11 @@ __all__ = [
     "NotFound",
     "NotInitialized",
     "RateLimited",
+    "SchemaError",
+    "SchemaMismatch",
+    "SchemaTooNew",
+    "StoreError",
+    "StoreUnavailable",
     "WrongPassphrase",
 ]
 
@@ -132,3 +142,25 @@ class RateLimited(CaError):
 class IssuanceFailed(CaError):
     code = "issuance_failed"
     status = 500
+
+
+class StoreError(CaError):
+    code = "store_error"
+    status = 500
+
+
+class StoreUnavailable(StoreError):
+    code = "store_unavailable"
+    status = 503
+
+
+class SchemaError(StoreError):
+    code = "schema_error"
+
+
+class SchemaTooNew(SchemaError):
+    code = "schema_too_new"
+
+
+class SchemaMismatch(SchemaError):
+    code = "schema_mismatch"

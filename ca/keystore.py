@@ -20,6 +20,8 @@ __all__ = [
     "KeyKind",
     "PASSPHRASE_ENV",
     "PrivateKey",
+    "decrypt_key",
+    "encrypt_key",
     "generate_key",
     "load_key",
     "save_key",
@@ -59,14 +61,33 @@ def write_private_file(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def save_key(path: Path, key: PrivateKey, passphrase: bytes) -> None:
-    """Write ``key`` as encrypted PKCS#8 PEM, mode 0600."""
-    pem = key.private_bytes(
+def encrypt_key(key: PrivateKey, passphrase: bytes) -> bytes:
+    """``key`` as encrypted PKCS#8 PEM (on disk, or in the replicas' database)."""
+    return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.BestAvailableEncryption(passphrase),
     )
-    write_private_file(path, pem)
+
+
+def decrypt_key(data: bytes, passphrase: bytes, where: str) -> PrivateKey:
+    """Read encrypted PKCS#8 PEM; ``where`` names it in errors (never the key)."""
+    if b"ENCRYPTED PRIVATE KEY" not in data:
+        raise KeystoreError(f"key {where} is not an encrypted PKCS#8 key")
+    try:
+        key = serialization.load_pem_private_key(data, password=passphrase)
+    except ValueError as exc:
+        raise WrongPassphrase(f"cannot decrypt {where}: wrong CA passphrase") from exc
+    if not isinstance(
+        key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+    ):
+        raise KeystoreError(f"key {where} has an unsupported type")
+    return key
+
+
+def save_key(path: Path, key: PrivateKey, passphrase: bytes) -> None:
+    """Write ``key`` as encrypted PKCS#8 PEM, mode 0600."""
+    write_private_file(path, encrypt_key(key, passphrase))
 
 
 def load_key(path: Path, passphrase: bytes) -> PrivateKey:
@@ -79,15 +100,4 @@ def load_key(path: Path, passphrase: bytes) -> PrivateKey:
         raise InsecureKeyFile(
             f"key {path} has mode {stat.S_IMODE(mode):04o}; it must be 0600 (chmod 600 {path})"
         )
-    data = path.read_bytes()
-    if b"ENCRYPTED PRIVATE KEY" not in data:
-        raise KeystoreError(f"key {path} is not an encrypted PKCS#8 key")
-    try:
-        key = serialization.load_pem_private_key(data, password=passphrase)
-    except ValueError as exc:
-        raise WrongPassphrase(f"cannot decrypt {path}: wrong CA passphrase") from exc
-    if not isinstance(
-        key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
-    ):
-        raise KeystoreError(f"key {path} has an unsupported type")
-    return key
+    return decrypt_key(path.read_bytes(), passphrase, str(path))

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Protocol
 
-__all__ = ["RateLimiter"]
+__all__ = ["Limiter", "RateLimiter"]
+
+
+class Limiter(Protocol):
+    """Says whether ``key`` may make one more request at ``now`` (monotonic seconds)."""
+
+    def allow(self, key: str, now: float) -> bool: ...
 
 
 @dataclass

@@ -8,6 +8,11 @@ wraps the connection's ASGI app to add the ASGI TLS extension
 (``scope["extensions"]["tls"]["client_cert_chain"]``). Client certificates
 are optional (``CERT_OPTIONAL``): an invalid one fails the handshake, a
 missing one leaves the caller anonymous.
+
+``ca serve --workers N`` (:func:`run`) starts N processes that share the
+port with ``SO_REUSEPORT`` (the kernel spreads connections over them), as
+the PDP does. They are one replica: one store, one signing CA; rotation is
+taken in turns under the authority's lease; metrics are summed over them.
 """
 
 from __future__ import annotations
@@ -17,11 +22,13 @@ import contextlib
 import datetime as dt
 import ipaddress
 import logging
+import multiprocessing
 import os
+import signal
 import socket
 import ssl
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +41,13 @@ from ca.api import create_app
 from ca.errors import CaError
 from ca.issuance import IPAddress, IssuedX509, build_csr
 from ca.keystore import generate_key, write_private_file
+from ca.replicas import DbRateLimiter
 from ca.service import SERVER_PATH, CertificateAuthority
 from meshward.listen import listen
 from meshward.settings import parse_hostport
 from meshward.spiffe import SpiffeId
 
-__all__ = ["CaServer", "PeerCertProtocol"]
+__all__ = ["CaServer", "PeerCertProtocol", "run"]
 
 log = logging.getLogger("meshward.ca")
 
@@ -91,6 +99,7 @@ class CaServer:
         bundle_file: Path | None = None,
         own_signals: bool = True,
         addr_flag: str = "--addr",
+        reuse_port: bool = False,
     ) -> None:
         self.ca = ca
         self.bundle_file = bundle_file
@@ -101,6 +110,7 @@ class CaServer:
         self.ssl.verify_mode = ssl.CERT_OPTIONAL
         self._server_svid: IssuedX509 | None = None
         self._trusted_sequence = -1
+        self._steps = 0
         self._refresh_trust()
         self._renew_server_svid()
         config = uvicorn.Config(
@@ -118,6 +128,7 @@ class CaServer:
         )
         self.server = uvicorn.Server(config) if own_signals else _QuietUvicorn(config)
         self.addr = addr
+        self._reuse_port = reuse_port
         self._addr_flag = addr_flag
         self._socket: socket.socket | None = None
 
@@ -127,7 +138,9 @@ class CaServer:
         Connections made after this wait in the backlog until :meth:`serve` runs.
         """
         if self._socket is None:
-            self._socket = listen(self.addr, what="CA API", flag=self._addr_flag)
+            self._socket = listen(
+                self.addr, reuse_port=self._reuse_port, what="CA API", flag=self._addr_flag
+            )
 
     @property
     def server_id(self) -> SpiffeId:
@@ -203,6 +216,9 @@ class CaServer:
         self.ca.tick()
         self._refresh_trust()
         self._renew_server_svid()
+        self._steps += 1
+        if isinstance(self.ca.limiter, DbRateLimiter) and self._steps % 30 == 0:
+            self.ca.limiter.prune()
 
     async def _rotator(self) -> None:
         period = self.ca.settings.rotate_check_seconds
@@ -229,3 +245,81 @@ class CaServer:
 
     def not_after(self) -> dt.datetime | None:
         return self._server_svid.not_after if self._server_svid else None
+
+
+Opener = Callable[[], CertificateAuthority]
+
+
+def _serve_one(open_ca: Opener, addr: str, workdir: Path, bundle: Path | None, reuse: bool) -> None:
+    import uvloop  # noqa: PLC0415
+
+    server = CaServer(open_ca(), addr, workdir, bundle, reuse_port=reuse)
+    uvloop.run(server.serve())
+
+
+def _worker(
+    open_ca: Opener,
+    addr: str,
+    workdir: Path,
+    bundle: Path | None,
+    index: int,
+    logging_setup: Callable[[], None],
+) -> None:
+    logging_setup()
+    try:
+        _serve_one(open_ca, addr, workdir / f"w{index}", bundle, True)
+    except KeyboardInterrupt:
+        pass
+    except CaError as exc:
+        log.error("worker cannot start", extra={"fields": {"worker": index, "error": str(exc)}})
+        raise SystemExit(2) from exc
+
+
+def run(
+    open_ca: Opener,
+    addr: str,
+    workdir: Path,
+    bundle: Path | None,
+    workers: int,
+    metrics_dir: Path | None = None,
+    logging_setup: Callable[[], None] = lambda: None,
+) -> int:
+    """Serve with ``workers`` processes on ``addr`` until SIGINT/SIGTERM; the exit code.
+
+    ``open_ca`` (picklable: the workers are spawned) opens the CA in each
+    worker; with several workers the samples of every worker go to
+    ``metrics_dir`` and ``/metrics`` answers with their sum; ``logging_setup``
+    (picklable too) configures each worker's logging.
+    """
+    if workers == 1:
+        _serve_one(open_ca, addr, workdir, bundle, False)
+        return 0
+    if metrics_dir is not None:
+        from meshward.metrics import enable_multiprocess  # noqa: PLC0415
+
+        enable_multiprocess(metrics_dir, os.environ)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(target=_worker, args=(open_ca, addr, workdir, bundle, i, logging_setup))
+        for i in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
+
+    def forward(_signum: int, _frame: object) -> None:
+        for proc in procs:
+            if proc.is_alive() and proc.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGINT)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    code = 0
+    for proc in procs:
+        proc.join()
+        code = max(code, proc.exitcode or 0)
+        if metrics_dir is not None and proc.pid is not None:
+            from meshward.metrics import mark_worker_dead  # noqa: PLC0415
+
+            mark_worker_dead(proc.pid)
+    return code

@@ -30,6 +30,7 @@ from ca.errors import (
     AttestationFailed,
     BadRequest,
     CaError,
+    Conflict,
     NotEntitled,
     NotFound,
     RateLimited,
@@ -46,8 +47,8 @@ from ca.issuance import (
 )
 from ca.keystore import KeyKind, PrivateKey, generate_key
 from ca.metrics import CaMetrics
-from ca.ratelimit import RateLimiter
-from ca.state import CaFiles
+from ca.ratelimit import Limiter, RateLimiter
+from ca.state import AuthorityHome
 from ca.store.protocol import AgentRecord, AuditRecord, CaStore, Entry
 from meshward.clock import Clock
 from meshward.selectors import (
@@ -111,8 +112,12 @@ def init_authority(
     now: dt.datetime,
     serials: SerialSource,
     upstream: tuple[x509.Certificate, PrivateKey] | None = None,
+    label: str = "",
 ) -> Authority:
-    """A new authority: a root (or the upstream CA) and the first signing slot."""
+    """A new authority: a root (or the upstream CA) and the first signing slot.
+
+    ``label`` names a replica in its signing CAs' subjects (shared database).
+    """
     kind: KeyKind = settings.key_type
     if upstream is None:
         root_key = generate_key(kind)
@@ -132,8 +137,11 @@ def init_authority(
         now,
         dt.timedelta(seconds=settings.ca_ttl),
         serials(),
+        label,
     )
-    return Authority(trust_domain, root_cert, root_key, slot, refresh_hint=settings.refresh_hint)
+    return Authority(
+        trust_domain, root_cert, root_key, slot, refresh_hint=settings.refresh_hint, label=label
+    )
 
 
 def _check_upstream(cert: x509.Certificate, key: PrivateKey, now: dt.datetime) -> None:
@@ -163,11 +171,11 @@ class CertificateAuthority:
     clock: Clock
     serials: SerialSource = random_serial
     random_bytes: Callable[[int], bytes] = os.urandom
-    files: CaFiles | None = None
+    files: AuthorityHome | None = None
     passphrase: bytes | None = field(default=None, repr=False)
     k8s: K8sAttestor | None = None
     metrics: CaMetrics = field(default_factory=CaMetrics)
-    limiter: RateLimiter | None = None
+    limiter: Limiter | None = None
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _loaded_mtime: float = 0.0
 
@@ -688,7 +696,7 @@ class CertificateAuthority:
 
     def _save(self, authority: Authority) -> None:
         if self.files is not None and self.passphrase is not None:
-            self.files.save(authority, self.passphrase)
+            authority = self.files.save(authority, self.passphrase)
             self._loaded_mtime = self.files.mtime()
         self.authority = authority
         self._publish_gauges()
@@ -697,7 +705,30 @@ class CertificateAuthority:
         self.metrics.signing_ca_not_after.set(self.authority.active.not_after.timestamp())
         self.metrics.bundle_sequence.set(self.authority.sequence)
 
+    @contextmanager
+    def _rotation_lease(self) -> Iterator[bool]:
+        """Hold the rotation lease (other processes/replicas on the same state or database)."""
+        if self.files is None:
+            yield True
+            return
+        with self.files.lease(self.clock.now()) as held:
+            if held:
+                self.reload_if_changed()  # start from what the previous holder did
+            yield held
+
+    def _rotate_by_hand(self, step: Callable[[Caller], Authority], caller: Caller) -> Authority:
+        with self._lock, self._rotation_lease() as held:
+            if not held:
+                raise Conflict("another process is rotating; try again", code="rotation_busy")
+            return step(caller)
+
     def rotate_prepare(self, caller: Caller) -> Authority:
+        return self._rotate_by_hand(self._rotate_prepare, caller)
+
+    def rotate_activate(self, caller: Caller) -> Authority:
+        return self._rotate_by_hand(self._rotate_activate, caller)
+
+    def _rotate_prepare(self, caller: Caller) -> Authority:
         outcome = _Outcome(method="admin")
         with self._audited("rotate_prepare", caller, outcome), self._lock:
             current = self.authority
@@ -712,13 +743,14 @@ class CertificateAuthority:
                 self.clock.now(),
                 dt.timedelta(seconds=self.settings.ca_ttl),
                 self.serials(),
+                current.label,
             )
             self._save(current.prepare(slot))
             outcome.detail = f"slot={next_id} sequence={self.authority.sequence}"
             outcome.not_after = slot.not_after
             return self.authority
 
-    def rotate_activate(self, caller: Caller) -> Authority:
+    def _rotate_activate(self, caller: Caller) -> Authority:
         outcome = _Outcome(method="admin")
         with self._audited("rotate_activate", caller, outcome), self._lock:
             self._save(self.authority.activate())
@@ -749,15 +781,30 @@ class CertificateAuthority:
         system = Caller(address="rotator")
         now = self.clock.now()
         with self._lock:
-            if self.authority.should_prune(now):
-                outcome = _Outcome(method="auto")
-                with self._audited("rotate_prune", system, outcome):
-                    self._save(self.authority.prune(now))
-                changed = True
-            if self.authority.should_prepare_next(now):
-                self.rotate_prepare(system)
-                changed = True
-            if self.authority.should_activate_next(now):
-                self.rotate_activate(system)
-                changed = True
+            due = self.authority
+            if not (
+                due.should_prune(now)
+                or due.should_prepare_next(now)
+                or due.should_activate_next(now)
+            ):
+                return changed
+            with self._rotation_lease() as held:
+                if not held:  # another replica is rotating: next tick
+                    return changed
+                changed = self._rotation_steps(now, system) or changed
+        return changed
+
+    def _rotation_steps(self, now: dt.datetime, system: Caller) -> bool:
+        changed = False
+        if self.authority.should_prune(now):
+            outcome = _Outcome(method="auto")
+            with self._audited("rotate_prune", system, outcome):
+                self._save(self.authority.prune(now))
+            changed = True
+        if self.authority.should_prepare_next(now):
+            self._rotate_prepare(system)
+            changed = True
+        if self.authority.should_activate_next(now):
+            self._rotate_activate(system)
+            changed = True
         return changed

@@ -9,14 +9,23 @@ Layout under ``<state-dir>/ca/``::
 
 ``authority.json`` is replaced atomically and written last, so a crash leaves
 either the old or the new authority, never a mix.
+
+:class:`AuthorityHome` is what the running CA needs from wherever its
+authority lives: these files, or the database replicas share
+(:class:`ca.replicas.DbAuthority`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import fcntl
 import json
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -26,7 +35,31 @@ from ca.errors import KeystoreError, NotInitialized
 from ca.keystore import load_key, save_key, write_private_file
 from meshward.spiffe import TrustDomain
 
-__all__ = ["CaFiles"]
+__all__ = ["AuthorityHome", "CaFiles"]
+
+
+class AuthorityHome(Protocol):
+    """Where the authority is kept, and how rotations by several processes take turns."""
+
+    def exists(self) -> bool: ...
+
+    def mtime(self) -> float:
+        """A marker that changes whenever the stored authority does."""
+        ...
+
+    def init(self, authority: Authority, passphrase: bytes) -> None:
+        """Store a new authority (nothing is there yet)."""
+        ...
+
+    def save(self, authority: Authority, passphrase: bytes) -> Authority:
+        """Store ``authority``; it as stored (the sequence may be the store's)."""
+        ...
+
+    def load(self, passphrase: bytes) -> Authority: ...
+
+    def lease(self, now: dt.datetime) -> contextlib.AbstractContextManager[bool]:
+        """Hold the right to rotate while the block runs; yields False if another holds it."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -52,7 +85,25 @@ class CaFiles:
         except FileNotFoundError:
             return 0.0
 
-    def save(self, authority: Authority, passphrase: bytes) -> None:
+    def init(self, authority: Authority, passphrase: bytes) -> None:
+        self.save(authority, passphrase)
+
+    @contextlib.contextmanager
+    def lease(self, now: dt.datetime) -> Iterator[bool]:
+        """An exclusive ``flock`` on ``rotation.lock`` (processes on one state dir)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / "rotation.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
+    def save(self, authority: Authority, passphrase: bytes) -> Authority:
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o700)
         self._save_cert(self.root / "root.crt", authority.root_cert)
@@ -71,6 +122,7 @@ class CaFiles:
         }
         write_private_file(self.meta, json.dumps(meta, indent=2).encode("utf-8"))
         self._remove_pruned(min(s.id for s in authority.slots))
+        return authority
 
     def _remove_pruned(self, oldest: int) -> None:
         """Delete the files of slots that left the bundle (older than every kept one)."""

@@ -13,8 +13,10 @@ each failure is an :class:`InvalidJwtSvid` whose ``reason`` is a short code:
    keys (``unknown_kid``); a key whose JWK pins another ``alg`` is
    ``alg_key_mismatch``;
 4. signature (``bad_signature``); ``aud`` present (``missing_aud``) and
-   holding one of the accepted audiences (``wrong_audience``); ``exp``
-   present (``missing_exp``);
+   holding one of the accepted audiences (``wrong_audience``) — unless the
+   caller passes ``audiences=None`` because it binds the audience itself (the
+   PDP binds it to each request's destination); ``exp`` present
+   (``missing_exp``);
 5. times against the injected ``now`` with ``leeway_seconds`` (0..60):
    ``expired`` at ``exp`` (+ leeway), ``not_yet_valid`` before ``nbf``,
    ``issued_in_future`` before ``iat``; non-numeric ``exp``/``nbf``/``iat``
@@ -164,11 +166,14 @@ def _header_and_subject(token: str, rules: JwtSvidRules) -> tuple[str, str, Spif
 def validate_jwt_svid(
     token: str,
     keys: KeyLookup,
-    audiences: Iterable[str],
+    audiences: Iterable[str] | None,
     now: dt.datetime,
     rules: JwtSvidRules = JwtSvidRules(),
 ) -> JwtSvid:
-    """Validate ``token`` for one of ``audiences``; see the module docstring for the order."""
+    """Validate ``token`` for one of ``audiences``; see the module docstring for the order.
+
+    ``audiences=None``: ``aud`` must be present, and the caller checks it.
+    """
     alg, kid, spiffe_id = _header_and_subject(token, rules)
     authorities = keys(spiffe_id.trust_domain)
     if authorities is None:
@@ -185,8 +190,9 @@ def validate_jwt_svid(
             token,
             key,
             algorithms=[alg],
-            audience=sorted(audiences),
+            audience=sorted(audiences) if audiences is not None else None,
             options={
+                "verify_aud": audiences is not None,
                 "verify_exp": False,
                 "verify_nbf": False,
                 "verify_iat": False,

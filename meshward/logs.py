@@ -11,10 +11,11 @@ import json
 import logging
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
-__all__ = ["REDACTED", "SECRET_KEYS", "configure_logging", "redact"]
+__all__ = ["REDACTED", "SECRET_KEYS", "configure_logging", "redact", "redact_url"]
 
 REDACTED = "[redacted]"
 _CHATTY = ("httpx", "httpcore")
@@ -49,6 +50,32 @@ def _redact(value: Any, keys: set[str]) -> Any:
     if isinstance(value, list | tuple):
         return [_redact(v, keys) for v in value]
     return value
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (userinfo or a secret query parameter) redacted.
+
+    ``postgresql://ca:s3cret@db/meshward?sslpassword=x`` becomes
+    ``postgresql://ca:[redacted]@db/meshward?sslpassword=[redacted]``; a URL
+    that does not parse is redacted whole.
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, _, host = netloc.rpartition("@")
+            user, sep, _password = userinfo.partition(":")
+            netloc = f"{user}:{REDACTED}@{host}" if sep else f"{user}@{host}"
+        query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        secret = ("password", "passphrase", "secret", "key", "token")
+        safe = [(k, REDACTED if any(w in k.lower() for w in secret) else v) for k, v in query]
+        if netloc == parts.netloc and safe == query:
+            return url
+        return urllib.parse.urlunsplit(
+            (parts.scheme, netloc, parts.path, urllib.parse.urlencode(safe, safe="[]/"), "")
+        )
+    except ValueError:
+        return REDACTED
 
 
 class _JsonFormatter(logging.Formatter):

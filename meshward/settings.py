@@ -32,6 +32,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from meshward.endpoints import split_urls
+
 __all__ = [
     "AgentSettings",
     "CaSettings",
@@ -137,19 +139,39 @@ class PdpSettings(_Section):
         None, description="trust domain of a PEM --trust-bundle (default: from its URI SAN)"
     )
     trust_peer_principal: bool = Field(
-        False, description="believe Envoy's attributes.source.principal (mTLS peer)"
+        False,
+        description="believe Envoy's mTLS peer: attributes.source.certificate, verified against "
+        "the trust bundle (with source.principal, which must match it)",
+    )
+    trust_bare_principal: bool = Field(
+        False,
+        description="with trust_peer_principal: also believe a source.principal that comes "
+        "without source.certificate (only when nothing but your Envoy can reach the gRPC port)",
     )
     trusted_proxies: tuple[str, ...] = Field(
-        (), description="SPIFFE IDs or IP networks whose x-forwarded-client-cert is read"
+        (),
+        description="SPIFFE IDs or IP networks (of the socket peer) whose x-forwarded-client-cert "
+        "is read",
     )
-    jwt_audiences: tuple[str, ...] = Field(
-        ("meshward",), description="audiences accepted in JWT-SVIDs"
+    jwt_svid_audience_aliases: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description="destination (SPIFFE ID, service name or host) -> other 'aud' values that "
+        "name it; a JWT-SVID is accepted only at the destination its 'aud' names",
+    )
+    jwt_svid_any_destination_audiences: tuple[str, ...] = Field(
+        (),
+        description="'aud' values accepted at every destination (off: lets a service replay a "
+        "caller's token to any other service; migration only)",
+    )
+    strip_authorization: bool = Field(
+        True,
+        description="remove the Authorization header from allowed requests before the upstream",
     )
     jwt_leeway_seconds: int = Field(30, ge=0, le=60, description="clock skew allowed for tokens")
     max_token_bytes: int = Field(8192, ge=256, le=65536, description="longest bearer token")
     oidc_issuers: tuple[OidcIssuerSettings, ...] = Field((), description="end-user token issuers")
     remove_headers: tuple[str, ...] = Field(
-        (), description="headers removed from allowed requests (e.g. authorization)"
+        (), description="more headers removed from allowed requests before the upstream"
     )
     drain_seconds: float = Field(5.0, ge=0, description="grace for in-flight checks on shutdown")
     wait_for_policies: bool = Field(
@@ -181,6 +203,13 @@ class PdpSettings(_Section):
 
     _check_grpc = field_validator("grpc_addr", "http_addr")(_hostport)
 
+    def upstream_removed_headers(self) -> tuple[str, ...]:
+        """Headers taken off an allowed request before the upstream (lower-case, once each)."""
+        names = [h.lower() for h in self.remove_headers]
+        if self.strip_authorization:
+            names.insert(0, "authorization")
+        return tuple(dict.fromkeys(names))
+
 
 class PolicySourceSettings(_Section):
     """Where ``pdp.policies`` is read from and how it is gated (docs/policies.md)."""
@@ -191,6 +220,13 @@ class PolicySourceSettings(_Section):
         None, gt=0, description="seconds between looks (default: 30 for Git, 2 for a directory)"
     )
     git_timeout: float = Field(60.0, gt=0, description="seconds one git command may take")
+    max_archive_bytes: int = Field(
+        64 * 1024 * 1024, gt=0, description="most bytes one Git version may unpack to"
+    )
+    max_archive_files: int = Field(10_000, gt=0, description="most files in one Git version")
+    max_file_bytes: int = Field(
+        8 * 1024 * 1024, gt=0, description="largest single file in one Git version"
+    )
     webhook_secret: SecretStr | None = Field(
         None, description="HMAC-SHA256 key of POST /v1/policies/refresh (prefer the _file form)"
     )
@@ -210,7 +246,37 @@ class DecisionLogSettings(_Section):
     backups: int = Field(5, ge=0, description="rotated files to keep")
     sample_rate: float = Field(1.0, ge=0.0, le=1.0, description="share of decisions logged")
     redact: tuple[str, ...] = Field(
-        ("authorization", "cookie"), description="keys whose values are never logged"
+        (
+            "authorization",
+            "proxy-authorization",
+            "cookie",
+            "set-cookie",
+            "access_token",
+            "id_token",
+            "refresh_token",
+            "client_secret",
+            "password",
+            "api_key",
+        ),
+        description="headers, query parameters and context or attribute keys whose values are "
+        "never logged",
+    )
+    headers: tuple[str, ...] = Field(
+        (
+            "accept",
+            "content-length",
+            "content-type",
+            "user-agent",
+            "x-request-id",
+            "traceparent",
+            "tracestate",
+        ),
+        description="request headers whose values are logged (every other one: [redacted])",
+    )
+    query_values: bool = Field(
+        False,
+        description="log query parameter values (except those named in redact); default: "
+        "names only",
     )
 
 
@@ -291,8 +357,40 @@ class CaSettings(_Section):
         "https://kubernetes.default.svc.cluster.local", description="expected token issuer"
     )
     k8s_audience: str = Field("meshward", description="expected token audience")
+    database_url: str | None = Field(
+        None,
+        description="the CA store: sqlite:///PATH (default <state-dir>/ca/ca.db) or "
+        "postgresql://USER@HOST:PORT/DB?sslmode=verify-full&sslrootcert=… (several CA "
+        "replicas share one PostgreSQL; the password is never logged)",
+    )
+    database_pool_size: int = Field(
+        10, ge=1, le=200, description="PostgreSQL connections per CA process"
+    )
+    database_timeout_seconds: float = Field(
+        5.0, gt=0, le=300, description="longest wait for a database connection (then 503)"
+    )
+    replica_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="this replica's name on a shared database (default: the host name); "
+        "it keeps its own signing CA under the shared root",
+    )
+    lease_seconds: float = Field(
+        30.0, gt=0, le=3600, description="rotation lease held by one replica at a time"
+    )
+    workers: int = Field(1, ge=1, le=256, description="ca serve processes sharing the port")
 
     _check_addr = field_validator("addr")(_hostport)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme = value.partition("://")[0].lower()
+        if scheme not in ("sqlite", "postgresql", "postgres") or "://" not in value:
+            raise ValueError("expected sqlite:///PATH or postgresql://… (scheme not supported)")
+        return value
 
     @model_validator(mode="after")
     def _check_ttls(self) -> CaSettings:
@@ -308,7 +406,11 @@ class CaSettings(_Section):
 class AgentSettings(_Section):
     """The node agent (``meshward agent run``); see docs/agent.md."""
 
-    ca_url: str = Field("https://127.0.0.1:8443", description="the CA HTTPS API")
+    ca_url: str = Field(
+        "https://127.0.0.1:8443",
+        description="the CA HTTPS API; several replicas as a comma-separated list or a DNS "
+        "name with several addresses (tried in turn on connection failure or 5xx)",
+    )
     ca_bundle: Path | None = Field(
         None, description="the CA's bundle (JWK Set or PEM) to reach it the first time"
     )
@@ -321,7 +423,7 @@ class AgentSettings(_Section):
         None, description="Workload API Unix socket (default <state-dir>/agent/api.sock)"
     )
     sds_addr: str | None = Field(
-        None, description="SDS listener: unix:/path or HOST:PORT; '' turns SDS off"
+        None, description="SDS listener: unix:/path, or loopback HOST:PORT (with sds_selectors)"
     )
     sds_selectors: tuple[str, ...] = Field(
         (),
@@ -343,6 +445,11 @@ class AgentSettings(_Section):
     write_signal: str | None = Field(None, description="file mode: signal sent after each write")
     write_pid_file: Path | None = Field(None, description="file mode: pid to send the signal to")
     sync_interval: float = Field(30.0, gt=0, description="seconds between bundle/entry checks")
+
+    @field_validator("ca_url")
+    @classmethod
+    def _ca_urls(cls, value: str) -> str:
+        return ",".join(split_urls(value))
 
 
 class ConsoleSettings(_Section):

@@ -22,8 +22,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from authz.adapters.admin import AdminGate
-from authz.decider import Decider
-from authz.decisionlog import decision_entry
+from authz.decider import Decider, DecisionRecord
+from authz.decisionlog import DEFAULT_LOGGED_HEADERS, decision_entry
 from authz.model import AccessRequest
 from authz.recent import RecentDecisions
 
@@ -34,10 +34,21 @@ MAX_LIST = 1000
 
 
 def decisions_router(
-    decider: Decider, recent: RecentDecisions, gate: AdminGate, redact: Iterable[str]
+    decider: Decider,
+    recent: RecentDecisions,
+    gate: AdminGate,
+    redact: Iterable[str],
+    *,
+    headers: Iterable[str] = DEFAULT_LOGGED_HEADERS,
+    query_values: bool = False,
 ) -> APIRouter:
+    """The admin decision endpoints; entries are redacted exactly as the decision log's."""
     router = APIRouter()
     redact = tuple(redact)
+    logged_headers = tuple(headers)
+
+    def entry_of(record: DecisionRecord) -> dict[str, Any]:
+        return decision_entry(record, redact, headers=logged_headers, query_values=query_values)
 
     @router.get("/v1/decisions")
     async def decisions(request: Request) -> Response:
@@ -62,7 +73,7 @@ def decisions_router(
                 continue
             if decision and decision != record.decision:
                 continue
-            out.append(decision_entry(record, redact))
+            out.append(entry_of(record))
         return JSONResponse({"decisions": out})
 
     @router.get("/v1/decisions/{decision_id}")
@@ -73,7 +84,7 @@ def decisions_router(
         record = recent.get(decision_id[:MAX_ID])
         if record is None:
             return JSONResponse({"error": "not found"}, status_code=404)
-        entry = decision_entry(record, redact)
+        entry = entry_of(record)
         if request.query_params.get("explain", "").lower() in ("1", "true", "yes"):
             entry["explained_with"] = decider.engines.version
             if record.request is None:

@@ -66,8 +66,12 @@ def parse_check_request(data: bytes) -> pb.CheckRequest | None:
 def _headers(http: Any) -> dict[str, str]:
     header_map = http.header_map.headers
     if not header_map:
-        # Envoy already joined repeated headers in the ``headers`` map (RFC 9110).
-        return join_headers(http.headers.items(), MAX_HEADERS)
+        # Envoy already joined repeated headers in the ``headers`` map (RFC 9110)
+        # and lower-cased the names: the common case is a plain copy.
+        headers: dict[str, str] = dict(http.headers)
+        if len(headers) <= MAX_HEADERS and all(name.islower() for name in headers):
+            return headers
+        return join_headers(headers.items(), MAX_HEADERS)
     items: list[tuple[str, str]] = list(http.headers.items())
     for hv in header_map:
         if hv.raw_value:

@@ -15,7 +15,10 @@
 Every adapter reads headers as :func:`authz.canonical.join_headers` joins them
 and hands :mod:`authz.request` the path as received (not decoded).
 
-Answers: 200 with ``x-meshward-principal`` and ``x-meshward-decision-id``; 401
+Answers: 200 with ``x-meshward-principal`` and ``x-meshward-decision-id`` (and
+``x-meshward-remove-headers``: ``authorization`` and any ``pdp.remove_headers``,
+which the proxy deletes before the upstream; Envoy gets them as
+``x-envoy-auth-headers-to-remove``, which it applies itself); 401
 with ``WWW-Authenticate: Bearer``; 403 with ``{"error", "decision_id"}``.
 ``/healthz``, ``/readyz`` (503 until policies are loaded), ``/metrics``.
 """
@@ -27,9 +30,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.datastructures import URLPath
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Match, NoMatchFound, Route
 from starlette.types import Receive, Scope, Send
 
 from authz.authn.peer import PeerFacts
@@ -41,13 +45,15 @@ from authz.model import AccessRequest
 from authz.request import PathOptions, split_target
 from authz.requestdoc import load_document, parse_request, wants_explanation
 
-__all__ = ["DESTINATION_HEADER", "MAX_BATCH", "create_app", "parse_documents"]
+__all__ = ["DESTINATION_HEADER", "MAX_BATCH", "REMOVE_HEADERS", "create_app", "parse_documents"]
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
 MAX_BODY = 1024 * 1024
 _WWW_AUTHENTICATE = 'Bearer realm="meshward"'
+# On an allow: the request headers the proxy must delete before the upstream.
+REMOVE_HEADERS = "x-meshward-remove-headers"
 
 
 DESTINATION_HEADER = "x-meshward-destination"
@@ -118,8 +124,13 @@ def _answer(verdict: Verdict, *, envoy: bool = False) -> Response:
 def _response(verdict: Verdict, envoy: bool) -> Response:
     if verdict.allowed:
         headers = dict(verdict.upstream_headers())
-        if envoy and verdict.remove_headers:
-            headers["x-envoy-auth-headers-to-remove"] = ",".join(verdict.remove_headers)
+        if verdict.remove_headers:
+            # Envoy applies its own header; other proxies are configured to
+            # delete what x-meshward-remove-headers names (docs/pdp.md).
+            removed = ",".join(verdict.remove_headers)
+            headers[REMOVE_HEADERS] = removed
+            if envoy:
+                headers["x-envoy-auth-headers-to-remove"] = removed
         return Response(status_code=200, headers=headers)
     headers = {"x-meshward-decision-id": verdict.decision_id}
     if verdict.outcome is Outcome.UNAUTHENTICATED:
@@ -139,6 +150,32 @@ class _AnyMethod:
         await response(scope, receive, send)
 
 
+class _PrefixRoute(BaseRoute):
+    """Every request whose path is ``prefix`` or under it, any method, any bytes.
+
+    A ``{path:path}`` route does not match a decoded path holding a newline;
+    this one hands every such request to the endpoint, which decides on the
+    raw path (and denies what it cannot give one meaning).
+    """
+
+    def __init__(self, prefix: str, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
+        self.prefix = prefix
+        self.app = _AnyMethod(endpoint)
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if path == self.prefix or path.startswith(self.prefix + "/"):
+                return Match.FULL, {"endpoint": self.app}
+        return Match.NONE, {}
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> URLPath:
+        raise NoMatchFound(name, path_params)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
 class _ForwardAuth:
     """The forward-auth endpoints: each maps its proxy's request to facts and decides."""
 
@@ -146,49 +183,51 @@ class _ForwardAuth:
         self.decider = decider
         self.destination = destination
 
-    async def ext_authz(self, request: Request) -> Response:
+    async def _decide(
+        self, adapter: str, request: Request, facts: Callable[[dict[str, str]], RequestFacts]
+    ) -> Response:
+        """Map with ``facts`` (from the joined headers) and decide; any mapping error denies."""
         try:
-            headers = _headers(request)
-            service = self.destination or headers.get(DESTINATION_HEADER, "")
-            if not service:
-                return _answer(self.decider.reject("envoy_http", "no_destination"))
-            target = _ext_authz_target(request.scope)
-            host = headers.get("host", "")
-            facts = _facts(
-                request, headers, "envoy_http", request.method, target, host, service=service
-            )
+            mapped = facts(_headers(request))
         except MalformedRequest as exc:
-            return _answer(self.decider.reject("envoy_http", exc.reason))
+            return _answer(self.decider.reject(adapter, exc.reason))
         except Exception:
-            log.exception("cannot map http_service request")
-            return _answer(self.decider.reject("envoy_http", "internal"))
-        return _answer(await self.decider.decide(facts), envoy=True)
+            log.exception(
+                "cannot map a forward-auth request", extra={"fields": {"adapter": adapter}}
+            )
+            return _answer(self.decider.reject(adapter, "internal"))
+        return _answer(await self.decider.decide(mapped), envoy=adapter == "envoy_http")
+
+    async def ext_authz(self, request: Request) -> Response:
+        def facts(h: dict[str, str]) -> RequestFacts:
+            service = self.destination or h.get(DESTINATION_HEADER, "")
+            if not service:
+                raise MalformedRequest("no_destination")
+            target = _ext_authz_target(request.scope)
+            host = h.get("host", "")
+            return _facts(request, h, "envoy_http", request.method, target, host, service=service)
+
+        return await self._decide("envoy_http", request, facts)
 
     async def nginx(self, request: Request) -> Response:
-        try:
-            h = _headers(request)
-            uri = h.get("x-original-uri")
-            method = h.get("x-original-method")
+        def facts(h: dict[str, str]) -> RequestFacts:
+            uri, method = h.get("x-original-uri"), h.get("x-original-method")
             if uri is None or method is None:
-                return _answer(self.decider.reject("nginx", "missing_original_request"))
+                raise MalformedRequest("missing_original_request")
             host = h.get("x-original-host") or h.get("x-forwarded-host") or h.get("host", "")
-            facts = _facts(request, h, "nginx", method, _header_target(uri), host)
-        except MalformedRequest as exc:
-            return _answer(self.decider.reject("nginx", exc.reason))
-        return _answer(await self.decider.decide(facts))
+            return _facts(request, h, "nginx", method, _header_target(uri), host)
+
+        return await self._decide("nginx", request, facts)
 
     async def traefik(self, request: Request) -> Response:
-        try:
-            h = _headers(request)
-            uri = h.get("x-forwarded-uri")
-            method = h.get("x-forwarded-method")
+        def facts(h: dict[str, str]) -> RequestFacts:
+            uri, method = h.get("x-forwarded-uri"), h.get("x-forwarded-method")
             if uri is None or method is None:
-                return _answer(self.decider.reject("traefik", "missing_original_request"))
+                raise MalformedRequest("missing_original_request")
             host = h.get("x-forwarded-host") or h.get("host", "")
-            facts = _facts(request, h, "traefik", method, _header_target(uri), host)
-        except MalformedRequest as exc:
-            return _answer(self.decider.reject("traefik", exc.reason))
-        return _answer(await self.decider.decide(facts))
+            return _facts(request, h, "traefik", method, _header_target(uri), host)
+
+        return await self._decide("traefik", request, facts)
 
 
 def parse_documents(
@@ -227,12 +266,8 @@ def create_app(
 
     # Forward-auth sees the original method (any, even unknown ones): ASGI
     # endpoints, which starlette routes for every method.
-    for path, endpoint in (
-        ("/ext_authz", forward.ext_authz),
-        ("/ext_authz/{path:path}", forward.ext_authz),
-        ("/auth/nginx", forward.nginx),
-        ("/auth/traefik", forward.traefik),
-    ):
+    app.router.routes.append(_PrefixRoute("/ext_authz", forward.ext_authz))
+    for path, endpoint in (("/auth/nginx", forward.nginx), ("/auth/traefik", forward.traefik)):
         app.router.routes.append(Route(path, _AnyMethod(endpoint)))
 
     async def decide(item: AccessRequest | MalformedRequest) -> Verdict:

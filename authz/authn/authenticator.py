@@ -9,6 +9,10 @@ The mTLS peer, when there is one, is always reported too (``context.peer``), so
 a policy can ask for "user X through workload Y". Any credential that is
 present but wrong raises :class:`~authz.authn.errors.AuthnError`: the caller is
 unauthenticated, never silently anonymous.
+
+A JWT-SVID is also bound to where it is used: once the request's destination
+is known, :meth:`Authenticator.bind` refuses a token whose ``aud`` does not
+name it (:mod:`authz.authn.audience`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from authz.authn.audience import AudiencePolicy, check_audience
 from authz.authn.errors import InvalidToken
 from authz.authn.jwt import JwtVerifier, bearer_token
 from authz.authn.peer import Peer, PeerFacts, PeerPolicy, authenticate_peer
@@ -38,6 +43,8 @@ class Authenticated:
     identity: Identity
     peer: Peer | None = None
     claims: Mapping[str, Any] | None = field(default=None)
+    # The JWT-SVID's audiences (``None`` when no JWT-SVID authenticated the caller).
+    audiences: frozenset[str] | None = None
 
 
 class Authenticator:
@@ -49,11 +56,13 @@ class Authenticator:
         peer_policy: PeerPolicy | None = None,
         bundles: TrustSource | None = None,
         jwt: JwtVerifier | None = None,
+        audience: AudiencePolicy | None = None,
     ) -> None:
         self.clock = clock
         self.peer_policy = peer_policy or PeerPolicy()
         self.bundles: TrustSource = bundles if bundles is not None else TrustBundles()
         self.jwt = jwt
+        self.audience = audience or AudiencePolicy()
 
     async def authenticate(self, peer: PeerFacts, authorization: str | None) -> Authenticated:
         now = self.clock.now()
@@ -66,13 +75,18 @@ class Authenticator:
                 # Nothing derived from this request may outlive either credential.
                 expires = min(found.expires_at, verified.expires_at)
                 identity = dataclasses.replace(identity, expires_at=expires)
-            return Authenticated(identity, found, verified.claims)
+            return Authenticated(identity, found, verified.claims, verified.audiences)
         if token is not None:
             # A bearer token we have no way to verify is a failed credential.
             raise InvalidToken("tokens_not_configured")
         if found is not None:
             return Authenticated(_workload(found.spiffe_id, found.expires_at), found)
         return Authenticated(ANONYMOUS)
+
+    def bind(self, who: Authenticated, destination: str) -> None:
+        """Refuse a JWT-SVID whose ``aud`` does not name ``destination`` (``InvalidToken``)."""
+        if who.audiences is not None:
+            check_audience(who.audiences, destination, self.audience)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -9,6 +9,11 @@ trust domain in the bundle), signature with the ``kid``'s key, ``aud``, then
 JWT-SVIDs are checked by :func:`meshward.jwt_svid.validate_jwt_svid`, the
 validator the CA and the node agent use too.
 
+``aud``: an OIDC token's must hold one of its issuer's configured audiences. A
+JWT-SVID's is only required and kept (:attr:`VerifiedToken.audiences`): which
+audience it needs depends on the request's destination, so it is checked per
+request by :func:`authz.authn.audience.check_audience`, never here.
+
 Verified tokens are cached (by SHA-256) until they expire.
 """
 
@@ -24,10 +29,11 @@ from typing import Any
 
 import jwt
 
+from authz.authn.audience import token_audiences
 from authz.authn.errors import InvalidToken, UnknownKey
 from authz.authn.jwks import ASYMMETRIC_ALGORITHMS, Jwk, KeySource
 from authz.authn.trust import TrustBundles, TrustSource
-from authz.model import AuthMethod, EntityUid, Identity
+from authz.model import AuthMethod, EntityUid, Identity, issuer_group
 from meshward.jwt_svid import ALGORITHMS as JWT_SVID_ALGORITHMS
 from meshward.jwt_svid import InvalidJwtSvid, JwtSvidRules, check_times, validate_jwt_svid
 from meshward.spiffe import SpiffeId, TrustDomain
@@ -63,13 +69,15 @@ class OidcIssuer:
             raise ValueError(f"issuer {self.issuer}: not asymmetric algorithms: {sorted(bad)}")
         if not self.audiences:
             raise ValueError(f"issuer {self.issuer}: at least one audience is required")
+        if "|" in self.issuer:
+            # Users and groups are "<issuer>|<name>": the first "|" must end the issuer.
+            raise ValueError(f"issuer {self.issuer}: must not contain '|'")
 
 
 @dataclass(frozen=True, slots=True)
 class JwtPolicy:
     """Limits that apply to every token."""
 
-    svid_audiences: frozenset[str] = frozenset({"meshward"})
     svid_algorithms: frozenset[str] = frozenset({"ES256", "ES384", "RS256", "PS256"})
     max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES
     leeway_seconds: int = 30
@@ -89,6 +97,9 @@ class VerifiedToken:
 
     identity: Identity
     claims: Mapping[str, Any] = field(default_factory=dict)
+    # A JWT-SVID's ``aud`` values, to be bound to the request's destination;
+    # ``None`` for OIDC tokens (checked against their issuer's audiences).
+    audiences: frozenset[str] | None = None
 
     @property
     def expires_at(self) -> dt.datetime:
@@ -274,7 +285,8 @@ class JwtVerifier:
             return bundle.jwt_keys if bundle is not None else None
 
         try:
-            svid = validate_jwt_svid(token, keys, self.policy.svid_audiences, now, self._svid_rules)
+            # aud is required but bound to the destination per request (authz.authn.audience).
+            svid = validate_jwt_svid(token, keys, None, now, self._svid_rules)
         except InvalidJwtSvid as exc:
             if exc.reason == "unknown_kid":
                 issuer = str(SpiffeId.parse(sub).trust_domain.id)  # parsed by the validator
@@ -286,7 +298,7 @@ class JwtVerifier:
             expires_at=svid.expires_at,
             attributes={"trust_domain": svid.spiffe_id.trust_domain.name},
         )
-        return VerifiedToken(identity, cedar_safe(svid.claims))
+        return VerifiedToken(identity, cedar_safe(svid.claims), token_audiences(svid.claims["aud"]))
 
     def _verify_oidc(
         self,
@@ -310,7 +322,9 @@ class JwtVerifier:
         if not isinstance(sub, str) or not sub or len(sub) > 1024 or not sub.isprintable():
             # The principal travels upstream in a header: no control characters.
             raise InvalidToken("bad_subject")
-        parents = tuple(EntityUid("Group", g) for g in _groups(claims.get(issuer.groups_claim)))
+        parents = tuple(
+            issuer_group(issuer.issuer, g) for g in _groups(claims.get(issuer.groups_claim))
+        )
         identity = Identity(
             EntityUid("User", f"{issuer.issuer}|{sub}"),
             parents=parents,

@@ -2,13 +2,17 @@
 
 Pure: every function takes the time and the trust anchors as values.
 
-- ``source.principal`` (the SPIFFE ID Envoy validated during the handshake) is
-  believed only when :attr:`PeerPolicy.trust_principal` is set. When Envoy also
-  sends ``source.certificate``, its chain is verified against the trust bundle
-  and its URI SAN must equal the principal.
+- Envoy's mTLS peer is believed only when :attr:`PeerPolicy.trust_principal`
+  is set, and then only as proven: ``source.certificate`` (Envoy's
+  ``include_peer_certificate``) is verified against the trust bundle, and
+  ``source.principal``, when also sent, must equal its URI SAN. A principal
+  that comes without a certificate is refused (``principal_without_certificate``)
+  unless :attr:`PeerPolicy.trust_bare_principal` explicitly allows it.
 - ``x-forwarded-client-cert`` (Envoy's XFCC format) is read only when the
-  immediate sender is a configured trusted proxy (by address or SPIFFE ID);
-  otherwise it is ignored. Either way adapters strip it from what policies see.
+  immediate sender is a configured trusted proxy: by the socket peer's address
+  (:attr:`PeerFacts.address`, which adapters take from the connection, never
+  from a header) or by its verified SPIFFE ID; otherwise it is ignored. Either
+  way adapters strip it from what policies see.
 """
 
 from __future__ import annotations
@@ -68,7 +72,7 @@ class PeerFacts:
 
     principal: str = ""
     certificate: str = ""  # URL-encoded PEM, as Envoy sends it
-    address: str = ""
+    address: str = ""  # the immediate peer: the socket's address (or Envoy's source.address)
     xfcc: str | None = None
 
 
@@ -79,9 +83,16 @@ class PeerPolicy:
     trust_principal: bool = False
     trusted_proxy_ids: frozenset[SpiffeId] = frozenset()
     trusted_proxy_networks: tuple[_Network, ...] = ()
+    trust_bare_principal: bool = False
 
     @classmethod
-    def build(cls, trust_principal: bool, trusted_proxies: Sequence[str]) -> PeerPolicy:
+    def build(
+        cls,
+        trust_principal: bool,
+        trusted_proxies: Sequence[str],
+        *,
+        trust_bare_principal: bool = False,
+    ) -> PeerPolicy:
         """``trusted_proxies`` holds SPIFFE IDs and IP networks (``10.0.0.0/8``)."""
         ids: set[SpiffeId] = set()
         nets: list[_Network] = []
@@ -90,7 +101,7 @@ class PeerPolicy:
                 ids.add(SpiffeId.parse(entry))
             else:
                 nets.append(ipaddress.ip_network(entry, strict=False))
-        return cls(trust_principal, frozenset(ids), tuple(nets))
+        return cls(trust_principal, frozenset(ids), tuple(nets), trust_bare_principal)
 
     def is_trusted_proxy(self, address: str, peer: Peer | None) -> bool:
         if peer is not None and peer.spiffe_id in self.trusted_proxy_ids:
@@ -266,7 +277,9 @@ def _peer_from_xfcc(value: str, bundles: TrustBundles, now: dt.datetime) -> Peer
     return Peer(spiffe_id, None, "xfcc")
 
 
-def _direct_peer(facts: PeerFacts, bundles: TrustBundles, now: dt.datetime) -> Peer | None:
+def _direct_peer(
+    facts: PeerFacts, policy: PeerPolicy, bundles: TrustBundles, now: dt.datetime
+) -> Peer | None:
     principal = facts.principal
     if not principal and not facts.certificate:
         return None
@@ -283,6 +296,10 @@ def _direct_peer(facts: PeerFacts, bundles: TrustBundles, now: dt.datetime) -> P
         return Peer(spiffe_id, expires, "mtls")
     if claimed is None:
         return None
+    if not policy.trust_bare_principal:
+        # A principal string proves nothing by itself: anyone who can reach the
+        # gRPC port can send one. Only a certificate that chains to the bundle does.
+        raise InvalidPeer("principal_without_certificate")
     if bundles and bundles.get(claimed.trust_domain) is None:
         raise InvalidPeer("foreign_trust_domain", claimed.trust_domain.name)
     return Peer(claimed, None, "mtls")
@@ -296,7 +313,7 @@ def authenticate_peer(
     Raises :class:`InvalidPeer` when a trusted fact is present but wrong: the
     caller is then unauthenticated, never silently anonymous.
     """
-    direct = _direct_peer(facts, bundles, now) if policy.trust_principal else None
+    direct = _direct_peer(facts, policy, bundles, now) if policy.trust_principal else None
     if facts.xfcc is not None and policy.is_trusted_proxy(facts.address, direct):
         return _peer_from_xfcc(facts.xfcc, bundles, now)
     return direct

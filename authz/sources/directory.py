@@ -7,19 +7,34 @@ starts with a dot (``.git``, ``.github``) are not part of the bundle.
 A revision is materialised by copying the files and hashing the copy: if the
 directory changed in between, the copy is refused (``CheckoutError`` with code
 ``changed_during_read``) and the next look picks up the new content.
+
+Only regular files are read (:mod:`authz.version`). A symbolic link (to a file
+or a directory) or any other special file inside the directory is never
+followed: the version names it, and materialising that version is refused
+(``Rejected``, stage ``checkout``, one ``symlink`` or ``not-a-file`` problem
+per entry), so a link to ``/etc/shadow`` or ``/dev/zero`` can neither be read
+nor shown. Files are opened with ``O_NOFOLLOW``, so a file swapped for a link
+between the walk and the read is refused too. The directory itself may be a
+link (it is the operator's configuration).
 """
 
 from __future__ import annotations
 
-import shutil
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from authz.sources.errors import CheckoutError, FetchError
+from authz.errors import Problem
+from authz.sources.errors import CheckoutError, FetchError, Rejected
 from authz.sources.protocol import PolicySource, Pollable, Revision
-from authz.version import bundle_files, content_version
+from authz.version import NotRegularFile, content_version, read_regular, walk_bundle
 
 __all__ = ["DirectorySource", "content_version"]
+
+_REFUSED = {
+    "symlink": "a symbolic link: policy directories hold regular files only; it is not read",
+    "not-a-file": "not a regular file (a FIFO, socket or device); it is not read",
+}
 
 
 class DirectorySource:
@@ -41,8 +56,9 @@ class DirectorySource:
 
     def _stat_signature(self) -> tuple[tuple[str, int, int], ...]:
         sig = []
-        for path in bundle_files(self._root):
-            st = path.stat()
+        walk = walk_bundle(self._root)
+        for path in [*walk.files, *(p for p, _ in walk.refused)]:
+            st = os.lstat(path)
             sig.append((path.relative_to(self._root).as_posix(), st.st_size, st.st_mtime_ns))
         return tuple(sig)
 
@@ -55,15 +71,29 @@ class DirectorySource:
                 self._revision = Revision(content_version(self._root), self.description)
                 self._signature = signature
         except OSError as exc:
-            raise FetchError(f"{self.description}: cannot read: {exc.strerror}") from exc
+            why = exc.strerror or "not a regular file"
+            raise FetchError(f"{self.description}: cannot read: {why}") from exc
         return self._revision
 
     def materialize(self, revision: Revision, dest: Path) -> Path:
         try:
-            for path in bundle_files(self._root):
+            walk = walk_bundle(self._root)
+            refused = [
+                Problem(path.relative_to(self._root).as_posix(), 1, 1, code, _REFUSED[code])
+                for path, code in walk.refused
+            ]
+            if refused:
+                raise Rejected(refused, stage="checkout")
+            for path in walk.files:
                 target = dest / path.relative_to(self._root)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(path, target)
+                target.write_bytes(read_regular(path))
+        except NotRegularFile as exc:
+            self._signature = None  # look again: the file changed into a link or special file
+            raise CheckoutError(
+                f"{self.description}: a file turned into a link while being read",
+                code="changed_during_read",
+            ) from exc
         except OSError as exc:
             raise CheckoutError(f"{self.description}: cannot copy: {exc.strerror}") from exc
         if content_version(dest) != revision.version:

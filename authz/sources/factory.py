@@ -7,7 +7,7 @@ from pathlib import Path
 
 from authz.sources.directory import DirectorySource
 from authz.sources.errors import SourceError
-from authz.sources.git import GitSource, is_git_url
+from authz.sources.git import ArchiveLimits, GitSource, is_git_url
 from authz.sources.protocol import PolicySource
 from meshward.settings import PolicySourceSettings, secret_value
 
@@ -34,6 +34,11 @@ def make_source(
             subdir=settings.subdir if subdir is None else subdir,
             poll_interval=settings.poll_interval or _GIT_POLL,
             timeout=settings.git_timeout,
+            limits=ArchiveLimits(
+                max_total_bytes=settings.max_archive_bytes,
+                max_files=settings.max_archive_files,
+                max_file_bytes=settings.max_file_bytes,
+            ),
         )
     return DirectorySource(Path(spec), poll_interval=settings.poll_interval or _DIR_POLL)
 

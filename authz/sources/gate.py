@@ -88,12 +88,55 @@ class Rejection:
         return self.stage == "gate"
 
     def to_json(self) -> dict[str, Any]:
+        """For ``GET /v1/policies``: where each problem is and what kind, never file text."""
         return {
             "version": self.version,
             "at": _iso(self.at),
             "stage": self.stage,
-            "errors": [_problem_json(p) for p in self.problems],
+            "errors": [public_problem_json(p) for p in self.problems],
         }
+
+
+# What GET /v1/policies (unauthenticated) says about a problem. Cedar's and the
+# parsers' own messages quote the offending text, so they go to the log only.
+_PUBLIC_MESSAGES = {
+    "syntax-error": "the policy does not parse",
+    "schema-error": "the schema does not parse",
+    "schema-violation": "the policy does not validate against the schema",
+    "validation-failed": "the policies could not be validated",
+    "template": "policy templates are not supported",
+    "bad-id": "the policy's @id is empty",
+    "duplicate-id": "the policy id is already used by another policy",
+    "empty-bundle": "no policies found",
+    "missing-schema": "schema.cedarschema not found",
+    "unreadable": "the file cannot be read",
+    "not-utf8": "the file is not UTF-8 text",
+    "bad-json": "the file is not valid JSON",
+    "bad-entities": "the entities do not load",
+    "bad-entity": "the entity does not conform to the schema",
+    "bad-yaml": "the test file is not valid YAML",
+    "bad-test": "the test case is malformed",
+    "duplicate-test": "the test case name is already used in this file",
+    "test-failed": "a policy test failed",
+    "symlink": "a symbolic link: policy directories hold regular files only",
+    "not-a-file": "not a regular file",
+    "rejected_elsewhere": "rejected by another replica",
+    "internal-error": "the gate failed",
+    "not_found": "the configured subdirectory is not in this version",
+    "bad_ref": "not a commit",
+    "archive_too_large": "the version's files exceed policy_source.max_archive_bytes",
+    "archive_too_many_files": "the version has more files than policy_source.max_archive_files",
+    "archive_file_too_large": "a file exceeds policy_source.max_file_bytes",
+    "archive_bad_member": "the version holds a link or special file",
+}
+
+
+def public_problem_json(problem: Problem) -> dict[str, Any]:
+    """A problem as ``GET /v1/policies`` shows it: file, line, column, code, a fixed message."""
+    message = _PUBLIC_MESSAGES.get(
+        problem.code, "see the PDP log or `meshward policy validate` for the detail"
+    )
+    return {**_problem_json(problem), "message": message}
 
 
 def _problem_json(problem: Problem) -> dict[str, Any]:

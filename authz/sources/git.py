@@ -18,20 +18,21 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import io
 import os
 import re
 import subprocess
 import tarfile
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
-from authz.sources.errors import CheckoutError, FetchError, SourceError
+from authz.errors import Problem
+from authz.sources.errors import CheckoutError, FetchError, Rejected, SourceError
 from authz.sources.protocol import Pinnable, PolicySource, Pollable, Refreshable, Revision
 
-__all__ = ["GitSource", "archive_tree", "is_git_url", "redact_url", "run_git"]
+__all__ = ["ArchiveLimits", "GitSource", "archive_tree", "is_git_url", "redact_url", "run_git"]
 
 _SCHEMES = ("file://", "ssh://", "https://", "http://", "git://", "git+ssh://")
 _SCP_LIKE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:(?!//)")
@@ -108,22 +109,151 @@ def _classify(stderr: str) -> str:
     return "fetch_failed"
 
 
-def archive_tree(git_dir: Path, treeish: str, dest: Path, *, timeout: float = 120.0) -> Path:
+@dataclass(frozen=True, slots=True)
+class ArchiveLimits:
+    """How much one version may unpack to (``policy_source.max_archive_*``)."""
+
+    max_total_bytes: int = 64 * 1024 * 1024
+    max_files: int = 10_000
+    max_file_bytes: int = 8 * 1024 * 1024
+
+
+_CHUNK = 64 * 1024
+
+
+def _too_much(treeish: str, code: str, what: str) -> Rejected:
+    problem = Problem("", 0, 0, code, f"{treeish[:80]}: {what}")
+    return Rejected([problem], stage="checkout", code=code)
+
+
+def _unpack(stream: IO[bytes], dest: Path, treeish: str, limits: ArchiveLimits) -> None:
+    """Extract a tar stream member by member, counting what is really written."""
+    total = 0
+    files = 0
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
+        for member in tar:
+            if member.isdir():
+                safe = tarfile.data_filter(member, str(dest))
+                (dest / safe.name).mkdir(parents=True, exist_ok=True)
+                continue
+            if not member.isfile():
+                # A link or special file: policy bundles hold regular files only.
+                raise _too_much(
+                    treeish, "archive_bad_member", f"{member.name[:200]!r} is not a regular file"
+                )
+            files += 1
+            if files > limits.max_files:
+                raise _too_much(
+                    treeish, "archive_too_many_files", f"more than {limits.max_files} files"
+                )
+            if member.size > limits.max_file_bytes:
+                raise _too_much(
+                    treeish,
+                    "archive_file_too_large",
+                    f"{member.name[:200]!r} is larger than {limits.max_file_bytes} bytes",
+                )
+            safe = tarfile.data_filter(member, str(dest))
+            target = dest / safe.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source = tar.extractfile(member)
+            if source is None:
+                raise _too_much(treeish, "archive_bad_member", f"{member.name[:200]!r}")
+            written = 0
+            with open(target, "xb") as out:
+                while chunk := source.read(_CHUNK):
+                    written += len(chunk)
+                    total += len(chunk)
+                    if written > limits.max_file_bytes:
+                        raise _too_much(treeish, "archive_file_too_large", f"{member.name[:200]!r}")
+                    if total > limits.max_total_bytes:
+                        raise _too_much(
+                            treeish,
+                            "archive_too_large",
+                            f"unpacks to more than {limits.max_total_bytes} bytes",
+                        )
+                    out.write(chunk)
+
+
+def archive_tree(
+    git_dir: Path,
+    treeish: str,
+    dest: Path,
+    *,
+    timeout: float = 120.0,
+    limits: ArchiveLimits | None = None,
+) -> Path:
     """Write the tree ``treeish`` (``SHA`` or ``SHA:subdir``) of ``git_dir`` under ``dest``.
 
-    Raises ``CheckoutError``. Archive members are extracted with tarfile's
-    ``data`` filter: no absolute paths, no links out of ``dest``, no devices.
+    ``git archive`` is read as a stream and unpacked member by member, so memory
+    stays flat whatever the version unpacks to. Past ``limits`` (total bytes,
+    file count, one file's size) ``git`` is stopped and the version is
+    ``Rejected`` (stage ``checkout``): a small commit that expands hugely never
+    fills the PDP's memory or disk. Members are vetted with tarfile's ``data``
+    filter (no absolute paths, nothing outside ``dest``); links and special
+    files are refused. Other failures raise ``CheckoutError``.
     """
+    limits = limits or ArchiveLimits()
     try:
-        done = run_git(["archive", "--format=tar", treeish], cwd=git_dir, timeout=timeout)
-    except SourceError as exc:
-        raise CheckoutError(str(exc), code=exc.code) from exc
+        proc = subprocess.Popen(
+            ["git", "archive", "--format=tar", treeish],
+            cwd=git_dir,
+            env=_git_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+    except OSError as exc:
+        raise CheckoutError(f"cannot run git: {exc.strerror}", code="no_git") from exc
+    timed_out = threading.Event()
+
+    def expire() -> None:
+        timed_out.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout, expire)
+    timer.start()
+    unpack_error: Exception | None = None
+    finished = False
     try:
-        with tarfile.open(fileobj=io.BytesIO(done.stdout), mode="r:") as tar:
-            tar.extractall(dest, filter="data")
-    except (tarfile.TarError, OSError) as exc:
-        raise CheckoutError(f"cannot unpack {treeish}: {exc}") from exc
+        stdout = proc.stdout
+        if stdout is None:  # never: stdout is a pipe
+            raise CheckoutError("git archive has no output")
+        try:
+            _unpack(stdout, dest, treeish, limits)
+        except (tarfile.TarError, OSError) as exc:
+            unpack_error = exc  # judged once git has exited: its failure explains it
+        # What follows the end-of-archive marker is padding (or, when git failed,
+        # nothing): read it so git can exit, but never more than a little.
+        if not _drain(stdout, _CHUNK * 16):
+            proc.kill()
+        finished = True
+    finally:
+        if not finished:  # rejected past a limit, or failed: stop git now
+            proc.kill()
+        proc.wait()
+        timer.cancel()
+        stderr = proc.stderr.read(64 * 1024) if proc.stderr is not None else b""
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+    if timed_out.is_set():
+        raise CheckoutError(f"git archive timed out after {timeout:g}s", code="timeout")
+    if proc.returncode != 0:
+        detail = redact_url(stderr.decode("utf-8", "replace").strip())[-2000:]
+        raise CheckoutError(f"git archive failed: {detail}", code=_classify(detail))
+    if unpack_error is not None:
+        raise CheckoutError(f"cannot unpack {treeish[:80]}: {unpack_error}") from unpack_error
     return dest
+
+
+def _drain(stream: IO[bytes], limit: int) -> bool:
+    """Read ``stream`` to its end; ``False`` if more than ``limit`` bytes were left."""
+    left = 0
+    while chunk := stream.read(_CHUNK):
+        left += len(chunk)
+        if left > limit:
+            return False
+    return True
 
 
 class GitSource:
@@ -138,6 +268,7 @@ class GitSource:
         subdir: str = "",
         poll_interval: float = 30.0,
         timeout: float = 60.0,
+        limits: ArchiveLimits | None = None,
     ) -> None:
         if not _BRANCH.match(branch):
             raise SourceError(f"invalid branch name {branch!r}", code="bad_branch")
@@ -149,6 +280,7 @@ class GitSource:
         self._subdir = subdir
         self._poll_interval = poll_interval
         self._timeout = timeout
+        self._limits = limits or ArchiveLimits()
         key = hashlib.sha256(f"{url}\0{branch}".encode()).hexdigest()[:16]
         self._git_dir = cache_dir / f"{key}.git"
         self._lock = threading.Lock()
@@ -230,7 +362,9 @@ class GitSource:
             raise CheckoutError(f"not a commit SHA: {revision.version[:80]!r}", code="bad_ref")
         treeish = f"{revision.version}:{self._subdir}" if self._subdir else revision.version
         with self._locked():
-            return archive_tree(self._git_dir, treeish, dest, timeout=self._timeout)
+            return archive_tree(
+                self._git_dir, treeish, dest, timeout=self._timeout, limits=self._limits
+            )
 
 
 if TYPE_CHECKING:

@@ -174,7 +174,13 @@ def build_policy_runtime(settings: Settings, clock: Clock, engines: EngineHolder
     decision_log: DecisionLog | None = None
     if dl.path:
         sink = open_sink(dl.path, max_bytes=dl.max_bytes, backups=dl.backups)
-        decision_log = DecisionLog(sink, sample_rate=dl.sample_rate, redact=dl.redact)
+        decision_log = DecisionLog(
+            sink,
+            sample_rate=dl.sample_rate,
+            redact=dl.redact,
+            headers=dl.headers,
+            query_values=dl.query_values,
+        )
         observers.append(decision_log)
 
     router = policies_router(gate, webhook_secret=webhook_secret(ps), shadow=shadow_gate)

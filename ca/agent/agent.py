@@ -160,10 +160,10 @@ class NodeAgent:
             except CaRejected as exc:
                 self._failures += 1
                 self.last_error = exc
+                delay = self.config.sync_interval  # asking again sooner changes nothing
                 if agent_refused(exc):
                     self._refuse(exc)
-                delay = self.config.sync_interval
-                if not agent_refused(exc):
+                else:
                     log.warning(
                         "CA refused a sync; retrying",
                         extra={"fields": {"code": exc.code, "status": exc.status}},
@@ -262,9 +262,9 @@ class NodeAgent:
                 or not slot.svid.valid_at(now)
             ):
                 todo.append(entry)
-        if self._follow_issuer and not todo and self._slots:
+        if self._follow_issuer and self._slots and not any(e.entry_id in self._slots for e in todo):
             # The bundle moved (e.g. a new signing CA was activated): renewing one
-            # SVID shows which CA signs now; the rest follow below if it changed.
+            # held SVID shows which CA signs now; the rest follow below if it changed.
             soonest = min(self._slots, key=lambda k: self._slots[k].due)
             todo.append(entries[soonest])
 
@@ -327,7 +327,7 @@ class NodeAgent:
                 self._issuer = svid.issuer_id
                 if self.clock.monotonic() - self._published_at >= self.config.publish_every:
                     # A pass over many entries: hand out what is ready, not all at the end.
-                    self._publish()
+                    self._publish(partial=True)
                 log.info(
                     "SVID obtained",
                     extra={
@@ -351,14 +351,14 @@ class NodeAgent:
         floor = min(now + dt.timedelta(seconds=self.config.min_renew_after), svid.not_after)
         return max(due, floor)
 
-    def _publish(self) -> None:
+    def _publish(self, partial: bool = False) -> None:
         now = self.clock.now()
         svids = [
             self._slots[k].svid
             for k in sorted(self._slots, key=lambda k: (str(self._slots[k].svid.spiffe_id), k))
             if self._slots[k].svid.valid_at(now)
         ]
-        self.hub.publish(self._bundle, svids)
+        self.hub.publish(self._bundle, svids, partial)
         self._published_at = self.clock.monotonic()
 
     # -- JWT-SVIDs ------------------------------------------------------------------

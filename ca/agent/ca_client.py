@@ -14,7 +14,11 @@
 
 The CA's server certificate is an SVID without DNS names: it is verified
 against the trust bundle and its SPIFFE ID (``spiffe://<td>/meshward/ca``),
-not a host name. The bootstrap bundle (``--ca-bundle``) is only needed until
+not a host name. So the CA may be several replicas: a list of URLs and/or a
+DNS name with several addresses (:class:`~meshward.endpoints.Endpoints`);
+a request that fails to connect, times out or gets a 5xx/429 moves on to
+the next one after a short jittered backoff, and the client stays with the
+one that answered. The bootstrap bundle (``--ca-bundle``) is only needed until
 the first ``GET /v1/bundle``; every bundle fetched is trusted from then on.
 """
 
@@ -40,6 +44,7 @@ from ca.agent.model import Bundle, Entry, HeldSvid
 from ca.agent.renewal import renew_at
 from ca.agent.source import JwtSvidToken
 from meshward.clock import Clock
+from meshward.endpoints import Endpoints, split_urls
 from meshward.selectors import AGENT_SELECTOR_PREFIX, node_selector
 from meshward.spiffe import InvalidSpiffeId, SpiffeId, TrustDomain
 from meshward.spiffe_bundle import InvalidBundle, SpiffeBundle
@@ -106,15 +111,17 @@ class CaClient:
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         trust_domain: TrustDomain,
         bootstrap_bundle: bytes,
         state_dir: Path,
         clock: Clock,
         token: Callable[[], str | None] | None = None,
         timeout: float = 10.0,
+        endpoints: Endpoints | None = None,
     ) -> None:
-        self.url = url.rstrip("/")
+        self.endpoints = endpoints or Endpoints(split_urls(url), expand_dns=True)
+        self.url = self.endpoints.urls[0]
         self.trust_domain = trust_domain
         self.state_dir = state_dir
         self.clock = clock
@@ -239,6 +246,28 @@ class CaClient:
     # -- HTTP ----------------------------------------------------------------------------
 
     async def _request(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
+        """``_request_at`` the current URL, failing over to the next ones in turn."""
+        urls = self.endpoints.order()
+        for attempt, url in enumerate(urls):
+            if url != self.url or self._client is None:
+                self.url = url
+                await self._reconnect()
+            try:
+                doc = await self._request_at(method, path, body)
+            except CaUnavailable as exc:
+                if attempt + 1 == len(urls):
+                    raise
+                log.warning(
+                    "CA endpoint failed; trying the next",
+                    extra={"fields": {"url": url, "code": exc.code}},
+                )
+                await asyncio.sleep(self.endpoints.delay(attempt))
+                continue
+            self.endpoints.worked(url)
+            return doc
+        raise CaUnavailable("no CA URL to try")
+
+    async def _request_at(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
         client = self._client or await self._reconnect()
         try:
             response = await asyncio.to_thread(client.request, method, path, json=body)

@@ -11,6 +11,10 @@ a reader in the middle of a read is not cut off.
 
 After each write the agent can run a command (argv, no shell) or send a signal
 to the process whose pid is in a file.
+
+When the agent no longer holds the chosen SVID after a sync (its entry was
+deleted, the CA refuses the agent, or it expired during an outage), the files
+are removed: a revoked identity's key does not stay on disk.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from ca.agent.errors import FileWriteError
 from ca.agent.hub import SnapshotHub
 from ca.agent.model import Bundle, HeldSvid, Snapshot
 
-__all__ = ["DATA_LINK", "FileSink", "FileSinkConfig", "write_version"]
+__all__ = ["DATA_LINK", "FileSink", "FileSinkConfig", "remove_version", "write_version"]
 
 log = logging.getLogger("meshward.agent.files")
 
@@ -91,6 +95,24 @@ def write_version(directory: Path, svid: HeldSvid, bundle: Bundle) -> Path:
     return version
 
 
+def remove_version(directory: Path) -> bool:
+    """Remove the files and every version from ``directory``; return whether any existed."""
+    removed = False
+    try:
+        for name in (CERT, KEY, BUNDLE, DATA_LINK):
+            link = directory / name
+            if link.is_symlink():
+                link.unlink()
+                removed = True
+        for child in directory.iterdir() if directory.is_dir() else ():
+            if child.name.startswith("..") and child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+                removed = True
+    except OSError as exc:
+        raise FileWriteError(f"cannot remove SVID files in {directory}: {exc.strerror}") from exc
+    return removed
+
+
 @dataclass(frozen=True, slots=True)
 class FileSinkConfig:
     directory: Path
@@ -119,7 +141,13 @@ class FileSink:
         written: tuple[int, bytes] | None = None
         async for snapshot in self.hub.watch():
             svid = self._choose(snapshot)
-            if svid is None or snapshot.bundle is None:
+            if snapshot.bundle is None:
+                continue  # not synced yet: leave what a previous run wrote
+            if svid is None:
+                if snapshot.partial:
+                    continue  # mid-pass: the chosen SVID may still come
+                await self._remove()
+                written = None
                 continue
             state = (svid.serial, snapshot.bundle.x509_der)
             if state == written:
@@ -138,6 +166,18 @@ class FileSink:
                 },
             )
             await self._after_write()
+
+    async def _remove(self) -> None:
+        try:
+            removed = await asyncio.to_thread(remove_version, self.config.directory)
+        except FileWriteError as exc:
+            log.error("file mode removal failed", extra={"fields": {"error": str(exc)}})
+            return
+        if removed:
+            log.warning(
+                "SVID no longer held (revoked, refused or expired); its files are removed",
+                extra={"fields": {"dir": str(self.config.directory)}},
+            )
 
     async def _after_write(self) -> None:
         if self.config.command:

@@ -25,9 +25,11 @@ class SnapshotHub:
     def current(self) -> Snapshot:
         return self._current
 
-    def publish(self, bundle: Bundle | None, svids: Iterable[HeldSvid]) -> Snapshot:
+    def publish(
+        self, bundle: Bundle | None, svids: Iterable[HeldSvid], partial: bool = False
+    ) -> Snapshot:
         """Replace the snapshot (version + 1) and wake every watcher."""
-        self._current = Snapshot(self._current.version + 1, bundle, tuple(svids))
+        self._current = Snapshot(self._current.version + 1, bundle, tuple(svids), partial)
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
         return self._current

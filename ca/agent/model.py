@@ -162,6 +162,7 @@ class Snapshot:
     version: int
     bundle: Bundle | None
     svids: tuple[HeldSvid, ...] = ()
+    partial: bool = False  # published mid-pass: SVIDs still to come may be missing
 
     def svids_for(self, workload_selectors: frozenset[str]) -> tuple[HeldSvid, ...]:
         """The SVIDs whose entries the workload matches, in a stable order."""

@@ -167,11 +167,11 @@ class SdsService:
         }
 
     async def _ready(self) -> None:
-        """Right after start, wait (bounded) for a first snapshot with a bundle."""
+        """Right after start, wait (bounded) for a first whole snapshot with a bundle."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.first_sync_wait):
                 version = self.hub.current.version
-                while self.hub.current.bundle is None:
+                while self.hub.current.bundle is None or self.hub.current.partial:
                     version = (await self.hub.wait_newer(version)).version
 
     def allowed(self, caller: Caller) -> Callable[[HeldSvid], bool]:

@@ -138,17 +138,15 @@ async def recv_bounded(stream: Stream[_Msg, Any], limit: int = MAX_MESSAGE_BYTES
     (nothing of its body is read) and ``INVALID_ARGUMENT`` for a malformed one.
     """
     h2 = stream._stream  # grpclib 0.4: the HTTP/2 stream under the gRPC one
-    meta = await h2.recv_data(5)
+    meta = await _read(h2, 5)
     if not meta:
         return None
-    if len(meta) < 5:
-        raise GRPCError(Status.INVALID_ARGUMENT, "truncated message")
     compressed, length = struct.unpack(">?I", meta)
     if compressed:
         raise GRPCError(Status.UNIMPLEMENTED, "compressed messages are not accepted")
     if length > limit:
         raise GRPCError(Status.RESOURCE_EXHAUSTED, f"message larger than {limit} bytes")
-    body = await h2.recv_data(length)
+    body = await _read(h2, length)
     if len(body) != length:
         raise GRPCError(Status.INVALID_ARGUMENT, "truncated message")
     try:
@@ -156,6 +154,17 @@ async def recv_bounded(stream: Stream[_Msg, Any], limit: int = MAX_MESSAGE_BYTES
     except (DecodeError, ValueError) as exc:
         raise GRPCError(Status.INVALID_ARGUMENT, "malformed message") from exc
     return message
+
+
+async def _read(h2: Any, size: int) -> bytes:
+    """Exactly ``size`` bytes, or ``b""`` at a clean end of stream; a short read is malformed."""
+    try:
+        data: bytes = await h2.recv_data(size)
+    except AssertionError as exc:  # grpclib's report of a stream that ended mid-message
+        raise GRPCError(Status.INVALID_ARGUMENT, "truncated message") from exc
+    if data and len(data) != size:
+        raise GRPCError(Status.INVALID_ARGUMENT, "truncated message")
+    return data
 
 
 class _AttestedProtocol(asyncio.Protocol):

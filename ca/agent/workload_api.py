@@ -29,6 +29,8 @@ from ca.agent.errors import CaError, CaRejected, RateLimited
 from ca.agent.jwt_validate import InvalidJwtSvid, validate_jwt_svid
 from ca.agent.model import Bundle, HeldSvid, Snapshot
 from ca.agent.serving import Attestor, Caller, UnixAttestor, recv_bounded, start_server
+from ca.errors import BadRequest
+from ca.issuance import check_audience
 
 __all__ = ["SECURITY_HEADER", "WorkloadApi", "serve_workload_api", "status_for"]
 
@@ -172,6 +174,11 @@ class WorkloadApi:
         request = await recv_bounded(stream)
         if request is None or not request.audience:
             raise GRPCError(Status.INVALID_ARGUMENT, "audience must be specified")
+        try:
+            # The CA's own rule, applied before the request costs a CA call.
+            audience = check_audience(list(request.audience))
+        except BadRequest as exc:
+            raise GRPCError(Status.INVALID_ARGUMENT, "audience must be 1 to 16 strings") from exc
         await self._ready()
         svids = self.agent.hub.current.svids_for(caller.selectors)
         if request.spiffe_id:
@@ -181,7 +188,7 @@ class WorkloadApi:
         out = []
         for svid in svids:
             try:
-                token = await self.agent.jwt_svid(svid, list(request.audience), caller.key)
+                token = await self.agent.jwt_svid(svid, audience, caller.key)
             except RateLimited as exc:
                 raise GRPCError(Status.RESOURCE_EXHAUSTED, "too many JWT-SVID requests") from exc
             except CaError as exc:

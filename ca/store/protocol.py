@@ -8,8 +8,9 @@ several threads; the API runs them in a worker thread.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from meshward.spiffe import SpiffeId
 
@@ -18,10 +19,14 @@ __all__ = [
     "AgentStore",
     "AuditLog",
     "AuditRecord",
+    "AuthorityRecords",
+    "CallerRates",
     "CaStore",
     "Entry",
     "EntryStore",
     "JoinToken",
+    "RootRecord",
+    "SlotRecord",
     "TokenListing",
     "TokenStore",
 ]
@@ -171,3 +176,64 @@ class AuditLog(Protocol):
 @runtime_checkable
 class CaStore(EntryStore, TokenStore, AgentStore, AuditLog, Protocol):
     def close(self) -> None: ...
+
+
+# -- abilities of a store shared by CA replicas ----------------------------------------
+
+
+@dataclass(frozen=True)
+class RootRecord:
+    """The shared root of a trust domain; the key is encrypted PKCS#8 PEM."""
+
+    trust_domain: str
+    root_cert: bytes
+    root_key: bytes = field(repr=False)
+    refresh_hint: int
+    sequence: int = 1
+
+
+@dataclass(frozen=True)
+class SlotRecord:
+    """One replica's signing CA and JWT key (keys encrypted PKCS#8 PEM)."""
+
+    replica: str
+    id: int
+    state: Literal["next", "active", "retired"]
+    ca_cert: bytes
+    ca_key: bytes = field(repr=False)
+    jwt_key: bytes = field(repr=False)
+    jwt_public: bytes = b""
+
+
+@runtime_checkable
+class AuthorityRecords(Protocol):
+    """The authority in the database, for replicas that share it."""
+
+    def authority_sequence(self) -> int | None:
+        """The bundle sequence, bumped by every change; None before ``init``."""
+        ...
+
+    def load_authority(self) -> tuple[RootRecord, list[SlotRecord]] | None: ...
+
+    def init_authority(self, root: RootRecord, slots: Sequence[SlotRecord]) -> None:
+        """Store a new trust domain's root and first slots; Conflict if one exists."""
+        ...
+
+    def save_slots(self, replica: str, slots: Sequence[SlotRecord]) -> int:
+        """Replace ``replica``'s slots, bump the sequence; the new sequence."""
+        ...
+
+    def acquire_lease(self, name: str, holder: str, now: dt.datetime, seconds: float) -> bool:
+        """Hold (or extend) lease ``name`` until ``now + seconds``; False if another has it."""
+        ...
+
+    def release_lease(self, name: str, holder: str) -> None: ...
+
+
+@runtime_checkable
+class CallerRates(Protocol):
+    """Per-caller token buckets kept in the database (shared by replicas)."""
+
+    def take_token(self, key: str, now: float, rate: float, burst: int) -> bool: ...
+
+    def prune_rates(self, before: float) -> int: ...

@@ -4,7 +4,8 @@ One connection guarded by a lock serves the threads of one process; several
 processes (``meshward ca serve`` and the CLI) share the file through SQLite's
 own locking (WAL, busy timeout). Join-token redemption is a single
 conditional ``UPDATE``, so exactly one of any number of concurrent
-redemptions succeeds.
+redemptions succeeds. The schema is versioned (:mod:`ca.store.migrations`);
+migration 1 adopts a file made before migrations existed.
 """
 
 from __future__ import annotations
@@ -17,12 +18,21 @@ from pathlib import Path
 from typing import Any
 
 from ca.errors import Conflict
-from ca.store.protocol import AgentRecord, AuditRecord, CaStore, Entry, JoinToken, TokenListing
+from ca.store.migrations import AppliedMigration, Migration, migrate
+from ca.store.protocol import (
+    AgentRecord,
+    AuditRecord,
+    CallerRates,
+    CaStore,
+    Entry,
+    JoinToken,
+    TokenListing,
+)
 from meshward.spiffe import SpiffeId
 
-__all__ = ["SqliteStore"]
+__all__ = ["MIGRATIONS", "SqliteStore", "sql_statements"]
 
-_SCHEMA = """
+_INITIAL = """
 CREATE TABLE IF NOT EXISTS entries (
     id TEXT PRIMARY KEY,
     spiffe_id TEXT NOT NULL,
@@ -39,14 +49,6 @@ CREATE TABLE IF NOT EXISTS join_tokens (
     expires_at REAL NOT NULL,
     used_at REAL
 );
-CREATE TABLE IF NOT EXISTS agents (
-    spiffe_id TEXT PRIMARY KEY,
-    attestation TEXT NOT NULL,
-    first_seen REAL NOT NULL,
-    last_seen REAL NOT NULL,
-    serial TEXT,
-    evicted INTEGER NOT NULL DEFAULT 0
-);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     time REAL NOT NULL,
@@ -61,6 +63,60 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 """
 
+_RATES = """
+CREATE TABLE rate_buckets (
+    key TEXT PRIMARY KEY,
+    tokens REAL NOT NULL,
+    stamp REAL NOT NULL
+)
+"""
+
+# IF NOT EXISTS: a file written before migrations existed may already have it.
+_AGENTS = """
+CREATE TABLE IF NOT EXISTS agents (
+    spiffe_id TEXT PRIMARY KEY,
+    attestation TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    serial TEXT,
+    evicted INTEGER NOT NULL DEFAULT 0
+)
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "entries, join tokens, audit", _INITIAL),
+    Migration(2, "rate buckets shared by ca serve workers", _RATES),
+    Migration(3, "node agents: node ID, attestation, last seen, evicted", _AGENTS),
+)
+
+
+def sql_statements(script: str) -> list[str]:
+    """The statements of a migration script (none of ours has ``;`` inside a literal)."""
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+class _Target:
+    """The migration runner's view of one SQLite connection inside a transaction."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def applied(self) -> list[AppliedMigration]:
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
+            " name TEXT NOT NULL, checksum TEXT NOT NULL, applied_at REAL NOT NULL)"
+        )
+        rows = self.db.execute("SELECT version, checksum FROM schema_migrations").fetchall()
+        return [AppliedMigration(int(v), str(c)) for v, c in rows]
+
+    def apply(self, migration: Migration) -> None:
+        for statement in sql_statements(migration.sql):
+            self.db.execute(statement)
+        self.db.execute(
+            "INSERT INTO schema_migrations VALUES (?, ?, ?, julianday('now'))",
+            (migration.version, migration.name, migration.checksum),
+        )
+
 
 def _ts(value: dt.datetime | None) -> float | None:
     return None if value is None else value.timestamp()
@@ -73,7 +129,7 @@ def _dt(value: float | None) -> dt.datetime | None:
 class SqliteStore:
     """Entries, join tokens and audit in one SQLite file."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, migrations: tuple[Migration, ...] = MIGRATIONS) -> None:
         if isinstance(path, Path):
             path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -85,7 +141,14 @@ class SqliteStore:
         # WAL + NORMAL: a commit survives a crash of the process; only a power
         # loss may drop the last transactions (no fsync per audit row).
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            migrate(_Target(self._db), migrations)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            self._db.close()
+            raise
+        self._db.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
@@ -273,6 +336,27 @@ class SqliteStore:
             out.append(AuditRecord(when, r[1], r[2], r[3], r[4], r[5], r[6], _dt(r[7]), r[8], r[9]))
         return out
 
+    # -- per-caller rates (CallerRates; used by ``ca serve --workers N``) ----------
+
+    def take_token(self, key: str, now: float, rate: float, burst: int) -> bool:
+        """One token bucket per caller, refilled at ``rate``/s up to ``burst``, in one statement."""
+        with self._lock:
+            row = self._db.execute(
+                "INSERT INTO rate_buckets AS b VALUES (:k, :burst - 1, :now)"
+                " ON CONFLICT (key) DO UPDATE SET"
+                " tokens = MIN(:burst, b.tokens + MAX(0, :now - b.stamp) * :rate) - 1,"
+                " stamp = MAX(b.stamp, :now)"
+                " WHERE MIN(:burst, b.tokens + MAX(0, :now - b.stamp) * :rate) >= 1"
+                " RETURNING tokens",
+                {"k": key, "now": now, "rate": rate, "burst": float(burst)},
+            ).fetchone()
+        return row is not None
+
+    def prune_rates(self, before: float) -> int:
+        with self._lock:
+            cur = self._db.execute("DELETE FROM rate_buckets WHERE stamp < ?", (before,))
+        return cur.rowcount
+
 
 def _token(row: tuple[Any, ...]) -> JoinToken:
     return JoinToken(
@@ -280,7 +364,9 @@ def _token(row: tuple[Any, ...]) -> JoinToken:
     )
 
 
-# The SQLite store satisfies the protocol (checked by mypy here and at import).
-if not issubclass(SqliteStore, CaStore) or not issubclass(SqliteStore, TokenListing):
-    raise TypeError("SqliteStore does not satisfy CaStore and TokenListing")
+# The SQLite store satisfies the protocols (checked by mypy here and at import).
+for _protocol in (CaStore, TokenListing, CallerRates):
+    if not issubclass(SqliteStore, _protocol):
+        raise TypeError(f"SqliteStore does not satisfy {_protocol.__name__}")
 _check: type[CaStore] = SqliteStore
+_check_rates: type[CallerRates] = SqliteStore

@@ -23,7 +23,12 @@ agent_app = typer.Typer(
 def run_command(
     ctx: typer.Context,
     ca_url: Annotated[
-        str | None, typer.Option("--ca-url", help="The CA API, e.g. https://127.0.0.1:8443.")
+        list[str] | None,
+        typer.Option(
+            "--ca-url",
+            help="The CA API, e.g. https://127.0.0.1:8443; repeat (or comma-separate) for "
+            "replicas, tried in turn.",
+        ),
     ] = None,
     ca_bundle: Annotated[
         Path | None,
@@ -99,7 +104,7 @@ def run_command(
     settings = settings_from(
         ctx,
         agent={
-            "ca_url": ca_url,
+            "ca_url": ",".join(ca_url) if ca_url else None,
             "ca_bundle": ca_bundle,
             "trust_domain": trust_domain,
             "join_token": join_token,

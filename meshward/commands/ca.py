@@ -80,14 +80,23 @@ def _spiffe_id(value: str) -> SpiffeId:
         raise typer.BadParameter(str(exc)) from exc
 
 
-def _open(settings: Settings) -> CertificateAuthority:
+def _open(settings: Settings, *, serve: bool = False) -> CertificateAuthority:
     from ca.errors import CaError  # noqa: PLC0415
     from ca.wiring import open_ca  # noqa: PLC0415
 
     try:
-        return open_ca(settings, os.environ)
+        return open_ca(settings, os.environ, serve=serve)
     except CaError as exc:
         fail(str(exc))
+
+
+def _where(settings: Settings) -> str:
+    """Where the CA lives, for messages (a database URL without its password)."""
+    from ca.wiring import store_label  # noqa: PLC0415
+
+    if settings.ca.database_url is None:
+        return str(settings.state_dir / "ca")
+    return store_label(settings)
 
 
 @app.command("init")
@@ -114,15 +123,9 @@ def init_command(
 
     from ca.errors import AlreadyInitialized, CaError  # noqa: PLC0415
     from ca.passphrase import ca_passphrase  # noqa: PLC0415
-    from ca.service import (  # noqa: PLC0415
-        ADMIN_PATH,
-        CertificateAuthority,
-        init_authority,
-        random_serial,
-    )
+    from ca.service import ADMIN_PATH  # noqa: PLC0415
     from ca.store.protocol import Entry  # noqa: PLC0415
-    from ca.store.sqlite import SqliteStore  # noqa: PLC0415
-    from ca.wiring import ca_files  # noqa: PLC0415
+    from ca.wiring import create_ca, home_exists  # noqa: PLC0415
     from meshward.clock import SystemClock  # noqa: PLC0415
     from meshward.spiffe import InvalidSpiffeId, SpiffeId, TrustDomain  # noqa: PLC0415
 
@@ -133,11 +136,10 @@ def init_command(
         fail(f"--trust-domain: {exc}")
     if (upstream_cert is None) != (upstream_key is None):
         fail("--upstream-cert and --upstream-key go together")
-    files = ca_files(settings)
     clock = SystemClock()
     try:
-        if files.exists():
-            raise AlreadyInitialized(f"a CA already exists in {files.root}")
+        if home_exists(settings):
+            raise AlreadyInitialized(f"a CA already exists in {_where(settings)}")
         passphrase = ca_passphrase(settings, os.environ)
         upstream = None
         if upstream_cert is not None and upstream_key is not None:
@@ -146,18 +148,14 @@ def init_command(
             password = passphrase if b"ENCRYPTED" in data else None
             key = serialization.load_pem_private_key(data, password=password)
             upstream = (cert, key)
-        authority = init_authority(td, settings.ca, clock.now(), random_serial, upstream)  # type: ignore[arg-type]
-        files.save(authority, passphrase)
-        ca = CertificateAuthority(
-            authority, SqliteStore(files.db), settings.ca, clock, files=files, passphrase=passphrase
-        )
+        ca = create_ca(settings, passphrase, td, clock, upstream)  # type: ignore[arg-type]
         admin_id = SpiffeId(td, ADMIN_PATH)
         ca.add_entry(Entry(ca.new_entry_id(), admin_id, admin=True), _cli())
     except (OSError, ValueError) as exc:
         fail(f"cannot initialise the CA: {exc}")
     except CaError as exc:
         fail(str(exc))
-    typer.echo(f"meshward: CA for trust domain {td} in {files.root}")
+    typer.echo(f"meshward: CA for trust domain {td} in {_where(settings)}")
     typer.echo(f"meshward: admin ID {admin_id}; run `meshward ca admin login` for a 1 h admin SVID")
 
 
@@ -168,30 +166,60 @@ def serve_command(
         str | None,
         typer.Option("--addr", help="HOST:PORT for the HTTPS API (default 127.0.0.1:8443)."),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", min=1, max=256, help="Processes sharing the port (default 1)."),
+    ] = None,
 ) -> None:
     """Serve the CA's HTTPS API until interrupted."""
+    import functools  # noqa: PLC0415
+
     from ca.embedded import bundle_file  # noqa: PLC0415
     from ca.errors import CaError  # noqa: PLC0415
+    from ca.wiring import open_ca  # noqa: PLC0415
+    from meshward.logs import configure_logging  # noqa: PLC0415
+    from meshward.metrics import prepare_run_dir  # noqa: PLC0415
 
-    settings = settings_from(ctx, ca={"addr": addr})
-    ca = _open(settings)
-    from ca.server import CaServer  # noqa: PLC0415 (uvicorn/FastAPI load only to serve)
-    from meshward.listen import AddressInUse  # noqa: PLC0415
+    settings = settings_from(ctx, ca={"addr": addr, "workers": workers})
+    ca = _open(settings, serve=True)  # one clear error (and a replica's first join) up front
+    trust_domain = ca.trust_domain
+    from ca import server  # noqa: PLC0415 (uvicorn/FastAPI load only to serve)
+    from meshward.listen import AddressInUse, ensure_free  # noqa: PLC0415
 
+    workdir = settings.state_dir / "ca" / "run"
+    n = settings.ca.workers
+    if n == 1:
+        try:
+            one = server.CaServer(ca, settings.ca.addr, workdir, bundle_file(settings))
+            one.bind()
+        except CaError as exc:
+            fail(str(exc))
+        except AddressInUse as exc:
+            fail(exc.one_line())
+        typer.echo(f"meshward: CA API on https://{settings.ca.addr} (trust domain {trust_domain})")
+        try:
+            asyncio.run(one.serve())
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        return
+    ca.store.close()
     try:
-        server = CaServer(
-            ca, settings.ca.addr, settings.state_dir / "ca" / "run", bundle_file(settings)
-        )
-        server.bind()
-    except CaError as exc:
-        fail(str(exc))
+        ensure_free([(settings.ca.addr, "CA API", "--addr")])
     except AddressInUse as exc:
         fail(exc.one_line())
-    typer.echo(f"meshward: CA API on https://{settings.ca.addr} (trust domain {ca.trust_domain})")
-    try:
-        asyncio.run(server.serve())
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+    typer.echo(
+        f"meshward: CA API on https://{settings.ca.addr} (trust domain {trust_domain}, {n} workers)"
+    )
+    code = server.run(
+        functools.partial(open_ca, settings, dict(os.environ), serve=True),
+        settings.ca.addr,
+        workdir,
+        bundle_file(settings),
+        n,
+        prepare_run_dir(settings.state_dir, f"ca-{os.getpid()}"),
+        functools.partial(configure_logging, settings.log_format, settings.log_level),
+    )
+    raise typer.Exit(code)
 
 
 @app.command("issue")

@@ -28,11 +28,11 @@ def status_command(ctx: typer.Context) -> None:
     """Print the CA's state as JSON: root and signing CAs with expiry, the rotation
     stage, counts of entries, join tokens and agents, and the database."""
     from ca.status import ca_status  # noqa: PLC0415
-    from ca.wiring import ca_files  # noqa: PLC0415
+    from ca.wiring import store_label  # noqa: PLC0415
 
     settings = settings_from(ctx)
     ca = _open(settings)
-    out = {**ca_status(ca, ca.clock.now()), "database": str(ca_files(settings).db)}
+    out = {**ca_status(ca, ca.clock.now()), "database": store_label(settings)}
     typer.echo(json.dumps(out, indent=2))
 
 

@@ -67,11 +67,11 @@ def check_command(
         document = load_document(text)
         explain = explain or wants_explanation(document)
         request = parse_request(document, paths)
-    except RequestError as exc:
-        fail(f"bad request: {exc}")
-    except MalformedRequest as exc:
+    except MalformedRequest as exc:  # ambiguous on the wire: the PDP denies it
         request = None
         decision = Decision.deny(f"request:{exc.reason}")
+    except RequestError as exc:
+        fail(f"bad request: {exc}")
     engine = Engine(load_or_exit(directory))
     out: dict[str, object]
     if request is not None:

@@ -57,7 +57,7 @@ def serve(
 ) -> None:
     """Serve Envoy ext_authz over gRPC and the HTTP adapters until SIGTERM/SIGINT.
 
-    Authentication (trust_peer_principal, trusted_proxies, jwt_audiences,
+    Authentication (trust_peer_principal, trusted_proxies, jwt_svid_audience_aliases,
     oidc_issuers, ...) is set in the pdp table of --config or MESHWARD_PDP__*;
     every setting and header is in docs/pdp.md.
     """
@@ -79,6 +79,15 @@ def serve(
     except PdpError as exc:
         fail(str(exc), ExitCode.BAD_INPUT)
     raise typer.Exit(code)
+
+
+def _read_text(path: Path | None) -> str:
+    if path is None:
+        return ""
+    try:
+        return path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"cannot read {path}: {exc}", ExitCode.BAD_INPUT)
 
 
 @app.command("ask")
@@ -106,7 +115,15 @@ def ask_command(
         typer.Option(
             "--source-principal",
             help="The caller's SPIFFE ID as Envoy's mTLS source.principal (believed only "
-            "with pdp.trust_peer_principal).",
+            "with pdp.trust_peer_principal, and only with --source-certificate unless "
+            "pdp.trust_bare_principal).",
+        ),
+    ] = None,
+    source_certificate: Annotated[
+        Path | None,
+        typer.Option(
+            "--source-certificate",
+            help="The caller's X.509-SVID chain (PEM file) as Envoy's source.certificate.",
         ),
     ] = None,
     destination: Annotated[
@@ -155,6 +172,7 @@ def ask_command(
                 host=host,
                 headers=headers_of(header or (), bearer),
                 source_principal=source or "",
+                source_certificate=_read_text(source_certificate),
                 destination_principal=destination or "",
             )
         answer = answer_json(ask(settings.pdp.grpc_addr, request, timeout))

@@ -133,6 +133,8 @@ ROWS: tuple[Row, ...] = (
     _path("truncated escape", "/admin/users%", None),
     _path("encoded invalid UTF-8", "/admin/%C3%28", None),
     _path("encoded lone continuation byte", "/%80admin", None),
+    _path("overlong UTF-8 slash", "/items%C0%AF..%C0%AFadmin", None),
+    _path("overlong UTF-8 slash, three bytes", "/%E0%80%AFadmin", None),
     _path(
         "raw invalid UTF-8",
         b"/admin/\xc3\x28",

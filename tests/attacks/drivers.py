@@ -56,20 +56,20 @@ def _target_bytes(target: str | bytes) -> bytes:
     return target if isinstance(target, bytes) else target.encode("utf-8")
 
 
-def http_status(port: int, head: bytes, timeout: float = 10.0) -> int:
-    """Send one raw HTTP/1.1 request head; the response's status code."""
+def http_status(port: int, head: bytes, timeout: float = 10.0) -> tuple[int, bytes]:
+    """Send one raw HTTP/1.1 request head; the response's status code and head."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(head)
         data = b""
-        while b"\r\n" not in data:
+        while b"\r\n\r\n" not in data:
             chunk = sock.recv(4096)
             if not chunk:
                 break
             data += chunk
     parts = data.split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
-        return 0  # the server closed the connection without an answer
-    return int(parts[1])
+        return 0, data  # the server closed the connection without an answer
+    return int(parts[1]), data.split(b"\r\n\r\n", 1)[0]
 
 
 def _head(method: str, target: bytes, headers: list[tuple[str, str | bytes]]) -> bytes:
@@ -124,7 +124,13 @@ class ForwardAuthDriver:
 
     def allowed(self, request: AttackRequest) -> bool:
         method, target, headers = self._request(request)
-        return http_status(self.port, _head(method, target, headers)) == 200
+        status, head = http_status(self.port, _head(method, target, headers))
+        if status == 400:
+            return False  # the HTTP server refused it before the PDP (repeated Host, bad bytes)
+        # Otherwise the PDP decided (an answer with a decision id), not a router.
+        if status not in (200, 401, 403) or b"\r\nx-meshward-decision-id: " not in head.lower():
+            raise AssertionError(f"{self.name}: no decision for {request}: {head!r}")
+        return status == 200
 
 
 class GrpcDriver:
@@ -180,6 +186,9 @@ class GrpcDriver:
 
     def allowed(self, request: AttackRequest) -> bool:
         response = pb.CheckResponse.FromString(self.check(self._message(request), timeout=10))
+        decided = (code_pb2.OK, code_pb2.PERMISSION_DENIED, code_pb2.UNAUTHENTICATED)
+        if response.status.code not in decided:
+            raise AssertionError(f"grpc: no decision for {request}: {response}")
         return response.status.code == code_pb2.OK
 
 

@@ -357,7 +357,7 @@ async def test_a_jwt_flood_does_not_delay_another_workloads_rotation() -> None:
     assert landed is not None, "the rotation never landed"
     lateness = landed - due_by
     print(f"rotation lateness under a 300-audience flood: {lateness:+.2f} s")
-    assert lateness < 0.5
+    assert lateness < 1.0  # a single FIFO queue: about 2 s late
     assert signed_when_rotated < 300  # the flood was still going on
 
 
@@ -517,9 +517,9 @@ async def test_a_short_ttl_is_renewed_at_half_life_not_in_a_loop(
     with real_agent(real_ca, tmp_path_factory.mktemp("ag"), node, 0.5) as agent:
         first = await asyncio.to_thread(workload_x509, agent.endpoint)
         assert spiffe_id in first["spiffe_ids"]
-        await asyncio.sleep(6)  # twelve syncs
+        await asyncio.sleep(4)  # eight syncs
         count = issuances(real_ca, spiffe_id)
-    print(f"issuances of a 60 s SVID in 6 s: {count}")
+    print(f"issuances of a 60 s SVID in 4 s: {count}")
     assert count == 1
 
 
@@ -589,4 +589,70 @@ async def test_a_deleted_entry_leaves_the_workload_within_one_sync(
             )
             assert code == grpc.StatusCode.PERMISSION_DENIED
     print(f"deleted entry gone from the Workload API after {dropped_after:.2f} s (sync {sync} s)")
-    assert dropped_after <= sync + 0.5
+    assert dropped_after <= sync + 1.0  # one sync, plus slack for a loaded machine
+
+
+async def test_an_evicted_node_stops_serving_its_workloads(
+    real_ca: CaProcess, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    sync = 1.0
+    node = SpiffeId.parse("spiffe://example.org/node/evicted")
+    spiffe_id = "spiffe://example.org/on-evicted-node"
+    add_entry(real_ca, spiffe_id, node)
+    with real_agent(real_ca, tmp_path_factory.mktemp("ag"), node, sync) as agent:
+        sds = f"unix:{agent.workdir / 'sds.sock'}"
+        async with grpc.aio.insecure_channel(agent.endpoint) as channel:
+            stub = workload_pb2_grpc.SpiffeWorkloadAPIStub(channel)
+            stream = stub.FetchX509SVID(workload_pb2.X509SVIDRequest(), metadata=METADATA)
+            assert [s.spiffe_id for s in (await stream.read()).svids] == [spiffe_id]
+            assert "secrets" in await asyncio.to_thread(sds_fetch, sds, [spiffe_id])
+            resp = admin_post(real_ca, "/v1/agents/evict", {"spiffe_id": str(node)})
+            assert resp.status_code == 200, resp.text
+            evicted = time.monotonic()
+            code = await asyncio.wait_for(grpc_code(stream.read()), sync + 5)
+            stopped_after = time.monotonic() - evicted
+            assert code == grpc.StatusCode.PERMISSION_DENIED
+            code = await grpc_code(
+                stub.FetchJWTSVID(workload_pb2.JWTSVIDRequest(audience=["x"]), metadata=METADATA)
+            )
+            assert code == grpc.StatusCode.PERMISSION_DENIED
+        assert await asyncio.to_thread(sds_fetch, sds, [spiffe_id]) == {
+            "error": "PERMISSION_DENIED"
+        }
+        log = (agent.workdir / "agent.log").read_text()
+        assert "the CA refuses this agent" in log
+        assert agent.process is not None and agent.process.poll() is None  # still running
+    print(f"evicted node's workload lost its SVID after {stopped_after:.2f} s (sync {sync} s)")
+    assert stopped_after <= sync + 1.0
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+async def test_a_64_mib_request_does_not_grow_the_agent(
+    real_ca: CaProcess, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # Before the limit, a 256 MiB FetchJWTSVID took the agent from 126 MB to 1.3 GB.
+    node = SpiffeId.parse("spiffe://example.org/node/memory")
+    add_entry(real_ca, "spiffe://example.org/memory", node)
+    with real_agent(real_ca, tmp_path_factory.mktemp("ag"), node, 5.0) as agent:
+        assert agent.process is not None
+        await asyncio.to_thread(workload_x509, agent.endpoint)  # warmed up
+        before = _rss_kib(agent.process.pid)
+        huge = "a" * (64 * 1024 * 1024)
+        async with grpc.aio.insecure_channel(agent.endpoint) as channel:
+            stub = workload_pb2_grpc.SpiffeWorkloadAPIStub(channel)
+            code = await grpc_code(
+                stub.FetchJWTSVID(workload_pb2.JWTSVIDRequest(audience=[huge]), metadata=METADATA)
+            )
+        del huge
+        after = _rss_kib(agent.process.pid)
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # Still serving.
+        assert "spiffe_ids" in await asyncio.to_thread(workload_x509, agent.endpoint)
+    print(f"agent RSS {before / 1024:.0f} MiB -> {after / 1024:.0f} MiB after a 64 MiB request")
+    assert after - before < 16 * 1024

@@ -11,7 +11,6 @@ PDP decided on, read from its decision log).
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import os
@@ -60,10 +59,6 @@ PROXIES: dict[str, Callable[[Path, Target], AbstractContextManager[Any]]] = {
     "nginx": nginx_server,
     "traefik": traefik_server,
 }
-
-# Until the PDP decides on the canonical path, a proxy that passes the path
-# through unchanged lets some spellings past: those rows state the target.
-CANONICAL_PATHS = importlib.util.find_spec("authz.canonical") is not None
 
 
 @dataclass
@@ -305,14 +300,7 @@ PATHS = [
 ]
 
 
-def _row(target: str, kind: str) -> Any:
-    marks = []
-    if kind != SERVED and target != "/admin/users" and not CANONICAL_PATHS:
-        marks.append(pytest.mark.xfail(reason="needs the PDP's canonical path", strict=False))
-    return pytest.param(target, kind, id=f"{kind}:{target}", marks=marks)
-
-
-@pytest.mark.parametrize(("target", "kind"), [_row(t, k) for t, k in PATHS])
+@pytest.mark.parametrize(("target", "kind"), PATHS, ids=[f"{k}:{t}" for t, k in PATHS])
 def test_path_spelling_is_decided_as_it_is_served(stack: Stack, target: str, kind: str) -> None:
     response, seen = stack.send(target)
     if seen is not None:

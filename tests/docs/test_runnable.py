@@ -104,12 +104,13 @@ class Up:
 def meshward_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     """``meshward up`` as the quickstart runs it, on free ports (never the defaults)."""
     workdir = tmp_path_factory.mktemp("up")
-    up = Up({9191: free_port(), 8181: free_port(), 8443: free_port()})
+    up = Up({9191: free_port(), 8181: free_port(), 8443: free_port(), 8080: free_port()})
     env = _env(
         {
             "MESHWARD_PDP__GRPC_ADDR": f"127.0.0.1:{up.ports[9191]}",
             "MESHWARD_PDP__HTTP_ADDR": f"127.0.0.1:{up.ports[8181]}",
             "MESHWARD_CA__ADDR": f"127.0.0.1:{up.ports[8443]}",
+            "MESHWARD_CONSOLE__ADDR": f"127.0.0.1:{up.ports[8080]}",
         }
     )
     log = workdir / "up.log"

@@ -64,3 +64,24 @@ def test_recent_decisions_newest_first_and_filtered(pdp: PdpProcess) -> None:
     assert len(denied["decisions"]) == 1 and denied["decisions"][0]["decision"] == "deny"
     bad = httpx.get(url, headers=_admin(), params={"limit": "many"})
     assert bad.status_code == 400
+
+
+def test_a_recent_decision_is_redacted_as_the_decision_log_is(pdp: PdpProcess) -> None:
+    answer = httpx.get(
+        f"{pdp.http_url}/auth/traefik",
+        headers={
+            "x-forwarded-method": "GET",
+            "x-forwarded-host": "shop",
+            "x-forwarded-uri": "/healthz?access_token=s3cr3t&page=2",
+            "x-api-key": "k3y",
+            "x-request-id": "r1",
+        },
+    )
+    assert answer.status_code == 200
+    decision_id = answer.headers["x-meshward-decision-id"]
+    entry = httpx.get(f"{pdp.http_url}/v1/decisions/{decision_id}", headers=_admin()).json()
+    http = entry["context"]["http"]
+    assert http["query"] == "access_token=[redacted]&page=[redacted]"
+    assert http["headers"]["x-api-key"] == "[redacted]"
+    assert http["headers"]["x-request-id"] == "r1"
+    assert "s3cr3t" not in str(entry) and "k3y" not in str(entry)

@@ -27,12 +27,18 @@ from tests.support.tokens import SigningKey
 
 FRONTEND = f"{SHOP}/frontend"
 ORDERS = f"{SHOP}/orders"
+CATALOG = f"{SHOP}/catalog"
+
+
+# The frontend's verified certificate, as Envoy sends it (filled by the pdp fixture).
+PEER: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
 def pdp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PdpProcess]:
     workdir: Path = tmp_path_factory.mktemp("pdp-grpc")
-    with pdp_process(workdir, pdp_settings={"remove_headers": ["authorization"]}) as proc:
+    with pdp_process(workdir) as proc:
+        PEER["certificate"] = proc.peer_certificate(FRONTEND)
         yield proc
 
 
@@ -80,7 +86,7 @@ def test_health_serving_and_reflection(channel: grpc.Channel) -> None:
 
 
 def test_mtls_principal_allowed(stub) -> None:
-    response = stub.Check(check_request(principal=FRONTEND), timeout=5)
+    response = stub.Check(check_request(principal=FRONTEND, **PEER), timeout=5)
     assert response.status.code == code_pb2.OK
     headers = upstream_headers(response)
     assert headers["x-meshward-principal"] == f'Workload::"{FRONTEND}"'
@@ -89,7 +95,9 @@ def test_mtls_principal_allowed(stub) -> None:
 
 
 def test_forged_principal_header_is_overwritten(stub) -> None:
-    request = check_request(principal=FRONTEND, headers={"x-meshward-principal": 'User::"root"'})
+    request = check_request(
+        principal=FRONTEND, **PEER, headers={"x-meshward-principal": 'User::"root"'}
+    )
     response = stub.Check(request, timeout=5)
     assert upstream_headers(response)["x-meshward-principal"] == f'Workload::"{FRONTEND}"'
 
@@ -122,7 +130,7 @@ def test_certificate_chain_verified(stub, pdp: PdpProcess) -> None:
 
 
 def test_denied(stub) -> None:
-    response = stub.Check(check_request("DELETE", principal=FRONTEND), timeout=5)
+    response = stub.Check(check_request("DELETE", principal=FRONTEND, **PEER), timeout=5)
     assert_denied(response, code_pb2.PERMISSION_DENIED, 403)
     assert denied_body_json(response)["error"] == "forbidden"
 
@@ -133,10 +141,39 @@ def test_no_credentials_is_401(stub) -> None:
 
 
 def test_jwt_svid_allowed(stub, pdp: PdpProcess) -> None:
-    token = pdp.svid_key.sign({"sub": ORDERS, "aud": "meshward", "exp": _now() + 300})
+    token = pdp.svid_key.sign({"sub": ORDERS, "aud": CATALOG, "exp": _now() + 300})
     response = stub.Check(check_request(headers={"authorization": f"Bearer {token}"}), timeout=5)
     assert response.status.code == code_pb2.OK
     assert upstream_headers(response)["x-meshward-principal"] == f'Workload::"{ORDERS}"'
+    # The token goes no further than the PDP: the upstream never sees it (default).
+    assert list(response.ok_response.headers_to_remove) == ["authorization"]
+
+
+def test_jwt_svid_replayed_to_another_destination_is_401(stub, pdp: PdpProcess) -> None:
+    # The catalog got the orders service's token and presents it to the payments service.
+    token = pdp.svid_key.sign({"sub": ORDERS, "aud": CATALOG, "exp": _now() + 300})
+    replay = check_request(
+        "POST",
+        "/v1/charges",
+        headers={"authorization": f"Bearer {token}"},
+        destination=f"{SHOP}/payments",
+    )
+    assert_denied(stub.Check(replay, timeout=5), code_pb2.UNAUTHENTICATED, 401)
+    for_payments = pdp.svid_key.sign(
+        {"sub": ORDERS, "aud": f"{SHOP}/payments", "exp": _now() + 300}
+    )
+    charge = check_request(
+        "POST",
+        "/v1/charges",
+        headers={"authorization": f"Bearer {for_payments}"},
+        destination=f"{SHOP}/payments",
+    )
+    assert stub.Check(charge, timeout=5).status.code == code_pb2.OK
+
+
+def test_bare_principal_without_certificate_is_401(stub) -> None:
+    response = stub.Check(check_request(principal=FRONTEND), timeout=5)
+    assert_denied(response, code_pb2.UNAUTHENTICATED, 401)
 
 
 def test_user_through_frontend(stub, pdp: PdpProcess) -> None:
@@ -144,7 +181,7 @@ def test_user_through_frontend(stub, pdp: PdpProcess) -> None:
         {"iss": ISSUER, "sub": "carol", "aud": "shop", "exp": _now() + 300, "groups": ["customers"]}
     )
     headers = {"authorization": f"Bearer {token}"}
-    via_frontend = stub.Check(check_request(headers=headers, principal=FRONTEND), timeout=5)
+    via_frontend = stub.Check(check_request(headers=headers, principal=FRONTEND, **PEER), timeout=5)
     assert via_frontend.status.code == code_pb2.OK
     assert upstream_headers(via_frontend)["x-meshward-principal"] == f'User::"{ISSUER}|carol"'
     direct = stub.Check(check_request(headers=headers), timeout=5)
@@ -153,10 +190,11 @@ def test_user_through_frontend(stub, pdp: PdpProcess) -> None:
 
 def _attack_tokens(pdp: PdpProcess) -> dict[str, str]:
     now = _now()
-    good = {"sub": ORDERS, "aud": "meshward", "exp": now + 300}
+    good = {"sub": ORDERS, "aud": CATALOG, "exp": now + 300}
     return {
         "expired": pdp.svid_key.sign({**good, "exp": now - 120}),
         "wrong-audience": pdp.svid_key.sign({**good, "aud": "other"}),
+        "mesh-wide-audience": pdp.svid_key.sign({**good, "aud": "meshward"}),
         "unknown-kid": SigningKey("svid-key-2").sign(good),
         "other-trust-domain": pdp.svid_key.sign({**good, "sub": "spiffe://evil.example/x"}),
         "garbage": "abc.def.ghi",
@@ -170,7 +208,7 @@ def _attack_tokens(pdp: PdpProcess) -> dict[str, str]:
 def test_jwt_attacks_are_401(stub, pdp: PdpProcess) -> None:
     for name, token in _attack_tokens(pdp).items():
         response = stub.Check(
-            check_request(headers={"authorization": f"Bearer {token}"}, principal=FRONTEND),
+            check_request(headers={"authorization": f"Bearer {token}"}, principal=FRONTEND, **PEER),
             timeout=5,
         )
         assert response.status.code == code_pb2.UNAUTHENTICATED, name
@@ -206,7 +244,7 @@ def test_malformed_requests_denied(stub, request_: pb.CheckRequest) -> None:
 
 def test_undecodable_protobuf_denied(channel: grpc.Channel) -> None:
     marker = "Z" * 8
-    data = check_request(principal=FRONTEND, headers={"x-a": marker}).SerializeToString()
+    data = check_request(principal=FRONTEND, **PEER, headers={"x-a": marker}).SerializeToString()
     broken = data.replace(marker.encode(), b"\xff" * 8)  # invalid UTF-8 in a string field
     call = channel.unary_unary(
         "/envoy.service.auth.v3.Authorization/Check",
@@ -221,9 +259,11 @@ def test_undecodable_protobuf_denied(channel: grpc.Channel) -> None:
 
 def test_huge_headers(stub) -> None:
     big = {f"x-big-{i}": "v" * 1024 for i in range(80)}  # 80 KiB of headers
-    response = stub.Check(check_request(principal=FRONTEND, headers=big), timeout=10)
+    response = stub.Check(check_request(principal=FRONTEND, **PEER, headers=big), timeout=10)
     assert response.status.code == code_pb2.OK
-    one = stub.Check(check_request(principal=FRONTEND, headers={"x": "y" * 70000}), timeout=10)
+    one = stub.Check(
+        check_request(principal=FRONTEND, **PEER, headers={"x": "y" * 70000}), timeout=10
+    )
     assert one.status.code == code_pb2.OK
 
 
@@ -241,7 +281,7 @@ def test_unknown_method_name_is_unimplemented(channel: grpc.Channel) -> None:
 def test_concurrent_calls(stub) -> None:
     def one(i: int) -> tuple[int, int]:
         method = "GET" if i % 2 == 0 else "DELETE"
-        response = stub.Check(check_request(method, principal=FRONTEND), timeout=10)
+        response = stub.Check(check_request(method, principal=FRONTEND, **PEER), timeout=10)
         return i, response.status.code
 
     with ThreadPoolExecutor(max_workers=16) as pool:
@@ -251,7 +291,7 @@ def test_concurrent_calls(stub) -> None:
 
 
 def test_decisions_counted_in_metrics(pdp: PdpProcess, stub) -> None:
-    stub.Check(check_request(principal=FRONTEND), timeout=5)
+    stub.Check(check_request(principal=FRONTEND, **PEER), timeout=5)
     text = httpx.get(f"{pdp.http_url}/metrics").text
     assert 'meshward_pdp_decisions_total{adapter="envoy_grpc",result="allow"}' in text
     assert "meshward_pdp_decision_seconds_bucket" in text

@@ -27,7 +27,7 @@ def pdp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PdpProcess]:
 
 
 def _token(pdp: PdpProcess, sub: str = f"{SHOP}/orders") -> str:
-    return pdp.svid_key.sign({"sub": sub, "aud": "meshward", "exp": int(time.time()) + 300})
+    return pdp.svid_key.sign({"sub": sub, "aud": "shop", "exp": int(time.time()) + 300})
 
 
 def _user(pdp: PdpProcess, groups: list[str]) -> str:
@@ -140,9 +140,28 @@ def test_decision_api_single_and_batch(pdp: PdpProcess) -> None:
     assert [d["decision"] for d in decisions] == ["allow", "deny"]
 
 
+def test_decision_api_takes_the_check_document(pdp: PdpProcess) -> None:
+    staff = {
+        "principal": {"type": "User", "id": f"{ISSUER}|dave"},
+        "parents": ['Group::"staff"'],
+        "action": 'Action::"GET"',
+        "resource": f'Service::"{CATALOG}"',
+    }
+    url = f"{pdp.http_url}/v1/authorize"
+    assert httpx.post(url, json=staff).json()["decision"] == "allow"  # parents honoured
+    assert httpx.post(url, json={**staff, "parents": []}).json()["decision"] == "deny"
+    # context.http is mapped like a proxied request: an ambiguous path is a deny.
+    odd = {**staff, "context": {"http": {"path": "/items%2F..%2Fadmin"}}}
+    answer = httpx.post(url, json=odd).json()
+    assert answer == {"decision": "deny", "reasons": [], "errors": ["request:encoded_slash"]}
+
+
 @pytest.mark.parametrize(
     "body",
     [
+        b'{"principal": "A::\\"a\\"", "action": "B::\\"b\\"", '
+        b'"resource": "C::\\"c\\"", "unknown": 1}',
+        b'{"requests": [], "other": 1}',
         b"not json",
         b"[]",
         b'{"principal": "x"}',

@@ -58,7 +58,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PdpProcess
 
 
 def _svid(pdp: PdpProcess, workload: str) -> str:
-    return pdp.svid_key.sign({"sub": workload, "aud": "meshward", "exp": int(time.time()) + 300})
+    return pdp.svid_key.sign({"sub": workload, "aud": HOST, "exp": int(time.time()) + 300})
 
 
 def test_no_credentials_401(stack) -> None:

@@ -35,6 +35,7 @@ def test_check_with_traceparent_becomes_a_child_span(tmp_path: Path) -> None:
             stub = external_auth_pb2_grpc.AuthorizationStub(channel)
             request = check_request(
                 principal=f"{SHOP}/frontend",
+                certificate=pdp.peer_certificate(f"{SHOP}/frontend"),
                 headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"},
             )
             response = stub.Check(request, timeout=10)

@@ -54,7 +54,7 @@ def _eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
 
 def test_new_jwt_key_is_accepted_after_the_bundle_file_changes(tmp_path: Path) -> None:
     with pdp_process(tmp_path, pdp_settings={"trust_bundle_poll_seconds": 0.2}) as pdp:
-        claims = {"sub": ORDERS, "aud": "meshward", "exp": int(time.time()) + 300}
+        claims = {"sub": ORDERS, "aud": "shop", "exp": int(time.time()) + 300}
         old_token = pdp.svid_key.sign(claims)
         rotated = SigningKey("svid-key-2")
         new_token = rotated.sign(claims)
@@ -94,14 +94,14 @@ def test_follows_a_real_ca_rotation(tmp_path: Path) -> None:
     ttl = dt.timedelta(minutes=5)
     with pdp_process(tmp_path / "pdp", pdp_settings={"trust_bundle_poll_seconds": 0.2}) as pdp:
         _publish(pdp, ca)
-        current = issue_jwt_svid(orders, ["meshward"], ca.authority.active, clock.now(), ttl)
+        current = issue_jwt_svid(orders, ["shop"], ca.authority.active, clock.now(), ttl)
         assert _eventually(lambda: _status(pdp, current.token) != 401), pdp.output()
 
         # prepare: the CA publishes the next JWT key; until the file changes, it is unknown.
         ca.rotate_prepare(Caller(address="test"))
         upcoming = ca.authority.next
         assert upcoming is not None
-        following = issue_jwt_svid(orders, ["meshward"], upcoming, clock.now(), ttl)
+        following = issue_jwt_svid(orders, ["shop"], upcoming, clock.now(), ttl)
         assert following.kid != current.kid
         assert _status(pdp, following.token) == 401
         _publish(pdp, ca)

@@ -60,7 +60,12 @@ def test_not_serving_until_the_policies_are_fixed(tmp_path: Path) -> None:
         assert _ready(pdp) == 503
         # Fail closed while nothing is active: a check is denied, not crashed.
         stub = external_auth_pb2_grpc.AuthorizationStub(channel)
-        response = stub.Check(check_request(principal=f"{SHOP}/frontend"), timeout=5)
+        response = stub.Check(
+            check_request(
+                principal=f"{SHOP}/frontend", certificate=pdp.peer_certificate(f"{SHOP}/frontend")
+            ),
+            timeout=5,
+        )
         assert response.status.code != code_pb2.OK
         # Still waiting after a few polls of the directory.
         time.sleep(2.5)
@@ -72,5 +77,10 @@ def test_not_serving_until_the_policies_are_fixed(tmp_path: Path) -> None:
             pdp.output()
         )
         assert _ready(pdp) == 200
-        response = stub.Check(check_request(principal=f"{SHOP}/frontend"), timeout=5)
+        response = stub.Check(
+            check_request(
+                principal=f"{SHOP}/frontend", certificate=pdp.peer_certificate(f"{SHOP}/frontend")
+            ),
+            timeout=5,
+        )
         assert response.status.code == code_pb2.OK

@@ -1,12 +1,12 @@
 """Call the agent's sockets as another user, from a real child process.
 
-The tests run as root (here and in CI). :func:`run_as` forks a child that
-drops its supplementary groups and switches to ``uid``:``gid`` with
-``os.setgid``/``os.setuid`` before it calls ``fn``, so the agent sees a
-genuinely different peer. The child talks gRPC with grpclib (no gRPC core
-state crosses the fork); :func:`sds_fetch` and :func:`workload_x509` are the
-calls it makes. Sockets such a child dials must live in a directory it can
-traverse: :func:`open_dir` makes one.
+The tests run as root (here and in CI). :func:`run_as` starts a child
+process that drops its supplementary groups and switches to ``uid``:``gid``
+with ``os.setgid``/``os.setuid`` before it calls ``fn``, so the agent sees a
+genuinely different peer. The child talks gRPC with grpclib;
+:func:`sds_fetch` and :func:`workload_x509` are the calls it makes. Sockets
+such a child dials must live in a directory it can traverse: :func:`open_dir`
+makes one.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +27,8 @@ from grpclib import GRPCError
 from grpclib.client import Channel
 from grpclib.const import Cardinality
 from spiffe._proto import workload_pb2
+
+from tests.support.cli import REPO
 
 __all__ = [
     "SDS_FETCH",
@@ -46,40 +50,36 @@ def open_dir() -> Path:
     return path
 
 
-def run_as(uid: int, gid: int, fn: Callable[..., Any], *args: Any, timeout: float = 30) -> Any:
-    """Run ``fn(*args)`` in a forked child as ``uid``:``gid``; return its JSON-able result.
+_BOOT = """
+import importlib, json, os, sys
+fn = getattr(importlib.import_module(sys.argv[1]), sys.argv[2])
+args = json.loads(sys.argv[5])
+os.setgroups([])
+os.setgid(int(sys.argv[4]))
+os.setuid(int(sys.argv[3]))
+print(json.dumps(fn(*args)))
+"""
 
-    Call it from a thread without a running event loop (``asyncio.to_thread``).
+
+def run_as(uid: int, gid: int, fn: Callable[..., Any], *args: Any, timeout: float = 30) -> Any:
+    """Run ``fn(*args)`` in a fresh child process as ``uid``:``gid``; return its JSON result.
+
+    The child starts as root (the interpreter lives where only root may read),
+    imports ``fn``'s module, then drops to ``uid``:``gid`` with no
+    supplementary groups (``os.setuid``) before it calls ``fn``. A fresh
+    process, not a fork: no gRPC core state of this process crosses over.
     """
     if os.geteuid() != 0:
         raise RuntimeError("switching to another uid needs root (the test suite runs as root)")
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns
-        code = 1
-        try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-            payload = {"result": fn(*args)}
-            code = 0
-        except BaseException as exc:
-            payload = {"exception": repr(exc)}
-        try:
-            os.write(write_end, json.dumps(payload).encode())
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    chunks = []
-    with os.fdopen(read_end, "rb") as pipe:
-        while chunk := pipe.read(65536):
-            chunks.append(chunk)
-    _, status = os.waitpid(pid, 0)
-    payload = json.loads(b"".join(chunks) or b"{}")
-    if "result" not in payload:
-        raise RuntimeError(f"child as uid {uid} failed ({status}): {payload.get('exception')}")
-    return payload["result"]
+    env = {"PYTHONPATH": str(REPO), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    result = subprocess.run(
+        [sys.executable, "-c", _BOOT, fn.__module__, fn.__name__, str(uid), str(gid),
+         json.dumps(args)],
+        env=env, cwd="/", capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise RuntimeError(f"child as uid {uid} failed: {result.stderr[-2000:]}")
+    return json.loads(result.stdout)
 
 
 def _path(address: str) -> str:

@@ -112,6 +112,7 @@ class CaProcess:
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     log: Path | None = None
+    serve_args: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -132,7 +133,8 @@ class CaProcess:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 meshward_argv("--state-dir", str(self.state_dir), "--log-format", "json",
-                              "ca", "serve", "--addr", f"127.0.0.1:{self.port}"),
+                              "ca", "serve", "--addr", f"127.0.0.1:{self.port}",
+                              *self.serve_args),
                 env=full_env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
             )  # fmt: skip
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ import httpx
 
 from meshward.spiffe import TrustDomain
 from meshward.spiffe_bundle import SpiffeBundle
-from tests.support.certs import TestPki
+from tests.support.certs import TestPki, url_encoded_pem
 from tests.support.cli import REPO, meshward_argv
 from tests.support.net import free_port, wait_for_port
 from tests.support.tokens import SigningKey
@@ -25,7 +26,7 @@ from tests.support.tokens import SigningKey
 __all__ = ["ISSUER", "PdpProcess", "TRUST_DOMAIN", "pdp_process"]
 
 TRUST_DOMAIN = "meshward.local"
-ISSUER = "https://idp.meshward.test"
+ISSUER = "https://id.meshward.local"  # the issuer the example policies name
 
 
 @dataclass
@@ -39,6 +40,7 @@ class PdpProcess:
     grpc_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     process: subprocess.Popen[str] | None = None
+    _certificates: dict[str, str] = field(default_factory=dict)
 
     @property
     def grpc_addr(self) -> str:
@@ -47,6 +49,21 @@ class PdpProcess:
     @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
+
+    def peer_certificate(self, spiffe_id: str) -> str:
+        """An X.509-SVID chain for ``spiffe_id``, valid now, URL-encoded as Envoy sends it."""
+        if spiffe_id not in self._certificates:
+            prefix = f"spiffe://{TRUST_DOMAIN}"
+            if not spiffe_id.startswith(prefix + "/"):
+                raise ValueError(f"not a SPIFFE ID of {TRUST_DOMAIN}: {spiffe_id}")
+            now = dt.datetime.now(dt.UTC)
+            leaf = self.pki.leaf(
+                path=spiffe_id[len(prefix) :],
+                not_before=now - dt.timedelta(minutes=5),
+                not_after=now + dt.timedelta(hours=1),
+            )
+            self._certificates[spiffe_id] = url_encoded_pem(*self.pki.chain(leaf))
+        return self._certificates[spiffe_id]
 
     def output(self) -> str:
         log = self.workdir / "pdp.log"
@@ -67,7 +84,6 @@ def _write_config(pdp: PdpProcess, extra: dict[str, Any]) -> Path:
     values: dict[str, Any] = {
         "trusted_proxies": ["127.0.0.1/32"],
         "trust_peer_principal": True,
-        "jwt_audiences": ["meshward"],
         **extra,
     }
     lines = ["[pdp]"]

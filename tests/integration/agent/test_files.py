@@ -129,3 +129,41 @@ async def test_command_and_signal_after_write(running_agent: RunningAgent, short
         await sink.stop()
         proc.send_signal(signal.SIGTERM)
         await proc.wait()
+
+
+async def test_files_of_a_revoked_svid_are_removed(
+    running_agent: RunningAgent, short_tmp: Path
+) -> None:
+    out = short_tmp / "svid"
+    sink = FileSink(running_agent.agent.hub, FileSinkConfig(out, "spiffe://example.org/web"))
+    await sink.start()
+    try:
+        await wait_for(lambda: sink.writes >= 1)
+        assert (out / "svid_key.pem").exists()
+        running_agent.authority.entries = [
+            e for e in running_agent.authority.entries if e.entry_id != "web"
+        ]
+        running_agent.agent.wake()
+        await wait_for(lambda: not (out / "svid_key.pem").exists())
+        assert not [p for p in out.iterdir() if p.name.startswith("..")]
+    finally:
+        await sink.stop()
+
+
+async def test_a_partial_snapshot_removes_nothing(
+    running_agent: RunningAgent, short_tmp: Path
+) -> None:
+    out = short_tmp / "svid"
+    hub = running_agent.agent.hub
+    sink = FileSink(hub, FileSinkConfig(out, "spiffe://example.org/web"))
+    await sink.start()
+    try:
+        await wait_for(lambda: sink.writes >= 1)
+        # Mid-pass (e.g. a restarted agent's first pass): the SVID may still come.
+        hub.publish(hub.current.bundle, (), partial=True)
+        await asyncio.sleep(0.2)
+        assert (out / "svid_key.pem").exists()
+        hub.publish(hub.current.bundle, ())  # a whole pass without it
+        await wait_for(lambda: not (out / "svid_key.pem").exists())
+    finally:
+        await sink.stop()

@@ -25,6 +25,7 @@ def test_up_serves_the_example_svid_over_the_workload_api(
         MESHWARD_PDP__GRPC_ADDR=f"127.0.0.1:{free_port()}",
         MESHWARD_PDP__HTTP_ADDR=f"127.0.0.1:{free_port()}",
         MESHWARD_CA__ADDR=f"127.0.0.1:{free_port()}",
+        MESHWARD_CONSOLE__ADDR=f"127.0.0.1:{free_port()}",
     )
     log = state.parent / "up.log"
     with log.open("w") as sink:

@@ -121,10 +121,17 @@ async def test_forced_and_ca_rotations_reach_an_open_stream(
         first = source.get_x509_context().default_svid.leaf.serial_number
         agent.signal(signal.SIGUSR1)  # forced rotation
         second = await _wait_change(source, first)
-        # A CA key rotation: the bundle changes, the agent renews everything.
-        resp = admin_post(ca, "/v1/ca/rotate/prepare")
-        assert resp.status_code == 200, resp.text
+        # A CA rotation: prepare publishes the next signing CA, activate makes it
+        # sign; the agent moves the workload onto it.
+        issuer = source.get_x509_context().default_svid.leaf.issuer
+        for step in ("prepare", "activate"):
+            resp = admin_post(ca, f"/v1/ca/rotate/{step}")
+            assert resp.status_code == 200, resp.text
         await _wait_change(source, second)
+        deadline = time.monotonic() + 10
+        while source.get_x509_context().default_svid.leaf.issuer == issuer:
+            assert time.monotonic() < deadline, "the SVID stayed on the old signing CA"
+            await asyncio.sleep(0.05)
         td = PyTrustDomain("example.org")
         bundle = source.get_x509_context().x509_bundle_set.get_bundle_for_trust_domain(td)
         assert bundle is not None

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import struct
 import threading
 
 import grpc
 import pytest
 from cryptography.hazmat.primitives import serialization
+from grpclib import GRPCError
+from grpclib.client import Channel
+from grpclib.const import Cardinality, Status
 from spiffe import JwtSource, WorkloadApiClient, X509Source
 from spiffe._proto import workload_pb2, workload_pb2_grpc
 from spiffe.spiffe_id.spiffe_id import SpiffeId as PySpiffeId
@@ -178,3 +182,51 @@ async def test_bundle_streams(running_agent: RunningAgent) -> None:
     ders, kids = await asyncio.to_thread(fetch)
     assert ders == {running_agent.authority.root.public_bytes(serialization.Encoding.DER)}
     assert kids == {running_agent.authority.kid}
+
+
+@pytest.mark.parametrize(
+    ("frame", "status"),
+    [
+        (struct.pack(">?I", True, 3) + b"abc", Status.UNIMPLEMENTED),  # compressed
+        (struct.pack(">?I", False, 100) + b"abc", Status.INVALID_ARGUMENT),  # truncated
+        (struct.pack(">?I", False, 3) + b"\xff\xff\xff", Status.INVALID_ARGUMENT),  # garbage
+        (b"\x00\x00", Status.INVALID_ARGUMENT),  # a broken length prefix
+        (struct.pack(">?I", False, 3), Status.INVALID_ARGUMENT),  # a prefix and no body
+    ],
+)
+async def test_malformed_frames_are_refused(
+    running_agent: RunningAgent, frame: bytes, status: Status
+) -> None:
+    async with Channel(path=str(running_agent.socket)) as channel:
+        method = channel.request(
+            "/SpiffeWorkloadAPI/FetchJWTSVID",
+            Cardinality.UNARY_UNARY,
+            workload_pb2.JWTSVIDRequest,
+            workload_pb2.JWTSVIDResponse,
+            metadata={"workload.spiffe.io": "true"},
+            timeout=10,
+        )
+        with pytest.raises(GRPCError) as caught:
+            async with method as stream:
+                await stream.send_request()
+                await stream._stream.send_data(frame, end_stream=True)  # raw gRPC framing
+                await stream.recv_message()
+    assert caught.value.status == status
+
+
+async def test_too_many_audiences_are_refused_before_the_ca(running_agent: RunningAgent) -> None:
+    calls = running_agent.authority.calls
+    async with grpc.aio.insecure_channel(running_agent.endpoint) as channel:
+        stub = workload_pb2_grpc.SpiffeWorkloadAPIStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.FetchJWTSVID(
+                workload_pb2.JWTSVIDRequest(audience=[f"a{i}" for i in range(17)]),
+                metadata=(("workload.spiffe.io", "true"),),
+            )
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        ok = await stub.FetchJWTSVID(
+            workload_pb2.JWTSVIDRequest(audience=[f"a{i}" for i in range(16)]),
+            metadata=(("workload.spiffe.io", "true"),),
+        )
+    assert ok.svids
+    assert running_agent.authority.calls == calls + 1  # the 16-audience request only

@@ -25,6 +25,7 @@ def test_up_runs_the_ca_and_the_pdp_trusts_it(tmp_path: Path) -> None:
     env.update(
         PYTHONPATH=str(REPO),
         MESHWARD_CA__ADDR=f"127.0.0.1:{ca_port}",
+        MESHWARD_CONSOLE__ADDR=f"127.0.0.1:{free_port()}",
         MESHWARD_PDP__GRPC_ADDR=f"127.0.0.1:{grpc_port}",
         MESHWARD_PDP__HTTP_ADDR=f"127.0.0.1:{http_port}",
     )

@@ -34,7 +34,11 @@ def check(pdp: PdpProcess, path: str, rid: str) -> int:
     with grpc.insecure_channel(pdp.grpc_addr) as channel:
         stub = external_auth_pb2_grpc.AuthorizationStub(channel)
         request = check_request(
-            path=path, principal=FRONTEND, destination=ORDERS, headers={"x-request-id": rid}
+            path=path,
+            principal=FRONTEND,
+            certificate=pdp.peer_certificate(FRONTEND),
+            destination=ORDERS,
+            headers={"x-request-id": rid},
         )
         return int(stub.Check(request, timeout=5).status.code)
 

@@ -65,7 +65,7 @@ def _requests() -> list[dict[str, Any]]:
         context: dict[str, Any] = {
             "http": {
                 "method": method,
-                "host": f"{TD}{service}",
+                "host": service,
                 "path": "/admin/x" if service == "payments" else "/api/items",
                 "query": "",
                 "headers": {},

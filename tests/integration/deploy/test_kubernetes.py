@@ -197,3 +197,22 @@ def _setting_env_names() -> set[str]:
         return out
 
     return walk(Settings, ())
+
+
+def test_ca_ha_overlay_runs_replicas_on_postgresql() -> None:
+    objects = _objects(K8S / "overlays" / "ca-ha")
+    ca = objects[("StatefulSet", "meshward-ca")]
+    assert ca["spec"]["replicas"] >= 2
+    assert "volumeClaimTemplates" not in ca["spec"]  # the state is in the database
+    pod = ca["spec"]["template"]["spec"]
+    for container in (pod["containers"][0], pod["initContainers"][0]):
+        env = {e["name"]: e.get("valueFrom", {}) for e in container["env"]}
+        assert env["MESHWARD_CA__DATABASE_URL"]["secretKeyRef"]["name"] == "meshward-ca-database"
+        assert env["MESHWARD_CA__REPLICA_ID"]["fieldRef"]["fieldPath"] == "metadata.name"
+        assert "MESHWARD_CA_PASSPHRASE" in env
+    assert objects[("PodDisruptionBudget", "meshward-ca")]["spec"]["minAvailable"] >= 2
+    assert objects[("Service", "meshward-ca-replicas")]["spec"]["clusterIP"] == "None"
+    config = objects[
+        ("ConfigMap", next(n for k, n in objects if n.startswith("meshward-ca-config")))
+    ]
+    assert "MESHWARD_CA__DATABASE_URL" not in config["data"]  # a secret, never a ConfigMap

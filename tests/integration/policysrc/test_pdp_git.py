@@ -67,7 +67,12 @@ def test_checks_never_fail_while_good_and_bad_commits_arrive(tmp_path: Path) -> 
                 stub = external_auth_pb2_grpc.AuthorizationStub(channel)
                 while not stop.is_set():
                     try:
-                        response = stub.Check(check_request(principal=FRONTEND), timeout=10)
+                        response = stub.Check(
+                            check_request(
+                                principal=FRONTEND, certificate=pdp.peer_certificate(FRONTEND)
+                            ),
+                            timeout=10,
+                        )
                         results.append((response.status.code, response.HasField("ok_response")))
                     except grpc.RpcError as exc:
                         failures.append(repr(exc))

@@ -7,6 +7,7 @@ import datetime as dt
 
 import pytest
 
+from authz.authn.audience import AudiencePolicy
 from authz.authn.authenticator import Authenticated, Authenticator
 from authz.authn.jwt import JwtPolicy, JwtVerifier
 from authz.authn.peer import PeerFacts, PeerPolicy
@@ -58,7 +59,10 @@ def make_decider(engine: Engine | None, recorder: Recorder, **kw) -> Decider:
         TrustDomainBundle(TrustDomain("meshward.local"), (), {KEY.kid: KEY.private.public_key()})
     )
     authn = Authenticator(
-        clock, PeerPolicy(trust_principal=True), bundles, JwtVerifier(JwtPolicy(), bundles)
+        clock,
+        PeerPolicy(trust_principal=True, trust_bare_principal=True),
+        bundles,
+        JwtVerifier(JwtPolicy(), bundles),
     )
     holder = EngineHolder(engine, "v1") if engine else EngineHolder()
     return Decider(holder, authn, clock, observers=[recorder], **kw)
@@ -188,7 +192,7 @@ async def test_observer_failure_does_not_change_decision(
 
 
 async def test_jwt_svid_identity_and_context(engine: Engine, recorder: Recorder) -> None:
-    token = KEY.sign({"sub": f"{SHOP}/orders", "aud": "meshward", "exp": ts(NOW) + 60})
+    token = KEY.sign({"sub": f"{SHOP}/orders", "aud": CATALOG, "exp": ts(NOW) + 60})
     verdict = await make_decider(engine, recorder).decide(
         facts(principal="", headers={"authorization": f"Bearer {token}"})
     )
@@ -198,6 +202,47 @@ async def test_jwt_svid_identity_and_context(engine: Engine, recorder: Recorder)
     assert request.identity.expires_at == NOW + dt.timedelta(seconds=60)
     assert request.context["token"]["claims"]["sub"] == f"{SHOP}/orders"
     assert "authorization" not in request.context["http"]["headers"]
+
+
+def bearer(aud: object) -> dict[str, str]:
+    token = KEY.sign({"sub": f"{SHOP}/orders", "aud": aud, "exp": ts(NOW) + 60})
+    return {"authorization": f"Bearer {token}"}
+
+
+async def test_jwt_svid_replayed_to_another_destination_is_refused(
+    engine: Engine, recorder: Recorder
+) -> None:
+    # The catalog received the caller's token and replays it to the payments service.
+    payments = f"{SHOP}/payments"
+    replay = facts(principal="", headers=bearer(CATALOG))
+    replay = RequestFacts(
+        replay.adapter, "GET", "/", host="payments", headers=replay.headers, destination=payments
+    )
+    verdict = await make_decider(engine, recorder).decide(replay)
+    assert verdict.outcome is Outcome.UNAUTHENTICATED
+    assert verdict.decision.errors == ("authn:wrong_audience",)
+    assert recorder.records[-1].request is None  # nothing was evaluated
+
+
+@pytest.mark.parametrize(
+    ("aud", "aliases", "any_destination", "outcome"),
+    [
+        ([CATALOG], {}, (), Outcome.ALLOW),
+        (["other", CATALOG], {}, (), Outcome.ALLOW),
+        ("catalog-api", {CATALOG: ["catalog-api"]}, (), Outcome.ALLOW),
+        ("catalog-api", {f"{SHOP}/payments": ["catalog-api"]}, (), Outcome.UNAUTHENTICATED),
+        ("meshward", {}, (), Outcome.UNAUTHENTICATED),
+        ("meshward", {}, ("meshward",), Outcome.ALLOW),
+    ],
+    ids=["own-id", "one-of-several", "alias", "alias-of-another", "mesh-wide", "mesh-opt-in"],
+)
+async def test_jwt_svid_audience_binding(
+    engine: Engine, recorder: Recorder, aud, aliases, any_destination, outcome
+) -> None:
+    decider = make_decider(engine, recorder)
+    decider.authenticator.audience = AudiencePolicy.build(aliases, any_destination)
+    verdict = await decider.decide(facts(principal="", headers=bearer(aud)))
+    assert verdict.outcome is outcome
 
 
 def test_build_request_context_and_resource() -> None:

@@ -64,17 +64,73 @@ def test_entry_has_every_field_and_redacts() -> None:
     assert entry["replayable"] is True
     assert entry["request"] == {"method": "GET", "host": "api.local", "path": "/items/0"}
     headers = entry["context"]["http"]["headers"]
-    assert headers == {"Authorization": "[redacted]", "Cookie": "[redacted]", "a": "b"}
+    assert headers == {"Authorization": "[redacted]", "Cookie": "[redacted]", "a": "[redacted]"}
     assert sorted(entry["redacted"]) == [
         "context.http.headers.Authorization",
         "context.http.headers.Cookie",
+        "context.http.headers.a",
     ]
     assert "Bearer" not in json.dumps(entry)
 
 
-def test_custom_redaction_list_reaches_attributes_and_query() -> None:
+def _with_http(**http: object) -> DecisionRecord:
+    event = _event()
+    assert event.request is not None
+    request = AccessRequest(
+        event.request.identity,
+        event.request.action,
+        event.request.resource,
+        {"http": {"method": "GET", "host": "h", "path": "/p", **http}},
+    )
+    return record_for(request, Decision(Effect.ALLOW), "q")
+
+
+def test_only_allow_listed_headers_keep_their_values() -> None:
+    record = _with_http(
+        headers={"User-Agent": "curl", "x-request-id": "r1", "x-api-secret": "s3cr3t"}
+    )
+    entry = decision_entry(record)
+    assert entry["context"]["http"]["headers"] == {
+        "User-Agent": "curl",
+        "x-request-id": "r1",
+        "x-api-secret": "[redacted]",
+    }
+    assert "s3cr3t" not in json.dumps(entry)
+    wider = decision_entry(record, headers=["x-api-secret"])
+    assert wider["context"]["http"]["headers"]["x-api-secret"] == "s3cr3t"
+    # A header named on the redaction list is redacted even when allow-listed.
+    assert (
+        decision_entry(record, redact=["x-request-id"])["context"]["http"]["headers"][
+            "x-request-id"
+        ]
+        == "[redacted]"
+    )
+
+
+def test_query_values_are_redacted_names_kept() -> None:
+    record = _with_http(query="access_token=eyJhbGci.x.y&page=2&flag&q=a%3Db")
+    entry = decision_entry(record)
+    assert entry["context"]["http"]["query"] == (
+        "access_token=[redacted]&page=[redacted]&flag&q=[redacted]"
+    )
+    assert "context.http.query" in entry["redacted"]
+    assert "eyJhbGci" not in json.dumps(entry)
+
+
+def test_query_values_kept_on_request_except_named_parameters() -> None:
+    record = _with_http(query="Access_Token=abc&page=2&My%5FKey=k")
+    entry = decision_entry(record, redact=["access_token", "my_key"], query_values=True)
+    assert entry["context"]["http"]["query"] == (
+        "Access_Token=[redacted]&page=2&My%5FKey=[redacted]"
+    )
+    clean = decision_entry(_with_http(query="page=2"), query_values=True)
+    assert clean["context"]["http"]["query"] == "page=2"
+    assert clean["redacted"] == []
+
+
+def test_custom_redaction_list_reaches_attributes_and_headers() -> None:
     event = _event(headers={"x-api-key": "k"})
-    entry = decision_entry(event, redact=["X-API-KEY", "email"])
+    entry = decision_entry(event, redact=["X-API-KEY", "email"], headers=["x-api-key"])
     assert entry["context"]["http"]["headers"]["x-api-key"] == "[redacted]"
     assert entry["principal_attributes"]["email"] == "[redacted]"
     assert "principal_attributes.email" in entry["redacted"]

@@ -190,3 +190,49 @@ def test_unknown_principals_do_not_grow_the_hierarchy_memo(engine: Engine) -> No
         assert engine.evaluate(request).effect is Effect.DENY
     assert not [uid for uid in engine._hierarchy._memo if uid.type == "User"]
     assert EntityUid("Service", "s1") in engine._hierarchy._memo
+
+
+TRICKY_IDS = [
+    "deny`admin",
+    "x` error while evaluating policy `p-anything",
+    "`",
+    "a\\`b",
+    "ends with backtick`",
+]
+
+
+@pytest.mark.parametrize("forbid_id", TRICKY_IDS)
+def test_an_erroring_forbid_with_any_id_still_denies(make_bundle, forbid_id: str) -> None:
+    # Policy ids are arbitrary strings: the erring forbid is found without reading
+    # Cedar's error text, so an id with backticks cannot make it fail open.
+    cedar_id = forbid_id.replace("\\", "\\\\")
+    policies = f"""
+@id("{cedar_id}")
+forbid (principal, action, resource)
+when {{ context has n && context.n * 9223372036854775807 > 1 }};
+@id("p-all")
+permit (principal, action, resource);
+"""
+    engine = Engine(load_bundle(make_bundle({"p.cedar": policies})))
+    decision = engine.evaluate(req('User::"u"', 'Action::"GET"', 'Service::"s"', {"n": 2}))
+    assert decision.effect is Effect.DENY
+    assert decision.reasons == (forbid_id,)
+    # No error: the permit decides.
+    assert engine.evaluate(req('User::"u"', 'Action::"GET"', 'Service::"s"', {"n": 0})).allowed
+
+
+def test_an_erroring_permit_named_like_an_error_message_does_not_deny(make_bundle) -> None:
+    policies = """
+@id("f-admin")
+forbid (principal, action, resource) when { context has path && context.path == "/admin" };
+@id("error while evaluating policy `f-admin`")
+permit (principal, action, resource)
+when { context has n && context.n * 9223372036854775807 > 1 };
+@id("p-all")
+permit (principal, action, resource);
+"""
+    engine = Engine(load_bundle(make_bundle({"p.cedar": policies})))
+    decision = engine.evaluate(req('User::"u"', 'Action::"GET"', 'Service::"s"', {"n": 2}))
+    assert decision.allowed
+    assert decision.reasons == ("p-all",)
+    assert decision.errors  # the permit's error is still reported

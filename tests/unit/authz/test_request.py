@@ -33,7 +33,11 @@ def test_http_context_is_canonical_and_keeps_the_raw_path() -> None:
             "//x/../%61dmin/users",
             host="Shop.Example:8443",
             query="a=%2F",
-            headers={"x-tenant": "globex,acme", "authorization": "Bearer x"},
+            headers={
+                "x-tenant": "globex,acme",
+                "authorization": "Bearer x",
+                "x-meshward-roles": "admin",
+            },
         )
     )
     assert http == {

@@ -1,35 +1,64 @@
-"""The SQLite store: entries, single-use join tokens under concurrency, audit."""
+"""The store contract, on every backend: entries, single-use join tokens under
+concurrency, audit — SQLite and a real PostgreSQL."""
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from ca.errors import Conflict
-from ca.store.protocol import AgentRecord, AuditRecord, CaStore, Entry, JoinToken
+from ca.replicas import DbRateLimiter
+from ca.store.postgres import PostgresStore
+from ca.store.protocol import AgentRecord, AuditRecord, CallerRates, CaStore, Entry, JoinToken
 from ca.store.sqlite import SqliteStore
+from meshward.clock import FixedClock
 from meshward.spiffe import SpiffeId
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 WEB = SpiffeId.parse("spiffe://example.org/web")
 
-
-def test_satisfies_protocol(tmp_path: Path) -> None:
-    assert isinstance(SqliteStore(tmp_path / "db"), CaStore)
+OpenStore = Callable[[], CaStore]
 
 
-def test_entries_crud_and_persistence(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "db")
+@pytest.fixture(params=["sqlite", "postgres"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenStore]:
+    """Opens a new connection (as another process would) to one test database."""
+    opened: list[CaStore] = []
+    if request.param == "sqlite":
+        path = tmp_path / "db"
+
+        def make() -> CaStore:
+            opened.append(SqliteStore(path))
+            return opened[-1]
+    else:
+        url = request.getfixturevalue("postgres_url")
+
+        def make() -> CaStore:
+            opened.append(PostgresStore(url, pool_size=4))
+            return opened[-1]
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+def test_satisfies_protocol(open_store: OpenStore) -> None:
+    assert isinstance(open_store(), CaStore)
+
+
+def test_entries_crud_and_persistence(open_store: OpenStore) -> None:
+    store = open_store()
     entry = Entry("e1", WEB, frozenset({"k8s:ns:a", "k8s:sa:b"}), 600, 60, ("web.local",), False)
     store.add_entry(entry)
     with pytest.raises(Conflict):
         store.add_entry(entry)
     store.add_entry(Entry("e2", SpiffeId.parse("spiffe://example.org/admin"), admin=True))
     store.close()
-    again = SqliteStore(tmp_path / "db")
+    again = open_store()
     assert again.get_entry("e1") == entry
     assert again.entries_for(WEB) == [entry]
     assert [e.id for e in again.list_entries()] == ["e2", "e1"]
@@ -44,20 +73,23 @@ def test_entry_matching() -> None:
     assert not Entry("e", WEB).matches(frozenset({"k8s:ns:a"}))  # no selectors: never
 
 
-def test_token_single_use_and_expiry(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "db")
+def test_token_single_use_and_expiry(open_store: OpenStore) -> None:
+    store = open_store()
     store.add_token(JoinToken("h1", WEB, NOW + dt.timedelta(seconds=10)))
+    with pytest.raises(Conflict):
+        store.add_token(JoinToken("h1", WEB, NOW))
     assert not store.redeem_token("h1", NOW + dt.timedelta(seconds=10))  # at expiry
     assert store.redeem_token("h1", NOW + dt.timedelta(seconds=9))
     assert not store.redeem_token("h1", NOW)
     assert not store.redeem_token("unknown", NOW)
     record = store.get_token("h1")
     assert record is not None and record.used_at == NOW + dt.timedelta(seconds=9)
+    assert record.expires_at == NOW + dt.timedelta(seconds=10)
 
 
-def test_concurrent_redemption_exactly_one(tmp_path: Path) -> None:
+def test_concurrent_redemption_exactly_one(open_store: OpenStore) -> None:
     # Two stores (two connections, as two processes would have) and many threads.
-    stores = [SqliteStore(tmp_path / "db"), SqliteStore(tmp_path / "db")]
+    stores = [open_store(), open_store()]
     stores[0].add_token(JoinToken("h", WEB, NOW + dt.timedelta(hours=1)))
     barrier = threading.Barrier(16)
     wins: list[bool] = []
@@ -74,21 +106,36 @@ def test_concurrent_redemption_exactly_one(tmp_path: Path) -> None:
     assert wins.count(True) == 1 and len(wins) == 16
 
 
-def test_audit_round_trip(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "db")
+def test_audit_round_trip(open_store: OpenStore) -> None:
+    store = open_store()
     rec = AuditRecord(NOW, "x509_svid", "join_token", "10.0.0.1", "ok", str(WEB), "abc", NOW, None)
     store.append_audit(rec)
     store.append_audit(AuditRecord(NOW, "entry_add", "admin", "cli", "ok"))
     store.close()
-    got = SqliteStore(tmp_path / "db").list_audit()
+    got = open_store().list_audit()
     assert got[0] == rec and got[1].action == "entry_add"
+    assert got[0].time.tzinfo == dt.UTC
+
+
+def test_rate_buckets_are_shared_between_connections(open_store: OpenStore) -> None:
+    clock = FixedClock()
+    stores = [open_store(), open_store()]
+    assert all(isinstance(s, CallerRates) for s in stores)
+    limiters = [DbRateLimiter(s, rate=1.0, burst=3, clock=clock) for s in stores]  # type: ignore[arg-type]
+    got = [limiters[i % 2].allow("caller", 0.0) for i in range(5)]
+    assert got == [True, True, True, False, False]
+    assert limiters[0].allow("other", 0.0)
+    clock.advance(1)
+    assert limiters[1].allow("caller", 0.0) and not limiters[0].allow("caller", 0.0)
+    clock.advance(3600)
+    assert limiters[0].prune() == 2
 
 
 NODE = SpiffeId.parse("spiffe://example.org/meshward/node/n1")
 
 
-def test_agent_record_keeps_first_seen_and_eviction(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "db")
+def test_agent_record_keeps_first_seen_and_eviction(open_store: OpenStore) -> None:
+    store = open_store()
     later = NOW + dt.timedelta(minutes=30)
     first = store.record_agent(AgentRecord(NODE, "join_token", NOW, NOW, "aa"))
     assert first == AgentRecord(NODE, "join_token", NOW, NOW, "aa", evicted=False)
@@ -100,7 +147,7 @@ def test_agent_record_keeps_first_seen_and_eviction(tmp_path: Path) -> None:
     after = store.record_agent(AgentRecord(NODE, "join_token", later, later, "cc"))
     assert after.evicted and after.first_seen == NOW
     store.close()
-    reopened = SqliteStore(tmp_path / "db")
+    reopened = open_store()
     assert reopened.get_agent(NODE) == after
     assert reopened.get_agent(WEB) is None
     assert reopened.list_agents() == [after]

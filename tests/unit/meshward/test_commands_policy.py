@@ -121,6 +121,30 @@ def test_check_allow_deny_and_bad_input() -> None:
         assert "bad request" in err
 
 
+def test_check_maps_context_http_like_the_pdp() -> None:
+    admin_api = {
+        "principal": 'User::"https://id.meshward.local|sam"',
+        "parents": [{"type": "Group", "id": "support"}],
+        "action": 'Action::"GET"',
+        "resource": 'Service::"spiffe://meshward.local/ns/shop/sa/payments"',
+        "context": {
+            "http": {"path": "/v1/charges%3F/../../%61dmin/x"},
+            "peer": {"spiffe_id": FRONTEND, "trust_domain": "meshward.local"},
+        },
+    }
+    code, body, _ = _check(admin_api)
+    assert code == 1
+    assert body is not None and body["reasons"] == ["payments-admin-api"]
+    admin_api["context"]["http"] = {"path": "/admin%2Fx"}  # type: ignore[index]
+    code, body, _ = _check(admin_api)
+    assert (code, body) == (
+        1,
+        {"decision": "deny", "reasons": [], "errors": ["request:encoded_slash"]},
+    )
+    code, _, err = _check({**admin_api, "extra": True})
+    assert code == 2 and "unknown fields: extra" in err
+
+
 def test_check_reads_the_policies_setting_from_the_environment() -> None:
     document = {
         "principal": 'Anonymous::"anonymous"',

@@ -45,3 +45,36 @@ def test_unknown_setting_and_bad_toml_are_errors(tmp_path: Path) -> None:
         load_settings(cfg)
     with pytest.raises(SettingsError, match="not found"):
         load_settings(tmp_path / "missing.toml")
+
+
+def test_authorization_is_stripped_before_the_upstream_by_default() -> None:
+    pdp = load_settings().pdp
+    assert pdp.strip_authorization is True
+    assert pdp.upstream_removed_headers() == ("authorization",)
+    more = pdp.model_copy(update={"remove_headers": ("Cookie", "authorization")})
+    assert more.upstream_removed_headers() == ("authorization", "cookie")
+    kept = pdp.model_copy(update={"strip_authorization": False, "remove_headers": ("cookie",)})
+    assert kept.upstream_removed_headers() == ("cookie",)
+
+
+def test_trust_defaults_believe_only_what_is_proven() -> None:
+    pdp = load_settings().pdp
+    assert pdp.trust_bare_principal is False
+    assert pdp.jwt_svid_any_destination_audiences == ()
+    assert pdp.jwt_svid_audience_aliases == {}
+
+
+def test_the_mesh_wide_jwt_audience_setting_is_gone(tmp_path: Path) -> None:
+    config = tmp_path / "old.toml"
+    config.write_text('[pdp]\njwt_audiences = ["meshward"]\n')
+    with pytest.raises(SettingsError) as info:
+        load_settings(config)
+    assert "pdp.jwt_audiences" in str(info.value)
+
+
+def test_audience_aliases_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "MESHWARD_PDP__JWT_SVID_AUDIENCE_ALIASES", '{"spiffe://td/payments": ["payments"]}'
+    )
+    aliases = load_settings().pdp.jwt_svid_audience_aliases
+    assert aliases == {"spiffe://td/payments": ("payments",)}

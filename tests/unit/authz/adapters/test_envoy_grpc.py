@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import json
 
+import pytest
 from envoy.service.auth.v3 import external_auth_pb2 as pb
 from google.rpc import code_pb2
 from hypothesis import HealthCheck, given, settings
@@ -17,6 +18,7 @@ from authz.authn.jwt import JwtPolicy, JwtVerifier
 from authz.authn.peer import PeerPolicy
 from authz.authn.trust import TrustBundles, TrustDomainBundle
 from authz.bundle import load_bundle
+from authz.canonical import MalformedRequest
 from authz.decider import Decider, DecisionRecord, EngineHolder, Outcome, Verdict
 from authz.engine import Engine
 from authz.model import Decision, EntityUid
@@ -63,6 +65,29 @@ def test_pseudo_headers_fill_missing_fields() -> None:
     )
     facts = facts_from_check(request)
     assert (facts.method, facts.path, facts.query, facts.host) == ("PUT", "/p", "q", "h")
+
+
+def _with_header_map(*fields: tuple[str, bytes]) -> pb.CheckRequest:
+    request = check_request("GET", "/", "shop", {"X-Upper": "kept"})
+    for key, value in fields:
+        request.attributes.request.http.header_map.headers.add(key=key, raw_value=value)
+    return request
+
+
+def test_header_map_fields_are_joined_and_names_lower_cased() -> None:
+    facts = facts_from_check(_with_header_map(("x-tenant", b"globex"), ("X-Tenant", b"acme")))
+    assert facts.headers == {"x-upper": "kept", "x-tenant": "globex,acme"}
+    plain = facts_from_check(check_request("GET", "/", "shop", {"X-Upper": "kept"}))
+    assert plain.headers == {"x-upper": "kept"}
+
+
+@pytest.mark.parametrize(
+    "name", ["authorization", "x-forwarded-client-cert", "x-meshward-principal", "host"]
+)
+def test_repeated_single_headers_are_refused(name: str) -> None:
+    with pytest.raises(MalformedRequest) as caught:
+        facts_from_check(_with_header_map((name, b"a"), (name, b"b")))
+    assert caught.value.reason == "repeated_header"
 
 
 def test_response_mapping() -> None:

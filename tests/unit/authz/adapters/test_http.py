@@ -29,6 +29,10 @@ def test_envoy_gets_headers_to_remove() -> None:
         "authorization,cookie"
     )
     assert "x-envoy-auth-headers-to-remove" not in _answer(verdict).headers
+    # Every forward-auth answer names them for the proxy to delete.
+    assert _answer(verdict).headers["x-meshward-remove-headers"] == "authorization,cookie"
+    nothing = Verdict(Outcome.ALLOW, ALLOW, "id1", EntityUid("U", "u"))
+    assert "x-meshward-remove-headers" not in _answer(nothing).headers
 
 
 @pytest.mark.parametrize(

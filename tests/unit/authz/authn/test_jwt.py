@@ -67,7 +67,7 @@ def verifier() -> JwtVerifier:
         StaticJwks(parse_jwks({"keys": [IDP_KEY.jwk]})),
         algorithms=frozenset({"RS256"}),
     )
-    policy = JwtPolicy(svid_audiences=frozenset({"meshward"}), leeway_seconds=30)
+    policy = JwtPolicy(leeway_seconds=30)
     return JwtVerifier(policy, bundles, [idp])
 
 
@@ -76,14 +76,21 @@ def test_jwt_svid_accepted(verifier: JwtVerifier) -> None:
     assert result.identity.principal == EntityUid("Workload", f"spiffe://{TD}/ns/default/sa/web")
     assert result.identity.method is AuthMethod.JWT_SVID
     assert result.identity.expires_at == NOW + dt.timedelta(seconds=300)
+    # The audience is kept to be bound to the request's destination, not checked here.
+    assert result.audiences == frozenset({"meshward"})
 
 
 def test_oidc_user_with_groups(verifier: JwtVerifier) -> None:
     result = verifier.verify(IDP_KEY.sign(user_claims()), NOW)
     assert result.identity.principal == EntityUid("User", f"{ISS}|alice")
-    assert result.identity.parents == (EntityUid("Group", "admins"), EntityUid("Group", "dev"))
+    # Groups are the issuer's: another issuer cannot name them.
+    assert result.identity.parents == (
+        EntityUid("Group", f"{ISS}|admins"),
+        EntityUid("Group", f"{ISS}|dev"),
+    )
     assert result.identity.method is AuthMethod.OIDC
     assert result.claims["sub"] == "alice"
+    assert result.audiences is None
 
 
 def _hs256_with_public_key() -> str:
@@ -110,7 +117,8 @@ ATTACKS: list[tuple[str, Any, str]] = [
         "not_yet_valid",
     ),
     ("issued-in-future", lambda: IDP_KEY.sign(user_claims(iat=ts(NOW) + 120)), "issued_in_future"),
-    ("wrong-audience-svid", lambda: SVID_KEY.sign(svid_claims(aud="other")), "wrong_audience"),
+    ("svid-aud-not-strings", lambda: SVID_KEY.sign(svid_claims(aud=[1, 2])), "bad_aud"),
+    ("svid-aud-empty-list", lambda: SVID_KEY.sign(svid_claims(aud=[])), "bad_aud"),
     ("wrong-audience-user", lambda: IDP_KEY.sign(user_claims(aud="other")), "wrong_audience"),
     (
         "wrong-issuer",
@@ -248,3 +256,10 @@ async def test_unknown_kid_refreshes_file_jwks_with_rate_limit(tmp_path: Path) -
 )
 def test_bearer_token(header: str | None, token: str | None) -> None:
     assert bearer_token(header) == token
+
+
+def test_an_issuer_cannot_spell_another_issuers_groups() -> None:
+    # Group::"<issuer>|<group>": an issuer "https://a|admins" could otherwise
+    # name the group "admins" of issuer "https://a".
+    with pytest.raises(ValueError):
+        OidcIssuer("https://a|admins", frozenset({"api"}), StaticJwks(parse_jwks({"keys": []})))

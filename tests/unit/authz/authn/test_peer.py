@@ -23,7 +23,13 @@ PKI = TestPki("meshward.test")
 OTHER = TestPki("other.test")
 BUNDLES = TrustBundles.of(TrustDomainBundle(TrustDomain("meshward.test"), (PKI.root.cert,)))
 WEB = "spiffe://meshward.test/ns/default/sa/web"
-TRUSTING = PeerPolicy.build(True, ["127.0.0.0/8", "spiffe://meshward.test/front-proxy"])
+PROXIES = ["127.0.0.0/8", "spiffe://meshward.test/front-proxy"]
+TRUSTING = PeerPolicy.build(True, PROXIES)
+BARE = PeerPolicy.build(True, PROXIES, trust_bare_principal=True)
+
+
+def cert_of(spiffe_path: str = "/ns/default/sa/web") -> str:
+    return url_encoded_pem(*PKI.chain(PKI.leaf(path=spiffe_path)))
 
 
 def test_valid_chain() -> None:
@@ -79,11 +85,28 @@ def test_expiry_exactly_at_not_after_is_still_valid() -> None:
 
 
 def test_principal_ignored_unless_trusted() -> None:
-    facts = PeerFacts(principal=WEB)
+    facts = PeerFacts(principal=WEB, certificate=cert_of())
     assert authenticate_peer(facts, PeerPolicy(), BUNDLES, NOW) is None
     peer = authenticate_peer(facts, TRUSTING, BUNDLES, NOW)
     assert peer is not None
     assert peer.context() == {"spiffe_id": WEB, "trust_domain": "meshward.test"}
+
+
+def test_bare_principal_refused_unless_explicitly_allowed() -> None:
+    facts = PeerFacts(principal=WEB)
+    with pytest.raises(InvalidPeer) as info:
+        authenticate_peer(facts, TRUSTING, BUNDLES, NOW)
+    assert info.value.reason == "principal_without_certificate"
+    peer = authenticate_peer(facts, BARE, BUNDLES, NOW)
+    assert peer is not None
+    assert peer.spiffe_id == SpiffeId.parse(WEB)
+    assert peer.expires_at is None
+
+
+def test_certificate_alone_names_the_peer() -> None:
+    peer = authenticate_peer(PeerFacts(certificate=cert_of()), TRUSTING, BUNDLES, NOW)
+    assert peer is not None
+    assert peer.spiffe_id == SpiffeId.parse(WEB)
 
 
 def test_certificate_must_match_principal() -> None:
@@ -103,7 +126,7 @@ def test_certificate_must_match_principal() -> None:
 )
 def test_bad_principal(principal: str, reason: str) -> None:
     with pytest.raises(InvalidPeer) as info:
-        authenticate_peer(PeerFacts(principal=principal), TRUSTING, BUNDLES, NOW)
+        authenticate_peer(PeerFacts(principal=principal), BARE, BUNDLES, NOW)
     assert info.value.reason == reason
 
 
@@ -113,13 +136,22 @@ def test_xfcc_only_from_trusted_proxy() -> None:
     assert authenticate_peer(untrusted, TRUSTING, BUNDLES, NOW) is None
     by_address = PeerFacts(address="127.0.0.1", xfcc=xfcc)
     assert authenticate_peer(by_address, TRUSTING, BUNDLES, NOW).spiffe_id == SpiffeId.parse(WEB)
-    by_id = PeerFacts(principal="spiffe://meshward.test/front-proxy", address="10.1.2.3", xfcc=xfcc)
+    proxy_cert = cert_of("/front-proxy")
+    by_id = PeerFacts(certificate=proxy_cert, address="10.1.2.3", xfcc=xfcc)
     assert authenticate_peer(by_id, TRUSTING, BUNDLES, NOW).spiffe_id == SpiffeId.parse(WEB)
+
+
+def test_proxy_id_must_be_proven_by_certificate() -> None:
+    xfcc = f"By=spiffe://meshward.test/front;URI={WEB}"
+    bare = PeerFacts(principal="spiffe://meshward.test/front-proxy", address="10.1.2.3", xfcc=xfcc)
+    with pytest.raises(InvalidPeer) as info:
+        authenticate_peer(bare, TRUSTING, BUNDLES, NOW)
+    assert info.value.reason == "principal_without_certificate"
 
 
 @pytest.mark.parametrize("value", ["", 'Cert=""', "By=spiffe://meshward.test/front"])
 def test_xfcc_without_client_certificate_is_no_peer(value: str) -> None:
-    facts = PeerFacts(principal=WEB, address="127.0.0.1", xfcc=value)
+    facts = PeerFacts(principal=WEB, certificate=cert_of(), address="127.0.0.1", xfcc=value)
     assert authenticate_peer(facts, TRUSTING, BUNDLES, NOW) is None
 
 

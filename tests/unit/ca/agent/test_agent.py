@@ -284,3 +284,16 @@ async def test_another_issuer_without_a_bundle_change_is_not_churned(
     await agent.sync_once()
     assert authority.issued == issued + 1  # web only (its entry changed)
     assert serials(agent)["spiffe://example.org/db"] == first["spiffe://example.org/db"]
+
+
+async def test_a_refused_entry_does_not_hold_back_the_move_to_a_new_ca(
+    agent: NodeAgent, authority: LocalAuthority
+) -> None:
+    await agent.sync_once()
+    authority.entries = [*authority.entries, entry("bad", "unix:uid:9")]
+    authority.refuse = {"bad"}  # refused at every pass
+    await agent.sync_once()
+    authority.activate_signer()
+    await agent.sync_once()
+    for svid in agent.hub.current.svids:
+        svid.leaf.verify_directly_issued_by(authority.signer)

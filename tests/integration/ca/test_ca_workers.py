@@ -1,0 +1,63 @@
+"""``meshward ca serve --workers N``: processes share the port and are one CA."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+from pathlib import Path
+
+from cryptography import x509
+
+from tests.support.ca import PASSPHRASE, CaProcess, new_csr
+from tests.support.replicas import workload_svid
+
+
+def _server_serial(proc: CaProcess) -> int:
+    ctx = proc.ssl_context()
+    with (
+        socket.create_connection(("127.0.0.1", proc.port)) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def test_workers_share_the_port_metrics_and_rate_limit(tmp_path: Path) -> None:
+    proc = CaProcess(
+        tmp_path / "state",
+        env={
+            "MESHWARD_CA_PASSPHRASE": PASSPHRASE,
+            "MESHWARD_CA__RATE_BURST": "6",
+            "MESHWARD_CA__RATE_PER_SECOND": "0.01",
+        },
+        serve_args=("--workers", "2"),
+    )
+    assert proc.cli("ca", "init", "--trust-domain", "example.org").returncode == 0
+    assert proc.cli("ca", "admin", "login").returncode == 0
+    proc.start()
+    try:
+        svid = workload_svid(proc, "spiffe://example.org/web", tmp_path / "web")
+        # Each worker has its own server SVID: new connections reach both.
+        serials = {_server_serial(proc) for _ in range(40)}
+        assert len(serials) == 2
+        codes = []
+        for _ in range(10):
+            csr, _key = new_csr()
+            with proc.client(svid) as client:  # a new connection each time
+                codes.append(client.post("/v1/svid/x509", json={"csr": csr.decode()}).status_code)
+        assert codes == [200] * 6 + [429] * 4  # one budget for the caller, whichever worker
+        with proc.client() as client:
+            text = client.get("/metrics").text
+        ok = re.search(
+            r'meshward_ca_issuance_total\{kind="x509_svid",method="renewal",result="ok"\} (\S+)',
+            text,
+        )
+        assert ok is not None and float(ok.group(1)) == 6.0  # summed over the workers
+        assert proc.process is not None
+        proc.process.send_signal(signal.SIGINT)
+        assert proc.process.wait(timeout=20) == 0
+        proc.process = None
+    finally:
+        proc.stop()
