@@ -17,7 +17,7 @@ import secrets
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -491,8 +491,12 @@ class CertificateAuthority:
 
     # -- node agents --------------------------------------------------------
 
-    def _agent_node(self, caller: Caller) -> SpiffeId:
-        """The calling node, refused when evicted or unknown (``/v1/agent/*``)."""
+    def _agent_node(self, caller: Caller, sync: bool = False) -> SpiffeId:
+        """The calling node, refused when evicted or unknown (``/v1/agent/*``).
+
+        ``sync`` (the agent listing its entries, once per sync interval) also
+        moves the record's ``last_seen``, so ``ca agent list`` shows live nodes.
+        """
         if caller.peer_id is None:
             raise AttestationFailed("agent calls need the node's SVID", code="no_credential")
         record = self.store.get_agent(caller.peer_id)
@@ -502,6 +506,8 @@ class CertificateAuthority:
             if not self._delegated_to(caller.peer_id):
                 raise NotEntitled("no agent record for this node", code="unknown_agent")
             self._record_node(caller.peer_id, "renewal", None, None, adopt=True)
+        elif sync:
+            self.store.record_agent(replace(record, last_seen=self.clock.now()))
         return caller.peer_id
 
     def _agent_entry(self, entry_id: object, caller: Caller, outcome: _Outcome) -> Entry:
@@ -519,7 +525,7 @@ class CertificateAuthority:
 
     def agent_entries(self, caller: Caller) -> list[Entry]:
         """The entries delegated to the calling node (selector ``agent:id:<node ID>``)."""
-        selector = node_selector(self._agent_node(caller))
+        selector = node_selector(self._agent_node(caller, sync=True))
         return [e for e in self.store.list_entries() if selector in e.selectors]
 
     def agent_issue_x509(self, csr_pem: str, entry_id: object, caller: Caller) -> IssuedX509:

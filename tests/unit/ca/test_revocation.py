@@ -105,7 +105,10 @@ def test_join_token_node_gets_an_agent_record_and_eviction_cuts_it_off(tmp_path:
     with pytest.raises(NotEntitled) as no_jwt:
         ca.issue_jwt(["a"], None, node)  # a JWT-SVID needs an entry
     assert no_jwt.value.code == "no_entry"
+    clock.advance(30)
     assert [e.id for e in ca.agent_entries(node)] == [workload.id]
+    synced = ca.store.get_agent(NODE)
+    assert synced is not None and synced.last_seen == clock.now() and synced.serial == after.serial
     ca.agent_issue_x509(new_csr()[0].decode(), workload.id, node)
     ca.issue_x509(new_csr()[0], None, Caller(peer_id=WEB))  # delegated workload renews itself
 
