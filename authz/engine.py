@@ -179,7 +179,7 @@ class Engine:
             )
         return self.decide(raw, failed)
 
-    def decide(self, raw: RawResult, failed_forbids: Sequence[str] = ()) -> Decision:
+    def decide(self, raw: RawResult, failed_forbids: Sequence[str]) -> Decision:
         """Map Cedar's answer to a Decision, failing closed on an erring forbid.
 
         ``failed_forbids`` are the forbids that erred (:meth:`erring_forbids`).

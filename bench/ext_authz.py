@@ -150,13 +150,18 @@ def _keys(work: Path) -> str:
     key = ec.generate_private_key(ec.SECP256R1())
     bundle = SpiffeBundle(TrustDomain("meshward.local"), (), {"bench": key.public_key()})
     (work / "bundle.json").write_bytes(bundle.to_json())
-    claims = {"sub": f"{SHOP}/orders", "aud": "meshward", "exp": int(time.time()) + 3600}
+    # Bound to the destination, as the PDP requires of a JWT-SVID.
+    claims = {"sub": f"{SHOP}/orders", "aud": f"{SHOP}/catalog", "exp": int(time.time()) + 3600}
     return jwt.encode(claims, key, algorithm="ES256", headers={"kid": "bench", "typ": "JWT"})
 
 
 def _meshward(work: Path, port: int, workers: int) -> list[str]:
     config = work / "meshward.toml"
-    config.write_text('[pdp]\ntrust_peer_principal = true\ntrust_domain = "meshward.local"\n')
+    # Envoy's bare principal (no certificate to verify): the pipeline, not X.509, is measured.
+    config.write_text(
+        "[pdp]\ntrust_peer_principal = true\ntrust_bare_principal = true\n"
+        'trust_domain = "meshward.local"\n'
+    )
     return [
         sys.executable, "-m", "meshward", "--config", str(config), "--log-level", "info",
         "--state-dir", str(work / "state"),

@@ -143,7 +143,7 @@ def test_decision_api_single_and_batch(pdp: PdpProcess) -> None:
 def test_decision_api_takes_the_check_document(pdp: PdpProcess) -> None:
     staff = {
         "principal": {"type": "User", "id": f"{ISSUER}|dave"},
-        "parents": ['Group::"staff"'],
+        "parents": ['Group::"https://id.meshward.local|staff"'],
         "action": 'Action::"GET"',
         "resource": f'Service::"{CATALOG}"',
     }

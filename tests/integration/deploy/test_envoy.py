@@ -73,6 +73,24 @@ def test_every_ext_authz_filter_fails_closed_with_a_timeout(path: Path) -> None:
             assert added.get("x-meshward-destination", "").startswith("spiffe://")
 
 
+@pytest.mark.parametrize("path", ENVOY_FILES, ids=ids(ENVOY_FILES))
+def test_connection_managers_in_front_of_the_pdp_trust_no_client_forwarding(
+    path: Path,
+) -> None:
+    # What the PDP trusts as the peer and its certificate comes from Envoy's own
+    # view: a client's XFCC is dropped or overwritten, and its X-Forwarded-For
+    # never becomes the source address the PDP's trusted_proxies match.
+    for hcm in _typed_configs(parse_bootstrap(load_document(path)), hcm_pb2.HttpConnectionManager):
+        if not any(f.name == "envoy.filters.http.ext_authz" for f in hcm.http_filters):
+            continue
+        assert hcm.use_remote_address.value is True
+        assert hcm.xff_num_trusted_hops == 0
+        assert hcm.forward_client_cert_details in (
+            hcm_pb2.HttpConnectionManager.SANITIZE,
+            hcm_pb2.HttpConnectionManager.SANITIZE_SET,
+        )
+
+
 def test_both_ext_authz_transports_are_shown() -> None:
     kinds = set()
     for path in ENVOY_FILES:

@@ -124,7 +124,7 @@ def test_check_allow_deny_and_bad_input() -> None:
 def test_check_maps_context_http_like_the_pdp() -> None:
     admin_api = {
         "principal": 'User::"https://id.meshward.local|sam"',
-        "parents": [{"type": "Group", "id": "support"}],
+        "parents": [{"type": "Group", "id": "https://id.meshward.local|support"}],
         "action": 'Action::"GET"',
         "resource": 'Service::"spiffe://meshward.local/ns/shop/sa/payments"',
         "context": {
