@@ -28,6 +28,7 @@ from ca.issuance import IssuedX509
 from ca.service import Caller, CertificateAuthority
 from ca.status import ca_status, live_svids
 from ca.store.protocol import Entry
+from meshward.asgi import BodyTooLarge, read_body
 from meshward.jsonbody import JsonTooDeep, loads_bounded
 from meshward.metrics import render
 from meshward.spiffe import InvalidSpiffeId, SpiffeId
@@ -80,18 +81,12 @@ def _error(exc: CaError) -> JSONResponse:
 
 
 async def _read(request: Request, timeout: float) -> bytes:
-    size = 0
-    chunks: list[bytes] = []
     try:
-        with anyio.fail_after(timeout):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > MAX_BODY:
-                    raise BadRequest("request body too large", code="body_too_large")
-                chunks.append(chunk)
+        return await read_body(request, MAX_BODY, timeout)
+    except BodyTooLarge as exc:
+        raise BadRequest("request body too large", code="body_too_large") from exc
     except TimeoutError as exc:
         raise BodyTimeout(f"the request body did not arrive within {timeout:g} s") from exc
-    return b"".join(chunks)
 
 
 async def _body(request: Request, timeout: float) -> dict[str, Any]:
