@@ -19,10 +19,12 @@ help:
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(PY) || { echo "meshward: creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
+	@echo "meshward: installing meshward and its dependencies into $(VENV) (first run: a minute or two)"
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --disable-pip-version-check --progress-bar on -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $@
+	@echo "meshward: installed; the command is $(VENV)/bin/meshward (. $(VENV)/bin/activate puts it on PATH)"
 
 system-deps:
 	@scripts/install-system-deps.sh

@@ -192,6 +192,23 @@ class _Files:
         return text
 
 
+def _missing_schema_message(directory: Path) -> str:
+    """Say where the schema is when the bundle is one directory further down."""
+    message = f"{SCHEMA_FILE} not found"
+    below = sorted(
+        p.parent.relative_to(directory).as_posix()
+        for p in visible_files(directory, SCHEMA_FILE)
+        if p.parent != directory
+    )
+    if below:
+        message += (
+            f"; the bundle looks like it is in {below[0]}/: point --policies at that directory,"
+            f' or for a Git repository set policy_source.subdir = "{below[0]}"'
+            " (MESHWARD_POLICY_SOURCE__SUBDIR)"
+        )
+    return message
+
+
 def visible_files(directory: Path, pattern: str) -> Iterator[Path]:
     """Files under ``directory`` matching ``pattern``, sorted, skipping dot-names."""
     for path in sorted(directory.rglob(pattern)):
@@ -246,7 +263,9 @@ def read_bundle(directory: Path, *, version: str | None = None) -> BundleData:
     schema: cedarpy.Schema | None = None
     schema_text = ""
     if not schema_path.is_file():
-        problems.append(Problem(SCHEMA_FILE, 1, 1, "missing-schema", f"{SCHEMA_FILE} not found"))
+        problems.append(
+            Problem(SCHEMA_FILE, 1, 1, "missing-schema", _missing_schema_message(directory))
+        )
     elif (text := files.read(schema_path)) is not None:
         schema_text = text
         schema = _parse_schema(text, problems)
