@@ -13,16 +13,18 @@ help:
 	@echo "make up         run the CA and the PDP on embedded defaults"
 	@echo "make test       install what tests need, lint, run the suite"
 	@echo "make test-slow  only the slow soak/load tests"
-	@echo "make lint       ruff + mypy"
+	@echo "make lint       ruff + mypy + import layers (lint-imports)"
 	@echo "make bench      benchmarks (ratios against side-by-side baselines)"
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(PY) || { echo "meshward: creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
+	@echo "meshward: installing meshward and its dependencies into $(VENV) (first run: a minute or two)"
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --disable-pip-version-check --progress-bar on -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $@
+	@echo "meshward: installed; the command is $(VENV)/bin/meshward (. $(VENV)/bin/activate puts it on PATH)"
 
 system-deps:
 	@scripts/install-system-deps.sh
@@ -34,6 +36,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 fmt: setup
 	$(VENV)/bin/ruff format .

@@ -116,8 +116,11 @@ class EngineHolder:
     def ready(self) -> bool:
         return self._active is not None
 
-    def swap(self, engine: Evaluator, version: str) -> None:
+    def swap(self, engine: Evaluator, version: str) -> Evaluator | None:
+        """Make ``engine`` the active one; returns the one it replaces."""
+        previous = self._active
         self._active = (engine, version)
+        return previous[0] if previous is not None else None
 
 
 class Outcome(StrEnum):
@@ -127,6 +130,7 @@ class Outcome(StrEnum):
     DENY = "deny"  # 403 / PERMISSION_DENIED
     UNAUTHENTICATED = "unauthenticated"  # 401 / UNAUTHENTICATED
     ERROR = "error"  # generic deny (403), detail only in the log
+    UNAVAILABLE = "unavailable"  # no policy version active yet: 503 / UNAVAILABLE, never a 403
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +159,7 @@ class Verdict:
         text = {
             Outcome.UNAUTHENTICATED: "unauthenticated",
             Outcome.DENY: "forbidden",
+            Outcome.UNAVAILABLE: "unavailable",
         }.get(self.outcome, "denied")
         return {"error": text, "decision_id": self.decision_id}
 
@@ -205,6 +210,10 @@ class DecisionRecord:
         }
 
 
+def _unavailable(decision_id: str) -> Verdict:
+    return Verdict(Outcome.UNAVAILABLE, Decision.deny("no_policies"), decision_id)
+
+
 def _new_id() -> str:
     return secrets.token_hex(16)
 
@@ -245,6 +254,12 @@ class Decider:
         tier = "none"
         version = ""
         try:
+            if not self.engines.ready:
+                # Before the first version is active nothing can be decided: the
+                # answer is "not yet" (the proxy may retry), never a 403 for a
+                # request the policies would allow.
+                verdict = _unavailable(decision_id)
+                return verdict
             try:
                 who = await self.authenticator.authenticate(
                     facts.peer, facts.headers.get("authorization")
@@ -295,6 +310,9 @@ class Decider:
         verdict = Verdict(Outcome.ERROR, Decision.deny("internal"), decision_id)
         tier, version = "none", ""
         try:
+            if not self.engines.ready:
+                verdict = _unavailable(decision_id)
+                return verdict
             decision, tier, version = await self._evaluate(request)
             verdict = Verdict(
                 Outcome.ALLOW if decision.allowed else Outcome.DENY,

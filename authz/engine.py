@@ -3,10 +3,18 @@
 ``Engine(bundle)`` prepares everything at load time: the scope index
 (:mod:`authz.slicing`), the entity hierarchy, the whole ``cedarpy.PolicySet``.
 :meth:`Engine.evaluate` then finds the policies whose scope the request
-satisfies, evaluates only those (one ``PolicySet`` per distinct candidate set,
-built from the policies' JSON form once and memoized, bounded), and returns
-a :class:`~authz.model.Decision`. It is synchronous, has no I/O, and never
-raises: any failure is a deny carrying an error (fail closed).
+satisfies (memoized per principal, parents, action and resource), evaluates
+only those, and returns a :class:`~authz.model.Decision`. It is synchronous,
+has no I/O, and never raises: any failure is a deny carrying an error (fail
+closed).
+
+Each distinct candidate set is a *slice*, prepared once and memoized
+(bounded): its ``PolicySet`` (built from the policies' JSON form), the
+entities its policies name, and what of the context they read
+(:class:`~authz.cache.keys.Projection`, the analysis the decision cache keys
+on). Cedar is handed only that part of the context — most of its per-call
+cost is turning the context JSON into values — unless the context holds
+something Cedar refuses (then it gets all of it, and fails as it would).
 
 Fail closed, also inside Cedar: a ``forbid`` policy that errors while being
 evaluated might have applied, so an allow that coexists with an erroring
@@ -20,15 +28,20 @@ is an erring forbid.
 
 from __future__ import annotations
 
+import json
+import sys
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 import cedarpy
 
 from authz.bundle import Policy, PolicyBundle, policy_set_from
-from authz.cedar import to_cedar_request
+from authz.cache.keys import ContextReads, Projection, cedar_clean, context_reads
+from authz.cedar import authorize, plain
 from authz.entities import EntityStore, entity_literals
 from authz.model import AccessRequest, Decision, Effect, EntityUid
 from authz.slicing import Hierarchy, ScopeIndex
@@ -40,6 +53,23 @@ if TYPE_CHECKING:
 __all__ = ["Engine", "RawResult"]
 
 DEFAULT_SLICE_CACHE = 4096
+Scope = tuple[EntityUid, tuple[EntityUid, ...], EntityUid, EntityUid]
+
+
+class _Slice:
+    """One candidate set, ready to evaluate."""
+
+    __slots__ = ("literals", "policy_set", "projection")
+
+    def __init__(
+        self,
+        policy_set: cedarpy.PolicySet,
+        literals: frozenset[EntityUid],
+        projection: Projection,
+    ) -> None:
+        self.policy_set = policy_set
+        self.literals = literals
+        self.projection = projection
 
 
 class RawResult:
@@ -86,8 +116,13 @@ class Engine:
         self._hierarchy = Hierarchy(bundle.entity_records)
         self._store = EntityStore(bundle.entities, bundle.entity_records)
         self._literals = tuple(entity_literals(p.json) for p in bundle.policies)
-        self._slices: OrderedDict[tuple[int, ...], cedarpy.PolicySet] = OrderedDict()
+        self._reads = tuple(context_reads(p.json) for p in bundle.policies)
+        self.policy_reads: Mapping[str, ContextReads] = MappingProxyType(
+            {p.id: reads for p, reads in zip(bundle.policies, self._reads, strict=True)}
+        )
+        self._slices: OrderedDict[tuple[int, ...], _Slice] = OrderedDict()
         self._slice_cache_size = max(1, slice_cache_size)
+        self._scopes: dict[Scope, tuple[int, ...]] = {}
         self._lock = threading.Lock()
         self._everything = tuple(range(len(bundle.policies)))
 
@@ -100,27 +135,42 @@ class Engine:
     def _positions(self, request: AccessRequest) -> tuple[int, ...]:
         if not self.slicing:
             return self._everything
-        hierarchy = self._hierarchy
-        principal = request.principal
-        return self._index.candidates(
-            (principal, hierarchy.closure(principal, request.identity.parents)),
-            (request.action, hierarchy.closure(request.action)),
-            (request.resource, hierarchy.closure(request.resource)),
-        )
+        identity = request.identity
+        scope = (identity.principal, identity.parents, request.action, request.resource)
+        found = self._scopes.get(scope)
+        if found is None:
+            hierarchy = self._hierarchy
+            principal = identity.principal
+            found = self._index.candidates(
+                (principal, hierarchy.closure(principal, identity.parents)),
+                (request.action, hierarchy.closure(request.action)),
+                (request.resource, hierarchy.closure(request.resource)),
+            )
+            if len(self._scopes) >= 4 * self._slice_cache_size:
+                self._scopes.clear()  # bounded; rebuilt from the index as requests come
+            self._scopes[scope] = found
+        return found
 
     def candidates(self, request: AccessRequest) -> tuple[Policy, ...]:
         """The policies whose scope ``request`` satisfies (each with ``id`` and ``json``)."""
         return tuple(self._policies[i] for i in self._positions(request))
 
-    def _policy_set(self, positions: tuple[int, ...]) -> cedarpy.PolicySet:
-        if positions == self._everything:
-            return self.bundle.policy_set
+    def _slice(self, positions: tuple[int, ...]) -> _Slice:
         with self._lock:
             found = self._slices.get(positions)
             if found is not None:
                 self._slices.move_to_end(positions)
                 return found
-        built = policy_set_from([self._policies[i] for i in positions])
+        policy_set = (
+            self.bundle.policy_set
+            if positions == self._everything
+            else policy_set_from([self._policies[i] for i in positions])
+        )
+        built = _Slice(
+            policy_set,
+            frozenset(_union(self._literals[i] for i in positions)),
+            Projection.of((self._reads[i] for i in positions), ()),
+        )
         with self._lock:
             self._slices[positions] = built
             while len(self._slices) > self._slice_cache_size:
@@ -131,20 +181,30 @@ class Engine:
 
     def evaluate_raw(self, request: AccessRequest) -> RawResult:
         """Cedar's answer on the candidate policies (may raise on malformed input)."""
-        positions = self._positions(request)
-        if not positions:
+        return self._evaluate(request, self._positions(request))
+
+    def _evaluate(self, request: AccessRequest, positions: tuple[int, ...]) -> RawResult:
+        context = request.context
+        clean = cedar_clean(context)
+        if not positions and clean:
             return RawResult(False, (), ())
-        result = cedarpy.is_authorized(
-            to_cedar_request(request),
-            self._policy_set(positions),
-            self._store.for_request(request, _union(self._literals[i] for i in positions)),
+        # A context Cedar refuses is handed over whole, so it fails as it would.
+        piece = self._slice(positions)
+        if clean:
+            context = piece.projection.narrow(context)
+        cedar_context = plain(context)
+        cedar_request = {
+            "principal": request.principal.to_cedar(),
+            "action": request.action.to_cedar(),
+            "resource": request.resource.to_cedar(),
+            "context": json.dumps(cedar_context),
+        }
+        allowed, reasons, errors = authorize(
+            cedar_request,
+            piece.policy_set,
+            self._store.for_request(request, piece.literals, cedar_context),
         )
-        diagnostics = result.diagnostics
-        return RawResult(
-            result.allowed,
-            tuple(sorted(diagnostics.reasons)),
-            tuple(sorted(diagnostics.errors)),
-        )
+        return RawResult(allowed, tuple(sorted(reasons)), tuple(sorted(errors)))
 
     def erring_forbids(self, request: AccessRequest) -> tuple[str, ...]:
         """The ids of the candidate forbids that error on ``request`` (may raise).
@@ -152,18 +212,10 @@ class Engine:
         Each forbid is evaluated alone: a one-policy set reports an error exactly
         when that policy erred, so no error message is ever parsed.
         """
-        cedar_request = to_cedar_request(request)
         failed: list[str] = []
         for i in self._positions(request):
             policy = self._policies[i]
-            if policy.effect != "forbid":
-                continue
-            result = cedarpy.is_authorized(
-                cedar_request,
-                self._policy_set((i,)),
-                self._store.for_request(request, set(self._literals[i])),
-            )
-            if result.diagnostics.errors:
+            if policy.effect == "forbid" and self._evaluate(request, (i,)).errors:
                 failed.append(policy.id)
         return tuple(sorted(failed))
 
@@ -213,6 +265,27 @@ class Engine:
         from authz.explain import explain  # noqa: PLC0415 - keeps the decision path lean
 
         return explain(self, request)
+
+    def dispose(self, batch: int = 256) -> None:
+        """Take this engine apart, ``batch`` objects at a time, yielding the GIL in between.
+
+        For an engine nothing uses any more (:func:`authz.retire.retire`): freeing
+        a large one in one go holds the GIL for tenths of a second.
+        """
+        pieces: list[Any] = [*self._policies, *self._literals, *self._reads]
+        with self._lock:
+            pieces.extend(self._slices.values())
+            self._slices.clear()
+        pieces.extend(self._index.release())
+        self._scopes = {}
+        self._policies, self._literals, self._reads = (), (), ()
+        self.policy_reads = MappingProxyType({})
+        self._everything = ()
+        if sys.getrefcount(self.bundle) <= 2:  # this engine's and the call's: nobody else
+            object.__setattr__(self.bundle, "policies", ())  # frozen: detached, not changed
+        while pieces:
+            del pieces[-batch:]
+            time.sleep(0)
 
     def evaluate_many(self, requests: Sequence[AccessRequest]) -> list[Decision]:
         return [self.evaluate(r) for r in requests]

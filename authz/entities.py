@@ -11,6 +11,11 @@ candidate policies, entity references in the context and the principal's
 attributes, and, transitively, their parents and the entities their
 attributes and tags refer to. Evaluation cannot reach any other entity, so
 the decision is the same as with the whole store (property-tested).
+
+The static part of that set (what the candidate policies' literals, the
+action and the resource reach) is parsed once per (candidates, action,
+resource) and kept; a request adds only its principal and what the principal
+alone reaches (``Entities.with_added_json_str`` on that small handle).
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ def _uid(value: Mapping[str, Any]) -> EntityUid:
 
 def _references(value: Any) -> Iterator[EntityUid]:
     """Entity references anywhere in a JSON value (Cedar's ``__entity`` escape)."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool:
+        return
     if isinstance(value, Mapping):
         inner = value.get("__entity")
         if isinstance(inner, Mapping) and "type" in inner and "id" in inner:
@@ -64,6 +72,9 @@ def entity_literals(policy_json: Mapping[str, Any]) -> frozenset[EntityUid]:
     return frozenset(found)
 
 
+_MAX_SLICE_HANDLES = 4096
+
+
 class EntityStore:
     """Static entities plus, per request, the principal the request describes."""
 
@@ -78,40 +89,95 @@ class EntityStore:
             links.update(_references(record.get("attrs", {})))
             links.update(_references(record.get("tags", {})))
             self._links[uid] = tuple(links)
+        # (literals, action, resource) -> the static entities they reach, parsed once.
+        self._slices: dict[
+            tuple[frozenset[EntityUid], EntityUid, EntityUid],
+            tuple[frozenset[EntityUid], cedarpy.Entities],
+        ] = {}
+        # ... and with a principal (no attributes of its own) added, for its next requests.
+        self._principals: dict[tuple[Any, frozenset[EntityUid]], cedarpy.Entities] = {}
 
     def __contains__(self, uid: object) -> bool:
         return uid in self._records
 
     def for_request(
-        self, request: AccessRequest, literals: Iterable[EntityUid] = ()
+        self,
+        request: AccessRequest,
+        literals: Iterable[EntityUid] = frozenset(),
+        context: Mapping[str, Any] | None = None,
     ) -> cedarpy.Entities:
-        """The entities for ``request``; ``literals`` are the candidate policies' entities."""
+        """The entities for ``request``; ``literals`` are the candidate policies' entities.
+
+        ``context`` is the context Cedar will see, in plain JSON form (default:
+        the request's own).
+        """
         identity = request.identity
         principal = identity.principal
         if not identity.parents and not identity.attributes:
             return self.handle  # the principal adds nothing: the static set as it is
-        mine = plain(dict(identity.attributes))
-        seeds: set[EntityUid] = {principal, request.action, request.resource}
-        seeds.update(identity.parents)
-        seeds.update(literals)
-        seeds.update(_references(plain(dict(request.context))))
+        if not isinstance(literals, frozenset):
+            literals = frozenset(literals)
+        mine = plain(dict(identity.attributes)) if identity.attributes else {}
+        referenced = frozenset(
+            _references(plain(dict(request.context)) if context is None else context)
+        )
+        seeds: set[EntityUid] = {principal, *identity.parents, *referenced}
         seeds.update(_references(mine))
-        reached = self._reach(seeds)
-        records: list[Mapping[str, Any]] = [
-            self._records[uid] for uid in reached if uid != principal and uid in self._records
+        if principal not in self._records:
+            # The usual case (a user from a token): the static part of the slice is
+            # parsed once and shared; per request only the principal and what it
+            # alone reaches are added, and kept for its next requests.
+            key = (literals, request.action, request.resource, principal, identity.parents)
+            found = None if mine else self._principals.get((key, referenced))
+            if found is not None:
+                return found
+            reached, handle = self._slice(literals, request.action, request.resource)
+            if principal not in reached:
+                extra = self._reach(seeds) - reached
+                records = [self._records[uid] for uid in extra if uid in self._records]
+                records.append(self._principal_record(principal, identity.parents, mine))
+                found = handle.with_added_json_str(json.dumps(records))
+                if not mine:
+                    if len(self._principals) >= _MAX_SLICE_HANDLES:
+                        self._principals.clear()
+                    self._principals[(key, referenced)] = found
+                return found
+        seeds.update(literals)
+        seeds.update((request.action, request.resource))
+        records = [
+            self._records[uid] for uid in self._reach(seeds) if uid != principal and uid in self
         ]
+        records.append(self._principal_record(principal, identity.parents, mine))
+        return cedarpy.Entities.from_json_str(json.dumps(records))
+
+    def _principal_record(
+        self, principal: EntityUid, given: tuple[EntityUid, ...], attributes: Mapping[str, Any]
+    ) -> dict[str, Any]:
         static = self._records.get(principal, {})
         parents = {_uid(p): None for p in static.get("parents", ())}
-        parents.update((p, None) for p in identity.parents)
-        principal_record: dict[str, Any] = {
+        parents.update((p, None) for p in given)
+        record: dict[str, Any] = {
             "uid": principal.to_cedar(),
-            "attrs": {**static.get("attrs", {}), **mine},
+            "attrs": {**static.get("attrs", {}), **attributes},
             "parents": [p.to_cedar() for p in parents],
         }
         if "tags" in static:
-            principal_record["tags"] = static["tags"]
-        records.append(principal_record)
-        return cedarpy.Entities.from_json_str(json.dumps(records))
+            record["tags"] = static["tags"]
+        return record
+
+    def _slice(
+        self, literals: frozenset[EntityUid], action: EntityUid, resource: EntityUid
+    ) -> tuple[frozenset[EntityUid], cedarpy.Entities]:
+        key = (literals, action, resource)
+        found = self._slices.get(key)
+        if found is None:
+            reached = frozenset(self._reach({*literals, action, resource}))
+            text = json.dumps([self._records[uid] for uid in reached if uid in self._records])
+            found = (reached, cedarpy.Entities.from_json_str(text))
+            if len(self._slices) >= _MAX_SLICE_HANDLES:
+                self._slices.clear()
+            self._slices[key] = found
+        return found
 
     def summary(
         self, request: AccessRequest, literals: Iterable[EntityUid] = ()
@@ -136,7 +202,7 @@ class EntityStore:
             out.append((uid, tuple(dict.fromkeys(parents)), tuple(sorted(attributes))))
         return out
 
-    def _reach(self, seeds: set[EntityUid]) -> set[EntityUid]:
+    def _reach(self, seeds: Iterable[EntityUid]) -> set[EntityUid]:
         reached: set[EntityUid] = set()
         stack = list(seeds)
         while stack:

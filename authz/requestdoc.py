@@ -27,10 +27,12 @@ from typing import Any
 from authz.errors import RequestError
 from authz.model import AccessRequest, EntityUid, Identity, InvalidEntityUid
 from authz.request import DEFAULT_PATHS, PathOptions, document_context
+from meshward.jsonbody import JsonTooDeep, loads_bounded
 
 __all__ = [
     "FIELDS",
     "MAX_DOCUMENT_BYTES",
+    "MAX_DOCUMENT_DEPTH",
     "entity",
     "load_document",
     "parse_request",
@@ -39,6 +41,7 @@ __all__ = [
 ]
 
 MAX_DOCUMENT_BYTES = 1 << 20
+MAX_DOCUMENT_DEPTH = 64  # JSON nesting of a request document (a batch of contexts included)
 FIELDS = frozenset({"principal", "action", "resource", "context", "parents", "explain"})
 
 
@@ -111,8 +114,11 @@ def load_document(text: str | bytes) -> Any:
     """The decoded JSON of a request document (size-limited); RequestError otherwise."""
     if len(text) > MAX_DOCUMENT_BYTES:
         raise RequestError(f"request document larger than {MAX_DOCUMENT_BYTES} bytes")
+    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
     try:
-        return json.loads(text)
+        return loads_bounded(data, MAX_DOCUMENT_DEPTH)
+    except JsonTooDeep as exc:
+        raise RequestError(f"request document nested deeper than {MAX_DOCUMENT_DEPTH}") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestError(f"not valid JSON: {exc}") from exc
 

@@ -6,10 +6,14 @@ server (``grpc.aio``: ext_authz, health, reflection) and the HTTP application
 (uvicorn) on one uvloop event loop; :func:`run` starts one such process per
 ``--workers``, all bound to the same ports with ``SO_REUSEPORT``.
 
-Start-up order: listeners open with gRPC health ``NOT_SERVING`` and
-``/readyz`` 503; the policies load; health turns ``SERVING``. With several
-workers the policies load first: siblings share the ports, so a worker
-listens only once it can serve. On SIGTERM or
+Start-up order: a process never answers a check its policies did not
+decide. From a directory (read in well under a second) the policies load
+first and the ports open once they are active. From a Git remote (a fetch can
+take long, and the port shows the process is alive) the ports open first with
+gRPC health ``NOT_SERVING``, ``/readyz`` 503 and every check answered
+``UNAVAILABLE`` / 503 until the first version passes the gate; then health
+turns ``SERVING``. With several workers the policies always load first:
+siblings share the ports, so a worker listens only once it can serve. On SIGTERM or
 SIGINT: health ``NOT_SERVING``, stop accepting, let in-flight checks finish
 (``pdp.drain_seconds``), exit 0.
 
@@ -27,7 +31,6 @@ import logging
 import math
 import os
 import signal
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,14 +59,17 @@ from authz.errors import AuthzError
 from authz.metrics import PdpMetrics
 from authz.recent import RecentDecisions
 from authz.request import PathOptions
+from authz.sources.childproc import set_parent_death_signal
 from authz.sources.errors import SourceError
 from authz.sources.http import active_policies_router
+from authz.sources.protocol import Refreshable
 from authz.sources.runtime import (
     PolicyRuntime,
     build_policy_runtime,
     check_policies,
     for_worker,
 )
+from meshward.asgi import QuietUvicorn
 from meshward.clock import Clock, SystemClock
 from meshward.listen import AddressInUse, listen
 from meshward.metrics import prepare_run_dir
@@ -268,14 +274,6 @@ def _decision_tracer(settings: Settings) -> DecisionObserver:
         raise PdpError(str(exc)) from exc
 
 
-class _Uvicorn(uvicorn.Server):
-    """uvicorn without its own signal handling: :class:`PdpServer` owns shutdown."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 class PdpServer:
     """gRPC + HTTP for one process. ``async with PdpServer(pdp):`` or start/stop."""
 
@@ -283,7 +281,7 @@ class PdpServer:
         self.pdp = pdp
         self.health = health_aio.HealthServicer()
         self._grpc: grpc.aio.Server | None = None
-        self._http: _Uvicorn | None = None
+        self._http: QuietUvicorn | None = None
         self._http_task: asyncio.Task[None] | None = None
         self._load_task: asyncio.Task[None] | None = None
         self._serving_task: asyncio.Task[None] | None = None
@@ -292,10 +290,13 @@ class PdpServer:
     async def start(self) -> None:
         settings = self.pdp.settings.pdp
         reuse_port = settings.workers > 1
-        if reuse_port:
-            # Workers share the ports: the kernel hands connections to every
-            # worker that listens, so a worker listens only once its policies
-            # are active, and never turns away traffic a ready sibling could serve.
+        # Workers share the ports: the kernel hands connections to every worker
+        # that listens, so a worker listens only once its policies are active,
+        # and never turns away traffic a ready sibling could serve. A local
+        # directory loads first too; only a remote source listens while it loads.
+        load_first = reuse_port or not isinstance(self.pdp.policies.gate.source, Refreshable)
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if load_first:
             await self._load()
         server = grpc.aio.server(
             options=[
@@ -317,7 +318,6 @@ class PdpServer:
             ],
             server,
         )
-        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         taken = AddressInUse(settings.grpc_addr, "PDP gRPC", "--grpc-addr", "cannot bind")
         try:
             bound = server.add_insecure_port(settings.grpc_addr)
@@ -344,9 +344,9 @@ class PdpServer:
             proxy_headers=False,
             timeout_graceful_shutdown=max(1, math.ceil(settings.drain_seconds)),
         )
-        self._http = _Uvicorn(config)
+        self._http = QuietUvicorn(config)
         self._http_task = asyncio.create_task(self._http.serve(sockets=[http_sock]))
-        if not reuse_port:
+        if not load_first:
             await self._load()
 
     async def _load(self) -> None:
@@ -447,6 +447,7 @@ def _worker(settings: Settings, index: int) -> None:  # index last: run_workers 
 
     configure_logging(settings.log_format, settings.log_level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards SIGTERM
+    set_parent_death_signal(signal.SIGTERM)  # a killed parent takes its workers with it
     try:
         _run_one(for_worker(settings, index), announce=index == 0)
     except PdpError as exc:

@@ -144,6 +144,12 @@ class ScopeIndex:
         self._resource_keys = frozenset(resource_seen)
         self.size = len(scopes)
 
+    def release(self) -> list[object]:
+        """Empty the index and return what it held (to be freed a piece at a time)."""
+        pieces: list[object] = [*self._table.items()]
+        self._table = {}
+        return pieces
+
     def candidates(
         self,
         principal: tuple[EntityUid, frozenset[EntityUid]],

@@ -5,20 +5,29 @@ Side by side in one run, on the same machine, each loaded in turn by
 
 1. no-op: a ``grpc.aio`` server on uvloop whose Check returns OK at once;
 2. ``meshward pdp serve`` on the example policies, the caller an mTLS
-   principal (``attributes.source.principal``), 1 worker;
-3. the same with a JWT-SVID bearer token instead;
-4. the mTLS case with ``--workers 2``.
+   principal (``attributes.source.principal``), 1 worker (the decision is
+   cached after the first request);
+3. the same with the decision cache off (every request evaluated);
+4. the same with a JWT-SVID bearer token instead;
+5. the mTLS case with ``--workers 2``;
+6. paced: the no-op and meshward (mTLS, 1 worker) each at a fixed
+   ``BENCH_RATE`` requests/s in total (h2load ``--rps``), p99 side by side.
 
 Printed: requests/s, p50 and p99 latency (from h2load's per-request log),
-and each meshward figure as a ratio to the no-op baseline. Target: mTLS,
-1 worker >= 0.6. h2load runs on the same cores as the servers, so absolute
-figures are lower bounds; the ratios are what to compare. Every request is
-checked to be an allow before the load starts. Tune with BENCH_SECONDS,
-BENCH_CLIENTS, BENCH_STREAMS.
+and each meshward figure as a ratio to the no-op baseline, with the targets:
+cached >= 0.8, uncached >= 0.6, 2 workers >= 1.3 (all against one no-op
+process), paced p99 <= 1.2x the no-op's. h2load runs on the same cores as the
+servers, so absolute figures are lower bounds; the ratios are what to
+compare. Every request is checked to be an allow before the load starts.
+All servers run at once and the cases take turns, BENCH_ROUNDS times; each
+ratio is taken against the no-op run of the same round (a shared machine's
+load moves from one second to the next). Tune with BENCH_SECONDS,
+BENCH_CLIENTS, BENCH_STREAMS, BENCH_RATE, BENCH_ROUNDS.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -46,6 +55,8 @@ from meshward.spiffe_bundle import SpiffeBundle
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "4"))
 STREAMS = int(os.environ.get("BENCH_STREAMS", "16"))
+RATE = int(os.environ.get("BENCH_RATE", "1000"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SHOP = "spiffe://meshward.local/ns/shop/sa"
 PATH = "/envoy.service.auth.v3.Authorization/Check"
 
@@ -104,10 +115,11 @@ class Result:
     p99_ms: float
 
 
-def _h2load(port: int, body: Path, log: Path) -> Result:
+def _h2load(port: int, body: Path, log: Path, *, paced: bool = False) -> Result:
+    pacing = [f"--rps={max(1, RATE // CLIENTS)}"] if paced else []
     argv = [
         "h2load", "-c", str(CLIENTS), "-m", str(STREAMS), "-t", "1",
-        "-D", f"{SECONDS:g}", "--warm-up-time=1",
+        "-D", f"{SECONDS:g}", "--warm-up-time=1", *pacing,
         "-d", str(body), "--log-file", str(log),
         "-H", "content-type: application/grpc", "-H", "te: trailers",
         f"http://127.0.0.1:{port}{PATH}",
@@ -155,12 +167,13 @@ def _keys(work: Path) -> str:
     return jwt.encode(claims, key, algorithm="ES256", headers={"kid": "bench", "typ": "JWT"})
 
 
-def _meshward(work: Path, port: int, workers: int) -> list[str]:
-    config = work / "meshward.toml"
+def _meshward(work: Path, port: int, workers: int, *, cache: bool = True) -> list[str]:
+    config = work / f"meshward-{'cache' if cache else 'nocache'}.toml"
     # Envoy's bare principal (no certificate to verify): the pipeline, not X.509, is measured.
     config.write_text(
         "[pdp]\ntrust_peer_principal = true\ntrust_bare_principal = true\n"
         'trust_domain = "meshward.local"\n'
+        f"[cache]\nenabled = {'true' if cache else 'false'}\n"
     )
     return [
         sys.executable, "-m", "meshward", "--config", str(config), "--log-level", "info",
@@ -171,43 +184,103 @@ def _meshward(work: Path, port: int, workers: int) -> list[str]:
     ]  # fmt: skip
 
 
-def _measure(port: int, request: pb.CheckRequest, work: Path, name: str) -> Result:
+def _prepare(port: int, request: pb.CheckRequest, work: Path, name: str) -> Path:
     _wait_grpc(port)
     _assert_allows(port, request, name, work / "server.log")
     body = work / f"{name}.bin"
     body.write_bytes(_framed(request))
-    return _h2load(port, body, work / f"{name}.log")
+    return body
+
+
+NOOP = "no-op grpc.aio servicer"
+CACHED = "meshward, mTLS principal, 1 worker"
+UNCACHED = "meshward, mTLS, 1 worker, no cache"
+JWT = "meshward, JWT-SVID, 1 worker"
+TWO = "meshward, mTLS principal, 2 workers"
+NOOP_PACED = f"no-op, paced {RATE}/s"
+PACED = f"meshward mTLS, paced {RATE}/s"
+
+
+def _run(work: Path) -> tuple[dict[str, Result], dict[str, list[float]]]:
+    """Every server up at once (idle ones cost nothing), then the cases in turn, ROUNDS times.
+
+    Returns the median result of each case and, per case, its ratio to the
+    no-op run of the same round: on a shared machine the load changes from
+    one second to the next, so only runs made next to each other compare.
+    """
+    mtls = _request(principal=f"{SHOP}/frontend")
+    token = _keys(work)
+    jwt_request = _request(token=token)
+    log = work / "server.log"
+    ports = {name: _free_port() for name in ("noop", "mesh", "nocache", "two")}
+    with contextlib.ExitStack() as stack:
+        env = meshward_env()
+        noop = [sys.executable, "-c", _NOOP, f"127.0.0.1:{ports['noop']}"]
+        stack.enter_context(server_process(noop, env, log))
+        for name, workers, cache in (("mesh", 1, True), ("nocache", 1, False), ("two", 2, True)):
+            argv = _meshward(work, ports[name], workers, cache=cache)
+            stack.enter_context(server_process(argv, env, work / f"{name}.server.log"))
+        plan = {
+            NOOP: (ports["noop"], _prepare(ports["noop"], mtls, work, "noop"), False),
+            CACHED: (ports["mesh"], _prepare(ports["mesh"], mtls, work, "mtls"), False),
+            UNCACHED: (ports["nocache"], _prepare(ports["nocache"], mtls, work, "nc"), False),
+            JWT: (ports["mesh"], _prepare(ports["mesh"], jwt_request, work, "jwt"), False),
+            TWO: (ports["two"], _prepare(ports["two"], mtls, work, "two"), False),
+            NOOP_PACED: (ports["noop"], work / "noop.bin", True),
+            PACED: (ports["mesh"], work / "mtls.bin", True),
+        }
+        runs: dict[str, list[Result]] = {name: [] for name in plan}
+        for _ in range(ROUNDS):
+            for name, (port, body, paced) in plan.items():
+                runs[name].append(_h2load(port, body, work / "h2load.log", paced=paced))
+    ratios: dict[str, list[float]] = {name: [] for name in plan}
+    for name, results in runs.items():
+        baseline = runs[NOOP_PACED] if name in (NOOP_PACED, PACED) else runs[NOOP]
+        for mine, base in zip(results, baseline, strict=True):
+            if name in (NOOP_PACED, PACED):
+                ratios[name].append(mine.p99_ms / base.p99_ms)
+            else:
+                ratios[name].append(mine.rps / base.rps)
+    medians = {
+        name: Result(
+            statistics.median(r.rps for r in results),
+            statistics.median(r.p50_ms for r in results),
+            statistics.median(r.p99_ms for r in results),
+        )
+        for name, results in runs.items()
+    }
+    return medians, ratios
 
 
 def main() -> None:
     if shutil.which("h2load") is None:
         raise SystemExit("h2load is not installed (Debian: nghttp2-client); run make system-deps")
-    mtls = _request(principal=f"{SHOP}/frontend")
-    results: dict[str, Result] = {}
     with tempfile.TemporaryDirectory(prefix="bench-ext-authz-") as tmp:
-        work = Path(tmp)
-        token = _keys(work)
-        jwt_request = _request(token=token)
-        port = _free_port()
-        log = work / "server.log"
-        with server_process(
-            [sys.executable, "-c", _NOOP, f"127.0.0.1:{port}"], meshward_env(), log
-        ):
-            results["no-op grpc.aio servicer"] = _measure(port, mtls, work, "noop")
-        port = _free_port()
-        with server_process(_meshward(work, port, 1), meshward_env(), log):
-            results["meshward, mTLS principal, 1 worker"] = _measure(port, mtls, work, "mtls")
-            results["meshward, JWT-SVID, 1 worker"] = _measure(port, jwt_request, work, "jwt")
-        port = _free_port()
-        with server_process(_meshward(work, port, 2), meshward_env(), log):
-            results["meshward, mTLS principal, 2 workers"] = _measure(port, mtls, work, "mtls2")
-    base = results["no-op grpc.aio servicer"].rps
-    print(f"h2load: {CLIENTS} connections x {STREAMS} streams, {SECONDS:g} s each, 1 thread")
+        results, ratios = _run(Path(tmp))
+    print(
+        f"h2load: {CLIENTS} connections x {STREAMS} streams, {SECONDS:g} s per run, "
+        f"1 thread, {ROUNDS} rounds (medians; ratios against the no-op run of the same round)"
+    )
     print(f"{'case':40} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>6}")
     for name, r in results.items():
-        print(f"{name:40} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.rps / base:6.2f}")
-    ratio = results["meshward, mTLS principal, 1 worker"].rps / base
-    print(f"mTLS, 1 worker / no-op = {ratio:.2f} (target >= 0.6)")
+        ratio = statistics.median(ratios[name])
+        print(f"{name:40} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {ratio:6.2f}")
+    for label, name, target in (
+        ("mTLS, 1 worker, cached / no-op", CACHED, 0.8),
+        ("mTLS, 1 worker, uncached / no-op", UNCACHED, 0.6),
+        ("mTLS, 2 workers / one no-op process", TWO, 1.3),
+    ):
+        ratio = statistics.median(ratios[name])
+        verdict = "met" if ratio >= target else "NOT met"
+        each = ", ".join(f"{x:.2f}" for x in ratios[name])
+        print(f"{label} = {ratio:.2f} (rounds: {each}; target >= {target}: {verdict})")
+    paced = statistics.median(ratios[PACED])
+    each = ", ".join(f"{x:.2f}" for x in ratios[PACED])
+    print(
+        f"paced {RATE}/s p99: meshward {results[PACED].p99_ms:.2f} ms, "
+        f"no-op {results[NOOP_PACED].p99_ms:.2f} ms, meshward / no-op {paced:.2f} "
+        f"(rounds: {each}; target <= 1.2: {'met' if paced <= 1.2 else 'NOT met'})"
+    )
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from authz.decider import EngineHolder
 from authz.engine import Engine
 from authz.model import AccessRequest, EntityUid, Identity
 from authz.policytest import run_tests
+from authz.retire import retire
 from authz.sources.bundles import ProcessPreparer, prepare_engine
 from authz.sources.gate import Gate, Outcome, Prepare
 from authz.sources.git import GitSource
@@ -150,7 +151,7 @@ async def _activation(
     source = GitSource(repo.remote.as_uri(), cache_dir=root / f"cache{count}")
     holder = EngineHolder()
     gate: Gate[Engine] = Gate(source, prepare, clock=SystemClock(), work_dir=root / f"work{count}")
-    gate.on_activate(lambda a: holder.swap(a.engine, a.version))
+    gate.on_activate(lambda a: retire(holder.swap(a.engine, a.version)))
     await gate.reload()
     sha = repo.push(_bundle_files(count, 2))
     t = time.perf_counter()
@@ -173,7 +174,7 @@ async def _latency_during_swap(
     source = GitSource(repo.remote.as_uri(), cache_dir=root / f"cache-{name}")
     holder = EngineHolder()
     gate: Gate[Engine] = Gate(source, prepare, clock=SystemClock(), work_dir=root / f"ws-{name}")
-    gate.on_activate(lambda a: holder.swap(a.engine, a.version))
+    gate.on_activate(lambda a: retire(holder.swap(a.engine, a.version)))
     await gate.reload()
     requests = [
         AccessRequest(

@@ -11,7 +11,6 @@ audit line; error responses carry only the error code, never internals.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -22,20 +21,23 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.requests import ClientDisconnect
 
-from ca.errors import BadRequest, CaError, NotFound, StoreUnavailable
+from ca.errors import BadRequest, BodyTimeout, CaError, NotFound, StoreUnavailable
 from ca.issuance import IssuedX509
 from ca.service import Caller, CertificateAuthority
 from ca.status import ca_status, live_svids
 from ca.store.protocol import Entry
+from meshward.jsonbody import JsonTooDeep, loads_bounded
 from meshward.metrics import render
 from meshward.spiffe import InvalidSpiffeId, SpiffeId
 from meshward.x509_svid import is_ca, spiffe_id_of
 
-__all__ = ["MAX_BODY", "create_app", "peer_spiffe_id"]
+__all__ = ["MAX_BODY", "MAX_JSON_DEPTH", "create_app", "peer_spiffe_id"]
 
 log = logging.getLogger("meshward.ca.api")
-MAX_BODY = 64 * 1024
+MAX_BODY = 64 * 1024  # bytes of a request body
+MAX_JSON_DEPTH = 16  # nesting of a request body (the deepest valid one has 2)
 
 
 def _rfc3339(value: dt.datetime) -> str:
@@ -68,21 +70,37 @@ def _error(exc: CaError) -> JSONResponse:
     reason = getattr(exc, "reason", None)
     if reason:
         body["reason"] = reason
-    headers = {"Retry-After": "1"} if isinstance(exc, StoreUnavailable) else None
+    headers: dict[str, str] | None = None
+    if isinstance(exc, BodyTimeout):
+        # A body that never arrived leaves the connection unusable: close it, hold nothing.
+        headers = {"connection": "close"}
+    elif isinstance(exc, StoreUnavailable):
+        headers = {"Retry-After": "1"}
     return JSONResponse(body, status_code=exc.status, headers=headers)
 
 
-async def _body(request: Request) -> dict[str, Any]:
+async def _read(request: Request, timeout: float) -> bytes:
     size = 0
     chunks: list[bytes] = []
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise BadRequest("request body too large", code="body_too_large")
-        chunks.append(chunk)
     try:
-        value = json.loads(b"".join(chunks))
-    except (ValueError, UnicodeDecodeError) as exc:
+        with anyio.fail_after(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_BODY:
+                    raise BadRequest("request body too large", code="body_too_large")
+                chunks.append(chunk)
+    except TimeoutError as exc:
+        raise BodyTimeout(f"the request body did not arrive within {timeout:g} s") from exc
+    return b"".join(chunks)
+
+
+async def _body(request: Request, timeout: float) -> dict[str, Any]:
+    data = await _read(request, timeout)
+    try:
+        value = loads_bounded(data, MAX_JSON_DEPTH)
+    except JsonTooDeep as exc:
+        raise BadRequest("request body nests too deep", code="json_too_deep") from exc
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BadRequest("request body is not JSON", code="bad_json") from exc
     if not isinstance(value, dict):
         raise BadRequest("request body must be a JSON object", code="bad_json")
@@ -154,6 +172,9 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
         peer = peer_spiffe_id(request.scope, ca.clock.now())
         return Caller(peer, client.host if client else "unknown")
 
+    async def read_body(request: Request) -> dict[str, Any]:
+        return await _body(request, ca.settings.body_timeout)
+
     async def run(func: Callable[[], Any]) -> Any:
         return await anyio.to_thread.run_sync(func)
 
@@ -169,6 +190,10 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
                         error = exc
                         await run(lambda: ca.audit_refusal(action, _caller(request), error))
                     return _error(exc)
+                except ClientDisconnect:
+                    # The caller went away mid-body: nothing to answer, nothing went wrong here.
+                    log.debug("client disconnected before its request body was read")
+                    return Response(status_code=499)
                 except Exception:
                     log.exception("CA API internal error")
                     return JSONResponse({"error": "internal"}, status_code=500)
@@ -197,7 +222,7 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
     @app.post("/v1/svid/x509")
     @guarded("x509_svid")
     async def svid_x509(request: Request) -> Response:
-        body = await _body(request)
+        body = await read_body(request)
         csr = body.get("csr")
         if not isinstance(csr, str):
             raise BadRequest("csr must be a PEM string", code="bad_csr")
@@ -208,7 +233,7 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
     @app.post("/v1/svid/jwt")
     @guarded("jwt_svid")
     async def svid_jwt(request: Request) -> Response:
-        body = await _body(request)
+        body = await read_body(request)
         audience = body.get("audience")
         token, ttl, caller = _opt_str(body, "token"), _opt_int(body, "ttl"), _caller(request)
         issued = await run(lambda: ca.issue_jwt(audience, token, caller, ttl))  # type: ignore[arg-type]
@@ -224,7 +249,7 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
     @app.post("/v1/agent/svid/x509")
     @guarded("x509_svid")
     async def agent_svid_x509(request: Request) -> Response:
-        body = await _body(request)
+        body = await read_body(request)
         csr = body.get("csr")
         if not isinstance(csr, str):
             raise BadRequest("csr must be a PEM string", code="bad_csr")
@@ -235,7 +260,7 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
     @app.post("/v1/agent/svid/jwt")
     @guarded("jwt_svid")
     async def agent_svid_jwt(request: Request) -> Response:
-        body = await _body(request)
+        body = await read_body(request)
         caller = _caller(request)
         issued = await run(
             lambda: ca.agent_issue_jwt(body.get("entry_id"), body.get("audience"), caller)
@@ -258,7 +283,7 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
     @guarded("entry_add")
     async def add_entry(request: Request) -> Response:
         caller = await admin(request)
-        entry = _entry_from(await _body(request), ca.new_entry_id())
+        entry = _entry_from(await read_body(request), ca.new_entry_id())
         await run(lambda: ca.add_entry(entry, caller))
         return JSONResponse(entry.to_json(), status_code=201)
 
@@ -298,7 +323,7 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
     @guarded("agent_evict")
     async def evict_agent(request: Request) -> Response:
         caller = await admin(request)
-        spiffe_id = _spiffe_id(await _body(request))
+        spiffe_id = _spiffe_id(await read_body(request))
         record = await run(lambda: ca.evict_agent(spiffe_id, caller))
         return JSONResponse(record.to_json())
 
@@ -306,7 +331,7 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
     @guarded("token_create")
     async def create_token(request: Request) -> Response:
         caller = await admin(request)
-        body = await _body(request)
+        body = await read_body(request)
         spiffe_id, ttl = _spiffe_id(body), _opt_int(body, "ttl")
         token = await run(lambda: ca.create_join_token(spiffe_id, ttl, caller))
         return JSONResponse({"token": token, "spiffe_id": str(spiffe_id)}, status_code=201)

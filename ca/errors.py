@@ -18,6 +18,7 @@ Errors::
      ├── AttestationFailed       the caller proved nothing (401)
      ├── NotEntitled             proven, but not to this identity / not admin (403)
      ├── NotFound                (404)
+     ├── BodyTimeout             the request body did not arrive in time (408)
      ├── Conflict                (409)
      ├── RateLimited             (429)
      ├── IssuanceFailed          the CA could not sign or its own check failed (500)
@@ -35,6 +36,7 @@ __all__ = [
     "AttestationFailed",
     "BadCsr",
     "BadRequest",
+    "BodyTimeout",
     "CaError",
     "Conflict",
     "InsecureKeyFile",
@@ -120,6 +122,11 @@ class NotEntitled(CaError):
 class NotFound(CaError):
     code = "not_found"
     status = 404
+
+
+class BodyTimeout(CaError):
+    code = "body_timeout"
+    status = 408
 
 
 class Conflict(CaError):

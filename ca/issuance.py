@@ -22,6 +22,7 @@ from ca.authority import SerialSource, Slot, _hash_for
 from ca.errors import BadCsr, BadRequest, IssuanceFailed
 from ca.keystore import PrivateKey
 from meshward import x509_svid
+from meshward.jwt_svid import InvalidJwtSvid, validate_jwt_svid
 from meshward.spiffe import SpiffeId
 from meshward.x509_svid import csr_pem
 
@@ -229,9 +230,7 @@ def check_x509_svid(
     eku = ext.get_extension_for_class(x509.ExtendedKeyUsage).value
     if {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH} - set(eku):
         raise fail("extended key usage")
-    uris = ext.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
-        x509.UniformResourceIdentifier
-    )
+    uris = x509_svid.uri_sans(cert)
     if uris != [str(spiffe_id)]:
         raise fail("URI SAN")
     if cert.serial_number.bit_length() < 64:
@@ -271,7 +270,7 @@ def issue_jwt_svid(
     now: dt.datetime,
     ttl: dt.timedelta,
 ) -> IssuedJwt:
-    """Sign a JWT-SVID with ``slot``'s JWT key and check it decodes as issued."""
+    """Sign a JWT-SVID with ``slot``'s JWT key and check it with the shared validator."""
     aud = check_audience(audience)
     expires = min(now + ttl, slot.not_after)
     if expires <= now:
@@ -285,16 +284,16 @@ def issue_jwt_svid(
         "exp": int(expires.timestamp()),
     }
     token = jwt.encode(claims, slot.jwt_key, algorithm=alg, headers={"kid": kid, "typ": "JWT"})
+    # Check what was issued with the validator every verifier uses (PDP, agent).
+    public = {kid: slot.jwt_key.public_key()}
     try:
-        decoded = jwt.decode(
-            token,
-            slot.jwt_key.public_key(),
-            algorithms=[alg],
-            audience=aud[0],
-            options={"verify_exp": False, "verify_iat": False, "require": ["exp", "aud", "sub"]},
+        checked = validate_jwt_svid(
+            token, lambda td: public if td == spiffe_id.trust_domain else None, aud, now
         )
-    except jwt.PyJWTError as exc:
-        raise IssuanceFailed("issued JWT-SVID failed its check", code="self_check") from exc
-    if decoded["sub"] != str(spiffe_id) or jwt.get_unverified_header(token).get("kid") != kid:
+    except InvalidJwtSvid as exc:
+        raise IssuanceFailed(
+            f"issued JWT-SVID failed its check: {exc.reason}", code="self_check"
+        ) from exc
+    if checked.spiffe_id != spiffe_id or checked.kid != kid:
         raise IssuanceFailed("issued JWT-SVID failed its check", code="self_check")
     return IssuedJwt(spiffe_id, token, kid, dt.datetime.fromtimestamp(claims["exp"], dt.UTC))  # type: ignore[arg-type]

@@ -28,7 +28,7 @@ import signal
 import socket
 import ssl
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from ca.issuance import IPAddress, IssuedX509, build_csr
 from ca.keystore import generate_key, write_private_file
 from ca.replicas import DbRateLimiter
 from ca.service import SERVER_PATH, CertificateAuthority
+from meshward.asgi import QuietUvicorn
 from meshward.listen import listen
 from meshward.settings import parse_hostport
 from meshward.spiffe import SpiffeId
@@ -79,14 +80,6 @@ class PeerCertProtocol(H11Protocol):
         if der:
             pem = load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM)
             self.app = _TlsScope(self.app, [pem.decode("ascii")])
-
-
-class _QuietUvicorn(uvicorn.Server):
-    """uvicorn without its own signal handling, for a process that owns shutdown."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 class CaServer:
@@ -127,7 +120,7 @@ class CaServer:
             access_log=False,
             ssl_context_factory=lambda _config, _default: self.ssl,
         )
-        self.server = uvicorn.Server(config) if own_signals else _QuietUvicorn(config)
+        self.server = uvicorn.Server(config) if own_signals else QuietUvicorn(config)
         self.addr = addr
         self._reuse_port = reuse_port
         self._addr_flag = addr_flag

@@ -17,7 +17,7 @@ import secrets
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -307,14 +307,19 @@ class CertificateAuthority:
 
     def _delegated_to(self, node_id: SpiffeId) -> bool:
         selector = node_selector(node_id)
-        return any(selector in e.selectors for e in self._live(self.store.list_entries()))
+        return bool(self._live([e for e in self.store.list_entries() if selector in e.selectors]))
 
     def _record_node(
-        self, spiffe_id: SpiffeId, method: str, record: AgentRecord | None, serial: str | None
+        self,
+        spiffe_id: SpiffeId,
+        method: str,
+        record: AgentRecord | None,
+        serial: str | None,
+        adopt: bool = False,
     ) -> None:
         """Keep the agent record of a node current (attestation, renewal, adoption)."""
-        if record is None and method not in NODE_METHODS and not self._delegated_to(spiffe_id):
-            return
+        if record is None and method not in NODE_METHODS and not adopt:
+            return  # a workload renewing on its entry: no agent record
         now = self.clock.now()
         if method in NODE_METHODS:
             attestation = method
@@ -370,7 +375,11 @@ class CertificateAuthority:
             issued = self._sign_x509(request, spiffe_id, live, self._x509_ttl(ttl, live))
             if token_hash is not None and not self.store.redeem_token(token_hash, self.clock.now()):
                 raise AttestationFailed("join token already used", code="bad_token")
-            self._record_node(spiffe_id, outcome.method, record, format(issued.serial, "x"))
+            # Renewing with neither a live entry nor a record passed _entitled only as a node
+            # that attested before agent records existed: adopt it.
+            adopt = record is None and not live and outcome.method == "renewal"
+            serial = format(issued.serial, "x")
+            self._record_node(spiffe_id, outcome.method, record, serial, adopt)
             outcome.serial = format(issued.serial, "x")
             outcome.not_after = issued.not_after
             self.metrics.issued.labels("x509_svid", outcome.method, "ok").inc()
@@ -482,8 +491,12 @@ class CertificateAuthority:
 
     # -- node agents --------------------------------------------------------
 
-    def _agent_node(self, caller: Caller) -> SpiffeId:
-        """The calling node, refused when evicted or unknown (``/v1/agent/*``)."""
+    def _agent_node(self, caller: Caller, sync: bool = False) -> SpiffeId:
+        """The calling node, refused when evicted or unknown (``/v1/agent/*``).
+
+        ``sync`` (the agent listing its entries, once per sync interval) also
+        moves the record's ``last_seen``, so ``ca agent list`` shows live nodes.
+        """
         if caller.peer_id is None:
             raise AttestationFailed("agent calls need the node's SVID", code="no_credential")
         record = self.store.get_agent(caller.peer_id)
@@ -492,7 +505,9 @@ class CertificateAuthority:
         if record is None:
             if not self._delegated_to(caller.peer_id):
                 raise NotEntitled("no agent record for this node", code="unknown_agent")
-            self._record_node(caller.peer_id, "renewal", None, None)
+            self._record_node(caller.peer_id, "renewal", None, None, adopt=True)
+        elif sync:
+            self.store.record_agent(replace(record, last_seen=self.clock.now()))
         return caller.peer_id
 
     def _agent_entry(self, entry_id: object, caller: Caller, outcome: _Outcome) -> Entry:
@@ -510,7 +525,7 @@ class CertificateAuthority:
 
     def agent_entries(self, caller: Caller) -> list[Entry]:
         """The entries delegated to the calling node (selector ``agent:id:<node ID>``)."""
-        selector = node_selector(self._agent_node(caller))
+        selector = node_selector(self._agent_node(caller, sync=True))
         return [e for e in self.store.list_entries() if selector in e.selectors]
 
     def agent_issue_x509(self, csr_pem: str, entry_id: object, caller: Caller) -> IssuedX509:
@@ -629,6 +644,16 @@ class CertificateAuthority:
             if entry is None or not self.store.remove_entry(entry_id):
                 raise NotFound(f"no entry {entry_id}")
             outcome.spiffe_id = str(entry.spiffe_id)
+            # The ID's last entry is gone: if it also attested as a node (a join token for a
+            # workload's ID), that record must not keep it renewing. Deleting revokes.
+            record = self.store.get_agent(entry.spiffe_id)
+            if (
+                record is not None
+                and not record.evicted
+                and not self.store.entries_for(entry.spiffe_id)
+                and self.store.evict_agent(entry.spiffe_id)
+            ):
+                outcome.detail = f"{entry_id} agent_evicted"
 
     def list_agents(self, caller: Caller) -> list[AgentRecord]:
         outcome = _Outcome(method="admin")

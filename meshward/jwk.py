@@ -19,11 +19,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 __all__ = [
+    "ASYMMETRIC_ALGORITHMS",
     "InvalidJwk",
     "Jwk",
     "PublicKey",
     "b64url",
     "jwk_thumbprint",
+    "parse_jwk_set",
     "jwk_to_public_key",
     "public_key_to_jwk",
     "same_key",
@@ -126,6 +128,42 @@ def jwk_to_public_key(jwk: Mapping[str, Any]) -> PublicKey:
             raise
         raise InvalidJwk("bad_jwk", "key parameters do not form a public key") from exc
     raise InvalidJwk("unsupported_key", f"kty {str(kty)[:20]!r}")
+
+
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+
+
+def parse_jwk_set(doc: Any, use: str | None = None) -> tuple[dict[str, Jwk], list[InvalidJwk]]:
+    """The usable verification keys of a JWK Set by ``kid``, and why others were skipped.
+
+    Skipped without a reason: non-objects, keys without ``kid``, symmetric
+    (``oct``) keys, keys whose ``use`` is not ``use`` (when both say one), and
+    keys pinning a non-asymmetric ``alg``. Keys that do not decode are skipped
+    with their :class:`InvalidJwk`. A document that is not ``{"keys": [...]}``
+    raises :class:`InvalidJwk` (``not_a_jwk_set``).
+    """
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("keys"), list):
+        raise InvalidJwk("not_a_jwk_set", "expected an object with a 'keys' list")
+    keys: dict[str, Jwk] = {}
+    skipped: list[InvalidJwk] = []
+    for raw in doc["keys"]:
+        if not isinstance(raw, Mapping):
+            continue
+        kid = raw.get("kid")
+        if not isinstance(kid, str) or not kid or raw.get("kty") == "oct":
+            continue
+        if use is not None and raw.get("use", use) != use:
+            continue
+        alg = raw.get("alg")
+        if alg is not None and alg not in ASYMMETRIC_ALGORITHMS:
+            continue
+        try:
+            keys[kid] = Jwk(jwk_to_public_key(raw), alg)
+        except InvalidJwk as exc:
+            skipped.append(InvalidJwk(exc.reason, f"kid {kid[:100]!r}: {exc.detail}"))
+    return keys, skipped
 
 
 def jwk_thumbprint(key: PublicKey) -> str:

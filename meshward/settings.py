@@ -247,6 +247,15 @@ class PolicySourceSettings(_Section):
     )
     shadow_branch: str | None = Field(None, description="branch of a Git shadow (default: branch)")
     shadow_subdir: str | None = Field(None, description="subdir of a Git shadow (default: subdir)")
+    prepare_timeout_seconds: float = Field(
+        120.0, gt=0, le=3600, description="longest check of one version (parse, validate, tests)"
+    )
+    prepare_memory_mb: int = Field(
+        2048,
+        ge=0,
+        le=1 << 20,
+        description="address space of the checking process, MiB (0: no limit)",
+    )
 
 
 class DecisionLogSettings(_Section):
@@ -360,6 +369,9 @@ class CaSettings(_Section):
     rate_per_second: float = Field(5.0, gt=0, description="issuance requests/s per caller")
     rate_burst: int = Field(20, ge=1, description="issuance burst per caller")
     rotate_check_seconds: float = Field(10.0, gt=0, description="rotation task period")
+    body_timeout: float = Field(
+        10.0, gt=0, le=300, description="seconds a request body may take to arrive (then 408)"
+    )
     k8s_jwks_file: Path | None = Field(None, description="Kubernetes cluster JWKS (enables k8s)")
     k8s_issuer: str = Field(
         "https://kubernetes.default.svc.cluster.local", description="expected token issuer"

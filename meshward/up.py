@@ -221,10 +221,13 @@ def run_up(settings: Settings) -> None:
     import uvloop  # noqa: PLC0415
 
     from ca.embedded import bundle_file, prepare_embedded_ca  # noqa: PLC0415
+    from ca.wiring import ca_files  # noqa: PLC0415
 
     ensure_free(listeners(settings))
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     typer.echo(f"meshward: state in {settings.state_dir.resolve()}")
     typer.echo(f"meshward: policies from {settings.pdp.policies}")
+    if not ca_files(settings).exists():
+        typer.echo(f"meshward: creating a CA for {settings.ca.trust_domain} (first start)")
     ca = prepare_embedded_ca(settings)
     uvloop.run(_up(_embedded(settings, bundle_file(settings)), ca))

@@ -10,7 +10,9 @@ URL-encoded certificate, address), the resource from
 Mapping out (:func:`check_response`): allow -> ``OK`` with ``x-meshward-*``
 headers set upstream and configured headers removed; unauthenticated ->
 ``UNAUTHENTICATED`` + HTTP 401 + ``WWW-Authenticate: Bearer``; denied or error ->
-``PERMISSION_DENIED`` + HTTP 403 with ``{"error", "decision_id"}``.
+``PERMISSION_DENIED`` + HTTP 403 with ``{"error", "decision_id"}``; no policy
+version active yet -> ``UNAVAILABLE`` + HTTP 503 with ``Retry-After`` (still a
+denial for Envoy, whatever its ``failure_mode_allow``).
 
 A request that cannot be parsed at all (bad protobuf, non-UTF-8 strings) is
 answered with a deny, never a gRPC error.
@@ -124,6 +126,22 @@ def _add_headers(target: Any, headers: list[tuple[str, str]]) -> None:
         option.append_action = _OVERWRITE
 
 
+# Denied outcomes: (gRPC code, HTTP status, extra response headers).
+_DENIALS: dict[Outcome, tuple[int, int, tuple[tuple[str, str], ...]]] = {
+    Outcome.UNAUTHENTICATED: (
+        code_pb2.UNAUTHENTICATED,
+        http_status_pb2.Unauthorized,
+        (("www-authenticate", 'Bearer realm="meshward"'),),
+    ),
+    Outcome.UNAVAILABLE: (
+        code_pb2.UNAVAILABLE,
+        http_status_pb2.ServiceUnavailable,
+        (("retry-after", "1"),),
+    ),
+}
+_FORBIDDEN = (code_pb2.PERMISSION_DENIED, http_status_pb2.Forbidden, ())
+
+
 def check_response(verdict: Verdict) -> pb.CheckResponse:
     """The CheckResponse for ``verdict`` (pure)."""
     response = pb.CheckResponse()
@@ -132,22 +150,17 @@ def check_response(verdict: Verdict) -> pb.CheckResponse:
         _add_headers(response.ok_response.headers, verdict.upstream_headers())
         response.ok_response.headers_to_remove.extend(verdict.remove_headers)
         return response
-    unauthenticated = verdict.outcome is Outcome.UNAUTHENTICATED
+    grpc_code, http_code, extra = _DENIALS.get(verdict.outcome, _FORBIDDEN)
     body = verdict.error_body()
     headers = [
         ("content-type", "application/json"),
         ("x-meshward-decision-id", verdict.decision_id),
+        *extra,
     ]
-    if unauthenticated:
-        headers.append(("www-authenticate", 'Bearer realm="meshward"'))
-    response.status.code = (
-        code_pb2.UNAUTHENTICATED if unauthenticated else code_pb2.PERMISSION_DENIED
-    )
+    response.status.code = grpc_code
     response.status.message = body["error"]
     denied = response.denied_response
-    denied.status.code = (
-        http_status_pb2.Unauthorized if unauthenticated else http_status_pb2.Forbidden
-    )
+    denied.status.code = http_code
     _add_headers(denied.headers, headers)
     denied.body = json.dumps(body, separators=(",", ":"))
     return response

@@ -136,7 +136,14 @@ def _response(verdict: Verdict, envoy: bool) -> Response:
     if verdict.outcome is Outcome.UNAUTHENTICATED:
         headers["www-authenticate"] = _WWW_AUTHENTICATE
         return JSONResponse(verdict.error_body(), status_code=401, headers=headers)
+    if verdict.outcome is Outcome.UNAVAILABLE:
+        headers["retry-after"] = "1"
+        return JSONResponse(verdict.error_body(), status_code=503, headers=headers)
     return JSONResponse(verdict.error_body(), status_code=403, headers=headers)
+
+
+def _no_policies_yet() -> Response:
+    return JSONResponse({"error": "unavailable"}, status_code=503, headers={"retry-after": "1"})
 
 
 class _AnyMethod:
@@ -291,22 +298,26 @@ def create_app(
                 explain = [wants_explanation(i) for i in items]
                 parsed = parse_documents(items, decider.paths)
                 answers = [await answer(i, e) for i, e in zip(parsed, explain, strict=True)]
+                if any(v.outcome is Outcome.UNAVAILABLE for _, v in answers):
+                    return _no_policies_yet()
                 return JSONResponse({"decisions": [body for body, _ in answers]})
             explain_one = wants_explanation(doc)
             (item,) = parse_documents([doc], decider.paths)
-            single, decision_id = await answer(item, explain_one)
+            single, verdict = await answer(item, explain_one)
         except RequestError as exc:
             return JSONResponse({"error": "bad request", "detail": str(exc)[:500]}, 400)
-        return JSONResponse(single, headers={"x-meshward-decision-id": decision_id})
+        if verdict.outcome is Outcome.UNAVAILABLE:
+            return _no_policies_yet()
+        return JSONResponse(single, headers={"x-meshward-decision-id": verdict.decision_id})
 
     async def answer(
         item: AccessRequest | MalformedRequest, explain: bool
-    ) -> tuple[dict[str, Any], str]:
+    ) -> tuple[dict[str, Any], Verdict]:
         verdict = await decide(item)
         body = verdict.decision.to_json()
         if explain and isinstance(item, AccessRequest):
             body["explanation"] = decider.explain(item)
-        return body, verdict.decision_id
+        return body, verdict
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -23,7 +23,7 @@ import httpx
 
 from authz.authn.errors import KeySourceError
 from meshward.clock import Clock
-from meshward.jwk import InvalidJwk, Jwk, jwk_to_public_key
+from meshward.jwk import ASYMMETRIC_ALGORITHMS, InvalidJwk, Jwk, parse_jwk_set
 
 __all__ = [
     "ASYMMETRIC_ALGORITHMS",
@@ -38,9 +38,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ASYMMETRIC_ALGORITHMS = frozenset(
-    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
-)
 MAX_JWKS_BYTES = 1024 * 1024
 
 
@@ -63,24 +60,12 @@ def parse_jwks(doc: Any, use: str | None = None) -> KeySet:
     Symmetric (``oct``) keys, keys without ``kid``, keys whose ``use`` is not
     ``use`` (when the key states one) and keys PyJWT cannot load are skipped.
     """
-    if not isinstance(doc, Mapping) or not isinstance(doc.get("keys"), list):
-        raise KeySourceError("jwks_invalid", "expected an object with a 'keys' list")
-    keys: dict[str, Jwk] = {}
-    for raw in doc["keys"]:
-        if not isinstance(raw, Mapping):
-            continue
-        kid = raw.get("kid")
-        if not isinstance(kid, str) or not kid or raw.get("kty") == "oct":
-            continue
-        if use is not None and raw.get("use", use) != use:
-            continue
-        alg = raw.get("alg")
-        if alg is not None and alg not in ASYMMETRIC_ALGORITHMS:
-            continue
-        try:
-            keys[kid] = Jwk(jwk_to_public_key(raw), alg)
-        except InvalidJwk as exc:
-            log.warning("skipping unusable JWK", extra={"fields": {"kid": kid, "error": str(exc)}})
+    try:
+        keys, skipped = parse_jwk_set(doc, use)
+    except InvalidJwk as exc:
+        raise KeySourceError("jwks_invalid", exc.detail) from exc
+    for problem in skipped:
+        log.warning("skipping unusable JWK", extra={"fields": {"error": str(problem)}})
     return KeySet(keys)
 
 

@@ -174,6 +174,18 @@ def cedar_clean(value: Any) -> bool:
         return True
     if kind is int:
         return bool(_I64[0] <= value <= _I64[1])
+    if (
+        (kind is dict or kind is MappingProxyType)
+        and "__extn" not in value
+        and ("__entity" not in value)
+    ):
+        # The common shape (headers, claims): a plain dict, checked without a call per string.
+        for key, item in value.items():
+            if type(key) is not str:
+                return False
+            if type(item) is not str and not cedar_clean(item):
+                return False
+        return True
     if isinstance(value, EntityUid):
         return True
     if isinstance(value, Mapping):
@@ -235,6 +247,25 @@ class Projection:
         ).hexdigest()
         return cls(tuple(kept), tuple(presence), time_dependent, names, fingerprint)
 
+    def narrow(self, context: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``context`` cut down to what these policies read, for evaluation.
+
+        Every read path is kept with its value whole, with the records on the
+        way to it (so ``has`` and missing attributes answer as before); a value
+        that is not a plain record is kept whole where the walk meets it.
+        Evaluating the policies on the result gives what they give on the
+        whole context, provided the whole context is one Cedar accepts
+        (:func:`cedar_clean`): the caller checks that.
+        """
+        if () in self.values:
+            return context
+        out: dict[str, Any] = {}
+        for path in self.values:
+            _copy_path(context, path, out, whole=True)
+        for path in self.presence:  # only that it is there: a record may stay empty
+            _copy_path(context, path, out, whole=False)
+        return out
+
     def extract(self, context: Mapping[str, Any]) -> list[Any]:
         """What of ``context`` goes into the key: one entry per path, in order.
 
@@ -269,6 +300,30 @@ class Projection:
         return out
 
 
+def _copy_path(
+    context: Mapping[str, Any], path: ContextPath, out: dict[str, Any], *, whole: bool
+) -> None:
+    value: Any = context
+    target = out
+    for depth, name in enumerate(path):
+        if name not in value:
+            return
+        value = value[name]
+        record = _is_record(value)
+        if not record or (whole and depth == len(path) - 1):
+            target[name] = value  # the read value, or a non-record taken whole
+            return
+        if depth == len(path) - 1:  # presence of a record: the record, not its contents
+            target.setdefault(name, {})
+            return
+        existing = target.get(name)
+        if existing is value:
+            return  # already taken whole
+        if not isinstance(existing, dict):
+            existing = target[name] = {}
+        target = existing
+
+
 def _follow(context: Mapping[str, Any], path: ContextPath) -> tuple[bool, int, Any]:
     """Walk ``path``: (True, _, value) at the end; (False, -1, None) when an
     attribute is missing; (False, depth, value) when a non-record stops the walk."""
@@ -296,9 +351,15 @@ class KeySpace:
         *,
         time_attributes: Collection[str] = DEFAULT_TIME_ATTRIBUTES,
         max_projections: int = 4096,
+        reads: Mapping[str, ContextReads] | None = None,
     ) -> None:
+        """``reads``: the policies' context reads when already known (the engine's)."""
         self.version = version
-        self._reads = {pid: context_reads(est) for pid, est in policies.items()}
+        self._reads = (
+            dict(reads)
+            if reads is not None
+            else {pid: context_reads(est) for pid, est in policies.items()}
+        )
         self._time = frozenset(time_attributes)
         self._max = max_projections
         self._memo: dict[tuple[str, ...], Projection] = {}

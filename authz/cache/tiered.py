@@ -264,7 +264,11 @@ class TieredCache:
             if not isinstance(engine, CacheableEngine):
                 return None
             policies = {p.id: p.json for p in engine.bundle.policies}
-            found = KeySpace(engine.version, policies, time_attributes=self.time_attributes)
+            # The engine analysed its policies when it was built, off the serving loop.
+            reads = getattr(engine, "policy_reads", None)
+            found = KeySpace(
+                engine.version, policies, time_attributes=self.time_attributes, reads=reads
+            )
             self._spaces[engine] = found
         self._last = (engine, found)
         return found

@@ -6,8 +6,11 @@ instead of waiting for its next poll. When one rejects a version it adds it to
 a set of rejected versions (kept for ``REJECTED_TTL`` seconds) before
 announcing it, and the gate of every replica asks that set before it
 activates anything: a version that failed the gate anywhere is activated
-nowhere. If Redis cannot be asked, a replica that already serves a version
-keeps it (fail closed) and one that serves nothing trusts its own gate.
+nowhere. If Redis cannot be asked, that is no veto: each replica gates the
+version on its own merits (an outage must not block good versions), and asks
+again once Redis answers. A version whose *check* failed on one replica
+(stage ``"prepare"``: its time or memory limit, a crashed checker) is not
+announced: another replica may have the resources to check it.
 
 Channel and set names carry a hash of the source's description, so fleets
 that read different repositories can share one Redis.
@@ -59,6 +62,8 @@ class RedisAnnouncer:
         return bool(await self._client.sismember(self.rejected_key, version))
 
     async def announce_rejection(self, rejection: Rejection) -> None:
+        if rejection.stage == "prepare":
+            return  # this replica's checker failed, not necessarily the version
         try:
             await self._client.sadd(self.rejected_key, rejection.version)
             await self._client.expire(self.rejected_key, REJECTED_TTL)

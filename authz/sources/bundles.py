@@ -15,20 +15,16 @@ else raises :class:`~authz.sources.errors.Rejected` with every problem.
   only builds the engine from the result: it never calls Cedar on the whole set
   (:func:`authz.bundle.bundle_from_data`).
 
-A child that dies (killed, out of memory) fails that preparation with a
-:class:`~authz.sources.errors.SourceError` coded ``prepare_crashed``: the last
-good version keeps serving, and the next reload starts a new child and tries
-the version again.
+A check that runs past its time limit, hits its memory limit or kills the
+child rejects that version at stage ``"prepare"``: the last good version keeps
+serving, the gate remembers the rejection (a new commit, or an explicit
+refresh, tries again), and the next check starts a new child. A child found
+dead before it was given a version is simply replaced.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import signal
-import threading
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,14 +32,10 @@ from authz.bundle import BundleData, bundle_from_data, read_bundle
 from authz.engine import Engine
 from authz.errors import BundleError, Problem
 from authz.policytest import run_tests
+from authz.sources.childproc import CheckerProcess, GcPause, PrepareFailed
 from authz.sources.errors import Rejected, SourceError
 
 __all__ = ["Checked", "ProcessPreparer", "check_bundle", "prepare_engine"]
-
-
-def _ignore_interrupts() -> None:
-    """The checker child leaves Ctrl-C to its parent, which shuts it down."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,56 +84,46 @@ def prepare_engine(root: Path, version: str) -> Engine:
 
 
 class ProcessPreparer:
-    """A gate ``prepare`` that checks bundles in one child process.
+    """A gate ``prepare`` that checks bundles in one child process, with limits.
 
-    The child is started on first use (``spawn``: nothing of the serving
-    process's threads or sockets is inherited) and ended by :meth:`close`.
-    Calls block the calling thread (the gate runs ``prepare`` in a worker
-    thread), never the event loop. ``last_pid`` is the child that checked the
-    last bundle.
+    The child (:class:`~authz.sources.childproc.CheckerProcess`) is started on
+    first use, reused for every later version, and ended by :meth:`close`; it
+    dies with this process. Calls block the calling thread (the gate runs
+    ``prepare`` in a worker thread), never the event loop. ``last_pid`` is the
+    child that checked the last bundle.
+
+    A check that runs past ``timeout`` seconds, needs more than
+    ``memory_bytes`` of address space, or kills the child is a rejection at
+    stage ``"prepare"`` (codes ``prepare_timeout``, ``prepare_memory``,
+    ``prepare_crashed``): the gate remembers it and does not try that version
+    again on every poll.
     """
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pool: ProcessPoolExecutor | None = None
+    def __init__(self, *, timeout: float = 120.0, memory_bytes: int = 0) -> None:
+        self._gc = GcPause()
+        self._child = CheckerProcess(
+            timeout=timeout, memory_bytes=memory_bytes, receiving=self._gc.paused
+        )
         self._closed = False
         self.last_pid: int | None = None
 
-    def _executor(self) -> ProcessPoolExecutor:
-        with self._lock:
-            if self._closed:
-                raise SourceError("the policy checker is shut down", code="prepare_closed")
-            if self._pool is None:
-                self._pool = ProcessPoolExecutor(
-                    max_workers=1,
-                    mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_ignore_interrupts,
-                )
-            return self._pool
-
-    def _discard(self, pool: ProcessPoolExecutor) -> None:
-        with self._lock:
-            if self._pool is pool:
-                self._pool = None
-        pool.shutdown(wait=False, cancel_futures=True)
-
     def __call__(self, root: Path, version: str) -> Engine:
-        pool = self._executor()
+        if self._closed:
+            raise SourceError("the policy checker is shut down", code="prepare_closed")
         try:
-            checked = pool.submit(check_bundle, root, version).result()
-        except BrokenProcessPool as exc:
-            self._discard(pool)
-            raise SourceError(
-                "the policy checker process died; the version is tried again on the next reload",
-                code="prepare_crashed",
-            ) from exc
+            checked = self._child.check(root, version)
+        except PrepareFailed as exc:
+            problem = Problem("", 0, 0, exc.code, str(exc))
+            raise Rejected([problem], stage="prepare") from exc
+        if not isinstance(checked, Checked):
+            raise TypeError("unexpected answer from the checking process")
         self.last_pid = checked.pid
-        return engine_from(checked)
+        with self._gc.paused():
+            engine = engine_from(checked)
+        self._gc.freeze()  # the new engine lives long: keep the collector off it
+        return engine
 
     def close(self) -> None:
         """End the child process (waits for a check in progress)."""
-        with self._lock:
-            self._closed = True
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        self._closed = True
+        self._child.close()

@@ -10,8 +10,21 @@ checks finish on the version they started with.
 A version that fails stays out: the last good version keeps serving, and the
 rejection (version, time, every problem) is kept for ``GET /v1/policies``,
 metrics and logs, and handed to rejection listeners (the Redis announcer tells
-the other replicas, which then never activate it). A source that cannot be
-read is recorded the same way, as the last fetch error.
+the other replicas, which then never activate it). A rejected version is not
+checked again on every poll: a new version, or an explicit refresh
+(``trigger(retry=True)``, the webhook) for a version whose *check* failed —
+stage ``"prepare"``: time or memory limit, checker crash — tries again. A
+source that cannot be read is recorded as the last fetch error.
+
+Vetoes (another replica's gate rejected this version) are asked of the
+``veto`` callable before every attempt and never remembered here, so the
+shared record stays the one source of truth. A veto that cannot be asked
+(Redis unreachable) is no veto: the version is gated on its own merits, and
+a version activated that way is asked about again once the veto answers.
+
+``GET /v1/policies`` also names the newest version the source offered at its
+last read (``latest_version``, the branch tip) and what became of it, so a
+force-push back to a rejected commit is visible.
 
 :meth:`Gate.run` is the one task that owns the I/O: it reloads at start, then
 every ``poll_interval`` seconds of a pollable source, and at once whenever
@@ -79,7 +92,9 @@ class Activation(Generic[E]):
 class Rejection:
     version: str
     at: dt.datetime
-    stage: str  # "checkout", "bundle", "test", "internal"; "gate": another replica rejected it
+    # "checkout", "bundle", "test", "internal"; "prepare": the check itself failed
+    # (time or memory limit, checker crash); "gate": another replica rejected it
+    stage: str
     problems: tuple[Problem, ...]
 
     @property
@@ -170,6 +185,8 @@ class PolicyStatus:
     last_fetch_error: FetchFailure | None
     last_fetch_ok_at: dt.datetime | None
     reloads: dict[str, int] = field(default_factory=dict)
+    latest_version: str | None = None  # the source's newest version at its last read
+    latest_state: str | None = None  # "active", "rejected", "vetoed" or "pending"
 
     def last_error(self) -> dict[str, Any] | None:
         """The most recent load error, rejection or fetch failure (the contract's summary)."""
@@ -188,6 +205,8 @@ class PolicyStatus:
             "last_rejected": self.last_rejected.to_json() if self.last_rejected else None,
             "last_fetch_error": self.last_fetch_error.to_json() if self.last_fetch_error else None,
             "last_fetch_ok_at": _iso(self.last_fetch_ok_at) if self.last_fetch_ok_at else None,
+            "latest_version": self.latest_version,
+            "latest_state": self.latest_state,
             "last_error": self.last_error(),
             "reloads": dict(self.reloads),
         }
@@ -225,8 +244,13 @@ class Gate(Generic[E]):
         self._on_activate: list[Callable[[Activation[E]], None]] = []
         self._on_reject: list[Callable[[Rejection], Awaitable[None] | None]] = []
         self._active: Activation[E] | None = None
-        self._rejected: dict[str, Rejection] = {}
+        self._rejected: dict[str, Rejection] = {}  # by this gate; vetoes are never kept here
         self._last_rejected: Rejection | None = None
+        self._latest: str | None = None
+        self._latest_state: str | None = None
+        self._vetoes_seen: set[str] = set()
+        self._unconfirmed: str | None = None  # active, activated while the veto was unknown
+        self._retry = False
         self._fetch_error: FetchFailure | None = None
         self._fetch_ok_at: dt.datetime | None = None
         self._fetch_ok_mono: float | None = None
@@ -273,18 +297,29 @@ class Gate(Generic[E]):
             last_fetch_error=self._fetch_error,
             last_fetch_ok_at=self._fetch_ok_at,
             reloads=dict(self._reloads),
+            latest_version=self._latest,
+            latest_state=self._latest_state,
         )
 
     # -- reloading -----------------------------------------------------------------------------
 
-    def trigger(self) -> None:
-        """Ask :meth:`run` to reload now (webhook, announcement)."""
+    def trigger(self, *, retry: bool = False) -> None:
+        """Ask :meth:`run` to reload now (webhook, announcement).
+
+        ``retry``: also check again a latest version whose check failed
+        (stage ``"prepare"``), as an explicit refresh does.
+        """
+        self._retry = self._retry or retry
         self._wake.set()
 
-    async def reload(self, *, fetch: bool = True) -> Outcome:
-        """Fetch (if the source is remote), then gate and activate its latest version."""
+    async def reload(self, *, fetch: bool = True, retry: bool = False) -> Outcome:
+        """Fetch (if the source is remote), then gate and activate its latest version.
+
+        ``retry``: a latest version rejected because its check failed (time,
+        memory, crash) is checked again instead of being skipped.
+        """
         async with self._lock:
-            outcome = await self._reload(fetch)
+            outcome = await self._reload(fetch, retry)
         self._reloads[outcome.value] += 1
         return outcome
 
@@ -296,34 +331,40 @@ class Gate(Generic[E]):
         )
         return Outcome.FETCH_FAILED
 
-    async def _reload(self, fetch: bool) -> Outcome:
+    async def _reload(self, fetch: bool, retry: bool) -> Outcome:
         try:
-            revision = await asyncio.to_thread(self._latest, fetch)
+            revision = await asyncio.to_thread(self._latest_revision, fetch)
         except SourceError as exc:
             return self._fetch_failed(exc)
         self._fetch_error = None
         self._fetch_ok_at = self._clock.now()
         self._fetch_ok_mono = self._clock.monotonic()
         version = revision.version
-        if version == self._version or version in self._rejected:
+        self._latest = version
+        if version == self._version:
+            self._latest_state = "active"
+            if self._unconfirmed == version and self._veto is not None:
+                await self._confirm(self._veto, version)
             return Outcome.UNCHANGED
-        if self._veto is not None and await self._vetoed(self._veto, version):
-            rejection = Rejection(
-                version,
-                self._clock.now(),
-                "gate",
-                (Problem("", 0, 0, "rejected_elsewhere", "rejected by another replica"),),
-            )
-            self._remember(rejection)
-            log.warning(
-                "policy version rejected by another replica", extra={"fields": {"version": version}}
-            )
-            return Outcome.VETOED
+        known = self._rejected.get(version)
+        if known is not None:
+            if not (retry and known.stage == "prepare"):
+                self._latest_state = "rejected"
+                return Outcome.UNCHANGED
+            del self._rejected[version]
+        self._latest_state = "pending"
+        confirmed = True
+        if self._veto is not None:
+            vetoed = await self._ask_veto(self._veto, version)
+            if vetoed:
+                return self._vetoed(version)
+            confirmed = vetoed is not None
         try:
             engine = await asyncio.to_thread(self._prepare_revision_safely, revision)
         except Rejected as exc:
             rejection = Rejection(version, self._clock.now(), exc.stage, exc.problems)
             self._remember(rejection)
+            self._latest_state = "rejected"
             log.warning(
                 "policy version rejected; keeping the last good version",
                 extra={
@@ -346,24 +387,62 @@ class Gate(Generic[E]):
         except SourceError as exc:  # transient: the version is tried again next time
             return self._fetch_failed(exc)
         self._activate(Activation(version, engine, self._clock.now(), revision.source))
+        self._unconfirmed = None if confirmed else version
+        if self._latest == version:
+            self._latest_state = "active"
         return Outcome.ACTIVATED
 
     @property
     def _version(self) -> str | None:
         return self._active.version if self._active else None
 
-    async def _vetoed(self, veto: Veto, version: str) -> bool:
+    async def _ask_veto(self, veto: Veto, version: str) -> bool | None:
+        """Whether another replica rejected ``version``; ``None``: nobody could be asked."""
         try:
             return await veto(version)
         except Exception as exc:
-            # Cannot ask the other replicas. With a version serving, keep it (fail
-            # closed); with none at all, this replica's own gate is the judge.
+            # Cannot ask the other replicas: no veto. This gate judges the version
+            # on its own merits; an outage of the shared record blocks nothing.
             log.warning(
-                "cannot check rejections of other replicas", extra={"fields": {"error": str(exc)}}
+                "cannot check rejections of other replicas; gating on this replica's checks",
+                extra={"fields": {"version": version, "error": str(exc)}},
             )
-            return self._active is not None
+            return None
 
-    def _latest(self, fetch: bool) -> Revision:
+    def _vetoed(self, version: str) -> Outcome:
+        # Not remembered in ``_rejected``: the veto is asked again next time, so
+        # the shared record stays the one source of truth.
+        rejection = Rejection(
+            version,
+            self._clock.now(),
+            "gate",
+            (Problem("", 0, 0, "rejected_elsewhere", "rejected by another replica"),),
+        )
+        self._last_rejected = rejection
+        self._latest_state = "vetoed"
+        if version not in self._vetoes_seen:
+            self._vetoes_seen.add(version)
+            while len(self._vetoes_seen) > _MAX_REMEMBERED_REJECTIONS:
+                self._vetoes_seen.pop()
+            log.warning(
+                "policy version rejected by another replica", extra={"fields": {"version": version}}
+            )
+        return Outcome.VETOED
+
+    async def _confirm(self, veto: Veto, version: str) -> None:
+        """Ask again about the active version, activated while the veto could not be asked."""
+        vetoed = await self._ask_veto(veto, version)
+        if vetoed is None:
+            return
+        self._unconfirmed = None
+        if vetoed:
+            # This replica's own checks passed it, so it keeps serving; say so loudly.
+            log.warning(
+                "the active policy version was rejected by another replica",
+                extra={"fields": {"version": version}},
+            )
+
+    def _latest_revision(self, fetch: bool) -> Revision:
         if fetch and isinstance(self._source, Refreshable):
             self._source.refresh()
         return self._source.latest()
@@ -416,8 +495,9 @@ class Gate(Generic[E]):
         interval = self._source.poll_interval if isinstance(self._source, Pollable) else None
         while True:
             self._wake.clear()
+            retry, self._retry = self._retry, False
             try:
-                await self.reload()
+                await self.reload(retry=retry)
             except Exception:  # never let the loop die; the last good version keeps serving
                 log.exception("policy reload failed unexpectedly")
             with contextlib.suppress(TimeoutError):

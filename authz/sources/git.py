@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import re
 import subprocess
@@ -33,6 +34,8 @@ from authz.sources.errors import CheckoutError, FetchError, Rejected, SourceErro
 from authz.sources.protocol import Pinnable, PolicySource, Pollable, Refreshable, Revision
 
 __all__ = ["ArchiveLimits", "GitSource", "archive_tree", "is_git_url", "redact_url", "run_git"]
+
+log = logging.getLogger(__name__)
 
 _SCHEMES = ("file://", "ssh://", "https://", "http://", "git://", "git+ssh://")
 _SCP_LIKE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:(?!//)")
@@ -320,6 +323,11 @@ class GitSource:
     def refresh(self) -> None:
         with self._locked():
             try:
+                if not (self._git_dir / "HEAD").exists():
+                    log.info(
+                        "fetching policies for the first time",
+                        extra={"fields": {"source": self.description, "timeout": self._timeout}},
+                    )
                 self._ensure_cache()
                 run_git(
                     [

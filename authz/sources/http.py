@@ -169,9 +169,11 @@ def policies_router(
                 status_code=401,
                 headers={"WWW-Authenticate": 'HMAC-SHA256 header="X-Meshward-Signature"'},
             )
-        gate.trigger()
+        # An explicit refresh also checks again a version whose check failed
+        # (time or memory limit); polls and announcements never do.
+        gate.trigger(retry=True)
         if shadow is not None:
-            shadow.trigger()
+            shadow.trigger(retry=True)
         return JSONResponse({"status": "refresh scheduled"}, status_code=202)
 
     return router

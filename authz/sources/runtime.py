@@ -27,6 +27,7 @@ from authz.decider import DecisionRecord, EngineHolder
 from authz.decisionlog import DecisionLog, open_sink
 from authz.engine import Engine
 from authz.model import Decision, Effect
+from authz.retire import retire
 from authz.shadow import Shadow
 from authz.sources.announce import RedisAnnouncer
 from authz.sources.bundles import ProcessPreparer, prepare_engine
@@ -139,7 +140,9 @@ def build_policy_runtime(settings: Settings, clock: Clock, engines: EngineHolder
     announcer = RedisAnnouncer(redis, source.description) if redis is not None else None
     # Bundles are checked in a child process, so Cedar's work on a large policy
     # set never holds this process's GIL while it serves checks.
-    preparer = ProcessPreparer()
+    preparer = ProcessPreparer(
+        timeout=ps.prepare_timeout_seconds, memory_bytes=ps.prepare_memory_mb * 1024 * 1024
+    )
     gate: Gate[Engine] = Gate(
         source,
         preparer,
@@ -147,7 +150,8 @@ def build_policy_runtime(settings: Settings, clock: Clock, engines: EngineHolder
         work_dir=work_dir_for(source, state),
         veto=announcer.is_rejected if announcer is not None else None,
     )
-    gate.on_activate(lambda activation: engines.swap(activation.engine, activation.version))
+    # The replaced engine is freed in the background, a piece at a time.
+    gate.on_activate(lambda activation: retire(engines.swap(activation.engine, activation.version)))
     if announcer is not None:
         announcer.attach(gate)
 

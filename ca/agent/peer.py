@@ -8,9 +8,10 @@ what makes that process *that* process - its start time (field 22 of
 ``unix:supplementary_gid:N``, ``unix:path:/abs/exe``), all read at that moment.
 
 :func:`still_same` runs on every call: a process that exited (its pid perhaps
-reused) or exec'd another program no longer matches the pin, and the caller
-gets nothing. So handing the connected socket to another process and then
-exec'ing an entitled binary does not earn that binary's identity.
+reused), exec'd another program or changed its user or group ids no longer
+matches the pin, and the caller gets nothing. So handing the connected socket
+to another process and then exec'ing an entitled binary does not earn that
+binary's identity.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class ProcessIdentity:
 
     start_time: int  # clock ticks after boot, /proc/<pid>/stat field 22
     exe: tuple[int, int] | None  # (st_dev, st_ino) of /proc/<pid>/exe; None if unreadable
+    ids: tuple[str, str] = ("", "")  # the Uid: and Gid: lines of /proc/<pid>/status
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +102,18 @@ def _exe_identity(pid: int, proc: Path) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino)
 
 
+def _status_ids(pid: int, proc: Path) -> tuple[str, str]:
+    try:
+        status = (proc / str(pid) / "status").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return ("", "")
+    lines = {line.split(":", 1)[0]: line for line in status.splitlines() if ":" in line}
+    return (lines.get("Uid", ""), lines.get("Gid", ""))
+
+
 def process_identity(pid: int, proc: Path = PROC) -> ProcessIdentity:
-    """The start time and executable identity of ``pid`` now."""
-    return ProcessIdentity(_start_time(pid, proc), _exe_identity(pid, proc))
+    """The start time, executable and user/group ids of ``pid`` now."""
+    return ProcessIdentity(_start_time(pid, proc), _exe_identity(pid, proc), _status_ids(pid, proc))
 
 
 def _supplementary_gids(pid: int, proc: Path) -> list[int]:
@@ -148,7 +159,7 @@ def pin_peer(sock: Any, proc: Path = PROC) -> PinnedPeer:
 
 
 def still_same(pinned: PinnedPeer, proc: Path = PROC) -> bool:
-    """Whether the pinned process still runs, with the same start time and executable."""
+    """Whether the pinned process still runs, with the same start time, executable and ids."""
     try:
         return process_identity(pinned.creds.pid, proc) == pinned.identity
     except PeerCredentialsError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import jwt
 
 from ca.errors import AttestationFailed, BadRequest
+from meshward.jwk import Jwk, parse_jwk_set
 
 __all__ = ["K8sAttestor"]
 
@@ -27,7 +29,7 @@ MAX_TOKEN_BYTES = 16 * 1024
 class K8sAttestor:
     """Verifies projected service-account tokens against one cluster's keys."""
 
-    jwks: jwt.PyJWKSet
+    jwks: Mapping[str, Jwk]
     issuer: str
     audience: str
     leeway: dt.timedelta = dt.timedelta(seconds=0)
@@ -36,8 +38,8 @@ class K8sAttestor:
     def from_file(cls, path: Path, issuer: str, audience: str) -> K8sAttestor:
         try:
             data: Any = json.loads(path.read_text(encoding="utf-8"))
-            keys = jwt.PyJWKSet.from_dict(data)
-        except (OSError, ValueError, jwt.PyJWTError) as exc:
+            keys, _skipped = parse_jwk_set(data)
+        except (OSError, ValueError) as exc:  # InvalidJwk included
             raise BadRequest(f"cannot load cluster JWKS {path}", code="bad_k8s_jwks") from exc
         return cls(keys, issuer, audience)
 
@@ -48,13 +50,13 @@ class K8sAttestor:
         try:
             header = jwt.get_unverified_header(token)
             kid = header.get("kid")
-            key = next((k for k in self.jwks.keys if k.key_id == kid), None)
+            key = self.jwks.get(kid) if isinstance(kid, str) else None
             if key is None:
                 raise AttestationFailed("unknown key id", code="bad_token")
             claims = jwt.decode(
                 token,
                 key.key,
-                algorithms=list(ALGORITHMS),
+                algorithms=[a for a in ALGORITHMS if key.alg in (None, a)],
                 audience=self.audience,
                 issuer=self.issuer,
                 options={

@@ -7,6 +7,7 @@ import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
+from urllib.parse import urlencode
 
 import typer
 
@@ -236,12 +237,20 @@ def issue_command(
     """Issue an X.509-SVID on the CA host and write svid.pem, key.pem and bundle.pem."""
     from ca.errors import CaError  # noqa: PLC0415
     from ca.svidfiles import write_svid_files  # noqa: PLC0415
+    from meshward.gitcheck import unignored_in_work_tree  # noqa: PLC0415
 
     settings = settings_from(ctx)
     sid, seconds = _spiffe_id(spiffe_id), parse_duration(ttl)
     ca = _open(settings)
     if not sid.member_of(ca.trust_domain):
         fail(f"{sid} is not in trust domain {ca.trust_domain}")
+    work_tree = unignored_in_work_tree(out / "key.pem")
+    if work_tree is not None:
+        typer.echo(
+            f"meshward: warning: {out / 'key.pem'} is inside the Git work tree {work_tree} and"
+            " not ignored: add it to .gitignore or write keys elsewhere",
+            err=True,
+        )
     try:
         issued = write_svid_files(ca, sid, out, seconds)
     except CaError as exc:
@@ -370,16 +379,66 @@ def rotate_activate(ctx: typer.Context) -> None:
     )
 
 
+CA_URL_HELP = (
+    "Ask the CA at this URL over its admin API, with the admin SVID from"
+    " `meshward ca admin login`, instead of opening the CA's store here."
+)
+
+
+def _admin_request(
+    settings: Settings, ca_url: str, method: str, path: str, body: object = None
+) -> dict[str, object]:
+    """One admin API call with the operator's admin SVID (exit 2 when it is missing/expired)."""
+    import ssl  # noqa: PLC0415
+
+    import httpx  # noqa: PLC0415
+
+    from ca.adminsvid import AdminSvidError, admin_svid_files  # noqa: PLC0415
+    from meshward.clock import SystemClock  # noqa: PLC0415
+
+    try:
+        files = admin_svid_files(settings.state_dir / "admin", SystemClock().now())
+    except AdminSvidError as exc:
+        fail(str(exc))
+    ctx = ssl.create_default_context(cafile=str(files.bundle))
+    ctx.load_cert_chain(files.svid, files.key)
+    try:
+        with httpx.Client(base_url=ca_url.rstrip("/"), verify=ctx, timeout=30) as client:
+            resp = client.request(method, path, json=body)
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach the CA at {ca_url}: {type(exc).__name__}")
+    try:
+        doc = resp.json()
+    except ValueError:
+        fail(f"the CA answered {resp.status_code} without JSON")
+    if resp.status_code == 404:
+        fail(f"not found ({doc.get('code')})", ExitCode.NEGATIVE)
+    if resp.status_code in (401, 403):
+        fail(f"the CA refused the admin SVID ({doc.get('code')}); run `meshward ca admin login`")
+    if resp.status_code >= 400:
+        fail(f"the CA refused the request ({doc.get('code')})")
+    return doc  # type: ignore[no-any-return]
+
+
 def _agent_json(record: object) -> str:
     return json.dumps(record.to_json())  # type: ignore[attr-defined]
 
 
 @agent_app.command("list")
-def agent_list(ctx: typer.Context) -> None:
+def agent_list(
+    ctx: typer.Context,
+    ca_url: Annotated[str | None, typer.Option("--ca-url", help=CA_URL_HELP)] = None,
+) -> None:
     """Print every node agent the CA has attested, one JSON object per line."""
     from ca.errors import CaError  # noqa: PLC0415
 
-    ca = _open(settings_from(ctx))
+    settings = settings_from(ctx)
+    if ca_url is not None:
+        doc = _admin_request(settings, ca_url, "GET", "/v1/agents")
+        for raw in doc.get("agents") or []:  # type: ignore[attr-defined]
+            typer.echo(json.dumps(raw))
+        return
+    ca = _open(settings)
     try:
         agents = ca.list_agents(_cli())
     except CaError as exc:
@@ -390,13 +449,20 @@ def agent_list(ctx: typer.Context) -> None:
 
 @agent_app.command("show")
 def agent_show(
-    ctx: typer.Context, spiffe_id: Annotated[str, typer.Argument(help="The node's SPIFFE ID.")]
+    ctx: typer.Context,
+    spiffe_id: Annotated[str, typer.Argument(help="The node's SPIFFE ID.")],
+    ca_url: Annotated[str | None, typer.Option("--ca-url", help=CA_URL_HELP)] = None,
 ) -> None:
     """Print one node agent as JSON (exit 1 when the CA has no such agent)."""
     from ca.errors import CaError  # noqa: PLC0415
 
     sid = _spiffe_id(spiffe_id)
-    ca = _open(settings_from(ctx))
+    settings = settings_from(ctx)
+    if ca_url is not None:
+        path = "/v1/agents?" + urlencode({"spiffe_id": str(sid)})
+        typer.echo(json.dumps(_admin_request(settings, ca_url, "GET", path)))
+        return
+    ca = _open(settings)
     try:
         record = ca.get_agent(sid, _cli())
     except CaError as exc:
@@ -406,13 +472,20 @@ def agent_show(
 
 @agent_app.command("evict")
 def agent_evict(
-    ctx: typer.Context, spiffe_id: Annotated[str, typer.Argument(help="The node's SPIFFE ID.")]
+    ctx: typer.Context,
+    spiffe_id: Annotated[str, typer.Argument(help="The node's SPIFFE ID.")],
+    ca_url: Annotated[str | None, typer.Option("--ca-url", help=CA_URL_HELP)] = None,
 ) -> None:
     """Evict a node: it renews nothing more, nor gets SVIDs for the entries delegated to it."""
     from ca.errors import CaError  # noqa: PLC0415
 
     sid = _spiffe_id(spiffe_id)
-    ca = _open(settings_from(ctx))
+    settings = settings_from(ctx)
+    if ca_url is not None:
+        body = {"spiffe_id": str(sid)}
+        typer.echo(json.dumps(_admin_request(settings, ca_url, "POST", "/v1/agents/evict", body)))
+        return
+    ca = _open(settings)
     try:
         record = ca.evict_agent(sid, _cli())
     except CaError as exc:

@@ -58,6 +58,7 @@ def svid_inspect(
     from ca.embedded import bundle_file  # noqa: PLC0415
     from ca.status import cert_json  # noqa: PLC0415
     from meshward.clock import SystemClock  # noqa: PLC0415
+    from meshward.x509_svid import InvalidSvid, uri_sans  # noqa: PLC0415
 
     try:
         chain = x509.load_pem_x509_certificates(file.read_bytes())
@@ -68,9 +69,8 @@ def svid_inspect(
         bundle = beside if beside.exists() else bundle_file(settings_from(ctx))
     leaf = chain[0]
     try:
-        uris = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        spiffe_ids = [str(u) for u in uris.get_values_for_type(x509.UniformResourceIdentifier)]
-    except x509.ExtensionNotFound:
+        spiffe_ids = uri_sans(leaf)
+    except InvalidSvid:
         spiffe_ids = []
     now = SystemClock().now()
     out: dict[str, Any] = {
@@ -82,7 +82,11 @@ def svid_inspect(
         "bundle": str(bundle),
     }
     try:
-        verify_svid_chain(chain, load_trust_bundles(bundle), now)
+        trusted = load_trust_bundles(bundle)
+    except AuthnError as exc:
+        fail(f"{bundle}: cannot read the trust bundle ({exc.reason})")
+    try:
+        verify_svid_chain(chain, trusted, now)
         out["valid"], out["problem"] = True, None
     except AuthnError as exc:
         out["valid"], out["problem"] = False, exc.reason

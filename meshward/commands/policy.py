@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from meshward.commands.common import ExitCode
+from meshward.commands.common import ExitCode, fail, settings_from
 
 if TYPE_CHECKING:
     from authz.bundle import PolicyBundle
@@ -203,3 +203,71 @@ def fmt_command(
         raise typer.Exit(int(ExitCode.NEGATIVE))
     if not changed:
         typer.echo("all policy files are formatted")
+
+
+@policy_app.command("init")
+def init_command(
+    directory: Annotated[
+        Path, typer.Argument(help="A new or empty directory.", show_default=False, metavar="DIR")
+    ],
+) -> None:
+    """Create a policy repository in DIR: the request model's schema, an example
+    policy, entities and a test suite (it validates and its tests pass)."""
+    from authz.scaffold import ScaffoldError, scaffold  # noqa: PLC0415
+
+    try:
+        written = scaffold(directory)
+    except ScaffoldError as exc:
+        fail(str(exc))
+    for path in written:
+        typer.echo(f"created {path}")
+    typer.echo(f"next: meshward policy validate {directory} && meshward policy test {directory}")
+
+
+@policy_app.command("who-can")
+def who_can_command(
+    ctx: typer.Context,
+    resource: Annotated[
+        str,
+        typer.Option(
+            "--resource", help='The resource: Service::"…", or a bare id (a SPIFFE ID or host).'
+        ),
+    ],
+    action: Annotated[
+        str, typer.Option("--action", help='The action: Action::"GET", or a bare HTTP method.')
+    ],
+    policies: Annotated[
+        Path | None,
+        typer.Option("--policies", help="Policy directory (default: the pdp.policies setting)."),
+    ] = None,
+) -> None:
+    """List the principals the policies allow to do ACTION on RESOURCE, one JSON
+    object per line: "allow" outright, or "conditional" when a permit's
+    conditions (path, peer, token) decide. Candidates come from entities.json,
+    the principals the policies name, and Anonymous."""
+    import json  # noqa: PLC0415
+
+    from authz.engine import Engine  # noqa: PLC0415
+    from authz.model import EntityUid, InvalidEntityUid  # noqa: PLC0415
+    from authz.whocan import who_can  # noqa: PLC0415
+
+    def entity(value: str, default_type: str) -> EntityUid:
+        if "::" not in value:
+            return EntityUid(default_type, value)
+        try:
+            return EntityUid.parse(value)
+        except InvalidEntityUid as exc:
+            fail(f"{value!r}: {exc}")
+
+    directory = policies if policies is not None else Path(settings_from(ctx).pdp.policies)
+    target = entity(resource, "Service")
+    verb = entity(action, "Action")
+    engine = Engine(load_or_exit(directory))
+    answers = who_can(
+        engine, EntityUid(verb.type, verb.id.upper() if "::" not in action else verb.id), target
+    )
+    for answer in answers:
+        typer.echo(json.dumps(answer.to_json()))
+    if not answers:
+        typer.echo(f"meshward: nobody may {verb} on {target}", err=True)
+        raise typer.Exit(int(ExitCode.NEGATIVE))

@@ -41,6 +41,7 @@ __all__ = [
     "GrpcDriver",
     "PolicyTestDriver",
     "http_status",
+    "request_head",
 ]
 
 _PLACEHOLDER = "/" + "P" * 62  # replaced by a raw (non-UTF-8) target
@@ -72,7 +73,8 @@ def http_status(port: int, head: bytes, timeout: float = 10.0) -> tuple[int, byt
     return int(parts[1]), data.split(b"\r\n\r\n", 1)[0]
 
 
-def _head(method: str, target: bytes, headers: list[tuple[str, str | bytes]]) -> bytes:
+def request_head(method: str, target: bytes, headers: list[tuple[str, str | bytes]]) -> bytes:
+    """A raw HTTP/1.1 request head, ``Connection: close``; header values sent as given."""
     lines = [method.encode("ascii") + b" " + target + b" HTTP/1.1"]
     for name, value in headers:
         raw = value if isinstance(value, bytes) else value.encode("latin-1")
@@ -124,7 +126,7 @@ class ForwardAuthDriver:
 
     def allowed(self, request: AttackRequest) -> bool:
         method, target, headers = self._request(request)
-        status, head = http_status(self.port, _head(method, target, headers))
+        status, head = http_status(self.port, request_head(method, target, headers))
         if status == 400:
             return False  # the HTTP server refused it before the PDP (repeated Host, bad bytes)
         # Otherwise the PDP decided (an answer with a decision id), not a router.
@@ -216,7 +218,7 @@ class ApiDriver:
 
     def allowed(self, request: AttackRequest) -> bool:
         body = json.dumps(_document(request)).encode()
-        head = _head(
+        head = request_head(
             "POST",
             b"/v1/authorize",
             [

@@ -526,7 +526,10 @@ async def test_a_short_ttl_is_renewed_at_half_life_not_in_a_loop(
 async def test_rotate_activate_moves_workloads_within_one_sync(
     real_ca: CaProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    sync = 1.0
+    # A sync interval long next to the pass itself (two key pairs, two CA
+    # calls: up to ~2.5 s on a loaded machine), so that slack stays below a
+    # second sync interval.
+    sync = 3.0
     node = SpiffeId.parse("spiffe://example.org/node/rotate")
     for name in ("rot-a", "rot-b"):
         add_entry(real_ca, f"spiffe://example.org/{name}", node)
@@ -549,13 +552,13 @@ async def test_rotate_activate_moves_workloads_within_one_sync(
             assert resp.status_code == 200, resp.text
             activated = time.monotonic()
             while issuers() == before or len(issuers()) != 1:
-                assert time.monotonic() - activated < 10, "workloads stayed on the old CA"
+                assert time.monotonic() - activated < 20, "workloads stayed on the old CA"
                 await asyncio.sleep(0.05)
             took = time.monotonic() - activated
         finally:
             await asyncio.to_thread(source.close)
     print(f"every SVID on the new signing CA {took:.2f} s after activate (sync {sync} s)")
-    assert took <= sync + 1.0
+    assert took <= sync + 2.5  # one sync, plus the pass itself
 
 
 async def test_a_deleted_entry_leaves_the_workload_within_one_sync(

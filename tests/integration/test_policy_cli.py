@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from xml.etree import ElementTree
 
 from tests.support.cli import REPO, meshward
+from tests.support.gitrepo import PolicyRepo
+from tests.support.net import free_port
 
 
 def _copy(tmp_path: Path) -> Path:
@@ -49,3 +52,57 @@ def test_junit_xml_for_ci(tmp_path: Path) -> None:
     failed = [c for c in root.iter("testcase") if c.find("failure") is not None]
     assert [c.get("name") for c in failed] == ["staff may not delete through the hostname either"]
     assert int(root.get("tests", "0")) >= 39
+
+
+def test_policy_init_scaffolds_a_repository_that_passes(tmp_path: Path) -> None:
+    directory = tmp_path / "mine"
+    created = meshward("policy", "init", str(directory))
+    assert created.returncode == 0, created.stderr
+    assert (directory / "schema.cedarschema").read_text() == (
+        REPO / "policies" / "schema.cedarschema"
+    ).read_text()
+    assert meshward("policy", "validate", str(directory)).returncode == 0
+    tested = meshward("policy", "test", str(directory))
+    assert tested.returncode == 0 and "3 passed, 0 failed" in tested.stdout
+    again = meshward("policy", "init", str(directory))
+    assert again.returncode == 2 and "not an empty directory" in again.stderr
+
+
+def test_who_can_lists_principals_from_the_entities_and_policies() -> None:
+    result = meshward(
+        "policy", "who-can", "--policies", str(REPO / "policies"),
+        "--resource", "spiffe://meshward.local/ns/shop/sa/catalog", "--action", "GET",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    answers = {a["principal"]: a for a in map(json.loads, result.stdout.splitlines())}
+    frontend = answers['Workload::"spiffe://meshward.local/ns/shop/sa/frontend"']
+    assert frontend["answer"] == "allow" and frontend["policies"] == ["frontend-reads-catalog"]
+    groups = {k.rsplit("|", 1)[-1]: v for k, v in answers.items() if "Group::" in k}
+    assert groups['staff"']["answer"] == "allow"
+    assert groups['customers"']["answer"] == "conditional"
+    assert 'Workload::"spiffe://meshward.local/ns/shop/sa/payments"' not in answers
+    nobody = meshward(
+        "policy", "who-can", "--policies", str(REPO / "policies"),
+        "--resource", 'Service::"nowhere"', "--action", "DELETE",
+    )  # fmt: skip
+    assert nobody.returncode == 1 and nobody.stdout == ""
+
+
+def test_git_repository_root_without_the_subdir_is_one_short_error(tmp_path: Path) -> None:
+    repo = PolicyRepo(tmp_path / "git")
+    files = {
+        f"policies/{p.relative_to(REPO / 'policies').as_posix()}": p.read_text()
+        for p in (REPO / "policies").rglob("*")
+        if p.is_file()
+    }
+    repo.commit({"README.md": "# policies\n", **files})
+    result = meshward(
+        "--state-dir", str(tmp_path / "state"), "pdp", "serve", "--policies", repo.url,
+        "--grpc-addr", f"127.0.0.1:{free_port()}", "--http-addr", f"127.0.0.1:{free_port()}",
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "fetching policies for the first time" in result.stderr  # progress on a slow fetch
+    last = result.stderr.strip().splitlines()[-1]
+    assert 'policy_source.subdir = "policies"' in last
+    assert len(last) < 600

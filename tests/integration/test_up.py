@@ -175,8 +175,14 @@ def test_ca_commands_find_the_passphrase_up_created(up: Up) -> None:
 
 def test_quiet_by_default_with_a_decision_log(up: Up) -> None:
     output = up.output()
+    assert "creating a CA for meshward.local (first start)" in output
     assert " INFO " not in output and "not reachable" not in output, output
-    assert "--cacert" in output and "bundle.pem" in output
+    ca_curl = re.search(r"(curl -s --cacert \S+ https://\S+/metrics)", output)
+    assert ca_curl is not None, output
+    scraped = subprocess.run(
+        shlex.split(ca_curl.group(1)), capture_output=True, text=True, timeout=30, check=False
+    )
+    assert scraped.returncode == 0 and "meshward_ca_" in scraped.stdout, scraped.stderr
     decisions = up.state / "decisions.jsonl"
     assert f"decision log in {decisions}" in output
     httpx.post(

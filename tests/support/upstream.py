@@ -29,6 +29,7 @@ class Echoed:
     method: str
     target: str  # the request target as sent: path and query, raw
     headers: tuple[tuple[str, str], ...]
+    body: bytes = b""
 
     def header(self, name: str) -> list[str]:
         """Every value of ``name`` (case-insensitive), in the order received."""
@@ -58,9 +59,8 @@ def _handler(upstream: Upstream) -> type[BaseHTTPRequestHandler]:
 
         def _reply(self) -> None:
             length = int(self.headers.get("content-length") or 0)
-            if length:
-                self.rfile.read(length)
-            seen = Echoed(self.command, self.path, tuple(self.headers.items()))
+            body = self.rfile.read(length) if length else b""
+            seen = Echoed(self.command, self.path, tuple(self.headers.items()), body)
             upstream.received.append(seen)
             body = json.dumps(
                 {
@@ -84,11 +84,18 @@ def _handler(upstream: Upstream) -> type[BaseHTTPRequestHandler]:
     return Echo
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        return  # a proxy closing a kept-alive connection is not news
+
+
 @contextmanager
 def echo_upstream() -> Iterator[Upstream]:
     """The upstream on a free loopback port, served from a thread."""
     upstream = Upstream(free_port())
-    server = ThreadingHTTPServer(("127.0.0.1", upstream.port), _handler(upstream))
+    server = _Server(("127.0.0.1", upstream.port), _handler(upstream))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -114,11 +121,13 @@ def raw_request(
     headers: Sequence[tuple[str, str]] = (),
     *,
     method: str = "GET",
+    body: bytes = b"",
     timeout: float = 10.0,
 ) -> RawResponse:
     """Send ``method target HTTP/1.1`` to 127.0.0.1:``port`` exactly as given.
 
-    ``headers`` are sent in order, repeats included; include ``host``.
+    ``headers`` are sent in order, repeats included; include ``host``
+    (and ``content-length`` with a ``body``).
     (httpx and urllib normalise the path, which is the thing under test.)
     """
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
@@ -126,7 +135,7 @@ def raw_request(
         conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
         for name, value in headers:
             conn.putheader(name, value)
-        conn.endheaders()
+        conn.endheaders(body or None)
         response = conn.getresponse()
         body = response.read()
         return RawResponse(response.status, {k.lower(): v for k, v in response.getheaders()}, body)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from spiffe import TrustDomain as PyTrustDomain
 from meshward.spiffe import SpiffeId
 from meshward.spiffe_bundle import JWT_SVID_USE, X509_SVID_USE, SpiffeBundle
 from tests.support.ca import CaProcess, new_csr, openssl_verify, running_ca
+from tests.support.cli import REPO
 
 PY_TD = PyTrustDomain("example.org")
 
@@ -383,3 +385,8 @@ def test_rate_limit_and_metrics(ca: CaProcess) -> None:
     assert 'meshward_ca_issuance_total{kind="x509_svid",method="join_token",result="ok"}' in metrics
     assert "meshward_ca_signing_ca_not_after_seconds" in metrics
     assert "meshward_ca_svid_ttl_seconds_bucket" in metrics
+    # Every label value the CA emits is the one docs/operations.md names.
+    operations = (REPO / "docs" / "operations.md").read_text()
+    row = next(line for line in operations.splitlines() if "`meshward_ca_issuance_total`" in line)
+    for name, value in re.findall(r'(kind|method)="([^"]*)"', metrics):
+        assert f"`{value}`" in row, f"{name}={value} is not documented"

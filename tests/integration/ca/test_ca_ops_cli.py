@@ -114,14 +114,18 @@ def test_svid_inspect(ca: CaProcess, tmp_path: Path) -> None:
     assert "signing CA" in info["issuer"] and info["expires_in_seconds"] > 0
     other = CaProcess(tmp_path / "other", env=ENV)
     assert other.cli("ca", "init", "--trust-domain", TD).returncode == 0
+    (tmp_path / "other.pem").write_text(other.cli("ca", "bundle", "--pem").stdout)
     foreign = ca.cli(
-        "ca", "svid", "inspect", str(out / "svid.pem"),
-        "--bundle", str(other.admin_dir / "bundle.pem"),
-    )  # fmt: skip
+        "ca", "svid", "inspect", str(out / "svid.pem"), "--bundle", str(tmp_path / "other.pem")
+    )
     assert foreign.returncode == 1
     assert json.loads(foreign.stdout)["problem"] == "chain_untrusted"
     (tmp_path / "junk.pem").write_text("not a certificate")
     assert ca.cli("ca", "svid", "inspect", str(tmp_path / "junk.pem")).returncode == 2
+    missing = ca.cli(
+        "ca", "svid", "inspect", str(out / "svid.pem"), "--bundle", str(tmp_path / "none.pem")
+    )
+    assert missing.returncode == 2
 
 
 def test_audit_tail_and_follow(ca: CaProcess) -> None:
@@ -147,3 +151,34 @@ def test_audit_tail_and_follow(ca: CaProcess) -> None:
         follower.wait(timeout=10)
         if follower.stdout is not None:
             follower.stdout.close()
+
+
+def test_issue_warns_when_the_key_would_land_in_a_git_work_tree(
+    ca: CaProcess, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    args = ("ca", "issue", "--spiffe-id", f"spiffe://{TD}/batch", "--out")
+    warned = ca.cli(*args, str(repo / "svid"))
+    assert warned.returncode == 0, warned.stderr
+    assert "warning" in warned.stderr and str(repo) in warned.stderr
+    (repo / ".gitignore").write_text("svid/\n")
+    quiet = ca.cli(*args, str(repo / "svid"))
+    assert quiet.returncode == 0 and "warning" not in quiet.stderr
+    outside = ca.cli(*args, str(tmp_path / "elsewhere"))
+    assert "warning" not in outside.stderr
+
+
+def test_ca_serve_on_a_taken_port_is_one_line_and_exit_2(ca: CaProcess) -> None:
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = ca.cli("ca", "serve", "--addr", f"127.0.0.1:{port}", timeout=60)
+    assert result.returncode == 2
+    assert "CA API on" not in result.stdout  # no success line before binding
+    lines = result.stderr.strip().splitlines()
+    assert f"127.0.0.1:{port}" in lines[-1] and "--addr" in lines[-1]

@@ -44,7 +44,8 @@ def test_up_runs_the_ca_and_the_pdp_trusts_it(tmp_path: Path) -> None:
         ctx.load_cert_chain(state / "admin" / "svid.pem", state / "admin" / "key.pem")
         with httpx.Client(base_url=f"https://127.0.0.1:{ca_port}", verify=ctx) as ca:
             assert ca.get("/v1/bundle").json()["keys"] == doc["keys"]
-            token = ca.post("/v1/svid/jwt", json={"audience": ["meshward"]}).json()["token"]
+            # JWT-SVIDs are bound to their destination: this one is for the "shop" host.
+            token = ca.post("/v1/svid/jwt", json={"audience": ["shop"]}).json()["token"]
         headers = {"X-Original-Method": "GET", "X-Original-URI": "/", "Host": "shop"}
         with httpx.Client(base_url=f"http://127.0.0.1:{http_port}") as pdp:
             anonymous = pdp.get("/auth/nginx", headers=headers)

@@ -148,3 +148,27 @@ def test_nginx_t_rejects_a_broken_config(tmp_path: Path) -> None:
         "events {}\nhttp { server { listen 127.0.0.1:1; no_such_directive on; } }\n", tmp_path
     )
     assert done.returncode != 0
+
+
+def test_render_refuses_missing_and_unsafe_values(tmp_path: Path) -> None:
+    def render(*pairs: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(RENDER), str(tmp_path / "prefix"), *pairs],
+            capture_output=True, text=True, check=False, timeout=60,
+        )  # fmt: skip
+
+    missing = render("LISTEN=127.0.0.1:8080", "PDP=127.0.0.1:8181")
+    assert missing.returncode == 2
+    assert "HOST" in missing.stderr and "UPSTREAM" in missing.stderr
+    tls_half = render(
+        "LISTEN=127.0.0.1:8080", "HOST=a.test", "PDP=127.0.0.1:8181",
+        "UPSTREAM=127.0.0.1:9000", "TLS_LISTEN=127.0.0.1:8443",
+    )  # fmt: skip
+    assert tls_half.returncode == 2
+    assert "CLIENT_CA" in tls_half.stderr
+    injected = render(
+        "LISTEN=127.0.0.1:8080", "HOST=a.test; return 200", "PDP=127.0.0.1:8181",
+        "UPSTREAM=127.0.0.1:9000",
+    )  # fmt: skip
+    assert injected.returncode == 2
+    assert not (tmp_path / "prefix" / "nginx.conf").exists()

@@ -27,7 +27,11 @@ VALIDATED_BY = {
     # tests/integration/test_pdp_nginx.py runs it with real nginx and the PDP.
     "nginx": (".conf", ".conf.template", ".inc", "render.py"),
     "systemd": (".service", ".timer", ".socket"),
+    # traefik, caddy, haproxy: test_forward_auth_proxies.py runs each proxy's
+    # check, and tests/attacks/test_proxies.py sends traffic through them.
     "traefik": (".yaml", ".yml"),
+    "caddy": ("Caddyfile",),
+    "haproxy": (".cfg", ".lua"),
     "prometheus": (".yaml", ".yml"),
     "grafana": (".json",),
 }
@@ -161,4 +165,21 @@ def test_traefik_forward_auth_asks_the_pdp() -> None:
     for auth in auths:
         assert auth["address"].endswith("/auth/traefik")
         assert auth["trustForwardHeader"] is False
-        assert "X-Meshward-Principal" in auth["authResponseHeaders"]
+        assert auth["authResponseHeadersRegex"] == "^X-Meshward-"
+
+
+def test_traefik_removes_client_xfcc_before_forward_auth() -> None:
+    config = yaml.safe_load((DEPLOY / "traefik" / "dynamic.yaml").read_text())
+    middlewares = config["http"]["middlewares"]
+    for router in config["http"]["routers"].values():
+        chain = router.get("middlewares", [])
+        auth = [i for i, name in enumerate(chain) if "forwardAuth" in middlewares[name]]
+        if auth:
+            before = [middlewares[name] for name in chain[: auth[0]]]
+            removed = {
+                k
+                for m in before
+                for k, v in m.get("headers", {}).get("customRequestHeaders", {}).items()
+                if v == ""
+            }
+            assert "X-Forwarded-Client-Cert" in removed

@@ -102,3 +102,44 @@ async def test_a_version_rejected_on_one_replica_is_never_activated_on_another(
     assert status.active_version == good
     assert status.last_rejected is not None and status.last_rejected.vetoed
     assert status.last_rejected.version == bad
+
+
+async def test_a_redis_restart_never_vetoes_the_next_good_version(
+    replicas: tuple[PolicyRepo, Replica, Replica], redis: RedisServer
+) -> None:
+    repo, a, b = replicas
+    redis.restart()  # every open connection is now dead
+    sha = repo.commit({"config.json": '{"n": 2}'})
+    # The first veto lookup after the restart fails: the version is gated on its
+    # own merits, not recorded as "rejected by another replica".
+    assert await b.gate.reload() is Outcome.ACTIVATED
+    assert b.gate.status().active_version == sha
+    assert b.gate.status().last_rejected is None
+    assert await a.gate.reload() is Outcome.ACTIVATED
+
+    # Redis answers again: rejections are shared as before.
+    bad = repo.commit({"config.json": "{not json"})
+    assert await a.gate.reload() is Outcome.REJECTED
+    assert await a.announcer.is_rejected(bad)
+    assert await b.gate.reload() is Outcome.VETOED
+    assert b.gate.status().latest_state == "vetoed"
+
+
+async def test_while_redis_is_down_each_replica_still_judges_for_itself(
+    replicas: tuple[PolicyRepo, Replica, Replica], redis: RedisServer
+) -> None:
+    repo, _, b = replicas
+    redis.kill()
+    bad = repo.commit({"config.json": "{not json"})
+    assert await b.gate.reload() is Outcome.REJECTED  # its own gate, not a veto
+    good = repo.commit({"config.json": '{"n": 3}'})
+    assert await b.gate.reload() is Outcome.ACTIVATED
+    redis.start()
+    assert await b.gate.reload() is Outcome.UNCHANGED
+    status = b.gate.status()
+    assert (status.active_version, status.latest_version, status.latest_state) == (
+        good,
+        good,
+        "active",
+    )
+    assert status.last_rejected is not None and status.last_rejected.version == bad

@@ -11,7 +11,7 @@ import pytest
 
 from authz.engine import Engine
 from authz.model import AccessRequest, EntityUid, Identity
-from authz.sources.bundles import ProcessPreparer
+from authz.sources.bundles import ProcessPreparer, prepare_engine
 from authz.sources.gate import Gate, Outcome
 from authz.sources.git import GitSource
 from meshward.clock import FixedClock
@@ -66,31 +66,77 @@ async def test_bundles_are_checked_in_another_process(
     assert {p.file for p in status.last_rejected.problems} == set(SYNTAX_ERROR)
 
 
-async def test_a_killed_checker_keeps_the_last_good_version_and_recovers(
+async def test_a_checker_found_dead_is_replaced_without_blaming_the_version(
     repo: PolicyRepo, gate: Gate[Engine], preparer: ProcessPreparer
 ) -> None:
-    good = repo.commit(_prefixed(example_files()), "the example policies")
+    repo.commit(_prefixed(example_files()), "the example policies")
     assert await gate.reload() is Outcome.ACTIVATED
     first_child = preparer.last_pid
     assert first_child is not None and first_child != os.getpid()
 
     os.kill(first_child, signal.SIGKILL)
     files = example_files()
-    changed = {"tests/extra.yaml": files[_a_test_file(files)]}
-    newer = repo.commit(_prefixed(changed), "one more test file")
-    assert await gate.reload() is Outcome.FETCH_FAILED
-    status = gate.status()
-    assert status.active_version == good  # never serve nothing
-    assert status.last_fetch_error is not None
-    assert status.last_fetch_error.code == "prepare_crashed"
-    assert status.last_rejected is None  # not remembered as a bad version
-    assert gate.active is not None
-    assert gate.active.engine.evaluate(REQUEST).policy_version == good
-
-    assert await gate.reload() is Outcome.ACTIVATED  # a new child, the same version again
+    newer = repo.commit(_prefixed({"tests/extra.yaml": files[_a_test_file(files)]}), "one more")
+    assert await gate.reload() is Outcome.ACTIVATED
     assert gate.status().active_version == newer
-    assert gate.status().last_fetch_error is None
+    assert gate.status().last_rejected is None
     assert preparer.last_pid not in (None, first_child, os.getpid())
+
+
+def _many_policies(count: int) -> dict[str, str | None]:
+    """The example bundle plus ``count`` generated policies (a slow, memory-hungry check)."""
+    extra = "".join(
+        f'@id("gen-{i}")\npermit (principal == Workload::"spiffe://meshward.local/ns/x/sa/w{i}",'
+        f' action == Action::"GET", resource);\n'
+        for i in range(count)
+    )
+    return _prefixed({**example_files(), "generated.cedar": extra})
+
+
+@pytest.mark.parametrize(
+    ("limits", "codes"),
+    [
+        ({"timeout": 0.2}, {"prepare_timeout"}),
+        # Past RLIMIT_AS, Python raises MemoryError and Cedar's allocator aborts.
+        ({"memory_bytes": 64 << 20}, {"prepare_memory", "prepare_crashed"}),
+    ],
+)
+async def test_a_version_that_breaks_a_check_limit_is_rejected_and_remembered(
+    repo: PolicyRepo, tmp_path: Path, limits: dict[str, float], codes: set[str]
+) -> None:
+    good = repo.commit(_prefixed(example_files()), "the example policies")
+    source = GitSource(repo.url, cache_dir=tmp_path / "cache", subdir="policies")
+    limited = ProcessPreparer(**limits)  # type: ignore[arg-type]
+    calls: list[str] = []
+
+    def prepare(root: Path, version: str) -> Engine:
+        calls.append(version)
+        if version == good:
+            return prepare_engine(root, version)
+        return limited(root, version)
+
+    gate = Gate(source, prepare, clock=FixedClock(), work_dir=tmp_path / "work")
+    try:
+        assert await gate.reload() is Outcome.ACTIVATED
+        big = repo.commit(_many_policies(3000), "3,000 more policies")
+        assert await gate.reload() is Outcome.REJECTED
+        status = gate.status()
+        assert status.active_version == good  # the last good version keeps serving
+        assert status.last_rejected is not None and status.last_rejected.version == big
+        assert status.last_rejected.stage == "prepare"
+        assert {p.code for p in status.last_rejected.problems} <= codes
+        assert (status.latest_version, status.latest_state) == (big, "rejected")
+        # Remembered: the next polls do not check it again ...
+        assert await gate.reload() is Outcome.UNCHANGED
+        assert await gate.reload() is Outcome.UNCHANGED
+        assert calls == [good, big]
+        # ... an explicit refresh does (and the checker still works afterwards).
+        assert await gate.reload(retry=True) is Outcome.REJECTED
+        assert calls == [good, big, big]
+    finally:
+        limited.close()
+    assert gate.active is not None
+    assert gate.active.engine.evaluate(REQUEST).allowed
 
 
 def _a_test_file(files: dict[str, str]) -> str:

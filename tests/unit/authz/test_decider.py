@@ -22,7 +22,7 @@ from authz.decider import (
     build_request,
 )
 from authz.engine import Engine
-from authz.model import ANONYMOUS, AccessRequest, Decision, EntityUid
+from authz.model import ANONYMOUS, AccessRequest, Decision, EntityUid, Identity
 from meshward.clock import FixedClock
 from meshward.spiffe import TrustDomain
 from tests.support.cli import REPO
@@ -119,10 +119,20 @@ async def test_record_fields(engine: Engine, recorder: Recorder) -> None:
     assert record.to_json()["request"] == {"method": "GET", "host": "catalog", "path": "/items"}
 
 
-async def test_no_policies_yet_is_error_deny(recorder: Recorder) -> None:
-    verdict = await make_decider(None, recorder).decide(facts())
+async def test_no_policies_yet_is_unavailable_not_forbidden(recorder: Recorder) -> None:
+    decider = make_decider(None, recorder)
+    verdict = await decider.decide(facts())
+    assert verdict.outcome is Outcome.UNAVAILABLE
     assert verdict.decision.errors == ("no_policies",)
     assert not verdict.allowed
+    asked = await decider.decide_request(
+        AccessRequest(
+            Identity(EntityUid("Workload", FRONTEND)), EntityUid("Action", "GET"),
+            EntityUid("Service", CATALOG), {},
+        )
+    )  # fmt: skip
+    assert asked.outcome is Outcome.UNAVAILABLE
+    assert [r.outcome for r in recorder.records] == ["unavailable", "unavailable"]
 
 
 class Broken:

@@ -56,3 +56,12 @@ def test_bad_documents_raise_request_error(text) -> None:
 
 def test_null_context_is_empty() -> None:
     assert dict(parse_request({**GOOD, "context": None}).context) == {}
+
+
+def test_deeply_nested_json_is_a_request_error() -> None:
+    from authz.errors import RequestError
+    from authz.requestdoc import load_document
+
+    with pytest.raises(RequestError):
+        load_document(b"[" * 30_000 + b"]" * 30_000)
+    assert load_document(b'{"context": {"a": [[1]]}}') == {"context": {"a": [[1]]}}

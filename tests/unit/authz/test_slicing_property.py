@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from authz.bundle import load_bundle
+from authz.cedar import plain
 from authz.engine import Engine
 from authz.model import AccessRequest, EntityUid, Identity
 from tests.unit.authz.conftest import write_tree
@@ -33,11 +34,15 @@ entity Service in [Service];
 action "read", "write";
 action "GET", "HEAD" in ["read"] appliesTo {
   principal: [Workload, User, Anonymous], resource: [Service],
-  context: { path?: String, n?: Long }
+  context: Ctx
 };
 action "POST", "DELETE" in ["write"] appliesTo {
   principal: [Workload, User, Anonymous], resource: [Service],
-  context: { path?: String, n?: Long }
+  context: Ctx
+};
+type Ctx = {
+  path?: String, n?: Long, ref?: Group,
+  http?: { path?: String, host?: String, headers?: { "x-a"?: String, "x-b"?: String } }
 };
 """
 
@@ -80,6 +85,12 @@ CONDITIONS = [
     ' when { context has path && context.path like "/admin*" }',
     ' when { principal has manager && principal.manager in Group::"g2" }',
     ' when { User::"boss" in Group::"g2" && User::"boss" has manager }',
+    # The engine hands Cedar only the context its candidates read: nested reads,
+    # presence tests, entity references in the context.
+    ' when { context has http && context.http has path && context.http.path like "/api*" }',
+    ' when { context has http && context.http has headers && context.http.headers has "x-a" }',
+    " unless { context has http && context.http has host }",
+    ' when { context has ref && context.ref in Group::"g2" }',
 ]
 
 STATIC_ENTITIES = [
@@ -142,6 +153,19 @@ request = st.tuples(
         optional={
             "n": st.integers(min_value=-1, max_value=3),
             "path": st.sampled_from(["/", "/admin/x"]),
+            "http": st.fixed_dictionaries(
+                {},
+                optional={
+                    "path": st.sampled_from(["/", "/api/x"]),
+                    "host": st.just("h"),
+                    "headers": st.fixed_dictionaries(
+                        {}, optional={"x-a": st.just("1"), "x-b": st.just("2")}
+                    ),
+                },
+            ),
+            "ref": st.sampled_from([EntityUid("Group", "g1"), EntityUid("Group", "g3")]),
+            # Read by no policy; a null or a float makes Cedar refuse the whole request.
+            "unread": st.one_of(st.just("x"), st.none(), st.floats(allow_nan=False)),
         },
     ),
     st.sampled_from([None, "boss", "top"]),
@@ -214,7 +238,7 @@ def test_sliced_evaluation_equals_whole_set_evaluation(policies, requests) -> No
                 "principal": principal_text,
                 "action": action,
                 "resource": resource,
-                "context": context,
+                "context": plain(context),
             },
             bundle.policy_set,
             json.dumps(_independent_entities(principal, parents, cedar_attrs)),

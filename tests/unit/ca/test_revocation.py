@@ -105,7 +105,10 @@ def test_join_token_node_gets_an_agent_record_and_eviction_cuts_it_off(tmp_path:
     with pytest.raises(NotEntitled) as no_jwt:
         ca.issue_jwt(["a"], None, node)  # a JWT-SVID needs an entry
     assert no_jwt.value.code == "no_entry"
+    clock.advance(30)
     assert [e.id for e in ca.agent_entries(node)] == [workload.id]
+    synced = ca.store.get_agent(NODE)
+    assert synced is not None and synced.last_seen == clock.now() and synced.serial == after.serial
     ca.agent_issue_x509(new_csr()[0].decode(), workload.id, node)
     ca.issue_x509(new_csr()[0], None, Caller(peer_id=WEB))  # delegated workload renews itself
 
@@ -129,6 +132,22 @@ def test_join_token_node_gets_an_agent_record_and_eviction_cuts_it_off(tmp_path:
         assert err.value.code in ("agent_evicted", "no_entry"), err.value.code
     assert ca.store.list_audit()[-1].result == "agent_evicted"
     assert [a.evicted for a in ca.list_agents(CLI)] == [True]
+
+
+def test_deleting_the_last_entry_of_a_join_token_identity_revokes_it(tmp_path: Path) -> None:
+    ca = in_process_ca(tmp_path)
+    first, second = register(ca, WEB), register(ca, WEB, "k8s:ns:other")
+    token = ca.create_join_token(WEB, 600, CLI)
+    ca.issue_x509(new_csr()[0], token, Caller(address="w"))  # also an agent record now
+    peer = Caller(peer_id=WEB)
+    ca.remove_entry(first.id, CLI)
+    ca.issue_x509(new_csr()[0], None, peer)  # one entry left
+    ca.remove_entry(second.id, CLI)
+    with pytest.raises(NotEntitled) as err:
+        ca.issue_x509(new_csr()[0], None, peer)
+    assert err.value.code == "agent_evicted"
+    record = ca.store.get_agent(WEB)
+    assert record is not None and record.evicted
 
 
 def test_entry_delegated_to_two_nodes_lives_while_one_is_not_evicted(tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 
 Every token is made here with PyJWT from an otherwise valid JWT-SVID; the
 case name says what was changed. py-spiffe checks expiry against the real
-clock, so both validators run at the same real "now".
+clock, so both validators run at the same real "now": ``NOW`` is taken again
+before each test (the suite can run for longer than a token lives).
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ NOW = SystemClock().now().replace(microsecond=0)
 EC_KEY = ec.generate_private_key(ec.SECP256R1())
 RSA_KEY = rsa.generate_private_key(65537, 2048)
 KEYS: dict[str, PublicKey] = {"ec-1": EC_KEY.public_key(), "rsa-1": RSA_KEY.public_key()}
+
+
+@pytest.fixture(autouse=True)
+def _real_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tokens and both validators use the real clock at the time the test runs."""
+    monkeypatch.setitem(globals(), "NOW", SystemClock().now().replace(microsecond=0))
 
 
 def _lookup(td: TrustDomain) -> Mapping[str, PublicKey | Jwk] | None:

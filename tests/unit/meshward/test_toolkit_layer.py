@@ -16,6 +16,7 @@ TOOLKIT = [
     "x509_svid.py",
     "selectors.py",
     "clock.py",
+    "jsonbody.py",
 ]
 ABOVE = ("ca", "authz", "meshward.commands", "meshward.cli", "meshward.up", "meshward.settings")
 

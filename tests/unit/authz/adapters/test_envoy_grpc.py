@@ -105,6 +105,7 @@ def test_response_mapping() -> None:
         (Outcome.UNAUTHENTICATED, code_pb2.UNAUTHENTICATED, 401, "unauthenticated"),
         (Outcome.DENY, code_pb2.PERMISSION_DENIED, 403, "forbidden"),
         (Outcome.ERROR, code_pb2.PERMISSION_DENIED, 403, "denied"),
+        (Outcome.UNAVAILABLE, code_pb2.UNAVAILABLE, 503, "unavailable"),
     ]:
         response = check_response(Verdict(outcome, Decision.deny("x"), "id2"))
         assert response.status.code == code
@@ -112,6 +113,7 @@ def test_response_mapping() -> None:
         assert json.loads(response.denied_response.body) == {"error": error, "decision_id": "id2"}
         keys = {h.header.key for h in response.denied_response.headers}
         assert ("www-authenticate" in keys) == (status == 401)
+        assert ("retry-after" in keys) == (status == 503)
 
 
 # -- generated requests: never an exception, always well-formed, deny when in doubt --

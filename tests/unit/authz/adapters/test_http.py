@@ -41,6 +41,7 @@ def test_envoy_gets_headers_to_remove() -> None:
         (Outcome.UNAUTHENTICATED, 401, "unauthenticated"),
         (Outcome.DENY, 403, "forbidden"),
         (Outcome.ERROR, 403, "denied"),
+        (Outcome.UNAVAILABLE, 503, "unavailable"),
     ],
 )
 def test_denials(outcome: Outcome, status: int, error: str) -> None:
@@ -48,6 +49,7 @@ def test_denials(outcome: Outcome, status: int, error: str) -> None:
     assert response.status_code == status
     assert json.loads(response.body) == {"error": error, "decision_id": "id2"}
     assert ("www-authenticate" in response.headers) == (status == 401)
+    assert ("retry-after" in response.headers) == (status == 503)
 
 
 def test_unencodable_principal_fails_closed() -> None:

@@ -232,3 +232,28 @@ def test_requests_cedar_rejects_have_no_key(bad: Any) -> None:
 )  # fmt: skip
 def test_clean_values_keep_their_key(good: Any) -> None:
     assert key(request(http=http(**{"x-extra": good}))) == key(request(http=http()))
+
+
+def test_narrow_keeps_what_is_read_and_the_records_on_the_way() -> None:
+    reads = ContextReads(
+        values=frozenset({("http", "path"), ("peer",), ("ref", "name")}),
+        presence=frozenset({("http", "headers"), ("token", "claims")}),
+    )
+    context = {
+        "http": {"path": "/a", "method": "GET", "headers": {"x": "1", "y": "2"}},
+        "peer": {"spiffe_id": "spiffe://td/w", "trust_domain": "td"},
+        "ref": EntityUid("User", "u"),  # not a record: taken whole where the walk meets it
+        "token": {"claims": "not a record"},
+        "unread": {"big": "x" * 100},
+    }
+    narrowed = Projection.of([reads], ()).narrow(context)
+    assert narrowed == {
+        "http": {"path": "/a", "headers": {}},  # present, contents not read
+        "peer": context["peer"],
+        "ref": EntityUid("User", "u"),
+        "token": {"claims": "not a record"},
+    }
+    assert context["http"]["headers"] == {"x": "1", "y": "2"}  # the request is untouched
+    whole = Projection.of([ContextReads(values=frozenset({()}))], ())
+    assert whole.narrow(context) is context
+    assert Projection.of([ContextReads()], ()).narrow(context) == {}

@@ -141,7 +141,8 @@ async def test_missing_subdirectory_is_a_rejection(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("veto_result", "expected_second"),
-    [(True, Outcome.VETOED), (False, Outcome.ACTIVATED), (OSError, Outcome.VETOED)],
+    # An unreachable veto (Redis down) is no veto: the version is gated on its own merits.
+    [(True, Outcome.VETOED), (False, Outcome.ACTIVATED), (OSError, Outcome.ACTIVATED)],
 )
 async def test_veto_from_other_replicas(
     tmp_path: Path, veto_result: Any, expected_second: Outcome
@@ -176,6 +177,61 @@ async def test_unreachable_veto_with_nothing_active_trusts_the_local_gate(tmp_pa
 
     gate = _gate(DirectorySource(_dir(tmp_path, "{}")), tmp_path, veto=veto)
     assert await gate.reload() is Outcome.ACTIVATED
+
+
+async def test_a_veto_is_asked_again_every_time_never_remembered(tmp_path: Path) -> None:
+    root = _dir(tmp_path, '{"n": 1}')
+    answers: list[bool | type[Exception]] = [False, True, True, OSError, False]
+    asked: list[str] = []
+
+    async def veto(version: str) -> bool:
+        asked.append(version)
+        answer = answers.pop(0)
+        if answer is OSError:
+            raise OSError("redis down")
+        return bool(answer)
+
+    gate = _gate(DirectorySource(root), tmp_path, veto=veto)
+    assert await gate.reload() is Outcome.ACTIVATED
+    first = gate.status().active_version
+    (root / "config.json").write_text('{"n": 2}')
+    assert await gate.reload() is Outcome.VETOED
+    assert gate.status().latest_state == "vetoed"
+    assert await gate.reload() is Outcome.VETOED  # asked again, not taken from memory
+    # Redis restarts: the failed lookup does not veto, this gate's own checks decide.
+    assert await gate.reload() is Outcome.ACTIVATED
+    second = gate.status().active_version
+    assert second != first
+    assert gate.status().latest_version == second
+    assert gate.status().latest_state == "active"
+    # Once Redis answers, the version activated without it is asked about again.
+    assert await gate.reload() is Outcome.UNCHANGED
+    assert asked == [first, second, second, second, second]
+    assert await gate.reload() is Outcome.UNCHANGED
+    assert len(asked) == 5  # confirmed: not asked on every poll
+
+
+async def test_a_failed_check_is_remembered_until_an_explicit_retry(tmp_path: Path) -> None:
+    root = _dir(tmp_path, '{"n": 1}')
+    calls: list[str] = []
+
+    def flaky(path: Path, version: str) -> dict[str, Any]:
+        calls.append(version)
+        if len(calls) == 2:
+            raise Rejected([Problem("", 0, 0, "prepare_timeout", "too slow")], stage="prepare")
+        return load_config(path, version)
+
+    gate = Gate(DirectorySource(root), flaky, clock=FixedClock(), work_dir=tmp_path / "work")
+    assert await gate.reload() is Outcome.ACTIVATED
+    (root / "config.json").write_text('{"n": 2}')
+    assert await gate.reload() is Outcome.REJECTED
+    status = gate.status()
+    assert status.last_rejected is not None and status.last_rejected.stage == "prepare"
+    assert (status.latest_state, status.latest_version) == ("rejected", calls[1])
+    assert await gate.reload() is Outcome.UNCHANGED  # not checked again on every poll
+    assert len(calls) == 2
+    assert await gate.reload(retry=True) is Outcome.ACTIVATED
+    assert gate.status().active_version == calls[1] == calls[2]
 
 
 async def test_run_polls_and_trigger_wakes_it(tmp_path: Path) -> None:

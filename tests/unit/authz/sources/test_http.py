@@ -17,7 +17,7 @@ from authz.sources.gate import Gate
 from authz.sources.git import GitSource
 from authz.sources.http import policies_router, sign
 from meshward.clock import FixedClock
-from tests.support.gitrepo import PolicyRepo
+from tests.support.gitrepo import PolicyRepo, git
 
 SECRET = b"webhook-secret-for-tests"
 
@@ -68,6 +68,20 @@ async def test_status_document(setup: Setup) -> None:
     assert body["last_fetch_error"] is None
     assert body["source"].startswith("git file://")
     assert body["shadow"] is None
+
+
+async def test_the_status_names_the_branch_tip_even_after_a_force_push_back(
+    setup: Setup,
+) -> None:
+    bad = setup.repo.commit({"config.json": "{not json"})
+    await setup.gate.reload()
+    good = setup.repo.commit({"config.json": '{"n": 3}'})
+    await setup.gate.reload()
+    git("push", "--quiet", "--force", "origin", f"{bad}:refs/heads/main", cwd=setup.repo.work)
+    await setup.gate.reload()
+    body = (await setup.client.get("/v1/policies")).json()
+    assert body["active_version"] == good  # the last good version keeps serving
+    assert (body["latest_version"], body["latest_state"]) == (bad, "rejected")
 
 
 async def test_signed_webhook_triggers_a_fetch(setup: Setup) -> None:

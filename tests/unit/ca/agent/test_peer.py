@@ -67,12 +67,13 @@ def test_selectors_when_the_process_is_gone(tmp_path: Path) -> None:
     assert selectors == {"unix:uid:5", "unix:gid:6"}
 
 
-def _fake_process(proc: Path, pid: int, start: int, exe: Path) -> None:
+def _fake_process(proc: Path, pid: int, start: int, exe: Path, uid: int = 1000) -> None:
     (proc / str(pid)).mkdir(parents=True, exist_ok=True)
     # A command name with spaces and a ')' must not shift the fields.
     fields = ["S"] + ["0"] * 18 + [str(start)] + ["0"] * 10
     (proc / str(pid) / "stat").write_text(f"{pid} (we) ird) " + " ".join(fields) + "\n")
-    (proc / str(pid) / "status").write_text("Groups:\t7\n")
+    ids = f"Uid:\t{uid}\t{uid}\t{uid}\t{uid}\nGid:\t1000\t1000\t1000\t1000\n"
+    (proc / str(pid) / "status").write_text(ids + "Groups:\t7\n")
     link = proc / str(pid) / "exe"
     if link.is_symlink():
         link.unlink()
@@ -99,6 +100,8 @@ def test_pin_then_exec_or_pid_reuse_is_noticed(tmp_path: Path) -> None:
     assert f"unix:path:{python}" in pinned.selectors
     assert still_same(pinned, proc)
     _fake_process(proc, 42, 5000, sleep)  # the same process exec'd another program
+    assert not still_same(pinned, proc)
+    _fake_process(proc, 42, 5000, python, uid=0)  # ... or changed its uid
     assert not still_same(pinned, proc)
     _fake_process(proc, 42, 9000, python)  # the pid was reused by a new process
     assert not still_same(pinned, proc)

@@ -1,0 +1,359 @@
+"""One checking child process: a bundle check with time and memory limits, dying with its parent.
+
+The PDP checks policy bundles out of the serving process (Cedar holds the GIL
+for seconds on a large set). :class:`CheckerProcess` is that child, talked to
+over its stdin and stdout (length-prefixed pickles of
+``(root, version)`` → :class:`~authz.sources.bundles.Checked`). It is a plain
+``subprocess`` — no ``multiprocessing`` — so no resource-tracker process is
+started beside it.
+
+Limits (``policy_source.prepare_timeout_seconds``,
+``policy_source.prepare_memory_mb``):
+
+- **time**: a check that has not answered within the timeout is killed
+  (:class:`PrepareTimeout`);
+- **memory**: the child's address space is capped with ``RLIMIT_AS`` once it
+  has started; a check that hits the cap fails (:class:`PrepareMemory`), or
+  the child dies (:class:`PrepareCrashed`).
+
+Either way the caller treats the version as failed; the next check starts a
+new child.
+
+The child runs at a lower CPU priority (``nice`` 10): on a busy machine the
+serving process's checks come first. Children die with their parent: the
+child asks the kernel for ``SIGKILL`` when its parent dies
+(``prctl(PR_SET_PDEATHSIG)``, Linux), checks that the parent it was started
+by is still there, and exits when its stdin — the pipe from the parent —
+reaches end of file. ``kill -9`` of the PDP leaves nothing
+behind.
+
+Errors (below :class:`PrepareFailed`)::
+
+    PrepareFailed       the check did not complete; ``code`` names why
+        PrepareTimeout  code "prepare_timeout"
+        PrepareMemory   code "prepare_memory"
+        PrepareCrashed  code "prepare_crashed" (the child died mid-check)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import os
+import pickle
+import select
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = [
+    "CheckerProcess",
+    "GcPause",
+    "PrepareCrashed",
+    "PrepareFailed",
+    "PrepareMemory",
+    "PrepareTimeout",
+    "main",
+    "set_parent_death_signal",
+]
+
+_HEADER = struct.Struct(">Q")
+_PR_SET_PDEATHSIG = 1
+_MAX_FRAME = 1 << 34  # 16 GiB: a corrupt header, not a result
+
+
+class PrepareFailed(Exception):
+    """The check of one version did not complete."""
+
+    code = "prepare_failed"
+
+
+class PrepareTimeout(PrepareFailed):
+    code = "prepare_timeout"
+
+
+class PrepareMemory(PrepareFailed):
+    code = "prepare_memory"
+
+
+class PrepareCrashed(PrepareFailed):
+    code = "prepare_crashed"
+
+
+def set_parent_death_signal(signum: int = signal.SIGKILL) -> bool:
+    """Ask the kernel to send ``signum`` to this process when its parent dies (Linux).
+
+    Returns whether the request was taken. The signal follows the death of the
+    parent *thread* that started this process.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _write_frame(stream: IO[bytes], payload: Any) -> None:
+    data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_HEADER.pack(len(data)) + data)
+    stream.flush()
+
+
+def _read_exact(fd: int, size: int, deadline: float | None) -> bytes | None:
+    """``size`` bytes from ``fd``; ``None`` at end of file; ``TimeoutError`` past ``deadline``."""
+    chunks: list[bytes] = []
+    left = size
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    while left:
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            if not poller.poll(remaining * 1000):
+                raise TimeoutError
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _read_frame(
+    fd: int,
+    deadline: float | None,
+    receiving: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
+) -> Any:
+    header = _read_exact(fd, _HEADER.size, deadline)
+    if header is None:
+        return None
+    (size,) = _HEADER.unpack(header)
+    if size > _MAX_FRAME:
+        raise ValueError("corrupt frame from the checking process")
+    data = _read_exact(fd, size, deadline)
+    if data is None:
+        return None
+    with receiving():
+        return pickle.loads(data)  # noqa: S301 - our own child process, over a private pipe
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # The child imports exactly what this process imports.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    return env
+
+
+class CheckerProcess:
+    """The parent's handle on the checking child; one check at a time (thread-safe)."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 120.0,
+        memory_bytes: int = 0,
+        receiving: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
+    ) -> None:
+        """``receiving``: a context entered while an answer is decoded (see :class:`GcPause`)."""
+        self.timeout = timeout
+        self.memory_bytes = memory_bytes
+        self._receiving = receiving
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from authz.sources.childproc import main; main()",
+                str(os.getpid()),
+                str(self.memory_bytes),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=_child_env(),
+            close_fds=True,
+        )
+
+    def _running(self) -> subprocess.Popen[bytes]:
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            if proc is not None:
+                self._reap(proc)
+            proc = self._proc = self._start()
+        return proc
+
+    def check(self, root: Path, version: str) -> Any:
+        """The child's answer for ``(root, version)`` (raises :class:`PrepareFailed`)."""
+        with self._lock:
+            for attempt in (1, 2):
+                proc = self._running()
+                if proc.stdin is None or proc.stdout is None:  # pragma: no cover - PIPE given
+                    raise PrepareCrashed("the checking process has no pipes")
+                try:
+                    _write_frame(proc.stdin, (str(root), version))
+                except (BrokenPipeError, OSError):
+                    # Dead before it was given this version: not the version's fault.
+                    self._kill(proc)
+                    if attempt == 2:
+                        raise PrepareCrashed("the checking process cannot start") from None
+                    continue
+                return self._answer(proc)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _answer(self, proc: subprocess.Popen[bytes]) -> Any:
+        if proc.stdout is None:  # pragma: no cover - PIPE given
+            raise PrepareCrashed("the checking process has no pipes")
+        deadline = time.monotonic() + self.timeout
+        try:
+            reply = _read_frame(proc.stdout.fileno(), deadline, self._receiving)
+        except TimeoutError:
+            self._kill(proc)
+            raise PrepareTimeout(f"the check took longer than {self.timeout:g}s") from None
+        except (ValueError, pickle.UnpicklingError, EOFError) as exc:
+            self._kill(proc)
+            raise PrepareCrashed("the checking process answered garbage") from exc
+        if reply is None:
+            code = self._kill(proc)
+            raise PrepareCrashed(f"the checking process died (exit status {code})")
+        kind, value = reply
+        if kind == "ok":
+            return value
+        if kind == "memory":
+            self._kill(proc)  # its heap may be fragmented past use; start afresh
+            raise PrepareMemory(f"the check needed more than {self.memory_bytes >> 20} MiB")
+        raise RuntimeError(f"the check failed in the child: {value}")
+
+    def _kill(self, proc: subprocess.Popen[bytes]) -> int | None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        code = self._reap(proc)
+        if self._proc is proc:
+            self._proc = None
+        return code
+
+    @staticmethod
+    def _reap(proc: subprocess.Popen[bytes]) -> int | None:
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        try:
+            return proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL was sent
+            return None
+
+    def close(self) -> None:
+        """End the child: end of its input, then ``SIGKILL`` if it lingers."""
+        with self._lock:
+            proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        self._reap(proc)
+
+
+class GcPause:
+    """Keeps a new engine's decoding and building out of the serving checks' way.
+
+    Building an engine allocates hundreds of thousands of objects; the cyclic
+    collector would walk the whole heap several times meanwhile (tenths of a
+    second each, holding the GIL the serving checks need), so it is held
+    back; and the building thread hands the GIL over every
+    ``switch_interval`` seconds instead of every 5 ms, so a check never waits
+    long for it. Nested and concurrent pauses are counted; both return to
+    what they were when the last one ends. :meth:`freeze` then moves
+    everything alive — the new engine — out of the collector's reach for good
+    (``gc.freeze``), so later collections stay short.
+    """
+
+    def __init__(self, switch_interval: float = 0.0005) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._resume = False
+        self._switch_interval = switch_interval
+        self._interval = sys.getswitchinterval()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth == 0:
+                self._resume = gc.isenabled()
+                gc.disable()
+                self._interval = sys.getswitchinterval()
+                sys.setswitchinterval(min(self._interval, self._switch_interval))
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0:
+                    sys.setswitchinterval(self._interval)
+                    if self._resume:
+                        gc.enable()
+
+    def freeze(self) -> None:
+        gc.freeze()
+
+
+# -- the child --------------------------------------------------------------------------------
+
+
+def _limit_memory(limit: int) -> None:
+    if limit <= 0:
+        return
+    import resource  # noqa: PLC0415 - POSIX only, child only
+
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def main() -> None:
+    """The child's loop: one ``(root, version)`` in, one answer out, until stdin ends."""
+    parent, limit = int(sys.argv[1]), int(sys.argv[2])
+    set_parent_death_signal(signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the request above took
+        os._exit(0)
+    with contextlib.suppress(OSError):
+        os.nice(10)  # the serving process's checks come first on a busy machine
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when this ends
+    from authz.sources.bundles import check_bundle  # noqa: PLC0415 - after the death signal
+
+    _limit_memory(limit)
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing else may write into the answer pipe
+    while True:
+        job = _read_frame(stdin.fileno(), None)
+        if job is None:
+            return
+        root, version = job
+        reply: tuple[str, Any]
+        try:
+            reply = ("ok", check_bundle(Path(root), version))
+        except MemoryError:
+            reply = ("memory", None)
+        except Exception as exc:  # the parent rejects the version (fail closed)
+            reply = ("error", type(exc).__name__)
+        _write_frame(stdout, reply)
