@@ -154,12 +154,18 @@ class CaServer:
                 pem.chmod(0o644)
 
     def _renew_server_svid(self) -> None:
+        fresh = self._issue_server_svid_if_due()
+        if fresh is not None:
+            self._install_server_svid(*fresh)
+
+    def _issue_server_svid_if_due(self) -> tuple[IssuedX509, Any] | None:
+        """A new server SVID and its key when half the old one's life is gone or the CA moved."""
         now = self.ca.clock.now()
         svid = self._server_svid
         if svid is not None and svid.spiffe_id == self.server_id:
             life = svid.not_after - svid.cert.not_valid_before_utc
             if now < svid.not_after - life / 2 and svid.chain[1:] == self.ca.authority.chain():
-                return
+                return None
         key = generate_key("ec-p256")
         csr = build_csr(key)
         svid = self.ca.issue_x509_local(
@@ -170,6 +176,10 @@ class CaServer:
             dns_names=self._dns_names(),
             ip_addresses=self._ips(),
         )
+        return svid, key
+
+    def _install_server_svid(self, svid: IssuedX509, key: Any) -> None:
+        """Load the SVID into the server's TLS context (on the event loop: between handshakes)."""
         secret = os.urandom(16).hex().encode("ascii")
         self.workdir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
@@ -205,21 +215,21 @@ class CaServer:
                 names.append(self.host)
         return names
 
-    def step(self) -> None:
-        """One rotation step: rotate/prune, reload trust, renew the server SVID."""
-        self.ca.tick()
-        self._refresh_trust()
-        self._renew_server_svid()
-        self._steps += 1
-        if isinstance(self.ca.limiter, DbRateLimiter) and self._steps % 30 == 0:
-            self.ca.limiter.prune()
-
     async def _rotator(self) -> None:
+        """The rotation step, its I/O (database, signing) in a thread and its changes to the
+        live TLS context on the event loop, so no handshake sees a context mid-change."""
         period = self.ca.settings.rotate_check_seconds
         while True:
             await asyncio.sleep(period)
             try:
-                await asyncio.to_thread(self.step)
+                await asyncio.to_thread(self.ca.tick)
+                self._refresh_trust()
+                fresh = await asyncio.to_thread(self._issue_server_svid_if_due)
+                if fresh is not None:
+                    self._install_server_svid(*fresh)
+                self._steps += 1
+                if isinstance(self.ca.limiter, DbRateLimiter) and self._steps % 30 == 0:
+                    await asyncio.to_thread(self.ca.limiter.prune)
             except CaError:
                 log.exception("CA rotation step failed")
 

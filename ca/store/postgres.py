@@ -1,6 +1,7 @@
 """The CA store on PostgreSQL (psycopg 3 with a connection pool), for CA replicas.
 
-Every method is one transaction on a pooled connection. A database that
+Every method is one transaction on a pooled connection (a single statement
+in autocommit, one round trip; several in an explicit transaction). A database that
 cannot be reached (down, restarting, pool exhausted past
 ``timeout``) raises :class:`~ca.errors.StoreUnavailable`, which the API
 answers with 503; the pool reconnects by itself when the database is back.
@@ -103,7 +104,9 @@ class PostgresStore:
             timeout=timeout,
             open=False,
             name="meshward-ca",
-            kwargs={"options": "-c timezone=UTC"},
+            # Autocommit: a one-statement method is one round trip (no BEGIN/COMMIT);
+            # the methods of several statements open a transaction (_tx(atomic=True)).
+            kwargs={"options": "-c timezone=UTC", "autocommit": True},
         )
         try:
             self._pool.open(wait=True, timeout=timeout)
@@ -111,7 +114,7 @@ class PostgresStore:
             self._pool.close()
             raise StoreUnavailable(f"cannot reach the CA database {self.safe_url}") from exc
         try:
-            with self._tx() as conn:
+            with self._tx(atomic=True) as conn:
                 applied = migrate(_Target(conn), migrations)
         except BaseException:
             self._pool.close()
@@ -123,11 +126,15 @@ class PostgresStore:
         self._pool.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[psycopg.Connection[Any]]:
-        """One transaction (committed unless the block raises) on a pooled connection."""
+    def _tx(self, atomic: bool = False) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection; ``atomic``: one transaction, committed unless the block raises."""
         try:
             with self._pool.connection(timeout=self.timeout) as conn:
-                yield conn
+                if atomic:
+                    with conn.transaction():
+                        yield conn
+                else:
+                    yield conn
         except _Unavailable as exc:
             raise StoreUnavailable("the CA database is unavailable") from exc
 
@@ -335,7 +342,7 @@ class PostgresStore:
         return None if row is None else int(row[0])
 
     def load_authority(self) -> tuple[RootRecord, list[SlotRecord]] | None:
-        with self._tx() as conn:
+        with self._tx(atomic=True) as conn:
             root = conn.execute(
                 "SELECT trust_domain, root_cert, root_key, refresh_hint, sequence FROM ca_root"
                 " WHERE id = 1"
@@ -373,7 +380,7 @@ class PostgresStore:
 
     def init_authority(self, root: RootRecord, slots: Sequence[SlotRecord]) -> None:
         try:
-            with self._tx() as conn:
+            with self._tx(atomic=True) as conn:
                 conn.execute(
                     "INSERT INTO ca_root VALUES (1, %s, %s, %s, %s, %s)",
                     (
@@ -389,7 +396,7 @@ class PostgresStore:
             raise Conflict("this database already holds a CA", code="already_initialized") from exc
 
     def save_slots(self, replica: str, slots: Sequence[SlotRecord]) -> int:
-        with self._tx() as conn:
+        with self._tx(atomic=True) as conn:
             # The root row is the lock that serialises every change of the authority.
             row = conn.execute("SELECT sequence FROM ca_root WHERE id = 1 FOR UPDATE").fetchone()
             if row is None:
