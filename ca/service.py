@@ -472,12 +472,13 @@ class CertificateAuthority:
             return issued
 
     def issue_jwt(
-        self, audience: Sequence[str], token: str | None, caller: Caller, ttl: int | None = None
+        self, audience: object, token: str | None, caller: Caller, ttl: int | None = None
     ) -> IssuedJwt:
+        """Attest the caller, then sign a JWT-SVID for ``audience`` (checked here: wire input)."""
         outcome = _Outcome()
         with self._audited("jwt_svid", caller, outcome):
             self._rate_limit(caller)
-            audience = check_audience(audience)
+            aud = check_audience(audience)
             spiffe_id, entries, token_hash = self._resolve(token, caller, None, outcome)
             outcome.spiffe_id = str(spiffe_id)
             self._check_not_reserved(spiffe_id)
@@ -486,7 +487,7 @@ class CertificateAuthority:
             with self._lock:
                 slot = self.authority.active
             issued = issue_jwt_svid(
-                spiffe_id, audience, slot, self.clock.now(), dt.timedelta(seconds=seconds)
+                spiffe_id, aud, slot, self.clock.now(), dt.timedelta(seconds=seconds)
             )
             if token_hash is not None and not self.store.redeem_token(token_hash, self.clock.now()):
                 raise AttestationFailed("join token already used", code="bad_token")
