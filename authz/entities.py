@@ -94,8 +94,8 @@ class EntityStore:
             tuple[frozenset[EntityUid], EntityUid, EntityUid],
             tuple[frozenset[EntityUid], cedarpy.Entities],
         ] = {}
-        # ... and with a principal (no attributes of its own) added, for its next requests.
-        self._principals: dict[tuple[Any, frozenset[EntityUid]], cedarpy.Entities] = {}
+        # ... and with a principal added, for its next requests.
+        self._principals: dict[tuple[Any, ...], cedarpy.Entities] = {}
 
     def __contains__(self, uid: object) -> bool:
         return uid in self._records
@@ -117,31 +117,59 @@ class EntityStore:
             return self.handle  # the principal adds nothing: the static set as it is
         if not isinstance(literals, frozenset):
             literals = frozenset(literals)
-        mine = plain(dict(identity.attributes)) if identity.attributes else {}
+        mine = identity.attributes
         referenced = frozenset(
             _references(plain(dict(request.context)) if context is None else context)
         )
+        # Everything the answer depends on: a principal's next requests reuse it.
+        attributes: object
+        if all(type(value) is str for value in mine.values()):
+            attributes = tuple(sorted(mine.items()))  # the usual case: plain strings
+        else:
+            mine = plain(dict(mine))
+            try:
+                attributes = json.dumps(mine, sort_keys=True)
+            except (TypeError, ValueError):
+                attributes = None  # not encodable as a key: built afresh every time
+        key = (
+            literals,
+            request.action,
+            request.resource,
+            principal,
+            identity.parents,
+            attributes,
+            referenced,
+        )
+        found = self._principals.get(key) if attributes is not None else None
+        if found is None:
+            found = self._build(request, literals, plain(dict(mine)), referenced)
+            if attributes is not None:
+                if len(self._principals) >= _MAX_SLICE_HANDLES:
+                    self._principals.clear()
+                self._principals[key] = found
+        return found
+
+    def _build(
+        self,
+        request: AccessRequest,
+        literals: frozenset[EntityUid],
+        mine: Mapping[str, Any],
+        referenced: frozenset[EntityUid],
+    ) -> cedarpy.Entities:
+        identity = request.identity
+        principal = identity.principal
         seeds: set[EntityUid] = {principal, *identity.parents, *referenced}
         seeds.update(_references(mine))
         if principal not in self._records:
             # The usual case (a user from a token): the static part of the slice is
-            # parsed once and shared; per request only the principal and what it
-            # alone reaches are added, and kept for its next requests.
-            key = (literals, request.action, request.resource, principal, identity.parents)
-            found = None if mine else self._principals.get((key, referenced))
-            if found is not None:
-                return found
+            # parsed once and shared; only the principal and what it alone reaches
+            # are added.
             reached, handle = self._slice(literals, request.action, request.resource)
             if principal not in reached:
                 extra = self._reach(seeds) - reached
                 records = [self._records[uid] for uid in extra if uid in self._records]
                 records.append(self._principal_record(principal, identity.parents, mine))
-                found = handle.with_added_json_str(json.dumps(records))
-                if not mine:
-                    if len(self._principals) >= _MAX_SLICE_HANDLES:
-                        self._principals.clear()
-                    self._principals[(key, referenced)] = found
-                return found
+                return handle.with_added_json_str(json.dumps(records))
         seeds.update(literals)
         seeds.update((request.action, request.resource))
         records = [

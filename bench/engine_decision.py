@@ -23,7 +23,7 @@ from collections.abc import Callable
 import cedarpy
 
 from authz.bundle import PolicyBundle, load_bundle
-from authz.cedar import peer_context, principal_entities, to_cedar_request
+from authz.cedar import principal_entities, to_cedar_request
 from authz.engine import Engine
 from authz.model import ANONYMOUS, AccessRequest, EntityUid, Identity
 from bench.policy_reload import REPO
@@ -39,24 +39,31 @@ def _http(method: str, path: str, host: str) -> dict[str, object]:
     return {"method": method, "host": host, "path": path, "query": "", "headers": headers}
 
 
+def _peer(spiffe_id: str) -> dict[str, str]:
+    return {"spiffe_id": spiffe_id, "trust_domain": "meshward.local"}
+
+
 def requests() -> dict[str, AccessRequest]:
+    """The shapes the adapters build (an mTLS workload carries its trust domain)."""
     catalog = EntityUid("Service", f"{SHOP}/catalog")
     frontend = f"{SHOP}/frontend"
     return {
         "workload mTLS": AccessRequest(
-            Identity(EntityUid("Workload", frontend)),
+            Identity(
+                EntityUid("Workload", frontend), attributes={"trust_domain": "meshward.local"}
+            ),
             EntityUid("Action", "GET"),
             catalog,
-            {"http": _http("GET", "/items", "catalog"), "peer": peer_context(frontend)},
+            {"http": _http("GET", "/items", "catalog"), "peer": _peer(frontend)},
         ),
         "user + groups": AccessRequest(
             Identity(
                 EntityUid("User", "https://id.meshward.local|alice"),
-                (EntityUid("Group", "customers"),),
+                (EntityUid("Group", "https://id.meshward.local|customers"),),
             ),
             EntityUid("Action", "GET"),
             catalog,
-            {"http": _http("GET", "/products", "catalog"), "peer": peer_context(frontend)},
+            {"http": _http("GET", "/products", "catalog"), "peer": _peer(frontend)},
         ),
         "anonymous": AccessRequest(
             ANONYMOUS,

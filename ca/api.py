@@ -28,6 +28,8 @@ from ca.issuance import IssuedX509
 from ca.service import Caller, CertificateAuthority
 from ca.status import ca_status, live_svids
 from ca.store.protocol import Entry
+from meshward.asgi import BodyTooLarge, read_body
+from meshward.clock import rfc3339
 from meshward.jsonbody import JsonTooDeep, loads_bounded
 from meshward.metrics import render
 from meshward.spiffe import InvalidSpiffeId, SpiffeId
@@ -38,10 +40,6 @@ __all__ = ["MAX_BODY", "MAX_JSON_DEPTH", "create_app", "peer_spiffe_id"]
 log = logging.getLogger("meshward.ca.api")
 MAX_BODY = 64 * 1024  # bytes of a request body
 MAX_JSON_DEPTH = 16  # nesting of a request body (the deepest valid one has 2)
-
-
-def _rfc3339(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def peer_spiffe_id(scope: MutableMapping[str, Any], now: dt.datetime) -> SpiffeId | None:
@@ -80,18 +78,12 @@ def _error(exc: CaError) -> JSONResponse:
 
 
 async def _read(request: Request, timeout: float) -> bytes:
-    size = 0
-    chunks: list[bytes] = []
     try:
-        with anyio.fail_after(timeout):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > MAX_BODY:
-                    raise BadRequest("request body too large", code="body_too_large")
-                chunks.append(chunk)
+        return await read_body(request, MAX_BODY, timeout)
+    except BodyTooLarge as exc:
+        raise BadRequest("request body too large", code="body_too_large") from exc
     except TimeoutError as exc:
         raise BodyTimeout(f"the request body did not arrive within {timeout:g} s") from exc
-    return b"".join(chunks)
 
 
 async def _body(request: Request, timeout: float) -> dict[str, Any]:
@@ -158,7 +150,7 @@ def _x509_response(issued: IssuedX509) -> JSONResponse:
         {
             "spiffe_id": str(issued.spiffe_id),
             "svid": pem,
-            "expires_at": _rfc3339(issued.not_after),
+            "expires_at": rfc3339(issued.not_after),
         }
     )
 
@@ -237,7 +229,7 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
         audience = body.get("audience")
         token, ttl, caller = _opt_str(body, "token"), _opt_int(body, "ttl"), _caller(request)
         issued = await run(lambda: ca.issue_jwt(audience, token, caller, ttl))  # type: ignore[arg-type]
-        return JSONResponse({"token": issued.token, "expires_at": _rfc3339(issued.expires_at)})
+        return JSONResponse({"token": issued.token, "expires_at": rfc3339(issued.expires_at)})
 
     @app.get("/v1/agent/entries")
     @guarded("agent_entries")
@@ -265,7 +257,7 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
         issued = await run(
             lambda: ca.agent_issue_jwt(body.get("entry_id"), body.get("audience"), caller)
         )
-        return JSONResponse({"token": issued.token, "expires_at": _rfc3339(issued.expires_at)})
+        return JSONResponse({"token": issued.token, "expires_at": rfc3339(issued.expires_at)})
 
     async def admin(request: Request) -> Caller:
         caller = _caller(request)

@@ -26,6 +26,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from authz.requestdoc import MAX_DOCUMENT_DEPTH
 from console import schema_diagram, svg
 from console.overview import History, snapshot
 from console.security import (
@@ -37,7 +38,9 @@ from console.security import (
 )
 from console.sources import CaApi, PdpApi, Unavailable
 from console.whatif import ActiveBundle, EditError, evaluate_edit
+from meshward.asgi import BodyTooLarge, read_body
 from meshward.clock import Clock
+from meshward.jsonbody import JsonTooDeep, loads_bounded
 
 __all__ = ["ConsoleConfig", "create_app"]
 
@@ -46,6 +49,7 @@ log = logging.getLogger(__name__)
 CSRF_COOKIE = "mw_csrf"
 SESSION_COOKIE = "mw_session"
 MAX_FORM_BYTES = 2 << 20
+FORM_SECONDS = 30.0
 MAX_FORM_FIELDS = 32
 FORM_TYPE = "application/x-www-form-urlencoded"
 RECENT_LIMIT = 200
@@ -116,7 +120,9 @@ def _form_document(form: Mapping[str, str]) -> dict[str, Any]:
         text = form.get(name, "").strip()
         if text:
             try:
-                doc[name] = json.loads(text)
+                doc[name] = loads_bounded(text.encode("utf-8"), MAX_DOCUMENT_DEPTH)
+            except JsonTooDeep as exc:
+                raise EditError(f"{name} nests deeper than {MAX_DOCUMENT_DEPTH}") from exc
             except json.JSONDecodeError as exc:
                 raise EditError(f"{name} is not valid JSON: {exc.msg} at {exc.pos}") from exc
     return doc
@@ -230,9 +236,10 @@ def create_app(config: ConsoleConfig, clock: Clock) -> FastAPI:  # noqa: PLR0915
         return HTMLResponse(html, status_code=code)
 
     async def form(request: Request) -> dict[str, str]:
-        body = await request.body()
-        if len(body) > MAX_FORM_BYTES:
-            raise EditError("form too large")
+        try:
+            body = await read_body(request, MAX_FORM_BYTES, FORM_SECONDS)
+        except (BodyTooLarge, TimeoutError) as exc:
+            raise EditError("form too large or too slow") from exc
         if request.headers.get("content-type", "").split(";")[0].strip() != FORM_TYPE:
             raise EditError(f"expected a form ({FORM_TYPE})")
         try:

@@ -1,13 +1,15 @@
-"""uvicorn for a process that owns its own shutdown (several servers in one loop)."""
+"""ASGI plumbing shared by the HTTP servers: quiet uvicorn, bounded request bodies."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
 
+import anyio
 import uvicorn
+from starlette.requests import Request
 
-__all__ = ["QuietUvicorn"]
+__all__ = ["BodyTooLarge", "QuietUvicorn", "read_body"]
 
 
 class QuietUvicorn(uvicorn.Server):
@@ -16,3 +18,29 @@ class QuietUvicorn(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+class BodyTooLarge(ValueError):
+    """A request body longer than the endpoint's limit (nothing past it was read)."""
+
+
+async def read_body(request: Request, limit: int, timeout: float | None = None) -> bytes:
+    """The request body, read chunk by chunk and refused once it passes ``limit`` bytes.
+
+    ``Request.body()`` buffers whatever the client sends before anyone can
+    look at its size; this stops at the first chunk past the limit (or at a
+    ``Content-Length`` that announces one). ``timeout`` (seconds) bounds the
+    whole read: ``TimeoutError`` when the body has not arrived by then.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"request body over {limit} bytes")
+    size = 0
+    chunks: list[bytes] = []
+    with anyio.fail_after(timeout):
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(f"request body over {limit} bytes")
+            chunks.append(chunk)
+    return b"".join(chunks)

@@ -46,6 +46,7 @@ __all__ = [
     "JwtSvidRules",
     "KeyLookup",
     "check_times",
+    "decode_signed",
     "validate_jwt_svid",
 ]
 
@@ -163,6 +164,57 @@ def _header_and_subject(token: str, rules: JwtSvidRules) -> tuple[str, str, Spif
     return alg, kid, spiffe_id
 
 
+def decode_signed(
+    token: str,
+    key: PublicKey | Jwk,
+    alg: str,
+    audiences: Iterable[str] | None,
+    issuer: str | None = None,
+) -> dict[str, Any]:
+    """The claims of ``token`` once its signature with ``key`` under ``alg`` verifies.
+
+    ``exp``, ``aud`` and ``sub`` (and ``iss`` when ``issuer`` is given) are
+    required; ``aud`` must hold one of ``audiences`` unless that is ``None``;
+    times are not checked here (:func:`check_times`). The one mapping of
+    PyJWT's errors to reason codes, for JWT-SVIDs and end-user tokens alike.
+    """
+    if isinstance(key, Jwk):
+        if key.alg is not None and key.alg != alg:
+            raise InvalidJwtSvid("alg_key_mismatch")
+        key = key.key
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=[alg],
+            audience=sorted(audiences) if audiences is not None else None,
+            issuer=issuer,
+            options={
+                "verify_aud": audiences is not None,
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
+                "verify_iss": issuer is not None,
+                "require": ["exp", "aud", "sub"] + (["iss"] if issuer is not None else []),
+            },
+        )
+    except jwt.MissingRequiredClaimError as exc:
+        raise InvalidJwtSvid(f"missing_{exc.claim}") from exc
+    except jwt.InvalidAudienceError as exc:
+        raise InvalidJwtSvid("wrong_audience") from exc
+    except jwt.InvalidIssuerError as exc:
+        raise InvalidJwtSvid("wrong_issuer") from exc
+    except jwt.InvalidSignatureError as exc:
+        raise InvalidJwtSvid("bad_signature") from exc
+    except (jwt.InvalidAlgorithmError, jwt.InvalidKeyError) as exc:
+        raise InvalidJwtSvid("alg_key_mismatch") from exc
+    except jwt.PyJWTError as exc:
+        raise InvalidJwtSvid("invalid", type(exc).__name__) from exc
+    except (ValueError, TypeError) as exc:
+        raise InvalidJwtSvid("invalid", type(exc).__name__) from exc
+    return claims
+
+
 def validate_jwt_svid(
     token: str,
     keys: KeyLookup,
@@ -181,36 +233,6 @@ def validate_jwt_svid(
     key = authorities.get(kid)
     if key is None:
         raise InvalidJwtSvid("unknown_kid", kid[:100])
-    if isinstance(key, Jwk):
-        if key.alg is not None and key.alg != alg:
-            raise InvalidJwtSvid("alg_key_mismatch")
-        key = key.key
-    try:
-        claims: dict[str, Any] = jwt.decode(
-            token,
-            key,
-            algorithms=[alg],
-            audience=sorted(audiences) if audiences is not None else None,
-            options={
-                "verify_aud": audiences is not None,
-                "verify_exp": False,
-                "verify_nbf": False,
-                "verify_iat": False,
-                "verify_iss": False,
-                "require": ["exp", "aud", "sub"],
-            },
-        )
-    except jwt.MissingRequiredClaimError as exc:
-        raise InvalidJwtSvid(f"missing_{exc.claim}") from exc
-    except jwt.InvalidAudienceError as exc:
-        raise InvalidJwtSvid("wrong_audience") from exc
-    except jwt.InvalidSignatureError as exc:
-        raise InvalidJwtSvid("bad_signature") from exc
-    except (jwt.InvalidAlgorithmError, jwt.InvalidKeyError) as exc:
-        raise InvalidJwtSvid("alg_key_mismatch") from exc
-    except jwt.PyJWTError as exc:
-        raise InvalidJwtSvid("invalid", type(exc).__name__) from exc
-    except (ValueError, TypeError) as exc:
-        raise InvalidJwtSvid("invalid", type(exc).__name__) from exc
+    claims = decode_signed(token, key, alg, audiences)
     expires = check_times(claims, now, rules.leeway_seconds)
     return JwtSvid(spiffe_id, claims, expires, kid)

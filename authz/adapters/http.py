@@ -44,6 +44,7 @@ from authz.metrics import PdpMetrics
 from authz.model import AccessRequest
 from authz.request import PathOptions, split_target
 from authz.requestdoc import load_document, parse_request, wants_explanation
+from meshward.asgi import BodyTooLarge, read_body
 
 __all__ = ["DESTINATION_HEADER", "MAX_BATCH", "REMOVE_HEADERS", "create_app", "parse_documents"]
 
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
 MAX_BODY = 1024 * 1024
+BODY_SECONDS = 10.0  # a decision document arrives whole within this, or is refused (408)
 _WWW_AUTHENTICATE = 'Bearer realm="meshward"'
 # On an allow: the request headers the proxy must delete before the upstream.
 REMOVE_HEADERS = "x-meshward-remove-headers"
@@ -284,9 +286,12 @@ def create_app(
 
     @app.post("/v1/authorize")
     async def authorize(request: Request) -> Response:
-        body = await request.body()
-        if len(body) > MAX_BODY:
+        try:
+            body = await read_body(request, MAX_BODY, BODY_SECONDS)
+        except BodyTooLarge:
             return JSONResponse({"error": "request too large"}, status_code=413)
+        except TimeoutError:
+            return JSONResponse({"error": "request body timeout"}, 408, {"connection": "close"})
         try:
             doc = load_document(body)
             if isinstance(doc, dict) and "requests" in doc:

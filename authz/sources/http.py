@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from authz.bundle import PolicyBundle
 from authz.policytest import run_tests
 from authz.sources.gate import Gate
+from meshward.asgi import BodyTooLarge, read_body
 
 __all__ = [
     "MAX_WEBHOOK_BODY",
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 SIGNATURE_HEADERS = ("x-meshward-signature", "x-hub-signature-256")
 MAX_WEBHOOK_BODY = 5 * 1024 * 1024
+WEBHOOK_SECONDS = 10.0
 
 
 def sign(secret: bytes, body: bytes) -> str:
@@ -157,11 +159,12 @@ def policies_router(
 
     @router.post("/v1/policies/refresh")
     async def policies_refresh(request: Request) -> JSONResponse:
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_WEBHOOK_BODY:
-                return JSONResponse({"error": "body too large"}, status_code=413)
+        try:
+            body = await read_body(request, MAX_WEBHOOK_BODY, WEBHOOK_SECONDS)
+        except BodyTooLarge:
+            return JSONResponse({"error": "body too large"}, status_code=413)
+        except TimeoutError:
+            return JSONResponse({"error": "body timeout"}, 408, {"connection": "close"})
         if webhook_secret is not None and not _signature_ok(webhook_secret, body, request.headers):
             log.warning("policy refresh webhook: bad or missing signature")
             return JSONResponse(

@@ -575,13 +575,13 @@ async def test_a_deleted_entry_leaves_the_workload_within_one_sync(
             stub = workload_pb2_grpc.SpiffeWorkloadAPIStub(channel)
             stream = stub.FetchX509SVID(workload_pb2.X509SVIDRequest(), metadata=METADATA)
             first = await stream.read()
-            assert {s.spiffe_id for s in first.svids} == {keep, drop}
+            assert {s.spiffe_id for s in first.svids} == {keep, drop}, first
             with real_ca.admin() as admin:
                 assert admin.delete(f"/v1/entries/{drop_id}").status_code == 204
             deleted = time.monotonic()
             update = await asyncio.wait_for(stream.read(), sync + 5)
             dropped_after = time.monotonic() - deleted
-            assert [s.spiffe_id for s in update.svids] == [keep]
+            assert [s.spiffe_id for s in update.svids] == [keep], update
             # The last entry: the stream ends, fetches are refused.
             with real_ca.admin() as admin:
                 assert admin.delete(f"/v1/entries/{keep_id}").status_code == 204
@@ -592,7 +592,7 @@ async def test_a_deleted_entry_leaves_the_workload_within_one_sync(
             )
             assert code == grpc.StatusCode.PERMISSION_DENIED
     print(f"deleted entry gone from the Workload API after {dropped_after:.2f} s (sync {sync} s)")
-    assert dropped_after <= sync + 1.0  # one sync, plus slack for a loaded machine
+    assert dropped_after <= sync + 2.0, dropped_after  # the next sync, plus slack for load
 
 
 async def test_an_evicted_node_stops_serving_its_workloads(
@@ -626,7 +626,7 @@ async def test_an_evicted_node_stops_serving_its_workloads(
         assert "the CA refuses this agent" in log
         assert agent.process is not None and agent.process.poll() is None  # still running
     print(f"evicted node's workload lost its SVID after {stopped_after:.2f} s (sync {sync} s)")
-    assert stopped_after <= sync + 1.0
+    assert stopped_after <= sync + 2.0, stopped_after  # the next sync, plus slack for load
 
 
 def _rss_kib(pid: int) -> int:
