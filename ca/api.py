@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from cryptography import x509
@@ -38,6 +38,7 @@ from meshward.x509_svid import is_ca, spiffe_id_of
 __all__ = ["MAX_BODY", "MAX_JSON_DEPTH", "create_app", "peer_spiffe_id"]
 
 log = logging.getLogger("meshward.ca.api")
+T = TypeVar("T")
 MAX_BODY = 64 * 1024  # bytes of a request body
 MAX_JSON_DEPTH = 16  # nesting of a request body (the deepest valid one has 2)
 
@@ -167,7 +168,7 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
     async def read_body(request: Request) -> dict[str, Any]:
         return await _body(request, ca.settings.body_timeout)
 
-    async def run(func: Callable[[], Any]) -> Any:
+    async def run(func: Callable[[], T]) -> T:
         return await anyio.to_thread.run_sync(func)
 
     def guarded(action: str) -> Callable[[Handler], Handler]:
@@ -228,7 +229,7 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
         body = await read_body(request)
         audience = body.get("audience")
         token, ttl, caller = _opt_str(body, "token"), _opt_int(body, "ttl"), _caller(request)
-        issued = await run(lambda: ca.issue_jwt(audience, token, caller, ttl))  # type: ignore[arg-type]
+        issued = await run(lambda: ca.issue_jwt(audience, token, caller, ttl))
         return JSONResponse({"token": issued.token, "expires_at": rfc3339(issued.expires_at)})
 
     @app.get("/v1/agent/entries")

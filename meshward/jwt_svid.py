@@ -45,8 +45,10 @@ __all__ = [
     "JwtSvid",
     "JwtSvidRules",
     "KeyLookup",
+    "Unverified",
     "check_times",
     "decode_signed",
+    "read_unverified",
     "validate_jwt_svid",
 ]
 
@@ -131,37 +133,60 @@ def check_times(claims: Mapping[str, Any], now: dt.datetime, leeway: int) -> dt.
         raise InvalidJwtSvid("bad_exp") from exc
 
 
+@dataclass(frozen=True, slots=True)
+class Unverified:
+    """A JWT's header fields and claims before its signature is checked: routing only."""
+
+    alg: str
+    kid: str
+    header: Mapping[str, Any]
+    claims: Mapping[str, Any]
+
+
+def read_unverified(
+    token: str, algorithms: Iterable[str], types: Iterable[str] | None = None
+) -> Unverified:
+    """Parse ``token`` without verifying it; refuse a header no verifier of ours accepts.
+
+    In order: ``malformed``, ``alg_not_allowed`` (not in ``algorithms``),
+    ``crit_header``, ``bad_typ`` (when ``types`` is given and ``typ`` is
+    present but not in it), ``missing_kid``.
+    """
+    try:
+        header = jwt.get_unverified_header(token)
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError as exc:
+        raise InvalidJwtSvid("malformed") from exc
+    if not isinstance(claims, dict):
+        raise InvalidJwtSvid("malformed")
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in algorithms:
+        raise InvalidJwtSvid("alg_not_allowed", str(alg)[:20])
+    if "crit" in header:
+        raise InvalidJwtSvid("crit_header")
+    typ = header.get("typ")
+    if types is not None and typ is not None and typ not in types:
+        raise InvalidJwtSvid("bad_typ", str(typ)[:40])
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise InvalidJwtSvid("missing_kid")
+    return Unverified(alg, kid, header, claims)
+
+
 def _header_and_subject(token: str, rules: JwtSvidRules) -> tuple[str, str, SpiffeId]:
     if not token:
         raise InvalidJwtSvid("malformed")
     if len(token) > rules.max_token_bytes:
         raise InvalidJwtSvid("oversized")
-    try:
-        header = jwt.get_unverified_header(token)
-        unverified = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError as exc:
-        raise InvalidJwtSvid("malformed") from exc
-    if not isinstance(unverified, dict):
-        raise InvalidJwtSvid("malformed")
-    alg = header.get("alg")
-    if not isinstance(alg, str) or alg not in rules.algorithms:
-        raise InvalidJwtSvid("alg_not_allowed", str(alg)[:20])
-    if "crit" in header:
-        raise InvalidJwtSvid("crit_header")
-    typ = header.get("typ")
-    if typ is not None and typ not in TYPES:
-        raise InvalidJwtSvid("bad_typ", str(typ)[:40])
-    kid = header.get("kid")
-    if not isinstance(kid, str) or not kid:
-        raise InvalidJwtSvid("missing_kid")
-    sub = unverified.get("sub")
+    unverified = read_unverified(token, rules.algorithms, TYPES)
+    sub = unverified.claims.get("sub")
     if not isinstance(sub, str):
         raise InvalidJwtSvid("bad_subject", "no sub")
     try:
         spiffe_id = SpiffeId.parse(sub)
     except InvalidSpiffeId as exc:
         raise InvalidJwtSvid("bad_subject", exc.reason) from exc
-    return alg, kid, spiffe_id
+    return unverified.alg, unverified.kid, spiffe_id
 
 
 def decode_signed(
