@@ -165,7 +165,7 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
         peer = peer_spiffe_id(request.scope, ca.clock.now())
         return Caller(peer, client.host if client else "unknown")
 
-    async def read_body(request: Request) -> dict[str, Any]:
+    async def json_body(request: Request) -> dict[str, Any]:
         return await _body(request, ca.settings.body_timeout)
 
     async def run(func: Callable[[], T]) -> T:
@@ -215,7 +215,7 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
     @app.post("/v1/svid/x509")
     @guarded("x509_svid")
     async def svid_x509(request: Request) -> Response:
-        body = await read_body(request)
+        body = await json_body(request)
         csr = body.get("csr")
         if not isinstance(csr, str):
             raise BadRequest("csr must be a PEM string", code="bad_csr")
@@ -226,7 +226,7 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
     @app.post("/v1/svid/jwt")
     @guarded("jwt_svid")
     async def svid_jwt(request: Request) -> Response:
-        body = await read_body(request)
+        body = await json_body(request)
         audience = body.get("audience")
         token, ttl, caller = _opt_str(body, "token"), _opt_int(body, "ttl"), _caller(request)
         issued = await run(lambda: ca.issue_jwt(audience, token, caller, ttl))
@@ -242,7 +242,7 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
     @app.post("/v1/agent/svid/x509")
     @guarded("x509_svid")
     async def agent_svid_x509(request: Request) -> Response:
-        body = await read_body(request)
+        body = await json_body(request)
         csr = body.get("csr")
         if not isinstance(csr, str):
             raise BadRequest("csr must be a PEM string", code="bad_csr")
@@ -253,7 +253,7 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
     @app.post("/v1/agent/svid/jwt")
     @guarded("jwt_svid")
     async def agent_svid_jwt(request: Request) -> Response:
-        body = await read_body(request)
+        body = await json_body(request)
         caller = _caller(request)
         issued = await run(
             lambda: ca.agent_issue_jwt(body.get("entry_id"), body.get("audience"), caller)
@@ -276,7 +276,7 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
     @guarded("entry_add")
     async def add_entry(request: Request) -> Response:
         caller = await admin(request)
-        entry = _entry_from(await read_body(request), ca.new_entry_id())
+        entry = _entry_from(await json_body(request), ca.new_entry_id())
         await run(lambda: ca.add_entry(entry, caller))
         return JSONResponse(entry.to_json(), status_code=201)
 
@@ -316,7 +316,7 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
     @guarded("agent_evict")
     async def evict_agent(request: Request) -> Response:
         caller = await admin(request)
-        spiffe_id = _spiffe_id(await read_body(request))
+        spiffe_id = _spiffe_id(await json_body(request))
         record = await run(lambda: ca.evict_agent(spiffe_id, caller))
         return JSONResponse(record.to_json())
 
@@ -324,7 +324,7 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
     @guarded("token_create")
     async def create_token(request: Request) -> Response:
         caller = await admin(request)
-        body = await read_body(request)
+        body = await json_body(request)
         spiffe_id, ttl = _spiffe_id(body), _opt_int(body, "ttl")
         token = await run(lambda: ca.create_join_token(spiffe_id, ttl, caller))
         return JSONResponse({"token": token, "spiffe_id": str(spiffe_id)}, status_code=201)
