@@ -19,6 +19,7 @@ COPY pyproject.toml README.md ./
 COPY meshward ./meshward
 COPY authz ./authz
 COPY ca ./ca
+COPY agent ./agent
 RUN python -m venv /opt/meshward \
  && /opt/meshward/bin/pip install --no-cache-dir --upgrade pip \
  && /opt/meshward/bin/pip install --no-cache-dir '.[otel]' \

@@ -36,12 +36,12 @@ from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.secret.v3 import sds_pb2_grpc
 from spiffe import X509Source
 
-from ca.agent.agent import AgentConfig, NodeAgent, build_csr
-from ca.agent.ca_client import CaClient, node_selector
-from ca.agent.hub import SnapshotHub
-from ca.agent.model import Entry, HeldSvid
-from ca.agent.sds import SECRET_TYPE_URL, SdsService, serve_sds
-from ca.agent.workload_api import WorkloadApi, serve_workload_api
+from agent.ca_client import CaClient, node_selector
+from agent.hub import SnapshotHub
+from agent.model import Entry, HeldSvid
+from agent.node import AgentConfig, NodeAgent, build_csr
+from agent.sds import SECRET_TYPE_URL, SdsService, serve_sds
+from agent.workload_api import WorkloadApi, serve_workload_api
 from meshward.clock import SystemClock
 from meshward.spiffe import SpiffeId, TrustDomain
 from tests.support.authority import LocalAuthority

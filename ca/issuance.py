@@ -22,7 +22,7 @@ from ca.authority import SerialSource, Slot, _hash_for
 from ca.errors import BadCsr, BadRequest, IssuanceFailed
 from ca.keystore import PrivateKey
 from meshward import x509_svid
-from meshward.jwt_svid import InvalidJwtSvid, validate_jwt_svid
+from meshward.jwt_svid import InvalidJwtSvid, requested_audience, validate_jwt_svid
 from meshward.spiffe import SpiffeId
 from meshward.x509_svid import csr_pem
 
@@ -43,8 +43,6 @@ __all__ = [
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 CSR_MAX_BYTES = 16 * 1024
 MIN_RSA_BITS = 2048
-MAX_AUDIENCES = 16
-MAX_AUDIENCE_LEN = 256
 _PEM_BEGIN = b"-----BEGIN CERTIFICATE REQUEST-----"
 _PEM_END = b"-----END CERTIFICATE REQUEST-----"
 _CURVES = (ec.SECP256R1, ec.SECP384R1)
@@ -251,16 +249,11 @@ def jwt_algorithm(key: PrivateKey) -> str:
 
 
 def check_audience(audience: object) -> list[str]:
-    """A JWT-SVID audience: one to sixteen non-empty strings."""
-    if isinstance(audience, str):
-        audience = [audience]
-    if (
-        not isinstance(audience, list)
-        or not 1 <= len(audience) <= MAX_AUDIENCES
-        or not all(isinstance(a, str) and 0 < len(a) <= MAX_AUDIENCE_LEN for a in audience)
-    ):
+    """A JWT-SVID audience (:func:`meshward.jwt_svid.requested_audience`), else ``BadRequest``."""
+    aud = requested_audience(audience)
+    if aud is None:
         raise BadRequest("audience must be 1 to 16 non-empty strings", code="bad_audience")
-    return list(dict.fromkeys(audience))
+    return aud
 
 
 def issue_jwt_svid(

@@ -41,6 +41,8 @@ __all__ = [
     "DEFAULT_MAX_TOKEN_BYTES",
     "MAX_LEEWAY_SECONDS",
     "TYPES",
+    "MAX_AUDIENCES",
+    "MAX_AUDIENCE_LEN",
     "InvalidJwtSvid",
     "JwtSvid",
     "JwtSvidRules",
@@ -49,6 +51,7 @@ __all__ = [
     "check_times",
     "decode_signed",
     "read_unverified",
+    "requested_audience",
     "validate_jwt_svid",
 ]
 
@@ -59,6 +62,8 @@ ALGORITHMS = frozenset(
 TYPES = frozenset({"JWT", "JOSE"})  # JWT-SVID §2.3
 DEFAULT_MAX_TOKEN_BYTES = 8 * 1024
 MAX_LEEWAY_SECONDS = 60
+MAX_AUDIENCES = 16  # per JWT-SVID issued (the CA's rule, checked early by the agent)
+MAX_AUDIENCE_LEN = 256
 
 
 class InvalidJwtSvid(ValueError):
@@ -70,6 +75,25 @@ class InvalidJwtSvid(ValueError):
         )
         self.reason = reason
         self.detail = detail
+
+
+def requested_audience(audience: object) -> list[str] | None:
+    """The audience a JWT-SVID may be issued for, or ``None`` when it may not.
+
+    One to :data:`MAX_AUDIENCES` non-empty strings of at most
+    :data:`MAX_AUDIENCE_LEN` characters (a single string counts as one);
+    duplicates are dropped, order kept. The CA refuses anything else, and the
+    agent checks it before a request costs a CA call.
+    """
+    if isinstance(audience, str):
+        audience = [audience]
+    if (
+        not isinstance(audience, list)
+        or not 1 <= len(audience) <= MAX_AUDIENCES
+        or not all(isinstance(a, str) and 0 < len(a) <= MAX_AUDIENCE_LEN for a in audience)
+    ):
+        return None
+    return list(dict.fromkeys(audience))
 
 
 @dataclass(frozen=True, slots=True)

@@ -100,7 +100,7 @@ def run_command(
     SIGUSR1 renews every SVID at once; SIGHUP re-reads bundle and entries.
     """
     # Imported here: gRPC and the Envoy protos take seconds to load; other commands need neither.
-    from ca.agent.run import AgentStartupError, plan_agent, run_agent  # noqa: PLC0415
+    from agent.run import AgentStartupError, plan_agent, run_agent  # noqa: PLC0415
 
     settings = settings_from(
         ctx,

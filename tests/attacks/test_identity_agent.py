@@ -34,15 +34,15 @@ from spiffe import X509Source
 from spiffe._proto import workload_pb2, workload_pb2_grpc
 from spiffe.workloadapi.errors import X509SourceError
 
-from ca.agent.agent import AgentConfig, NodeAgent
-from ca.agent.ca_client import node_selector
-from ca.agent.errors import CaRejected
-from ca.agent.hub import SnapshotHub
-from ca.agent.model import Entry, HeldSvid
-from ca.agent.sds import SECRET_TYPE_URL, SdsService, serve_sds
-from ca.agent.serving import FixedAttestor
-from ca.agent.source import JwtSvidToken
-from ca.agent.workload_api import WorkloadApi, serve_workload_api
+from agent.ca_client import node_selector
+from agent.errors import CaRejected
+from agent.hub import SnapshotHub
+from agent.model import Entry, HeldSvid
+from agent.node import AgentConfig, NodeAgent
+from agent.sds import SECRET_TYPE_URL, SdsService, serve_sds
+from agent.serving import FixedAttestor
+from agent.source import JwtSvidToken
+from agent.workload_api import WorkloadApi, serve_workload_api
 from meshward.clock import SystemClock
 from meshward.spiffe import SpiffeId
 from tests.support.agent_process import AgentProcess, admin_post

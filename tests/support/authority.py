@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ca.agent.errors import CaRejected, CaUnavailable
-from ca.agent.model import Bundle, Entry, HeldSvid
-from ca.agent.source import JwtSvidToken
+from agent.errors import CaRejected, CaUnavailable
+from agent.model import Bundle, Entry, HeldSvid
+from agent.source import JwtSvidToken
 from meshward.clock import Clock
 from meshward.spiffe import TrustDomain
 from meshward.spiffe_bundle import SpiffeBundle

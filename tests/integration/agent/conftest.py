@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from grpclib.server import Server
 
-from ca.agent.agent import AgentConfig, NodeAgent
-from ca.agent.hub import SnapshotHub
-from ca.agent.model import Entry
-from ca.agent.workload_api import WorkloadApi, serve_workload_api
+from agent.hub import SnapshotHub
+from agent.model import Entry
+from agent.node import AgentConfig, NodeAgent
+from agent.workload_api import WorkloadApi, serve_workload_api
 from meshward.clock import SystemClock
 from meshward.spiffe import SpiffeId
 from tests.support.authority import LocalAuthority

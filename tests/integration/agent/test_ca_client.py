@@ -13,10 +13,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ca.agent.agent import build_csr
-from ca.agent.ca_client import CaClient
-from ca.agent.errors import CaUnavailable
-from ca.agent.model import Entry
+from agent.ca_client import CaClient
+from agent.errors import CaUnavailable
+from agent.model import Entry
+from agent.node import build_csr
 from meshward.clock import SystemClock
 from meshward.spiffe import SpiffeId, TrustDomain
 from tests.support.authority import LocalAuthority

@@ -22,10 +22,10 @@ from cryptography import x509
 from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.secret.v3 import sds_pb2_grpc
 
-from ca.agent.agent import NodeAgent
-from ca.agent.hub import SnapshotHub
-from ca.agent.model import Entry
-from ca.agent.sds import SECRET_TYPE_URL, SdsService, serve_sds
+from agent.hub import SnapshotHub
+from agent.model import Entry
+from agent.node import NodeAgent
+from agent.sds import SECRET_TYPE_URL, SdsService, serve_sds
 from meshward.clock import SystemClock
 from meshward.spiffe import SpiffeId
 from tests.support.as_uid import open_dir, run_as, sds_fetch

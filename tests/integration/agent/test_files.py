@@ -13,7 +13,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ca.agent.files import DATA_LINK, FileSink, FileSinkConfig
+from agent.files import DATA_LINK, FileSink, FileSinkConfig
 from tests.integration.agent.conftest import RunningAgent
 
 

@@ -6,7 +6,7 @@ import asyncio
 
 from spiffe import WorkloadApiClient, X509Source
 
-from ca.agent.errors import CaUnavailable
+from agent.errors import CaUnavailable
 from tests.integration.agent.conftest import RunningAgent
 
 

@@ -15,8 +15,8 @@ from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.secret.v3 import sds_pb2_grpc
 from google.rpc import status_pb2
 
-from ca.agent.sds import SECRET_TYPE_URL, SdsService, serve_sds
-from ca.agent.serving import FixedAttestor
+from agent.sds import SECRET_TYPE_URL, SdsService, serve_sds
+from agent.serving import FixedAttestor
 from tests.integration.agent.conftest import RunningAgent
 from tests.support.net import free_port
 

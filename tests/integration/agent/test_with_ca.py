@@ -26,7 +26,7 @@ from jwt.algorithms import RSAAlgorithm
 from spiffe import JwtBundle, JwtSvid, WorkloadApiClient, X509Source
 from spiffe import TrustDomain as PyTrustDomain
 
-from ca.agent.ca_client import node_selector
+from agent.ca_client import node_selector
 from meshward.spiffe import SpiffeId
 from tests.support.agent_process import AgentProcess, admin_post
 from tests.support.ca import CaProcess, new_csr, openssl_verify, running_ca

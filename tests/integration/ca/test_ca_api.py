@@ -273,8 +273,8 @@ def test_untrusted_client_cert_is_refused(ca: CaProcess, tmp_path: Path) -> None
 
 
 async def test_node_agent_client_against_the_real_ca(ca: CaProcess, tmp_path: Path) -> None:
-    from ca.agent.ca_client import CaClient, node_selector
-    from ca.agent.errors import CaRejected
+    from agent.ca_client import CaClient, node_selector
+    from agent.errors import CaRejected
     from meshward.clock import SystemClock
     from meshward.spiffe import TrustDomain
 
@@ -326,7 +326,7 @@ async def test_node_agent_client_against_the_real_ca(ca: CaProcess, tmp_path: Pa
         with ca.client(None) as anonymous:
             assert anonymous.get("/v1/agent/entries").status_code == 401
         # An entry delegated to another node is refused (403) for this one.
-        from ca.agent.model import Entry as AgentEntry
+        from agent.model import Entry as AgentEntry
 
         foreign = AgentEntry(other["id"], SpiffeId.parse(other["spiffe_id"]), frozenset())
         with pytest.raises(CaRejected) as err:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ca.agent.jwt_validate import validate_jwt_svid
-from ca.agent.model import Bundle
+from agent.jwt_validate import validate_jwt_svid
+from agent.model import Bundle
 from meshward.spiffe import TrustDomain
 from meshward.spiffe_bundle import SpiffeBundle
 from tests.support.ca import PASSPHRASE, CaProcess

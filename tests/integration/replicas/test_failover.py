@@ -15,9 +15,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ca.agent.agent import build_csr
-from ca.agent.ca_client import CaClient
-from ca.agent.model import Entry as AgentEntry
+from agent.ca_client import CaClient
+from agent.model import Entry as AgentEntry
+from agent.node import build_csr
 from meshward.clock import SystemClock
 from meshward.endpoints import Endpoints
 from meshward.spiffe import SpiffeId, TrustDomain

@@ -39,10 +39,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ca.agent.errors import CaRejected, CaUnavailable
-from ca.agent.model import Bundle, Entry, HeldSvid
-from ca.agent.renewal import renew_at
-from ca.agent.source import JwtSvidToken
+from agent.errors import CaRejected, CaUnavailable
+from agent.model import Bundle, Entry, HeldSvid
+from agent.renewal import renew_at
+from agent.source import JwtSvidToken
 from meshward.clock import Clock
 from meshward.endpoints import Endpoints, split_urls
 from meshward.selectors import AGENT_SELECTOR_PREFIX, node_selector
@@ -102,7 +102,7 @@ def _parse_rfc3339(value: Any) -> dt.datetime:
 
 
 class CaClient:
-    """An :class:`~ca.agent.source.IdentitySource` backed by ``meshward ca serve``.
+    """An :class:`~agent.source.IdentitySource` backed by ``meshward ca serve``.
 
     ``token`` is called each time the agent must attest (a projected
     Kubernetes token is rotated on disk, so it is read anew every time).

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ca.agent.errors import PeerCredentialsError
+from agent.errors import PeerCredentialsError
 
 __all__ = [
     "PeerCredentials",

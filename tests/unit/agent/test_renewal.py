@@ -4,7 +4,7 @@ import datetime as dt
 
 import pytest
 
-from ca.agent.renewal import backoff_delay, renew_at, should_renew
+from agent.renewal import backoff_delay, renew_at, should_renew
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)

@@ -17,14 +17,14 @@ from pathlib import Path
 
 from grpclib.server import Server
 
-from ca.agent.agent import AgentConfig, NodeAgent
-from ca.agent.ca_client import CaClient
-from ca.agent.errors import AgentError, CaRejected, CaUnavailable
-from ca.agent.files import FileSink, FileSinkConfig
-from ca.agent.hub import SnapshotHub
-from ca.agent.sds import SdsService, parse_sds_address, serve_sds
-from ca.agent.serving import Attestor, FixedAttestor, UnixAttestor
-from ca.agent.workload_api import WorkloadApi, serve_workload_api
+from agent.ca_client import CaClient
+from agent.errors import AgentError, CaRejected, CaUnavailable
+from agent.files import FileSink, FileSinkConfig
+from agent.hub import SnapshotHub
+from agent.node import AgentConfig, NodeAgent
+from agent.sds import SdsService, parse_sds_address, serve_sds
+from agent.serving import Attestor, FixedAttestor, UnixAttestor
+from agent.workload_api import WorkloadApi, serve_workload_api
 from meshward.callers import is_loopback_host
 from meshward.clock import Clock, SystemClock
 from meshward.settings import AgentSettings, Settings

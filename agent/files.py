@@ -30,10 +30,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ca.agent.background import BackgroundTask
-from ca.agent.errors import FileWriteError
-from ca.agent.hub import SnapshotHub
-from ca.agent.model import Bundle, HeldSvid, Snapshot
+from agent.background import BackgroundTask
+from agent.errors import FileWriteError
+from agent.hub import SnapshotHub
+from agent.model import Bundle, HeldSvid, Snapshot
 
 __all__ = ["DATA_LINK", "FileSink", "FileSinkConfig", "remove_version", "write_version"]
 

@@ -1,13 +1,19 @@
-"""The node agent's exceptions; the whole tree is drawn in :mod:`ca.agent`.
+"""The node agent's exceptions; the whole tree is drawn in :mod:`agent`.
 
-Every error carries a short ``code`` usable as a metric label.
+:class:`AgentError` sits under the shared root
+:class:`~meshward.errors.MeshwardError`; every error carries a snake_case
+``code`` usable as a metric label. The CA's own errors are
+:mod:`ca.errors`; the agent never raises them, it raises
+:class:`CaRequestFailed` when a call to the CA fails.
 """
 
 from __future__ import annotations
 
+from meshward.errors import MeshwardError
+
 __all__ = [
     "AgentError",
-    "CaError",
+    "CaRequestFailed",
     "CaRejected",
     "CaUnavailable",
     "FileWriteError",
@@ -16,7 +22,7 @@ __all__ = [
 ]
 
 
-class AgentError(Exception):
+class AgentError(MeshwardError):
     """Root of every error the node agent raises."""
 
     code = "agent_error"
@@ -27,19 +33,19 @@ class AgentError(Exception):
             self.code = code
 
 
-class CaError(AgentError):
+class CaRequestFailed(AgentError):
     """The CA could not give the agent what it asked for."""
 
-    code = "ca_error"
+    code = "ca_request_failed"
 
 
-class CaUnavailable(CaError):
+class CaUnavailable(CaRequestFailed):
     """Transient: the CA is unreachable, timed out, failed (5xx) or rate-limited us."""
 
     code = "ca_unavailable"
 
 
-class CaRejected(CaError):
+class CaRejected(CaRequestFailed):
     """The CA refused the request (4xx); retrying the same request will not help.
 
     ``status`` is the HTTP status the CA answered with.

@@ -1,4 +1,4 @@
-"""One published :class:`~ca.agent.model.Snapshot` and the streams that follow it.
+"""One published :class:`~agent.model.Snapshot` and the streams that follow it.
 
 The agent's renewal task is the only writer; every server stream is a reader
 that wakes on each new version. Readers always see whole snapshots.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable
 
-from ca.agent.model import Bundle, HeldSvid, Snapshot
+from agent.model import Bundle, HeldSvid, Snapshot
 
 __all__ = ["SnapshotHub"]
 

@@ -6,8 +6,8 @@ import pytest
 from spiffe.bundle.jwt_bundle.jwt_bundle import JwtBundle
 from spiffe.spiffe_id.spiffe_id import TrustDomain as PyTrustDomain
 
-from ca.agent.agent import build_csr
-from ca.agent.model import Entry, HeldSvid, Snapshot
+from agent.model import Entry, HeldSvid, Snapshot
+from agent.node import build_csr
 from meshward.clock import FixedClock
 from meshward.spiffe import SpiffeId
 from tests.support.authority import LocalAuthority

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from ca.agent.fair import FairGate, RateLimiter
+from agent.fair import FairGate, RateLimiter
 from meshward.clock import FixedClock
 
 

@@ -1,5 +1,8 @@
 """The node agent on embedded defaults, beside the CA, for ``meshward up``.
 
+The one place that needs both :mod:`ca` and :mod:`agent` (which never import
+each other), so it sits in the top layer with the command that uses it.
+
 The local node is ``spiffe://<td>/meshward/node/local``. On first start the
 CA (in the same process) creates a join token for it, which the agent
 redeems once; afterwards the stored node SVID is reused. So that the
@@ -13,8 +16,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from ca.agent.ca_client import node_selector
-from ca.agent.run import AgentPlan, AgentServices, start_agent
+from agent.ca_client import node_selector
+from agent.run import AgentPlan, AgentServices, start_agent
 from ca.service import Caller, CertificateAuthority
 from ca.store.protocol import Entry
 from meshward.settings import Settings, parse_hostport

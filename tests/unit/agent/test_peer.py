@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ca.agent.errors import PeerCredentialsError
-from ca.agent.peer import (
+from agent.errors import PeerCredentialsError
+from agent.peer import (
     PeerCredentials,
     peer_credentials,
     pin_peer,

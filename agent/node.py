@@ -3,7 +3,7 @@
 Each pass fetches the bundle and this node's entries, then obtains an SVID for
 every entry that has none, whose SVID is due (half of its real validity window,
 with jitter), or whose entry changed. It then publishes one new
-:class:`~ca.agent.model.Snapshot`.
+:class:`~agent.model.Snapshot`.
 
 - An entry the CA no longer lists is dropped from the snapshot in that pass.
 - When the bundle changes at all (a new ``spiffe_sequence`` included: ``ca
@@ -30,13 +30,13 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ca.agent.background import BackgroundTask
-from ca.agent.errors import CaError, CaRejected, CaUnavailable, RateLimited
-from ca.agent.fair import FairGate, RateLimiter
-from ca.agent.hub import SnapshotHub
-from ca.agent.model import Bundle, Entry, HeldSvid
-from ca.agent.renewal import backoff_delay, renew_at
-from ca.agent.source import IdentitySource, JwtSvidToken
+from agent.background import BackgroundTask
+from agent.errors import CaRejected, CaRequestFailed, CaUnavailable, RateLimited
+from agent.fair import FairGate, RateLimiter
+from agent.hub import SnapshotHub
+from agent.model import Bundle, Entry, HeldSvid
+from agent.renewal import backoff_delay, renew_at
+from agent.source import IdentitySource, JwtSvidToken
 from meshward import x509_svid
 from meshward.clock import Clock
 
@@ -66,7 +66,7 @@ class AgentConfig:
 REFUSED_STATUSES = frozenset({401, 403})
 
 
-def agent_refused(exc: CaError) -> bool:
+def agent_refused(exc: CaRequestFailed) -> bool:
     """Whether ``exc`` means the CA refuses the agent itself (evicted, unknown node)."""
     return isinstance(exc, CaRejected) and exc.status in REFUSED_STATUSES
 
@@ -117,7 +117,7 @@ class NodeAgent:
         self._published_at = clock.monotonic()
         self._issuer: bytes | None = None  # the signing CA of this pass's newest SVID
         self._follow_issuer = False  # the bundle changed: move SVIDs to the CA that signs now
-        self.last_error: CaError | None = None
+        self.last_error: CaRequestFailed | None = None
         self.refused: CaRejected | None = None  # set while the CA refuses this agent
 
     # -- lifecycle -----------------------------------------------------------------
@@ -169,7 +169,7 @@ class NodeAgent:
                         extra={"fields": {"code": exc.code, "status": exc.status}},
                     )
                     self._publish_if_expired()
-            except CaError as exc:
+            except CaRequestFailed as exc:
                 self._failures += 1
                 self.last_error = exc
                 delay = backoff_delay(
@@ -233,7 +233,7 @@ class NodeAgent:
             self._publish()
 
     async def sync_once(self) -> bool:
-        """One pass; return whether a new snapshot was published. Raises :class:`CaError`."""
+        """One pass; whether a new snapshot was published. Raises :class:`CaRequestFailed`."""
         bundle = await self.source.fetch_bundle()
         entries = {e.entry_id: e for e in await self.source.fetch_entries()}
         now = self.clock.now()
@@ -293,9 +293,11 @@ class NodeAgent:
             raise unavailable
         return renewed > 0 or changed
 
-    async def _renew(self, todo: Sequence[Entry], now: dt.datetime) -> tuple[int, CaError | None]:
+    async def _renew(
+        self, todo: Sequence[Entry], now: dt.datetime
+    ) -> tuple[int, CaRequestFailed | None]:
         """Obtain SVIDs for ``todo``; return how many slots changed and the first outage."""
-        unavailable: list[CaError] = []
+        unavailable: list[CaRequestFailed] = []
 
         async def one(entry: Entry) -> bool:
             async with self._gate.slot():

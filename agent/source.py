@@ -1,6 +1,6 @@
 """Where the agent gets identities from: the CA, behind a small protocol.
 
-:class:`~ca.agent.ca_client.CaClient` speaks to ``meshward ca serve`` over
+:class:`~agent.ca_client.CaClient` speaks to ``meshward ca serve`` over
 HTTPS; anything else that can sign (a test authority in-process, an upstream
 SPIRE-like server) can stand in as long as it satisfies :class:`IdentitySource`.
 """
@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 from cryptography import x509
 
-from ca.agent.model import Bundle, Entry, HeldSvid
+from agent.model import Bundle, Entry, HeldSvid
 
 __all__ = ["IdentitySource", "JwtSvidToken"]
 
@@ -29,7 +29,7 @@ class JwtSvidToken:
 
 @runtime_checkable
 class IdentitySource(Protocol):
-    """What the agent needs from a CA. Errors are :class:`ca.agent.errors.CaError`."""
+    """What the agent needs from a CA. Errors are :class:`agent.errors.CaRequestFailed`."""
 
     async def fetch_bundle(self) -> Bundle:
         """The current trust bundle of the agent's trust domain."""

@@ -8,11 +8,11 @@ import random
 
 import pytest
 
-from ca.agent.agent import AgentConfig, NodeAgent
-from ca.agent.errors import CaRejected, CaUnavailable
-from ca.agent.hub import SnapshotHub
-from ca.agent.model import Entry
-from ca.agent.workload_api import status_for
+from agent.errors import CaRejected, CaUnavailable
+from agent.hub import SnapshotHub
+from agent.model import Entry
+from agent.node import AgentConfig, NodeAgent
+from agent.workload_api import status_for
 from meshward.clock import FixedClock
 from meshward.spiffe import SpiffeId
 from tests.support.authority import LocalAuthority

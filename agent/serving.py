@@ -4,8 +4,8 @@ Both the Workload API and SDS run on :func:`start_server`, and both ask one
 :class:`Attestor` who the caller is:
 
 - :class:`UnixAttestor` pins the peer of every Unix-socket connection when it
-  is accepted (:func:`ca.agent.peer.pin_peer`) and, on every call, checks that
-  the process is still that one (:func:`ca.agent.peer.still_same`); a process
+  is accepted (:func:`agent.peer.pin_peer`) and, on every call, checks that
+  the process is still that one (:func:`agent.peer.still_same`); a process
   that is gone or exec'd another program gets ``PERMISSION_DENIED``.
 - :class:`FixedAttestor` is for a loopback TCP listener (SDS only): every
   caller is treated as having exactly the configured selectors.
@@ -34,8 +34,8 @@ from grpclib.config import Configuration
 from grpclib.const import Status
 from grpclib.server import Server, Stream
 
-from ca.agent.errors import PeerCredentialsError
-from ca.agent.peer import PROC, PinnedPeer, pin_peer, still_same
+from agent.errors import PeerCredentialsError
+from agent.peer import PROC, PinnedPeer, pin_peer, still_same
 from meshward.callers import is_loopback_host
 
 __all__ = [

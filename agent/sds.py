@@ -1,7 +1,7 @@
 """Envoy SDS (``envoy.service.secret.v3.SecretDiscoveryService``) on grpclib, bound to the caller.
 
 The caller is identified exactly as on the Workload API (one
-:class:`~ca.agent.serving.Attestor`): on a Unix socket by its peer
+:class:`~agent.serving.Attestor`): on a Unix socket by its peer
 credentials, pinned when it connected and checked on every call and push; on
 a loopback TCP port it has exactly the selectors configured for that
 listener. It gets only the SVIDs whose entries those selectors match; a
@@ -42,9 +42,9 @@ from grpclib import GRPCError
 from grpclib.const import Cardinality, Handler, Status
 from grpclib.server import Server, Stream
 
-from ca.agent.hub import SnapshotHub
-from ca.agent.model import HeldSvid, Snapshot
-from ca.agent.serving import Attestor, Caller, UnixAttestor, recv_bounded, start_server
+from agent.hub import SnapshotHub
+from agent.model import HeldSvid, Snapshot
+from agent.serving import Attestor, Caller, UnixAttestor, recv_bounded, start_server
 
 __all__ = [
     "SECRET_TYPE_URL",

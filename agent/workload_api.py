@@ -1,7 +1,7 @@
 """The SPIFFE Workload API on a Unix socket (grpclib), with the proto py-spiffe ships.
 
 Every call must carry the ``workload.spiffe.io: true`` metadata (else
-``InvalidArgument``). The caller is identified by the :class:`~ca.agent.serving.Attestor`
+``InvalidArgument``). The caller is identified by the :class:`~agent.serving.Attestor`
 (the peer pinned when it connected, checked again on every call and before
 every push) and gets only the SVIDs whose entries it matches; a caller
 matching none gets ``PermissionDenied``. Streams send the full state at once
@@ -24,13 +24,12 @@ from grpclib.const import Cardinality, Handler, Status
 from grpclib.server import Server, Stream
 from spiffe._proto import workload_pb2 as pb
 
-from ca.agent.agent import NodeAgent
-from ca.agent.errors import CaError, CaRejected, RateLimited
-from ca.agent.jwt_validate import InvalidJwtSvid, validate_jwt_svid
-from ca.agent.model import Bundle, HeldSvid, Snapshot
-from ca.agent.serving import Attestor, Caller, UnixAttestor, recv_bounded, start_server
-from ca.errors import BadRequest
-from ca.issuance import check_audience
+from agent.errors import CaRejected, CaRequestFailed, RateLimited
+from agent.jwt_validate import InvalidJwtSvid, validate_jwt_svid
+from agent.model import Bundle, HeldSvid, Snapshot
+from agent.node import NodeAgent
+from agent.serving import Attestor, Caller, UnixAttestor, recv_bounded, start_server
+from meshward.jwt_svid import requested_audience
 
 __all__ = ["SECURITY_HEADER", "WorkloadApi", "serve_workload_api", "status_for"]
 
@@ -57,7 +56,7 @@ def _x509_response(svids: tuple[HeldSvid, ...], snapshot: Snapshot) -> pb.X509SV
 
 
 class WorkloadApi:
-    """The ``SpiffeWorkloadAPI`` service; ``attestor`` says who calls (:mod:`ca.agent.serving`)."""
+    """The ``SpiffeWorkloadAPI`` service; ``attestor`` says who calls (:mod:`agent.serving`)."""
 
     def __init__(
         self,
@@ -174,11 +173,10 @@ class WorkloadApi:
         request = await recv_bounded(stream)
         if request is None or not request.audience:
             raise GRPCError(Status.INVALID_ARGUMENT, "audience must be specified")
-        try:
-            # The CA's own rule, applied before the request costs a CA call.
-            audience = check_audience(list(request.audience))
-        except BadRequest as exc:
-            raise GRPCError(Status.INVALID_ARGUMENT, "audience must be 1 to 16 strings") from exc
+        # The CA's own rule, applied before the request costs a CA call.
+        audience = requested_audience(list(request.audience))
+        if audience is None:
+            raise GRPCError(Status.INVALID_ARGUMENT, "audience must be 1 to 16 strings")
         await self._ready()
         svids = self.agent.hub.current.svids_for(caller.selectors)
         if request.spiffe_id:
@@ -191,7 +189,7 @@ class WorkloadApi:
                 token = await self.agent.jwt_svid(svid, audience, caller.key)
             except RateLimited as exc:
                 raise GRPCError(Status.RESOURCE_EXHAUSTED, "too many JWT-SVID requests") from exc
-            except CaError as exc:
+            except CaRequestFailed as exc:
                 status = status_for(exc)
                 log.warning(
                     "JWT-SVID not issued",
@@ -236,7 +234,7 @@ class WorkloadApi:
         await stream.send_message(response)
 
 
-def status_for(exc: CaError) -> Status:
+def status_for(exc: CaRequestFailed) -> Status:
     """The Workload API status for a CA failure.
 
     A request the CA finds malformed (400, 413, 422: e.g. a bad audience) is

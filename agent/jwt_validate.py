@@ -11,8 +11,8 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from ca.agent.errors import AgentError
-from ca.agent.model import Bundle
+from agent.errors import AgentError
+from agent.model import Bundle
 from meshward import jwt_svid
 from meshward.jwk import Jwk, PublicKey
 from meshward.spiffe import SpiffeId, TrustDomain

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ca.agent.run import AgentStartupError, check_sds_listener
-from ca.agent.sds import parse_sds_address
+from agent.run import AgentStartupError, check_sds_listener
+from agent.sds import parse_sds_address
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ca.agent.jwt_validate import InvalidJwtSvid, validate_jwt_svid
+from agent.jwt_validate import InvalidJwtSvid, validate_jwt_svid
 from meshward.clock import FixedClock
 from tests.support.authority import LocalAuthority
 
