@@ -9,7 +9,7 @@ drawn in that module's docstring); every error carries a snake_case
     ├── SettingsError        meshward.settings
     ├── AuthzError           authz.errors (the PDP)
     ├── CaError              ca.errors (the CA)
-    ├── AgentError           the node agent
+    ├── AgentError           agent.errors (the node agent)
     └── ConsoleError         console.server
 """
 

@@ -25,7 +25,7 @@ from spiffe import TrustDomain as PyTrustDomain
 
 from meshward.clock import SystemClock
 from meshward.jwk import Jwk, PublicKey
-from meshward.jwt_svid import InvalidJwtSvid, JwtSvidRules, validate_jwt_svid
+from meshward.jwt_svid import InvalidJwtSvid, JwtSvidRules, requested_audience, validate_jwt_svid
 from meshward.spiffe import TrustDomain
 from meshward.spiffe_bundle import SpiffeBundle
 
@@ -178,3 +178,22 @@ def test_a_jwk_pinning_another_algorithm_is_refused() -> None:
 def test_rules_refuse_unsafe_settings(rules: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         JwtSvidRules(**rules)
+
+
+@pytest.mark.parametrize(
+    ("audience", "expected"),
+    [
+        ("a", ["a"]),
+        (["a", "b", "a"], ["a", "b"]),
+        ([f"a{i}" for i in range(16)], [f"a{i}" for i in range(16)]),
+        ([], None),
+        ([""], None),
+        (["x" * 257], None),
+        ([f"a{i}" for i in range(17)], None),
+        ([1], None),
+        ({"a": 1}, None),
+        (None, None),
+    ],
+)
+def test_requested_audience(audience: object, expected: list[str] | None) -> None:
+    assert requested_audience(audience) == expected

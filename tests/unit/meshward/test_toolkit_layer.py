@@ -20,7 +20,15 @@ TOOLKIT = [
     "callers.py",
     "asgi.py",
 ]
-ABOVE = ("ca", "authz", "meshward.commands", "meshward.cli", "meshward.up", "meshward.settings")
+ABOVE = (
+    "ca",
+    "agent",
+    "authz",
+    "meshward.commands",
+    "meshward.cli",
+    "meshward.up",
+    "meshward.settings",
+)
 
 
 @pytest.mark.parametrize("module", TOOLKIT)
