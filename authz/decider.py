@@ -32,7 +32,6 @@ from authz.authn.errors import AuthnError
 from authz.model import AccessRequest, Decision, Effect, EntityUid
 from authz.request import (
     DEFAULT_PATHS,
-    HIDDEN_HEADERS,
     MAX_METHOD_LENGTH,
     MalformedRequest,
     PathOptions,
@@ -42,7 +41,6 @@ from authz.request import (
 from meshward.clock import Clock
 
 __all__ = [
-    "HIDDEN_HEADERS",
     "DecisionCache",
     "DecisionObserver",
     "DecisionRecord",
@@ -54,7 +52,6 @@ __all__ = [
     "TRACE_HEADERS",
     "RequestFacts",
     "Verdict",
-    "build_request",
 ]
 
 log = logging.getLogger(__name__)

@@ -48,6 +48,7 @@ from typing import IO, Any, Protocol
 
 from authz.decider import DecisionRecord
 from meshward.logs import REDACTED
+from meshward.settings import DECISION_LOG_HEADERS, DECISION_LOG_REDACT
 
 __all__ = [
     "DEFAULT_LOGGED_HEADERS",
@@ -62,28 +63,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_REDACT = (
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "set-cookie",
-    "access_token",
-    "id_token",
-    "refresh_token",
-    "client_secret",
-    "password",
-    "api_key",
-)
-# Request headers whose values are logged; every other header logs [redacted].
-DEFAULT_LOGGED_HEADERS = (
-    "accept",
-    "content-length",
-    "content-type",
-    "user-agent",
-    "x-request-id",
-    "traceparent",
-    "tracestate",
-)
+DEFAULT_REDACT = DECISION_LOG_REDACT
+DEFAULT_LOGGED_HEADERS = DECISION_LOG_HEADERS
 
 
 def _redact_query(query: str, keep_values: bool, keys: frozenset[str]) -> tuple[str, bool]:

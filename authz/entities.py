@@ -117,15 +117,20 @@ class EntityStore:
             return self.handle  # the principal adds nothing: the static set as it is
         if not isinstance(literals, frozenset):
             literals = frozenset(literals)
-        mine = plain(dict(identity.attributes)) if identity.attributes else {}
+        mine = identity.attributes
         referenced = frozenset(
             _references(plain(dict(request.context)) if context is None else context)
         )
         # Everything the answer depends on: a principal's next requests reuse it.
-        try:
-            attributes = json.dumps(mine, sort_keys=True) if mine else ""
-        except (TypeError, ValueError):
-            attributes = None  # not encodable as a key: built afresh every time
+        attributes: object
+        if all(type(value) is str for value in mine.values()):
+            attributes = tuple(sorted(mine.items()))  # the usual case: plain strings
+        else:
+            mine = plain(dict(mine))
+            try:
+                attributes = json.dumps(mine, sort_keys=True)
+            except (TypeError, ValueError):
+                attributes = None  # not encodable as a key: built afresh every time
         key = (
             literals,
             request.action,
@@ -137,7 +142,7 @@ class EntityStore:
         )
         found = self._principals.get(key) if attributes is not None else None
         if found is None:
-            found = self._build(request, literals, mine, referenced)
+            found = self._build(request, literals, plain(dict(mine)), referenced)
             if attributes is not None:
                 if len(self._principals) >= _MAX_SLICE_HANDLES:
                     self._principals.clear()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from cryptography import x509
@@ -29,6 +29,7 @@ from ca.service import Caller, CertificateAuthority
 from ca.status import ca_status, live_svids
 from ca.store.protocol import Entry
 from meshward.asgi import BodyTooLarge, read_body
+from meshward.clock import rfc3339
 from meshward.jsonbody import JsonTooDeep, loads_bounded
 from meshward.metrics import render
 from meshward.spiffe import InvalidSpiffeId, SpiffeId
@@ -37,12 +38,9 @@ from meshward.x509_svid import is_ca, spiffe_id_of
 __all__ = ["MAX_BODY", "MAX_JSON_DEPTH", "create_app", "peer_spiffe_id"]
 
 log = logging.getLogger("meshward.ca.api")
+T = TypeVar("T")
 MAX_BODY = 64 * 1024  # bytes of a request body
 MAX_JSON_DEPTH = 16  # nesting of a request body (the deepest valid one has 2)
-
-
-def _rfc3339(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def peer_spiffe_id(scope: MutableMapping[str, Any], now: dt.datetime) -> SpiffeId | None:
@@ -153,7 +151,7 @@ def _x509_response(issued: IssuedX509) -> JSONResponse:
         {
             "spiffe_id": str(issued.spiffe_id),
             "svid": pem,
-            "expires_at": _rfc3339(issued.not_after),
+            "expires_at": rfc3339(issued.not_after),
         }
     )
 
@@ -167,10 +165,10 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
         peer = peer_spiffe_id(request.scope, ca.clock.now())
         return Caller(peer, client.host if client else "unknown")
 
-    async def read_body(request: Request) -> dict[str, Any]:
+    async def json_body(request: Request) -> dict[str, Any]:
         return await _body(request, ca.settings.body_timeout)
 
-    async def run(func: Callable[[], Any]) -> Any:
+    async def run(func: Callable[[], T]) -> T:
         return await anyio.to_thread.run_sync(func)
 
     def guarded(action: str) -> Callable[[Handler], Handler]:
@@ -217,7 +215,7 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
     @app.post("/v1/svid/x509")
     @guarded("x509_svid")
     async def svid_x509(request: Request) -> Response:
-        body = await read_body(request)
+        body = await json_body(request)
         csr = body.get("csr")
         if not isinstance(csr, str):
             raise BadRequest("csr must be a PEM string", code="bad_csr")
@@ -228,11 +226,11 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
     @app.post("/v1/svid/jwt")
     @guarded("jwt_svid")
     async def svid_jwt(request: Request) -> Response:
-        body = await read_body(request)
+        body = await json_body(request)
         audience = body.get("audience")
         token, ttl, caller = _opt_str(body, "token"), _opt_int(body, "ttl"), _caller(request)
-        issued = await run(lambda: ca.issue_jwt(audience, token, caller, ttl))  # type: ignore[arg-type]
-        return JSONResponse({"token": issued.token, "expires_at": _rfc3339(issued.expires_at)})
+        issued = await run(lambda: ca.issue_jwt(audience, token, caller, ttl))
+        return JSONResponse({"token": issued.token, "expires_at": rfc3339(issued.expires_at)})
 
     @app.get("/v1/agent/entries")
     @guarded("agent_entries")
@@ -244,7 +242,7 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
     @app.post("/v1/agent/svid/x509")
     @guarded("x509_svid")
     async def agent_svid_x509(request: Request) -> Response:
-        body = await read_body(request)
+        body = await json_body(request)
         csr = body.get("csr")
         if not isinstance(csr, str):
             raise BadRequest("csr must be a PEM string", code="bad_csr")
@@ -255,12 +253,12 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
     @app.post("/v1/agent/svid/jwt")
     @guarded("jwt_svid")
     async def agent_svid_jwt(request: Request) -> Response:
-        body = await read_body(request)
+        body = await json_body(request)
         caller = _caller(request)
         issued = await run(
             lambda: ca.agent_issue_jwt(body.get("entry_id"), body.get("audience"), caller)
         )
-        return JSONResponse({"token": issued.token, "expires_at": _rfc3339(issued.expires_at)})
+        return JSONResponse({"token": issued.token, "expires_at": rfc3339(issued.expires_at)})
 
     async def admin(request: Request) -> Caller:
         caller = _caller(request)
@@ -278,7 +276,7 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
     @guarded("entry_add")
     async def add_entry(request: Request) -> Response:
         caller = await admin(request)
-        entry = _entry_from(await read_body(request), ca.new_entry_id())
+        entry = _entry_from(await json_body(request), ca.new_entry_id())
         await run(lambda: ca.add_entry(entry, caller))
         return JSONResponse(entry.to_json(), status_code=201)
 
@@ -318,7 +316,7 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
     @guarded("agent_evict")
     async def evict_agent(request: Request) -> Response:
         caller = await admin(request)
-        spiffe_id = _spiffe_id(await read_body(request))
+        spiffe_id = _spiffe_id(await json_body(request))
         record = await run(lambda: ca.evict_agent(spiffe_id, caller))
         return JSONResponse(record.to_json())
 
@@ -326,7 +324,7 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
     @guarded("token_create")
     async def create_token(request: Request) -> Response:
         caller = await admin(request)
-        body = await read_body(request)
+        body = await json_body(request)
         spiffe_id, ttl = _spiffe_id(body), _opt_int(body, "ttl")
         token = await run(lambda: ca.create_join_token(spiffe_id, ttl, caller))
         return JSONResponse({"token": token, "spiffe_id": str(spiffe_id)}, status_code=201)

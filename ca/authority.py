@@ -282,9 +282,6 @@ class Authority:
         """What follows a leaf in an SVID chain: the active signing CA."""
         return (self.active.ca_cert,)
 
-    def slot_for_kid(self, kid: str) -> Slot | None:
-        return next((s for s in self.slots if s.jwt_kid == kid), None)
-
     def bundle(self) -> SpiffeBundle:
         """The trust bundle: the root and every published signing CA; their JWT keys."""
         cas = [s.ca_cert for s in self.slots]

@@ -284,18 +284,15 @@ class CertificateAuthority:
 
         Refused: an evicted node (``agent_evicted``); an ID with no live entry
         and no agent record (``no_entry``; a JWT-SVID always needs an entry);
-        renewing an admin X.509-SVID, which only ``ca admin login`` issues
+        an admin X.509-SVID, which only ``ca admin login`` issues
         (``admin_needs_login``).
         """
         record = self.store.get_agent(spiffe_id)
         if record is not None and record.evicted:
             raise NotEntitled("this node has been evicted", code="agent_evicted")
         live = self._live(entries)
-        if not jwt and method == "renewal" and any(e.admin for e in entries):
-            raise NotEntitled(
-                "admin SVIDs are not renewed; run `meshward ca admin login`",
-                code="admin_needs_login",
-            )
+        if not jwt:
+            self._check_not_admin(spiffe_id)
         if live:
             return live, record
         if not jwt:
@@ -326,6 +323,18 @@ class CertificateAuthority:
         else:
             attestation = record.attestation if record is not None else "adopted"
         self.store.record_agent(AgentRecord(spiffe_id, attestation, now, now, serial))
+
+    def _check_not_admin(self, spiffe_id: SpiffeId) -> None:
+        """An admin X.509-SVID comes only from ``ca admin login`` (the passphrase, on the host).
+
+        Whatever else stands behind the ID — a join token, a Kubernetes token
+        matching another entry of the same ID, an entry delegated to a node,
+        a renewal — is refused, or one of those would be a way to admin.
+        """
+        if any(e.admin for e in self.store.entries_for(spiffe_id)):
+            raise NotEntitled(
+                "admin SVIDs come only from `meshward ca admin login`", code="admin_needs_login"
+            )
 
     def _check_not_reserved(self, spiffe_id: SpiffeId) -> None:
         """The CA's own server ID is never issued to anyone else (agents pin it)."""
@@ -463,12 +472,13 @@ class CertificateAuthority:
             return issued
 
     def issue_jwt(
-        self, audience: Sequence[str], token: str | None, caller: Caller, ttl: int | None = None
+        self, audience: object, token: str | None, caller: Caller, ttl: int | None = None
     ) -> IssuedJwt:
+        """Attest the caller, then sign a JWT-SVID for ``audience`` (checked here: wire input)."""
         outcome = _Outcome()
         with self._audited("jwt_svid", caller, outcome):
             self._rate_limit(caller)
-            audience = check_audience(audience)
+            aud = check_audience(audience)
             spiffe_id, entries, token_hash = self._resolve(token, caller, None, outcome)
             outcome.spiffe_id = str(spiffe_id)
             self._check_not_reserved(spiffe_id)
@@ -477,7 +487,7 @@ class CertificateAuthority:
             with self._lock:
                 slot = self.authority.active
             issued = issue_jwt_svid(
-                spiffe_id, audience, slot, self.clock.now(), dt.timedelta(seconds=seconds)
+                spiffe_id, aud, slot, self.clock.now(), dt.timedelta(seconds=seconds)
             )
             if token_hash is not None and not self.store.redeem_token(token_hash, self.clock.now()):
                 raise AttestationFailed("join token already used", code="bad_token")
@@ -535,6 +545,7 @@ class CertificateAuthority:
             self._rate_limit(caller)
             request = parse_csr(csr_pem)
             entry = self._agent_entry(entry_id, caller, outcome)
+            self._check_not_admin(entry.spiffe_id)
             issued = self._sign_x509(
                 request, entry.spiffe_id, [entry], self._x509_ttl(None, [entry])
             )

@@ -11,17 +11,20 @@ import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 from ca.store.protocol import TokenListing
+from meshward.clock import rfc3339
 
 if TYPE_CHECKING:
     from cryptography import x509
 
+    from ca.authority import Slot
     from ca.service import CertificateAuthority
 
 __all__ = ["ca_status", "cert_json", "iso", "live_svids"]
 
 
 def iso(when: dt.datetime | None) -> str | None:
-    return None if when is None else when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """:func:`meshward.clock.rfc3339`, or ``None``."""
+    return None if when is None else rfc3339(when)
 
 
 def cert_json(cert: x509.Certificate) -> dict[str, Any]:
@@ -42,10 +45,10 @@ def ca_status(ca: CertificateAuthority, now: dt.datetime) -> dict[str, Any]:
     elif authority.should_prepare_next(now):
         stage = "due: the next signing CA is prepared on the next rotation step"
 
-    def slot(s: Any) -> dict[str, Any]:
+    def slot(s: Slot) -> dict[str, Any]:
         return {"id": s.id, **cert_json(s.ca_cert), "jwt_kid": s.jwt_kid}
 
-    store: Any = ca.store
+    store = ca.store
     counts: dict[str, int | None] = {"entries": len(store.list_entries())}
     counts["join_tokens_unused"] = (
         sum(1 for t in store.list_tokens() if t.used_at is None and t.expires_at > now)

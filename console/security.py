@@ -16,10 +16,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
 import secrets
 import time
 from collections.abc import Callable
+
+from meshward.callers import is_loopback_host, token_matches
 
 __all__ = [
     "CSP",
@@ -43,16 +44,6 @@ SECURITY_HEADERS = {
     "cross-origin-opener-policy": "same-origin",
     "cache-control": "no-store",
 }
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for a loopback IP or ``localhost``."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _mac(key: bytes, value: str) -> str:
@@ -93,10 +84,3 @@ class SessionSigner:
             return False
         expiry = body.split(".", 1)[0]
         return expiry.isdigit() and int(expiry) > self._now()
-
-
-def token_matches(expected: bytes, given: str) -> bool:
-    """Constant-time comparison of a login token."""
-    return hmac.compare_digest(
-        hashlib.sha256(expected).digest(), hashlib.sha256(given.strip().encode()).digest()
-    )

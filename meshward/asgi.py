@@ -33,7 +33,7 @@ async def read_body(request: Request, limit: int, timeout: float | None = None) 
     whole read: ``TimeoutError`` when the body has not arrived by then.
     """
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
         raise BodyTooLarge(f"request body over {limit} bytes")
     size = 0
     chunks: list[bytes] = []

@@ -11,9 +11,14 @@ import datetime as _dt
 import time as _time
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Clock", "FixedClock", "SystemClock", "utc"]
+__all__ = ["Clock", "FixedClock", "SystemClock", "rfc3339", "utc"]
 
 utc = _dt.UTC
+
+
+def rfc3339(when: _dt.datetime) -> str:
+    """``when`` in UTC to the second, as every API and CLI output writes it (``…T…Z``)."""
+    return when.astimezone(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @runtime_checkable

@@ -45,7 +45,10 @@ __all__ = [
     "JwtSvid",
     "JwtSvidRules",
     "KeyLookup",
+    "Unverified",
     "check_times",
+    "decode_signed",
+    "read_unverified",
     "validate_jwt_svid",
 ]
 
@@ -130,37 +133,111 @@ def check_times(claims: Mapping[str, Any], now: dt.datetime, leeway: int) -> dt.
         raise InvalidJwtSvid("bad_exp") from exc
 
 
+@dataclass(frozen=True, slots=True)
+class Unverified:
+    """A JWT's header fields and claims before its signature is checked: routing only."""
+
+    alg: str
+    kid: str
+    header: Mapping[str, Any]
+    claims: Mapping[str, Any]
+
+
+def read_unverified(
+    token: str, algorithms: Iterable[str], types: Iterable[str] | None = None
+) -> Unverified:
+    """Parse ``token`` without verifying it; refuse a header no verifier of ours accepts.
+
+    In order: ``malformed``, ``alg_not_allowed`` (not in ``algorithms``),
+    ``crit_header``, ``bad_typ`` (when ``types`` is given and ``typ`` is
+    present but not in it), ``missing_kid``.
+    """
+    try:
+        header = jwt.get_unverified_header(token)
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError as exc:
+        raise InvalidJwtSvid("malformed") from exc
+    if not isinstance(claims, dict):
+        raise InvalidJwtSvid("malformed")
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in algorithms:
+        raise InvalidJwtSvid("alg_not_allowed", str(alg)[:20])
+    if "crit" in header:
+        raise InvalidJwtSvid("crit_header")
+    typ = header.get("typ")
+    if types is not None and typ is not None and typ not in types:
+        raise InvalidJwtSvid("bad_typ", str(typ)[:40])
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise InvalidJwtSvid("missing_kid")
+    return Unverified(alg, kid, header, claims)
+
+
 def _header_and_subject(token: str, rules: JwtSvidRules) -> tuple[str, str, SpiffeId]:
     if not token:
         raise InvalidJwtSvid("malformed")
     if len(token) > rules.max_token_bytes:
         raise InvalidJwtSvid("oversized")
-    try:
-        header = jwt.get_unverified_header(token)
-        unverified = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError as exc:
-        raise InvalidJwtSvid("malformed") from exc
-    if not isinstance(unverified, dict):
-        raise InvalidJwtSvid("malformed")
-    alg = header.get("alg")
-    if not isinstance(alg, str) or alg not in rules.algorithms:
-        raise InvalidJwtSvid("alg_not_allowed", str(alg)[:20])
-    if "crit" in header:
-        raise InvalidJwtSvid("crit_header")
-    typ = header.get("typ")
-    if typ is not None and typ not in TYPES:
-        raise InvalidJwtSvid("bad_typ", str(typ)[:40])
-    kid = header.get("kid")
-    if not isinstance(kid, str) or not kid:
-        raise InvalidJwtSvid("missing_kid")
-    sub = unverified.get("sub")
+    unverified = read_unverified(token, rules.algorithms, TYPES)
+    sub = unverified.claims.get("sub")
     if not isinstance(sub, str):
         raise InvalidJwtSvid("bad_subject", "no sub")
     try:
         spiffe_id = SpiffeId.parse(sub)
     except InvalidSpiffeId as exc:
         raise InvalidJwtSvid("bad_subject", exc.reason) from exc
-    return alg, kid, spiffe_id
+    return unverified.alg, unverified.kid, spiffe_id
+
+
+def decode_signed(
+    token: str,
+    key: PublicKey | Jwk,
+    alg: str,
+    audiences: Iterable[str] | None,
+    issuer: str | None = None,
+) -> dict[str, Any]:
+    """The claims of ``token`` once its signature with ``key`` under ``alg`` verifies.
+
+    ``exp``, ``aud`` and ``sub`` (and ``iss`` when ``issuer`` is given) are
+    required; ``aud`` must hold one of ``audiences`` unless that is ``None``;
+    times are not checked here (:func:`check_times`). The one mapping of
+    PyJWT's errors to reason codes, for JWT-SVIDs and end-user tokens alike.
+    """
+    if isinstance(key, Jwk):
+        if key.alg is not None and key.alg != alg:
+            raise InvalidJwtSvid("alg_key_mismatch")
+        key = key.key
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=[alg],
+            audience=sorted(audiences) if audiences is not None else None,
+            issuer=issuer,
+            options={
+                "verify_aud": audiences is not None,
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
+                "verify_iss": issuer is not None,
+                "require": ["exp", "aud", "sub"] + (["iss"] if issuer is not None else []),
+            },
+        )
+    except jwt.MissingRequiredClaimError as exc:
+        raise InvalidJwtSvid(f"missing_{exc.claim}") from exc
+    except jwt.InvalidAudienceError as exc:
+        raise InvalidJwtSvid("wrong_audience") from exc
+    except jwt.InvalidIssuerError as exc:
+        raise InvalidJwtSvid("wrong_issuer") from exc
+    except jwt.InvalidSignatureError as exc:
+        raise InvalidJwtSvid("bad_signature") from exc
+    except (jwt.InvalidAlgorithmError, jwt.InvalidKeyError) as exc:
+        raise InvalidJwtSvid("alg_key_mismatch") from exc
+    except jwt.PyJWTError as exc:
+        raise InvalidJwtSvid("invalid", type(exc).__name__) from exc
+    except (ValueError, TypeError) as exc:
+        raise InvalidJwtSvid("invalid", type(exc).__name__) from exc
+    return claims
 
 
 def validate_jwt_svid(
@@ -181,36 +258,6 @@ def validate_jwt_svid(
     key = authorities.get(kid)
     if key is None:
         raise InvalidJwtSvid("unknown_kid", kid[:100])
-    if isinstance(key, Jwk):
-        if key.alg is not None and key.alg != alg:
-            raise InvalidJwtSvid("alg_key_mismatch")
-        key = key.key
-    try:
-        claims: dict[str, Any] = jwt.decode(
-            token,
-            key,
-            algorithms=[alg],
-            audience=sorted(audiences) if audiences is not None else None,
-            options={
-                "verify_aud": audiences is not None,
-                "verify_exp": False,
-                "verify_nbf": False,
-                "verify_iat": False,
-                "verify_iss": False,
-                "require": ["exp", "aud", "sub"],
-            },
-        )
-    except jwt.MissingRequiredClaimError as exc:
-        raise InvalidJwtSvid(f"missing_{exc.claim}") from exc
-    except jwt.InvalidAudienceError as exc:
-        raise InvalidJwtSvid("wrong_audience") from exc
-    except jwt.InvalidSignatureError as exc:
-        raise InvalidJwtSvid("bad_signature") from exc
-    except (jwt.InvalidAlgorithmError, jwt.InvalidKeyError) as exc:
-        raise InvalidJwtSvid("alg_key_mismatch") from exc
-    except jwt.PyJWTError as exc:
-        raise InvalidJwtSvid("invalid", type(exc).__name__) from exc
-    except (ValueError, TypeError) as exc:
-        raise InvalidJwtSvid("invalid", type(exc).__name__) from exc
+    claims = decode_signed(token, key, alg, audiences)
     expires = check_times(claims, now, rules.leeway_seconds)
     return JwtSvid(spiffe_id, claims, expires, kid)

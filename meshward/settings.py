@@ -258,6 +258,31 @@ class PolicySourceSettings(_Section):
     )
 
 
+# Keys whose values a decision log never holds (headers, query parameters, context keys).
+DECISION_LOG_REDACT = (
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "access_token",
+    "id_token",
+    "refresh_token",
+    "client_secret",
+    "password",
+    "api_key",
+)
+# Request headers whose values a decision log keeps; every other one logs [redacted].
+DECISION_LOG_HEADERS = (
+    "accept",
+    "content-length",
+    "content-type",
+    "user-agent",
+    "x-request-id",
+    "traceparent",
+    "tracestate",
+)
+
+
 class DecisionLogSettings(_Section):
     """One JSON line per decision (docs/policies.md#decision-logs)."""
 
@@ -266,31 +291,12 @@ class DecisionLogSettings(_Section):
     backups: int = Field(5, ge=0, description="rotated files to keep")
     sample_rate: float = Field(1.0, ge=0.0, le=1.0, description="share of decisions logged")
     redact: tuple[str, ...] = Field(
-        (
-            "authorization",
-            "proxy-authorization",
-            "cookie",
-            "set-cookie",
-            "access_token",
-            "id_token",
-            "refresh_token",
-            "client_secret",
-            "password",
-            "api_key",
-        ),
+        DECISION_LOG_REDACT,
         description="headers, query parameters and context or attribute keys whose values are "
         "never logged",
     )
     headers: tuple[str, ...] = Field(
-        (
-            "accept",
-            "content-length",
-            "content-type",
-            "user-agent",
-            "x-request-id",
-            "traceparent",
-            "tracestate",
-        ),
+        DECISION_LOG_HEADERS,
         description="request headers whose values are logged (every other one: [redacted])",
     )
     query_values: bool = Field(

@@ -9,40 +9,27 @@ came through a proxy and is refused, as is every non-loopback address.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import ipaddress
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+
+from authz.authn.jwt import bearer_token
+from meshward.callers import is_loopback_host, token_matches
 
 __all__ = ["AdminGate"]
 
 _PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
 
 
-def _digest(value: bytes) -> bytes:
-    return hashlib.sha256(value).digest()
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class AdminGate:
     """Admits admin API callers; :meth:`refuse` is ``None`` for an admitted request."""
 
     def __init__(self, token: bytes | None) -> None:
-        self._digest = _digest(token) if token else None
+        self._token = token or None
 
     def refuse(self, request: Request) -> Response | None:
-        if self._digest is not None:
-            scheme, _, value = request.headers.get("authorization", "").partition(" ")
-            given = _digest(value.strip().encode())
-            if scheme.lower() == "bearer" and hmac.compare_digest(given, self._digest):
+        if self._token is not None:
+            given = bearer_token(request.headers.get("authorization"))
+            if given is not None and token_matches(self._token, given):
                 return None
             return JSONResponse(
                 {"error": "unauthenticated"},
@@ -50,7 +37,7 @@ class AdminGate:
                 headers={"www-authenticate": 'Bearer realm="meshward-admin"'},
             )
         host = request.client.host if request.client else ""
-        if _loopback(host) and not any(h in request.headers for h in _PROXY_HEADERS):
+        if is_loopback_host(host) and not any(h in request.headers for h in _PROXY_HEADERS):
             return None
         return JSONResponse(
             {

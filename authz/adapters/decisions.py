@@ -57,9 +57,9 @@ def decisions_router(
             return refused
         query = request.query_params
         raw_limit = query.get("limit", "100")
-        if not raw_limit.isdigit():
+        if not (raw_limit.isascii() and raw_limit.isdigit()):
             return JSONResponse({"error": "limit must be a number"}, status_code=400)
-        limit = min(int(raw_limit), MAX_LIST)
+        limit = MAX_LIST if len(raw_limit) > 6 else min(int(raw_limit), MAX_LIST)
         principal = query.get("principal", "")
         resource = query.get("resource", "")
         decision = query.get("decision", "")

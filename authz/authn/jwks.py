@@ -24,6 +24,7 @@ import httpx
 from authz.authn.errors import KeySourceError
 from meshward.clock import Clock
 from meshward.jwk import ASYMMETRIC_ALGORITHMS, InvalidJwk, Jwk, parse_jwk_set
+from meshward.logs import redact_url
 
 __all__ = [
     "ASYMMETRIC_ALGORITHMS",
@@ -176,8 +177,10 @@ class UrlJwks(_Refreshing):
         ca_file: Path | None = None,
     ) -> None:
         super().__init__(clock, min_refresh_seconds)
+        # What errors and logs show: the URL without a password or secret query value.
+        self.shown = redact_url(url)
         if not url.startswith("https://"):
-            raise KeySourceError("jwks_url_not_https", url[:200])
+            raise KeySourceError("jwks_url_not_https", self.shown[:200])
         self.url = url
         self._timeout = timeout
         # The system CAs, or the one bundle the issuer's certificate chains to.
@@ -188,7 +191,9 @@ class UrlJwks(_Refreshing):
             async with httpx.AsyncClient(timeout=self._timeout, verify=self._tls) as client:
                 response = await client.get(self.url, headers={"accept": "application/json"})
         except httpx.HTTPError as exc:
-            raise KeySourceError("jwks_fetch_failed", f"{self.url}: {type(exc).__name__}") from exc
+            raise KeySourceError(
+                "jwks_fetch_failed", f"{self.shown}: {type(exc).__name__}"
+            ) from exc
         if response.status_code != 200:
-            raise KeySourceError("jwks_fetch_failed", f"{self.url}: HTTP {response.status_code}")
-        return _parse_bytes(response.content, self.url)
+            raise KeySourceError("jwks_fetch_failed", f"{self.shown}: HTTP {response.status_code}")
+        return _parse_bytes(response.content, self.shown)

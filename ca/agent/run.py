@@ -23,8 +23,9 @@ from ca.agent.errors import AgentError, CaRejected, CaUnavailable
 from ca.agent.files import FileSink, FileSinkConfig
 from ca.agent.hub import SnapshotHub
 from ca.agent.sds import SdsService, parse_sds_address, serve_sds
-from ca.agent.serving import Attestor, FixedAttestor, UnixAttestor, is_loopback
+from ca.agent.serving import Attestor, FixedAttestor, UnixAttestor
 from ca.agent.workload_api import WorkloadApi, serve_workload_api
+from meshward.callers import is_loopback_host
 from meshward.clock import Clock, SystemClock
 from meshward.settings import AgentSettings, Settings
 from meshward.spiffe import InvalidSpiffeId, TrustDomain
@@ -133,7 +134,7 @@ def check_sds_listener(address: str, selectors: tuple[str, ...]) -> None:
                 "each caller gets what its own credentials match"
             )
         return
-    if host is None or not is_loopback(host):
+    if host is None or not is_loopback_host(host):
         raise AgentStartupError(
             f"SDS on TCP must listen on a loopback address, not {host!r} (or use unix:/path)"
         )

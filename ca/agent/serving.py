@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import grp
-import ipaddress
 import logging
 import os
 import struct
@@ -37,6 +36,7 @@ from grpclib.server import Server, Stream
 
 from ca.agent.errors import PeerCredentialsError
 from ca.agent.peer import PROC, PinnedPeer, pin_peer, still_same
+from meshward.callers import is_loopback_host
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -44,7 +44,6 @@ __all__ = [
     "Caller",
     "FixedAttestor",
     "UnixAttestor",
-    "is_loopback",
     "recv_bounded",
     "start_server",
 ]
@@ -228,13 +227,6 @@ class _AttestedServer(Server):
             transport.close()
 
 
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 def _group_id(group: str) -> int:
     if group.isdigit():
         return int(group)
@@ -266,7 +258,7 @@ async def start_server(
             os.chown(path, -1, _group_id(group))
         os.chmod(path, mode)
         return server
-    if host is None or port is None or not is_loopback(host):
+    if host is None or port is None or not is_loopback_host(host):
         raise ValueError("a TCP listener of the agent must be on a loopback address")
     await server.start(host.strip("[]"), port)
     return server

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
-import hmac
 from collections.abc import Callable
 
 from ca.errors import BadRequest
@@ -46,7 +45,3 @@ def new_join_token(
         raise BadRequest("random source returned too few bytes", code="bad_random")
     token = PREFIX + base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
     return token, JoinToken(hash_token(token), spiffe_id, now + ttl)
-
-
-def same_hash(a: str, b: str) -> bool:
-    return hmac.compare_digest(a, b)

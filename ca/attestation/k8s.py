@@ -18,6 +18,7 @@ import jwt
 
 from ca.errors import AttestationFailed, BadRequest
 from meshward.jwk import Jwk, parse_jwk_set
+from meshward.jwt_svid import InvalidJwtSvid, check_times
 
 __all__ = ["K8sAttestor"]
 
@@ -66,20 +67,21 @@ class K8sAttestor:
                     "require": ["exp", "iss", "aud", "sub"],
                 },
             )
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            # TypeError: a key of another type than the header's alg (a JWK without "alg").
             raise AttestationFailed("token does not verify", code="bad_token") from exc
-        stamp = now.timestamp()
-        leeway = self.leeway.total_seconds()
-        exp, nbf = claims.get("exp"), claims.get("nbf")
-        if not isinstance(exp, int | float) or stamp >= exp + leeway:
-            raise AttestationFailed("token expired", code="bad_token")
-        if isinstance(nbf, int | float) and stamp < nbf - leeway:
-            raise AttestationFailed("token not yet valid", code="bad_token")
+        try:
+            check_times(claims, now, int(self.leeway.total_seconds()))
+        except InvalidJwtSvid as exc:  # the same time rules as every JWT meshward reads
+            raise AttestationFailed(
+                f"token {exc.reason.replace('_', ' ')}", code="bad_token"
+            ) from exc
         kube = claims.get("kubernetes.io")
         if not isinstance(kube, dict):
             raise AttestationFailed("not a service-account token", code="bad_token")
         ns = kube.get("namespace")
-        sa = (kube.get("serviceaccount") or {}).get("name")
+        account = kube.get("serviceaccount")
+        sa = account.get("name") if isinstance(account, dict) else None
         if not isinstance(ns, str) or not isinstance(sa, str) or not ns or not sa:
             raise AttestationFailed("token names no service account", code="bad_token")
         return frozenset({f"k8s:ns:{ns}", f"k8s:sa:{sa}"})

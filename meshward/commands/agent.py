@@ -26,6 +26,7 @@ def run_command(
         list[str] | None,
         typer.Option(
             "--ca-url",
+            metavar="URL",
             help="The CA API, e.g. https://127.0.0.1:8443; repeat (or comma-separate) for "
             "replicas, tried in turn.",
         ),

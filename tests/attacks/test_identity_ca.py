@@ -264,6 +264,27 @@ def test_admin_svid_cannot_be_renewed(ca: CaProcess, tmp_path: Path) -> None:
     assert refused["status"] == 403 and refused["code"] == "admin_needs_login"
 
 
+def test_a_join_token_for_an_admin_id_gets_no_admin_svid(ca: CaProcess, tmp_path: Path) -> None:
+    # An admin X.509-SVID comes only from `ca admin login`; a join token for the admin
+    # ID (or any other attestation of it) must not be a second door to the admin API.
+    refused = _svid(ca, "spiffe://example.org/meshward/admin", tmp_path / "admin-by-token")
+    assert refused["status"] == 403 and refused["code"] == "admin_needs_login"
+
+
+def test_an_admin_entry_delegated_to_a_node_gets_the_node_no_admin_svid(
+    ca: CaProcess, tmp_path: Path
+) -> None:
+    node = "spiffe://example.org/meshward/node/admin-thief"
+    node_dir = tmp_path / "node"
+    assert _svid(ca, node, node_dir)["status"] == 200
+    admin_id = "spiffe://example.org/attack/second-admin"
+    entry_id = _entry(ca, admin_id, node_selector(SpiffeId.parse(node)), admin=True)
+    refused = _post_csr(
+        ca, tmp_path / "stolen", node_dir, path="/v1/agent/svid/x509", entry_id=entry_id
+    )
+    assert refused["status"] == 403 and refused["code"] == "admin_needs_login"
+
+
 @pytest.mark.parametrize("ttl", ["1", "299s", "4m"])
 def test_minimum_ttl_through_the_cli(ca: CaProcess, ttl: str) -> None:
     done = ca.cli("ca", "entry", "add", "--spiffe-id", "spiffe://example.org/attack/short",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
+import logging
 import ssl
 import threading
 from collections.abc import Iterator
@@ -146,3 +147,18 @@ def test_plain_http_is_refused() -> None:
     with pytest.raises(KeySourceError) as info:
         UrlJwks("http://idp.test/jwks.json", FixedClock(NOW))
     assert info.value.reason == "jwks_url_not_https"
+
+
+async def test_a_password_in_the_jwks_url_never_reaches_errors_or_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with pytest.raises(KeySourceError) as info:
+        UrlJwks("http://idp:s3cret@idp.test/jwks.json", FixedClock(NOW))
+    assert "s3cret" not in str(info.value)
+    port = free_port()  # nothing listens: the fetch fails and is logged
+    source = UrlJwks(f"https://idp:s3cret@127.0.0.1:{port}/jwks?token=t0k", FixedClock(NOW), 0)
+    with caplog.at_level(logging.DEBUG):
+        assert not await source.refresh()
+    logged = " ".join(f"{r.getMessage()} {getattr(r, 'fields', '')}" for r in caplog.records)
+    assert "jwks_fetch_failed" in logged
+    assert "s3cret" not in logged and "t0k" not in logged

@@ -64,6 +64,10 @@ def test_recent_decisions_newest_first_and_filtered(pdp: PdpProcess) -> None:
     assert len(denied["decisions"]) == 1 and denied["decisions"][0]["decision"] == "deny"
     bad = httpx.get(url, headers=_admin(), params={"limit": "many"})
     assert bad.status_code == 400
+    # Digits int() refuses (a Unicode digit; more than Python's 4,300): a 400 or the cap, no 500.
+    assert httpx.get(url, headers=_admin(), params={"limit": "²"}).status_code == 400
+    huge = httpx.get(url, headers=_admin(), params={"limit": "9" * 5000})
+    assert huge.status_code == 200 and len(huge.json()["decisions"]) >= 2
 
 
 def test_a_recent_decision_is_redacted_as_the_decision_log_is(pdp: PdpProcess) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import RSAAlgorithm
 
 from ca.attestation.k8s import K8sAttestor
@@ -114,3 +114,33 @@ def test_issuance_by_k8s_token_matches_entries(tmp_path: Path) -> None:
             Caller(),
         )
     assert ca.store.list_audit()[-1].result == "no_matching_entry"
+
+
+def test_a_key_of_another_type_than_the_alg_is_a_refusal_not_a_crash(tmp_path: Path) -> None:
+    # A JWKS entry without "alg" (the API server may omit it): an ES256 token naming
+    # the RSA key's kid made PyJWT raise TypeError, which escaped as a 500.
+    jwk = json.loads(RSAAlgorithm.to_jwk(KEY.public_key()))
+    jwk.update(kid="k1", use="sig")
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": [jwk]}))
+    att = K8sAttestor.from_file(path, ISSUER, "meshward")
+    forged = _token(key=ec.generate_private_key(ec.SECP256R1()), alg="ES256")
+    with pytest.raises(AttestationFailed) as caught:
+        att.attest(forged, NOW)
+    assert caught.value.code == "bad_token"
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"kubernetes.io": {"namespace": "prod", "serviceaccount": "web"}},
+        {"kubernetes.io": "prod"},
+        {"exp": float("nan")},
+        {"exp": "never"},
+    ],
+)
+def test_signed_but_misshapen_claims_are_refused(tmp_path: Path, over: dict[str, object]) -> None:
+    att = K8sAttestor.from_file(_jwks_file(tmp_path), ISSUER, "meshward")
+    with pytest.raises(AttestationFailed) as caught:
+        att.attest(_token(**over), NOW)
+    assert caught.value.code == "bad_token"

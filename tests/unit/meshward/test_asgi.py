@@ -53,3 +53,13 @@ async def test_a_body_that_never_arrives_times_out() -> None:
     request, _ = _request(1, stall=True)
     with pytest.raises(TimeoutError):
         await read_body(request, 4096, timeout=0.05)
+
+
+@pytest.mark.parametrize("declared", [b"9" * 5000, "²".encode(), b"-1"])
+async def test_a_strange_content_length_is_never_a_crash(declared: bytes) -> None:
+    request, _ = _request(1, [(b"content-length", declared)])
+    try:
+        body = await read_body(request, 4096)
+    except BodyTooLarge:
+        return
+    assert body == CHUNK

@@ -17,6 +17,8 @@ TOOLKIT = [
     "selectors.py",
     "clock.py",
     "jsonbody.py",
+    "callers.py",
+    "asgi.py",
 ]
 ABOVE = ("ca", "authz", "meshward.commands", "meshward.cli", "meshward.up", "meshward.settings")
 
