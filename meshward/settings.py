@@ -33,6 +33,7 @@ from pydantic_settings import (
 )
 
 from meshward.endpoints import split_urls
+from meshward.errors import MeshwardError
 
 __all__ = [
     "AgentSettings",
@@ -52,8 +53,10 @@ __all__ = [
 ]
 
 
-class SettingsError(Exception):
+class SettingsError(MeshwardError):
     """The configuration is invalid; the message names every bad setting."""
+
+    code = "bad_settings"
 
 
 def parse_hostport(value: str) -> tuple[str, int]:

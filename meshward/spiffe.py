@@ -15,6 +15,8 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 
+from meshward.errors import MeshwardError
+
 __all__ = ["CA_SERVER_PATH", "InvalidSpiffeId", "SpiffeError", "SpiffeId", "TrustDomain"]
 
 CA_SERVER_PATH = "/meshward/ca"  # the CA's own SVID path: agents and the PDP check it
@@ -24,8 +26,10 @@ _PATH_CHARS = frozenset(string.ascii_letters + string.digits + ".-_")
 MAX_ID_LENGTH = 2048
 
 
-class SpiffeError(Exception):
-    """Root of the errors raised by this module."""
+class SpiffeError(MeshwardError):
+    """Root of the errors raised by the SPIFFE toolkit."""
+
+    code = "spiffe_error"
 
 
 class InvalidSpiffeId(SpiffeError, ValueError):

@@ -131,6 +131,8 @@ def test_database_restart_under_load_503_then_recovers(tmp_path: Path) -> None:
                 _wait_for(lambda: sum(1 for t, c in codes if t > killed and c == 503) >= 3)
                 pg.start()
                 restarted = time.monotonic()
+                # A reconnection gives up after ca.database_timeout_seconds and the next
+                # request starts afresh, so recovery does not lag by the outage's length.
                 _wait_for(lambda: any(c == 200 for t, c in codes if t > restarted), timeout=30)
             finally:
                 stop.set()
