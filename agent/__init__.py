@@ -6,7 +6,7 @@ Envoy over SDS (:mod:`agent.sds`), file-reading programs from a directory
 
 It depends on the shared base (:mod:`meshward`) only, never on :mod:`ca`:
 it talks to the CA over its HTTPS API. Running it beside the CA in one
-process (``meshward up``) is :mod:`meshward.up_agent`'s job.
+process (``meshward up``) is :mod:`meshward.cli.up_agent`'s job.
 
 Errors (all in :mod:`agent.errors`), under the shared root::
 

@@ -20,15 +20,7 @@ TOOLKIT = [
     "callers.py",
     "asgi.py",
 ]
-ABOVE = (
-    "ca",
-    "agent",
-    "authz",
-    "meshward.commands",
-    "meshward.cli",
-    "meshward.up",
-    "meshward.settings",
-)
+ABOVE = ("ca", "agent", "authz", "console", "meshward.cli", "meshward.settings")
 
 
 @pytest.mark.parametrize("module", TOOLKIT)

@@ -12,7 +12,7 @@ serves its HTTPS API on ``ca.addr``. The PDP serves ``pdp.policies``
 ``<state-dir>/decisions.jsonl`` unless ``decision_log.path`` is set. It
 authenticates exactly as ``meshward pdp serve`` does with the same settings
 (``pdp.trust_peer_principal`` included: ``up`` changes no authentication
-setting). A node agent (:mod:`meshward.up_agent`) serves the Workload API and
+setting). A node agent (:mod:`meshward.cli.up_agent`) serves the Workload API and
 SDS under ``<state-dir>/agent``. SIGINT/SIGTERM stop all of them. Logs are
 warnings only unless ``--log-level`` (or ``log_level``) says otherwise.
 """
@@ -118,7 +118,7 @@ def _embedded(settings: Settings, bundle: Path) -> Settings:
 async def _start_agent(settings: Settings, ca: CertificateAuthority) -> AgentServices | None:
     """The node agent beside the CA; ``up`` goes on without it if it cannot start."""
     from agent.errors import AgentError  # noqa: PLC0415 - heavy imports
-    from meshward.up_agent import start_embedded_agent  # noqa: PLC0415
+    from meshward.cli.up_agent import start_embedded_agent  # noqa: PLC0415
 
     try:
         return await start_embedded_agent(
