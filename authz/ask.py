@@ -22,6 +22,8 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc
 from google.protobuf import json_format
 from google.rpc import code_pb2
 
+from authz.errors import AskError
+
 __all__ = [
     "AskError",
     "answer_json",
@@ -31,10 +33,6 @@ __all__ = [
     "headers_of",
     "parse_header",
 ]
-
-
-class AskError(Exception):
-    """The Check could not be built or sent (bad input, PDP unreachable)."""
 
 
 def check_request(

@@ -30,7 +30,7 @@ forwarded certificates, ``x-meshward-*``).
 
 Errors (below :class:`authz.errors.RequestError`)::
 
-    MalformedRequest    a deny; ``reason`` is a code (``malformed_path``,
+    MalformedRequest    a deny; ``code`` says why (``malformed_path``,
                         ``encoded_slash``, ``repeated_header``, ``bad_host``, …)
 """
 
@@ -40,7 +40,7 @@ import functools
 import re
 from collections.abc import Iterable
 
-from authz.errors import RequestError
+from authz.errors import MalformedRequest
 
 __all__ = [
     "MalformedRequest",
@@ -50,16 +50,6 @@ __all__ = [
     "join_headers",
     "wire_text",
 ]
-
-
-class MalformedRequest(RequestError):
-    """The request cannot be given one meaning: a deny. ``reason`` is a code (a metric label)."""
-
-    code = "malformed-request"
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 # The already-canonical common case: pchar without "%", no "//", no "/." segment.

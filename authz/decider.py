@@ -267,10 +267,10 @@ class Decider:
             except AuthnError as exc:
                 log.info(
                     "authentication failed",
-                    extra={"fields": {"decision_id": decision_id, "reason": exc.reason}},
+                    extra={"fields": {"decision_id": decision_id, "reason": exc.code}},
                 )
                 verdict = Verdict(
-                    Outcome.UNAUTHENTICATED, Decision.deny(f"authn:{exc.reason}"), decision_id
+                    Outcome.UNAUTHENTICATED, Decision.deny(f"authn:{exc.code}"), decision_id
                 )
                 return verdict
             request = built
@@ -278,7 +278,7 @@ class Decider:
             verdict = self._verdict(decision, request, decision_id)
             return verdict
         except MalformedRequest as exc:
-            verdict = Verdict(Outcome.DENY, Decision.deny(f"request:{exc.reason}"), decision_id)
+            verdict = Verdict(Outcome.DENY, Decision.deny(f"request:{exc.code}"), decision_id)
             return verdict
         except asyncio.CancelledError:
             verdict = Verdict(Outcome.ERROR, Decision.deny("cancelled"), decision_id)

@@ -23,7 +23,7 @@ from meshward.metrics import render
 __all__ = ["AUTHN_PREFIX", "LATENCY_BUCKETS", "CacheMetrics", "PdpMetrics"]
 
 # Decision errors that start with this are authentication failures; the rest
-# of the code is the reason (authz.authn.errors.AuthnError.reason).
+# of the code is the reason (authz.authn.errors.AuthnError.code).
 AUTHN_PREFIX = "authn:"
 
 # Fine buckets: a cached decision takes tens of microseconds, a cold one a millisecond.

@@ -16,10 +16,10 @@ input) are logged with ``"replayable": false`` and counted, not replayed.
 Lines that are not decision log entries are counted and reported by number,
 never silently skipped.
 
-Errors::
+Errors (drawn in :mod:`authz.errors`)::
 
-    AuthzError (authz.errors)
-     └── ReplayError      the log or the candidate policies cannot be read
+    ReplayError           the log or the candidate policies cannot be read
+     └── BadLogEntry      one line is not a decision (reported as a BadLine)
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from authz.errors import AuthzError
+from authz.errors import BadLogEntry, ReplayError
 from authz.model import AccessRequest, Decision, Effect, EntityUid, Identity, InvalidEntityUid
 
 __all__ = [
@@ -44,18 +44,6 @@ __all__ = [
     "read_log",
     "replay",
 ]
-
-
-class ReplayError(AuthzError):
-    """The decision log or the candidate policies cannot be read."""
-
-    code = "replay"
-    public_message = "replay error"
-
-    def __init__(self, message: str, *, code: str | None = None) -> None:
-        super().__init__(message)
-        if code is not None:
-            self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,31 +67,31 @@ class BadLine:
 def _uid(entry: Mapping[str, Any], key: str) -> EntityUid:
     value = entry.get(key)
     if not isinstance(value, str):
-        raise ValueError(f"{key}: missing")
+        raise BadLogEntry(f"{key}: missing")
     return EntityUid.parse(value)
 
 
 def parse_entry(entry: Any, line: int = 0) -> LoggedDecision:
-    """The :class:`LoggedDecision` of one parsed log line; raises ``ValueError``."""
+    """The :class:`LoggedDecision` of one parsed log line; raises :class:`BadLogEntry`."""
     if not isinstance(entry, Mapping):
-        raise ValueError("not a JSON object")
+        raise BadLogEntry("not a JSON object")
     try:
         parents = tuple(EntityUid.parse(p) for p in entry.get("principal_parents") or ())
         principal = _uid(entry, "principal")
         action = _uid(entry, "action")
         resource = _uid(entry, "resource")
     except InvalidEntityUid as exc:
-        raise ValueError(str(exc)) from exc
+        raise BadLogEntry(str(exc)) from exc
     attributes = entry.get("principal_attributes")
     attributes = {} if attributes is None else attributes
     context = entry.get("context")
     context = {} if context is None else context
     if not isinstance(attributes, Mapping) or not isinstance(context, Mapping):
-        raise ValueError("principal_attributes and context must be objects")
+        raise BadLogEntry("principal_attributes and context must be objects")
     try:
         effect = Effect(str(entry.get("decision")))
     except ValueError as exc:
-        raise ValueError("decision: expected 'allow' or 'deny'") from exc
+        raise BadLogEntry("decision: expected 'allow' or 'deny'") from exc
     redacted = entry.get("redacted") or ()
     return LoggedDecision(
         line=line,
@@ -133,7 +121,7 @@ def read_log(lines: Iterable[str]) -> Iterator[LoggedDecision | BadLine | NotRep
                 yield NotReplayable(number)
                 continue
             yield parse_entry(entry, number)
-        except ValueError as exc:  # json.JSONDecodeError is a ValueError
+        except (ValueError, BadLogEntry) as exc:  # json.JSONDecodeError is a ValueError
             yield BadLine(number, str(exc)[:200])
 
 

@@ -19,7 +19,7 @@ SIGINT: health ``NOT_SERVING``, stop accepting, let in-flight checks finish
 
 Errors (below :class:`authz.errors.AuthzError`)::
 
-    PdpError            code "pdp-start" (bad configuration or policies: exit 2)
+    PdpError            code "pdp_start" (bad configuration or policies: exit 2)
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ from authz.authn.trust import TrustBundleFile, TrustBundles, TrustSource
 from authz.cache.tiered import TieredCache
 from authz.cache.wiring import build_cache
 from authz.decider import Decider, DecisionObserver, EngineHolder
-from authz.errors import AuthzError
+from authz.errors import PdpError
 from authz.metrics import PdpMetrics
 from authz.recent import RecentDecisions
 from authz.request import PathOptions
@@ -84,13 +84,6 @@ from meshward.workers import run_workers
 __all__ = ["Pdp", "PdpError", "PdpServer", "build_pdp", "run"]
 
 log = logging.getLogger(__name__)
-
-
-class PdpError(AuthzError):
-    """The PDP cannot start: configuration, trust bundle or policies are unusable."""
-
-    code = "pdp-start"
-    public_message = "the PDP cannot start"
 
 
 def _key_source(issuer: OidcIssuerSettings, clock: Clock) -> KeySource:
@@ -136,7 +129,7 @@ def build_authenticator(pdp: PdpSettings, clock: Clock) -> Authenticator:
         try:
             bundle_file.load()
         except AuthnError as exc:
-            raise PdpError(f"trust bundle {pdp.trust_bundle}: {exc.reason}") from exc
+            raise PdpError(f"trust bundle {pdp.trust_bundle}: {exc.code}") from exc
         bundles = bundle_file
         if pdp.trust_bundle_url is not None:
             bundles = _followed_bundle(pdp, bundle_file, clock)

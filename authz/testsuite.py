@@ -162,7 +162,7 @@ def case_request(case: Mapping[str, Any], paths: PathOptions = DEFAULT_PATHS) ->
             context = document_context(context, method, paths)
         except MalformedRequest as exc:
             raise RequestError(
-                f"context.http: the PDP denies it as malformed ({exc.reason})"
+                f"context.http: the PDP denies it as malformed ({exc.code})"
             ) from exc
         except ValueError as exc:
             raise RequestError(str(exc)) from exc
@@ -170,7 +170,7 @@ def case_request(case: Mapping[str, Any], paths: PathOptions = DEFAULT_PATHS) ->
         try:
             mapped = _raw_request(raw, identity, paths)
         except MalformedRequest as exc:
-            raise RequestError(f"request: the PDP denies it as malformed ({exc.reason})") from exc
+            raise RequestError(f"request: the PDP denies it as malformed ({exc.code})") from exc
         if identity is None:
             identity = Identity(mapped.principal, tuple(parents), attributes)
         action = action or mapped.action

@@ -25,16 +25,13 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from authz.decider import TRACE_HEADERS, DecisionRecord
+from authz.errors import TracingError
 from meshward.settings import TracingSettings
 
 __all__ = ["SPAN_NAME", "TRACE_HEADERS", "DecisionTracer", "TracingError", "build_tracer"]
 
 SPAN_NAME = "meshward.decision"
 _propagator = TraceContextTextMapPropagator()
-
-
-class TracingError(Exception):
-    """Tracing was asked for but cannot run (a package of the ``otel`` extra is missing)."""
 
 
 class DecisionTracer:

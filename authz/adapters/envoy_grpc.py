@@ -180,7 +180,7 @@ class CheckServicer:
                 raise MalformedCheck("undecodable")
             facts = facts_from_check(request)
         except MalformedRequest as exc:
-            return check_response(self.decider.reject(ADAPTER, exc.reason))
+            return check_response(self.decider.reject(ADAPTER, exc.code))
         except Exception:
             log.exception("cannot map CheckRequest")
             return check_response(self.decider.reject(ADAPTER, "internal"))

@@ -201,7 +201,7 @@ class _ForwardAuth:
         try:
             mapped = facts(_headers(request))
         except MalformedRequest as exc:
-            return _answer(self.decider.reject(adapter, exc.reason))
+            return _answer(self.decider.reject(adapter, exc.code))
         except Exception:
             log.exception(
                 "cannot map a forward-auth request", extra={"fields": {"adapter": adapter}}
@@ -283,7 +283,7 @@ def create_app(
 
     async def decide(item: AccessRequest | MalformedRequest) -> Verdict:
         if isinstance(item, MalformedRequest):
-            return decider.reject("api", item.reason)
+            return decider.reject("api", item.code)
         return await decider.decide_request(item)
 
     @app.post("/v1/authorize")

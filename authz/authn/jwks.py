@@ -132,7 +132,7 @@ class _Refreshing(abc.ABC):
             except KeySourceError as exc:
                 log.warning(
                     "key set refresh failed; keeping the old keys",
-                    extra={"fields": {"reason": exc.reason, "detail": exc.detail}},
+                    extra={"fields": {"reason": exc.code, "detail": exc.detail}},
                 )
                 return False
             return True

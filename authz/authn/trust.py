@@ -148,8 +148,8 @@ class TrustBundleFile:
             log.error(
                 "trust bundle %s not reloaded, keeping the last good one: %s",
                 self.path,
-                exc.reason,
-                extra={"fields": {"path": str(self.path), "reason": exc.reason}},
+                exc.code,
+                extra={"fields": {"path": str(self.path), "reason": exc.code}},
             )
             return
         self._bundles = bundles

@@ -12,6 +12,8 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from authz.errors import ScaffoldError
+
 __all__ = ["FILES", "ScaffoldError", "scaffold"]
 
 # template file -> path in the new repository
@@ -21,10 +23,6 @@ FILES = {
     "entities.json": "entities.json",
     "example.yaml": "tests/example.yaml",
 }
-
-
-class ScaffoldError(Exception):
-    """The directory cannot take a new repository (it is not empty, or not writable)."""
 
 
 def scaffold(directory: Path) -> list[Path]:

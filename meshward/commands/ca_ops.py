@@ -84,12 +84,12 @@ def svid_inspect(
     try:
         trusted = load_trust_bundles(bundle)
     except AuthnError as exc:
-        fail(f"{bundle}: cannot read the trust bundle ({exc.reason})")
+        fail(f"{bundle}: cannot read the trust bundle ({exc.code})")
     try:
         verify_svid_chain(chain, trusted, now)
         out["valid"], out["problem"] = True, None
     except AuthnError as exc:
-        out["valid"], out["problem"] = False, exc.reason
+        out["valid"], out["problem"] = False, exc.code
     typer.echo(json.dumps(out, indent=2))
     raise typer.Exit(int(ExitCode.OK if out["valid"] else ExitCode.NEGATIVE))
 

@@ -69,7 +69,7 @@ def check_command(
         request = parse_request(document, paths)
     except MalformedRequest as exc:  # ambiguous on the wire: the PDP denies it
         request = None
-        decision = Decision.deny(f"request:{exc.reason}")
+        decision = Decision.deny(f"request:{exc.code}")
     except RequestError as exc:
         fail(f"bad request: {exc}")
     engine = Engine(load_or_exit(directory))

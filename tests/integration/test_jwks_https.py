@@ -146,7 +146,7 @@ async def test_untrusted_server_certificate_is_a_failed_fetch(idp: Idp) -> None:
 def test_plain_http_is_refused() -> None:
     with pytest.raises(KeySourceError) as info:
         UrlJwks("http://idp.test/jwks.json", FixedClock(NOW))
-    assert info.value.reason == "jwks_url_not_https"
+    assert info.value.code == "jwks_url_not_https"
 
 
 async def test_a_password_in_the_jwks_url_never_reaches_errors_or_logs(

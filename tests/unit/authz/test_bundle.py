@@ -27,7 +27,7 @@ def test_bad_bundles_report_every_problem_with_position(case, tmp_path) -> None:
     assert got == case["problems"]
     assert list(info.value.problems) == sorted(info.value.problems)
     assert isinstance(info.value, AuthzError)
-    assert info.value.code == "bundle-invalid"
+    assert info.value.code == "bundle_invalid"
 
 
 def test_the_base_of_the_bad_table_loads(tmp_path) -> None:

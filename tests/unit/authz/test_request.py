@@ -62,7 +62,7 @@ def test_path_options_reach_the_canonical_path() -> None:
 def test_bad_methods_are_malformed(method: str) -> None:
     with pytest.raises(MalformedRequest) as caught:
         _build(RequestFacts("t", method, "/"))
-    assert caught.value.reason == "bad_method"
+    assert caught.value.code == "bad_method"
 
 
 def test_resource_precedence_destination_service_host() -> None:

@@ -51,7 +51,7 @@ def test_bad_documents_raise_request_error(text) -> None:
     with pytest.raises(RequestError) as info:
         parse_request_json(text)
     assert isinstance(info.value, AuthzError)
-    assert info.value.code == "bad-request"
+    assert info.value.code == "bad_request"
 
 
 def test_null_context_is_empty() -> None:

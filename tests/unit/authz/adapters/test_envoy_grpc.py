@@ -87,7 +87,7 @@ def test_header_map_fields_are_joined_and_names_lower_cased() -> None:
 def test_repeated_single_headers_are_refused(name: str) -> None:
     with pytest.raises(MalformedRequest) as caught:
         facts_from_check(_with_header_map((name, b"a"), (name, b"b")))
-    assert caught.value.reason == "repeated_header"
+    assert caught.value.code == "repeated_header"
 
 
 def test_response_mapping() -> None:

@@ -91,7 +91,7 @@ def test_an_ambiguous_document_is_a_deny_not_bad_input() -> None:
     }
     (item,) = parse_documents([doc], PathOptions())
     assert isinstance(item, MalformedRequest)
-    assert item.reason == "encoded_slash"
+    assert item.code == "encoded_slash"
     (allowed,) = parse_documents([doc], PathOptions(allow_encoded_slash=True))
     assert isinstance(allowed, AccessRequest)
     assert allowed.context["http"]["path"] == "/a%2Fb"

@@ -23,7 +23,7 @@ def test_aud_claim_shapes(claim: object, expected: set[str]) -> None:
 def test_bad_aud_claims(claim: object) -> None:
     with pytest.raises(InvalidToken) as info:
         token_audiences(claim)
-    assert info.value.reason == "bad_aud"
+    assert info.value.code == "bad_aud"
 
 
 @pytest.mark.parametrize(
@@ -47,4 +47,4 @@ def test_check_audience(
         return
     with pytest.raises(InvalidToken) as info:
         check_audience(frozenset(audiences), destination, policy)
-    assert info.value.reason == "wrong_audience"
+    assert info.value.code == "wrong_audience"

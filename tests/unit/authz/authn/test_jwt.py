@@ -172,7 +172,7 @@ ATTACKS: list[tuple[str, Any, str]] = [
 def test_attack_rejected(verifier: JwtVerifier, token_factory: Any, reason: str) -> None:
     with pytest.raises(InvalidToken) as info:
         verifier.verify(token_factory(), NOW)
-    assert info.value.reason == reason
+    assert info.value.code == reason
 
 
 @pytest.mark.parametrize(("offset", "ok"), [(29, True), (30, False), (31, False)])
@@ -193,7 +193,7 @@ def test_cached_token_expires(verifier: JwtVerifier) -> None:
     assert verifier.verify(token, NOW).identity.expires_at is not None  # from the cache
     with pytest.raises(InvalidToken) as info:
         verifier.verify(token, NOW + dt.timedelta(seconds=35))
-    assert info.value.reason == "expired"
+    assert info.value.code == "expired"
 
 
 def test_leeway_is_bounded() -> None:
@@ -221,7 +221,7 @@ def test_jwks_skips_symmetric_and_pinned_alg_mismatch(verifier: JwtVerifier) -> 
     strict = JwtVerifier(JwtPolicy(), TrustBundles(), [idp])
     with pytest.raises(InvalidToken) as info:
         strict.verify(IDP_KEY.sign(user_claims()), NOW)
-    assert info.value.reason == "alg_key_mismatch"
+    assert info.value.code == "alg_key_mismatch"
 
 
 async def test_unknown_kid_refreshes_file_jwks_with_rate_limit(tmp_path: Path) -> None:

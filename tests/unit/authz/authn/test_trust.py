@@ -74,7 +74,7 @@ def test_missing_file_keeps_the_last_good_bundle(tmp_path: Path) -> None:
     clock.advance(1)
     assert _kids(source) == {"k1"}
     assert source.last_error is not None
-    assert source.last_error.reason == "bundle_unreadable"
+    assert source.last_error.code == "bundle_unreadable"
 
 
 def test_first_load_must_succeed(tmp_path: Path) -> None:
