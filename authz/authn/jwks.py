@@ -21,7 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
-from authz.authn.errors import KeySourceError
+from authz.errors import KeySourceError
 from meshward.clock import Clock
 from meshward.jwk import ASYMMETRIC_ALGORITHMS, InvalidJwk, Jwk, parse_jwk_set
 from meshward.logs import redact_url

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from cryptography import x509
 
-from authz.authn.errors import KeySourceError
+from authz.errors import KeySourceError
 from meshward.clock import Clock
 from meshward.spiffe import SpiffeError, TrustDomain
 from meshward.spiffe_bundle import load_bundle

@@ -26,7 +26,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from authz.cache import CacheUnavailable, CacheValueInvalid
-from authz.model import Decision, Effect
+from authz.engine.model import Decision, Effect
 
 __all__ = [
     "VALUE_FORMAT",

@@ -40,7 +40,7 @@ from authz.cache.breaker import Breaker, BreakerState
 from authz.cache.keys import DEFAULT_TIME_ATTRIBUTES, KeySpace
 from authz.cache.local import LocalTier
 from authz.cache.redis import CachedDecision, RedisTier
-from authz.model import AccessRequest, Decision
+from authz.engine.model import AccessRequest, Decision
 from meshward.clock import Clock
 
 __all__ = [
@@ -82,7 +82,7 @@ class PolicyCollection(Protocol):
 
 @runtime_checkable
 class CacheableEngine(Protocol):
-    """What the cache needs from an engine (:class:`authz.engine.Engine` is one)."""
+    """What the cache needs from an engine (:class:`authz.engine.evaluation.Engine` is one)."""
 
     @property
     def version(self) -> str: ...

@@ -23,19 +23,19 @@ from typing import Any
 import redis.asyncio as aioredis
 from fastapi import APIRouter
 
-from authz.decider import DecisionRecord, EngineHolder
-from authz.decisionlog import DecisionLog, open_sink
-from authz.engine import Engine
-from authz.model import Decision, Effect
-from authz.retire import retire
-from authz.shadow import Shadow
+from authz.adapters.activepolicies import policies_router
+from authz.engine.decider import DecisionRecord, EngineHolder
+from authz.engine.evaluation import Engine
+from authz.engine.model import Decision, Effect
+from authz.engine.retire import retire
+from authz.errors import SourceError
+from authz.lifecycle.shadow import Shadow
+from authz.observe.decisionlog import DecisionLog, open_sink
+from authz.observe.sourcemetrics import PolicyCollector
 from authz.sources.announce import RedisAnnouncer
 from authz.sources.bundles import ProcessPreparer, prepare_engine
-from authz.sources.errors import SourceError
 from authz.sources.factory import make_source, webhook_secret, work_dir_for
 from authz.sources.gate import Gate, PolicyStatus
-from authz.sources.http import policies_router
-from authz.sources.metrics import PolicyCollector
 from meshward.clock import Clock, SystemClock
 from meshward.settings import Settings
 

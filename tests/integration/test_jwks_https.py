@@ -17,11 +17,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from authz.authn.errors import KeySourceError, UnknownKey
 from authz.authn.jwks import UrlJwks
 from authz.authn.jwt import JwtPolicy, JwtVerifier, OidcIssuer
 from authz.authn.trust import TrustBundles
-from authz.model import EntityUid
+from authz.engine.model import EntityUid
+from authz.errors import KeySourceError, UnknownKey
 from meshward.clock import FixedClock
 from tests.support.certs import TestPki, pem
 from tests.support.net import free_port

@@ -9,7 +9,7 @@ import cedarpy
 import pytest
 import yaml
 
-from authz.bundle import PolicyBundle, bundle_from_data, load_bundle, read_bundle
+from authz.engine.bundle import PolicyBundle, bundle_from_data, load_bundle, read_bundle
 from authz.errors import AuthzError, BundleError
 from tests.support.cli import REPO
 from tests.unit.authz.conftest import write_tree

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from authz.canonical import (
+from authz.engine.canonical import (
     MalformedRequest,
     canonical_host,
     canonical_path,

@@ -7,11 +7,11 @@ import json
 import pytest
 
 from authz.adapters.http import _answer, parse_documents
-from authz.canonical import MalformedRequest
-from authz.decider import Outcome, Verdict
+from authz.engine.canonical import MalformedRequest
+from authz.engine.decider import Outcome, Verdict
+from authz.engine.model import AccessRequest, AuthMethod, Decision, Effect, EntityUid
+from authz.engine.request import PathOptions
 from authz.errors import RequestError
-from authz.model import AccessRequest, AuthMethod, Decision, Effect, EntityUid
-from authz.request import PathOptions
 
 ALLOW = Decision(Effect.ALLOW, ("p1",))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from authz.authn.audience import AudiencePolicy, check_audience, token_audiences
-from authz.authn.errors import InvalidToken
+from authz.errors import InvalidToken
 
 PAYMENTS = "spiffe://meshward.local/ns/shop/sa/payments"
 CATALOG = "spiffe://meshward.local/ns/shop/sa/catalog"

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from authz.authn.errors import InvalidToken, UnknownKey
 from authz.authn.jwks import FileJwks, StaticJwks, parse_jwks
 from authz.authn.jwt import JwtPolicy, JwtVerifier, OidcIssuer, bearer_token
 from authz.authn.trust import TrustBundles, TrustDomainBundle
-from authz.model import AuthMethod, EntityUid
+from authz.engine.model import AuthMethod, EntityUid
+from authz.errors import InvalidToken, UnknownKey
 from meshward.clock import FixedClock
 from meshward.spiffe import TrustDomain
 from tests.support.tokens import SigningKey, b64url, ts, unsigned_token

@@ -6,7 +6,6 @@ import datetime as dt
 
 import pytest
 
-from authz.authn.errors import InvalidPeer
 from authz.authn.peer import (
     PeerFacts,
     PeerPolicy,
@@ -15,6 +14,7 @@ from authz.authn.peer import (
     verify_svid_chain,
 )
 from authz.authn.trust import TrustBundles, TrustDomainBundle
+from authz.errors import InvalidPeer
 from meshward.spiffe import SpiffeId, TrustDomain
 from tests.support.certs import T0, TestPki, url_encoded_pem
 

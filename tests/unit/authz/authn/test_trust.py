@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from authz.authn.errors import KeySourceError
 from authz.authn.trust import TrustBundleFile
+from authz.errors import KeySourceError
 from meshward.clock import FixedClock
 from meshward.spiffe import TrustDomain
 from meshward.spiffe_bundle import SpiffeBundle

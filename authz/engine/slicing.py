@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from authz.model import EntityUid
+from authz.engine.model import EntityUid
 
 __all__ = ["Hierarchy", "ScopeIndex", "Key"]
 

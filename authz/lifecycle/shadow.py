@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Protocol
 
-from authz.model import AccessRequest, Decision
+from authz.engine.model import AccessRequest, Decision
 
 __all__ = ["Evaluator", "Shadow"]
 

@@ -26,8 +26,8 @@ from typing import Any
 
 import cedarpy
 
-from authz.cedar import plain
-from authz.model import AccessRequest, EntityUid
+from authz.engine.cedar import plain
+from authz.engine.model import AccessRequest, EntityUid
 
 __all__ = ["EntityStore", "EntitySummary", "entity_literals"]
 

@@ -23,8 +23,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from authz.bundle import PolicyBundle
-from authz.policytest import run_tests
+from authz.engine.bundle import PolicyBundle
+from authz.lifecycle.policytest import run_tests
 from authz.sources.gate import Gate
 from meshward.asgi import BodyTooLarge, read_body
 

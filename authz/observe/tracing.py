@@ -24,7 +24,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from authz.decider import TRACE_HEADERS, DecisionRecord
+from authz.engine.decider import TRACE_HEADERS, DecisionRecord
 from authz.errors import TracingError
 from meshward.settings import TracingSettings
 

@@ -1,10 +1,10 @@
 """The decision engine: a bundle's policies, sliced by scope, evaluated by Cedar.
 
 ``Engine(bundle)`` prepares everything at load time: the scope index
-(:mod:`authz.slicing`), the entity hierarchy, the whole ``cedarpy.PolicySet``.
+(:mod:`authz.engine.slicing`), the entity hierarchy, the whole ``cedarpy.PolicySet``.
 :meth:`Engine.evaluate` then finds the policies whose scope the request
 satisfies (memoized per principal, parents, action and resource), evaluates
-only those, and returns a :class:`~authz.model.Decision`. It is synchronous,
+only those, and returns a :class:`~authz.engine.model.Decision`. It is synchronous,
 has no I/O, and never raises: any failure is a deny carrying an error (fail
 closed).
 
@@ -39,16 +39,16 @@ from typing import TYPE_CHECKING, Any
 
 import cedarpy
 
-from authz.bundle import Policy, PolicyBundle, policy_set_from
 from authz.cache.keys import ContextReads, Projection, cedar_clean, context_reads
-from authz.cedar import authorize, plain
-from authz.entities import EntityStore, entity_literals
-from authz.model import AccessRequest, Decision, Effect, EntityUid
-from authz.slicing import Hierarchy, ScopeIndex
+from authz.engine.bundle import Policy, PolicyBundle, policy_set_from
+from authz.engine.cedar import authorize, plain
+from authz.engine.entities import EntityStore, entity_literals
+from authz.engine.model import AccessRequest, Decision, Effect, EntityUid
+from authz.engine.slicing import Hierarchy, ScopeIndex
 
 if TYPE_CHECKING:
-    from authz.entities import EntitySummary
-    from authz.explain import Explanation
+    from authz.engine.entities import EntitySummary
+    from authz.engine.explain import Explanation
 
 __all__ = ["Engine", "RawResult"]
 
@@ -261,15 +261,15 @@ class Engine:
         )
 
     def explain(self, request: AccessRequest) -> Explanation:
-        """Why ``request`` gets its decision (:mod:`authz.explain`; only when asked)."""
-        from authz.explain import explain  # noqa: PLC0415 - keeps the decision path lean
+        """Why ``request`` gets its decision (:mod:`authz.engine.explain`; only when asked)."""
+        from authz.engine.explain import explain  # noqa: PLC0415 - keeps the decision path lean
 
         return explain(self, request)
 
     def dispose(self, batch: int = 256) -> None:
         """Take this engine apart, ``batch`` objects at a time, yielding the GIL in between.
 
-        For an engine nothing uses any more (:func:`authz.retire.retire`): freeing
+        For an engine nothing uses any more (:func:`authz.engine.retire.retire`): freeing
         a large one in one go holds the GIL for tenths of a second.
         """
         pieces: list[Any] = [*self._policies, *self._literals, *self._reads]

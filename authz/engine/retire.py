@@ -6,7 +6,7 @@ a second holding the GIL, on the event loop if a check happened to hold that
 last reference. :func:`retire` instead hands the engine to a thread of its
 own that waits until nothing else holds it (in-flight checks finish on the
 version they started with), then takes it apart a slice at a time
-(:meth:`authz.engine.Engine.dispose`), yielding the GIL in between. An engine
+(:meth:`authz.engine.evaluation.Engine.dispose`), yielding the GIL in between. An engine
 still held after ``grace`` seconds is left to be freed normally.
 """
 

@@ -1,7 +1,7 @@
 """Replay: what would a candidate policy set have decided on logged traffic?
 
-Each decision log line (see :mod:`authz.decisionlog`) is turned back into the
-:class:`~authz.model.AccessRequest` it recorded — principal with parents and
+Each decision log line (see :mod:`authz.observe.decisionlog`) is turned back into the
+:class:`~authz.engine.model.AccessRequest` it recorded — principal with parents and
 attributes, action, resource, context — evaluated with the candidate engine,
 and compared with the logged decision. The report counts changed decisions by
 principal, action, resource and transition (``allow->deny``), and keeps the
@@ -30,8 +30,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from authz.engine.model import (
+    AccessRequest,
+    Decision,
+    Effect,
+    EntityUid,
+    Identity,
+    InvalidEntityUid,
+)
 from authz.errors import BadLogEntry, ReplayError
-from authz.model import AccessRequest, Decision, Effect, EntityUid, Identity, InvalidEntityUid
 
 __all__ = [
     "BadLine",

@@ -5,7 +5,7 @@ Layout (the same as a user's policy Git repository)::
     schema.cedarschema     Cedar schema (human syntax), required
     *.cedar                any number of policy files (subdirectories too)
     entities.json          optional static entities (groups, services, ...)
-    tests/*.yaml           optional policy test suites (see authz.testsuite)
+    tests/*.yaml           optional policy test suites (see authz.lifecycle.testsuite)
 
 :func:`read_bundle` reads every file once, parses every policy on its own (so
 every error is found), validates the policies against the schema, and either
@@ -37,10 +37,10 @@ from typing import Any
 
 import cedarpy
 
-from authz.cedarsource import SourceMap, Statement, locate_error, split_statements
+from authz.engine.cedarsource import SourceMap, Statement, locate_error, split_statements
 from authz.errors import BundleError, Problem
-from authz.testsuite import TestSuite, parse_suite
-from authz.version import content_version
+from authz.lifecycle.testsuite import TestSuite, parse_suite
+from authz.lifecycle.version import content_version
 
 __all__ = [
     "ENTITIES_FILE",

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from authz.engine import Engine
-from authz.model import ANONYMOUS, AccessRequest, AuthMethod, EntityUid, Identity
+from authz.engine.evaluation import Engine
+from authz.engine.model import ANONYMOUS, AccessRequest, AuthMethod, EntityUid, Identity
 
 __all__ = ["Answer", "who_can"]
 

@@ -8,16 +8,16 @@ same way:
   ``/auth/traefik``) fill :class:`RequestFacts` and the decider calls
   :func:`build_request` once the caller is authenticated;
 - policy test cases with a raw ``request`` build :class:`RequestFacts` too;
-- decision documents (``check``, ``POST /v1/authorize``, :mod:`authz.requestdoc`)
+- decision documents (``check``, ``POST /v1/authorize``, :mod:`authz.engine.requestdoc`)
   give the context directly; :func:`document_context` maps its ``http`` part
   with the same functions.
 
 ``context.http`` is ``{method, host, path, raw_path, query, headers}``:
 ``path`` is the canonical path and ``raw_path`` the path as received
-(:mod:`authz.canonical`); ``host`` is lower-case without port; ``headers`` has
+(:mod:`authz.engine.canonical`); ``host`` is lower-case without port; ``headers`` has
 one value per lower-case name (repeated fields comma-joined) without
 :data:`HIDDEN_HEADERS`. A request that cannot be given one meaning raises
-:class:`~authz.canonical.MalformedRequest` (a deny).
+:class:`~authz.engine.canonical.MalformedRequest` (a deny).
 
 The resource is ``Service::"<destination>"``: the destination's SPIFFE ID
 (Envoy's ``destination.principal``), else the configured or sidecar-pinned
@@ -32,13 +32,13 @@ from typing import Any
 
 from authz.authn.authenticator import Authenticated
 from authz.authn.peer import PeerFacts, parse_spiffe_id
-from authz.canonical import (
+from authz.engine.canonical import (
     MalformedRequest,
     canonical_host,
     canonical_path,
     join_headers,
 )
-from authz.model import AccessRequest, EntityUid
+from authz.engine.model import AccessRequest, EntityUid
 from meshward.spiffe import InvalidSpiffeId
 
 __all__ = [
@@ -94,7 +94,7 @@ class RequestFacts:
 
     ``path`` is the path as received, query split off, not decoded;
     ``headers`` has lower-case names, one value each (see
-    :func:`authz.canonical.join_headers`).
+    :func:`authz.engine.canonical.join_headers`).
     """
 
     adapter: str

@@ -17,13 +17,13 @@ from prometheus_client.registry import Collector
 
 from authz.cache.breaker import BreakerState
 from authz.cache.tiered import Tier
-from authz.decider import DecisionRecord
+from authz.engine.decider import DecisionRecord
 from meshward.metrics import render
 
 __all__ = ["AUTHN_PREFIX", "LATENCY_BUCKETS", "CacheMetrics", "PdpMetrics"]
 
 # Decision errors that start with this are authentication failures; the rest
-# of the code is the reason (authz.authn.errors.AuthnError.code).
+# of the code is the reason (authz.errors.AuthnError.code).
 AUTHN_PREFIX = "authn:"
 
 # Fine buckets: a cached decision takes tens of microseconds, a cold one a millisecond.

@@ -46,7 +46,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from authz.decider import DecisionRecord
+from authz.engine.decider import DecisionRecord
 from meshward.logs import REDACTED
 from meshward.settings import DECISION_LOG_HEADERS, DECISION_LOG_REDACT
 

@@ -1,7 +1,7 @@
 """Run policy test suites against a bundle and report.
 
 The suite format (YAML, JSON Schema in ``testsuite.schema.json``) is parsed by
-:mod:`authz.testsuite` when the bundle loads; :func:`run_tests` evaluates every
+:mod:`authz.lifecycle.testsuite` when the bundle loads; :func:`run_tests` evaluates every
 case with the bundle's engine and returns a :class:`TestReport` whose
 ``summary`` is the ``N passed, N failed`` line of ``meshward policy test``.
 """
@@ -13,10 +13,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from xml.etree import ElementTree
 
-from authz.bundle import PolicyBundle
-from authz.engine import Engine
-from authz.model import Decision
-from authz.testsuite import TestCase, TestSuite, case_request, load_test_schema, parse_suite
+from authz.engine.bundle import PolicyBundle
+from authz.engine.evaluation import Engine
+from authz.engine.model import Decision
+from authz.lifecycle.testsuite import (
+    TestCase,
+    TestSuite,
+    case_request,
+    load_test_schema,
+    parse_suite,
+)
 
 __all__ = [
     "CaseResult",

@@ -1,9 +1,9 @@
 """The last N decisions in memory, by decision id (``GET /v1/decisions/{id}``).
 
 A decider observer: :meth:`RecentDecisions.observe` files the (immutable)
-:class:`~authz.decider.DecisionRecord` under its id and forgets the oldest
+:class:`~authz.engine.decider.DecisionRecord` under its id and forgets the oldest
 past ``capacity``: O(1), no copy, no formatting on the decision path. What a
-reader gets is :func:`authz.decisionlog.decision_entry` of it — redacted
+reader gets is :func:`authz.observe.decisionlog.decision_entry` of it — redacted
 exactly as the decision log is. Each PDP process (each worker) keeps its own.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterator
 
-from authz.decider import DecisionRecord
+from authz.engine.decider import DecisionRecord
 
 __all__ = ["RecentDecisions"]
 

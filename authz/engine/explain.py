@@ -1,7 +1,7 @@
 """Why a request was allowed or denied: a per-policy account of one evaluation (pure).
 
 :func:`explain` answers "why was I denied?" for one request against one
-:class:`~authz.engine.Engine`. It is computed only when asked (``meshward
+:class:`~authz.engine.evaluation.Engine`. It is computed only when asked (``meshward
 check --explain``, ``"explain": true`` on ``POST /v1/authorize``,
 ``GET /v1/decisions/{id}?explain=true``); the normal decision path never runs
 it.
@@ -40,12 +40,12 @@ from typing import TYPE_CHECKING, Any
 
 import cedarpy
 
-from authz.bundle import Policy
-from authz.cedar import to_cedar_request
-from authz.model import AccessRequest, Decision, EntityUid
+from authz.engine.bundle import Policy
+from authz.engine.cedar import to_cedar_request
+from authz.engine.model import AccessRequest, Decision, EntityUid
 
 if TYPE_CHECKING:
-    from authz.engine import Engine
+    from authz.engine.evaluation import Engine
 
 __all__ = [
     "ConditionPart",

@@ -8,13 +8,13 @@
 An entity may also be given as ``{"type": ..., "id": ...}``. Optional
 ``parents`` (entity references) gives the principal's parents, e.g. groups.
 Optional ``"explain": true`` asks for an explanation beside the decision
-(:func:`wants_explanation`; see :mod:`authz.explain`).
+(:func:`wants_explanation`; see :mod:`authz.engine.explain`).
 ``context.http``, when given, is the request as a client sent it and is mapped
-exactly as a proxy's request is (:func:`authz.request.document_context`:
+exactly as a proxy's request is (:func:`authz.engine.request.document_context`:
 canonical path, ``raw_path``, host without port, joined headers). Anything
 else is a :class:`~authz.errors.RequestError` (the caller answers it with
 exit code 2 or HTTP 400); an ambiguous request (say a path with ``%2F``) is a
-:class:`~authz.canonical.MalformedRequest`, which callers answer with a deny,
+:class:`~authz.engine.canonical.MalformedRequest`, which callers answer with a deny,
 as the PDP does on the wire.
 """
 
@@ -24,9 +24,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from authz.engine.model import AccessRequest, EntityUid, Identity, InvalidEntityUid
+from authz.engine.request import DEFAULT_PATHS, PathOptions, document_context
 from authz.errors import RequestError
-from authz.model import AccessRequest, EntityUid, Identity, InvalidEntityUid
-from authz.request import DEFAULT_PATHS, PathOptions, document_context
 from meshward.jsonbody import JsonTooDeep, loads_bounded
 
 __all__ = [

@@ -2,14 +2,14 @@
 
 A suite (``tests/*.yaml`` in a bundle) is checked against the JSON Schema in
 ``policytest.schema.json`` and each case is turned into an
-:class:`~authz.model.AccessRequest` when the bundle loads, so a broken case is
+:class:`~authz.engine.model.AccessRequest` when the bundle loads, so a broken case is
 a load problem with its file, line and column, never a failure at run time.
 A case gives ``principal``/``action``/``resource``/``context`` directly, or a
 raw HTTP-style ``request`` that is mapped by the PDP's own request mapping
-(:mod:`authz.request`: canonical path, host, joined headers, resource from
+(:mod:`authz.engine.request`: canonical path, host, joined headers, resource from
 ``destination``/``service``/``host``; see docs/policies.md for the format).
 
-Running the suites is :mod:`authz.policytest`.
+Running the suites is :mod:`authz.lifecycle.policytest`.
 """
 
 from __future__ import annotations
@@ -25,10 +25,9 @@ import yaml
 
 from authz.authn.authenticator import Authenticated
 from authz.authn.peer import Peer
-from authz.canonical import MalformedRequest, join_headers
-from authz.cedar import plain
-from authz.errors import BundleError, Problem, RequestError
-from authz.model import (
+from authz.engine.canonical import MalformedRequest, join_headers
+from authz.engine.cedar import plain
+from authz.engine.model import (
     ANONYMOUS,
     AccessRequest,
     AuthMethod,
@@ -38,7 +37,7 @@ from authz.model import (
     InvalidEntityUid,
     issuer_group,
 )
-from authz.request import (
+from authz.engine.request import (
     DEFAULT_PATHS,
     PathOptions,
     RequestFacts,
@@ -46,6 +45,7 @@ from authz.request import (
     document_context,
     split_target,
 )
+from authz.errors import BundleError, Problem, RequestError
 from meshward.spiffe import InvalidSpiffeId, SpiffeId
 
 __all__ = [
@@ -59,7 +59,7 @@ __all__ = [
 
 def load_test_schema() -> dict[str, Any]:
     """The JSON Schema of a test suite file (shipped as package data)."""
-    text = resources.files("authz").joinpath("testsuite.schema.json").read_text("utf-8")
+    text = resources.files("authz.lifecycle").joinpath("testsuite.schema.json").read_text("utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
 
@@ -102,7 +102,7 @@ def _headers(raw: Mapping[str, Any]) -> dict[str, str]:
 def _raw_request(
     raw: Mapping[str, Any], identity: Identity | None, paths: PathOptions
 ) -> AccessRequest:
-    """A raw ``request`` mapped by :func:`authz.request.build_request`, as the PDP maps it."""
+    """A raw ``request`` mapped as the PDP maps it (:func:`authz.engine.request.build_request`)."""
     peer = None
     if "peer" in raw:
         try:
@@ -141,7 +141,7 @@ def _group(principal: EntityUid | None, name: str) -> EntityUid:
 def case_request(case: Mapping[str, Any], paths: PathOptions = DEFAULT_PATHS) -> AccessRequest:
     """The AccessRequest a (schema-valid) case describes; RequestError if it cannot be built.
 
-    A raw ``request`` goes through the PDP's own mapping (:mod:`authz.request`);
+    A raw ``request`` goes through the PDP's own mapping (:mod:`authz.engine.request`);
     an ambiguous one (say a path with ``%2F``) is a RequestError: the PDP
     would deny it before any policy is asked.
     """

@@ -22,8 +22,8 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
-from authz.decisionlog import DecisionLog
-from authz.shadow import Shadow
+from authz.lifecycle.shadow import Shadow
+from authz.observe.decisionlog import DecisionLog
 from authz.sources.gate import Gate, Outcome
 
 __all__ = ["PolicyCollector"]

@@ -9,7 +9,7 @@ The Cedar request model (DESIGN.md, ``policies/schema.cedarschema``):
 - resource ``Service::"<destination>"``;
 - context ``http {method, host, path, raw_path, query, headers}``, ``peer
   {spiffe_id, trust_domain}``, ``token {claims}``, ``grpc {service, method}``
-  (built from wire facts by :mod:`authz.request`).
+  (built from wire facts by :mod:`authz.engine.request`).
 
 The static entities (groups, services, the schema's actions) live in the
 bundle; a request adds only its principal with its parents and attributes.
@@ -24,7 +24,7 @@ from typing import Any
 
 import cedarpy
 
-from authz.model import AccessRequest, EntityUid, Identity
+from authz.engine.model import AccessRequest, EntityUid, Identity
 
 # cedarpy's own batch entry point, when this cedarpy has it: ``is_authorized``
 # wraps it with a request copy, a context re-encoding and result objects that

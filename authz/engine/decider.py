@@ -3,7 +3,7 @@
     raw request facts -> authn -> AccessRequest -> [cache] -> engine -> Verdict
 
 Adapters (gRPC, HTTP) only map their wire format to :class:`RequestFacts` and a
-:class:`Verdict` back; :mod:`authz.request` (the one request mapping) turns the
+:class:`Verdict` back; :mod:`authz.engine.request` (the one request mapping) turns the
 facts into the AccessRequest; everything between is here, with three seams:
 
 - :class:`EngineHolder` — the active engine, swapped atomically by a policy
@@ -28,9 +28,8 @@ from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from authz.authn.authenticator import Authenticator
-from authz.authn.errors import AuthnError
-from authz.model import AccessRequest, Decision, Effect, EntityUid
-from authz.request import (
+from authz.engine.model import AccessRequest, Decision, Effect, EntityUid
+from authz.engine.request import (
     DEFAULT_PATHS,
     MAX_METHOD_LENGTH,
     MalformedRequest,
@@ -38,6 +37,7 @@ from authz.request import (
     RequestFacts,
     build_request,
 )
+from authz.errors import AuthnError
 from meshward.clock import Clock
 
 __all__ = [
@@ -56,7 +56,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# The W3C Trace Context headers handed to observers (authz.tracing).
+# The W3C Trace Context headers handed to observers (authz.observe.tracing).
 TRACE_HEADERS = ("traceparent", "tracestate")
 
 
@@ -73,7 +73,7 @@ class _Explanation(Protocol):
 
 @runtime_checkable
 class Explainer(Protocol):
-    """An engine that can say why it decides as it does (:mod:`authz.explain`)."""
+    """An engine that can say why it decides as it does (:mod:`authz.engine.explain`)."""
 
     def explain(self, request: AccessRequest) -> _Explanation: ...
 
