@@ -28,6 +28,7 @@ from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from authz.authn.authenticator import Authenticator
+from authz.cache.tiered import CacheableEngine
 from authz.engine.model import AccessRequest, Decision, Effect, EntityUid
 from authz.engine.request import (
     DEFAULT_PATHS,
@@ -61,10 +62,9 @@ TRACE_HEADERS = ("traceparent", "tracestate")
 
 
 @runtime_checkable
-class Evaluator(Protocol):
-    """Anything that decides an :class:`AccessRequest` (the engine). Never raises."""
-
-    def evaluate(self, request: AccessRequest) -> Decision: ...
+class Evaluator(CacheableEngine, Protocol):
+    """The engine as the decider holds it: it decides an :class:`AccessRequest` and
+    never raises; it offers the decision cache its typed seam."""
 
 
 class _Explanation(Protocol):
