@@ -179,7 +179,7 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
                 try:
                     return await handler(request)
                 except CaError as exc:
-                    if not exc.audited and not isinstance(exc, StoreUnavailable):
+                    if not ca.was_audited(exc) and not isinstance(exc, StoreUnavailable):
                         error = exc
                         await run(lambda: ca.audit_refusal(action, _caller(request), error))
                     return _error(exc)

@@ -61,7 +61,6 @@ class CaError(Exception):
 
     code = "ca_error"
     status = 500
-    audited = False  # set once the error has been written to the audit trail
 
     def __init__(self, message: str = "", *, code: str | None = None) -> None:
         super().__init__(message or self.code.replace("_", " "))
