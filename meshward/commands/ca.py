@@ -117,15 +117,10 @@ def init_command(
     ] = None,
 ) -> None:
     """Create the root (or use an upstream CA), signing CA, JWT key and the admin entry."""
-    from cryptography import x509  # noqa: PLC0415
-    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
-
     from ca.errors import AlreadyInitialized, CaError  # noqa: PLC0415
     from ca.passphrase import ca_passphrase  # noqa: PLC0415
     from ca.service import ADMIN_PATH  # noqa: PLC0415
-    from ca.store.protocol import Entry  # noqa: PLC0415
-    from ca.wiring import create_ca, home_exists  # noqa: PLC0415
-    from meshward.clock import SystemClock  # noqa: PLC0415
+    from ca.wiring import home_exists, init_ca, load_upstream  # noqa: PLC0415
     from meshward.spiffe import InvalidSpiffeId, SpiffeId, TrustDomain  # noqa: PLC0415
 
     settings = settings_from(ctx, ca={"trust_domain": trust_domain})
@@ -135,21 +130,17 @@ def init_command(
         fail(f"--trust-domain: {exc}")
     if (upstream_cert is None) != (upstream_key is None):
         fail("--upstream-cert and --upstream-key go together")
-    clock = SystemClock()
+    admin_id = SpiffeId(td, ADMIN_PATH)
     try:
         if home_exists(settings):
             raise AlreadyInitialized(f"a CA already exists in {_where(settings)}")
         passphrase = ca_passphrase(settings, os.environ)
         upstream = None
         if upstream_cert is not None and upstream_key is not None:
-            cert = x509.load_pem_x509_certificate(upstream_cert.read_bytes())
-            data = upstream_key.read_bytes()
-            password = passphrase if b"ENCRYPTED" in data else None
-            key = serialization.load_pem_private_key(data, password=password)
-            upstream = (cert, key)
-        ca = create_ca(settings, passphrase, td, clock, upstream)  # type: ignore[arg-type]
-        admin_id = SpiffeId(td, ADMIN_PATH)
-        ca.add_entry(Entry(ca.new_entry_id(), admin_id, admin=True), _cli())
+            upstream = load_upstream(
+                upstream_cert.read_bytes(), upstream_key.read_bytes(), passphrase
+            )
+        init_ca(settings, passphrase, _cli(), upstream=upstream)
     except (OSError, ValueError) as exc:
         fail(f"cannot initialise the CA: {exc}")
     except CaError as exc:
