@@ -66,7 +66,7 @@ def peer_spiffe_id(scope: MutableMapping[str, Any], now: dt.datetime) -> SpiffeI
 
 def _error(exc: CaError) -> JSONResponse:
     body: dict[str, Any] = {"error": exc.code, "code": exc.code}
-    reason = getattr(exc, "reason", None)
+    reason = exc.reason
     if reason:
         body["reason"] = reason
     headers: dict[str, str] | None = None

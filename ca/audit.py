@@ -87,7 +87,7 @@ class Auditor:
         try:
             yield
         except CaError as exc:
-            outcome.detail = outcome.detail or getattr(exc, "reason", None)
+            outcome.detail = outcome.detail or exc.reason
             self._mark(exc)
             self.record(action, caller, exc.code, outcome)
             if on_result is not None:
@@ -103,4 +103,4 @@ class Auditor:
     def refusal(self, action: str, caller: Caller, exc: CaError) -> None:
         """Audit a request refused before it reached the CA (bad body, not admin)."""
         self._mark(exc)
-        self.record(action, caller, exc.code, Outcome(detail=getattr(exc, "reason", None)))
+        self.record(action, caller, exc.code, Outcome(detail=exc.reason))

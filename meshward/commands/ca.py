@@ -380,35 +380,18 @@ def _admin_request(
     settings: Settings, ca_url: str, method: str, path: str, body: object = None
 ) -> dict[str, object]:
     """One admin API call with the operator's admin SVID (exit 2 when it is missing/expired)."""
-    import ssl  # noqa: PLC0415
-
-    import httpx  # noqa: PLC0415
-
-    from ca.adminsvid import AdminSvidError, admin_svid_files  # noqa: PLC0415
+    from ca.adminsvid import admin_request  # noqa: PLC0415
+    from ca.errors import CaError, NotFound  # noqa: PLC0415
     from meshward.clock import SystemClock  # noqa: PLC0415
 
     try:
-        files = admin_svid_files(settings.state_dir / "admin", SystemClock().now())
-    except AdminSvidError as exc:
+        return admin_request(
+            settings.state_dir / "admin", ca_url, method, path, SystemClock().now(), body
+        )
+    except NotFound as exc:
+        fail(str(exc), ExitCode.NEGATIVE)
+    except CaError as exc:
         fail(str(exc))
-    ctx = ssl.create_default_context(cafile=str(files.bundle))
-    ctx.load_cert_chain(files.svid, files.key)
-    try:
-        with httpx.Client(base_url=ca_url.rstrip("/"), verify=ctx, timeout=30) as client:
-            resp = client.request(method, path, json=body)
-    except httpx.HTTPError as exc:
-        fail(f"cannot reach the CA at {ca_url}: {type(exc).__name__}")
-    try:
-        doc = resp.json()
-    except ValueError:
-        fail(f"the CA answered {resp.status_code} without JSON")
-    if resp.status_code == 404:
-        fail(f"not found ({doc.get('code')})", ExitCode.NEGATIVE)
-    if resp.status_code in (401, 403):
-        fail(f"the CA refused the admin SVID ({doc.get('code')}); run `meshward ca admin login`")
-    if resp.status_code >= 400:
-        fail(f"the CA refused the request ({doc.get('code')})")
-    return doc  # type: ignore[no-any-return]
 
 
 def _agent_json(record: object) -> str:
