@@ -42,8 +42,16 @@ fmt: setup
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# Coverage of the in-process code only: the CA, PDP and agent the integration
+# tests start as subprocesses are not measured, so the figure understates what
+# the suite exercises. The floor sits a little under the last measured figure
+# (71% over tests/unit and the console and cache integration tests); raise it as
+# coverage grows, never lower it. Single-test runs (`pytest tests/...`) skip this.
+COVERAGE := --cov=meshward --cov=authz --cov=ca --cov=console \
+	--cov-report=term:skip-covered --cov-fail-under=69
+
 test: setup system-deps lint
-	$(PY) -m pytest -m "$(PYTEST_MARKERS)"
+	$(PY) -m pytest -m "$(PYTEST_MARKERS)" $(COVERAGE)
 
 test-slow: setup system-deps
 	$(PY) -m pytest -m slow

@@ -22,7 +22,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import random
+import ssl
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -36,16 +39,18 @@ from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.secret.v3 import sds_pb2_grpc
 from spiffe import X509Source
 
+from bench._harness import meshward_env
+from bench.authority import LocalAuthority
+from bench.ca_issue import _servers
 from ca.agent.agent import AgentConfig, NodeAgent, build_csr
 from ca.agent.ca_client import CaClient, node_selector
 from ca.agent.hub import SnapshotHub
 from ca.agent.model import Entry, HeldSvid
 from ca.agent.sds import SECRET_TYPE_URL, SdsService, serve_sds
 from ca.agent.workload_api import WorkloadApi, serve_workload_api
+from ca.issuance import build_csr as build_plain_csr
 from meshward.clock import SystemClock
 from meshward.spiffe import SpiffeId, TrustDomain
-from tests.support.authority import LocalAuthority
-from tests.support.ca import new_csr, running_ca
 
 ROUNDS = 3
 
@@ -170,13 +175,28 @@ async def _real_ca(
     n: int, workdir: Path
 ) -> tuple[list[float], list[float], list[float], list[float]]:
     node = SpiffeId.parse("spiffe://example.org/node/bench")
-    with running_ca(
-        workdir / f"ca{n}",
-        MESHWARD_CA__RATE_PER_SECOND="1000000",
-        MESHWARD_CA__RATE_BURST="1000000",
-        MESHWARD_LOG_LEVEL="warning",
-    ) as ca:
-        with ca.admin() as admin:
+    state = workdir / f"ca{n}"
+    env = {
+        **meshward_env(),
+        "MESHWARD_CA_PASSPHRASE": "bench-passphrase-123",
+        "MESHWARD_CA__RATE_PER_SECOND": "1000000",
+        "MESHWARD_CA__RATE_BURST": "1000000",
+        "MESHWARD_LOG_LEVEL": "warning",
+    }
+    cli = [sys.executable, "-m", "meshward", "--state-dir", str(state), "ca"]
+    for args in (["init", "--trust-domain", "example.org"], ["admin", "login"]):
+        subprocess.run([*cli, *args], env=env, check=True, capture_output=True)
+    admin_dir = state / "admin"
+    server_ctx = ssl.create_default_context(cafile=str(admin_dir / "bundle.pem"))
+    admin_ctx = ssl.create_default_context(cafile=str(admin_dir / "bundle.pem"))
+    admin_ctx.load_cert_chain(admin_dir / "svid.pem", admin_dir / "key.pem")
+    with _servers(state, env, [()], server_ctx) as (port,):
+        url = f"https://127.0.0.1:{port}"
+
+        def admin_client() -> httpx.Client:
+            return httpx.Client(base_url=url, verify=admin_ctx, timeout=30)
+
+        with admin_client() as admin:
             token = admin.post("/v1/join-tokens", json={"spiffe_id": str(node)}).json()["token"]
             for i in range(n):
                 selectors = [
@@ -189,8 +209,9 @@ async def _real_ca(
                 )
                 resp.raise_for_status()
         clock = SystemClock()
+        bundle_pem = httpx.get(f"{url}/v1/bundle.pem", verify=server_ctx).content
         client = CaClient(
-            ca.url, TrustDomain("example.org"), ca.bundle_pem(), workdir / f"st{n}", clock,
+            url, TrustDomain("example.org"), bundle_pem, workdir / f"st{n}", clock,
             lambda: token,
         )  # fmt: skip
         hub = SnapshotHub()
@@ -222,7 +243,7 @@ async def _real_ca(
             )
             last = await call.read()
             try:
-                with ca.admin() as admin:
+                with admin_client() as admin:
                     for _round in range(ROUNDS):
                         # The next CA is published first (untimed, and unseen by the
                         # agent, whose next sync is an hour away).
@@ -253,11 +274,9 @@ async def _real_ca(
 
                         def plain(count: int = n) -> float:
                             begin = time.perf_counter()
-                            with httpx.Client(
-                                base_url=ca.url, verify=ca.ssl_context(ca.admin_dir), timeout=60
-                            ) as http:
+                            with httpx.Client(base_url=url, verify=admin_ctx, timeout=60) as http:
                                 for _ in range(count):
-                                    csr, _key = new_csr()
+                                    csr = build_plain_csr(ec.generate_private_key(ec.SECP256R1()))
                                     http.post("/v1/svid/x509", json={"csr": csr.decode()})
                             return time.perf_counter() - begin
 

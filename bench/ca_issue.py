@@ -30,7 +30,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -45,6 +44,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import RSAAlgorithm
 
+from bench._harness import free_port
 from ca.issuance import build_csr, issue_x509_svid, parse_csr
 from ca.service import Caller, CertificateAuthority, init_authority, random_serial
 from ca.state import CaFiles
@@ -71,12 +71,6 @@ def _rate(func: Callable[[bytes], object], csrs: list[bytes]) -> float:
         func(csrs[count % len(csrs)])
         count += 1
     return count / (time.perf_counter() - start)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _api_rate(url: str, ctx: ssl.SSLContext, csrs: list[str]) -> tuple[float, int]:
@@ -265,7 +259,7 @@ def _servers(
 
     On a shared database each is a replica, named after its port.
     """
-    ports = [_free_port() for _ in args]
+    ports = [free_port() for _ in args]
     procs = []
     stack = contextlib.ExitStack()
     try:
@@ -319,7 +313,7 @@ def _wait_ready(port: int, ctx: ssl.SSLContext, state: Path) -> None:
 
 def _replicas_rate(state: Path, env: dict[str, str], body: Path) -> tuple[float, str]:
     """Two replicas of a new CA on a throw-away PostgreSQL, h2load on both at once."""
-    from tests.support.postgres import PG_BIN, postgres_server  # noqa: PLC0415
+    from bench.postgres import PG_BIN, postgres_server  # noqa: PLC0415
 
     if not (PG_BIN / "initdb").exists():
         return 0.0, "PostgreSQL not installed"

@@ -36,7 +36,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -53,7 +52,7 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc
 from google.rpc import code_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench._harness import REPO, meshward_env, server_process
+from bench._harness import REPO, free_port, meshward_env, server_process
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
 WARMUP = float(os.environ.get("BENCH_WARMUP", "3"))
@@ -89,12 +88,6 @@ permit (principal == Workload::"spiffe://{td}/ns/team{i}/sa/api", action,
         resource == Service::"spiffe://{td}/ns/team{i}/sa/db")
 when {{ context has http && context.http.path like "/v1/*" }};
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _policies(work: Path) -> Path:
@@ -221,7 +214,7 @@ def _run_mode(work: Path, name: str, cache: str, redis_url: str | None) -> dict[
         f'[pdp]\ntrust_peer_principal = true\ntrust_bare_principal = true\ntrust_domain = "{TD}"\n'
         f"{cache}"
     )
-    grpc_port, http_port = _free_port(), _free_port()
+    grpc_port, http_port = free_port(), free_port()
     argv = [
         sys.executable, "-m", "meshward", "--config", str(config), "--log-level", "warning",
         "--state-dir", str(work / f"state-{name}"),
@@ -261,7 +254,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="meshward-bench-cache-") as tmp:
         work = Path(tmp)
         _policies(work)
-        redis_port = _free_port()
+        redis_port = free_port()
         redis_argv = [
             "redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
             "--save", "", "--appendonly", "no", "--dir", str(work),

@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import statistics
 import struct
 import subprocess
@@ -48,7 +47,7 @@ from envoy.service.auth.v3 import external_auth_pb2 as pb
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from google.rpc import code_pb2
 
-from bench._harness import REPO, meshward_env, server_process
+from bench._harness import REPO, free_port, meshward_env, server_process
 from meshward.spiffe import TrustDomain
 from meshward.spiffe_bundle import SpiffeBundle
 
@@ -78,12 +77,6 @@ async def main():
 
 uvloop.run(main())
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _request(method: str = "GET", principal: str = "", token: str = "") -> pb.CheckRequest:
@@ -179,7 +172,7 @@ def _meshward(work: Path, port: int, workers: int, *, cache: bool = True) -> lis
         sys.executable, "-m", "meshward", "--config", str(config), "--log-level", "info",
         "--state-dir", str(work / "state"),
         "pdp", "serve", "--policies", str(REPO / "policies"),
-        "--grpc-addr", f"127.0.0.1:{port}", "--http-addr", f"127.0.0.1:{_free_port()}",
+        "--grpc-addr", f"127.0.0.1:{port}", "--http-addr", f"127.0.0.1:{free_port()}",
         "--trust-bundle", str(work / "bundle.json"), "--workers", str(workers),
     ]  # fmt: skip
 
@@ -212,7 +205,7 @@ def _run(work: Path) -> tuple[dict[str, Result], dict[str, list[float]]]:
     token = _keys(work)
     jwt_request = _request(token=token)
     log = work / "server.log"
-    ports = {name: _free_port() for name in ("noop", "mesh", "nocache", "two")}
+    ports = {name: free_port() for name in ("noop", "mesh", "nocache", "two")}
     with contextlib.ExitStack() as stack:
         env = meshward_env()
         noop = [sys.executable, "-c", _NOOP, f"127.0.0.1:{ports['noop']}"]

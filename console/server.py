@@ -16,6 +16,7 @@ from pathlib import Path
 import uvicorn
 
 from console.app import ConsoleConfig, create_app
+from console.errors import ConsoleError
 from console.security import is_loopback_host
 from console.sources import CaApi, PdpApi
 from meshward.asgi import QuietUvicorn
@@ -27,10 +28,6 @@ from meshward.spiffe_bundle import InvalidBundle, load_bundle
 __all__ = ["ConsoleError", "ConsoleServer", "build_config", "serve"]
 
 log = logging.getLogger(__name__)
-
-
-class ConsoleError(Exception):
-    """The console cannot start as configured; the message says why and what to set."""
 
 
 def _ca_trust(settings: Settings, work: Path) -> Path | None:

@@ -16,13 +16,17 @@ from typing import Any
 
 import httpx
 
+from console.errors import ConsoleError
+
 __all__ = ["CaApi", "PdpApi", "Unavailable"]
 
 TIMEOUT = httpx.Timeout(3.0)
 
 
-class Unavailable(Exception):
+class Unavailable(ConsoleError):
     """A part could not be read; the message says which and why, for the page."""
+
+    code = "unavailable"
 
 
 def _fail(what: str, exc: Exception) -> Unavailable:

@@ -19,14 +19,17 @@ from authz.engine import Engine
 from authz.errors import BundleError, RequestError
 from authz.explain import explain
 from authz.requestdoc import parse_request
+from console.errors import ConsoleError
 
 __all__ = ["ActiveBundle", "EditError", "WhatIf", "evaluate_edit"]
 
 MAX_EDIT_BYTES = 1 << 20
 
 
-class EditError(Exception):
+class EditError(ConsoleError):
     """The edit or the request cannot be evaluated; the message is fit for the page."""
+
+    code = "bad_edit"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ drawn in that module's docstring); every error carries a snake_case
     ├── AuthzError           authz.errors (the PDP)
     ├── CaError              ca.errors (the CA)
     ├── AgentError           the node agent
-    └── ConsoleError         console.server
+    └── ConsoleError         console.errors (the web console)
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ from tests.support.proxy import Target
 from tests.support.tokens import SigningKey
 from tests.support.traefik import traefik_server
 from tests.support.upstream import Echoed, RawResponse, Upstream, echo_upstream, raw_request
+from tests.support.wait import eventually
 
 SHOP = "spiffe://meshward.local/ns/shop/sa"
 FRONTEND = f"{SHOP}/frontend"
@@ -111,15 +112,16 @@ class Stack:
 
     def decided(self, decision_id: str) -> dict[str, Any]:
         """The PDP's decision-log entry for ``decision_id``."""
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
+
+        def entry() -> dict[str, Any] | None:
             if self.decision_log.exists():
                 for line in self.decision_log.read_text().splitlines():
-                    entry = json.loads(line)
-                    if entry["decision_id"] == decision_id:
-                        return dict(entry)
-            time.sleep(0.05)
-        raise AssertionError(f"decision {decision_id} not in the decision log")
+                    logged = json.loads(line)
+                    if logged["decision_id"] == decision_id:
+                        return dict(logged)
+            return None
+
+        return eventually(entry, 5, 0.05, f"decision {decision_id} in the decision log")
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,7 @@ from tests.support.cli import REPO
 from tests.support.gitrepo import PolicyRepo, git
 from tests.support.pdp import ISSUER, PdpProcess, pdp_process
 from tests.support.tokens import SigningKey
+from tests.support.wait import eventually
 
 SHOP = "spiffe://meshward.local/ns/shop/sa"
 ORDERS = f"{SHOP}/orders"
@@ -400,12 +401,7 @@ def _wait(
     timeout: float = 30.0,
     detail: Callable[[], str] = lambda: "",
 ) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for: {what}\n{detail()}")
+    eventually(predicate, timeout, 0.2, what, detail)
 
 
 def _rejected(pdp: PdpProcess) -> dict[str, object] | None:

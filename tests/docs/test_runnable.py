@@ -26,10 +26,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,10 +39,10 @@ import yaml
 from google.protobuf import json_format
 
 from tests.support.ca import running_ca
-from tests.support.cli import REPO, meshward, meshward_argv
+from tests.support.cli import REPO, meshward
 from tests.support.envoy_config import parse_bootstrap
 from tests.support.markdown import Block, blocks, markdown_files
-from tests.support.net import free_port
+from tests.support.up import running_up
 
 DOCS_SPIFFE_ID = "spiffe://meshward.local/ns/shop/sa/orders"
 RUNNABLE = [b for path in markdown_files(REPO) for b in blocks(path) if b.runnable]
@@ -103,36 +101,9 @@ class Up:
 @pytest.fixture(scope="module")
 def meshward_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     """``meshward up`` as the quickstart runs it, on free ports (never the defaults)."""
-    workdir = tmp_path_factory.mktemp("up")
-    up = Up({9191: free_port(), 8181: free_port(), 8443: free_port(), 8080: free_port()})
-    env = _env(
-        {
-            "MESHWARD_PDP__GRPC_ADDR": f"127.0.0.1:{up.ports[9191]}",
-            "MESHWARD_PDP__HTTP_ADDR": f"127.0.0.1:{up.ports[8181]}",
-            "MESHWARD_CA__ADDR": f"127.0.0.1:{up.ports[8443]}",
-            "MESHWARD_CONSOLE__ADDR": f"127.0.0.1:{up.ports[8080]}",
-        }
-    )
-    log = workdir / "up.log"
-    with log.open("w") as sink:
-        proc = subprocess.Popen(
-            meshward_argv("--state-dir", str(workdir / "state"), "up"),
-            stdout=sink, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO,
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 90
-        while "ready" not in log.read_text() and time.monotonic() < deadline:
-            assert proc.poll() is None, log.read_text()
-            time.sleep(0.2)
-        assert "ready" in log.read_text(), log.read_text()
-        yield up
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    with running_up(tmp_path_factory.mktemp("up")) as up:
+        p = up.ports
+        yield Up({9191: p.grpc, 8181: p.http, 8443: p.ca, 8080: p.console})
 
 
 def run_sh(block: Block, tmp_path: Path, up: Up | None = None) -> subprocess.CompletedProcess[str]:

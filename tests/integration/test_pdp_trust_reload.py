@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -18,6 +17,7 @@ from meshward.spiffe_bundle import SpiffeBundle
 from tests.support.ca import in_process_ca
 from tests.support.pdp import TRUST_DOMAIN, PdpProcess, pdp_process
 from tests.support.tokens import SigningKey
+from tests.support.wait import eventually
 
 ORDERS = "spiffe://meshward.local/ns/shop/sa/orders"
 
@@ -43,15 +43,6 @@ def _write_bundle(pdp: PdpProcess, *keys: SigningKey) -> None:
     staged.replace(path)
 
 
-def _eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
-
-
 def test_new_jwt_key_is_accepted_after_the_bundle_file_changes(tmp_path: Path) -> None:
     with pdp_process(tmp_path, pdp_settings={"trust_bundle_poll_seconds": 0.2}) as pdp:
         claims = {"sub": ORDERS, "aud": "shop", "exp": int(time.time()) + 300}
@@ -63,7 +54,13 @@ def test_new_jwt_key_is_accepted_after_the_bundle_file_changes(tmp_path: Path) -
 
         # prepare: the next key is published beside the current one.
         _write_bundle(pdp, pdp.svid_key, rotated)
-        assert _eventually(lambda: _status(pdp, new_token) != 401), pdp.output()
+        eventually(
+            lambda: _status(pdp, new_token) != 401,
+            10.0,
+            0.1,
+            "_status(pdp, new_token) != 401",
+            pdp.output,
+        )
         assert _status(pdp, old_token) != 401
 
         # A corrupt file: the last good bundle stays in force, and the log says why.
@@ -71,11 +68,22 @@ def test_new_jwt_key_is_accepted_after_the_bundle_file_changes(tmp_path: Path) -
         time.sleep(0.5)
         assert _status(pdp, new_token) != 401
         assert _status(pdp, old_token) != 401
-        assert _eventually(lambda: "not reloaded" in pdp.output()), pdp.output()
-
+        eventually(
+            lambda: "not reloaded" in pdp.output(),
+            10.0,
+            0.1,
+            "'not reloaded' in pdp.output()",
+            pdp.output,
+        )
         # retire: the old key leaves the bundle and its tokens are refused.
         _write_bundle(pdp, rotated)
-        assert _eventually(lambda: _status(pdp, old_token) == 401), pdp.output()
+        eventually(
+            lambda: _status(pdp, old_token) == 401,
+            10.0,
+            0.1,
+            "_status(pdp, old_token) == 401",
+            pdp.output,
+        )
         assert _status(pdp, new_token) != 401
 
 
@@ -95,8 +103,13 @@ def test_follows_a_real_ca_rotation(tmp_path: Path) -> None:
     with pdp_process(tmp_path / "pdp", pdp_settings={"trust_bundle_poll_seconds": 0.2}) as pdp:
         _publish(pdp, ca)
         current = issue_jwt_svid(orders, ["shop"], ca.authority.active, clock.now(), ttl)
-        assert _eventually(lambda: _status(pdp, current.token) != 401), pdp.output()
-
+        eventually(
+            lambda: _status(pdp, current.token) != 401,
+            10.0,
+            0.1,
+            "_status(pdp, current.token) != 401",
+            pdp.output,
+        )
         # prepare: the CA publishes the next JWT key; until the file changes, it is unknown.
         ca.rotate_prepare(Caller(address="test"))
         upcoming = ca.authority.next
@@ -105,5 +118,11 @@ def test_follows_a_real_ca_rotation(tmp_path: Path) -> None:
         assert following.kid != current.kid
         assert _status(pdp, following.token) == 401
         _publish(pdp, ca)
-        assert _eventually(lambda: _status(pdp, following.token) != 401), pdp.output()
+        eventually(
+            lambda: _status(pdp, following.token) != 401,
+            10.0,
+            0.1,
+            "_status(pdp, following.token) != 401",
+            pdp.output,
+        )
         assert _status(pdp, current.token) != 401

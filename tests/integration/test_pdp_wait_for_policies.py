@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -16,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tests.support.cli import REPO
 from tests.support.envoy import SHOP, check_request
 from tests.support.pdp import PdpProcess, pdp_process
+from tests.support.wait import eventually
 
 SERVICES = ("", "envoy.service.auth.v3.Authorization")
 
@@ -26,15 +26,6 @@ def _health(channel: grpc.Channel) -> set[int]:
         stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status
         for name in SERVICES
     }
-
-
-def _eventually(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 def _ready(pdp: PdpProcess) -> int:
@@ -73,8 +64,12 @@ def test_not_serving_until_the_policies_are_fixed(tmp_path: Path) -> None:
         assert pdp.process is not None and pdp.process.poll() is None
 
         (policies / "workloads.cedar").write_text(good)
-        assert _eventually(lambda: _health(channel) == {health_pb2.HealthCheckResponse.SERVING}), (
-            pdp.output()
+        eventually(
+            lambda: _health(channel) == {health_pb2.HealthCheckResponse.SERVING},
+            15.0,
+            0.1,
+            "_health(channel) == {health_pb2.HealthCheckResponse.SERVING}",
+            pdp.output,
         )
         assert _ready(pdp) == 200
         response = stub.Check(

@@ -11,7 +11,6 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -19,63 +18,14 @@ import pytest
 
 from tests.support.cli import REPO, meshward, meshward_argv
 from tests.support.net import free_port, wait_for_port
-
-
-@dataclass
-class Up:
-    state: Path
-    grpc_port: int
-    http_port: int
-    ca_port: int
-    log: Path
-    process: subprocess.Popen[str]
-
-    def output(self) -> str:
-        return self.log.read_text()
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MESHWARD_")}
-    env["PYTHONPATH"] = str(REPO)
-    return env
-
-
-def _start(
-    tmp_path: Path, grpc_port: int, http_port: int, ca_port: int, *, session: bool = False
-) -> Up:
-    log = tmp_path / "up.log"
-    state = tmp_path / "state"
-    with log.open("w") as sink:
-        # Global options after the subcommand, ports from the up flags.
-        proc = subprocess.Popen(
-            meshward_argv(
-                "up", "--state-dir", str(state),
-                "--grpc-addr", f"127.0.0.1:{grpc_port}",
-                "--http-addr", f"127.0.0.1:{http_port}",
-                "--ca-addr", f"127.0.0.1:{ca_port}",
-                "--console-addr", f"127.0.0.1:{free_port()}",
-            ),
-            stdout=sink, stderr=subprocess.STDOUT, text=True, env=_env(), cwd=REPO,
-            start_new_session=session,
-        )  # fmt: skip
-    return Up(state, grpc_port, http_port, ca_port, log, proc)
+from tests.support.up import Ports, Up, clean_env, running_up, start_up
 
 
 @pytest.fixture(scope="module")
 def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
-    tmp_path = tmp_path_factory.mktemp("up")
-    running = _start(tmp_path, free_port(), free_port(), free_port())
-    try:
-        deadline = time.monotonic() + 90
-        while "ready" not in running.output() and time.monotonic() < deadline:
-            assert running.process.poll() is None, running.output()
-            time.sleep(0.2)
-        assert "ready" in running.output(), running.output()
+    # Global options after the subcommand, ports from the up flags.
+    with running_up(tmp_path_factory.mktemp("up"), flags=True) as running:
         yield running
-    finally:
-        if running.process.poll() is None:
-            running.process.send_signal(signal.SIGINT)
-            running.process.wait(timeout=30)
 
 
 def _run_example(command: str) -> str:
@@ -84,7 +34,7 @@ def _run_example(command: str) -> str:
     if argv[0] == "meshward":
         argv = meshward_argv(*argv[1:])
     result = subprocess.run(
-        argv, capture_output=True, text=True, check=False, timeout=60, env=_env(), cwd=REPO
+        argv, capture_output=True, text=True, check=False, timeout=60, env=clean_env(), cwd=REPO
     )
     out = result.stdout
     if out.startswith("HTTP/"):
@@ -98,7 +48,7 @@ def _examples(output: str) -> list[tuple[str, str]]:
 
 def test_printed_examples_allow_and_deny(up: Up) -> None:
     output = up.output()
-    assert f"127.0.0.1:{up.grpc_port}" in output
+    assert f"127.0.0.1:{up.ports.grpc}" in output
     pairs = _examples(output)
     assert {shlex.split(cmd)[0] for _, cmd in pairs} == {"meshward", "curl"}
     assert any("pdp ask" in cmd for _, cmd in pairs)
@@ -110,7 +60,7 @@ def test_printed_examples_allow_and_deny(up: Up) -> None:
 
 def test_pdp_ask_prints_status_headers_and_body(up: Up) -> None:
     denied = meshward(
-        "pdp", "ask", "--grpc-addr", f"127.0.0.1:{up.grpc_port}",
+        "pdp", "ask", "--grpc-addr", f"127.0.0.1:{up.ports.grpc}",
         "--host", "shop", "--method", "DELETE", "--path", "/orders",
     )  # fmt: skip
     assert denied.returncode == 1, denied.stderr
@@ -121,7 +71,7 @@ def test_pdp_ask_prints_status_headers_and_body(up: Up) -> None:
         "attributes": {"request": {"http": {"method": "GET", "path": "/healthz", "host": "shop"}}}
     }
     allowed = meshward(
-        "pdp", "ask", "--grpc-addr", f"127.0.0.1:{up.grpc_port}", "--json", "-",
+        "pdp", "ask", "--grpc-addr", f"127.0.0.1:{up.ports.grpc}", "--json", "-",
         stdin=json.dumps(request),
     )  # fmt: skip
     assert allowed.returncode == 0, allowed.stderr
@@ -137,7 +87,7 @@ def test_the_same_examples_answer_the_same_from_pdp_serve(up: Up, tmp_path: Path
             "pdp", "serve", "--grpc-addr", f"127.0.0.1:{grpc_port}",
             "--http-addr", f"127.0.0.1:{http_port}", "--state-dir", str(tmp_path),
         ),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), cwd=REPO,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=clean_env(), cwd=REPO,
     )  # fmt: skip
     try:
         wait_for_port(http_port, timeout=60)
@@ -146,8 +96,8 @@ def test_the_same_examples_answer_the_same_from_pdp_serve(up: Up, tmp_path: Path
             assert time.monotonic() < deadline
             time.sleep(0.1)
         for expect, command in _examples(up.output()):
-            moved = command.replace(f":{up.grpc_port}", f":{grpc_port}").replace(
-                f":{up.http_port}", f":{http_port}"
+            moved = command.replace(f":{up.ports.grpc}", f":{grpc_port}").replace(
+                f":{up.ports.http}", f":{http_port}"
             )
             assert _run_example(moved) == expect, moved
         # One version hash: policy validate names the files as the running PDP does.
@@ -186,14 +136,14 @@ def test_quiet_by_default_with_a_decision_log(up: Up) -> None:
     decisions = up.state / "decisions.jsonl"
     assert f"decision log in {decisions}" in output
     httpx.post(
-        f"http://127.0.0.1:{up.http_port}/v1/authorize",
+        f"http://127.0.0.1:{up.ports.http}/v1/authorize",
         json={"principal": 'User::"x"', "action": 'Action::"GET"', "resource": 'Service::"y"'},
     )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and not decisions.exists():
         time.sleep(0.1)
     assert json.loads(decisions.read_text().splitlines()[0])["decision"] in ("allow", "deny")
-    metrics = httpx.get(f"http://127.0.0.1:{up.http_port}/metrics").text
+    metrics = httpx.get(f"http://127.0.0.1:{up.ports.http}/metrics").text
     assert "meshward_pdp_decisions_total" in metrics
 
 
@@ -217,7 +167,7 @@ def test_a_taken_port_is_one_line_and_exit_2(tmp_path: Path, taken: str) -> None
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         holder.bind(("127.0.0.1", ports[taken]))
         holder.listen()
-        running = _start(tmp_path, ports["grpc"], ports["http"], ports["ca"])
+        running = start_up(tmp_path, ports=Ports(**ports), flags=True)
         code = running.process.wait(timeout=60)
     output = running.output()
     assert code == 2, output
@@ -228,11 +178,8 @@ def test_a_taken_port_is_one_line_and_exit_2(tmp_path: Path, taken: str) -> None
 
 
 def test_ctrl_c_stops_everything_without_a_traceback(tmp_path: Path) -> None:
-    running = _start(tmp_path, free_port(), free_port(), free_port(), session=True)
-    deadline = time.monotonic() + 90
-    while "ready" not in running.output() and time.monotonic() < deadline:
-        assert running.process.poll() is None, running.output()
-        time.sleep(0.2)
+    running = start_up(tmp_path, flags=True, session=True)
+    running.wait_ready()
     # A terminal's Ctrl-C reaches the whole foreground process group.
     os.killpg(running.process.pid, signal.SIGINT)
     assert running.process.wait(timeout=30) == 0

@@ -1,8 +1,10 @@
-"""A small test PKI built with ``cryptography``: root, intermediate, SVID leaves.
+"""The test PKI: roots, intermediates and SVID leaves for tests that need CA material.
 
-Every certificate follows the X.509-SVID profile unless a test asks for a
-defect (``ca=True`` on a leaf, no URI SAN, several URI SANs, expired...).
-Times come from the caller so expiry can be tested one second either side.
+Roots and intermediates are made by the CA's own builders (``ca.authority``),
+so tests see the same CA profile that ``meshward ca`` issues. Leaves follow the
+X.509-SVID profile unless a test asks for a defect (``ca=True`` on a leaf, no
+URI SAN, several URI SANs, expired...), which the product never issues. Times
+come from the caller so expiry can be tested one second either side.
 """
 
 from __future__ import annotations
@@ -17,9 +19,26 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["Issued", "TestPki", "pem", "url_encoded_pem"]
+from ca.authority import CA_BACKDATE, build_root, build_signing_ca
+from ca.keystore import PrivateKey
+from meshward.spiffe import TrustDomain
+
+__all__ = ["START", "T0", "Issued", "TestPki", "pem", "self_signed_ca", "url_encoded_pem"]
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+START = T0
+
+
+def self_signed_ca(
+    trust_domain: str = "example.org", key: PrivateKey | None = None, days: int = 30
+) -> tuple[x509.Certificate, PrivateKey]:
+    """A root CA for ``trust_domain``, valid from :data:`START` for ``days`` (as ``ca init``)."""
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    ttl = dt.timedelta(days=days) - CA_BACKDATE
+    root = build_root(
+        TrustDomain(trust_domain), key, START + CA_BACKDATE, ttl, x509.random_serial_number()
+    )
+    return root, key
 
 
 def pem(*certs: x509.Certificate) -> str:
@@ -62,33 +81,15 @@ class TestPki:
     __test__ = False  # not a pytest class
 
     def __post_init__(self) -> None:
-        self.root = self._ca(f"{self.trust_domain} root", None)
-        self.intermediate = self._ca(f"{self.trust_domain} intermediate", self.root)
-
-    def _ca(self, cn: str, issuer: Issued | None) -> Issued:
+        td = TrustDomain(self.trust_domain)
+        now, ttl = self.not_before + CA_BACKDATE, self.not_after - self.not_before - CA_BACKDATE
+        root_key = ec.generate_private_key(ec.SECP256R1())
+        root = build_root(td, root_key, now, ttl, x509.random_serial_number())
+        self.root = Issued(root, root_key)
         key = ec.generate_private_key(ec.SECP256R1())
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(_name(cn))
-            .issuer_name(issuer.cert.subject if issuer else _name(cn))
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(self.not_before)
-            .not_valid_after(self.not_after)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.UniformResourceIdentifier(f"spiffe://{self.trust_domain}")]
-                ),
-                critical=False,
-            )
-        )
-        signer = issuer.key if issuer else key
-        return Issued(builder.sign(signer, hashes.SHA256()), key)
+        serial = x509.random_serial_number()
+        intermediate = build_signing_ca(td, root, root_key, key, now, ttl, serial, slot_id=1)
+        self.intermediate = Issued(intermediate, key)
 
     def leaf(
         self,

@@ -13,7 +13,6 @@ import datetime as dt
 import json
 import os
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from ca.agent.ca_client import node_selector
 from meshward.spiffe import SpiffeId
 from tests.support.agent_process import AgentProcess, admin_post
 from tests.support.ca import CaProcess, new_csr, openssl_verify, running_ca
+from tests.support.wait import eventually_async
 
 NODE = SpiffeId.parse("spiffe://example.org/node/n1")
 APP = "spiffe://example.org/app"
@@ -71,13 +71,11 @@ def _serial(endpoint: str) -> int:
 
 
 async def _wait_change(source: X509Source, before: int, timeout: float = 30) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def changed() -> int | None:
         now = source.get_x509_context().default_svid.leaf.serial_number
-        if now != before:
-            return int(now)
-        await asyncio.sleep(0.05)
-    raise AssertionError("no new SVID reached the stream")
+        return int(now) if now != before else None
+
+    return await eventually_async(changed, timeout, 0.05, "a new SVID on the stream")
 
 
 async def test_workload_gets_its_svid_and_a_jwt(agent: AgentProcess, ca: CaProcess) -> None:
@@ -128,10 +126,12 @@ async def test_forced_and_ca_rotations_reach_an_open_stream(
             resp = admin_post(ca, f"/v1/ca/rotate/{step}")
             assert resp.status_code == 200, resp.text
         await _wait_change(source, second)
-        deadline = time.monotonic() + 10
-        while source.get_x509_context().default_svid.leaf.issuer == issuer:
-            assert time.monotonic() < deadline, "the SVID stayed on the old signing CA"
-            await asyncio.sleep(0.05)
+        await eventually_async(
+            lambda: source.get_x509_context().default_svid.leaf.issuer != issuer,
+            10,
+            0.05,
+            "the SVID to leave the old signing CA",
+        )
         td = PyTrustDomain("example.org")
         bundle = source.get_x509_context().x509_bundle_set.get_bundle_for_trust_domain(td)
         assert bundle is not None
@@ -156,10 +156,11 @@ async def test_ca_outage_then_recovery(agent: AgentProcess, ca: CaProcess) -> No
     finally:
         ca.start()
     # Back: the agent's retries renew by themselves (no signal needed).
-    deadline = time.monotonic() + 60
-    while await asyncio.to_thread(_serial, agent.endpoint) == held:
-        assert time.monotonic() < deadline, "no renewal after the CA came back"
-        await asyncio.sleep(0.2)
+
+    async def renewed() -> bool:
+        return await asyncio.to_thread(_serial, agent.endpoint) != held
+
+    await eventually_async(renewed, 60, 0.2, "a renewal after the CA came back")
 
 
 async def test_restart_reuses_the_node_svid(agent: AgentProcess) -> None:

@@ -257,7 +257,7 @@ def test_cli_rotation_reaches_running_server(ca: CaProcess) -> None:
 
 
 def test_untrusted_client_cert_is_refused(ca: CaProcess, tmp_path: Path) -> None:
-    from tests.support.pki import self_signed_ca
+    from tests.support.certs import self_signed_ca
 
     cert, key = self_signed_ca("example.org")
     (tmp_path / "svid.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))

@@ -3,40 +3,23 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import ssl
-import subprocess
 from pathlib import Path
 
 import httpx
 
 from meshward.spiffe import TrustDomain
 from meshward.spiffe_bundle import SpiffeBundle
-from tests.support.cli import REPO, meshward_argv
-from tests.support.net import free_port, wait_for_port
+from tests.support.cli import REPO
+from tests.support.up import running_up
 
 
 def test_up_runs_the_ca_and_the_pdp_trusts_it(tmp_path: Path) -> None:
     shutil.copytree(REPO / "policies", tmp_path / "policies")
-    ca_port, grpc_port, http_port = free_port(), free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MESHWARD_")}
-    env.update(
-        PYTHONPATH=str(REPO),
-        MESHWARD_CA__ADDR=f"127.0.0.1:{ca_port}",
-        MESHWARD_CONSOLE__ADDR=f"127.0.0.1:{free_port()}",
-        MESHWARD_PDP__GRPC_ADDR=f"127.0.0.1:{grpc_port}",
-        MESHWARD_PDP__HTTP_ADDR=f"127.0.0.1:{http_port}",
-    )
-    log = (tmp_path / "up.log").open("wb")
-    proc = subprocess.Popen(
-        meshward_argv("up"), cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        wait_for_port(ca_port, timeout=60)
-        wait_for_port(http_port, timeout=60)
-        state = tmp_path / ".meshward"
+    with running_up(tmp_path, cwd=tmp_path, state=tmp_path / ".meshward") as up:
+        ca_port, http_port = up.ports.ca, up.ports.http
+        state = up.state
         doc = json.loads((state / "ca" / "bundle.json").read_text())
         bundle = SpiffeBundle.from_jwks(doc, TrustDomain("meshward.local"))
         assert bundle.jwt_authorities and bundle.x509_authorities
@@ -57,12 +40,4 @@ def test_up_runs_the_ca_and_the_pdp_trusts_it(tmp_path: Path) -> None:
         assert forged.status_code == 401
         assert svid.status_code in (200, 403)
         assert anonymous.status_code in (401, 403)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            assert proc.wait(timeout=30) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            log.close()
+    assert up.process.returncode == 0, up.output()

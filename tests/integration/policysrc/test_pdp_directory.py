@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,17 +13,13 @@ import httpx
 from tests.support.cli import REPO
 from tests.support.pdp import pdp_process
 from tests.support.policyfiles import SYNTAX_ERROR, TIGHTEN_ORDERS_READS_CATALOG
+from tests.support.wait import eventually
 
 NS = "spiffe://meshward.local/ns/shop/sa/"
 
 
 def _wait(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise TimeoutError(what)
+    eventually(predicate, timeout, 0.1, what)
 
 
 def _ask(url: str, path: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from tests.support.envoy import SHOP, check_request
 from tests.support.gitrepo import PolicyRepo
 from tests.support.pdp import pdp_process
 from tests.support.policyfiles import FAILING_TEST, SCHEMA_VIOLATION, SYNTAX_ERROR, example_files
+from tests.support.wait import eventually
 
 SECRET = "refresh-secret-of-the-test"
 FRONTEND = f"{SHOP}/frontend"
@@ -34,12 +35,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _wait(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise TimeoutError(what)
+    eventually(predicate, timeout, 0.1, what)
 
 
 def _status(url: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import httpx
 from tests.support.gitrepo import PolicyRepo
 from tests.support.pdp import pdp_process
 from tests.support.policyfiles import example_files
+from tests.support.wait import eventually
 
 
 def _children(pid: int) -> set[int]:
@@ -68,7 +69,4 @@ def test_kill_9_leaves_no_checking_process_behind(tmp_path: Path) -> None:
         assert left, "the PDP checks its policies in a child process"
         os.kill(pdp.process.pid, signal.SIGKILL)
         pdp.process.wait(timeout=10)
-        deadline = time.monotonic() + 10
-        while _alive(left) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not _alive(left), pdp.output()
+        eventually(lambda: not _alive(left), 10, 0.05, "the PDP's children to exit", pdp.output)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,17 +14,13 @@ from tests.support.gitrepo import PolicyRepo
 from tests.support.pdp import pdp_process
 from tests.support.policyfiles import SYNTAX_ERROR, example_files
 from tests.support.redis import RedisServer
+from tests.support.wait import eventually
 
 SECRET = b"replica-test-secret"
 
 
 def _wait(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise TimeoutError(what)
+    eventually(predicate, timeout, 0.1, what)
 
 
 def _status(url: str) -> dict[str, Any]:

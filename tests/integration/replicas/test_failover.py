@@ -24,6 +24,7 @@ from meshward.spiffe import SpiffeId, TrustDomain
 from tests.support.ca import CaProcess, new_csr, openssl_verify
 from tests.support.postgres import postgres_server
 from tests.support.replicas import running_replicas, wait_for_same_bundle, workload_svid
+from tests.support.wait import eventually
 
 NODE = "spiffe://example.org/node/n1"
 WEB = "spiffe://example.org/web"
@@ -144,11 +145,7 @@ def test_database_restart_under_load_503_then_recovers(tmp_path: Path) -> None:
 
 
 def _wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        time.sleep(0.05)
+    eventually(predicate, timeout, 0.05, "condition")
 
 
 def test_rotation_with_two_replicas_every_svid_verifies(tmp_path: Path, postgres_url: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import time
 
 import pytest
 
@@ -16,6 +15,7 @@ from authz.sources.runtime import ShadowObserver
 from tests.support.cli import REPO
 from tests.support.policyfiles import TIGHTEN_ORDERS_READS_CATALOG
 from tests.support.records import record_for
+from tests.support.wait import eventually
 
 NS = "spiffe://meshward.local/ns/shop/sa/"
 
@@ -69,9 +69,7 @@ def test_observer_runs_off_the_decision_path(engines: tuple[Engine, Engine]) -> 
         for n, path in enumerate(["/products", "/stock/9", "/products/2"]):
             request = _request(path)
             observer.observe(record_for(request, live.evaluate(request), f"d{n}"))
-        deadline = time.monotonic() + 10
-        while len(seen) < 3 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        eventually(lambda: len(seen) >= 3, 10, 0.01, "three comparisons")
     assert sorted(seen) == ["agree", "agree", "disagree"]
 
 

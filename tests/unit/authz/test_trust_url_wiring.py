@@ -11,7 +11,7 @@ from authz.authn.trust_url import TrustBundleUrl
 from authz.server import PdpError, build_authenticator
 from meshward.clock import FixedClock
 from meshward.settings import PdpSettings
-from tests.support.pki import self_signed_ca
+from tests.support.certs import self_signed_ca
 
 
 def test_a_followed_bundle_needs_a_first_trust() -> None:

@@ -15,7 +15,7 @@ from meshward.clock import FixedClock
 from meshward.settings import CaSettings
 from meshward.spiffe import SpiffeId, TrustDomain
 from tests.support.ca import new_csr, openssl_verify, register
-from tests.support.pki import START, self_signed_ca
+from tests.support.certs import START, self_signed_ca
 
 TD = TrustDomain("example.org")
 SETTINGS = CaSettings(trust_domain="example.org")

@@ -23,7 +23,7 @@ from meshward.spiffe_bundle import (
     load_bundle,
     public_key_to_jwk,
 )
-from tests.support.pki import self_signed_ca
+from tests.support.certs import self_signed_ca
 
 TD = TrustDomain("example.org")
 CA1, _ = self_signed_ca()

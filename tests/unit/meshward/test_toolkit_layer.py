@@ -20,7 +20,7 @@ TOOLKIT = [
     "callers.py",
     "asgi.py",
 ]
-ABOVE = ("ca", "authz", "meshward.commands", "meshward.cli", "meshward.up", "meshward.settings")
+ABOVE = ("ca", "authz", "console", "meshward.cli", "meshward.settings")
 
 
 @pytest.mark.parametrize("module", TOOLKIT)

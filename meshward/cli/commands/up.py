@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from meshward.commands.common import fail, settings_from
+from meshward.cli.commands.common import fail, settings_from
 
 __all__ = ["up_command"]
 
@@ -38,9 +38,9 @@ def up_command(
     from authz.errors import AuthzError  # noqa: PLC0415
     from ca.errors import CaError  # noqa: PLC0415
     from console.server import ConsoleError  # noqa: PLC0415
+    from meshward.cli.up import run_up  # noqa: PLC0415
     from meshward.listen import AddressInUse  # noqa: PLC0415
     from meshward.logs import configure_logging  # noqa: PLC0415
-    from meshward.up import run_up  # noqa: PLC0415
 
     settings = settings_from(
         ctx,

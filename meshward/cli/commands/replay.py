@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from meshward.commands.common import ExitCode, fail
+from meshward.cli.commands.common import ExitCode, fail
 
 __all__ = ["replay_command"]
 
@@ -57,7 +57,7 @@ def replay_command(
     from authz.replay import read_log, replay  # noqa: PLC0415
     from authz.sources.errors import SourceError  # noqa: PLC0415
     from authz.sources.revision import materialize_candidate  # noqa: PLC0415
-    from meshward.commands.policy import print_problems  # noqa: PLC0415
+    from meshward.cli.commands.policy import print_problems  # noqa: PLC0415
 
     try:
         handle = log.open(encoding="utf-8", errors="replace")

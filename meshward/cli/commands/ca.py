@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 
 import typer
 
-from meshward.commands.common import ExitCode, fail, settings_from
+from meshward.cli.commands.common import ExitCode, fail, settings_from
 
 if TYPE_CHECKING:
     from ca.service import Caller, CertificateAuthority

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from meshward.commands.common import ExitCode, fail, settings_from
+from meshward.cli.commands.common import ExitCode, fail, settings_from
 
 __all__ = ["check_command"]
 
@@ -57,7 +57,7 @@ def check_command(
         parse_request,
         wants_explanation,
     )
-    from meshward.commands.policy import load_or_exit  # noqa: PLC0415
+    from meshward.cli.commands.policy import load_or_exit  # noqa: PLC0415
 
     settings = settings_from(ctx).pdp
     directory = policies if policies is not None else Path(settings.policies)

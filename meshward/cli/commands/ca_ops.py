@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from meshward.commands.ca import _cli, _open, _spiffe_id, parse_duration
-from meshward.commands.common import ExitCode, fail, settings_from
+from meshward.cli.commands.ca import _cli, _open, _spiffe_id, parse_duration
+from meshward.cli.commands.common import ExitCode, fail, settings_from
 
 if TYPE_CHECKING:
     from ca.store.protocol import Entry

@@ -10,9 +10,9 @@ from typing import Annotated
 import typer
 
 from meshward import __version__
-from meshward.commands import ca, ca_ops, check, console, pdp, policy, replay, up
-from meshward.commands.agent import agent_app
-from meshward.commands.common import GlobalOptions
+from meshward.cli.commands import ca, ca_ops, check, console, pdp, policy, replay, up
+from meshward.cli.commands.agent import agent_app
+from meshward.cli.commands.common import GlobalOptions
 
 __all__ = ["app", "hoist_global_options", "main"]
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from meshward.commands.common import fail, settings_from
+from meshward.cli.commands.common import fail, settings_from
 
 __all__ = ["agent_app"]
 

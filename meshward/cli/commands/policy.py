@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from meshward.commands.common import ExitCode, fail, settings_from
+from meshward.cli.commands.common import ExitCode, fail, settings_from
 
 if TYPE_CHECKING:
     from authz.bundle import PolicyBundle

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from meshward.commands.common import ExitCode, fail, settings_from
+from meshward.cli.commands.common import ExitCode, fail, settings_from
 
 __all__ = ["app"]
 
