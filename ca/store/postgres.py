@@ -102,6 +102,12 @@ class PostgresStore:
             min_size=1,
             max_size=pool_size,
             timeout=timeout,
+            # The pool's reconnection backoff doubles without a cap (1, 2, 4, 8…
+            # seconds): after a long outage the next try could come as long after
+            # the database is back. Give up a reconnection after `timeout`; the
+            # next request starts a fresh one, so the CA recovers within about
+            # `timeout` of the database's return, whatever the outage lasted.
+            reconnect_timeout=timeout,
             open=False,
             name="meshward-ca",
             # Autocommit: a one-statement method is one round trip (no BEGIN/COMMIT);

@@ -177,9 +177,17 @@ def test_decision_api_bad_input(pdp: PdpProcess, body: bytes) -> None:
 
 
 def test_metrics(pdp: PdpProcess) -> None:
-    text = httpx.get(f"{pdp.http_url}/metrics").text
+    doc = {"principal": 'User::"erin"', "action": 'Action::"GET"', "resource": 'Service::"x"'}
+    assert httpx.post(f"{pdp.http_url}/v1/authorize", json=doc).status_code == 200
+    # The gauge is the lowest over live workers: /readyz answered from one of
+    # them, and on a loaded machine the other may still be loading policies.
+    deadline = time.monotonic() + 30
+    while "meshward_pdp_policies_loaded 1.0" not in (
+        text := httpx.get(f"{pdp.http_url}/metrics").text
+    ):
+        assert time.monotonic() < deadline, "a worker never reported its policies loaded"
+        time.sleep(0.1)
     assert "meshward_pdp_decisions_total" in text
-    assert "meshward_pdp_policies_loaded 1.0" in text
 
 
 def test_graceful_stop(pdp: PdpProcess) -> None:

@@ -44,18 +44,26 @@ def check(pdp: PdpProcess, path: str, rid: str) -> int:
 
 
 def test_replicas_share_decisions_through_redis(tmp_path: Path, redis: RedisServer) -> None:
+    # What is checked is the sharing, not the 5 ms production budget per Redis
+    # command: on a loaded machine a command can take longer, be dropped, and
+    # open the breaker.
+    env = {
+        "MESHWARD_CACHE__REDIS_TIMEOUT_MS": "2000",
+        "MESHWARD_CACHE__REDIS_CONNECT_TIMEOUT_MS": "2000",
+    }
     with (
-        pdp_process(tmp_path / "a", "--redis-url", redis.url) as a,
-        pdp_process(tmp_path / "b", "--redis-url", redis.url) as b,
+        pdp_process(tmp_path / "a", "--redis-url", redis.url, env=env) as a,
+        pdp_process(tmp_path / "b", "--redis-url", redis.url, env=env) as b,
     ):
         assert check(a, "/api/orders/1", "r1") == code_pb2.OK
         assert check(a, "/api/orders/1", "r2") == code_pb2.OK  # unread header: reused
         assert check(a, "/admin", "r3") == code_pb2.PERMISSION_DENIED  # read path: not reused
         assert tiers(a) == {"local": 1, "redis": 0, "miss": 2, "bypass": 0}
-        # The other replica finds both decisions in Redis (writes land in the background).
-        for _ in range(50):
-            if len(redis_keys(redis)) >= 2:
-                break
+        # The other replica finds both decisions in Redis (writes land in the
+        # background: on a loaded machine that can take a few seconds).
+        deadline = time.monotonic() + 20
+        while len(redis_keys(redis)) < 2:
+            assert time.monotonic() < deadline, "the decisions never reached Redis"
             time.sleep(0.05)
         assert check(b, "/api/orders/1", "r4") == code_pb2.OK
         assert check(b, "/admin", "r5") == code_pb2.PERMISSION_DENIED
