@@ -19,7 +19,7 @@ SIGINT: health ``NOT_SERVING``, stop accepting, let in-flight checks finish
 
 Errors (below :class:`authz.errors.AuthzError`)::
 
-    PdpError            code "pdp-start" (bad configuration or policies: exit 2)
+    PdpError            code "pdp_start" (bad configuration or policies: exit 2)
 """
 
 from __future__ import annotations
@@ -42,26 +42,24 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from authz.adapters import envoy_grpc
+from authz.adapters.activepolicies import active_policies_router
 from authz.adapters.admin import AdminGate
 from authz.adapters.decisions import decisions_router
 from authz.adapters.http import create_app
 from authz.authn.audience import AudiencePolicy
 from authz.authn.authenticator import Authenticator
-from authz.authn.errors import AuthnError
 from authz.authn.jwks import FileJwks, KeySource, UrlJwks
 from authz.authn.jwt import JwtPolicy, JwtVerifier, OidcIssuer
 from authz.authn.peer import PeerPolicy
 from authz.authn.trust import TrustBundleFile, TrustBundles, TrustSource
 from authz.cache.tiered import TieredCache
 from authz.cache.wiring import build_cache
-from authz.decider import Decider, DecisionObserver, EngineHolder
-from authz.errors import AuthzError
-from authz.metrics import PdpMetrics
-from authz.recent import RecentDecisions
-from authz.request import PathOptions
+from authz.engine.decider import Decider, DecisionObserver, EngineHolder
+from authz.engine.request import PathOptions
+from authz.errors import AuthnError, PdpError, SourceError
+from authz.observe.metrics import PdpMetrics
+from authz.observe.recent import RecentDecisions
 from authz.sources.childproc import set_parent_death_signal
-from authz.sources.errors import SourceError
-from authz.sources.http import active_policies_router
 from authz.sources.protocol import Refreshable
 from authz.sources.runtime import (
     PolicyRuntime,
@@ -84,13 +82,6 @@ from meshward.workers import run_workers
 __all__ = ["Pdp", "PdpError", "PdpServer", "build_pdp", "run"]
 
 log = logging.getLogger(__name__)
-
-
-class PdpError(AuthzError):
-    """The PDP cannot start: configuration, trust bundle or policies are unusable."""
-
-    code = "pdp-start"
-    public_message = "the PDP cannot start"
 
 
 def _key_source(issuer: OidcIssuerSettings, clock: Clock) -> KeySource:
@@ -136,7 +127,7 @@ def build_authenticator(pdp: PdpSettings, clock: Clock) -> Authenticator:
         try:
             bundle_file.load()
         except AuthnError as exc:
-            raise PdpError(f"trust bundle {pdp.trust_bundle}: {exc.reason}") from exc
+            raise PdpError(f"trust bundle {pdp.trust_bundle}: {exc.code}") from exc
         bundles = bundle_file
         if pdp.trust_bundle_url is not None:
             bundles = _followed_bundle(pdp, bundle_file, clock)
@@ -266,7 +257,7 @@ def _admin_gate(settings: Settings) -> AdminGate:
 
 def _decision_tracer(settings: Settings) -> DecisionObserver:
     """The tracing observer; OpenTelemetry is imported here and only here (off: never)."""
-    from authz.tracing import TracingError, build_tracer  # noqa: PLC0415
+    from authz.observe.tracing import TracingError, build_tracer  # noqa: PLC0415
 
     try:
         return build_tracer(settings.tracing)

@@ -22,10 +22,10 @@ from collections.abc import Callable
 
 import cedarpy
 
-from authz.bundle import PolicyBundle, load_bundle
-from authz.cedar import principal_entities, to_cedar_request
-from authz.engine import Engine
-from authz.model import ANONYMOUS, AccessRequest, EntityUid, Identity
+from authz.engine.bundle import PolicyBundle, load_bundle
+from authz.engine.cedar import principal_entities, to_cedar_request
+from authz.engine.evaluation import Engine
+from authz.engine.model import ANONYMOUS, AccessRequest, EntityUid, Identity
 from bench.policy_reload import REPO
 
 SHOP = "spiffe://meshward.local/ns/shop/sa"

@@ -28,12 +28,12 @@ import threading
 import time
 from pathlib import Path
 
-from authz.bundle import bundle_from_data, read_bundle
-from authz.decider import EngineHolder
-from authz.engine import Engine
-from authz.model import AccessRequest, EntityUid, Identity
-from authz.policytest import run_tests
-from authz.retire import retire
+from authz.engine.bundle import bundle_from_data, read_bundle
+from authz.engine.decider import EngineHolder
+from authz.engine.evaluation import Engine
+from authz.engine.model import AccessRequest, EntityUid, Identity
+from authz.engine.retire import retire
+from authz.lifecycle.policytest import run_tests
 from authz.sources.bundles import ProcessPreparer, prepare_engine
 from authz.sources.gate import Gate, Outcome, Prepare
 from authz.sources.git import GitSource

@@ -25,10 +25,10 @@ from typing import Any
 
 import cedarpy
 
-from authz.bundle import PolicyBundle, load_bundle
-from authz.cedar import principal_entities, to_cedar_request
-from authz.engine import Engine
-from authz.model import AccessRequest, EntityUid, Identity
+from authz.engine.bundle import PolicyBundle, load_bundle
+from authz.engine.cedar import principal_entities, to_cedar_request
+from authz.engine.evaluation import Engine
+from authz.engine.model import AccessRequest, EntityUid, Identity
 
 SIZES = (10, 100, 1_000, 10_000)
 REQUESTS = 200

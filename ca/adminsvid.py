@@ -3,23 +3,23 @@
 ``<state-dir>/admin/`` holds ``svid.pem``, ``key.pem`` (0600) and
 ``bundle.pem``. The SVID lives one hour and is never renewed: a missing or
 expired one is an :class:`AdminSvidError` that tells the operator what to run.
+:func:`admin_request` makes one admin API call with it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 
-__all__ = ["AdminSvidError", "AdminSvidFiles", "admin_svid_files"]
+from ca.errors import AdminRequestFailed, AdminSvidError, NotFound
+
+__all__ = ["AdminSvidError", "AdminSvidFiles", "admin_request", "admin_svid_files"]
 
 LOGIN_HINT = "run `meshward ca admin login`"
-
-
-class AdminSvidError(Exception):
-    """No usable admin SVID; the message says why and what to run."""
 
 
 @dataclass(frozen=True)
@@ -49,3 +49,36 @@ def admin_svid_files(directory: Path, now: dt.datetime) -> AdminSvidFiles:
     if now < leaf.not_valid_before_utc:
         raise AdminSvidError(f"the admin SVID in {directory} is not valid yet; {LOGIN_HINT}")
     return AdminSvidFiles(files.svid, files.key, files.bundle, leaf.not_valid_after_utc)
+
+
+def admin_request(
+    directory: Path, ca_url: str, method: str, path: str, now: dt.datetime, body: object = None
+) -> dict[str, object]:
+    """One admin API call over mTLS with the admin SVID in ``directory``; the JSON answer.
+
+    Raises :class:`AdminSvidError` (no usable SVID, or the CA refused it),
+    :class:`~ca.errors.NotFound` (404) or :class:`~ca.errors.AdminRequestFailed`
+    (unreachable, no JSON, any other refusal). Messages name the CA's error code only.
+    """
+    import httpx  # noqa: PLC0415 (loaded only by the commands that call the CA)
+
+    files = admin_svid_files(directory, now)
+    ctx = ssl.create_default_context(cafile=str(files.bundle))
+    ctx.load_cert_chain(files.svid, files.key)
+    try:
+        with httpx.Client(base_url=ca_url.rstrip("/"), verify=ctx, timeout=30) as client:
+            resp = client.request(method, path, json=body)
+    except httpx.HTTPError as exc:
+        raise AdminRequestFailed(f"cannot reach the CA at {ca_url}: {type(exc).__name__}") from exc
+    try:
+        doc = resp.json()
+    except ValueError as exc:
+        raise AdminRequestFailed(f"the CA answered {resp.status_code} without JSON") from exc
+    code = doc.get("code") if isinstance(doc, dict) else None
+    if resp.status_code == 404:
+        raise NotFound(f"not found ({code})")
+    if resp.status_code in (401, 403):
+        raise AdminSvidError(f"the CA refused the admin SVID ({code}); {LOGIN_HINT}")
+    if resp.status_code >= 400 or not isinstance(doc, dict):
+        raise AdminRequestFailed(f"the CA refused the request ({code})")
+    return doc

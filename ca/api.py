@@ -66,7 +66,7 @@ def peer_spiffe_id(scope: MutableMapping[str, Any], now: dt.datetime) -> SpiffeI
 
 def _error(exc: CaError) -> JSONResponse:
     body: dict[str, Any] = {"error": exc.code, "code": exc.code}
-    reason = getattr(exc, "reason", None)
+    reason = exc.reason
     if reason:
         body["reason"] = reason
     headers: dict[str, str] | None = None
@@ -179,7 +179,7 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
                 try:
                     return await handler(request)
                 except CaError as exc:
-                    if not exc.audited and not isinstance(exc, StoreUnavailable):
+                    if not ca.was_audited(exc) and not isinstance(exc, StoreUnavailable):
                         error = exc
                         await run(lambda: ca.audit_refusal(action, _caller(request), error))
                     return _error(exc)

@@ -20,12 +20,10 @@ from ca.issuance import IssuedX509
 from ca.keystore import write_private_file
 from ca.passphrase import ca_passphrase
 from ca.service import ADMIN_PATH, Caller, CertificateAuthority
-from ca.store.protocol import Entry
 from ca.svidfiles import write_svid_files
-from ca.wiring import create_ca, home_exists, open_ca
-from meshward.clock import SystemClock
+from ca.wiring import home_exists, init_ca, open_ca
 from meshward.settings import Settings
-from meshward.spiffe import SpiffeId, TrustDomain
+from meshward.spiffe import SpiffeId
 
 __all__ = [
     "ADMIN_SVID_TTL",
@@ -60,12 +58,7 @@ def prepare_embedded_ca(
     environ = os.environ if env is None else env
     passphrase = ca_passphrase(settings, environ, generate=True)
     if not home_exists(settings):
-        clock = SystemClock()
-        td = TrustDomain.parse(settings.ca.trust_domain)
-        fresh = create_ca(settings, passphrase, td, clock)
-        admin = Entry(fresh.new_entry_id(), SpiffeId(td, ADMIN_PATH), admin=True)
-        fresh.add_entry(admin, Caller(address="up"))
-        fresh.store.close()
+        init_ca(settings, passphrase, Caller(address="up")).store.close()
     ca = open_ca(settings, environ, serve=True)
     try:
         # `up` holds the passphrase, so it logs the operator in for the first hour.

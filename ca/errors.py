@@ -1,37 +1,46 @@
 """Every error the certificate authority raises, rooted at :class:`CaError`.
 
-Each error carries a short ``code`` (a metric label and the ``error`` field of
-an API response) and an HTTP ``status``; the message is for logs and
-operators, never echoed to a remote caller beyond the code.
+Each error carries one snake_case ``code`` (a metric label and the ``error``
+and ``code`` fields of an API response; the strings are part of the API) and
+an HTTP ``status``; a refused CSR also names the failed check in ``reason``.
+The message is for logs and operators, never echoed to a remote caller
+beyond the code.
 
 Errors::
 
-    CaError                      (.code, .status)
-     ├── NotInitialized          no CA state in the state directory
-     ├── AlreadyInitialized
-     ├── KeystoreError
-     │    ├── MissingPassphrase
-     │    ├── WrongPassphrase
-     │    └── InsecureKeyFile     key file readable by group or others
-     ├── BadRequest              malformed input (400)
-     │    └── BadCsr             .reason: the CSR check that failed
-     ├── AttestationFailed       the caller proved nothing (401)
-     ├── NotEntitled             proven, but not to this identity / not admin (403)
-     ├── NotFound                (404)
-     ├── BodyTimeout             the request body did not arrive in time (408)
-     ├── Conflict                (409)
-     ├── RateLimited             (429)
-     ├── IssuanceFailed          the CA could not sign or its own check failed (500)
-     └── StoreError              the database behind the CA store
-          ├── StoreUnavailable    cannot reach it right now (503; the caller retries)
-          └── SchemaError         its schema does not fit this code (start-up refuses)
-               ├── SchemaTooNew   written by a newer meshward
-               └── SchemaMismatch a recorded migration differs from the code's
+    MeshwardError                (meshward.errors: the root of every component)
+    └── CaError                  (.code, .status, .reason)
+         ├── NotInitialized          no CA state in the state directory
+         ├── AlreadyInitialized
+         ├── AdminSvidError          no usable admin SVID on disk (`ca admin login` again)
+         ├── AdminRequestFailed      an admin API call from the CLI failed
+         ├── KeystoreError
+         │    ├── MissingPassphrase
+         │    ├── WrongPassphrase
+         │    └── InsecureKeyFile     key file readable by group or others
+         ├── BadRequest              malformed input (400)
+         │    └── BadCsr             .reason: the CSR check that failed
+         ├── AttestationFailed       the caller proved nothing (401)
+         ├── NotEntitled             proven, but not to this identity / not admin (403)
+         ├── NotFound                (404)
+         ├── BodyTimeout             the request body did not arrive in time (408)
+         ├── Conflict                (409)
+         ├── RateLimited             (429)
+         ├── IssuanceFailed          the CA could not sign or its own check failed (500)
+         └── StoreError              the database behind the CA store
+              ├── StoreUnavailable    cannot reach it right now (503; the caller retries)
+              └── SchemaError         its schema does not fit this code (start-up refuses)
+                   ├── SchemaTooNew   written by a newer meshward
+                   └── SchemaMismatch a recorded migration differs from the code's
 """
 
 from __future__ import annotations
 
+from meshward.errors import MeshwardError
+
 __all__ = [
+    "AdminRequestFailed",
+    "AdminSvidError",
     "AlreadyInitialized",
     "AttestationFailed",
     "BadCsr",
@@ -56,12 +65,12 @@ __all__ = [
 ]
 
 
-class CaError(Exception):
+class CaError(MeshwardError):
     """Root of the CA's errors."""
 
     code = "ca_error"
     status = 500
-    audited = False  # set once the error has been written to the audit trail
+    reason: str | None = None  # the failed check, for errors that name one (BadCsr)
 
     def __init__(self, message: str = "", *, code: str | None = None) -> None:
         super().__init__(message or self.code.replace("_", " "))
@@ -76,6 +85,20 @@ class NotInitialized(CaError):
 class AlreadyInitialized(CaError):
     code = "already_initialized"
     status = 409
+
+
+class AdminSvidError(CaError):
+    """No usable admin SVID; the message says why and what to run."""
+
+    code = "no_admin_svid"
+    status = 401
+
+
+class AdminRequestFailed(CaError):
+    """An admin API call from the CA host's CLI failed (unreachable, refused, no JSON)."""
+
+    code = "admin_request_failed"
+    status = 502
 
 
 class KeystoreError(CaError):

@@ -20,18 +20,20 @@ from ca.errors import WrongPassphrase
 from ca.keystore import PrivateKey
 from ca.passphrase import ca_passphrase, generated_passphrase_file
 from ca.ratelimit import Limiter
-from ca.service import CertificateAuthority, init_authority, random_serial
+from ca.service import ADMIN_PATH, Caller, CertificateAuthority, init_authority, random_serial
 from ca.state import AuthorityHome, CaFiles
-from ca.store.protocol import AuthorityRecords, CallerRates, CaStore
+from ca.store.protocol import AuthorityRecords, CallerRates, CaStore, Entry
 from ca.store.sqlite import SqliteStore
 from meshward.clock import Clock, SystemClock
 from meshward.settings import Settings
-from meshward.spiffe import TrustDomain
+from meshward.spiffe import SpiffeId, TrustDomain
 
 __all__ = [
     "ca_files",
     "create_ca",
     "home_exists",
+    "init_ca",
+    "load_upstream",
     "open_ca",
     "open_store",
     "replica_id",
@@ -143,6 +145,41 @@ def create_ca(
         passphrase=passphrase,
         limiter=_limiter(settings, store, clock),
     )
+
+
+def load_upstream(
+    cert_pem: bytes, key_pem: bytes, passphrase: bytes
+) -> tuple[x509.Certificate, PrivateKey]:
+    """An upstream CA from PEM: its certificate and key (encrypted with the CA passphrase or not).
+
+    Raises ``ValueError`` for PEM that does not parse or a key of a kind the CA does not use.
+    """
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    password = passphrase if b"ENCRYPTED" in key_pem else None
+    key = serialization.load_pem_private_key(key_pem, password=password)
+    if not isinstance(key, PrivateKey):
+        raise ValueError("the upstream key is not an EC, RSA or Ed25519 private key")
+    return cert, key
+
+
+def init_ca(
+    settings: Settings,
+    passphrase: bytes,
+    caller: Caller,
+    clock: Clock | None = None,
+    upstream: tuple[x509.Certificate, PrivateKey] | None = None,
+) -> CertificateAuthority:
+    """Initialise the CA where settings say: root (or upstream), signing CA, JWT key, admin entry.
+
+    The one way a CA comes into being (``meshward ca init``, first ``meshward up``).
+    Raises ``AlreadyInitialized`` when one exists.
+    """
+    td = TrustDomain.parse(settings.ca.trust_domain)
+    ca = create_ca(settings, passphrase, td, clock or SystemClock(), upstream)
+    ca.add_entry(Entry(ca.new_entry_id(), SpiffeId(td, ADMIN_PATH), admin=True), caller)
+    return ca
 
 
 def open_ca(

@@ -26,7 +26,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from authz.requestdoc import MAX_DOCUMENT_DEPTH
+from authz.engine.requestdoc import MAX_DOCUMENT_DEPTH
 from console import schema_diagram, svg
 from console.overview import History, snapshot
 from console.security import (

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from authz.bundle import load_bundle
-from authz.engine import Engine
+from authz.engine.bundle import load_bundle
+from authz.engine.evaluation import Engine
+from authz.engine.explain import explain
+from authz.engine.requestdoc import parse_request
 from authz.errors import BundleError, RequestError
-from authz.explain import explain
-from authz.requestdoc import parse_request
 from console.errors import ConsoleError
 
 __all__ = ["ActiveBundle", "EditError", "WhatIf", "evaluate_edit"]

@@ -1,1 +1,1 @@
-"""Wire adapters: they map proxy requests to :class:`authz.decider.RequestFacts` and back."""
+"""Wire adapters: they map proxy requests to :class:`authz.engine.decider.RequestFacts` and back."""

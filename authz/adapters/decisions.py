@@ -5,7 +5,7 @@ decisions, newest first, filtered (principal and resource by substring,
 decision exactly), at most ``limit`` (default 100, at most 1,000).
 
 Admin only (:class:`~authz.adapters.admin.AdminGate`). ``?explain=true``
-adds an explanation (:mod:`authz.explain`) computed now, on the redacted
+adds an explanation (:mod:`authz.engine.explain`) computed now, on the redacted
 request, against the active policies (``explained_with`` names their version:
 it differs from the decision's ``policy_version`` once new policies are active).
 404 when the id is unknown or no longer among the last ``pdp.recent_decisions``.
@@ -22,10 +22,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from authz.adapters.admin import AdminGate
-from authz.decider import Decider, DecisionRecord
-from authz.decisionlog import DEFAULT_LOGGED_HEADERS, decision_entry
-from authz.model import AccessRequest
-from authz.recent import RecentDecisions
+from authz.engine.decider import Decider, DecisionRecord
+from authz.engine.model import AccessRequest
+from authz.observe.decisionlog import DEFAULT_LOGGED_HEADERS, decision_entry
+from authz.observe.recent import RecentDecisions
 
 __all__ = ["decisions_router"]
 

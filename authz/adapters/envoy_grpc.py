@@ -32,9 +32,9 @@ from google.protobuf.message import DecodeError
 from google.rpc import code_pb2
 
 from authz.authn.peer import PeerFacts
-from authz.canonical import MalformedRequest, join_headers
-from authz.decider import Decider, Outcome, RequestFacts, Verdict
-from authz.request import split_target
+from authz.engine.canonical import MalformedRequest, join_headers
+from authz.engine.decider import Decider, Outcome, RequestFacts, Verdict
+from authz.engine.request import split_target
 
 __all__ = [
     "SERVICE_NAME",
@@ -180,7 +180,7 @@ class CheckServicer:
                 raise MalformedCheck("undecodable")
             facts = facts_from_check(request)
         except MalformedRequest as exc:
-            return check_response(self.decider.reject(ADAPTER, exc.reason))
+            return check_response(self.decider.reject(ADAPTER, exc.code))
         except Exception:
             log.exception("cannot map CheckRequest")
             return check_response(self.decider.reject(ADAPTER, "internal"))

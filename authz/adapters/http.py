@@ -9,11 +9,11 @@
   ``X-Original-URI``, ``X-Original-Host`` (else ``X-Forwarded-Host``, ``Host``);
 - ``/auth/traefik``, Traefik ``forwardAuth``: ``X-Forwarded-Method/-Proto/-Host/-Uri``;
 - ``POST /v1/authorize``, people and scripts: the ``check`` JSON
-  (:mod:`authz.requestdoc`; one, or ``{"requests": [...]}``); ``"explain": true``
+  (:mod:`authz.engine.requestdoc`; one, or ``{"requests": [...]}``); ``"explain": true``
   adds an ``explanation``.
 
-Every adapter reads headers as :func:`authz.canonical.join_headers` joins them
-and hands :mod:`authz.request` the path as received (not decoded).
+Every adapter reads headers as :func:`authz.engine.canonical.join_headers` joins them
+and hands :mod:`authz.engine.request` the path as received (not decoded).
 
 Answers: 200 with ``x-meshward-principal`` and ``x-meshward-decision-id`` (and
 ``x-meshward-remove-headers``: ``authorization`` and any ``pdp.remove_headers``,
@@ -38,13 +38,13 @@ from starlette.routing import BaseRoute, Match, NoMatchFound, Route
 from starlette.types import Receive, Scope, Send
 
 from authz.authn.peer import PeerFacts
-from authz.canonical import MalformedRequest, join_headers, wire_text
-from authz.decider import Decider, Outcome, RequestFacts, Verdict
+from authz.engine.canonical import MalformedRequest, join_headers, wire_text
+from authz.engine.decider import Decider, Outcome, RequestFacts, Verdict
+from authz.engine.model import AccessRequest
+from authz.engine.request import PathOptions, split_target
+from authz.engine.requestdoc import load_document, parse_request, wants_explanation
 from authz.errors import RequestError
-from authz.metrics import PdpMetrics
-from authz.model import AccessRequest
-from authz.request import PathOptions, split_target
-from authz.requestdoc import load_document, parse_request, wants_explanation
+from authz.observe.metrics import PdpMetrics
 from meshward.asgi import BodyTooLarge, read_body
 
 __all__ = ["DESTINATION_HEADER", "MAX_BATCH", "REMOVE_HEADERS", "create_app", "parse_documents"]
@@ -201,7 +201,7 @@ class _ForwardAuth:
         try:
             mapped = facts(_headers(request))
         except MalformedRequest as exc:
-            return _answer(self.decider.reject(adapter, exc.reason))
+            return _answer(self.decider.reject(adapter, exc.code))
         except Exception:
             log.exception(
                 "cannot map a forward-auth request", extra={"fields": {"adapter": adapter}}
@@ -283,7 +283,7 @@ def create_app(
 
     async def decide(item: AccessRequest | MalformedRequest) -> Verdict:
         if isinstance(item, MalformedRequest):
-            return decider.reject("api", item.reason)
+            return decider.reject("api", item.code)
         return await decider.decide_request(item)
 
     @app.post("/v1/authorize")

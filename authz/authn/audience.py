@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from authz.authn.errors import InvalidToken
+from authz.errors import InvalidToken
 
 __all__ = ["AudiencePolicy", "check_audience", "token_audiences"]
 

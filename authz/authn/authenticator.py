@@ -7,7 +7,7 @@
 
 The mTLS peer, when there is one, is always reported too (``context.peer``), so
 a policy can ask for "user X through workload Y". Any credential that is
-present but wrong raises :class:`~authz.authn.errors.AuthnError`: the caller is
+present but wrong raises :class:`~authz.errors.AuthnError`: the caller is
 unauthenticated, never silently anonymous.
 
 A JWT-SVID is also bound to where it is used: once the request's destination
@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from authz.authn.audience import AudiencePolicy, check_audience
-from authz.authn.errors import InvalidToken
 from authz.authn.jwt import JwtVerifier, bearer_token
 from authz.authn.peer import Peer, PeerFacts, PeerPolicy, authenticate_peer
 from authz.authn.trust import TrustBundles, TrustSource
-from authz.model import ANONYMOUS, AuthMethod, EntityUid, Identity
+from authz.engine.model import ANONYMOUS, AuthMethod, EntityUid, Identity
+from authz.errors import InvalidToken
 from meshward.clock import Clock
 from meshward.spiffe import SpiffeId
 

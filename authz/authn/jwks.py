@@ -21,7 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
-from authz.authn.errors import KeySourceError
+from authz.errors import KeySourceError
 from meshward.clock import Clock
 from meshward.jwk import ASYMMETRIC_ALGORITHMS, InvalidJwk, Jwk, parse_jwk_set
 from meshward.logs import redact_url
@@ -132,7 +132,7 @@ class _Refreshing(abc.ABC):
             except KeySourceError as exc:
                 log.warning(
                     "key set refresh failed; keeping the old keys",
-                    extra={"fields": {"reason": exc.reason, "detail": exc.detail}},
+                    extra={"fields": {"reason": exc.code, "detail": exc.detail}},
                 )
                 return False
             return True

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from authz.authn.audience import token_audiences
-from authz.authn.errors import InvalidToken, UnknownKey
 from authz.authn.jwks import ASYMMETRIC_ALGORITHMS, Jwk, KeySource
 from authz.authn.trust import TrustBundles, TrustSource
-from authz.model import AuthMethod, EntityUid, Identity, issuer_group
+from authz.engine.model import AuthMethod, EntityUid, Identity, issuer_group
+from authz.errors import InvalidToken, UnknownKey
 from meshward.jwt_svid import ALGORITHMS as JWT_SVID_ALGORITHMS
 from meshward.jwt_svid import (
     InvalidJwtSvid,

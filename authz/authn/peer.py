@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from authz.authn.errors import InvalidPeer
 from authz.authn.trust import TrustBundles
+from authz.errors import InvalidPeer
 from meshward.spiffe import InvalidSpiffeId, SpiffeId
 from meshward.x509_svid import InvalidSvid, is_ca, spiffe_id_of
 

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from cryptography import x509
 
-from authz.authn.errors import KeySourceError
+from authz.errors import KeySourceError
 from meshward.clock import Clock
 from meshward.spiffe import SpiffeError, TrustDomain
 from meshward.spiffe_bundle import load_bundle
@@ -148,8 +148,8 @@ class TrustBundleFile:
             log.error(
                 "trust bundle %s not reloaded, keeping the last good one: %s",
                 self.path,
-                exc.reason,
-                extra={"fields": {"path": str(self.path), "reason": exc.reason}},
+                exc.code,
+                extra={"fields": {"path": str(self.path), "reason": exc.code}},
             )
             return
         self._bundles = bundles

@@ -9,7 +9,7 @@ Pieces, each in its own module:
 - :mod:`authz.cache.breaker` — the circuit breaker in front of Redis.
 - :mod:`authz.cache.tiered` — local -> Redis -> evaluate, with single flight.
 
-Errors::
+Errors (below :class:`authz.errors.AuthzError`)::
 
     CacheError
     ├── CacheUnavailable      Redis did not answer in time, refused, or failed
@@ -21,22 +21,6 @@ the shared tier is skipped and the decision is evaluated.
 
 from __future__ import annotations
 
+from authz.errors import CacheError, CacheUnavailable, CacheValueInvalid
+
 __all__ = ["CacheError", "CacheUnavailable", "CacheValueInvalid"]
-
-
-class CacheError(Exception):
-    """Root of every decision-cache error; ``code`` doubles as a metric label."""
-
-    code = "cache_error"
-
-
-class CacheUnavailable(CacheError):
-    """The shared tier failed: timeout, connection refused, cluster down, ..."""
-
-    code = "unavailable"
-
-
-class CacheValueInvalid(CacheError):
-    """A stored value is not one this version of meshward wrote."""
-
-    code = "invalid_value"

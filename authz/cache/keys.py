@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from authz.cedar import plain
-from authz.model import AccessRequest, EntityUid
+from authz.engine.cedar import plain
+from authz.engine.model import AccessRequest, EntityUid
 
 __all__ = [
     "DEFAULT_TIME_ATTRIBUTES",
@@ -153,7 +153,7 @@ def _mentions(value: Any, names: Collection[str]) -> bool:
 
 
 def _plain(value: Any) -> Any:
-    """``value`` as Cedar sees it (:func:`authz.cedar.plain`), scalars without a call."""
+    """``value`` as Cedar sees it (:func:`authz.engine.cedar.plain`), scalars without a call."""
     if type(value) in _SCALARS:
         return value
     return plain(value)

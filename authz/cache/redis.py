@@ -8,6 +8,10 @@ milliseconds and redis-py's own retries are off: a slow or dead Redis costs one
 timeout, then the breaker in :mod:`authz.cache.tiered` keeps it out of the way.
 
 Every Redis or decoding failure is raised as a :class:`~authz.cache.CacheError`.
+
+:func:`open_redis` is the one place a Redis client is made (cluster, TLS,
+timeouts from :class:`RedisOptions`): this tier and the policy announcer
+(:mod:`authz.sources.announce`) both use it.
 """
 
 from __future__ import annotations
@@ -26,13 +30,15 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from authz.cache import CacheUnavailable, CacheValueInvalid
-from authz.model import Decision, Effect
+from authz.engine.model import Decision, Effect
 
 __all__ = [
     "VALUE_FORMAT",
     "CachedDecision",
+    "RedisClient",
     "RedisOptions",
     "RedisTier",
+    "open_redis",
     "decode_value",
     "encode_value",
     "redact_url",
@@ -100,7 +106,7 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
-_Client = Redis | RedisCluster
+RedisClient = Redis | RedisCluster
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +123,34 @@ class RedisOptions:
     max_connections: int = 64
 
 
+def open_redis(options: RedisOptions, *, blocking_reads: bool = False) -> RedisClient:
+    """The Redis (or Redis Cluster) client for ``options``; no I/O yet.
+
+    Commands time out after ``options.timeout`` and are not retried, unless
+    ``blocking_reads`` (a subscriber waiting for messages): then reads wait,
+    while connecting still times out after ``options.connect_timeout``.
+    """
+    kwargs: dict[str, Any] = {
+        "socket_timeout": None if blocking_reads else options.timeout,
+        "socket_connect_timeout": options.connect_timeout,
+        "retry": Retry(NoBackoff(), 0),
+        "max_connections": options.max_connections,
+    }
+    if options.url.startswith("rediss://"):
+        kwargs.update(
+            ssl_ca_certs=options.tls_ca_file,
+            ssl_certfile=options.tls_cert_file,
+            ssl_keyfile=options.tls_key_file,
+        )
+    if options.cluster:
+        return RedisCluster.from_url(options.url, **kwargs)
+    return Redis.from_url(options.url, **kwargs)
+
+
 class RedisTier:
     """Get and set cached decisions; every failure is a :class:`CacheUnavailable`."""
 
-    def __init__(self, client: _Client, timeout: float, prefix: str = KEY_PREFIX) -> None:
+    def __init__(self, client: RedisClient, timeout: float, prefix: str = KEY_PREFIX) -> None:
         self._client = client
         self.timeout = timeout
         self.prefix = prefix
@@ -128,24 +158,7 @@ class RedisTier:
     @classmethod
     def connect(cls, options: RedisOptions) -> RedisTier:
         """A tier on ``options.url`` (no I/O yet: connections open on first use)."""
-        kwargs: dict[str, Any] = {
-            "socket_timeout": options.timeout,
-            "socket_connect_timeout": options.connect_timeout,
-            "retry": Retry(NoBackoff(), 0),
-            "max_connections": options.max_connections,
-        }
-        if options.url.startswith("rediss://"):
-            kwargs.update(
-                ssl_ca_certs=options.tls_ca_file,
-                ssl_certfile=options.tls_cert_file,
-                ssl_keyfile=options.tls_key_file,
-            )
-        client: _Client
-        if options.cluster:
-            client = RedisCluster.from_url(options.url, **kwargs)
-        else:
-            client = Redis.from_url(options.url, **kwargs)
-        return cls(client, options.timeout)
+        return cls(open_redis(options), options.timeout)
 
     async def get(self, key: str) -> CachedDecision | None:
         raw = await self._call(self._client.get(self.prefix + key))

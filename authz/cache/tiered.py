@@ -33,14 +33,14 @@ import weakref
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 from authz.cache import CacheError, CacheUnavailable
 from authz.cache.breaker import Breaker, BreakerState
-from authz.cache.keys import DEFAULT_TIME_ATTRIBUTES, KeySpace
+from authz.cache.keys import DEFAULT_TIME_ATTRIBUTES, ContextReads, KeySpace
 from authz.cache.local import LocalTier
 from authz.cache.redis import CachedDecision, RedisTier
-from authz.model import AccessRequest, Decision
+from authz.engine.model import AccessRequest, Decision
 from meshward.clock import Clock
 
 __all__ = [
@@ -80,14 +80,21 @@ class PolicyCollection(Protocol):
     def policies(self) -> Sequence[CachedPolicy]: ...
 
 
-@runtime_checkable
 class CacheableEngine(Protocol):
-    """What the cache needs from an engine (:class:`authz.engine.Engine` is one)."""
+    """The cache's seam: what it needs from an engine to key and answer its decisions.
+
+    :class:`authz.engine.evaluation.Engine` is one. ``version``, the policies'
+    JSON form and ``policy_reads`` (the context each policy reads, analysed when
+    the engine was built) make the key space; ``candidates`` is the engine's
+    slicing; ``evaluate`` answers a miss.
+    """
 
     @property
     def version(self) -> str: ...
     @property
     def bundle(self) -> PolicyCollection: ...
+    @property
+    def policy_reads(self) -> Mapping[str, ContextReads]: ...
     def evaluate(self, request: AccessRequest) -> Decision: ...
     def candidates(self, request: AccessRequest) -> Sequence[CachedPolicy]: ...
 
@@ -173,25 +180,23 @@ class TieredCache:
         self._spaces: weakref.WeakKeyDictionary[CacheableEngine, KeySpace] = (
             weakref.WeakKeyDictionary()
         )
-        self._last: tuple[Any, KeySpace] | None = None  # the active engine, without a lookup
+        # The active engine, without a lookup.
+        self._last: tuple[CacheableEngine, KeySpace] | None = None
 
     @property
     def local(self) -> LocalTier[Decision]:
         return self._local
 
-    async def get_or_evaluate(self, request: AccessRequest, engine: Any) -> tuple[Decision, str]:
+    async def get_or_evaluate(
+        self, request: AccessRequest, engine: CacheableEngine
+    ) -> tuple[Decision, str]:
         """The decider's seam: the decision for ``request`` from ``engine`` and the
         tier that answered as the decision log names it (``local``, ``redis`` or
         ``none`` when the engine did).
 
-        ``engine`` is a :class:`CacheableEngine` (the key space is built from its
-        policies once per engine); any other evaluator is asked directly.
+        The key space is built from ``engine``'s policies once per engine.
         """
         keyspace = self._keyspace(engine)
-        if keyspace is None:
-            decision = engine.evaluate(request)
-            self._observer.served(Tier.BYPASS)
-            return decision, "none"
         identity = request.identity
         scope = (identity.principal, identity.parents, request.action, request.resource)
         candidates = keyspace.scope_memo.get(scope)
@@ -254,20 +259,20 @@ class TieredCache:
         if self._redis is not None:
             await self._redis.aclose()
 
-    def _keyspace(self, engine: Any) -> KeySpace | None:
-        """The key space of ``engine`` (built once per engine), or None if it cannot have one."""
+    def _keyspace(self, engine: CacheableEngine) -> KeySpace:
+        """The key space of ``engine``, built once per engine."""
         last = self._last
         if last is not None and last[0] is engine:
             return last[1]
-        found = self._spaces.get(engine) if isinstance(engine, CacheableEngine) else None
+        found = self._spaces.get(engine)
         if found is None:
-            if not isinstance(engine, CacheableEngine):
-                return None
             policies = {p.id: p.json for p in engine.bundle.policies}
             # The engine analysed its policies when it was built, off the serving loop.
-            reads = getattr(engine, "policy_reads", None)
             found = KeySpace(
-                engine.version, policies, time_attributes=self.time_attributes, reads=reads
+                engine.version,
+                policies,
+                time_attributes=self.time_attributes,
+                reads=engine.policy_reads,
             )
             self._spaces[engine] = found
         self._last = (engine, found)

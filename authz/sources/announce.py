@@ -26,9 +26,9 @@ import logging
 import uuid
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from authz.cache.redis import RedisClient
 from authz.sources.gate import Activation, Gate, Rejection
 
 __all__ = ["REJECTED_TTL", "RedisAnnouncer"]
@@ -42,7 +42,7 @@ class RedisAnnouncer:
     """Publishes one gate's activations and rejections and listens for the others'."""
 
     def __init__(
-        self, client: aioredis.Redis, source_description: str, *, replica_id: str | None = None
+        self, client: RedisClient, source_description: str, *, replica_id: str | None = None
     ) -> None:
         ns = hashlib.sha256(source_description.encode()).hexdigest()[:16]
         self.channel = f"meshward:policies:{ns}:events"

@@ -1,9 +1,9 @@
 """The gate's ``prepare`` for Cedar bundles: load, validate, test, build the engine.
 
-A version passes when :func:`authz.bundle.read_bundle` finds no problem (every
+A version passes when :func:`authz.engine.bundle.read_bundle` finds no problem (every
 policy parses, validates against the schema, the entities and test files
-load) and every case of :func:`authz.policytest.run_tests` passes; anything
-else raises :class:`~authz.sources.errors.Rejected` with every problem.
+load) and every case of :func:`authz.lifecycle.policytest.run_tests` passes; anything
+else raises :class:`~authz.errors.Rejected` with every problem.
 
 :func:`check_bundle` is that whole check, and returns plain picklable values
 (:class:`Checked`). It is the one code path, used two ways:
@@ -13,7 +13,7 @@ else raises :class:`~authz.sources.errors.Rejected` with every problem.
   the GIL for every call on the whole policy set (seconds at 10,000 policies),
   so doing it beside the live checks would stall them all. The serving process
   only builds the engine from the result: it never calls Cedar on the whole set
-  (:func:`authz.bundle.bundle_from_data`).
+  (:func:`authz.engine.bundle.bundle_from_data`).
 
 A check that runs past its time limit, hits its memory limit or kills the
 child rejects that version at stage ``"prepare"``: the last good version keeps
@@ -28,12 +28,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from authz.bundle import BundleData, bundle_from_data, read_bundle
-from authz.engine import Engine
-from authz.errors import BundleError, Problem
-from authz.policytest import run_tests
+from authz.engine.bundle import BundleData, bundle_from_data, read_bundle
+from authz.engine.evaluation import Engine
+from authz.errors import BundleError, Problem, Rejected, SourceError
+from authz.lifecycle.policytest import run_tests
 from authz.sources.childproc import CheckerProcess, GcPause, PrepareFailed
-from authz.sources.errors import Rejected, SourceError
 
 __all__ = ["Checked", "ProcessPreparer", "check_bundle", "prepare_engine"]
 

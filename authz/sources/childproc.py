@@ -27,7 +27,7 @@ by is still there, and exits when its stdin — the pipe from the parent —
 reaches end of file. ``kill -9`` of the PDP leaves nothing
 behind.
 
-Errors (below :class:`PrepareFailed`)::
+Errors (drawn in :mod:`authz.errors`, below ``SourceError``)::
 
     PrepareFailed       the check did not complete; ``code`` names why
         PrepareTimeout  code "prepare_timeout"
@@ -54,6 +54,8 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO, Any
 
+from authz.errors import PrepareCrashed, PrepareFailed, PrepareMemory, PrepareTimeout
+
 __all__ = [
     "CheckerProcess",
     "GcPause",
@@ -68,24 +70,6 @@ __all__ = [
 _HEADER = struct.Struct(">Q")
 _PR_SET_PDEATHSIG = 1
 _MAX_FRAME = 1 << 34  # 16 GiB: a corrupt header, not a result
-
-
-class PrepareFailed(Exception):
-    """The check of one version did not complete."""
-
-    code = "prepare_failed"
-
-
-class PrepareTimeout(PrepareFailed):
-    code = "prepare_timeout"
-
-
-class PrepareMemory(PrepareFailed):
-    code = "prepare_memory"
-
-
-class PrepareCrashed(PrepareFailed):
-    code = "prepare_crashed"
 
 
 def set_parent_death_signal(signum: int = signal.SIGKILL) -> bool:

@@ -8,7 +8,7 @@ A revision is materialised by copying the files and hashing the copy: if the
 directory changed in between, the copy is refused (``CheckoutError`` with code
 ``changed_during_read``) and the next look picks up the new content.
 
-Only regular files are read (:mod:`authz.version`). A symbolic link (to a file
+Only regular files are read (:mod:`authz.lifecycle.version`). A symbolic link (to a file
 or a directory) or any other special file inside the directory is never
 followed: the version names it, and materialising that version is refused
 (``Rejected``, stage ``checkout``, one ``symlink`` or ``not-a-file`` problem
@@ -24,10 +24,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from authz.errors import Problem
-from authz.sources.errors import CheckoutError, FetchError, Rejected
+from authz.errors import CheckoutError, FetchError, Problem, Rejected
+from authz.lifecycle.version import NotRegularFile, content_version, read_regular, walk_bundle
 from authz.sources.protocol import PolicySource, Pollable, Revision
-from authz.version import NotRegularFile, content_version, read_regular, walk_bundle
 
 __all__ = ["DirectorySource", "content_version"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from authz.errors import SourceError
 from authz.sources.directory import DirectorySource
-from authz.sources.errors import SourceError
 from authz.sources.git import ArchiveLimits, GitSource, is_git_url
 from authz.sources.protocol import PolicySource
 from meshward.settings import PolicySourceSettings, secret_value

@@ -48,7 +48,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from authz.sources.errors import Problem, Rejected, SourceError
+from authz.errors import Problem, Rejected, SourceError
 from authz.sources.protocol import PolicySource, Pollable, Refreshable, Revision
 from meshward.clock import Clock
 

@@ -29,8 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from authz.errors import Problem
-from authz.sources.errors import CheckoutError, FetchError, Rejected, SourceError
+from authz.errors import CheckoutError, FetchError, Problem, Rejected, SourceError
 from authz.sources.protocol import Pinnable, PolicySource, Pollable, Refreshable, Revision
 
 __all__ = ["ArchiveLimits", "GitSource", "archive_tree", "is_git_url", "redact_url", "run_git"]

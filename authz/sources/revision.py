@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from authz.errors import FetchError, SourceError
 from authz.sources.directory import content_version
-from authz.sources.errors import FetchError, SourceError
 from authz.sources.git import archive_tree, is_git_url, run_git
 
 __all__ = ["materialize_candidate"]

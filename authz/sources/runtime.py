@@ -20,22 +20,23 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as aioredis
 from fastapi import APIRouter
 
-from authz.decider import DecisionRecord, EngineHolder
-from authz.decisionlog import DecisionLog, open_sink
-from authz.engine import Engine
-from authz.model import Decision, Effect
-from authz.retire import retire
-from authz.shadow import Shadow
+from authz.adapters.activepolicies import policies_router
+from authz.cache.redis import RedisClient, open_redis
+from authz.cache.wiring import redis_options
+from authz.engine.decider import DecisionRecord, EngineHolder
+from authz.engine.evaluation import Engine
+from authz.engine.model import Decision, Effect
+from authz.engine.retire import retire
+from authz.errors import SourceError
+from authz.lifecycle.shadow import Shadow
+from authz.observe.decisionlog import DecisionLog, open_sink
+from authz.observe.sourcemetrics import PolicyCollector
 from authz.sources.announce import RedisAnnouncer
 from authz.sources.bundles import ProcessPreparer, prepare_engine
-from authz.sources.errors import SourceError
 from authz.sources.factory import make_source, webhook_secret, work_dir_for
 from authz.sources.gate import Gate, PolicyStatus
-from authz.sources.http import policies_router
-from authz.sources.metrics import PolicyCollector
 from meshward.clock import Clock, SystemClock
 from meshward.settings import Settings
 
@@ -73,7 +74,7 @@ class PolicyRuntime:
     announcer: RedisAnnouncer | None = None
     shadow_gate: Gate[Engine] | None = None
     shadow: Shadow | None = None
-    redis: aioredis.Redis | None = None
+    redis: RedisClient | None = None
     preparer: ProcessPreparer | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -136,7 +137,11 @@ def build_policy_runtime(settings: Settings, clock: Clock, engines: EngineHolder
     ps = settings.policy_source
     state = settings.state_dir
     source = make_source(settings.pdp.policies, ps, state)
-    redis = aioredis.Redis.from_url(settings.pdp.redis_url) if settings.pdp.redis_url else None
+    redis = None
+    if settings.pdp.redis_url:
+        # The cache tier's client factory: cluster, TLS and timeouts alike.
+        options = redis_options(settings.cache, settings.pdp.redis_url)
+        redis = open_redis(options, blocking_reads=True)
     announcer = RedisAnnouncer(redis, source.description) if redis is not None else None
     # Bundles are checked in a child process, so Cedar's work on a large policy
     # set never holds this process's GIL while it serves checks.

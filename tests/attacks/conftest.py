@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from authz.request import PathOptions
+from authz.engine.request import PathOptions
 from tests.attacks.cases import PDP_SETTINGS, POLICIES
 from tests.attacks.drivers import (
     ApiDriver,

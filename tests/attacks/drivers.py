@@ -25,11 +25,11 @@ from envoy.service.auth.v3 import external_auth_pb2 as pb
 from google.rpc import code_pb2
 from typer.testing import CliRunner
 
-from authz.bundle import load_bundle
-from authz.engine import Engine
+from authz.engine.bundle import load_bundle
+from authz.engine.evaluation import Engine
+from authz.engine.request import PathOptions
 from authz.errors import RequestError
-from authz.request import PathOptions
-from authz.testsuite import case_request
+from authz.lifecycle.testsuite import case_request
 from meshward.cli import app
 from tests.attacks.cases import AttackRequest
 

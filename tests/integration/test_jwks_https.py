@@ -17,11 +17,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from authz.authn.errors import KeySourceError, UnknownKey
 from authz.authn.jwks import UrlJwks
 from authz.authn.jwt import JwtPolicy, JwtVerifier, OidcIssuer
 from authz.authn.trust import TrustBundles
-from authz.model import EntityUid
+from authz.engine.model import EntityUid
+from authz.errors import KeySourceError, UnknownKey
 from meshward.clock import FixedClock
 from tests.support.certs import TestPki, pem
 from tests.support.net import free_port
@@ -146,7 +146,7 @@ async def test_untrusted_server_certificate_is_a_failed_fetch(idp: Idp) -> None:
 def test_plain_http_is_refused() -> None:
     with pytest.raises(KeySourceError) as info:
         UrlJwks("http://idp.test/jwks.json", FixedClock(NOW))
-    assert info.value.reason == "jwks_url_not_https"
+    assert info.value.code == "jwks_url_not_https"
 
 
 async def test_a_password_in_the_jwks_url_never_reaches_errors_or_logs(

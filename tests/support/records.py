@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from authz.decider import DecisionRecord
-from authz.model import AccessRequest, Decision
+from authz.engine.decider import DecisionRecord
+from authz.engine.model import AccessRequest, Decision
 
 __all__ = ["record_for"]
 

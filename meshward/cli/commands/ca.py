@@ -117,15 +117,10 @@ def init_command(
     ] = None,
 ) -> None:
     """Create the root (or use an upstream CA), signing CA, JWT key and the admin entry."""
-    from cryptography import x509  # noqa: PLC0415
-    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
-
     from ca.errors import AlreadyInitialized, CaError  # noqa: PLC0415
     from ca.passphrase import ca_passphrase  # noqa: PLC0415
     from ca.service import ADMIN_PATH  # noqa: PLC0415
-    from ca.store.protocol import Entry  # noqa: PLC0415
-    from ca.wiring import create_ca, home_exists  # noqa: PLC0415
-    from meshward.clock import SystemClock  # noqa: PLC0415
+    from ca.wiring import home_exists, init_ca, load_upstream  # noqa: PLC0415
     from meshward.spiffe import InvalidSpiffeId, SpiffeId, TrustDomain  # noqa: PLC0415
 
     settings = settings_from(ctx, ca={"trust_domain": trust_domain})
@@ -135,21 +130,17 @@ def init_command(
         fail(f"--trust-domain: {exc}")
     if (upstream_cert is None) != (upstream_key is None):
         fail("--upstream-cert and --upstream-key go together")
-    clock = SystemClock()
+    admin_id = SpiffeId(td, ADMIN_PATH)
     try:
         if home_exists(settings):
             raise AlreadyInitialized(f"a CA already exists in {_where(settings)}")
         passphrase = ca_passphrase(settings, os.environ)
         upstream = None
         if upstream_cert is not None and upstream_key is not None:
-            cert = x509.load_pem_x509_certificate(upstream_cert.read_bytes())
-            data = upstream_key.read_bytes()
-            password = passphrase if b"ENCRYPTED" in data else None
-            key = serialization.load_pem_private_key(data, password=password)
-            upstream = (cert, key)
-        ca = create_ca(settings, passphrase, td, clock, upstream)  # type: ignore[arg-type]
-        admin_id = SpiffeId(td, ADMIN_PATH)
-        ca.add_entry(Entry(ca.new_entry_id(), admin_id, admin=True), _cli())
+            upstream = load_upstream(
+                upstream_cert.read_bytes(), upstream_key.read_bytes(), passphrase
+            )
+        init_ca(settings, passphrase, _cli(), upstream=upstream)
     except (OSError, ValueError) as exc:
         fail(f"cannot initialise the CA: {exc}")
     except CaError as exc:
@@ -389,35 +380,18 @@ def _admin_request(
     settings: Settings, ca_url: str, method: str, path: str, body: object = None
 ) -> dict[str, object]:
     """One admin API call with the operator's admin SVID (exit 2 when it is missing/expired)."""
-    import ssl  # noqa: PLC0415
-
-    import httpx  # noqa: PLC0415
-
-    from ca.adminsvid import AdminSvidError, admin_svid_files  # noqa: PLC0415
+    from ca.adminsvid import admin_request  # noqa: PLC0415
+    from ca.errors import CaError, NotFound  # noqa: PLC0415
     from meshward.clock import SystemClock  # noqa: PLC0415
 
     try:
-        files = admin_svid_files(settings.state_dir / "admin", SystemClock().now())
-    except AdminSvidError as exc:
+        return admin_request(
+            settings.state_dir / "admin", ca_url, method, path, SystemClock().now(), body
+        )
+    except NotFound as exc:
+        fail(str(exc), ExitCode.NEGATIVE)
+    except CaError as exc:
         fail(str(exc))
-    ctx = ssl.create_default_context(cafile=str(files.bundle))
-    ctx.load_cert_chain(files.svid, files.key)
-    try:
-        with httpx.Client(base_url=ca_url.rstrip("/"), verify=ctx, timeout=30) as client:
-            resp = client.request(method, path, json=body)
-    except httpx.HTTPError as exc:
-        fail(f"cannot reach the CA at {ca_url}: {type(exc).__name__}")
-    try:
-        doc = resp.json()
-    except ValueError:
-        fail(f"the CA answered {resp.status_code} without JSON")
-    if resp.status_code == 404:
-        fail(f"not found ({doc.get('code')})", ExitCode.NEGATIVE)
-    if resp.status_code in (401, 403):
-        fail(f"the CA refused the admin SVID ({doc.get('code')}); run `meshward ca admin login`")
-    if resp.status_code >= 400:
-        fail(f"the CA refused the request ({doc.get('code')})")
-    return doc  # type: ignore[no-any-return]
 
 
 def _agent_json(record: object) -> str:

@@ -52,9 +52,9 @@ def svid_inspect(
     verifies against the trust bundle. Exit 0 valid, 1 invalid, 2 unreadable."""
     from cryptography import x509  # noqa: PLC0415
 
-    from authz.authn.errors import AuthnError  # noqa: PLC0415
     from authz.authn.peer import verify_svid_chain  # noqa: PLC0415
     from authz.authn.trust import load_trust_bundles  # noqa: PLC0415
+    from authz.errors import AuthnError  # noqa: PLC0415
     from ca.embedded import bundle_file  # noqa: PLC0415
     from ca.status import cert_json  # noqa: PLC0415
     from meshward.clock import SystemClock  # noqa: PLC0415
@@ -84,12 +84,12 @@ def svid_inspect(
     try:
         trusted = load_trust_bundles(bundle)
     except AuthnError as exc:
-        fail(f"{bundle}: cannot read the trust bundle ({exc.reason})")
+        fail(f"{bundle}: cannot read the trust bundle ({exc.code})")
     try:
         verify_svid_chain(chain, trusted, now)
         out["valid"], out["problem"] = True, None
     except AuthnError as exc:
-        out["valid"], out["problem"] = False, exc.reason
+        out["valid"], out["problem"] = False, exc.code
     typer.echo(json.dumps(out, indent=2))
     raise typer.Exit(int(ExitCode.OK if out["valid"] else ExitCode.NEGATIVE))
 

@@ -47,16 +47,16 @@ def check_command(
     ids, "errors": evaluation errors}, plus "explanation" with --explain (see
     docs/policies.md#why-was-i-denied). Exit 0 allow, 1 deny, 2 bad input.
     """
-    from authz.canonical import MalformedRequest  # noqa: PLC0415
-    from authz.engine import Engine  # noqa: PLC0415
-    from authz.errors import RequestError  # noqa: PLC0415
-    from authz.model import Decision  # noqa: PLC0415
-    from authz.request import PathOptions  # noqa: PLC0415
-    from authz.requestdoc import (  # noqa: PLC0415
+    from authz.engine.canonical import MalformedRequest  # noqa: PLC0415
+    from authz.engine.evaluation import Engine  # noqa: PLC0415
+    from authz.engine.model import Decision  # noqa: PLC0415
+    from authz.engine.request import PathOptions  # noqa: PLC0415
+    from authz.engine.requestdoc import (  # noqa: PLC0415
         load_document,
         parse_request,
         wants_explanation,
     )
+    from authz.errors import RequestError  # noqa: PLC0415
     from meshward.cli.commands.policy import load_or_exit  # noqa: PLC0415
 
     settings = settings_from(ctx).pdp
@@ -69,7 +69,7 @@ def check_command(
         request = parse_request(document, paths)
     except MalformedRequest as exc:  # ambiguous on the wire: the PDP denies it
         request = None
-        decision = Decision.deny(f"request:{exc.reason}")
+        decision = Decision.deny(f"request:{exc.code}")
     except RequestError as exc:
         fail(f"bad request: {exc}")
     engine = Engine(load_or_exit(directory))

@@ -151,7 +151,7 @@ def ask_command(
     import json  # noqa: PLC0415
     import sys  # noqa: PLC0415
 
-    from authz.ask import (  # noqa: PLC0415 - grpc and protos load only here
+    from authz.adapters.ask import (  # noqa: PLC0415 - grpc and protos load only here
         AskError,
         answer_json,
         ask,

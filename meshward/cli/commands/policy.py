@@ -15,7 +15,7 @@ import typer
 from meshward.cli.commands.common import ExitCode, fail, settings_from
 
 if TYPE_CHECKING:
-    from authz.bundle import PolicyBundle
+    from authz.engine.bundle import PolicyBundle
     from authz.errors import Problem
 
 # cedarpy and authz load inside the commands, so ``meshward --help`` stays fast.
@@ -49,7 +49,7 @@ def print_problems(directory: Path, problems: tuple[Problem, ...] | list[Problem
 
 def _load(directory: Path) -> PolicyBundle | None:
     """The bundle, or None after printing every problem."""
-    from authz.bundle import load_bundle  # noqa: PLC0415
+    from authz.engine.bundle import load_bundle  # noqa: PLC0415
     from authz.errors import BundleError  # noqa: PLC0415
 
     try:
@@ -127,7 +127,7 @@ def test_command(
     Before it, a coverage line: the policies that determined no test's decision.
     Exits 1 if any case fails (or --filter matches none), 2 if the bundle does not load.
     """
-    from authz.policytest import run_tests  # noqa: PLC0415
+    from authz.lifecycle.policytest import run_tests  # noqa: PLC0415
 
     bundle = load_or_exit(directory)
     report = run_tests(bundle, pattern=pattern)
@@ -163,8 +163,8 @@ def fmt_command(
     """Format every *.cedar file in DIR with Cedar's formatter (in place)."""
     import cedarpy  # noqa: PLC0415
 
-    from authz.bundle import visible_files  # noqa: PLC0415
-    from authz.cedarsource import SourceMap, locate_error  # noqa: PLC0415
+    from authz.engine.bundle import visible_files  # noqa: PLC0415
+    from authz.engine.cedarsource import SourceMap, locate_error  # noqa: PLC0415
     from authz.errors import Problem  # noqa: PLC0415
 
     if not directory.is_dir():
@@ -213,7 +213,7 @@ def init_command(
 ) -> None:
     """Create a policy repository in DIR: the request model's schema, an example
     policy, entities and a test suite (it validates and its tests pass)."""
-    from authz.scaffold import ScaffoldError, scaffold  # noqa: PLC0415
+    from authz.lifecycle.scaffold import ScaffoldError, scaffold  # noqa: PLC0415
 
     try:
         written = scaffold(directory)
@@ -247,9 +247,9 @@ def who_can_command(
     the principals the policies name, and Anonymous."""
     import json  # noqa: PLC0415
 
-    from authz.engine import Engine  # noqa: PLC0415
-    from authz.model import EntityUid, InvalidEntityUid  # noqa: PLC0415
-    from authz.whocan import who_can  # noqa: PLC0415
+    from authz.engine.evaluation import Engine  # noqa: PLC0415
+    from authz.engine.model import EntityUid, InvalidEntityUid  # noqa: PLC0415
+    from authz.engine.whocan import who_can  # noqa: PLC0415
 
     def entity(value: str, default_type: str) -> EntityUid:
         if "::" not in value:

@@ -51,11 +51,10 @@ def replay_command(
     Exits 0 when no decision changes, 1 when any does (unless --allow-changes),
     2 when the log or the policies cannot be read.
     """
-    from authz.bundle import load_bundle  # noqa: PLC0415
-    from authz.engine import Engine  # noqa: PLC0415
-    from authz.errors import BundleError  # noqa: PLC0415
-    from authz.replay import read_log, replay  # noqa: PLC0415
-    from authz.sources.errors import SourceError  # noqa: PLC0415
+    from authz.engine.bundle import load_bundle  # noqa: PLC0415
+    from authz.engine.evaluation import Engine  # noqa: PLC0415
+    from authz.errors import BundleError, SourceError  # noqa: PLC0415
+    from authz.lifecycle.replay import read_log, replay  # noqa: PLC0415
     from authz.sources.revision import materialize_candidate  # noqa: PLC0415
     from meshward.cli.commands.policy import print_problems  # noqa: PLC0415
 

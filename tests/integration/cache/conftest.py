@@ -9,7 +9,7 @@ from typing import Any
 import cedarpy
 
 from authz.cache.keys import KeySpace
-from authz.model import AccessRequest, Decision, Effect
+from authz.engine.model import AccessRequest, Decision, Effect
 
 
 class Oracle:

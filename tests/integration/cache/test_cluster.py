@@ -10,7 +10,7 @@ import redis.asyncio.cluster as aiocluster
 
 from authz.cache.redis import RedisOptions, RedisTier
 from authz.cache.tiered import Tier, TieredCache
-from authz.model import AccessRequest, EntityUid, Identity
+from authz.engine.model import AccessRequest, EntityUid, Identity
 from meshward.clock import FixedClock
 from tests.integration.cache.conftest import Oracle
 from tests.support.redis_cluster import redis_cluster

@@ -10,8 +10,8 @@ from prometheus_client import CollectorRegistry
 from authz.cache.breaker import Breaker
 from authz.cache.redis import RedisOptions, RedisTier
 from authz.cache.tiered import Tier, TieredCache
-from authz.metrics import CacheMetrics
-from authz.model import AccessRequest, EntityUid, Identity
+from authz.engine.model import AccessRequest, EntityUid, Identity
+from authz.observe.metrics import CacheMetrics
 from meshward.clock import SystemClock
 from tests.integration.cache.conftest import Oracle
 from tests.support.redis import RedisServer

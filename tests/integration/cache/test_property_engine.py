@@ -16,10 +16,10 @@ from typing import Any
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from authz.bundle import load_bundle
 from authz.cache.redis import RedisOptions, RedisTier
 from authz.cache.tiered import TieredCache
-from authz.engine import Engine
+from authz.engine.bundle import load_bundle
+from authz.engine.evaluation import Engine
 from authz.errors import AuthzError
 from meshward.clock import FixedClock
 from tests.integration.cache.test_property import START, build, scenario

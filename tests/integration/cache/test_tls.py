@@ -11,8 +11,8 @@ from prometheus_client import CollectorRegistry
 
 from authz.cache.redis import RedisOptions, RedisTier
 from authz.cache.tiered import Tier, TieredCache
-from authz.metrics import CacheMetrics
-from authz.model import AccessRequest, EntityUid, Identity
+from authz.engine.model import AccessRequest, EntityUid, Identity
+from authz.observe.metrics import CacheMetrics
 from meshward.clock import FixedClock
 from tests.integration.cache.conftest import Oracle
 from tests.support.net import free_port

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from authz.errors import Problem, Rejected
 from authz.sources.announce import RedisAnnouncer
-from authz.sources.errors import Problem, Rejected
 from authz.sources.gate import Gate, Outcome
 from authz.sources.git import GitSource
 from meshward.clock import FixedClock

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from authz.engine import Engine
-from authz.model import AccessRequest, EntityUid, Identity
+from authz.engine.evaluation import Engine
+from authz.engine.model import AccessRequest, EntityUid, Identity
 from authz.sources.bundles import prepare_engine
 from authz.sources.gate import Gate, Outcome
 from authz.sources.git import GitSource

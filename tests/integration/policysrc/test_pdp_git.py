@@ -15,7 +15,7 @@ import httpx
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from google.rpc import code_pb2
 
-from authz.sources.http import sign
+from authz.adapters.activepolicies import sign
 from tests.support.envoy import SHOP, check_request
 from tests.support.gitrepo import PolicyRepo
 from tests.support.pdp import pdp_process

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from authz.bundle import load_bundle
-from authz.decisionlog import DecisionLog, RotatingFileSink
-from authz.engine import Engine
-from authz.model import AccessRequest, EntityUid, Identity
+from authz.engine.bundle import load_bundle
+from authz.engine.evaluation import Engine
+from authz.engine.model import AccessRequest, EntityUid, Identity
+from authz.observe.decisionlog import DecisionLog, RotatingFileSink
 from tests.support.cli import REPO, meshward
 from tests.support.gitrepo import PolicyRepo
 from tests.support.policyfiles import SYNTAX_ERROR, TIGHTEN_ORDERS_READS_CATALOG, example_files

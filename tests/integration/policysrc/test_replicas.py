@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from authz.sources.http import sign
+from authz.adapters.activepolicies import sign
 from tests.support.gitrepo import PolicyRepo
 from tests.support.pdp import pdp_process
 from tests.support.policyfiles import SYNTAX_ERROR, example_files

@@ -9,7 +9,7 @@ import cedarpy
 import pytest
 import yaml
 
-from authz.bundle import PolicyBundle, bundle_from_data, load_bundle, read_bundle
+from authz.engine.bundle import PolicyBundle, bundle_from_data, load_bundle, read_bundle
 from authz.errors import AuthzError, BundleError
 from tests.support.cli import REPO
 from tests.unit.authz.conftest import write_tree
@@ -27,7 +27,7 @@ def test_bad_bundles_report_every_problem_with_position(case, tmp_path) -> None:
     assert got == case["problems"]
     assert list(info.value.problems) == sorted(info.value.problems)
     assert isinstance(info.value, AuthzError)
-    assert info.value.code == "bundle-invalid"
+    assert info.value.code == "bundle_invalid"
 
 
 def test_the_base_of_the_bad_table_loads(tmp_path) -> None:

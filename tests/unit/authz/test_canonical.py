@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from authz.canonical import (
+from authz.engine.canonical import (
     MalformedRequest,
     canonical_host,
     canonical_path,
@@ -78,7 +78,7 @@ def test_canonical_path(raw: str, canonical: str) -> None:
 def test_ambiguous_paths_are_refused(raw: str, reason: str) -> None:
     with pytest.raises(MalformedRequest) as caught:
         canonical_path(raw)
-    assert caught.value.reason == reason
+    assert caught.value.code == reason
 
 
 def test_encoded_slash_can_be_allowed_and_stays_encoded() -> None:
@@ -153,7 +153,7 @@ def test_canonical_host(raw: str, host: str) -> None:
 def test_bad_hosts_are_refused(raw: str) -> None:
     with pytest.raises(MalformedRequest) as caught:
         canonical_host(raw)
-    assert caught.value.reason == "bad_host"
+    assert caught.value.code == "bad_host"
 
 
 def test_repeated_headers_are_joined_in_order() -> None:
@@ -178,18 +178,18 @@ def test_repeated_headers_are_joined_in_order() -> None:
 def test_repeated_single_headers_are_refused(name: str) -> None:
     with pytest.raises(MalformedRequest) as caught:
         join_headers([(name, "a"), (name.lower(), "b")])
-    assert caught.value.reason == "repeated_header"
+    assert caught.value.code == "repeated_header"
 
 
 def test_header_count_is_limited() -> None:
     join_headers([("a", "1")] * 4, limit=4)
     with pytest.raises(MalformedRequest) as caught:
         join_headers([("a", "1")] * 5, limit=4)
-    assert caught.value.reason == "too_many_headers"
+    assert caught.value.code == "too_many_headers"
 
 
 def test_wire_text_is_strict_utf8() -> None:
     assert wire_text("/café".encode()) == "/café"
     with pytest.raises(MalformedRequest) as caught:
         wire_text(b"/caf\xe9")
-    assert caught.value.reason == "invalid_utf8"
+    assert caught.value.code == "invalid_utf8"

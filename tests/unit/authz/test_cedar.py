@@ -2,13 +2,13 @@ from __future__ import annotations
 
 import pytest
 
-from authz.cedar import (
+from authz.engine.cedar import (
     entity_record,
     plain,
     principal_entities,
     to_cedar_request,
 )
-from authz.model import AccessRequest, EntityUid, Identity
+from authz.engine.model import AccessRequest, EntityUid, Identity
 
 USER = EntityUid("User", "https://id.example|alice")
 ADMINS = EntityUid("Group", "admins")

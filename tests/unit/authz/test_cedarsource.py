@@ -3,7 +3,7 @@ from __future__ import annotations
 import cedarpy
 import pytest
 
-from authz.cedarsource import SourceMap, locate_error, split_statements, tokenize
+from authz.engine.cedarsource import SourceMap, locate_error, split_statements, tokenize
 
 
 def test_tokenize_skips_comments_and_keeps_strings_whole() -> None:

@@ -12,8 +12,8 @@ from authz.authn.authenticator import Authenticated, Authenticator
 from authz.authn.jwt import JwtPolicy, JwtVerifier
 from authz.authn.peer import PeerFacts, PeerPolicy
 from authz.authn.trust import TrustBundles, TrustDomainBundle
-from authz.bundle import load_bundle
-from authz.decider import (
+from authz.engine.bundle import load_bundle
+from authz.engine.decider import (
     Decider,
     DecisionRecord,
     EngineHolder,
@@ -21,8 +21,8 @@ from authz.decider import (
     RequestFacts,
     build_request,
 )
-from authz.engine import Engine
-from authz.model import ANONYMOUS, AccessRequest, Decision, EntityUid, Identity
+from authz.engine.evaluation import Engine
+from authz.engine.model import ANONYMOUS, AccessRequest, Decision, EntityUid, Identity
 from meshward.clock import FixedClock
 from meshward.spiffe import TrustDomain
 from tests.support.cli import REPO

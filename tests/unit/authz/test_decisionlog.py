@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from authz.decider import DecisionRecord
-from authz.decisionlog import (
+from authz.engine.decider import DecisionRecord
+from authz.engine.model import AccessRequest, Decision, Effect, EntityUid, Identity
+from authz.observe.decisionlog import (
     DecisionLog,
     RotatingFileSink,
     StreamSink,
     decision_entry,
 )
-from authz.model import AccessRequest, Decision, Effect, EntityUid, Identity
 from tests.support.records import record_for
 
 WHEN = dt.datetime(2026, 3, 1, 12, 0, 5, tzinfo=dt.UTC)

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from authz.decisionlog import DecisionLog, RotatingFileSink
-from authz.engine import Engine
+from authz.engine.evaluation import Engine
+from authz.observe.decisionlog import DecisionLog, RotatingFileSink
 from tests.unit.authz.test_decider import Recorder, engine, facts, make_decider
 
 __all__ = ["engine"]  # the module-scoped engine fixture, shared with test_decider

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from authz.bundle import load_bundle
-from authz.engine import Engine
-from authz.model import AccessRequest, Effect, EntityUid, Identity
+from authz.engine.bundle import load_bundle
+from authz.engine.evaluation import Engine
+from authz.engine.model import AccessRequest, Effect, EntityUid, Identity
 from tests.support.cli import REPO
 
 FRONTEND = "spiffe://meshward.local/ns/shop/sa/frontend"

@@ -5,8 +5,8 @@ import json
 import cedarpy
 import pytest
 
-from authz.entities import EntityStore, entity_literals
-from authz.model import AccessRequest, EntityUid, Identity
+from authz.engine.entities import EntityStore, entity_literals
+from authz.engine.model import AccessRequest, EntityUid, Identity
 
 
 def rec(kind: str, ident: str, parents=(), **attrs) -> dict:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from authz.bundle import load_bundle
-from authz.engine import Engine
-from authz.explain import Explanation
-from authz.requestdoc import parse_request
+from authz.engine.bundle import load_bundle
+from authz.engine.evaluation import Engine
+from authz.engine.explain import Explanation
+from authz.engine.requestdoc import parse_request
 
 SCHEMA = """
 entity Group;

@@ -11,8 +11,8 @@ from prometheus_client.core import InfoMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from authz.decider import DecisionRecord
-from authz.metrics import LATENCY_BUCKETS, PdpMetrics
+from authz.engine.decider import DecisionRecord
+from authz.observe.metrics import LATENCY_BUCKETS, PdpMetrics
 
 NOW = dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC)
 BASE = DecisionRecord(

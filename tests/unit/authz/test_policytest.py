@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from authz.bundle import load_bundle
+from authz.engine.bundle import load_bundle
+from authz.engine.model import Effect, EntityUid
 from authz.errors import BundleError
-from authz.model import Effect, EntityUid
-from authz.policytest import load_test_schema, parse_suite, run_tests
+from authz.lifecycle.policytest import load_test_schema, parse_suite, run_tests
 from tests.support.cli import REPO
 
 POLICIES = """

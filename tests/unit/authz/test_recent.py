@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from authz.decider import DecisionRecord
-from authz.recent import RecentDecisions
+from authz.engine.decider import DecisionRecord
+from authz.observe.recent import RecentDecisions
 
 
 def _record(decision_id: str) -> DecisionRecord:

@@ -7,9 +7,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authz.decisionlog import decision_entry
-from authz.model import AccessRequest, Decision, Effect, EntityUid, Identity
-from authz.replay import BadLine, LoggedDecision, NotReplayable, parse_entry, read_log, replay
+from authz.engine.model import AccessRequest, Decision, Effect, EntityUid, Identity
+from authz.lifecycle.replay import (
+    BadLine,
+    LoggedDecision,
+    NotReplayable,
+    parse_entry,
+    read_log,
+    replay,
+)
+from authz.observe.decisionlog import decision_entry
 from tests.support.records import record_for
 
 WHEN = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)

@@ -1,4 +1,4 @@
-"""The one request mapping: wire facts -> AccessRequest (authz/request.py)."""
+"""The one request mapping: wire facts -> AccessRequest (authz/engine/request.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 
 from authz.authn.authenticator import Authenticated
 from authz.authn.peer import Peer
-from authz.canonical import MalformedRequest
-from authz.model import ANONYMOUS, EntityUid
-from authz.request import (
+from authz.engine.canonical import MalformedRequest
+from authz.engine.model import ANONYMOUS, EntityUid
+from authz.engine.request import (
     DEFAULT_PATHS,
     PathOptions,
     RequestFacts,
@@ -62,7 +62,7 @@ def test_path_options_reach_the_canonical_path() -> None:
 def test_bad_methods_are_malformed(method: str) -> None:
     with pytest.raises(MalformedRequest) as caught:
         _build(RequestFacts("t", method, "/"))
-    assert caught.value.reason == "bad_method"
+    assert caught.value.code == "bad_method"
 
 
 def test_resource_precedence_destination_service_host() -> None:

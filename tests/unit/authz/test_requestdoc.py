@@ -4,9 +4,9 @@ import json
 
 import pytest
 
+from authz.engine.model import EntityUid
+from authz.engine.requestdoc import MAX_DOCUMENT_BYTES, parse_request, parse_request_json
 from authz.errors import AuthzError, RequestError
-from authz.model import EntityUid
-from authz.requestdoc import MAX_DOCUMENT_BYTES, parse_request, parse_request_json
 
 GOOD = {
     "principal": 'Workload::"spiffe://td/a"',
@@ -51,7 +51,7 @@ def test_bad_documents_raise_request_error(text) -> None:
     with pytest.raises(RequestError) as info:
         parse_request_json(text)
     assert isinstance(info.value, AuthzError)
-    assert info.value.code == "bad-request"
+    assert info.value.code == "bad_request"
 
 
 def test_null_context_is_empty() -> None:
@@ -59,8 +59,8 @@ def test_null_context_is_empty() -> None:
 
 
 def test_deeply_nested_json_is_a_request_error() -> None:
+    from authz.engine.requestdoc import load_document
     from authz.errors import RequestError
-    from authz.requestdoc import load_document
 
     with pytest.raises(RequestError):
         load_document(b"[" * 30_000 + b"]" * 30_000)

@@ -6,10 +6,10 @@ import gc
 import time
 import weakref
 
-from authz.bundle import load_bundle
-from authz.engine import Engine
-from authz.model import AccessRequest, EntityUid, Identity
-from authz.retire import retire
+from authz.engine.bundle import load_bundle
+from authz.engine.evaluation import Engine
+from authz.engine.model import AccessRequest, EntityUid, Identity
+from authz.engine.retire import retire
 from tests.support.cli import REPO
 
 SHOP = "spiffe://meshward.local/ns/shop/sa"

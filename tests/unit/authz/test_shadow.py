@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 
-from authz.bundle import load_bundle
-from authz.engine import Engine
-from authz.model import AccessRequest, Decision, Effect, EntityUid, Identity
-from authz.shadow import Shadow
+from authz.engine.bundle import load_bundle
+from authz.engine.evaluation import Engine
+from authz.engine.model import AccessRequest, Decision, Effect, EntityUid, Identity
+from authz.lifecycle.shadow import Shadow
 from authz.sources.runtime import ShadowObserver
 from tests.support.cli import REPO
 from tests.support.policyfiles import TIGHTEN_ORDERS_READS_CATALOG

@@ -19,10 +19,10 @@ import cedarpy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from authz.bundle import load_bundle
-from authz.cedar import plain
-from authz.engine import Engine
-from authz.model import AccessRequest, EntityUid, Identity
+from authz.engine.bundle import load_bundle
+from authz.engine.cedar import plain
+from authz.engine.evaluation import Engine
+from authz.engine.model import AccessRequest, EntityUid, Identity
 from tests.unit.authz.conftest import write_tree
 
 SCHEMA = """

@@ -9,8 +9,8 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from authz.decider import Decider, Outcome, RequestFacts
-from authz.tracing import SPAN_NAME, build_tracer
+from authz.engine.decider import Decider, Outcome, RequestFacts
+from authz.observe.tracing import SPAN_NAME, build_tracer
 from meshward.settings import TracingSettings
 from tests.support.cli import REPO
 from tests.unit.authz.test_decider import CATALOG, FRONTEND, Recorder, engine, make_decider
@@ -99,7 +99,7 @@ def test_tracing_off_adds_nothing_and_on_adds_the_tracer() -> None:
         "from meshward.settings import Settings\n"
         "from authz.server import build_pdp\n"
         "pdp = build_pdp(Settings())\n"
-        "print('authz.tracing' in sys.modules)\n"
+        "print('authz.observe.tracing' in sys.modules)\n"
         "print(sorted(type(o).__name__ for o in pdp.decider.observers))\n"
         "on = build_pdp(Settings(tracing={'enabled': True, 'exporter': 'console'}))\n"
         "print(sorted(type(o).__name__ for o in on.decider.observers))\n"

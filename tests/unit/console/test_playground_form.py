@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from authz.requestdoc import MAX_DOCUMENT_DEPTH
+from authz.engine.requestdoc import MAX_DOCUMENT_DEPTH
 from console.app import _form_document
 from console.whatif import EditError
 

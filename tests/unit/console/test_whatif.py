@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from authz.bundle import load_bundle
-from authz.sources.http import bundle_document
+from authz.adapters.activepolicies import bundle_document
+from authz.engine.bundle import load_bundle
 from console.whatif import ActiveBundle, EditError, evaluate_edit
 from tests.support.cli import REPO
 

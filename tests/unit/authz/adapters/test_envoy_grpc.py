@@ -17,11 +17,11 @@ from authz.authn.authenticator import Authenticator
 from authz.authn.jwt import JwtPolicy, JwtVerifier
 from authz.authn.peer import PeerPolicy
 from authz.authn.trust import TrustBundles, TrustDomainBundle
-from authz.bundle import load_bundle
-from authz.canonical import MalformedRequest
-from authz.decider import Decider, DecisionRecord, EngineHolder, Outcome, Verdict
-from authz.engine import Engine
-from authz.model import Decision, EntityUid
+from authz.engine.bundle import load_bundle
+from authz.engine.canonical import MalformedRequest
+from authz.engine.decider import Decider, DecisionRecord, EngineHolder, Outcome, Verdict
+from authz.engine.evaluation import Engine
+from authz.engine.model import Decision, EntityUid
 from meshward.clock import FixedClock
 from meshward.spiffe import TrustDomain
 from tests.support.certs import T0, TestPki, url_encoded_pem
@@ -87,7 +87,7 @@ def test_header_map_fields_are_joined_and_names_lower_cased() -> None:
 def test_repeated_single_headers_are_refused(name: str) -> None:
     with pytest.raises(MalformedRequest) as caught:
         facts_from_check(_with_header_map((name, b"a"), (name, b"b")))
-    assert caught.value.reason == "repeated_header"
+    assert caught.value.code == "repeated_header"
 
 
 def test_response_mapping() -> None:

@@ -7,11 +7,11 @@ import json
 import pytest
 
 from authz.adapters.http import _answer, parse_documents
-from authz.canonical import MalformedRequest
-from authz.decider import Outcome, Verdict
+from authz.engine.canonical import MalformedRequest
+from authz.engine.decider import Outcome, Verdict
+from authz.engine.model import AccessRequest, AuthMethod, Decision, Effect, EntityUid
+from authz.engine.request import PathOptions
 from authz.errors import RequestError
-from authz.model import AccessRequest, AuthMethod, Decision, Effect, EntityUid
-from authz.request import PathOptions
 
 ALLOW = Decision(Effect.ALLOW, ("p1",))
 
@@ -91,7 +91,7 @@ def test_an_ambiguous_document_is_a_deny_not_bad_input() -> None:
     }
     (item,) = parse_documents([doc], PathOptions())
     assert isinstance(item, MalformedRequest)
-    assert item.reason == "encoded_slash"
+    assert item.code == "encoded_slash"
     (allowed,) = parse_documents([doc], PathOptions(allow_encoded_slash=True))
     assert isinstance(allowed, AccessRequest)
     assert allowed.context["http"]["path"] == "/a%2Fb"

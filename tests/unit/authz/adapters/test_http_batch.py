@@ -8,10 +8,10 @@ import httpx
 
 from authz.adapters.http import MAX_BATCH, create_app
 from authz.authn.authenticator import Authenticator
-from authz.bundle import load_bundle
-from authz.decider import Decider, EngineHolder
-from authz.engine import Engine
-from authz.metrics import PdpMetrics
+from authz.engine.bundle import load_bundle
+from authz.engine.decider import Decider, EngineHolder
+from authz.engine.evaluation import Engine
+from authz.observe.metrics import PdpMetrics
 from meshward.clock import FixedClock
 from tests.support.cli import REPO
 

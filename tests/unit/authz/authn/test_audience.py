@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from authz.authn.audience import AudiencePolicy, check_audience, token_audiences
-from authz.authn.errors import InvalidToken
+from authz.errors import InvalidToken
 
 PAYMENTS = "spiffe://meshward.local/ns/shop/sa/payments"
 CATALOG = "spiffe://meshward.local/ns/shop/sa/catalog"
@@ -23,7 +23,7 @@ def test_aud_claim_shapes(claim: object, expected: set[str]) -> None:
 def test_bad_aud_claims(claim: object) -> None:
     with pytest.raises(InvalidToken) as info:
         token_audiences(claim)
-    assert info.value.reason == "bad_aud"
+    assert info.value.code == "bad_aud"
 
 
 @pytest.mark.parametrize(
@@ -47,4 +47,4 @@ def test_check_audience(
         return
     with pytest.raises(InvalidToken) as info:
         check_audience(frozenset(audiences), destination, policy)
-    assert info.value.reason == "wrong_audience"
+    assert info.value.code == "wrong_audience"

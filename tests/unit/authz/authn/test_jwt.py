@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from authz.authn.errors import InvalidToken, UnknownKey
 from authz.authn.jwks import FileJwks, StaticJwks, parse_jwks
 from authz.authn.jwt import JwtPolicy, JwtVerifier, OidcIssuer, bearer_token
 from authz.authn.trust import TrustBundles, TrustDomainBundle
-from authz.model import AuthMethod, EntityUid
+from authz.engine.model import AuthMethod, EntityUid
+from authz.errors import InvalidToken, UnknownKey
 from meshward.clock import FixedClock
 from meshward.spiffe import TrustDomain
 from tests.support.tokens import SigningKey, b64url, ts, unsigned_token
@@ -172,7 +172,7 @@ ATTACKS: list[tuple[str, Any, str]] = [
 def test_attack_rejected(verifier: JwtVerifier, token_factory: Any, reason: str) -> None:
     with pytest.raises(InvalidToken) as info:
         verifier.verify(token_factory(), NOW)
-    assert info.value.reason == reason
+    assert info.value.code == reason
 
 
 @pytest.mark.parametrize(("offset", "ok"), [(29, True), (30, False), (31, False)])
@@ -193,7 +193,7 @@ def test_cached_token_expires(verifier: JwtVerifier) -> None:
     assert verifier.verify(token, NOW).identity.expires_at is not None  # from the cache
     with pytest.raises(InvalidToken) as info:
         verifier.verify(token, NOW + dt.timedelta(seconds=35))
-    assert info.value.reason == "expired"
+    assert info.value.code == "expired"
 
 
 def test_leeway_is_bounded() -> None:
@@ -221,7 +221,7 @@ def test_jwks_skips_symmetric_and_pinned_alg_mismatch(verifier: JwtVerifier) -> 
     strict = JwtVerifier(JwtPolicy(), TrustBundles(), [idp])
     with pytest.raises(InvalidToken) as info:
         strict.verify(IDP_KEY.sign(user_claims()), NOW)
-    assert info.value.reason == "alg_key_mismatch"
+    assert info.value.code == "alg_key_mismatch"
 
 
 async def test_unknown_kid_refreshes_file_jwks_with_rate_limit(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ import datetime as dt
 
 import pytest
 
-from authz.authn.errors import InvalidPeer
 from authz.authn.peer import (
     PeerFacts,
     PeerPolicy,
@@ -15,6 +14,7 @@ from authz.authn.peer import (
     verify_svid_chain,
 )
 from authz.authn.trust import TrustBundles, TrustDomainBundle
+from authz.errors import InvalidPeer
 from meshward.spiffe import SpiffeId, TrustDomain
 from tests.support.certs import T0, TestPki, url_encoded_pem
 
@@ -76,7 +76,7 @@ CHAIN_DEFECTS = [
 def test_chain_defects_rejected(chain_factory, reason: str) -> None:
     with pytest.raises(InvalidPeer) as info:
         verify_svid_chain(chain_factory(), BUNDLES, NOW)
-    assert info.value.reason == reason
+    assert info.value.code == reason
 
 
 def test_expiry_exactly_at_not_after_is_still_valid() -> None:
@@ -96,7 +96,7 @@ def test_bare_principal_refused_unless_explicitly_allowed() -> None:
     facts = PeerFacts(principal=WEB)
     with pytest.raises(InvalidPeer) as info:
         authenticate_peer(facts, TRUSTING, BUNDLES, NOW)
-    assert info.value.reason == "principal_without_certificate"
+    assert info.value.code == "principal_without_certificate"
     peer = authenticate_peer(facts, BARE, BUNDLES, NOW)
     assert peer is not None
     assert peer.spiffe_id == SpiffeId.parse(WEB)
@@ -113,7 +113,7 @@ def test_certificate_must_match_principal() -> None:
     cert = url_encoded_pem(*PKI.chain(PKI.leaf(path="/other")))
     with pytest.raises(InvalidPeer) as info:
         authenticate_peer(PeerFacts(principal=WEB, certificate=cert), TRUSTING, BUNDLES, NOW)
-    assert info.value.reason == "principal_mismatch"
+    assert info.value.code == "principal_mismatch"
     good = url_encoded_pem(*PKI.chain(PKI.leaf()))
     peer = authenticate_peer(PeerFacts(principal=WEB, certificate=good), TRUSTING, BUNDLES, NOW)
     assert peer is not None
@@ -127,7 +127,7 @@ def test_certificate_must_match_principal() -> None:
 def test_bad_principal(principal: str, reason: str) -> None:
     with pytest.raises(InvalidPeer) as info:
         authenticate_peer(PeerFacts(principal=principal), BARE, BUNDLES, NOW)
-    assert info.value.reason == reason
+    assert info.value.code == reason
 
 
 def test_xfcc_only_from_trusted_proxy() -> None:
@@ -146,7 +146,7 @@ def test_proxy_id_must_be_proven_by_certificate() -> None:
     bare = PeerFacts(principal="spiffe://meshward.test/front-proxy", address="10.1.2.3", xfcc=xfcc)
     with pytest.raises(InvalidPeer) as info:
         authenticate_peer(bare, TRUSTING, BUNDLES, NOW)
-    assert info.value.reason == "principal_without_certificate"
+    assert info.value.code == "principal_without_certificate"
 
 
 @pytest.mark.parametrize("value", ["", 'Cert=""', "By=spiffe://meshward.test/front"])

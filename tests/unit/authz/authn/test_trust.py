@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from authz.authn.errors import KeySourceError
 from authz.authn.trust import TrustBundleFile
+from authz.errors import KeySourceError
 from meshward.clock import FixedClock
 from meshward.spiffe import TrustDomain
 from meshward.spiffe_bundle import SpiffeBundle
@@ -74,7 +74,7 @@ def test_missing_file_keeps_the_last_good_bundle(tmp_path: Path) -> None:
     clock.advance(1)
     assert _kids(source) == {"k1"}
     assert source.last_error is not None
-    assert source.last_error.reason == "bundle_unreadable"
+    assert source.last_error.code == "bundle_unreadable"
 
 
 def test_first_load_must_succeed(tmp_path: Path) -> None:

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from authz.cache.tiered import TieredCache
-from authz.decisionlog import DecisionLog, RotatingFileSink
-from authz.engine import Engine
+from authz.engine.evaluation import Engine
+from authz.observe.decisionlog import DecisionLog, RotatingFileSink
 from meshward.clock import FixedClock
 from tests.unit.authz.test_decider import NOW, Recorder, engine, facts, make_decider
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from authz.cache.keys import ContextReads, KeySpace, Projection, context_reads
-from authz.model import AccessRequest, EntityUid, Identity
+from authz.engine.model import AccessRequest, EntityUid, Identity
 
 CASES = yaml.safe_load((Path(__file__).parent / "data" / "context_reads.yaml").read_text())
 

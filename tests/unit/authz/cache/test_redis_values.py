@@ -6,7 +6,7 @@ import pytest
 
 from authz.cache import CacheValueInvalid
 from authz.cache.redis import CachedDecision, decode_value, encode_value, redact_url
-from authz.model import Decision, Effect
+from authz.engine.model import Decision, Effect
 
 
 def test_round_trip() -> None:

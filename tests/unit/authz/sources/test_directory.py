@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from authz.errors import CheckoutError, FetchError
 from authz.sources.directory import DirectorySource, content_version
-from authz.sources.errors import CheckoutError, FetchError
 from authz.sources.protocol import Pinnable, PolicySource, Pollable, Refreshable
 
 

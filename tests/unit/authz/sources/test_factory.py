@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from authz.errors import SourceError
 from authz.sources.directory import DirectorySource
-from authz.sources.errors import SourceError
 from authz.sources.factory import make_source, webhook_secret
 from authz.sources.git import GitSource
 from meshward.settings import PolicySourceSettings, load_settings

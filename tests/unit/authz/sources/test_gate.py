@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from authz.errors import Problem, Rejected
 from authz.sources.directory import DirectorySource
-from authz.sources.errors import Problem, Rejected
 from authz.sources.gate import Activation, Gate, Outcome, Rejection
 from authz.sources.git import GitSource
 from meshward.clock import FixedClock

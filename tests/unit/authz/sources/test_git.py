@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from authz.sources.errors import CheckoutError, FetchError, SourceError
+from authz.errors import CheckoutError, FetchError, SourceError
 from authz.sources.git import GitSource, is_git_url, redact_url
 from authz.sources.protocol import Pinnable, PolicySource, Pollable, Refreshable
 from tests.support.gitrepo import PolicyRepo

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from authz.sources.errors import Rejected
+from authz.errors import Rejected
 from authz.sources.gate import Gate, Outcome
 from authz.sources.git import ArchiveLimits, GitSource
 from meshward.clock import FixedClock

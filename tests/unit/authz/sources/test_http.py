@@ -12,10 +12,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from authz.sources.errors import Problem, Rejected
+from authz.adapters.activepolicies import policies_router, sign
+from authz.errors import Problem, Rejected
 from authz.sources.gate import Gate
 from authz.sources.git import GitSource
-from authz.sources.http import policies_router, sign
 from meshward.clock import FixedClock
 from tests.support.gitrepo import PolicyRepo, git
 

@@ -7,11 +7,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from authz.decisionlog import DecisionLog, StreamSink
+from authz.errors import Problem, Rejected
+from authz.observe.decisionlog import DecisionLog, StreamSink
+from authz.observe.sourcemetrics import PolicyCollector
 from authz.sources.directory import DirectorySource
-from authz.sources.errors import Problem, Rejected
 from authz.sources.gate import Gate
-from authz.sources.metrics import PolicyCollector
 from meshward.clock import FixedClock
 
 

@@ -14,10 +14,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from authz.adapters.activepolicies import policies_router
 from authz.sources.bundles import prepare_engine
 from authz.sources.directory import DirectorySource
 from authz.sources.gate import Gate, Outcome
-from authz.sources.http import policies_router
 from meshward.clock import FixedClock
 from tests.support.cli import REPO
 

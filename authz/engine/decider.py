@@ -1,0 +1,403 @@
+"""The decision pipeline every adapter shares.
+
+    raw request facts -> authn -> AccessRequest -> [cache] -> engine -> Verdict
+
+Adapters (gRPC, HTTP) only map their wire format to :class:`RequestFacts` and a
+:class:`Verdict` back; :mod:`authz.engine.request` (the one request mapping) turns the
+facts into the AccessRequest; everything between is here, with three seams:
+
+- :class:`EngineHolder` — the active engine, swapped atomically by a policy
+  source; a check keeps the engine it started with.
+- :class:`DecisionCache` — optional, one call: ``cache.get_or_evaluate(request, engine)``.
+- :class:`DecisionObserver` — told a :class:`DecisionRecord` after every
+  decision (decision log, metrics, traces).
+
+Fail closed: an exception anywhere on the path is a deny (:attr:`Outcome.ERROR`)
+with the detail in the log only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import secrets
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+from authz.authn.authenticator import Authenticator
+from authz.cache.tiered import CacheableEngine
+from authz.engine.model import AccessRequest, Decision, Effect, EntityUid
+from authz.engine.request import (
+    DEFAULT_PATHS,
+    MAX_METHOD_LENGTH,
+    MalformedRequest,
+    PathOptions,
+    RequestFacts,
+    build_request,
+)
+from authz.errors import AuthnError
+from meshward.clock import Clock
+
+__all__ = [
+    "DecisionCache",
+    "DecisionObserver",
+    "DecisionRecord",
+    "Decider",
+    "EngineHolder",
+    "Evaluator",
+    "Explainer",
+    "Outcome",
+    "TRACE_HEADERS",
+    "RequestFacts",
+    "Verdict",
+]
+
+log = logging.getLogger(__name__)
+
+# The W3C Trace Context headers handed to observers (authz.observe.tracing).
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+@runtime_checkable
+class Evaluator(CacheableEngine, Protocol):
+    """The engine as the decider holds it: it decides an :class:`AccessRequest` and
+    never raises; it offers the decision cache its typed seam."""
+
+
+class _Explanation(Protocol):
+    def to_json(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class Explainer(Protocol):
+    """An engine that can say why it decides as it does (:mod:`authz.engine.explain`)."""
+
+    def explain(self, request: AccessRequest) -> _Explanation: ...
+
+
+@runtime_checkable
+class DecisionCache(Protocol):
+    """A cache in front of the engine; returns the decision and the tier that answered."""
+
+    async def get_or_evaluate(
+        self, request: AccessRequest, engine: Evaluator
+    ) -> tuple[Decision, str]: ...
+
+
+@runtime_checkable
+class DecisionObserver(Protocol):
+    """Told about every decision; must be quick and must not raise (errors are logged)."""
+
+    def observe(self, record: DecisionRecord) -> None: ...
+
+
+class EngineHolder:
+    """The active engine. :meth:`swap` replaces it in one assignment."""
+
+    def __init__(self, engine: Evaluator | None = None, version: str = "") -> None:
+        self._active: tuple[Evaluator, str] | None = (engine, version) if engine else None
+
+    @property
+    def active(self) -> tuple[Evaluator, str] | None:
+        """``(engine, version)``, or ``None`` before policies are loaded."""
+        return self._active
+
+    @property
+    def version(self) -> str:
+        return self._active[1] if self._active else ""
+
+    @property
+    def ready(self) -> bool:
+        return self._active is not None
+
+    def swap(self, engine: Evaluator, version: str) -> Evaluator | None:
+        """Make ``engine`` the active one; returns the one it replaces."""
+        previous = self._active
+        self._active = (engine, version)
+        return previous[0] if previous is not None else None
+
+
+class Outcome(StrEnum):
+    """How a decision maps to the wire; also the ``result`` metric label."""
+
+    ALLOW = "allow"
+    DENY = "deny"  # 403 / PERMISSION_DENIED
+    UNAUTHENTICATED = "unauthenticated"  # 401 / UNAUTHENTICATED
+    ERROR = "error"  # generic deny (403), detail only in the log
+    UNAVAILABLE = "unavailable"  # no policy version active yet: 503 / UNAVAILABLE, never a 403
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The decision and what an adapter needs to answer the proxy."""
+
+    outcome: Outcome
+    decision: Decision
+    decision_id: str
+    principal: EntityUid | None = None
+    remove_headers: tuple[str, ...] = ()
+
+    @property
+    def allowed(self) -> bool:
+        return self.outcome is Outcome.ALLOW
+
+    def upstream_headers(self) -> list[tuple[str, str]]:
+        """Headers to set on the allowed request as it goes upstream."""
+        headers = [("x-meshward-decision-id", self.decision_id)]
+        if self.principal is not None:
+            headers.insert(0, ("x-meshward-principal", str(self.principal)))
+        return headers
+
+    def error_body(self) -> dict[str, str]:
+        """The JSON body of a denial: generic text and the decision id."""
+        text = {
+            Outcome.UNAUTHENTICATED: "unauthenticated",
+            Outcome.DENY: "forbidden",
+            Outcome.UNAVAILABLE: "unavailable",
+        }.get(self.outcome, "denied")
+        return {"error": text, "decision_id": self.decision_id}
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    """What observers are told about one decision (secrets never included)."""
+
+    time: dt.datetime
+    decision_id: str
+    version: str
+    principal: str
+    action: str
+    resource: str
+    decision: str  # "allow" | "deny"
+    outcome: str
+    reasons: tuple[str, ...]
+    errors: tuple[str, ...]
+    latency_seconds: float
+    cache_tier: str  # "none" when no cache answered
+    adapter: str
+    method: str
+    host: str
+    path: str
+    # The full request (principal parents, context) for the decision log and
+    # replay; ``None`` when the request could not be built. Not in to_json().
+    request: AccessRequest | None = None
+    # W3C trace context headers (traceparent, tracestate) the proxy forwarded,
+    # so a tracing observer continues the proxy's trace. Not in to_json().
+    trace_context: tuple[tuple[str, str], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "time": self.time.isoformat().replace("+00:00", "Z"),
+            "decision_id": self.decision_id,
+            "policy_version": self.version,
+            "principal": self.principal,
+            "action": self.action,
+            "resource": self.resource,
+            "decision": self.decision,
+            "outcome": self.outcome,
+            "reasons": list(self.reasons),
+            "errors": list(self.errors),
+            "latency_ms": round(self.latency_seconds * 1000, 3),
+            "cache_tier": self.cache_tier,
+            "adapter": self.adapter,
+            "request": {"method": self.method, "host": self.host, "path": self.path},
+        }
+
+
+def _unavailable(decision_id: str) -> Verdict:
+    return Verdict(Outcome.UNAVAILABLE, Decision.deny("no_policies"), decision_id)
+
+
+def _new_id() -> str:
+    return secrets.token_hex(16)
+
+
+class Decider:
+    """Authenticates, asks the engine (through the cache), and tells the observers."""
+
+    def __init__(
+        self,
+        engines: EngineHolder,
+        authenticator: Authenticator,
+        clock: Clock,
+        *,
+        cache: DecisionCache | None = None,
+        observers: Iterable[DecisionObserver] = (),
+        remove_headers: Sequence[str] = (),
+        new_id: Callable[[], str] = _new_id,
+        paths: PathOptions = DEFAULT_PATHS,
+    ) -> None:
+        self.engines = engines
+        self.authenticator = authenticator
+        self.clock = clock
+        self.cache = cache
+        self.observers = list(observers)
+        self.remove_headers = tuple(h.lower() for h in remove_headers)
+        self._new_id = new_id
+        self.paths = paths
+
+    def add_observer(self, observer: DecisionObserver) -> None:
+        self.observers.append(observer)
+
+    async def decide(self, facts: RequestFacts) -> Verdict:
+        """Decide one proxied request. Never raises (except cancellation, after logging)."""
+        started = self.clock.monotonic()
+        decision_id = self._new_id()
+        request: AccessRequest | None = None
+        verdict = Verdict(Outcome.ERROR, Decision.deny("internal"), decision_id)
+        tier = "none"
+        version = ""
+        try:
+            if not self.engines.ready:
+                # Before the first version is active nothing can be decided: the
+                # answer is "not yet" (the proxy may retry), never a 403 for a
+                # request the policies would allow.
+                verdict = _unavailable(decision_id)
+                return verdict
+            try:
+                who = await self.authenticator.authenticate(
+                    facts.peer, facts.headers.get("authorization")
+                )
+                built = build_request(facts, who, self.paths)
+                # A JWT-SVID is good only at the destination its audience names.
+                self.authenticator.bind(who, built.resource.id)
+            except AuthnError as exc:
+                log.info(
+                    "authentication failed",
+                    extra={"fields": {"decision_id": decision_id, "reason": exc.code}},
+                )
+                verdict = Verdict(
+                    Outcome.UNAUTHENTICATED, Decision.deny(f"authn:{exc.code}"), decision_id
+                )
+                return verdict
+            request = built
+            decision, tier, version = await self._evaluate(request)
+            verdict = self._verdict(decision, request, decision_id)
+            return verdict
+        except MalformedRequest as exc:
+            verdict = Verdict(Outcome.DENY, Decision.deny(f"request:{exc.code}"), decision_id)
+            return verdict
+        except asyncio.CancelledError:
+            verdict = Verdict(Outcome.ERROR, Decision.deny("cancelled"), decision_id)
+            raise
+        except Exception:
+            log.exception("decision failed", extra={"fields": {"decision_id": decision_id}})
+            return verdict
+        finally:
+            self._notify(facts, request, verdict, version, tier, started)
+
+    def reject(self, adapter: str, reason: str) -> Verdict:
+        """Deny a request that could not even be read (malformed on the wire)."""
+        started = self.clock.monotonic()
+        verdict = Verdict(Outcome.DENY, Decision.deny(f"request:{reason}"), self._new_id())
+        log.info(
+            "malformed request denied",
+            extra={"fields": {"decision_id": verdict.decision_id, "reason": reason}},
+        )
+        self._notify(RequestFacts(adapter, "", ""), None, verdict, "", "none", started)
+        return verdict
+
+    async def decide_request(self, request: AccessRequest, adapter: str = "api") -> Verdict:
+        """Decide an already-built request (the decision API, ``meshward check``)."""
+        started = self.clock.monotonic()
+        decision_id = self._new_id()
+        verdict = Verdict(Outcome.ERROR, Decision.deny("internal"), decision_id)
+        tier, version = "none", ""
+        try:
+            if not self.engines.ready:
+                verdict = _unavailable(decision_id)
+                return verdict
+            decision, tier, version = await self._evaluate(request)
+            verdict = Verdict(
+                Outcome.ALLOW if decision.allowed else Outcome.DENY,
+                decision,
+                decision_id,
+                request.principal,
+            )
+            return verdict
+        except asyncio.CancelledError:
+            verdict = Verdict(Outcome.ERROR, Decision.deny("cancelled"), decision_id)
+            raise
+        except Exception:
+            log.exception("decision failed", extra={"fields": {"decision_id": decision_id}})
+            return verdict
+        finally:
+            http = request.context.get("http")
+            facts = RequestFacts(
+                adapter,
+                request.action.id,
+                str(http.get("path", "")) if isinstance(http, Mapping) else "",
+            )
+            self._notify(facts, request, verdict, version, tier, started)
+
+    def explain(self, request: AccessRequest) -> dict[str, Any]:
+        """The active engine's explanation of ``request`` (only when asked; never cached)."""
+        active = self.engines.active
+        if active is None:
+            return {"summary": "denied: no policies are active", "candidates": []}
+        engine = active[0]
+        if not isinstance(engine, Explainer):
+            return {"summary": "this engine cannot explain its decisions", "candidates": []}
+        return engine.explain(request).to_json()
+
+    async def _evaluate(self, request: AccessRequest) -> tuple[Decision, str, str]:
+        active = self.engines.active  # the engine this check started with
+        if active is None:
+            return Decision.deny("no_policies"), "none", ""
+        engine, version = active
+        if self.cache is not None:
+            decision, tier = await self.cache.get_or_evaluate(request, engine)
+        else:
+            decision, tier = engine.evaluate(request), "none"
+        return decision, tier, decision.policy_version or version
+
+    def _verdict(self, decision: Decision, request: AccessRequest, decision_id: str) -> Verdict:
+        if decision.effect is Effect.ALLOW:
+            return Verdict(
+                Outcome.ALLOW, decision, decision_id, request.principal, self.remove_headers
+            )
+        if not request.identity.authenticated:
+            return Verdict(Outcome.UNAUTHENTICATED, decision, decision_id, request.principal)
+        return Verdict(Outcome.DENY, decision, decision_id, request.principal)
+
+    def _notify(
+        self,
+        facts: RequestFacts,
+        request: AccessRequest | None,
+        verdict: Verdict,
+        version: str,
+        tier: str,
+        started: float,
+    ) -> None:
+        if not self.observers:
+            return
+        record = DecisionRecord(
+            time=self.clock.now(),
+            decision_id=verdict.decision_id,
+            version=version,
+            principal=str(request.principal) if request else "",
+            action=str(request.action) if request else "",
+            resource=str(request.resource) if request else "",
+            decision=verdict.decision.effect.value,
+            outcome=verdict.outcome.value,
+            reasons=verdict.decision.reasons,
+            errors=verdict.decision.errors,
+            latency_seconds=max(self.clock.monotonic() - started, 0.0),
+            cache_tier=tier,
+            adapter=facts.adapter,
+            method=facts.method[:MAX_METHOD_LENGTH],
+            host=facts.host[:256],
+            path=facts.path[:1024],
+            request=request,
+            trace_context=tuple(
+                (name, facts.headers[name][:512]) for name in TRACE_HEADERS if name in facts.headers
+            ),
+        )
+        for observer in self.observers:
+            try:
+                observer.observe(record)
+            except Exception:
+                log.exception("decision observer failed")

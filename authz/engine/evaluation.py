@@ -1,0 +1,298 @@
+"""The decision engine: a bundle's policies, sliced by scope, evaluated by Cedar.
+
+``Engine(bundle)`` prepares everything at load time: the scope index
+(:mod:`authz.engine.slicing`), the entity hierarchy, the whole ``cedarpy.PolicySet``.
+:meth:`Engine.evaluate` then finds the policies whose scope the request
+satisfies (memoized per principal, parents, action and resource), evaluates
+only those, and returns a :class:`~authz.engine.model.Decision`. It is synchronous,
+has no I/O, and never raises: any failure is a deny carrying an error (fail
+closed).
+
+Each distinct candidate set is a *slice*, prepared once and memoized
+(bounded): its ``PolicySet`` (built from the policies' JSON form), the
+entities its policies name, and what of the context they read
+(:class:`~authz.cache.keys.Projection`, the analysis the decision cache keys
+on). Cedar is handed only that part of the context — most of its per-call
+cost is turning the context JSON into values — unless the context holds
+something Cedar refuses (then it gets all of it, and fails as it would).
+
+Fail closed, also inside Cedar: a ``forbid`` policy that errors while being
+evaluated might have applied, so an allow that coexists with an erroring
+forbid becomes a deny, with that forbid as the reason. A ``permit`` that errors
+simply grants nothing (Cedar's own semantics). Which forbids erred is found
+structurally, never by reading Cedar's error text (a policy id may hold any
+character, backticks included): when an allow carries errors, each candidate
+forbid is evaluated on its own, and one whose lone evaluation reports an error
+is an erring forbid.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import cedarpy
+
+from authz.cache.keys import ContextReads, Projection, cedar_clean, context_reads
+from authz.engine.bundle import Policy, PolicyBundle, policy_set_from
+from authz.engine.cedar import authorize, plain
+from authz.engine.entities import EntityStore, entity_literals
+from authz.engine.model import AccessRequest, Decision, Effect, EntityUid
+from authz.engine.slicing import Hierarchy, ScopeIndex
+
+if TYPE_CHECKING:
+    from authz.engine.entities import EntitySummary
+    from authz.engine.explain import Explanation
+
+__all__ = ["Engine", "RawResult"]
+
+DEFAULT_SLICE_CACHE = 4096
+Scope = tuple[EntityUid, tuple[EntityUid, ...], EntityUid, EntityUid]
+
+
+class _Slice:
+    """One candidate set, ready to evaluate."""
+
+    __slots__ = ("literals", "policy_set", "projection")
+
+    def __init__(
+        self,
+        policy_set: cedarpy.PolicySet,
+        literals: frozenset[EntityUid],
+        projection: Projection,
+    ) -> None:
+        self.policy_set = policy_set
+        self.literals = literals
+        self.projection = projection
+
+
+class RawResult:
+    """Cedar's own answer for one request (before the fail-closed mapping)."""
+
+    __slots__ = ("allowed", "errors", "reasons")
+
+    def __init__(self, allowed: bool, reasons: tuple[str, ...], errors: tuple[str, ...]) -> None:
+        self.allowed = allowed
+        self.reasons = reasons
+        self.errors = errors
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RawResult):
+            return NotImplemented
+        return (self.allowed, self.reasons, self.errors) == (
+            other.allowed,
+            other.reasons,
+            other.errors,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.allowed, self.reasons, self.errors))
+
+    def __repr__(self) -> str:
+        return f"RawResult(allowed={self.allowed}, reasons={self.reasons}, errors={self.errors})"
+
+
+class Engine:
+    """Evaluates requests against one :class:`PolicyBundle`; built once per bundle version."""
+
+    def __init__(
+        self,
+        bundle: PolicyBundle,
+        *,
+        slicing: bool = True,
+        slice_cache_size: int = DEFAULT_SLICE_CACHE,
+    ) -> None:
+        self.bundle = bundle
+        self.version = bundle.version
+        self.slicing = slicing
+        self._policies = bundle.policies
+        self._index = ScopeIndex([p.json for p in bundle.policies])
+        self._hierarchy = Hierarchy(bundle.entity_records)
+        self._store = EntityStore(bundle.entities, bundle.entity_records)
+        self._literals = tuple(entity_literals(p.json) for p in bundle.policies)
+        self._reads = tuple(context_reads(p.json) for p in bundle.policies)
+        self.policy_reads: Mapping[str, ContextReads] = MappingProxyType(
+            {p.id: reads for p, reads in zip(bundle.policies, self._reads, strict=True)}
+        )
+        self._slices: OrderedDict[tuple[int, ...], _Slice] = OrderedDict()
+        self._slice_cache_size = max(1, slice_cache_size)
+        self._scopes: dict[Scope, tuple[int, ...]] = {}
+        self._lock = threading.Lock()
+        self._everything = tuple(range(len(bundle.policies)))
+
+    @classmethod
+    def from_bundle(cls, bundle: PolicyBundle) -> Engine:
+        return cls(bundle)
+
+    # -- which policies apply -------------------------------------------------
+
+    def _positions(self, request: AccessRequest) -> tuple[int, ...]:
+        if not self.slicing:
+            return self._everything
+        identity = request.identity
+        scope = (identity.principal, identity.parents, request.action, request.resource)
+        found = self._scopes.get(scope)
+        if found is None:
+            hierarchy = self._hierarchy
+            principal = identity.principal
+            found = self._index.candidates(
+                (principal, hierarchy.closure(principal, identity.parents)),
+                (request.action, hierarchy.closure(request.action)),
+                (request.resource, hierarchy.closure(request.resource)),
+            )
+            if len(self._scopes) >= 4 * self._slice_cache_size:
+                self._scopes.clear()  # bounded; rebuilt from the index as requests come
+            self._scopes[scope] = found
+        return found
+
+    def candidates(self, request: AccessRequest) -> tuple[Policy, ...]:
+        """The policies whose scope ``request`` satisfies (each with ``id`` and ``json``)."""
+        return tuple(self._policies[i] for i in self._positions(request))
+
+    def _slice(self, positions: tuple[int, ...]) -> _Slice:
+        with self._lock:
+            found = self._slices.get(positions)
+            if found is not None:
+                self._slices.move_to_end(positions)
+                return found
+        policy_set = (
+            self.bundle.policy_set
+            if positions == self._everything
+            else policy_set_from([self._policies[i] for i in positions])
+        )
+        built = _Slice(
+            policy_set,
+            frozenset(_union(self._literals[i] for i in positions)),
+            Projection.of((self._reads[i] for i in positions), ()),
+        )
+        with self._lock:
+            self._slices[positions] = built
+            while len(self._slices) > self._slice_cache_size:
+                self._slices.popitem(last=False)
+        return built
+
+    # -- evaluation ------------------------------------------------------------
+
+    def evaluate_raw(self, request: AccessRequest) -> RawResult:
+        """Cedar's answer on the candidate policies (may raise on malformed input)."""
+        return self._evaluate(request, self._positions(request))
+
+    def _evaluate(self, request: AccessRequest, positions: tuple[int, ...]) -> RawResult:
+        context = request.context
+        clean = cedar_clean(context)
+        if not positions and clean:
+            return RawResult(False, (), ())
+        # A context Cedar refuses is handed over whole, so it fails as it would.
+        piece = self._slice(positions)
+        if clean:
+            context = piece.projection.narrow(context)
+        cedar_context = plain(context)
+        cedar_request = {
+            "principal": request.principal.to_cedar(),
+            "action": request.action.to_cedar(),
+            "resource": request.resource.to_cedar(),
+            "context": json.dumps(cedar_context),
+        }
+        allowed, reasons, errors = authorize(
+            cedar_request,
+            piece.policy_set,
+            self._store.for_request(request, piece.literals, cedar_context),
+        )
+        return RawResult(allowed, tuple(sorted(reasons)), tuple(sorted(errors)))
+
+    def erring_forbids(self, request: AccessRequest) -> tuple[str, ...]:
+        """The ids of the candidate forbids that error on ``request`` (may raise).
+
+        Each forbid is evaluated alone: a one-policy set reports an error exactly
+        when that policy erred, so no error message is ever parsed.
+        """
+        failed: list[str] = []
+        for i in self._positions(request):
+            policy = self._policies[i]
+            if policy.effect == "forbid" and self._evaluate(request, (i,)).errors:
+                failed.append(policy.id)
+        return tuple(sorted(failed))
+
+    def evaluate(self, request: AccessRequest) -> Decision:
+        """The decision for ``request``; never raises (an error is a deny)."""
+        try:
+            raw = self.evaluate_raw(request)
+            failed = self.erring_forbids(request) if raw.allowed and raw.errors else ()
+        except Exception as exc:
+            detail = str(exc)[:200]
+            return Decision.deny(
+                f"evaluation failed: {type(exc).__name__}: {detail}", policy_version=self.version
+            )
+        return self.decide(raw, failed)
+
+    def decide(self, raw: RawResult, failed_forbids: Sequence[str]) -> Decision:
+        """Map Cedar's answer to a Decision, failing closed on an erring forbid.
+
+        ``failed_forbids`` are the forbids that erred (:meth:`erring_forbids`).
+        """
+        if raw.allowed:
+            if failed_forbids:
+                return Decision(
+                    Effect.DENY,
+                    tuple(sorted(failed_forbids)),
+                    (*raw.errors, "a forbid policy could not be evaluated: denied (fail closed)"),
+                    self.version,
+                )
+            return Decision(Effect.ALLOW, raw.reasons, raw.errors, self.version)
+        return Decision(Effect.DENY, raw.reasons, raw.errors, self.version)
+
+    def evaluation_inputs(
+        self, request: AccessRequest
+    ) -> tuple[tuple[tuple[int, Policy], ...], cedarpy.Entities, list[EntitySummary]]:
+        """What :meth:`evaluate_raw` hands Cedar: the candidates with their positions,
+        the entities, and a summary of the entities reachable from the request."""
+        positions = self._positions(request)
+        literals = _union(self._literals[i] for i in positions)
+        return (
+            tuple((i, self._policies[i]) for i in positions),
+            self._store.for_request(request, literals),
+            self._store.summary(request, literals),
+        )
+
+    def explain(self, request: AccessRequest) -> Explanation:
+        """Why ``request`` gets its decision (:mod:`authz.engine.explain`; only when asked)."""
+        from authz.engine.explain import explain  # noqa: PLC0415 - keeps the decision path lean
+
+        return explain(self, request)
+
+    def dispose(self, batch: int = 256) -> None:
+        """Take this engine apart, ``batch`` objects at a time, yielding the GIL in between.
+
+        For an engine nothing uses any more (:func:`authz.engine.retire.retire`): freeing
+        a large one in one go holds the GIL for tenths of a second.
+        """
+        pieces: list[Any] = [*self._policies, *self._literals, *self._reads]
+        with self._lock:
+            pieces.extend(self._slices.values())
+            self._slices.clear()
+        pieces.extend(self._index.release())
+        self._scopes = {}
+        self._policies, self._literals, self._reads = (), (), ()
+        self.policy_reads = MappingProxyType({})
+        self._everything = ()
+        if sys.getrefcount(self.bundle) <= 2:  # this engine's and the call's: nobody else
+            object.__setattr__(self.bundle, "policies", ())  # frozen: detached, not changed
+        while pieces:
+            del pieces[-batch:]
+            time.sleep(0)
+
+    def evaluate_many(self, requests: Sequence[AccessRequest]) -> list[Decision]:
+        return [self.evaluate(r) for r in requests]
+
+
+def _union(sets: Iterable[frozenset[EntityUid]]) -> set[EntityUid]:
+    out: set[EntityUid] = set()
+    for item in sets:
+        out |= item
+    return out

@@ -1,0 +1,1 @@
+"""Observation of decisions and sources: the decision log, metrics, tracing, recent decisions."""

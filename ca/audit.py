@@ -1,0 +1,106 @@
+"""The CA's audit trail, written around every issuance and admin action.
+
+:meth:`Auditor.audited` is a context around an action: whatever happens inside
+— success, a refused request, an internal failure — leaves one row in the
+store and one JSON log line (serial, SPIFFE ID, notAfter, method, caller),
+never a key or a token. The auditor remembers which errors it has recorded,
+so a refusal raised before the CA was reached (a bad body, a non-admin) is
+recorded once by :meth:`Auditor.refusal` and an audited one is not recorded
+twice; the error object itself carries no flag.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from ca.attestation.caller import Caller
+from ca.errors import CaError
+from ca.store.protocol import AuditRecord, CaStore
+from meshward.clock import Clock
+
+__all__ = ["Auditor", "Outcome"]
+
+audit_log = logging.getLogger("meshward.ca.audit")
+
+
+@dataclass
+class Outcome:
+    """What an action did, filled in as it runs; the audit row is written from it."""
+
+    spiffe_id: str | None = None
+    serial: str | None = None
+    not_after: dt.datetime | None = None
+    method: str = "none"
+    detail: str | None = None
+
+
+@dataclass
+class Auditor:
+    """Writes audit rows; thread-safe."""
+
+    store: CaStore
+    clock: Clock
+    _recorded: weakref.WeakSet[BaseException] = field(default_factory=weakref.WeakSet)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, action: str, caller: Caller, result: str, outcome: Outcome) -> None:
+        record = AuditRecord(
+            time=self.clock.now(),
+            action=action,
+            method=outcome.method,
+            caller=str(caller),
+            result=result,
+            spiffe_id=outcome.spiffe_id,
+            serial=outcome.serial,
+            not_after=outcome.not_after,
+            detail=outcome.detail,
+        )
+        try:
+            self.store.append_audit(record)
+        finally:
+            audit_log.info("audit %s %s", action, result, extra={"fields": record.to_json()})
+
+    def _mark(self, exc: BaseException) -> None:
+        with self._lock:
+            self._recorded.add(exc)
+
+    def is_recorded(self, exc: BaseException) -> bool:
+        """True once ``exc`` has been written to the trail."""
+        with self._lock:
+            return exc in self._recorded
+
+    @contextmanager
+    def audited(
+        self,
+        action: str,
+        caller: Caller,
+        outcome: Outcome,
+        on_result: Callable[[str], None] | None = None,
+    ) -> Iterator[None]:
+        """Audit the enclosed action; ``on_result`` sees ``ok`` or the error code."""
+        try:
+            yield
+        except CaError as exc:
+            outcome.detail = outcome.detail or exc.reason
+            self._mark(exc)
+            self.record(action, caller, exc.code, outcome)
+            if on_result is not None:
+                on_result(exc.code)
+            raise
+        except Exception:
+            self.record(action, caller, "internal_error", outcome)
+            raise
+        self.record(action, caller, "ok", outcome)
+        if on_result is not None:
+            on_result("ok")
+
+    def refusal(self, action: str, caller: Caller, exc: CaError) -> None:
+        """Audit a request refused before it reached the CA (bad body, not admin)."""
+        self._mark(exc)
+        self.record(action, caller, exc.code, Outcome(detail=exc.reason))
