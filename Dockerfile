@@ -20,6 +20,7 @@ COPY meshward ./meshward
 COPY authz ./authz
 COPY ca ./ca
 COPY agent ./agent
+COPY console ./console
 RUN python -m venv /opt/meshward \
  && /opt/meshward/bin/pip install --no-cache-dir --upgrade pip \
  && /opt/meshward/bin/pip install --no-cache-dir '.[otel]' \
