@@ -45,8 +45,8 @@ from agent.model import Entry, HeldSvid
 from agent.node import AgentConfig, NodeAgent, build_csr
 from agent.sds import SECRET_TYPE_URL, SdsService, serve_sds
 from agent.workload_api import WorkloadApi, serve_workload_api
+from bench._authority import LocalAuthority
 from bench._harness import meshward_env
-from bench.authority import LocalAuthority
 from bench.ca_issue import _servers
 from ca.issuance import build_csr as build_plain_csr
 from meshward.clock import SystemClock

@@ -313,7 +313,7 @@ def _wait_ready(port: int, ctx: ssl.SSLContext, state: Path) -> None:
 
 def _replicas_rate(state: Path, env: dict[str, str], body: Path) -> tuple[float, str]:
     """Two replicas of a new CA on a throw-away PostgreSQL, h2load on both at once."""
-    from bench.postgres import PG_BIN, postgres_server  # noqa: PLC0415
+    from bench._postgres import PG_BIN, postgres_server  # noqa: PLC0415
 
     if not (PG_BIN / "initdb").exists():
         return 0.0, "PostgreSQL not installed"

@@ -1,5 +1,5 @@
 """The in-process signing authority lives with the benchmarks (which need it too)."""
 
-from bench.authority import LocalAuthority
+from bench._authority import LocalAuthority
 
 __all__ = ["LocalAuthority"]
