@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlencode
 
 import typer
@@ -398,6 +399,29 @@ def _agent_json(record: object) -> str:
     return json.dumps(record.to_json())  # type: ignore[attr-defined]
 
 
+def _one_agent(
+    ctx: typer.Context,
+    ca_url: str | None,
+    remote: tuple[str, str, dict[str, str] | None],
+    local: Callable[[Any], object],
+) -> None:
+    """Print one agent record: over the admin API with ``--ca-url``, else from the CA's
+    state dir. An unknown agent exits 1, any other refusal 2."""
+    from ca.errors import CaError  # noqa: PLC0415
+
+    settings = settings_from(ctx)
+    if ca_url is not None:
+        method, path, body = remote
+        typer.echo(json.dumps(_admin_request(settings, ca_url, method, path, body)))
+        return
+    ca = _open(settings)
+    try:
+        record = local(ca)
+    except CaError as exc:
+        fail(str(exc), ExitCode.NEGATIVE if exc.code == "not_found" else ExitCode.BAD_INPUT)
+    typer.echo(_agent_json(record))
+
+
 @agent_app.command("list")
 def agent_list(
     ctx: typer.Context,
@@ -428,20 +452,9 @@ def agent_show(
     ca_url: Annotated[str | None, typer.Option("--ca-url", help=CA_URL_HELP)] = None,
 ) -> None:
     """Print one node agent as JSON (exit 1 when the CA has no such agent)."""
-    from ca.errors import CaError  # noqa: PLC0415
-
     sid = _spiffe_id(spiffe_id)
-    settings = settings_from(ctx)
-    if ca_url is not None:
-        path = "/v1/agents?" + urlencode({"spiffe_id": str(sid)})
-        typer.echo(json.dumps(_admin_request(settings, ca_url, "GET", path)))
-        return
-    ca = _open(settings)
-    try:
-        record = ca.get_agent(sid, _cli())
-    except CaError as exc:
-        fail(str(exc), ExitCode.NEGATIVE if exc.code == "not_found" else ExitCode.BAD_INPUT)
-    typer.echo(_agent_json(record))
+    path = "/v1/agents?" + urlencode({"spiffe_id": str(sid)})
+    _one_agent(ctx, ca_url, ("GET", path, None), lambda ca: ca.get_agent(sid, _cli()))
 
 
 @agent_app.command("evict")
@@ -451,20 +464,11 @@ def agent_evict(
     ca_url: Annotated[str | None, typer.Option("--ca-url", help=CA_URL_HELP)] = None,
 ) -> None:
     """Evict a node: it renews nothing more, nor gets SVIDs for the entries delegated to it."""
-    from ca.errors import CaError  # noqa: PLC0415
-
     sid = _spiffe_id(spiffe_id)
-    settings = settings_from(ctx)
-    if ca_url is not None:
-        body = {"spiffe_id": str(sid)}
-        typer.echo(json.dumps(_admin_request(settings, ca_url, "POST", "/v1/agents/evict", body)))
-        return
-    ca = _open(settings)
-    try:
-        record = ca.evict_agent(sid, _cli())
-    except CaError as exc:
-        fail(str(exc), ExitCode.NEGATIVE if exc.code == "not_found" else ExitCode.BAD_INPUT)
-    typer.echo(_agent_json(record))
+    body = {"spiffe_id": str(sid)}
+    _one_agent(
+        ctx, ca_url, ("POST", "/v1/agents/evict", body), lambda ca: ca.evict_agent(sid, _cli())
+    )
 
 
 @admin_app.command("login")
