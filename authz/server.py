@@ -299,7 +299,7 @@ class PdpServer:
                 ("grpc.max_metadata_size", 256 * 1024),
             ]
         )
-        server.add_generic_rpc_handlers([envoy_grpc.handler(self.pdp.decider)])
+        envoy_grpc.register(server, self.pdp.decider)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             [

@@ -33,6 +33,10 @@ class Clock(Protocol):
         """Seconds from an arbitrary origin that never goes backwards."""
         ...
 
+    def timestamp(self) -> float:
+        """``now()`` as seconds since the epoch, without building a datetime."""
+        ...
+
 
 class SystemClock:
     """The real clock."""
@@ -42,6 +46,9 @@ class SystemClock:
 
     def monotonic(self) -> float:
         return _time.monotonic()
+
+    def timestamp(self) -> float:
+        return _time.time()
 
 
 class FixedClock:
@@ -59,6 +66,9 @@ class FixedClock:
 
     def monotonic(self) -> float:
         return self._mono
+
+    def timestamp(self) -> float:
+        return self._now.timestamp()
 
     def advance(self, seconds: float) -> None:
         self._now += _dt.timedelta(seconds=seconds)

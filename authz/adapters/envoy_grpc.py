@@ -41,8 +41,9 @@ __all__ = [
     "MalformedCheck",
     "check_response",
     "facts_from_check",
-    "handler",
+    "method_handlers",
     "parse_check_request",
+    "register",
 ]
 
 log = logging.getLogger(__name__)
@@ -191,16 +192,24 @@ class CheckServicer:
             return check_response(self.decider.reject(ADAPTER, "internal"))
 
 
-def handler(decider: Decider) -> grpc.GenericRpcHandler:
-    """The gRPC service handler, with a deserialiser that never throws."""
+def method_handlers(decider: Decider) -> dict[str, grpc.RpcMethodHandler]:
+    """``{"Check": handler}``, with a deserialiser that never throws."""
     servicer = CheckServicer(decider)
-    return grpc.method_handlers_generic_handler(
-        SERVICE_NAME,
-        {
-            "Check": grpc.unary_unary_rpc_method_handler(
-                servicer.check,
-                request_deserializer=parse_check_request,
-                response_serializer=pb.CheckResponse.SerializeToString,
-            )
-        },
-    )
+    return {
+        "Check": grpc.unary_unary_rpc_method_handler(
+            servicer.check,
+            request_deserializer=parse_check_request,
+            response_serializer=pb.CheckResponse.SerializeToString,
+        )
+    }
+
+
+def register(server: grpc.aio.Server, decider: Decider) -> None:
+    """Serve ``Authorization/Check`` on ``server``.
+
+    As a registered method (matched by gRPC core, without a Python lookup per
+    call) and as a generic handler (for reflection and servers that look there).
+    """
+    handlers = method_handlers(decider)
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)])
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)

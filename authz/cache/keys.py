@@ -19,7 +19,12 @@ what the applicable policies read can matter, so the key holds just that:
   taken whole at the point the walk meets it, so an attribute read through it
   is still covered by the policy version plus that value.
 - :class:`KeySpace` turns (version, request, candidates) into a key, or
-  ``None`` when the decision must not be cached: it depends on time (a policy
+  ``None`` when the decision must not be cached. The key is a tuple of the
+  deciding facts themselves (no encoding, no hash on the request path: the
+  in-process tier is a dict on it); every value in it is tagged by kind
+  (:func:`freeze`), so two keys are equal exactly when the facts are, and
+  ``True`` never meets ``1``. :func:`storage_key` digests a key for a shared
+  tier (Redis), only when a request reaches it. A key is ``None`` when it depends on time (a policy
   reads ``context.now`` or another attribute named in ``time_attributes``), a
   value in the key cannot be encoded, or the request holds a value Cedar
   rejects whatever the policies read (a null, a float, an integer beyond 64
@@ -33,7 +38,7 @@ import json
 from collections.abc import Collection, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 from authz.engine.cedar import plain
 from authz.engine.model import AccessRequest, EntityUid
@@ -41,15 +46,18 @@ from authz.engine.model import AccessRequest, EntityUid
 __all__ = [
     "DEFAULT_TIME_ATTRIBUTES",
     "KEY_FORMAT",
+    "CacheKey",
     "ContextPath",
     "ContextReads",
     "KeySpace",
     "Projection",
     "cedar_clean",
     "context_reads",
+    "freeze",
+    "storage_key",
 ]
 
-KEY_FORMAT = "k1"
+KEY_FORMAT = "k2"
 """Changes whenever what goes into a key changes, so old keys are never reused."""
 
 DEFAULT_TIME_ATTRIBUTES = frozenset(
@@ -59,6 +67,10 @@ DEFAULT_TIME_ATTRIBUTES = frozenset(
 
 ContextPath = tuple[str, ...]
 """Attribute names from the context root; ``()`` is the whole context."""
+
+CacheKey = tuple[Hashable, ...]
+"""``(version, principal type, principal id, parents, attributes, action type,
+action id, resource type, resource id, projection fingerprint, context reads)``."""
 
 _LEAVES = frozenset({"Value", "Slot", "Unknown"})
 
@@ -152,11 +164,35 @@ def _mentions(value: Any, names: Collection[str]) -> bool:
     return False
 
 
-def _plain(value: Any) -> Any:
-    """``value`` as Cedar sees it (:func:`authz.engine.cedar.plain`), scalars without a call."""
-    if type(value) in _SCALARS:
-        return value
-    return plain(value)
+# Tags of frozen values; the extract markers below use other letters.
+_BOOL, _LIST, _RECORD = "b", "l", "d"
+
+
+def freeze(value: Any) -> Hashable:
+    """``value`` as Cedar sees it (:func:`authz.engine.cedar.plain`), hashable and
+    tagged by kind: a string or an integer is itself; a boolean is ``("b", v)``
+    (``True == 1`` in Python, never for Cedar), a record ``("d", sorted items)``,
+    a set or list ``("l", items)``. Anything else (which :func:`cedar_clean`
+    refuses) raises ``TypeError``. For what it accepts, equal results mean
+    equal values for Cedar.
+    """
+    kind = type(value)
+    if kind is str or kind is int:
+        return cast(Hashable, value)
+    return _frozen(plain(value))
+
+
+def _frozen(value: Any) -> Hashable:
+    kind = type(value)
+    if kind is str or kind is int:
+        return cast(Hashable, value)
+    if kind is bool:
+        return (_BOOL, value)
+    if kind is dict:
+        return (_RECORD, tuple(sorted((k, _frozen(v)) for k, v in value.items())))
+    if kind is list:
+        return (_LIST, tuple(_frozen(v) for v in value))
+    raise TypeError(f"cannot key a {kind.__name__}")
 
 
 _I64 = (-(2**63), 2**63 - 1)
@@ -266,38 +302,44 @@ class Projection:
             _copy_path(context, path, out, whole=False)
         return out
 
-    def extract(self, context: Mapping[str, Any]) -> list[Any]:
+    def extract(self, context: Mapping[str, Any]) -> tuple[Hashable, ...]:
         """What of ``context`` goes into the key: one entry per path, in order.
 
-        Raises :class:`_TimeDependent` when a record read whole carries a time
-        attribute (its decision could then change from one second to the next).
+        An entry is the frozen value read (:func:`freeze`), ``("m",)`` for a
+        missing attribute, ``("o", depth, value)`` for a non-record met on the
+        way, ``("h", bool)`` for a presence test. Raises :class:`_TimeDependent`
+        when a record read whole carries a time attribute (its decision could
+        then change from one second to the next).
         """
-        out: list[Any] = []
+        out: list[Hashable] = []
         for path in self.values:
             found, depth, value = _follow(context, path)
             if found:
-                if (
-                    type(value) not in _SCALARS
-                    and self.time_attributes
-                    and _mentions(value, self.time_attributes)
-                ):
+                kind = type(value)
+                if kind is str or kind is int:
+                    out.append(value)
+                    continue
+                if self.time_attributes and _mentions(value, self.time_attributes):
                     raise _TimeDependent
-                out.append(["v", _plain(value)])
+                out.append(freeze(value))
             elif depth < 0:
-                out.append(["m"])
+                out.append(_MISSING)
             else:
-                out.append(["o", depth, _plain(value)])
+                out.append(("o", depth, freeze(value)))
         for path in self.presence:
             found, depth, value = _follow(context, path[:-1])
             if found and _is_record(value):
-                out.append(["h", path[-1] in value])
+                out.append(("h", path[-1] in value))
             elif found:
-                out.append(["o", len(path) - 1, _plain(value)])
+                out.append(("o", len(path) - 1, freeze(value)))
             elif depth < 0:
-                out.append(["m"])
+                out.append(_MISSING)
             else:
-                out.append(["o", depth, _plain(value)])
-        return out
+                out.append(("o", depth, freeze(value)))
+        return tuple(out)
+
+
+_MISSING = ("m",)
 
 
 def _copy_path(
@@ -364,13 +406,13 @@ class KeySpace:
         self._max = max_projections
         self._memo: dict[tuple[str, ...], Projection] = {}
         self._all = Projection.of(self._reads.values(), self._time)
-        self.scope_memo: dict[Hashable, tuple[str, ...]] = {}
+        self.scope_memo: dict[Hashable, Projection] = {}
 
-    def remember_scope(self, scope: Hashable, candidates: tuple[str, ...]) -> None:
-        """Memoise the candidate ids of a request scope (bounded like the projections)."""
+    def remember_scope(self, scope: Hashable, projection: Projection) -> None:
+        """Memoise the projection of a request scope's candidates (bounded like them)."""
         if len(self.scope_memo) >= self._max:
             self.scope_memo.clear()
-        self.scope_memo[scope] = candidates
+        self.scope_memo[scope] = projection
 
     def projection(self, candidates: Iterable[str] | None = None) -> Projection:
         """The projection for ``candidates`` (policy ids); every policy when ``None``.
@@ -393,29 +435,50 @@ class KeySpace:
         self._memo[ids] = projection
         return projection
 
-    def key(self, request: AccessRequest, candidates: Iterable[str] | None = None) -> str | None:
+    def key(
+        self, request: AccessRequest, candidates: Iterable[str] | None = None
+    ) -> CacheKey | None:
         """The cache key of ``request``, or ``None`` when it must not be cached."""
-        projection = self.projection(candidates)
+        return self.key_for(request, self.projection(candidates))
+
+    def key_for(self, request: AccessRequest, projection: Projection) -> CacheKey | None:
+        """:meth:`key` with the candidates' projection already looked up."""
         if projection.time_dependent:
             return None
         identity = request.identity
-        if not (cedar_clean(request.context) and cedar_clean(identity.attributes)):
+        attributes = identity.attributes
+        if not (cedar_clean(request.context) and (not attributes or cedar_clean(attributes))):
             return None  # Cedar rejects the request whole: always evaluated afresh
         try:
-            material = [
-                KEY_FORMAT,
-                self.version,
-                str(identity.principal),
-                sorted(str(p) for p in identity.parents),
-                _plain(identity.attributes) if identity.attributes else None,
-                str(request.action),
-                str(request.resource),
-                projection.fingerprint,
-                projection.extract(request.context),
-            ]
-            encoded = json.dumps(
-                material, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-            ).encode()
-        except (_TimeDependent, TypeError, ValueError):
+            reads = projection.extract(request.context)
+            frozen_attributes = freeze(attributes) if attributes else None
+        except (_TimeDependent, TypeError):
             return None
-        return f"{self.version}:{hashlib.blake2b(encoded, digest_size=20).hexdigest()}"
+        principal, action, resource = identity.principal, request.action, request.resource
+        parents = identity.parents
+        return (
+            self.version,
+            principal.type,
+            principal.id,
+            tuple(sorted({(p.type, p.id) for p in parents})) if parents else (),
+            frozen_attributes,
+            action.type,
+            action.id,
+            resource.type,
+            resource.id,
+            projection.fingerprint,
+            reads,
+        )
+
+
+def storage_key(key: CacheKey) -> str:
+    """``key`` for a tier shared by processes (Redis): ``<version>:<digest>``.
+
+    The digest is over a canonical JSON encoding of the key, which is
+    one-to-one on keys (tuples become arrays; strings, integers and booleans
+    stay apart), prefixed by :data:`KEY_FORMAT`.
+    """
+    encoded = json.dumps(
+        [KEY_FORMAT, *key], separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8", "surrogatepass")
+    return f"{key[0]}:{hashlib.blake2b(encoded, digest_size=20).hexdigest()}"

@@ -8,6 +8,7 @@ until ``t`` is served at ``t - 1`` and not at ``t``.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Hashable
 from typing import Generic, TypeVar
 
 __all__ = ["LocalTier"]
@@ -22,12 +23,12 @@ class LocalTier(Generic[V]):
         if max_entries < 0:
             raise ValueError("max_entries must be >= 0")
         self.max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[float, V]] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple[float, V]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: str, now: float) -> V | None:
+    def get(self, key: Hashable, now: float) -> V | None:
         """The value stored under ``key`` if it is still valid at ``now``."""
         entry = self._entries.get(key)
         if entry is None:
@@ -39,7 +40,7 @@ class LocalTier(Generic[V]):
         self._entries.move_to_end(key)
         return value
 
-    def put(self, key: str, value: V, expires_at: float, now: float) -> None:
+    def put(self, key: Hashable, value: V, expires_at: float, now: float) -> None:
         """Store ``value`` until ``expires_at``; nothing is stored that is already expired."""
         if self.max_entries == 0 or expires_at <= now:
             return

@@ -37,7 +37,13 @@ from typing import Any, Protocol
 
 from authz.cache import CacheError, CacheUnavailable
 from authz.cache.breaker import Breaker, BreakerState
-from authz.cache.keys import DEFAULT_TIME_ATTRIBUTES, ContextReads, KeySpace
+from authz.cache.keys import (
+    DEFAULT_TIME_ATTRIBUTES,
+    CacheKey,
+    ContextReads,
+    KeySpace,
+    storage_key,
+)
 from authz.cache.local import LocalTier
 from authz.cache.redis import CachedDecision, RedisTier
 from authz.engine.model import AccessRequest, Decision
@@ -175,7 +181,7 @@ class TieredCache:
         self._observer.breaker_changed(self.breaker.state)
         self._max_pending = max_pending_writes
         self._pending: set[asyncio.Task[None]] = set()
-        self._inflight: dict[str, asyncio.Task[Served]] = {}
+        self._inflight: dict[CacheKey, asyncio.Task[Served]] = {}
         self.time_attributes = frozenset(time_attributes)
         self._spaces: weakref.WeakKeyDictionary[CacheableEngine, KeySpace] = (
             weakref.WeakKeyDictionary()
@@ -199,13 +205,15 @@ class TieredCache:
         keyspace = self._keyspace(engine)
         identity = request.identity
         scope = (identity.principal, identity.parents, request.action, request.resource)
-        candidates = keyspace.scope_memo.get(scope)
-        if candidates is None:
+        projection = keyspace.scope_memo.get(scope)
+        if projection is None:
             # The engine's slicing depends on exactly these four (and the version).
-            candidates = tuple(p.id for p in engine.candidates(request))
-            keyspace.remember_scope(scope, candidates)
-        served = await self.serve(
-            request, keyspace, functools.partial(engine.evaluate, request), candidates
+            projection = keyspace.projection(tuple(p.id for p in engine.candidates(request)))
+            keyspace.remember_scope(scope, projection)
+        served = await self._serve(
+            request,
+            keyspace.key_for(request, projection) if self.enabled else None,
+            functools.partial(engine.evaluate, request),
         )
         return served.decision, served.tier.log_label
 
@@ -223,8 +231,13 @@ class TieredCache:
         Exceptions from ``evaluate`` propagate (nothing is cached); cache
         failures never do.
         """
-        now = self._clock.now().timestamp()
         key = keyspace.key(request, candidates) if self.enabled else None
+        return await self._serve(request, key, evaluate)
+
+    async def _serve(
+        self, request: AccessRequest, key: CacheKey | None, evaluate: Evaluate
+    ) -> Served:
+        now = self._clock.timestamp()
         expires_at = self._expiry(request, now)
         if key is None or expires_at <= now:
             decision = await _run(evaluate)
@@ -285,13 +298,14 @@ class TieredCache:
             expires_at = min(expires_at, credential.timestamp())
         return expires_at
 
-    def _forget(self, key: str, task: asyncio.Task[Served]) -> None:
+    def _forget(self, key: CacheKey, task: asyncio.Task[Served]) -> None:
         if self._inflight.get(key) is task:
             del self._inflight[key]
 
-    async def _fill(self, key: str, evaluate: Evaluate, expires_at: float) -> Served:
-        entry = await self._redis_get(key)
-        now = self._clock.now().timestamp()
+    async def _fill(self, key: CacheKey, evaluate: Evaluate, expires_at: float) -> Served:
+        shared = storage_key(key) if self._redis is not None else ""
+        entry = await self._redis_get(shared)
+        now = self._clock.timestamp()
         if entry is not None and entry.expires_at > now:
             valid_until = min(entry.expires_at, expires_at)
             if valid_until > now:
@@ -300,9 +314,9 @@ class TieredCache:
         decision = await _run(evaluate)
         if not _deterministic(decision):
             return Served(decision, Tier.BYPASS)
-        now = self._clock.now().timestamp()
+        now = self._clock.timestamp()
         self._local.put(key, decision, expires_at, now)
-        self._redis_set_later(key, CachedDecision(decision, expires_at), expires_at - now)
+        self._redis_set_later(shared, CachedDecision(decision, expires_at), expires_at - now)
         return Served(decision, Tier.MISS)
 
     async def _redis_get(self, key: str) -> CachedDecision | None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import secrets
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -50,6 +50,7 @@ __all__ = [
     "Evaluator",
     "Explainer",
     "Outcome",
+    "RandomIds",
     "TRACE_HEADERS",
     "RequestFacts",
     "Verdict",
@@ -161,32 +162,138 @@ class Verdict:
         return {"error": text, "decision_id": self.decision_id}
 
 
-@dataclass(frozen=True, slots=True)
 class DecisionRecord:
-    """What observers are told about one decision (secrets never included)."""
+    """What observers are told about one decision (secrets never included).
 
-    time: dt.datetime
-    decision_id: str
-    version: str
-    principal: str
-    action: str
-    resource: str
-    decision: str  # "allow" | "deny"
-    outcome: str
-    reasons: tuple[str, ...]
-    errors: tuple[str, ...]
-    latency_seconds: float
-    cache_tier: str  # "none" when no cache answered
-    adapter: str
-    method: str
-    host: str
-    path: str
-    # The full request (principal parents, context) for the decision log and
-    # replay; ``None`` when the request could not be built. Not in to_json().
-    request: AccessRequest | None = None
-    # W3C trace context headers (traceparent, tracestate) the proxy forwarded,
-    # so a tracing observer continues the proxy's trace. Not in to_json().
-    trace_context: tuple[tuple[str, str], ...] = ()
+    One is made for every decision, so it holds only what the decider already
+    has (the verdict, the built request, the request summary as received) and
+    derives the rest (the principal's text, the wall-clock time, the
+    truncated summary) when an observer reads it. Read-only.
+    """
+
+    __slots__ = (
+        "_adapter",
+        "_cache_tier",
+        "_host",
+        "_latency",
+        "_method",
+        "_path",
+        "_request",
+        "_timestamp",
+        "_trace",
+        "_verdict",
+        "_version",
+    )
+
+    def __init__(
+        self,
+        verdict: Verdict,
+        request: AccessRequest | None,
+        *,
+        version: str,
+        cache_tier: str,
+        latency_seconds: float,
+        timestamp: float,
+        adapter: str,
+        method: str = "",
+        host: str = "",
+        path: str = "",
+        trace_context: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        self._verdict = verdict
+        self._request = request
+        self._version = version
+        self._cache_tier = cache_tier
+        self._latency = latency_seconds
+        self._timestamp = timestamp
+        self._adapter = adapter
+        self._method = method
+        self._host = host
+        self._path = path
+        self._trace = trace_context
+
+    @property
+    def verdict(self) -> Verdict:
+        return self._verdict
+
+    @property
+    def request(self) -> AccessRequest | None:
+        """The full request (principal parents, context) for the decision log and
+        replay; ``None`` when the request could not be built. Not in to_json()."""
+        return self._request
+
+    @property
+    def time(self) -> dt.datetime:
+        """When the decision was made (UTC)."""
+        return dt.datetime.fromtimestamp(self._timestamp, dt.UTC)
+
+    @property
+    def decision_id(self) -> str:
+        return self._verdict.decision_id
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    @property
+    def principal(self) -> str:
+        return str(self._request.principal) if self._request is not None else ""
+
+    @property
+    def action(self) -> str:
+        return str(self._request.action) if self._request is not None else ""
+
+    @property
+    def resource(self) -> str:
+        return str(self._request.resource) if self._request is not None else ""
+
+    @property
+    def decision(self) -> str:
+        """``"allow"`` or ``"deny"``."""
+        return self._verdict.decision.effect.value
+
+    @property
+    def outcome(self) -> str:
+        return self._verdict.outcome.value
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        return self._verdict.decision.reasons
+
+    @property
+    def errors(self) -> tuple[str, ...]:
+        return self._verdict.decision.errors
+
+    @property
+    def latency_seconds(self) -> float:
+        return self._latency
+
+    @property
+    def cache_tier(self) -> str:
+        """``"none"`` when no cache answered."""
+        return self._cache_tier
+
+    @property
+    def adapter(self) -> str:
+        return self._adapter
+
+    @property
+    def method(self) -> str:
+        return self._method[:MAX_METHOD_LENGTH]
+
+    @property
+    def host(self) -> str:
+        return self._host[:256]
+
+    @property
+    def path(self) -> str:
+        return self._path[:1024]
+
+    @property
+    def trace_context(self) -> tuple[tuple[str, str], ...]:
+        """W3C trace context headers (traceparent, tracestate) the proxy forwarded,
+        so a tracing observer continues the proxy's trace. Not in to_json()."""
+        return self._trace
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -207,12 +314,40 @@ class DecisionRecord:
         }
 
 
+def _trace_context(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    if "traceparent" not in headers and "tracestate" not in headers:
+        return ()
+    return tuple((name, headers[name][:512]) for name in TRACE_HEADERS if name in headers)
+
+
 def _unavailable(decision_id: str) -> Verdict:
     return Verdict(Outcome.UNAVAILABLE, Decision.deny("no_policies"), decision_id)
 
 
-def _new_id() -> str:
-    return secrets.token_hex(16)
+class RandomIds:
+    """Decision ids: 128 bits from the OS's CSPRNG, as 32 hex digits.
+
+    The bytes are read 4 KiB (256 ids) at a time, not 16 per call; a process
+    that forks reads afresh, so no two workers hand out the same ids.
+    """
+
+    __slots__ = ("_buffer", "_next", "_pid")
+
+    _BATCH = 4096
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._next = 0
+        self._pid = 0
+
+    def __call__(self) -> str:
+        start = self._next
+        if start >= len(self._buffer) or self._pid != os.getpid():
+            self._buffer = os.urandom(self._BATCH)
+            self._pid = os.getpid()
+            start = 0
+        self._next = start + 16
+        return self._buffer[start : start + 16].hex()
 
 
 class Decider:
@@ -227,7 +362,7 @@ class Decider:
         cache: DecisionCache | None = None,
         observers: Iterable[DecisionObserver] = (),
         remove_headers: Sequence[str] = (),
-        new_id: Callable[[], str] = _new_id,
+        new_id: Callable[[], str] | None = None,
         paths: PathOptions = DEFAULT_PATHS,
     ) -> None:
         self.engines = engines
@@ -236,7 +371,7 @@ class Decider:
         self.cache = cache
         self.observers = list(observers)
         self.remove_headers = tuple(h.lower() for h in remove_headers)
-        self._new_id = new_id
+        self._new_id = new_id or RandomIds()
         self.paths = paths
 
     def add_observer(self, observer: DecisionObserver) -> None:
@@ -375,26 +510,17 @@ class Decider:
         if not self.observers:
             return
         record = DecisionRecord(
-            time=self.clock.now(),
-            decision_id=verdict.decision_id,
+            verdict,
+            request,
             version=version,
-            principal=str(request.principal) if request else "",
-            action=str(request.action) if request else "",
-            resource=str(request.resource) if request else "",
-            decision=verdict.decision.effect.value,
-            outcome=verdict.outcome.value,
-            reasons=verdict.decision.reasons,
-            errors=verdict.decision.errors,
-            latency_seconds=max(self.clock.monotonic() - started, 0.0),
             cache_tier=tier,
+            latency_seconds=max(self.clock.monotonic() - started, 0.0),
+            timestamp=self.clock.timestamp(),
             adapter=facts.adapter,
-            method=facts.method[:MAX_METHOD_LENGTH],
-            host=facts.host[:256],
-            path=facts.path[:1024],
-            request=request,
-            trace_context=tuple(
-                (name, facts.headers[name][:512]) for name in TRACE_HEADERS if name in facts.headers
-            ),
+            method=facts.method,
+            host=facts.host,
+            path=facts.path,
+            trace_context=_trace_context(facts.headers),
         )
         for observer in self.observers:
             try:

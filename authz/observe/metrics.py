@@ -130,14 +130,14 @@ class CacheMetrics:
             ["state"],
             registry=registry,
         )
-        for tier in Tier:
-            self.requests.labels(tier.value)
+        # One child per tier, looked up once: a label lookup costs more than the count.
+        self._served = {tier: self.requests.labels(tier.value) for tier in Tier}
         for state in BreakerState:
             self.breaker.labels(state.value).set(0)
             self.transitions.labels(state.value)
 
     def served(self, tier: Tier) -> None:
-        self.requests.labels(tier.value).inc()
+        self._served[tier].inc()
 
     def error(self, tier: str, code: str) -> None:
         self.errors.labels(tier, code).inc()

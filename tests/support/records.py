@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from authz.engine.decider import DecisionRecord
+from authz.engine.decider import DecisionRecord, Outcome, Verdict
 from authz.engine.model import AccessRequest, Decision
 
 __all__ = ["record_for"]
@@ -21,24 +21,21 @@ def record_for(
     latency: float = 0.001,
     tier: str = "none",
     adapter: str = "grpc",
+    built: bool = True,
 ) -> DecisionRecord:
+    """The record of ``decision`` on ``request``; ``built=False``: as if the request
+    could not be built (authentication failed, a malformed request)."""
     http = request.context.get("http") or {}
+    verdict = Verdict(Outcome(decision.effect.value), decision, decision_id, request.principal)
     return DecisionRecord(
-        time=time,
-        decision_id=decision_id,
+        verdict,
+        request if built else None,
         version=decision.policy_version,
-        principal=str(request.principal),
-        action=str(request.action),
-        resource=str(request.resource),
-        decision=decision.effect.value,
-        outcome=decision.effect.value,
-        reasons=decision.reasons,
-        errors=decision.errors,
-        latency_seconds=latency,
         cache_tier=tier,
+        latency_seconds=latency,
+        timestamp=time.timestamp(),
         adapter=adapter,
         method=str(http.get("method", "")),
         host=str(http.get("host", "")),
         path=str(http.get("path", "")),
-        request=request,
     )

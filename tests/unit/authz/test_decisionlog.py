@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import io
 import json
@@ -9,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from authz.engine.decider import DecisionRecord
+from authz.engine.decider import DecisionRecord, Outcome, Verdict
 from authz.engine.model import AccessRequest, Decision, Effect, EntityUid, Identity
 from authz.observe.decisionlog import (
     DecisionLog,
@@ -211,7 +210,18 @@ def test_full_queue_drops_instead_of_blocking() -> None:
 
 
 def test_a_decision_without_a_request_is_logged_as_not_replayable() -> None:
-    record = dataclasses.replace(_event(), request=None, principal="", outcome="unauthenticated")
+    verdict = Verdict(Outcome.UNAUTHENTICATED, Decision.deny("authn:expired"), "d-0")
+    record = DecisionRecord(
+        verdict,
+        None,
+        version="abc123",
+        cache_tier="none",
+        latency_seconds=0.001,
+        timestamp=WHEN.timestamp(),
+        adapter="grpc",
+        method="GET",
+        path="/items/0",
+    )
     entry = decision_entry(record)
     assert entry["replayable"] is False
     assert entry["context"] is None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
 import pytest
@@ -11,16 +10,38 @@ from prometheus_client.core import InfoMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from authz.engine.decider import DecisionRecord
+from authz.engine.decider import DecisionRecord, Outcome, Verdict
+from authz.engine.model import AccessRequest, Decision, Effect, EntityUid, Identity
 from authz.observe.metrics import LATENCY_BUCKETS, PdpMetrics
 
 NOW = dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC)
-BASE = DecisionRecord(
-    time=NOW, decision_id="d1", version="v1", principal='Workload::"spiffe://td/a"',
-    action='Action::"GET"', resource='Service::"spiffe://td/b"', decision="allow",
-    outcome="allow", reasons=("p1",), errors=(), latency_seconds=0.0002, cache_tier="none",
-    adapter="envoy_grpc", method="GET", host="b", path="/",
-)  # fmt: skip
+REQUEST = AccessRequest(
+    Identity(EntityUid("Workload", "spiffe://td/a")),
+    EntityUid("Action", "GET"),
+    EntityUid("Service", "spiffe://td/b"),
+)
+
+
+def record(
+    outcome: Outcome = Outcome.ALLOW, errors: tuple[str, ...] = (), adapter: str = "envoy_grpc"
+) -> DecisionRecord:
+    effect = Effect.ALLOW if outcome is Outcome.ALLOW else Effect.DENY
+    verdict = Verdict(outcome, Decision(effect, ("p1",), errors, "v1"), "d1", REQUEST.principal)
+    return DecisionRecord(
+        verdict,
+        REQUEST,
+        version="v1",
+        cache_tier="none",
+        latency_seconds=0.0002,
+        timestamp=NOW.timestamp(),
+        adapter=adapter,
+        method="GET",
+        host="b",
+        path="/",
+    )
+
+
+BASE = record()
 
 
 def samples(metrics: PdpMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -38,8 +59,8 @@ def metrics() -> PdpMetrics:
 
 def test_decisions_by_adapter_and_result(metrics: PdpMetrics) -> None:
     metrics.observe(BASE)
-    metrics.observe(dataclasses.replace(BASE, outcome="deny", decision="deny"))
-    metrics.observe(dataclasses.replace(BASE, adapter="nginx", outcome="deny", decision="deny"))
+    metrics.observe(record(Outcome.DENY))
+    metrics.observe(record(Outcome.DENY, adapter="nginx"))
     got = samples(metrics)
     total = "meshward_pdp_decisions_total"
     assert got[(total, (("adapter", "envoy_grpc"), ("result", "allow")))] == 1
@@ -59,12 +80,10 @@ def test_latency_buckets_resolve_50_microseconds_to_50_milliseconds(metrics: Pdp
 
 
 def test_authentication_failures_by_reason(metrics: PdpMetrics) -> None:
-    failed = dataclasses.replace(
-        BASE, outcome="unauthenticated", decision="deny", errors=("authn:expired",)
-    )
+    failed = record(Outcome.UNAUTHENTICATED, errors=("authn:expired",))
     metrics.observe(failed)
     metrics.observe(failed)
-    metrics.observe(dataclasses.replace(BASE, errors=("request:bad_method",)))
+    metrics.observe(record(Outcome.DENY, errors=("request:bad_method",)))
     got = samples(metrics)
     assert got[("meshward_pdp_authn_failures_total", (("reason", "expired"),))] == 2
     assert ("meshward_pdp_authn_failures_total", (("reason", "bad_method"),)) not in got

@@ -6,27 +6,22 @@ import datetime as dt
 
 import pytest
 
-from authz.engine.decider import DecisionRecord
+from authz.engine.decider import DecisionRecord, Outcome, Verdict
+from authz.engine.model import Decision
 from authz.observe.recent import RecentDecisions
 
 
 def _record(decision_id: str) -> DecisionRecord:
+    verdict = Verdict(Outcome.DENY, Decision.deny(), decision_id)
     return DecisionRecord(
-        time=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-        decision_id=decision_id,
+        verdict,
+        None,
         version="v1",
-        principal="",
-        action="",
-        resource="",
-        decision="deny",
-        outcome="deny",
-        reasons=(),
-        errors=(),
-        latency_seconds=0.0,
         cache_tier="none",
+        latency_seconds=0.0,
+        timestamp=dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp(),
         adapter="api",
         method="GET",
-        host="",
         path="/",
     )
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 
 import pytest
@@ -86,6 +85,6 @@ def test_a_full_queue_drops_comparisons(engines: tuple[Engine, Engine]) -> None:
 def test_records_without_a_request_are_ignored(engines: tuple[Engine, Engine]) -> None:
     _, candidate = engines
     shadow = Shadow(lambda: candidate, max_queue=1)
-    record = record_for(_request("/x"), Decision(Effect.DENY))
-    ShadowObserver(shadow).observe(dataclasses.replace(record, request=None))
+    record = record_for(_request("/x"), Decision(Effect.DENY), built=False)
+    ShadowObserver(shadow).observe(record)
     assert not shadow.results

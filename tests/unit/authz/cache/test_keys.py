@@ -11,7 +11,14 @@ import cedarpy
 import pytest
 import yaml
 
-from authz.cache.keys import ContextReads, KeySpace, Projection, context_reads
+from authz.cache.keys import (
+    CacheKey,
+    ContextReads,
+    KeySpace,
+    Projection,
+    context_reads,
+    storage_key,
+)
 from authz.engine.model import AccessRequest, EntityUid, Identity
 
 CASES = yaml.safe_load((Path(__file__).parent / "data" / "context_reads.yaml").read_text())
@@ -92,7 +99,7 @@ def http(path: str = "/v1/x", **headers: str) -> dict[str, Any]:
     return {"path": path, "method": "GET", "headers": headers}
 
 
-def key(req: AccessRequest, version: str = "v1") -> str | None:
+def key(req: AccessRequest, version: str = "v1") -> CacheKey | None:
     return space(version).key(req, IDS[req.action.id])
 
 
@@ -257,3 +264,55 @@ def test_narrow_keeps_what_is_read_and_the_records_on_the_way() -> None:
     whole = Projection.of([ContextReads(values=frozenset({()}))], ())
     assert whole.narrow(context) is context
     assert Projection.of([ContextReads()], ()).narrow(context) == {}
+
+
+# Values that Python's == (and so a dict of tuple keys) would confuse, or that a
+# naive flattening would: each must key apart, in memory and in Redis.
+LOOKALIKES: list[Any] = [
+    1, True, 0, False, "1", "true", "b", ["b", True], ["b", 1], ("b", True),
+    {"a": "b"}, [["a", "b"]], ["a", "b"], ["d", [["a", "b"]]], {"d": "a"},
+    [], {}, ["l", []], "", [1], [True], {"a": 1}, {"a": True}, ["m"], ["h", True],
+]  # fmt: skip
+
+
+def test_lookalike_values_never_share_a_key() -> None:
+    keys = [key(request(http={"path": v})) for v in LOOKALIKES]
+    # ("b", True) and ["b", True] are both a Cedar set/list: the same to Cedar.
+    distinct = {repr(v) for v in LOOKALIKES if not isinstance(v, tuple)}
+    assert all(k is not None for k in keys)
+    assert len(set(keys)) == len(distinct)
+    assert len({storage_key(k) for k in keys if k is not None}) == len(distinct)
+
+
+def test_lookalike_attributes_and_reads_never_share_a_key() -> None:
+    for a, b in [(True, 1), (False, 0), ({"a": "b"}, [["a", "b"]]), ("1", 1)]:
+        assert key(request(attributes={"x": a}, http=http())) != key(
+            request(attributes={"x": b}, http=http())
+        )
+    # A presence test and a value read of the same truth are different entries.
+    assert key(request("PATCH", http=http(), peer={"spiffe_id": True})) != key(
+        request("PATCH", http=http(), peer={"spiffe_id": "spiffe://td/a"})
+    )
+
+
+def test_entity_names_are_not_concatenated() -> None:
+    ks = space()
+
+    def req(principal: EntityUid, resource: EntityUid) -> AccessRequest:
+        return AccessRequest(Identity(principal), EntityUid("Action", "GET"), resource, {})
+
+    a = ks.key(req(EntityUid("A", "B::C"), EntityUid("Service", "api")), ["path"])
+    b = ks.key(req(EntityUid("A::B", "C"), EntityUid("Service", "api")), ["path"])
+    c = ks.key(req(EntityUid("A", "B"), EntityUid("Service", "C")), ["path"])
+    d = ks.key(req(EntityUid("A", "BC"), EntityUid("Service", "")), ["path"])
+    assert len({a, b, c, d}) == 4
+
+
+def test_storage_key_is_stable_and_versioned() -> None:
+    first = key(request(http=http()))
+    again = key(request(http=http()))
+    assert first is not None and again is not None
+    assert storage_key(first) == storage_key(again)  # another process computes the same
+    assert storage_key(first).startswith("v1:")
+    other = key(request(http=http()), version="v2")
+    assert other is not None and storage_key(other).startswith("v2:")
