@@ -38,6 +38,8 @@ from authz.engine.request import split_target
 
 __all__ = [
     "SERVICE_NAME",
+    "AllowedAnswers",
+    "CheckServicer",
     "MalformedCheck",
     "check_response",
     "facts_from_check",
@@ -72,7 +74,7 @@ def _headers(http: Any) -> dict[str, str]:
         # Envoy already joined repeated headers in the ``headers`` map (RFC 9110)
         # and lower-cased the names: the common case is a plain copy.
         headers: dict[str, str] = dict(http.headers)
-        if len(headers) <= MAX_HEADERS and all(name.islower() for name in headers):
+        if len(headers) <= MAX_HEADERS and all(map(str.islower, headers)):
             return headers
         return join_headers(headers.items(), MAX_HEADERS)
     items: list[tuple[str, str]] = list(http.headers.items())
@@ -89,32 +91,31 @@ def _headers(http: Any) -> dict[str, str]:
 
 
 def facts_from_check(request: pb.CheckRequest) -> RequestFacts:
-    """The request facts in an Envoy CheckRequest (pure)."""
+    """The request facts in an Envoy CheckRequest (pure).
+
+    The headers keep Envoy's pseudo-headers (``:path``, ...): the request
+    mapping never shows them to policies.
+    """
     attrs = request.attributes
     http = attrs.request.http
     headers = _headers(http)
-    method = http.method or headers.get(":method", "")
-    host = http.host or headers.get(":authority", "")
-    target = http.path or headers.get(":path", "")
-    path, query = split_target(target, http.query)
     source = attrs.source
-    address = source.address.socket_address.address if source.HasField("address") else ""
-    visible = {k: v for k, v in headers.items() if not k.startswith(":")}
+    path, query = split_target(http.path or headers.get(":path", ""), http.query)
     return RequestFacts(
-        adapter=ADAPTER,
-        method=method,
-        path=path,
-        host=host,
-        query=query,
-        headers=visible,
-        peer=PeerFacts(
-            principal=source.principal,
-            certificate=source.certificate,
-            address=address,
-            xfcc=visible.get("x-forwarded-client-cert"),
+        ADAPTER,
+        http.method or headers.get(":method", ""),
+        path,
+        http.host or headers.get(":authority", ""),
+        query,
+        headers,
+        PeerFacts(
+            source.principal,
+            source.certificate,
+            source.address.socket_address.address if source.HasField("address") else "",
+            headers.get("x-forwarded-client-cert"),
         ),
-        destination=attrs.destination.principal,
-        service=attrs.context_extensions.get("service", ""),
+        attrs.destination.principal,
+        attrs.context_extensions.get("service", "") if attrs.context_extensions else "",
     )
 
 
@@ -167,29 +168,90 @@ def check_response(verdict: Verdict) -> pb.CheckResponse:
     return response
 
 
+# Decision ids are 32 hex digits (authz.engine.decider.RandomIds); an allow for a
+# given principal differs from the next only in its id.
+_ID_LENGTH = 32
+_ID_PLACEHOLDER = "\x00" * _ID_LENGTH
+
+
+class AllowedAnswers:
+    """Serialised allow responses, made from one :func:`check_response` per principal.
+
+    The allow for a principal is serialised once with a placeholder id of the
+    same length as every decision id (so every length prefix stays right);
+    each answer is that template with the id in place. A principal whose
+    template holds the placeholder more than once, or an id of another length,
+    is answered by :func:`check_response` itself. At most ``max_entries``
+    templates are kept.
+    """
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._max = max_entries
+        self._templates: dict[tuple[str, tuple[str, ...]], tuple[bytes, bytes] | None] = {}
+
+    def answer(self, verdict: Verdict) -> bytes:
+        """``check_response(verdict)`` serialised."""
+        decision_id = verdict.decision_id
+        if not verdict.allowed or len(decision_id) != _ID_LENGTH or not decision_id.isascii():
+            return bytes(check_response(verdict).SerializeToString())
+        principal = str(verdict.principal) if verdict.principal is not None else ""
+        key = (principal, verdict.remove_headers)
+        if key in self._templates:
+            template = self._templates[key]
+        else:
+            template = self._template(verdict)
+            if len(self._templates) >= self._max:
+                self._templates.clear()
+            self._templates[key] = template
+        if template is None:
+            return bytes(check_response(verdict).SerializeToString())
+        head, tail = template
+        return head + decision_id.encode("ascii") + tail
+
+    @staticmethod
+    def _template(verdict: Verdict) -> tuple[bytes, bytes] | None:
+        model = verdict._replace(decision_id=_ID_PLACEHOLDER)
+        data = bytes(check_response(model).SerializeToString())
+        marker = _ID_PLACEHOLDER.encode("ascii")
+        if data.count(marker) != 1:
+            return None
+        head, _, tail = data.partition(marker)
+        return head, tail
+
+
+def _serialize(response: pb.CheckResponse | bytes) -> bytes:
+    if isinstance(response, bytes):
+        return response
+    return bytes(response.SerializeToString())
+
+
 class CheckServicer:
-    """``Authorization/Check`` on a :class:`Decider`."""
+    """``Authorization/Check`` on a :class:`Decider`; answers are serialised here."""
 
     def __init__(self, decider: Decider) -> None:
         self.decider = decider
+        self._answers = AllowedAnswers()
 
     async def check(
         self, request: pb.CheckRequest | None, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.CheckResponse:
+    ) -> bytes:
         try:
             if request is None:
                 raise MalformedCheck("undecodable")
             facts = facts_from_check(request)
         except MalformedRequest as exc:
-            return check_response(self.decider.reject(ADAPTER, exc.code))
+            return self._reject(exc.code)
         except Exception:
             log.exception("cannot map CheckRequest")
-            return check_response(self.decider.reject(ADAPTER, "internal"))
+            return self._reject("internal")
         try:
-            return check_response(await self.decider.decide(facts))
+            return self._answers.answer(await self.decider.decide(facts))
         except Exception:  # decide() never raises; this guards the mapping out
             log.exception("cannot build CheckResponse")
-            return check_response(self.decider.reject(ADAPTER, "internal"))
+            return self._reject("internal")
+
+    def _reject(self, reason: str) -> bytes:
+        return bytes(check_response(self.decider.reject(ADAPTER, reason)).SerializeToString())
 
 
 def method_handlers(decider: Decider) -> dict[str, grpc.RpcMethodHandler]:
@@ -199,7 +261,7 @@ def method_handlers(decider: Decider) -> dict[str, grpc.RpcMethodHandler]:
         "Check": grpc.unary_unary_rpc_method_handler(
             servicer.check,
             request_deserializer=parse_check_request,
-            response_serializer=pb.CheckResponse.SerializeToString,
+            response_serializer=_serialize,
         )
     }
 

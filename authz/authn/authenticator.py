@@ -21,8 +21,7 @@ import dataclasses
 import datetime as dt
 import functools
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from authz.authn.audience import AudiencePolicy, check_audience
 from authz.authn.jwt import JwtVerifier, bearer_token
@@ -36,13 +35,12 @@ from meshward.spiffe import SpiffeId
 __all__ = ["Authenticated", "Authenticator"]
 
 
-@dataclass(frozen=True, slots=True)
-class Authenticated:
+class Authenticated(NamedTuple):
     """The caller's identity, the mTLS peer (if any) and the token's claims (if any)."""
 
     identity: Identity
     peer: Peer | None = None
-    claims: Mapping[str, Any] | None = field(default=None)
+    claims: Mapping[str, Any] | None = None
     # The JWT-SVID's audiences (``None`` when no JWT-SVID authenticated the caller).
     audiences: frozenset[str] | None = None
 

@@ -23,6 +23,7 @@ import ipaddress
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -66,9 +67,8 @@ class Peer:
         return {"spiffe_id": str(self.spiffe_id), "trust_domain": self.spiffe_id.trust_domain.name}
 
 
-@dataclass(frozen=True, slots=True)
-class PeerFacts:
-    """What a proxy told us about the connection (strings as received)."""
+class PeerFacts(NamedTuple):
+    """What a proxy told us about the connection (strings as received; immutable)."""
 
     principal: str = ""
     certificate: str = ""  # URL-encoded PEM, as Envoy sends it
@@ -302,7 +302,13 @@ def _direct_peer(
         raise InvalidPeer("principal_without_certificate")
     if bundles and bundles.get(claimed.trust_domain) is None:
         raise InvalidPeer("foreign_trust_domain", claimed.trust_domain.name)
-    return Peer(claimed, None, "mtls")
+    return _bare_peer(claimed)
+
+
+@functools.lru_cache(maxsize=4096)
+def _bare_peer(spiffe_id: SpiffeId) -> Peer:
+    """The (immutable) peer a trusted bare principal names; the same few recur."""
+    return Peer(spiffe_id, None, "mtls")
 
 
 def authenticate_peer(

@@ -179,6 +179,16 @@ def freeze(value: Any) -> Hashable:
     kind = type(value)
     if kind is str or kind is int:
         return cast(Hashable, value)
+    if kind is dict or kind is MappingProxyType:
+        # The common record (attributes, peer): no copy through plain() first.
+        items: list[tuple[str, Hashable]] = []
+        for name, item in value.items():
+            if type(name) is not str:
+                raise TypeError("record keys must be strings")
+            item_kind = type(item)
+            items.append((name, item if item_kind is str or item_kind is int else freeze(item)))
+        items.sort()  # names are distinct: values are never compared
+        return (_RECORD, tuple(items))
     return _frozen(plain(value))
 
 

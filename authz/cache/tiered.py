@@ -31,9 +31,8 @@ import math
 import re
 import weakref
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from authz.cache import CacheError, CacheUnavailable
 from authz.cache.breaker import Breaker, BreakerState
@@ -105,8 +104,7 @@ class CacheableEngine(Protocol):
     def candidates(self, request: AccessRequest) -> Sequence[CachedPolicy]: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Served:
+class Served(NamedTuple):
     decision: Decision
     tier: Tier
 

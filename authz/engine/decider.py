@@ -23,9 +23,8 @@ import datetime as dt
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from authz.authn.authenticator import Authenticator
 from authz.cache.tiered import CacheableEngine
@@ -131,9 +130,8 @@ class Outcome(StrEnum):
     UNAVAILABLE = "unavailable"  # no policy version active yet: 503 / UNAVAILABLE, never a 403
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """The decision and what an adapter needs to answer the proxy."""
+class Verdict(NamedTuple):
+    """The decision and what an adapter needs to answer the proxy (immutable)."""
 
     outcome: Outcome
     decision: Decision
@@ -320,8 +318,12 @@ def _trace_context(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple((name, headers[name][:512]) for name in TRACE_HEADERS if name in headers)
 
 
+_NO_POLICIES = Decision.deny("no_policies")
+_INTERNAL = Decision.deny("internal")
+
+
 def _unavailable(decision_id: str) -> Verdict:
-    return Verdict(Outcome.UNAVAILABLE, Decision.deny("no_policies"), decision_id)
+    return Verdict(Outcome.UNAVAILABLE, _NO_POLICIES, decision_id)
 
 
 class RandomIds:
@@ -382,7 +384,7 @@ class Decider:
         started = self.clock.monotonic()
         decision_id = self._new_id()
         request: AccessRequest | None = None
-        verdict = Verdict(Outcome.ERROR, Decision.deny("internal"), decision_id)
+        verdict = Verdict(Outcome.ERROR, _INTERNAL, decision_id)
         tier = "none"
         version = ""
         try:
@@ -439,7 +441,7 @@ class Decider:
         """Decide an already-built request (the decision API, ``meshward check``)."""
         started = self.clock.monotonic()
         decision_id = self._new_id()
-        verdict = Verdict(Outcome.ERROR, Decision.deny("internal"), decision_id)
+        verdict = Verdict(Outcome.ERROR, _INTERNAL, decision_id)
         tier, version = "none", ""
         try:
             if not self.engines.ready:

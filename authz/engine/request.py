@@ -16,7 +16,8 @@ same way:
 ``path`` is the canonical path and ``raw_path`` the path as received
 (:mod:`authz.engine.canonical`); ``host`` is lower-case without port; ``headers`` has
 one value per lower-case name (repeated fields comma-joined) without
-:data:`HIDDEN_HEADERS`. A request that cannot be given one meaning raises
+:data:`HIDDEN_HEADERS` and HTTP/2 pseudo-headers (``:path``, ...). A request
+that cannot be given one meaning raises
 :class:`~authz.engine.canonical.MalformedRequest` (a deny).
 
 The resource is ``Service::"<destination>"``: the destination's SPIFFE ID
@@ -26,9 +27,11 @@ service name, else the canonical host.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from authz.authn.authenticator import Authenticated
 from authz.authn.peer import PeerFacts, parse_spiffe_id
@@ -72,6 +75,8 @@ MAX_METHOD_LENGTH = 32
 _TOKEN_CHARS = frozenset(
     "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 )
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+_NO_PEER = PeerFacts()
 # The fields of context.http a decision document may give.
 HTTP_FIELDS = frozenset({"method", "host", "path", "raw_path", "query", "headers"})
 
@@ -88,13 +93,14 @@ class PathOptions:
 DEFAULT_PATHS = PathOptions()
 
 
-@dataclass(frozen=True, slots=True)
-class RequestFacts:
+class RequestFacts(NamedTuple):
     """What a proxy tells us about one request, before any interpretation.
 
     ``path`` is the path as received, query split off, not decoded;
     ``headers`` has lower-case names, one value each (see
-    :func:`authz.engine.canonical.join_headers`).
+    :func:`authz.engine.canonical.join_headers`). Immutable (a named tuple:
+    one is made per request, and a tuple is made in a fraction of the time a
+    frozen dataclass takes).
     """
 
     adapter: str
@@ -102,8 +108,8 @@ class RequestFacts:
     path: str
     host: str = ""
     query: str = ""
-    headers: Mapping[str, str] = field(default_factory=dict)
-    peer: PeerFacts = field(default_factory=PeerFacts)
+    headers: Mapping[str, str] = _NO_HEADERS
+    peer: PeerFacts = _NO_PEER
     destination: str = ""  # the destination's SPIFFE ID (Envoy destination.principal)
     service: str = ""  # a pinned service name (context_extensions, setting, sidecar header)
 
@@ -117,11 +123,17 @@ def split_target(target: str, query: str = "") -> tuple[str, str]:
     return path, in_target if sep else query
 
 
+@functools.lru_cache(maxsize=256)  # a few methods recur; a bad one is never cached
 def _method(method: str) -> str:
     upper = method.upper()
-    if not upper or len(upper) > MAX_METHOD_LENGTH or any(c not in _TOKEN_CHARS for c in upper):
+    if not upper or len(upper) > MAX_METHOD_LENGTH or not _TOKEN_CHARS.issuperset(upper):
         raise MalformedRequest("bad_method")
     return upper
+
+
+@functools.lru_cache(maxsize=256)
+def _action(method: str) -> EntityUid:
+    return EntityUid("Action", method)
 
 
 def http_context(
@@ -146,17 +158,24 @@ def http_context(
         "headers": {
             k: v
             for k, v in headers.items()
-            if k not in HIDDEN_HEADERS and not k.startswith(_OWN_PREFIX)
+            if k not in HIDDEN_HEADERS and not k.startswith(_OWN_PREFIX) and k[:1] != ":"
         },
     }
 
 
+@functools.lru_cache(maxsize=4096)  # the same few destinations recur constantly
+def _destination(principal: str) -> EntityUid | None:
+    try:
+        return EntityUid("Service", str(parse_spiffe_id(principal)))
+    except InvalidSpiffeId:
+        return None
+
+
 def _resource(facts: RequestFacts, host: str) -> EntityUid:
     if facts.destination:
-        try:
-            return EntityUid("Service", str(parse_spiffe_id(facts.destination)))
-        except InvalidSpiffeId:
-            pass
+        found = _destination(facts.destination)
+        if found is not None:
+            return found
     if facts.service:
         return EntityUid("Service", facts.service)
     return EntityUid("Service", host)
@@ -185,7 +204,7 @@ def build_request(
     if grpc is not None:
         context["grpc"] = grpc
     resource = _resource(facts, http["host"])
-    return AccessRequest(who.identity, EntityUid("Action", http["method"]), resource, context)
+    return AccessRequest(who.identity, _action(http["method"]), resource, context)
 
 
 def _document_headers(value: Any) -> dict[str, str]:

@@ -12,8 +12,13 @@ from google.rpc import code_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from authz.adapters.envoy_grpc import CheckServicer, check_response, facts_from_check
-from authz.authn.authenticator import Authenticator
+from authz.adapters.envoy_grpc import (
+    AllowedAnswers,
+    CheckServicer,
+    check_response,
+    facts_from_check,
+)
+from authz.authn.authenticator import Authenticated, Authenticator
 from authz.authn.jwt import JwtPolicy, JwtVerifier
 from authz.authn.peer import PeerPolicy
 from authz.authn.trust import TrustBundles, TrustDomainBundle
@@ -21,7 +26,8 @@ from authz.engine.bundle import load_bundle
 from authz.engine.canonical import MalformedRequest
 from authz.engine.decider import Decider, DecisionRecord, EngineHolder, Outcome, Verdict
 from authz.engine.evaluation import Engine
-from authz.engine.model import Decision, EntityUid
+from authz.engine.model import ANONYMOUS, Decision, Effect, EntityUid
+from authz.engine.request import build_request
 from meshward.clock import FixedClock
 from meshward.spiffe import TrustDomain
 from tests.support.certs import T0, TestPki, url_encoded_pem
@@ -51,7 +57,14 @@ def test_facts_from_check() -> None:
         "x=1&y=2",
         "orders.shop:8080",
     )
-    assert facts.headers == {"content-type": "application/json", "x-raw": "café"}
+    # The facts keep what Envoy sent; policies never see a pseudo-header.
+    assert facts.headers == {
+        "content-type": "application/json",
+        "x-raw": "café",
+        ":authority": "ignored",
+    }
+    seen = build_request(facts, Authenticated(ANONYMOUS)).context["http"]["headers"]
+    assert seen == {"content-type": "application/json", "x-raw": "café"}
     assert facts.peer.principal == FRONTEND
     assert facts.peer.certificate == "abc"
     assert facts.peer.address == "10.0.0.7"
@@ -172,7 +185,8 @@ requests = st.builds(
 @given(request=requests)
 def test_generated_requests_never_crash(request: pb.CheckRequest) -> None:
     servicer, recorder = _servicer()
-    response = asyncio.run(servicer.check(request, None))  # type: ignore[arg-type]
+    answer = asyncio.run(servicer.check(request, None))  # type: ignore[arg-type]
+    response = pb.CheckResponse.FromString(answer)
     assert response.status.code in (
         code_pb2.OK,
         code_pb2.PERMISSION_DENIED,
@@ -195,3 +209,25 @@ def test_generated_requests_never_crash(request: pb.CheckRequest) -> None:
         assert response.denied_response.status.code in (401, 403)
         body = json.loads(response.denied_response.body)
         assert body["decision_id"] == record.decision_id
+
+
+@pytest.mark.parametrize(
+    "verdict",
+    [
+        Verdict(Outcome.ALLOW, Decision(Effect.ALLOW, ("p",)), "0123456789abcdef" * 2,
+                EntityUid("Workload", FRONTEND)),
+        Verdict(Outcome.ALLOW, Decision(Effect.ALLOW, ("p",)), "f" * 32,
+                EntityUid("User", "i|\x00" * 40), ("authorization", "cookie")),
+        Verdict(Outcome.ALLOW, Decision(Effect.ALLOW), "\x00" * 32, EntityUid("User", "\x00" * 32)),
+        Verdict(Outcome.ALLOW, Decision(Effect.ALLOW), "short", EntityUid("Workload", FRONTEND)),
+        Verdict(Outcome.ALLOW, Decision(Effect.ALLOW), "é" * 32, EntityUid("Workload", FRONTEND)),
+        Verdict(Outcome.ALLOW, Decision(Effect.ALLOW), "a" * 32),
+        Verdict(Outcome.DENY, Decision.deny(), "b" * 32, EntityUid("Workload", FRONTEND)),
+        Verdict(Outcome.UNAUTHENTICATED, Decision.deny(), "c" * 32),
+    ],
+)  # fmt: skip
+def test_allowed_answers_are_check_response_serialised(verdict: Verdict) -> None:
+    answers = AllowedAnswers()
+    for decision_id in (verdict.decision_id, "9" * 32, verdict.decision_id):
+        each = verdict._replace(decision_id=decision_id)
+        assert pb.CheckResponse.FromString(answers.answer(each)) == check_response(each)
