@@ -73,6 +73,9 @@ class Tier(StrEnum):
         return "none" if self in (Tier.MISS, Tier.BYPASS) else self.value
 
 
+_LOG_LABELS = {tier: tier.log_label for tier in Tier}
+
+
 class CachedPolicy(Protocol):
     @property
     def id(self) -> str: ...
@@ -202,7 +205,17 @@ class TieredCache:
         """
         keyspace = self._keyspace(engine)
         identity = request.identity
-        scope = (identity.principal, identity.parents, request.action, request.resource)
+        principal, action, resource = identity.principal, request.action, request.resource
+        # Strings, not entity objects: their hashes are kept, and compared in C.
+        scope = (
+            principal.type,
+            principal.id,
+            identity.parents,
+            action.type,
+            action.id,
+            resource.type,
+            resource.id,
+        )
         projection = keyspace.scope_memo.get(scope)
         if projection is None:
             # The engine's slicing depends on exactly these four (and the version).
@@ -213,7 +226,7 @@ class TieredCache:
             keyspace.key_for(request, projection) if self.enabled else None,
             functools.partial(engine.evaluate, request),
         )
-        return served.decision, served.tier.log_label
+        return served.decision, _LOG_LABELS[served.tier]
 
     async def serve(
         self,

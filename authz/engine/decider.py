@@ -22,6 +22,7 @@ import asyncio
 import datetime as dt
 import logging
 import os
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -248,11 +249,11 @@ class DecisionRecord:
     @property
     def decision(self) -> str:
         """``"allow"`` or ``"deny"``."""
-        return self._verdict.decision.effect.value
+        return self._verdict.decision.effect._value_  # no enum property on the hot path
 
     @property
     def outcome(self) -> str:
-        return self._verdict.outcome.value
+        return self._verdict.outcome._value_
 
     @property
     def reasons(self) -> tuple[str, ...]:
@@ -329,24 +330,31 @@ def _unavailable(decision_id: str) -> Verdict:
 class RandomIds:
     """Decision ids: 128 bits from the OS's CSPRNG, as 32 hex digits.
 
-    The bytes are read 4 KiB (256 ids) at a time, not 16 per call; a process
-    that forks reads afresh, so no two workers hand out the same ids.
+    The bytes are read 4 KiB (256 ids) at a time, not 16 per call. A forked
+    child drops what its parent had read (``os.register_at_fork``), so no two
+    workers hand out the same ids.
     """
 
-    __slots__ = ("_buffer", "_next", "_pid")
+    __slots__ = ("__weakref__", "_buffer", "_next")
 
     _BATCH = 4096
 
     def __init__(self) -> None:
         self._buffer = b""
         self._next = 0
-        self._pid = 0
+        ref = weakref.ref(self)
+
+        def forget() -> None:
+            ids = ref()
+            if ids is not None:
+                ids._buffer, ids._next = b"", 0
+
+        os.register_at_fork(after_in_child=forget)
 
     def __call__(self) -> str:
         start = self._next
-        if start >= len(self._buffer) or self._pid != os.getpid():
+        if start >= len(self._buffer):
             self._buffer = os.urandom(self._BATCH)
-            self._pid = os.getpid()
             start = 0
         self._next = start + 16
         return self._buffer[start : start + 16].hex()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 
 import pytest
 
@@ -18,6 +19,7 @@ from authz.engine.decider import (
     DecisionRecord,
     EngineHolder,
     Outcome,
+    RandomIds,
     RequestFacts,
     build_request,
 )
@@ -280,3 +282,24 @@ def test_build_request_context_and_resource() -> None:
         Authenticated(ANONYMOUS),
     )
     assert by_service.resource == EntityUid("Service", "orders")
+
+
+def test_random_ids_are_distinct_hex_and_not_shared_with_a_forked_child() -> None:
+    ids = RandomIds()
+    seen = [ids() for _ in range(600)]  # crosses two refills
+    assert len(set(seen)) == 600
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in seen)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id must not be the parent's next one
+        os.close(read)
+        os.write(write, ids().encode())
+        os._exit(0)
+    os.close(write)
+    try:
+        child = os.read(read, 64).decode()
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+    assert len(child) == 32
+    assert child != ids()
