@@ -117,6 +117,7 @@ def _h2load(port: int, body: Path, log: Path, *, paced: bool = False) -> Result:
         "-H", "content-type: application/grpc", "-H", "te: trailers",
         f"http://127.0.0.1:{port}{PATH}",
     ]  # fmt: skip
+    log.unlink(missing_ok=True)  # h2load appends: each run's latencies are its own
     out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=SECONDS + 60)
     rps = 0.0
     for line in out.stdout.splitlines():
