@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import math
 import os
@@ -406,6 +407,10 @@ class PdpServer:
 
 async def _serve(settings: Settings, announce: bool) -> None:
     pdp = build_pdp(settings)
+    # What exists now (modules, settings, the app) lives as long as the process:
+    # keep the collector from walking it again on every full collection.
+    gc.collect()
+    gc.freeze()
     server = PdpServer(pdp)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
