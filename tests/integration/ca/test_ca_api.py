@@ -145,7 +145,7 @@ def _csr_ca_true() -> str:
         (lambda: [1, 2], 400, "bad_json"),
     ],
 )
-def test_csr_attacks_over_http(ca: CaProcess, body, status: int, code: str) -> None:  # type: ignore[no-untyped-def]
+def test_csr_attacks_over_http(ca: CaProcess, body, status: int, code: str) -> None:
     token = _token(ca, "spiffe://example.org/attacked")
     payload = body()
     if isinstance(payload, dict):

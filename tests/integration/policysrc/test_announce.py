@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 from authz.errors import Problem, Rejected
 from authz.sources.announce import RedisAnnouncer
-from authz.sources.gate import Gate, Outcome
+from authz.sources.gate import Activation, Gate, Outcome
 from authz.sources.git import GitSource
 from meshward.clock import FixedClock
 from tests.support.gitrepo import PolicyRepo
@@ -60,7 +60,11 @@ async def replicas(
         )
         announcer.attach(gate)
         queue: asyncio.Queue[str] = asyncio.Queue()
-        gate.on_activate(lambda a, q=queue: q.put_nowait(a.version))
+
+        def activated(a: Activation[Any], q: asyncio.Queue[str] = queue) -> None:
+            q.put_nowait(a.version)
+
+        gate.on_activate(activated)
         await gate.reload()
         assert queue.get_nowait() == gate.status().active_version
         tasks.append(asyncio.create_task(gate.run()))
