@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -35,7 +36,7 @@ NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 class Idp:
     url: str
     ca_file: Path
-    keys: list[dict] = field(default_factory=list)
+    keys: list[dict[str, Any]] = field(default_factory=list)
     status: int = 200
     fetches: int = 0
 
@@ -95,7 +96,7 @@ def idp(tmp_path: Path) -> Iterator[Idp]:
         server.server_close()
 
 
-def _claims() -> dict:
+def _claims() -> dict[str, Any]:
     return {"iss": ISS, "sub": "erin", "aud": "shop", "exp": int(NOW.timestamp()) + 300}
 
 

@@ -46,6 +46,12 @@ async def test_files_written_with_modes(running_agent: RunningAgent, short_tmp: 
         await sink.stop()
 
 
+async def _rotate_and_write(running_agent: RunningAgent, sink: FileSink) -> None:
+    before = sink.writes
+    running_agent.agent.rotate_now()
+    await eventually_async(lambda: sink.writes > before, message="the rotated SVID written")
+
+
 async def test_reader_never_sees_a_torn_pair(running_agent: RunningAgent, short_tmp: Path) -> None:
     out = short_tmp / "svid"
     sink = FileSink(running_agent.agent.hub, FileSinkConfig(out))
@@ -72,9 +78,7 @@ async def test_reader_never_sees_a_torn_pair(running_agent: RunningAgent, short_
     thread.start()
     try:
         for _ in range(25):
-            before = sink.writes
-            running_agent.agent.rotate_now()
-            await eventually_async(lambda b=before: sink.writes > b)
+            await _rotate_and_write(running_agent, sink)
     finally:
         stop.set()
         await asyncio.to_thread(thread.join)
