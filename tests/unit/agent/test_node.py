@@ -77,7 +77,8 @@ async def test_bundle_change_renews_everything(agent: NodeAgent, authority: Loca
     snapshot = agent.hub.current
     assert snapshot.bundle is not None
     for svid in snapshot.svids:
-        svid.leaf.verify_directly_issued_by(authority.root)
+        svid.leaf.verify_directly_issued_by(authority.signer)
+        authority.signer.verify_directly_issued_by(authority.root)
 
 
 async def test_outage_keeps_serving_until_expiry(
