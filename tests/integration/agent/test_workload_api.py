@@ -31,7 +31,9 @@ async def test_fetch_x509_context_and_bundle_verify(running_agent: RunningAgent)
             bundle = ctx.x509_bundle_set.get_bundle_for_trust_domain(svid.spiffe_id.trust_domain)
             assert bundle is not None
             (root,) = bundle.x509_authorities
-            svid.leaf.verify_directly_issued_by(root)
+            leaf, signing_ca = svid.cert_chain  # the chain up to the bundle's root
+            leaf.verify_directly_issued_by(signing_ca)
+            signing_ca.verify_directly_issued_by(root)
             # The private key handed out is the one the certificate certifies.
             assert svid.private_key.public_key() == svid.leaf.public_key()
             return str(svid.spiffe_id), len(ctx.x509_svids), svid.leaf.serial_number
