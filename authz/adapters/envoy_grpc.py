@@ -69,16 +69,17 @@ def parse_check_request(data: bytes) -> pb.CheckRequest | None:
 
 
 def _headers(http: Any) -> dict[str, str]:
-    header_map = http.header_map.headers
-    if not header_map:
+    if not http.HasField("header_map"):
         # Envoy already joined repeated headers in the ``headers`` map (RFC 9110)
-        # and lower-cased the names: the common case is a plain copy.
-        headers: dict[str, str] = dict(http.headers)
+        # and lower-cased the names: the common case is a plain copy (key by key:
+        # dict() on a protobuf map takes the generic Mapping path, ~8x slower).
+        wire = http.headers
+        headers: dict[str, str] = {name: wire[name] for name in wire}
         if len(headers) <= MAX_HEADERS and all(map(str.islower, headers)):
             return headers
         return join_headers(headers.items(), MAX_HEADERS)
     items: list[tuple[str, str]] = list(http.headers.items())
-    for hv in header_map:
+    for hv in http.header_map.headers:
         if hv.raw_value:
             try:
                 value = hv.raw_value.decode("utf-8")
