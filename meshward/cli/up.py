@@ -131,7 +131,8 @@ async def _start_agent(settings: Settings, ca: CertificateAuthority) -> AgentSer
 
 
 async def _up(settings: Settings, ca: CertificateAuthority) -> None:
-    from authz.server import PdpServer, build_pdp  # noqa: PLC0415 - heavy imports
+    from authz.assembly import build_pdp  # noqa: PLC0415 - heavy imports
+    from authz.server import PdpServer  # noqa: PLC0415
     from ca.embedded import bundle_file  # noqa: PLC0415
     from ca.server import CaServer  # noqa: PLC0415
     from console.server import ConsoleServer  # noqa: PLC0415

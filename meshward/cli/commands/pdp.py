@@ -72,7 +72,7 @@ def serve(
             "redis_url": redis_url,
         },
     )
-    from authz.server import PdpError, run  # noqa: PLC0415 - keep `meshward --help` fast
+    from authz.supervisor import PdpError, run  # noqa: PLC0415 - keep `meshward --help` fast
 
     try:
         code = run(settings)
