@@ -1,4 +1,4 @@
-"""``meshward up``: every part on its embedded defaults."""
+"""The ``meshward up`` command: its options; :mod:`meshward.cli.launcher` runs the parts."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def up_command(
     from authz.errors import AuthzError  # noqa: PLC0415
     from ca.errors import CaError  # noqa: PLC0415
     from console.server import ConsoleError  # noqa: PLC0415
-    from meshward.cli.up import run_up  # noqa: PLC0415
+    from meshward.cli.launcher import run_up  # noqa: PLC0415
     from meshward.listen import AddressInUse  # noqa: PLC0415
     from meshward.logs import configure_logging  # noqa: PLC0415
 

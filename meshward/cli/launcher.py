@@ -1,4 +1,4 @@
-"""``meshward up``: the CA, the PDP and a node agent on embedded defaults, in one process tree.
+"""Launches ``meshward up``: the CA, the PDP, a node agent and the console, in one process.
 
 Every listener is checked before anything starts: a taken port is one
 :class:`~meshward.listen.AddressInUse` (the command prints it in one line,
