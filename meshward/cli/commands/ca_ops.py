@@ -52,13 +52,11 @@ def svid_inspect(
     verifies against the trust bundle. Exit 0 valid, 1 invalid, 2 unreadable."""
     from cryptography import x509  # noqa: PLC0415
 
-    from authz.authn.peer import verify_svid_chain  # noqa: PLC0415
     from authz.authn.trust import load_trust_bundles  # noqa: PLC0415
     from authz.errors import AuthnError  # noqa: PLC0415
     from ca.embedded import bundle_file  # noqa: PLC0415
-    from ca.status import cert_json  # noqa: PLC0415
     from meshward.clock import SystemClock  # noqa: PLC0415
-    from meshward.x509_svid import InvalidSvid, uri_sans  # noqa: PLC0415
+    from meshward.svid_chain import inspect_svid  # noqa: PLC0415
 
     try:
         chain = x509.load_pem_x509_certificates(file.read_bytes())
@@ -67,31 +65,13 @@ def svid_inspect(
     if bundle is None:
         beside = file.with_name("bundle.pem")
         bundle = beside if beside.exists() else bundle_file(settings_from(ctx))
-    leaf = chain[0]
-    try:
-        spiffe_ids = uri_sans(leaf)
-    except InvalidSvid:
-        spiffe_ids = []
-    now = SystemClock().now()
-    out: dict[str, Any] = {
-        "spiffe_id": spiffe_ids[0] if len(spiffe_ids) == 1 else spiffe_ids,
-        "issuer": leaf.issuer.rfc4514_string(),
-        **cert_json(leaf),
-        "expires_in_seconds": int((leaf.not_valid_after_utc - now).total_seconds()),
-        "chain_length": len(chain),
-        "bundle": str(bundle),
-    }
     try:
         trusted = load_trust_bundles(bundle)
     except AuthnError as exc:
         fail(f"{bundle}: cannot read the trust bundle ({exc.code})")
-    try:
-        verify_svid_chain(chain, trusted, now)
-        out["valid"], out["problem"] = True, None
-    except AuthnError as exc:
-        out["valid"], out["problem"] = False, exc.code
-    typer.echo(json.dumps(out, indent=2))
-    raise typer.Exit(int(ExitCode.OK if out["valid"] else ExitCode.NEGATIVE))
+    report = inspect_svid(chain, trusted.x509_authorities, str(bundle), SystemClock().now())
+    typer.echo(json.dumps(report.to_json(), indent=2))
+    raise typer.Exit(int(ExitCode.OK if report.valid else ExitCode.NEGATIVE))
 
 
 def jwt_mint(

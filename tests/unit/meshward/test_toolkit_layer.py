@@ -14,6 +14,7 @@ TOOLKIT = [
     "jwk.py",
     "jwt_svid.py",
     "x509_svid.py",
+    "svid_chain.py",
     "selectors.py",
     "clock.py",
     "jsonbody.py",
