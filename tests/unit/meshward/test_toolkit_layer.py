@@ -20,6 +20,7 @@ TOOLKIT = [
     "jsonbody.py",
     "callers.py",
     "asgi.py",
+    "private_file.py",
 ]
 ABOVE = ("ca", "agent", "authz", "console", "meshward.cli", "meshward.settings")
 
