@@ -73,7 +73,7 @@ def _entity(value: Mapping[str, Any]) -> EntityUid:
     return _uid(inner if isinstance(inner, Mapping) else value)
 
 
-def scope_keys(constraint: Mapping[str, Any]) -> list[Key]:
+def constraint_keys(constraint: Mapping[str, Any]) -> list[Key]:
     """The index keys of a principal, action or resource constraint in Cedar's JSON form.
 
     An action's ``in [..]`` (``entities``) files the policy under each entity;
@@ -118,9 +118,9 @@ class ScopeIndex:
         action_seen: set[Key] = set()
         resource_seen: set[Key] = set()
         for position, body in enumerate(scopes):
-            p_keys = scope_keys(body["principal"])
-            a_keys = scope_keys(body["action"])
-            r_keys = scope_keys(body["resource"])
+            p_keys = constraint_keys(body["principal"])
+            a_keys = constraint_keys(body["action"])
+            r_keys = constraint_keys(body["resource"])
             principal_seen.update(p_keys)
             action_seen.update(a_keys)
             resource_seen.update(r_keys)
