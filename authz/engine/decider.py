@@ -207,9 +207,11 @@ class DecisionRecord:
         self._latency = latency_seconds
         self._timestamp = timestamp
         self._adapter = adapter
-        self._method = method
-        self._host = host
-        self._path = path
+        # Cut now, not when read: a record kept in memory never holds a huge
+        # request line (a slice of a short string is the string itself).
+        self._method = method[:MAX_METHOD_LENGTH]
+        self._host = host[:256]
+        self._path = path[:1024]
         self._trace = trace_context
 
     @property
@@ -279,15 +281,15 @@ class DecisionRecord:
 
     @property
     def method(self) -> str:
-        return self._method[:MAX_METHOD_LENGTH]
+        return self._method
 
     @property
     def host(self) -> str:
-        return self._host[:256]
+        return self._host
 
     @property
     def path(self) -> str:
-        return self._path[:1024]
+        return self._path
 
     @property
     def trace_context(self) -> tuple[tuple[str, str], ...]:

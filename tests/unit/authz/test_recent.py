@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
 
 import pytest
 
@@ -39,3 +40,21 @@ def test_keeps_the_last_capacity_decisions() -> None:
 def test_capacity_must_be_positive() -> None:
     with pytest.raises(ValueError):
         RecentDecisions(0)
+
+
+def test_a_kept_record_holds_no_more_of_the_request_line_than_it_reports() -> None:
+    verdict = Verdict(Outcome.DENY, Decision.deny("request:malformed_path"), "d")
+    record = DecisionRecord(
+        verdict,
+        None,
+        version="",
+        cache_tier="none",
+        latency_seconds=0.0,
+        timestamp=0.0,
+        adapter="envoy_grpc",
+        method="G" * 10_000,
+        host="h" * 100_000,
+        path="/" + "p" * 1_000_000,
+    )
+    assert (len(record.method), len(record.host), len(record.path)) == (32, 256, 1024)
+    assert sum(sys.getsizeof(getattr(record, n)) for n in ("method", "host", "path")) < 4096
