@@ -309,21 +309,28 @@ class PostgresStore:
     # -- audit ------------------------------------------------------------------
 
     def append_audit(self, record: AuditRecord) -> None:
-        with self._tx() as conn:
-            conn.execute(
+        self.append_audits([record])
+
+    def append_audits(self, records: Sequence[AuditRecord]) -> None:
+        rows = [
+            (
+                r.time,
+                r.action,
+                r.method,
+                r.caller,
+                r.result,
+                r.spiffe_id,
+                r.serial,
+                r.not_after,
+                r.detail,
+            )
+            for r in records
+        ]
+        with self._tx(atomic=True) as conn, conn.cursor() as cur:
+            cur.executemany(
                 "INSERT INTO audit (time, action, method, caller, result, spiffe_id, serial,"
                 " not_after, detail) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (
-                    record.time,
-                    record.action,
-                    record.method,
-                    record.caller,
-                    record.result,
-                    record.spiffe_id,
-                    record.serial,
-                    record.not_after,
-                    record.detail,
-                ),
+                rows,
             )
 
     def list_audit(self, limit: int = 100) -> list[AuditRecord]:

@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import sqlite3
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -306,22 +307,35 @@ class SqliteStore:
     # -- audit ------------------------------------------------------------------
 
     def append_audit(self, record: AuditRecord) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO audit (time, action, method, caller, result, spiffe_id, serial,"
-                " not_after, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    _ts(record.time),
-                    record.action,
-                    record.method,
-                    record.caller,
-                    record.result,
-                    record.spiffe_id,
-                    record.serial,
-                    _ts(record.not_after),
-                    record.detail,
-                ),
+        self.append_audits([record])
+
+    def append_audits(self, records: Sequence[AuditRecord]) -> None:
+        rows = [
+            (
+                _ts(r.time),
+                r.action,
+                r.method,
+                r.caller,
+                r.result,
+                r.spiffe_id,
+                r.serial,
+                _ts(r.not_after),
+                r.detail,
             )
+            for r in records
+        ]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT INTO audit (time, action, method, caller, result, spiffe_id, serial,"
+                    " not_after, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def list_audit(self, limit: int = 100) -> list[AuditRecord]:
         with self._lock:
