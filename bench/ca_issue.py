@@ -346,7 +346,6 @@ def main() -> None:
     ceiling = statistics.median(rounds.ceilings)
     core_cpu = statistics.median(rounds.core_cpu)
     figures = [h2_one, renew_one, h2_two, renew_two, replicas]
-    best = max(figures, key=lambda f: f.rate)
     print(f"load before: {load_before}; after: {_load()} (2 cores shared: compare ratios)")
     print(
         f"clients: h2load and bench/_renew_client.py, each its own process, {CLIENTS} keep-alive"
@@ -379,15 +378,18 @@ def main() -> None:
             f" {2 / max(renew_two.cpu_per_issuance, 1e-9):.0f}/s (renewals), before the"
             " clients' own CPU"
         )
-    met_rate = "met" if best.rate >= TARGET_RATE else "NOT met"
-    met_ratio = "met" if best.ratio >= TARGET_RATIO else "NOT met"
+    fastest = max(figures, key=lambda f: f.rate)
+    closest = max(figures, key=lambda f: f.ratio)
     print(
         f"target >= {TARGET_RATE:,.0f} X.509-SVIDs/s over HTTPS on 2 cores:"
-        f" {best.rate:.0f}/s ({best.name.rstrip(':')}) — {met_rate}"
+        f" {fastest.rate:.0f}/s median ({fastest.name.rstrip(':')})"
+        f" - {'met' if fastest.rate >= TARGET_RATE else 'NOT met'}"
     )
     print(
         f"target >= {TARGET_RATIO} of the in-process ceiling:"
-        f" {best.ratio:.2f} ({best.name.rstrip(':')}) — {met_ratio}"
+        f" {closest.ratio:.2f} median ({closest.name.rstrip(':')})"
+        f" - {'met' if closest.ratio >= TARGET_RATIO else 'NOT met'}"
+        " (the ceiling is one thread on one core; --workers 2 runs on both)"
     )
 
 

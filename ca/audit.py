@@ -73,7 +73,8 @@ class Auditor:
         try:
             self._rows.append(record)
         finally:
-            audit_log.info("audit %s %s", action, result, extra={"fields": record.to_json()})
+            if audit_log.isEnabledFor(logging.INFO):
+                audit_log.info("audit %s %s", action, result, extra={"fields": record.to_json()})
 
     def _mark(self, exc: BaseException) -> None:
         with self._lock:
