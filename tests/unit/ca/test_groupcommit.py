@@ -60,12 +60,14 @@ def test_concurrent_rows_share_transactions_and_each_returns_once_stored() -> No
     commit = GroupCommit(table.write_many, max_batch=8, max_queued=16)
     seen_stored: list[bool] = []
 
+    start = threading.Barrier(40)
+
     def append(value: int) -> None:
+        start.wait()
         commit.append(value)
         seen_stored.append(value in table.rows)  # stored before append returned
 
-    start = threading.Barrier(40)
-    threads = [threading.Thread(target=lambda v=v: (start.wait(), append(v))) for v in range(40)]
+    threads = [threading.Thread(target=append, args=(v,)) for v in range(40)]
     for t in threads:
         t.start()
     for t in threads:
