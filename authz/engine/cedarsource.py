@@ -34,6 +34,7 @@ _TOKEN = re.compile(
 )
 # What matters for splitting: comments, strings, ";" and runs of anything else.
 _CHUNK = re.compile(r"""//[^\n]*|"(?:[^"\\\n]|\\.)*"?|;|[^\s"/;]+|/""")
+_NEWLINE = re.compile("\n")
 _QUOTED = re.compile(r"`([^`]+)`|resolve type: ([A-Za-z_][A-Za-z0-9_:]*)")
 _SYNTAX_MARKERS = ("unexpected token", "invalid token", "unrecognized token")
 _EOF_MARKERS = ("unexpected end of input",)
@@ -56,7 +57,7 @@ class SourceMap:
     """Offsets to 1-based (line, column) in one text."""
 
     def __init__(self, text: str) -> None:
-        self._starts = [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n"]
+        self._starts = [0, *(m.end() for m in _NEWLINE.finditer(text))]
 
     def position(self, offset: int) -> Position:
         index = bisect.bisect_right(self._starts, offset) - 1

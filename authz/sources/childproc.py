@@ -323,11 +323,13 @@ def main() -> None:
     with contextlib.suppress(OSError):
         os.nice(10)  # the serving process's checks come first on a busy machine
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when this ends
+    from authz.engine.statementcache import StatementCache  # noqa: PLC0415 - after the signal
     from authz.sources.bundles import check_bundle  # noqa: PLC0415 - after the death signal
 
     _limit_memory(limit)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing else may write into the answer pipe
+    cache = StatementCache()  # statements checked before, for the life of this process
     while True:
         job = _read_frame(stdin.fileno(), None)
         if job is None:
@@ -335,7 +337,7 @@ def main() -> None:
         root, version = job
         reply: tuple[str, Any]
         try:
-            reply = ("ok", check_bundle(Path(root), version))
+            reply = ("ok", check_bundle(Path(root), version, cache))
         except MemoryError:
             reply = ("memory", None)
         except Exception as exc:  # the parent rejects the version (fail closed)
