@@ -6,8 +6,8 @@ agent's own lane, ``key=None``) are always served first; workload requests
 workload asking for thousands of audiences waits behind itself, not in front
 of another workload's rotation.
 
-:class:`RateLimiter` is a token bucket per workload key; a workload over its
-rate is refused at once instead of being queued.
+A workload over its JWT-SVID rate (:class:`meshward.ratelimit.RateLimiter`,
+one bucket per workload) is refused at once instead of being queued.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
-__all__ = ["FairGate", "RateLimiter"]
+__all__ = ["FairGate"]
 
 
 class FairGate:
@@ -85,30 +85,3 @@ class FairGate:
                 waiter.set_result(None)
                 return
         self._free += 1
-
-
-class RateLimiter:
-    """A token bucket per key: ``rate`` per second, up to ``burst`` at once."""
-
-    def __init__(
-        self, rate: float, burst: int, monotonic: Callable[[], float], max_keys: int = 10_000
-    ) -> None:
-        if rate <= 0 or burst < 1:
-            raise ValueError("rate must be positive and burst at least 1")
-        self.rate = rate
-        self.burst = burst
-        self._monotonic = monotonic
-        self._max_keys = max_keys
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-
-    def allow(self, key: str) -> bool:
-        now = self._monotonic()
-        tokens, last = self._buckets.pop(key, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
-        allowed = tokens >= 1.0
-        if allowed:
-            tokens -= 1.0
-        self._buckets[key] = (tokens, now)
-        while len(self._buckets) > self._max_keys:
-            self._buckets.popitem(last=False)  # the least recently seen
-        return allowed

@@ -32,13 +32,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent.background import BackgroundTask
 from agent.errors import CaRejected, CaRequestFailed, CaUnavailable, RateLimited
-from agent.fair import FairGate, RateLimiter
+from agent.fair import FairGate
 from agent.hub import SnapshotHub
 from agent.model import Bundle, Entry, HeldSvid
 from agent.renewal import backoff_delay, renew_at
 from agent.source import IdentitySource, JwtSvidToken
 from meshward import x509_svid
 from meshward.clock import Clock
+from meshward.ratelimit import RateLimiter
 
 __all__ = ["AgentConfig", "NodeAgent", "agent_refused", "build_csr"]
 
@@ -107,9 +108,7 @@ class NodeAgent:
         self._slots: dict[str, _Slot] = {}
         self._jwt_cache: dict[tuple[str, tuple[str, ...]], JwtSvidToken] = {}
         self._gate = FairGate(self.config.concurrency)
-        self._jwt_limiter = RateLimiter(
-            self.config.jwt_rate_per_second, self.config.jwt_rate_burst, clock.monotonic
-        )
+        self._jwt_limiter = RateLimiter(self.config.jwt_rate_per_second, self.config.jwt_rate_burst)
         self._wake = asyncio.Event()
         self._task = BackgroundTask(self._run, "meshward-agent-renewal")
         self._failures = 0
@@ -380,7 +379,7 @@ class NodeAgent:
             left = (cached.expires_at - now).total_seconds()
             if left > self.config.jwt_min_remaining:
                 return cached
-        if not self._jwt_limiter.allow(workload):
+        if not self._jwt_limiter.allow(workload, self.clock.monotonic()):
             raise RateLimited("too many JWT-SVID requests from this workload")
         async with self._gate.slot(workload):
             token = await self.source.sign_jwt(svid, list(key[1]))

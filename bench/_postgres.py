@@ -118,10 +118,26 @@ class PostgresServer:
             self.process.kill()
             self.process.wait(timeout=10)
             self.process = None
-            # The backends notice the dead postmaster and exit; wait for the lock file.
+            # The backends notice the dead postmaster and exit; a new postmaster
+            # refuses to start while any is still attached to the old shared memory
+            # (a killed postmaster leaves its lock file behind, so that says nothing).
             deadline = time.monotonic() + 10
-            while (self.data / "postmaster.pid").exists() and time.monotonic() < deadline:
+            while self._old_backends_attached() and time.monotonic() < deadline:
                 time.sleep(0.05)
+
+    def _old_backends_attached(self) -> bool:
+        """Whether processes still use the shared memory the lock file names."""
+        try:
+            lines = (self.data / "postmaster.pid").read_text().splitlines()
+            shmid = lines[6].split()[1]  # the "key shmid" line
+            table = Path("/proc/sysvipc/shm").read_text().splitlines()[1:]
+        except (OSError, IndexError):
+            return False
+        for row in table:
+            fields = row.split()
+            if fields[1] == shmid:
+                return int(fields[6]) > 0  # nattch
+        return False
 
     def stop(self) -> None:
         if self.process is not None:

@@ -38,9 +38,9 @@ from ca.issuance import (
     parse_csr,
 )
 from ca.metrics import CaMetrics
-from ca.ratelimit import Limiter
 from ca.store.protocol import AgentRecord, Entry
 from meshward.clock import Clock
+from meshward.ratelimit import Limiter
 from meshward.settings import CaSettings
 from meshward.spiffe import SpiffeId
 

@@ -38,7 +38,7 @@ from cryptography.x509 import load_der_x509_certificate
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ca.api import create_app
-from ca.errors import CaError
+from ca.errors import CaError, StoreUnavailable
 from ca.issuance import IPAddress, IssuedX509, build_csr
 from ca.keystore import generate_key, write_private_file
 from ca.replicas import DbRateLimiter
@@ -219,6 +219,7 @@ class CaServer:
         """The rotation step, its I/O (database, signing) in a thread and its changes to the
         live TLS context on the event loop, so no handshake sees a context mid-change."""
         period = self.ca.settings.rotate_check_seconds
+        database_down = False
         while True:
             await asyncio.sleep(period)
             try:
@@ -228,8 +229,17 @@ class CaServer:
                 if fresh is not None:
                     self._install_server_svid(*fresh)
                 self._steps += 1
+                if database_down:
+                    log.info("CA rotation resumed: the CA database answers again")
+                    database_down = False
                 if isinstance(self.ca.limiter, DbRateLimiter) and self._steps % 30 == 0:
                     await asyncio.to_thread(self.ca.limiter.prune)
+            except StoreUnavailable as exc:
+                # One line when the database goes away, one when it is back: a
+                # traceback every `period` seconds would bury everything else.
+                if not database_down:
+                    log.warning("CA rotation paused: %s; retrying every %ss", exc, period)
+                database_down = True
             except CaError:
                 log.exception("CA rotation step failed")
 

@@ -36,11 +36,11 @@ from ca.issuance import CsrRequest, IPAddress, IssuedJwt, IssuedX509
 from ca.keystore import KeyKind, PrivateKey, generate_key
 from ca.metrics import CaMetrics
 from ca.pipeline import Grant, Issuer
-from ca.ratelimit import Limiter, RateLimiter
 from ca.rotation import Rotator
 from ca.state import AuthorityHome
 from ca.store.protocol import AgentRecord, CaStore, Entry
 from meshward.clock import Clock
+from meshward.ratelimit import Limiter, RateLimiter
 from meshward.selectors import AGENT_SELECTOR_PREFIX, node_selector
 from meshward.settings import CaSettings
 from meshward.spiffe import CA_SERVER_PATH, SpiffeId, TrustDomain

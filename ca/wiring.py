@@ -19,12 +19,12 @@ from ca.authority import Authority
 from ca.errors import WrongPassphrase
 from ca.keystore import PrivateKey
 from ca.passphrase import ca_passphrase, generated_passphrase_file
-from ca.ratelimit import Limiter
 from ca.service import ADMIN_PATH, Caller, CertificateAuthority, init_authority, random_serial
 from ca.state import AuthorityHome, CaFiles
 from ca.store.protocol import AuthorityRecords, CallerRates, CaStore, Entry
 from ca.store.sqlite import SqliteStore
 from meshward.clock import Clock, SystemClock
+from meshward.ratelimit import Limiter
 from meshward.settings import Settings
 from meshward.spiffe import SpiffeId, TrustDomain
 

@@ -13,6 +13,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import math
 import secrets
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -41,6 +42,7 @@ from console.whatif import ActiveBundle, EditError, evaluate_edit
 from meshward.asgi import BodyTooLarge, read_body
 from meshward.clock import Clock
 from meshward.jsonbody import JsonTooDeep, loads_bounded
+from meshward.ratelimit import RateLimiter
 
 __all__ = ["ConsoleConfig", "create_app"]
 
@@ -64,6 +66,9 @@ class ConsoleConfig:
     login_token: bytes | None  # set: every page needs a login with it
     sample_seconds: float = 5.0
     session_seconds: int = 8 * 3600
+    # Login attempts per client address: a burst of 5, then one per 12 s.
+    login_burst: int = 5
+    login_refill_seconds: float = 12.0
 
 
 def _templates() -> Environment:
@@ -150,6 +155,7 @@ def create_app(config: ConsoleConfig, clock: Clock) -> FastAPI:  # noqa: PLR0915
     env = _templates()
     key = secrets.token_bytes(32)
     sessions = SessionSigner(key, config.session_seconds, lambda: clock.now().timestamp())
+    login_attempts = RateLimiter(1 / config.login_refill_seconds, config.login_burst)
     history = History()
     activations: list[tuple[str, str]] = []  # (version, activated_at), as this console saw them
 
@@ -274,12 +280,18 @@ def create_app(config: ConsoleConfig, clock: Clock) -> FastAPI:  # noqa: PLR0915
             fields = await form(request)
         except (PermissionError, EditError) as exc:
             return page(request, "login.html", code=403, failed=True, message=str(exc))
+        client = request.client.host if request.client else "?"
+        if not login_attempts.allow(client, clock.monotonic()):
+            log.warning("console: login attempts from %s over the limit", client)
+            refused = page(
+                request, "login.html", code=429, failed=True, message="too many attempts; wait"
+            )
+            refused.headers["retry-after"] = str(math.ceil(config.login_refill_seconds))
+            return refused
         if config.login_token is None or not token_matches(
             config.login_token, fields.get("token", "")
         ):
-            log.warning(
-                "console: failed login from %s", request.client.host if request.client else "?"
-            )
+            log.warning("console: failed login from %s", client)
             return page(request, "login.html", code=401, failed=True, message="wrong token")
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -112,7 +113,14 @@ class PostgresStore:
             name="meshward-ca",
             # Autocommit: a one-statement method is one round trip (no BEGIN/COMMIT);
             # the methods of several statements open a transaction (_tx(atomic=True)).
-            kwargs={"options": "-c timezone=UTC", "autocommit": True},
+            # connect_timeout: a database host that drops packets must not hold a
+            # pool worker for the kernel's SYN retries (minutes); libpq counts it in
+            # whole seconds, 2 at least.
+            kwargs={
+                "options": "-c timezone=UTC",
+                "autocommit": True,
+                "connect_timeout": max(2, math.ceil(timeout)),
+            },
         )
         try:
             self._pool.open(wait=True, timeout=timeout)

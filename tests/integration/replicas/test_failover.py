@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
 from cryptography import x509
@@ -108,6 +107,7 @@ def test_database_restart_under_load_503_then_recovers(tmp_path: Path) -> None:
             MESHWARD_CA__DATABASE_TIMEOUT_SECONDS="0.5",
         ) as (ca,):
             codes: list[tuple[float, int]] = []
+            errors: list[str] = []  # anything the load thread met besides an answer
             stop = threading.Event()
 
             svid = workload_svid(ca, WEB, tmp_path / "web")
@@ -117,35 +117,58 @@ def test_database_restart_under_load_503_then_recovers(tmp_path: Path) -> None:
                     while not stop.is_set():
                         csr, _ = new_csr()
                         try:
-                            resp = client.post("/v1/svid/x509", json={"csr": csr.decode()})
+                            resp = client.post(
+                                "/v1/svid/x509", json={"csr": csr.decode()}, timeout=10
+                            )
                             codes.append((time.monotonic(), resp.status_code))
-                        except httpx.HTTPError:
+                        except Exception as exc:
+                            errors.append(f"{time.monotonic():.1f} {type(exc).__name__}: {exc}")
                             codes.append((time.monotonic(), -1))
 
-            thread = threading.Thread(target=load)
+            def state() -> str:
+                """What the load saw and what the CA said, for a failure message."""
+                tail = ca.log.read_text(errors="replace")[-3000:] if ca.log else ""
+                alive = ca.process is not None and ca.process.poll() is None
+                return (
+                    f"CA alive={alive}; last codes={[c for _, c in codes[-20:]]}; "
+                    f"errors={errors[-5:]}; CA log tail:\n{tail}"
+                )
+
+            thread = threading.Thread(target=load, daemon=True)
             thread.start()
             try:
-                _wait_for(lambda: len(codes) > 5)
-                assert {c for _, c in codes} == {200}
+                _wait_for(lambda: len(codes) > 5, detail=state)
+                assert {c for _, c in codes} == {200}, state()
                 pg.kill()
                 killed = time.monotonic()
-                _wait_for(lambda: sum(1 for t, c in codes if t > killed and c == 503) >= 3)
+                _wait_for(
+                    lambda: sum(1 for t, c in codes if t > killed and c == 503) >= 3, detail=state
+                )
                 pg.start()
                 restarted = time.monotonic()
                 # A reconnection gives up after ca.database_timeout_seconds and the next
                 # request starts afresh, so recovery does not lag by the outage's length.
-                _wait_for(lambda: any(c == 200 for t, c in codes if t > restarted), timeout=30)
+                _wait_for(
+                    lambda: any(c == 200 for t, c in codes if t > restarted),
+                    timeout=30,
+                    detail=state,
+                )
             finally:
                 stop.set()
                 thread.join(30)
         during = {c for t, c in codes if killed < t < restarted}
         assert during <= {503, 200}, during  # 200 only for requests that finished first
         assert 503 in during
-        assert {c for _, c in codes} <= {200, 503}  # never a 500, never a dropped connection
+        assert not errors, errors  # never a dropped connection or a hung request
+        assert {c for _, c in codes} <= {200, 503}  # never a 500
 
 
-def _wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    eventually(predicate, timeout, 0.05, "condition")
+def _wait_for(
+    predicate: Callable[[], bool],
+    timeout: float = 20.0,
+    detail: Callable[[], str] | None = None,
+) -> None:
+    eventually(predicate, timeout, 0.05, "condition", detail)
 
 
 def test_rotation_with_two_replicas_every_svid_verifies(tmp_path: Path, postgres_url: str) -> None:

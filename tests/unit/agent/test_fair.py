@@ -6,8 +6,7 @@ import asyncio
 
 import pytest
 
-from agent.fair import FairGate, RateLimiter
-from meshward.clock import FixedClock
+from agent.fair import FairGate
 
 
 async def test_priority_lane_first_then_workloads_in_turn() -> None:
@@ -49,22 +48,3 @@ async def test_a_cancelled_waiter_gives_its_turn_away() -> None:
             await waiter
     async with asyncio.timeout(1), gate.slot("c"):  # the slot is free again
         pass
-
-
-def test_rate_limiter_bucket_per_key() -> None:
-    clock = FixedClock()
-    limiter = RateLimiter(2.0, 3, clock.monotonic)
-    assert [limiter.allow("a") for _ in range(4)] == [True, True, True, False]
-    assert limiter.allow("b")  # another workload has its own bucket
-    clock.advance(0.5)  # one token back
-    assert limiter.allow("a") and not limiter.allow("a")
-    clock.advance(10)  # never more than the burst
-    assert [limiter.allow("a") for _ in range(4)] == [True, True, True, False]
-
-
-def test_rate_limiter_forgets_the_oldest_keys() -> None:
-    clock = FixedClock()
-    limiter = RateLimiter(1.0, 1, clock.monotonic, max_keys=2)
-    assert limiter.allow("a") and limiter.allow("b") and limiter.allow("c")
-    assert limiter.allow("a")  # "a" was evicted: a fresh bucket
-    assert not limiter.allow("c")
