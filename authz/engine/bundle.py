@@ -37,7 +37,7 @@ from typing import Any
 
 import cedarpy
 
-from authz.engine.cedarsource import SourceMap, Statement, locate_error, split_statements
+from authz.engine.cedarsource import SourceMap, Statement, locate_error
 from authz.engine.policytable import Policy, PolicyTable
 from authz.engine.slicing import ScopeIndex, ScopeKeys, scope_keys
 from authz.engine.statementcache import ParsedStatement, StatementCache, schema_key
@@ -317,7 +317,8 @@ def _read_policies(
     for path in policy_paths:
         text = files.read(path)
         if text is not None:
-            sources.append((files.rel(path), text, split_statements(text)))
+            rel = files.rel(path)
+            sources.append((rel, text, cache.statements(rel, text)))
     texts = [st.text for _, _, statements in sources for st in statements]
     unparsed = [t for t in dict.fromkeys(texts) if cache.parsed(t) is None]
     key = schema_key(schema_text)

@@ -12,6 +12,10 @@ remembers, per statement text:
   errors Cedar reported for it, as Cedar worded them. A changed schema is a
   new key, so every statement is validated again against it.
 
+and, per policy file, its last text and statements, so a file that changed
+in one place is split again only around that place
+(:func:`authz.engine.cedarsource.resplit_statements`).
+
 Only successes are kept: a statement that does not parse, or a validation
 that failed as a whole, is worked out afresh every time. The checks give the
 same problems, policies and index as a check from nothing (property-tested in
@@ -28,6 +32,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from authz.engine.cedarsource import Statement, resplit_statements, split_statements
 from authz.engine.slicing import ScopeKeys
 
 __all__ = ["ParsedStatement", "StatementCache", "schema_key"]
@@ -85,6 +90,18 @@ class StatementCache:
 
     def remember_errors(self, schema: str, text: str, errors: tuple[str, ...]) -> None:
         self._current[("valid", schema, text)] = errors
+
+    def statements(self, file: str, text: str) -> list[Statement]:
+        """``split_statements(text)`` of the policy file ``file``, re-splitting only
+        what changed since the text this cache last saw for that file."""
+        previous: tuple[str, list[Statement]] | None = self._get(("file", file))
+        statements = (
+            split_statements(text)
+            if previous is None
+            else resplit_statements(previous[0], previous[1], text)
+        )
+        self._current[("file", file)] = (text, statements)
+        return statements
 
     def commit(self) -> None:
         """End of one check: keep what the last ``generations`` checks used."""

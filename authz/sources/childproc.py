@@ -20,7 +20,10 @@ Either way the caller treats the version as failed; the next check starts a
 new child.
 
 The child runs at a lower CPU priority (``nice`` 10): on a busy machine the
-serving process's checks come first. Children die with their parent: the
+serving process's checks come first. It keeps a
+:class:`~authz.engine.statementcache.StatementCache` for its life; its
+cyclic garbage collector runs once after each answer is sent (not during a
+check), then freezes what survives. Children die with their parent: the
 child asks the kernel for ``SIGKILL`` when its parent dies
 (``prctl(PR_SET_PDEATHSIG)``, Linux), checks that the parent it was started
 by is still there, and exits when its stdin — the pipe from the parent —
@@ -336,6 +339,10 @@ def main() -> None:
             return
         root, version = job
         reply: tuple[str, Any]
+        # The cyclic collector would walk the cache's objects again and again
+        # while a check allocates; it runs once after the answer is sent, and
+        # what survives (the cache) is then frozen out of its reach.
+        gc.disable()
         try:
             reply = ("ok", check_bundle(Path(root), version, cache))
         except MemoryError:
@@ -343,3 +350,6 @@ def main() -> None:
         except Exception as exc:  # the parent rejects the version (fail closed)
             reply = ("error", type(exc).__name__)
         _write_frame(stdout, reply)
+        del reply
+        gc.collect()
+        gc.freeze()

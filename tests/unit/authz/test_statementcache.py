@@ -143,8 +143,9 @@ def test_the_cache_keeps_what_the_last_two_checks_used(tmp_path: Path) -> None:
     cache = StatementCache(generations=2)
     for statement in STATEMENTS[:3]:
         _outcome(_tree(tmp_path, SCHEMA_A, {"a.cedar": [statement]}), cache)
-    # Per check: one parse and one validation; the first check's are gone.
-    assert len(cache) == 4
+    # Per check: one parse and one validation, and a.cedar's last text and
+    # statements; the first check's are gone.
+    assert len(cache) == 5
     assert cache.parsed(STATEMENTS[0]) is None
     assert cache.parsed(STATEMENTS[1]) is not None
     assert cache.parsed(STATEMENTS[2]) is not None
