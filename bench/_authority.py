@@ -1,34 +1,46 @@
 """A small signing authority in-process: an :class:`IdentitySource` for agent tests.
 
-It really signs (ECDSA P-256 root, X.509-SVIDs with one URI SAN, ES256
-JWT-SVIDs with a ``kid``), so py-spiffe and Envoy-side clients can verify what
-the agent serves. ``down`` makes it behave like an unreachable CA; ``evicted`` like a CA
-that refuses the agent (403 on every call); ``rotate`` replaces its root and
-JWT key (the bundle changes); ``activate_signer`` starts signing with a new
-intermediate under the same root (only the bundle's sequence changes). Tests that need the real
-``meshward ca serve`` use it instead.
+It signs with the CA's own code: the root and the signing CAs come from
+:mod:`ca.authority`'s builders, X.509-SVIDs and JWT-SVIDs from
+:mod:`ca.issuance` (each checked as the CA checks what it issues), so what the
+agent serves has the profile ``meshward ca`` issues. Its trust bundle holds
+only the root (the signing CA travels in each SVID's chain).
+
+``down`` makes it behave like an unreachable CA; ``evicted`` like a CA that
+refuses the agent (403 on every call); ``rotate`` replaces its root, signing
+CA and JWT key (the bundle changes); ``activate_signer`` starts signing with a
+new signing CA under the same root (only the bundle's sequence changes).
+Tests that need the real ``meshward ca serve`` use it instead.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 from collections.abc import Sequence
 
-import jwt
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from agent.errors import CaRejected, CaUnavailable
 from agent.model import Bundle, Entry, HeldSvid
 from agent.source import JwtSvidToken
+from ca.authority import Slot, build_root, make_slot
+from ca.issuance import issue_jwt_svid, issue_x509_svid, parse_csr
+from ca.keystore import PrivateKey
 from meshward.clock import Clock
 from meshward.spiffe import TrustDomain
 from meshward.spiffe_bundle import SpiffeBundle
 
 __all__ = ["LocalAuthority"]
+
+ROOT_TTL = dt.timedelta(days=30)
+SIGNING_CA_TTL = dt.timedelta(days=7)
+JWT_TTL = dt.timedelta(minutes=5)
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
 
 
 class LocalAuthority:
@@ -49,60 +61,42 @@ class LocalAuthority:
         self.rotate()
 
     def rotate(self) -> None:
-        now = self.clock.now()
-        self.root_key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"root {secrets.token_hex(4)}")])
-        self.root = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self.root_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.UniformResourceIdentifier(str(self.trust_domain.id))]
-                ),
-                critical=False,
-            )
-            .sign(self.root_key, hashes.SHA256())
+        """A new root, signing CA and JWT key: a new bundle."""
+        self.root_key: PrivateKey = _key()
+        self.root = build_root(
+            self.trust_domain, self.root_key, self.clock.now(), ROOT_TTL, self._serial()
         )
-        self.signer_key, self.signer = self.root_key, self.root
-        self.jwt_key = ec.generate_private_key(ec.SECP256R1())
-        self.kid = secrets.token_hex(8)
+        self.slot = self._new_slot(slot_id=1, jwt_key=_key())
         self.sequence += 1
 
     def activate_signer(self) -> None:
-        """Sign from now on with a new intermediate CA under the same root."""
-        now = self.clock.now()
-        self.signer_key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"ca {secrets.token_hex(4)}")])
-        self.signer = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(self.root.subject)
-            .public_key(self.signer_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=7))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-                critical=True,
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.root_key.public_key()),
-                critical=False,
-            )
-            .sign(self.root_key, hashes.SHA256())
-        )
+        """Sign from now on with a new signing CA under the same root (same JWT key)."""
+        self.slot = self._new_slot(self.slot.id + 1, self.slot.jwt_key)
         self.sequence += 1
+
+    def _new_slot(self, slot_id: int, jwt_key: PrivateKey) -> Slot:
+        now = self.clock.now()
+        return make_slot(
+            slot_id, self.trust_domain, self.root, self.root_key, _key(), jwt_key,
+            now, SIGNING_CA_TTL, self._serial(),
+        )  # fmt: skip
+
+    @staticmethod
+    def _serial() -> int:
+        return x509.random_serial_number()
+
+    @property
+    def signer(self) -> x509.Certificate:
+        """The signing CA that issues now (what follows the leaf in a chain)."""
+        return self.slot.ca_cert
+
+    @property
+    def jwt_key(self) -> PrivateKey:
+        return self.slot.jwt_key
+
+    @property
+    def kid(self) -> str:
+        return self.slot.jwt_kid
 
     def bundle(self) -> Bundle:
         return Bundle(
@@ -135,60 +129,23 @@ class LocalAuthority:
         self._check()
         if entry.entry_id in self.refuse:
             raise CaRejected("not authorized", 403)
-        now = self.clock.now()
-        ttl = entry.ttl_seconds or self.ttl
-        leaf = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SPIFFE")]))
-            .issuer_name(self.signer.subject)
-            .public_key(csr.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(seconds=self.backdate))
-            .not_valid_after(now + dt.timedelta(seconds=ttl))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(True, False, False, False, False, False, False, False, False),
-                critical=True,
-            )
-            .add_extension(
-                x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-                ),
-                critical=False,
-            )
-            .add_extension(
-                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(str(entry.spiffe_id))]),
-                critical=False,
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.signer_key.public_key()),
-                critical=False,
-            )
-            .sign(self.signer_key, hashes.SHA256())
+        issued = issue_x509_svid(
+            parse_csr(csr.public_bytes(serialization.Encoding.PEM)),
+            entry.spiffe_id,
+            self.slot,
+            (self.signer,),
+            self.clock.now(),
+            dt.timedelta(seconds=entry.ttl_seconds or self.ttl),
+            self._serial,
+            backdate=dt.timedelta(seconds=self.backdate),
         )
         self.issued += 1
-        return [leaf] if self.signer is self.root else [leaf, self.signer]
+        return list(issued.chain)
 
     async def sign_jwt(self, svid: HeldSvid, audience: Sequence[str]) -> JwtSvidToken:
         self._check()
-        now = self.clock.now()
-        exp = now + dt.timedelta(minutes=5)
-        token = jwt.encode(
-            {
-                "sub": str(svid.spiffe_id),
-                "aud": list(audience),
-                "iat": int(now.timestamp()),
-                "exp": int(exp.timestamp()),
-            },
-            self.jwt_key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            ),
-            algorithm="ES256",
-            headers={"kid": self.kid, "typ": "JWT"},
-        )
-        return JwtSvidToken(token, exp)
+        issued = issue_jwt_svid(svid.spiffe_id, audience, self.slot, self.clock.now(), JWT_TTL)
+        return JwtSvidToken(issued.token, issued.expires_at)
 
     async def aclose(self) -> None:
         return None

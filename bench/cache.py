@@ -115,7 +115,8 @@ def _body(principal: int, path: str) -> bytes:
             ),
         )
     )
-    return request.SerializeToString()
+    body: bytes = request.SerializeToString()
+    return body
 
 
 # -- the client (runs in its own process: python -m bench.cache client ...) -------

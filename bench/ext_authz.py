@@ -97,7 +97,7 @@ def _request(method: str = "GET", principal: str = "", token: str = "") -> pb.Ch
 
 
 def _framed(message: pb.CheckRequest) -> bytes:
-    data = message.SerializeToString()
+    data: bytes = message.SerializeToString()
     return b"\x00" + struct.pack(">I", len(data)) + data
 
 

@@ -162,7 +162,7 @@ class GrpcDriver:
         )
         for name, value in r.headers:
             http.header_map.headers.add(key=name.lower(), raw_value=value.encode("latin-1"))
-        message = pb.CheckRequest(
+        message: bytes = pb.CheckRequest(
             attributes=ac.AttributeContext(
                 source=ac.AttributeContext.Peer(
                     address=address_pb2.Address(
@@ -191,7 +191,8 @@ class GrpcDriver:
         decided = (code_pb2.OK, code_pb2.PERMISSION_DENIED, code_pb2.UNAUTHENTICATED)
         if response.status.code not in decided:
             raise AssertionError(f"grpc: no decision for {request}: {response}")
-        return response.status.code == code_pb2.OK
+        allowed: bool = response.status.code == code_pb2.OK
+        return allowed
 
 
 def _document(r: AttackRequest) -> dict[str, object]:

@@ -81,8 +81,8 @@ class TestAuthority(LocalAuthority):
 
     __test__ = False
 
-    def __init__(self, latency: float = 0.0, **kw: int) -> None:
-        super().__init__(SystemClock(), **kw)
+    def __init__(self, latency: float = 0.0, backdate: int = 30) -> None:
+        super().__init__(SystemClock(), backdate=backdate)
         self.latency = latency
         self.jwt_status: int | None = None
         self._one_at_a_time = asyncio.Lock()
@@ -93,7 +93,7 @@ class TestAuthority(LocalAuthority):
             async with self._one_at_a_time:  # FIFO, like a CA at its capacity
                 await asyncio.sleep(self.latency)
 
-    async def sign_x509(self, entry: Entry, csr, current):  # type: ignore[no-untyped-def]
+    async def sign_x509(self, entry: Entry, csr, current):
         await self._busy()
         return await super().sign_x509(entry, csr, current)
 

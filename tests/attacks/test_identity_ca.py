@@ -30,7 +30,7 @@ from meshward.jwt_svid import InvalidJwtSvid, validate_jwt_svid
 from meshward.selectors import node_selector
 from meshward.spiffe import SpiffeId, TrustDomain
 from meshward.spiffe_bundle import JWT_SVID_USE, SpiffeBundle
-from tests.support.ca import PASSPHRASE, CaProcess, new_csr, openssl_verify, running_ca
+from tests.support.ca import PASSPHRASE, CaProcess, ca_env, new_csr, openssl_verify, running_ca
 
 TD = TrustDomain("example.org")
 PY_TD = PyTrustDomain("example.org")
@@ -245,7 +245,7 @@ def test_evicted_agent_cannot_renew_nor_serve_its_workloads(ca: CaProcess, tmp_p
 
 
 def test_no_plaintext_admin_key_after_init(tmp_path: Path) -> None:
-    proc = CaProcess(tmp_path / "state", env={"MESHWARD_CA_PASSPHRASE": PASSPHRASE})
+    proc = CaProcess(tmp_path / "state", env=ca_env())
     assert proc.cli("ca", "init", "--trust-domain", "example.org").returncode == 0
     keys = [p for p in (tmp_path / "state").rglob("*") if p.is_file()]
     for path in keys:

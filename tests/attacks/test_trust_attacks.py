@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -404,7 +405,7 @@ def _wait(
     eventually(predicate, timeout, 0.2, what, detail)
 
 
-def _rejected(pdp: PdpProcess) -> dict[str, object] | None:
+def _rejected(pdp: PdpProcess) -> dict[str, Any] | None:
     last = httpx.get(f"{pdp.http_url}/v1/policies").json()["last_rejected"]
     return last if isinstance(last, dict) else None
 

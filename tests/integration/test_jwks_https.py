@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import json
 import logging
 import ssl
@@ -12,10 +11,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 
 from authz.authn.jwks import UrlJwks
 from authz.authn.jwt import JwtPolicy, JwtVerifier, OidcIssuer
@@ -35,7 +33,7 @@ NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 class Idp:
     url: str
     ca_file: Path
-    keys: list[dict] = field(default_factory=list)
+    keys: list[dict[str, Any]] = field(default_factory=list)
     status: int = 200
     fetches: int = 0
 
@@ -47,23 +45,9 @@ def idp(tmp_path: Path) -> Iterator[Idp]:
         "spiffe://idp.test/jwks",
         not_before=NOW - dt.timedelta(hours=1),
         not_after=NOW + dt.timedelta(hours=1),
+        ip_addresses=["127.0.0.1"],  # for the client's hostname check
     )
-    # The server certificate needs an IP SAN for the hostname check.
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(leaf.cert.subject)
-        .issuer_name(pki.root.cert.subject)
-        .public_key(leaf.key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(hours=1))
-        .not_valid_after(NOW + dt.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(pki.root.key, hashes.SHA256())
-    )
-    (tmp_path / "server.pem").write_text(pem(cert))
+    (tmp_path / "server.pem").write_text(pem(*pki.chain(leaf)))
     (tmp_path / "server.key").write_text(leaf.key_pem)
     (tmp_path / "ca.pem").write_text(pki.bundle_pem)
     state = Idp(f"https://127.0.0.1:{free_port()}/jwks.json", tmp_path / "ca.pem")
@@ -95,7 +79,7 @@ def idp(tmp_path: Path) -> Iterator[Idp]:
         server.server_close()
 
 
-def _claims() -> dict:
+def _claims() -> dict[str, Any]:
     return {"iss": ISS, "sub": "erin", "aud": "shop", "exp": int(NOW.timestamp()) + 300}
 
 

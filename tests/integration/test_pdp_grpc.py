@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypedDict
 
 import grpc
 import httpx
@@ -30,8 +31,12 @@ ORDERS = f"{SHOP}/orders"
 CATALOG = f"{SHOP}/catalog"
 
 
+class _Peer(TypedDict, total=False):
+    certificate: str
+
+
 # The frontend's verified certificate, as Envoy sends it (filled by the pdp fixture).
-PEER: dict[str, str] = {}
+PEER: _Peer = {}
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2_grpc
@@ -17,7 +18,7 @@ TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 
 
-def _spans(output: str) -> list[dict]:
+def _spans(output: str) -> list[dict[str, Any]]:
     """The JSON spans the console exporter printed (one pretty-printed object each)."""
     decoder = json.JSONDecoder()
     spans, i = [], 0

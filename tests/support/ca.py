@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ca.issuance import build_csr
+from ca.keystore import PASSPHRASE_ENV
 from ca.service import Caller, CertificateAuthority, init_authority, random_serial
 from ca.state import CaFiles
 from ca.store.protocol import Entry
@@ -32,6 +33,7 @@ from tests.support.net import free_port, wait_for_port
 
 __all__ = [
     "PASSPHRASE",
+    "ca_env",
     "CaProcess",
     "in_process_ca",
     "new_csr",
@@ -179,12 +181,17 @@ class CaProcess:
         return out
 
 
+def ca_env(**settings: str) -> dict[str, str]:
+    """The environment of a test CA process: its keys' passphrase, then ``settings``."""
+    return {PASSPHRASE_ENV: PASSPHRASE, **settings}
+
+
 @contextmanager
 def running_ca(
     state_dir: Path, trust_domain: str = "example.org", **env: str
 ) -> Iterator[CaProcess]:
     """``meshward ca init``, ``ca admin login``, then ``ca serve`` on a free port; stopped after."""
-    proc = CaProcess(state_dir, env={"MESHWARD_CA_PASSPHRASE": PASSPHRASE, **env})
+    proc = CaProcess(state_dir, env=ca_env(**env))
     result = proc.cli("ca", "init", "--trust-domain", trust_domain)
     if result.returncode != 0:
         raise RuntimeError(f"ca init failed: {result.stderr}")

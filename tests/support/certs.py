@@ -10,6 +10,7 @@ come from the caller so expiry can be tested one second either side.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -100,8 +101,13 @@ class TestPki:
         not_before: dt.datetime | None = None,
         not_after: dt.datetime | None = None,
         issuer: Issued | None = None,
+        dns_names: Sequence[str] = (),
+        ip_addresses: Sequence[str] = (),
     ) -> Issued:
-        """An X.509-SVID; ``spiffe_ids`` overrides the URI SANs (``[]`` for none)."""
+        """An X.509-SVID; ``spiffe_ids`` overrides the URI SANs (``[]`` for none).
+
+        ``dns_names`` and ``ip_addresses`` join the URI SANs (a TLS server's names).
+        """
         if spiffe_ids is None:
             spiffe_ids = [f"spiffe://{self.trust_domain}{path}"]
         elif isinstance(spiffe_ids, str):
@@ -128,13 +134,11 @@ class TestPki:
                 critical=False,
             )
         )
-        if spiffe_ids:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.UniformResourceIdentifier(u) for u in spiffe_ids]
-                ),
-                critical=False,
-            )
+        names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(u) for u in spiffe_ids]
+        names += [x509.DNSName(d) for d in dns_names]
+        names += [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
+        if names:
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         return Issued(builder.sign(signer.key, hashes.SHA256()), key)
 
     def chain(self, leaf: Issued) -> list[x509.Certificate]:

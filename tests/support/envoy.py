@@ -53,4 +53,5 @@ def upstream_headers(response: pb.CheckResponse) -> dict[str, str]:
 
 
 def denied_body_json(response: pb.CheckResponse) -> dict[str, str]:
-    return json.loads(response.denied_response.body)
+    body: dict[str, str] = json.loads(response.denied_response.body)
+    return body

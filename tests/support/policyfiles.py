@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
+from authz.errors import Problem, Rejected
 from tests.support.cli import REPO
 
 __all__ = [
@@ -12,6 +15,7 @@ __all__ = [
     "SYNTAX_ERROR",
     "TIGHTEN_ORDERS_READS_CATALOG",
     "example_files",
+    "load_config",
 ]
 
 
@@ -23,6 +27,20 @@ def example_files(prefix: str = "") -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
+
+
+def load_config(root: Path, version: str) -> dict[str, Any]:
+    """A :class:`~authz.sources.gate.Gate` loader whose bundle is one ``config.json``.
+
+    A version whose ``config.json`` is not JSON is rejected at the ``bundle``
+    stage, as a policy bundle that does not parse is.
+    """
+    try:
+        return dict(json.loads((root / "config.json").read_text()))
+    except ValueError as exc:
+        raise Rejected(
+            [Problem("config.json", 1, 1, "bad-json", str(exc))], stage="bundle"
+        ) from exc
 
 
 # A file that does not parse.

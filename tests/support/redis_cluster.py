@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from tests.support.net import free_port
 from tests.support.redis import RedisServer
+from tests.support.wait import eventually
 
 __all__ = ["RedisCluster", "redis_cluster"]
 
@@ -44,12 +44,12 @@ class RedisCluster:
         ).stdout
 
     def wait_ok(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if all("cluster_state:ok" in self.cli(n, "cluster", "info") for n in self.nodes):
-                return
-            time.sleep(0.1)
-        raise TimeoutError("redis cluster did not reach cluster_state:ok")
+        eventually(
+            lambda: all("cluster_state:ok" in self.cli(n, "cluster", "info") for n in self.nodes),
+            timeout,
+            0.1,
+            "redis cluster_state:ok",
+        )
 
     def stop(self) -> None:
         for node in self.nodes:

@@ -10,19 +10,18 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from tests.support.ca import PASSPHRASE, CaProcess, new_csr
+from tests.support.ca import CaProcess, ca_env, new_csr
 
 __all__ = ["replica_env", "running_replicas", "wait_for_same_bundle", "workload_svid"]
 
 
 def replica_env(database_url: str, replica: str, **extra: str) -> dict[str, str]:
-    return {
-        "MESHWARD_CA_PASSPHRASE": PASSPHRASE,
-        "MESHWARD_CA__DATABASE_URL": database_url,
-        "MESHWARD_CA__REPLICA_ID": replica,
-        "MESHWARD_CA__ROTATE_CHECK_SECONDS": "0.3",
+    return ca_env(
+        MESHWARD_CA__DATABASE_URL=database_url,
+        MESHWARD_CA__REPLICA_ID=replica,
+        MESHWARD_CA__ROTATE_CHECK_SECONDS="0.3",
         **extra,
-    }
+    )
 
 
 @contextmanager

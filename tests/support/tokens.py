@@ -36,7 +36,7 @@ class SigningKey:
 
     kid: str
     kind: str = "ec"  # "ec" (ES256) or "rsa" (RS256)
-    private: Any = field(init=False)
+    private: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = field(init=False)
 
     def __post_init__(self) -> None:
         if self.kind == "ec":
@@ -56,8 +56,12 @@ class SigningKey:
 
     @property
     def jwk(self) -> dict[str, Any]:
-        algo = jwt.algorithms.ECAlgorithm if self.kind == "ec" else jwt.algorithms.RSAAlgorithm
-        out: dict[str, Any] = json.loads(algo.to_jwk(self.private.public_key()))
+        public = self.private.public_key()
+        if isinstance(public, ec.EllipticCurvePublicKey):
+            text = jwt.algorithms.ECAlgorithm.to_jwk(public)
+        else:
+            text = jwt.algorithms.RSAAlgorithm.to_jwk(public)
+        out: dict[str, Any] = json.loads(text)
         out.update(kid=self.kid, use="sig")
         return out
 

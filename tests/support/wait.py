@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 __all__ = ["WaitTimeout", "eventually", "eventually_async"]
 
@@ -23,7 +23,7 @@ class WaitTimeout(TimeoutError, AssertionError):
 
 
 def eventually(
-    predicate: Callable[[], T],
+    predicate: Callable[[], T | None],
     timeout: float = 10.0,
     interval: float = 0.05,
     message: str = "condition",
@@ -40,13 +40,33 @@ def eventually(
         time.sleep(interval)
 
 
+@overload
 async def eventually_async(
-    predicate: Callable[[], T | Awaitable[T]],
+    predicate: Callable[[], Awaitable[T | None]],
+    timeout: float = ...,
+    interval: float = ...,
+    message: str = ...,
+    detail: Callable[[], str] | None = ...,
+) -> T: ...
+
+
+@overload
+async def eventually_async(
+    predicate: Callable[[], T | None],
+    timeout: float = ...,
+    interval: float = ...,
+    message: str = ...,
+    detail: Callable[[], str] | None = ...,
+) -> T: ...
+
+
+async def eventually_async(
+    predicate: Callable[[], Any],
     timeout: float = 10.0,
     interval: float = 0.05,
     message: str = "condition",
     detail: Callable[[], str] | None = None,
-) -> T:
+) -> Any:
     """:func:`eventually` in an event loop: ``asyncio.sleep``s, awaits ``predicate`` if needed."""
     deadline = time.monotonic() + timeout
     while True:

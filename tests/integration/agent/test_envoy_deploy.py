@@ -57,7 +57,7 @@ def _daemonset_sds_path() -> str:
     docs = list(yaml.safe_load_all(DAEMONSET.read_text()))
     ds = next(d for d in docs if d and d.get("kind") == "DaemonSet")
     args = ds["spec"]["template"]["spec"]["containers"][0]["args"]
-    sds = next(a for a in args if a.startswith("--sds="))
+    sds: str = next(a for a in args if a.startswith("--sds="))
     return sds.removeprefix("--sds=unix:")
 
 

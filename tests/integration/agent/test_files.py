@@ -12,12 +12,14 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from agent.files import DATA_LINK, FileSink, FileSinkConfig
 from tests.integration.agent.conftest import RunningAgent
+from tests.support.wait import eventually_async
 
 
-def read_pair(directory: Path) -> tuple[x509.Certificate, object]:
+def read_pair(directory: Path) -> tuple[x509.Certificate, PrivateKeyTypes]:
     """What a reader sees at one instant: resolve ..data once, read both files."""
     version = Path(os.path.realpath(directory / DATA_LINK))
     cert = x509.load_pem_x509_certificates((version / "svid.pem").read_bytes())[0]
@@ -25,20 +27,12 @@ def read_pair(directory: Path) -> tuple[x509.Certificate, object]:
     return cert, key
 
 
-async def wait_for(predicate, timeout: float = 10.0) -> None:
-    for _ in range(int(timeout / 0.02)):
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not reached")
-
-
 async def test_files_written_with_modes(running_agent: RunningAgent, short_tmp: Path) -> None:
     out = short_tmp / "svid"
     sink = FileSink(running_agent.agent.hub, FileSinkConfig(out, "spiffe://example.org/web"))
     await sink.start()
     try:
-        await wait_for(lambda: sink.writes >= 1)
+        await eventually_async(lambda: sink.writes >= 1)
         cert, key = read_pair(out)
         held = running_agent.agent.hub.current.svid_by_id("spiffe://example.org/web")
         assert held is not None and cert.serial_number == held.serial
@@ -52,11 +46,17 @@ async def test_files_written_with_modes(running_agent: RunningAgent, short_tmp: 
         await sink.stop()
 
 
+async def _rotate_and_write(running_agent: RunningAgent, sink: FileSink) -> None:
+    before = sink.writes
+    running_agent.agent.rotate_now()
+    await eventually_async(lambda: sink.writes > before, message="the rotated SVID written")
+
+
 async def test_reader_never_sees_a_torn_pair(running_agent: RunningAgent, short_tmp: Path) -> None:
     out = short_tmp / "svid"
     sink = FileSink(running_agent.agent.hub, FileSinkConfig(out))
     await sink.start()
-    await wait_for(lambda: sink.writes >= 1)
+    await eventually_async(lambda: sink.writes >= 1)
     stop = threading.Event()
     problems: list[str] = []
     reads = [0]
@@ -78,9 +78,7 @@ async def test_reader_never_sees_a_torn_pair(running_agent: RunningAgent, short_
     thread.start()
     try:
         for _ in range(25):
-            before = sink.writes
-            running_agent.agent.rotate_now()
-            await wait_for(lambda b=before: sink.writes > b)
+            await _rotate_and_write(running_agent, sink)
     finally:
         stop.set()
         await asyncio.to_thread(thread.join)
@@ -122,9 +120,9 @@ async def test_command_and_signal_after_write(running_agent: RunningAgent, short
     sink = FileSink(running_agent.agent.hub, config)
     await sink.start()
     try:
-        await wait_for(lambda: marker.exists() and counter.exists())
+        await eventually_async(lambda: marker.exists() and counter.exists())
         running_agent.agent.rotate_now()
-        await wait_for(lambda: marker.read_text() == "xx" and counter.read_text() == "2")
+        await eventually_async(lambda: marker.read_text() == "xx" and counter.read_text() == "2")
     finally:
         await sink.stop()
         proc.send_signal(signal.SIGTERM)
@@ -138,16 +136,16 @@ async def test_files_of_a_revoked_svid_are_removed(
     sink = FileSink(running_agent.agent.hub, FileSinkConfig(out, "spiffe://example.org/web"))
     await sink.start()
     try:
-        await wait_for(lambda: sink.writes >= 1)
+        await eventually_async(lambda: sink.writes >= 1)
         assert (out / "svid_key.pem").exists()
         running_agent.authority.entries = [
             e for e in running_agent.authority.entries if e.entry_id != "web"
         ]
         running_agent.agent.wake()
-        await wait_for(lambda: not (out / "svid_key.pem").exists())
+        await eventually_async(lambda: not (out / "svid_key.pem").exists())
         # The links go first, then (in the same removal) the versions they
         # pointed to: wait for that to finish, not just for the first unlink.
-        await wait_for(lambda: not [p for p in out.iterdir() if p.name.startswith("..")])
+        await eventually_async(lambda: not [p for p in out.iterdir() if p.name.startswith("..")])
     finally:
         await sink.stop()
 
@@ -160,12 +158,12 @@ async def test_a_partial_snapshot_removes_nothing(
     sink = FileSink(hub, FileSinkConfig(out, "spiffe://example.org/web"))
     await sink.start()
     try:
-        await wait_for(lambda: sink.writes >= 1)
+        await eventually_async(lambda: sink.writes >= 1)
         # Mid-pass (e.g. a restarted agent's first pass): the SVID may still come.
         hub.publish(hub.current.bundle, (), partial=True)
         await asyncio.sleep(0.2)
         assert (out / "svid_key.pem").exists()
         hub.publish(hub.current.bundle, ())  # a whole pass without it
-        await wait_for(lambda: not (out / "svid_key.pem").exists())
+        await eventually_async(lambda: not (out / "svid_key.pem").exists())
     finally:
         await sink.stop()

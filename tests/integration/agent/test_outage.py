@@ -8,6 +8,7 @@ from spiffe import WorkloadApiClient, X509Source
 
 from agent.errors import CaUnavailable
 from tests.integration.agent.conftest import RunningAgent
+from tests.support.wait import eventually_async
 
 
 async def test_serving_through_an_outage_and_recovering(running_agent: RunningAgent) -> None:
@@ -18,11 +19,10 @@ async def test_serving_through_an_outage_and_recovering(running_agent: RunningAg
         first = source.get_x509_context().default_svid.leaf.serial_number
         running_agent.authority.down = True
         running_agent.agent.rotate_now()  # renewal due, CA unreachable
-        for _ in range(200):
-            if isinstance(running_agent.agent.last_error, CaUnavailable):
-                break
-            await asyncio.sleep(0.02)
-        assert isinstance(running_agent.agent.last_error, CaUnavailable)
+        await eventually_async(
+            lambda: isinstance(running_agent.agent.last_error, CaUnavailable),
+            message="the renewal failing on the unreachable CA",
+        )
 
         # New clients still get the held SVID; the open stream still has it.
         def fetch() -> int:
@@ -33,11 +33,10 @@ async def test_serving_through_an_outage_and_recovering(running_agent: RunningAg
         assert source.get_x509_context().default_svid.leaf.serial_number == first
 
         running_agent.authority.down = False  # the CA is back: the retry renews
-        for _ in range(300):
-            if source.get_x509_context().default_svid.leaf.serial_number != first:
-                break
-            await asyncio.sleep(0.02)
-        assert source.get_x509_context().default_svid.leaf.serial_number != first
+        await eventually_async(
+            lambda: source.get_x509_context().default_svid.leaf.serial_number != first,
+            message="the SVID renewed once the CA is back",
+        )
         assert running_agent.agent.last_error is None
     finally:
         await asyncio.to_thread(source.close)

@@ -20,6 +20,7 @@ from spiffe.svid.jwt_svid import JwtSvid
 from spiffe.workloadapi.errors import FetchJwtSvidError, FetchX509SvidError
 
 from tests.integration.agent.conftest import RunningAgent, entry
+from tests.support.wait import eventually_async
 
 
 async def test_fetch_x509_context_and_bundle_verify(running_agent: RunningAgent) -> None:
@@ -30,7 +31,9 @@ async def test_fetch_x509_context_and_bundle_verify(running_agent: RunningAgent)
             bundle = ctx.x509_bundle_set.get_bundle_for_trust_domain(svid.spiffe_id.trust_domain)
             assert bundle is not None
             (root,) = bundle.x509_authorities
-            svid.leaf.verify_directly_issued_by(root)
+            leaf, signing_ca = svid.cert_chain  # the chain up to the bundle's root
+            leaf.verify_directly_issued_by(signing_ca)
+            signing_ca.verify_directly_issued_by(root)
             # The private key handed out is the one the certificate certifies.
             assert svid.private_key.public_key() == svid.leaf.public_key()
             return str(svid.spiffe_id), len(ctx.x509_svids), svid.leaf.serial_number
@@ -80,9 +83,13 @@ async def test_x509_source_sees_rotation_without_reconnecting(running_agent: Run
     updates: list[int] = []
     seen = threading.Event()
 
+    def updated() -> None:
+        updates.append(1)
+        seen.set()
+
     def start() -> X509Source:
         source = X509Source(socket_path=running_agent.endpoint, timeout_in_seconds=10)
-        source.subscribe_for_updates(lambda: (updates.append(1), seen.set()))
+        source.subscribe_for_updates(updated)
         return source
 
     source = await asyncio.to_thread(start)
@@ -90,11 +97,10 @@ async def test_x509_source_sees_rotation_without_reconnecting(running_agent: Run
         first = source.get_x509_context().default_svid.leaf.serial_number
         opened = running_agent.api.x509_streams_opened
         running_agent.agent.rotate_now()
-        for _ in range(200):
-            if source.get_x509_context().default_svid.leaf.serial_number != first:
-                break
-            await asyncio.sleep(0.05)
-        assert source.get_x509_context().default_svid.leaf.serial_number != first
+        await eventually_async(
+            lambda: source.get_x509_context().default_svid.leaf.serial_number != first,
+            message="the rotated SVID",
+        )
         assert str(source.get_x509_context().default_svid.spiffe_id) == "spiffe://example.org/web"
         assert updates  # the rotation was pushed to the subscriber
         assert running_agent.api.x509_streams_opened == opened  # on the same stream
@@ -121,10 +127,10 @@ async def test_uid_matching_no_entry_is_denied(running_agent: RunningAgent) -> N
         entry("db", "spiffe://example.org/db", "unix:uid:4242"),
     ]
     running_agent.agent.wake()
-    for _ in range(200):
-        if not running_agent.agent.hub.current.svids_for(frozenset({"unix:uid:0"})):
-            break
-        await asyncio.sleep(0.02)
+    await eventually_async(
+        lambda: not running_agent.agent.hub.current.svids_for(frozenset({"unix:uid:0"})),
+        message="uid 0's SVIDs withdrawn",
+    )
 
     def run() -> tuple[grpc.StatusCode, grpc.StatusCode]:
         with grpc.insecure_channel(running_agent.endpoint) as channel:

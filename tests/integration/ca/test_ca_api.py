@@ -25,6 +25,7 @@ from meshward.spiffe import SpiffeId
 from meshward.spiffe_bundle import JWT_SVID_USE, X509_SVID_USE, SpiffeBundle
 from tests.support.ca import CaProcess, new_csr, openssl_verify, running_ca
 from tests.support.cli import REPO
+from tests.support.wait import eventually
 
 PY_TD = PyTrustDomain("example.org")
 
@@ -145,7 +146,7 @@ def _csr_ca_true() -> str:
         (lambda: [1, 2], 400, "bad_json"),
     ],
 )
-def test_csr_attacks_over_http(ca: CaProcess, body, status: int, code: str) -> None:  # type: ignore[no-untyped-def]
+def test_csr_attacks_over_http(ca: CaProcess, body, status: int, code: str) -> None:
     token = _token(ca, "spiffe://example.org/attacked")
     payload = body()
     if isinstance(payload, dict):
@@ -246,13 +247,12 @@ def test_cli_rotation_reaches_running_server(ca: CaProcess) -> None:
         before = client.get("/v1/bundle").json()["spiffe_sequence"]
     result = ca.cli("ca", "rotate", "prepare")
     assert result.returncode == 0, result.stderr
-    deadline = time.monotonic() + 15
-    seq = before
-    while time.monotonic() < deadline and seq == before:
-        time.sleep(0.2)
+
+    def sequence() -> int:
         with ca.client() as client:
-            seq = client.get("/v1/bundle").json()["spiffe_sequence"]
-    assert seq > before
+            return int(client.get("/v1/bundle").json()["spiffe_sequence"])
+
+    eventually(lambda: sequence() > before, 15, 0.2, "the prepared CA in the bundle")
     assert ca.cli("ca", "rotate", "activate").returncode == 0
 
 

@@ -9,13 +9,11 @@ from pathlib import Path
 
 from cryptography import x509
 
-from tests.support.ca import PASSPHRASE, CaProcess, openssl_verify, running_ca
-
-ENV = {"MESHWARD_CA_PASSPHRASE": PASSPHRASE}
+from tests.support.ca import CaProcess, ca_env, openssl_verify, running_ca
 
 
 def test_init_issue_token_entries(tmp_path: Path) -> None:
-    proc = CaProcess(tmp_path / "state", env=ENV)
+    proc = CaProcess(tmp_path / "state", env=ca_env())
     init = proc.cli("ca", "init", "--trust-domain", "example.org")
     assert init.returncode == 0, init.stderr
     assert proc.cli("ca", "init", "--trust-domain", "example.org").returncode == 2
@@ -110,11 +108,11 @@ def test_restart_survival_and_passphrase_errors(tmp_path: Path) -> None:
     assert CaProcess(state, env={}).cli("ca", "bundle").returncode == 2  # no passphrase at all
 
     (state / "ca" / "slot-1.key").chmod(0o644)
-    result = CaProcess(state, env=ENV).cli("ca", "bundle")
+    result = CaProcess(state, env=ca_env()).cli("ca", "bundle")
     assert result.returncode == 2 and "0644" in result.stderr
     (state / "ca" / "slot-1.key").chmod(0o600)
 
-    again = CaProcess(state, env=ENV)
+    again = CaProcess(state, env=ca_env())
     again.start()
     try:
         with again.admin() as admin:

@@ -17,16 +17,15 @@ from agent.jwt_validate import validate_jwt_svid
 from agent.model import Bundle
 from meshward.spiffe import TrustDomain
 from meshward.spiffe_bundle import SpiffeBundle
-from tests.support.ca import PASSPHRASE, CaProcess
+from tests.support.ca import CaProcess, ca_env
 from tests.support.cli import REPO, meshward_argv
 
-ENV = {"MESHWARD_CA_PASSPHRASE": PASSPHRASE}
 TD = "example.org"
 
 
 @pytest.fixture(scope="module")
 def ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CaProcess]:
-    proc = CaProcess(tmp_path_factory.mktemp("ca-ops") / "state", env=ENV)
+    proc = CaProcess(tmp_path_factory.mktemp("ca-ops") / "state", env=ca_env())
     assert proc.cli("ca", "init", "--trust-domain", TD).returncode == 0
     yield proc
 
@@ -112,7 +111,7 @@ def test_svid_inspect(ca: CaProcess, tmp_path: Path) -> None:
     info = json.loads(result.stdout)
     assert info["spiffe_id"] == f"spiffe://{TD}/batch" and info["valid"] is True
     assert "signing CA" in info["issuer"] and info["expires_in_seconds"] > 0
-    other = CaProcess(tmp_path / "other", env=ENV)
+    other = CaProcess(tmp_path / "other", env=ca_env())
     assert other.cli("ca", "init", "--trust-domain", TD).returncode == 0
     (tmp_path / "other.pem").write_text(other.cli("ca", "bundle", "--pem").stdout)
     foreign = ca.cli(
@@ -133,7 +132,7 @@ def test_audit_tail_and_follow(ca: CaProcess) -> None:
     assert tail.returncode == 0
     assert len([json.loads(line) for line in tail.stdout.splitlines()]) == 2
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESHWARD_")}
-    env.update(PYTHONPATH=str(REPO), **ENV)
+    env.update(PYTHONPATH=str(REPO), **ca_env())
     follower = subprocess.Popen(
         meshward_argv("--state-dir", str(ca.state_dir), "ca", "audit", "tail", "-n", "1",
                       "--follow", "--interval", "0.2"),

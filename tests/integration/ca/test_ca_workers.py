@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from tests.support.ca import PASSPHRASE, CaProcess, new_csr
+from tests.support.ca import CaProcess, ca_env, new_csr
 from tests.support.replicas import workload_svid
 
 
@@ -27,11 +27,7 @@ def _server_serial(proc: CaProcess) -> int:
 def test_workers_share_the_port_metrics_and_rate_limit(tmp_path: Path) -> None:
     proc = CaProcess(
         tmp_path / "state",
-        env={
-            "MESHWARD_CA_PASSPHRASE": PASSPHRASE,
-            "MESHWARD_CA__RATE_BURST": "6",
-            "MESHWARD_CA__RATE_PER_SECOND": "0.01",
-        },
+        env=ca_env(MESHWARD_CA__RATE_BURST="6", MESHWARD_CA__RATE_PER_SECOND="0.01"),
         serve_args=("--workers", "2"),
     )
     assert proc.cli("ca", "init", "--trust-domain", "example.org").returncode == 0

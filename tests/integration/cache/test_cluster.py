@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
+from functools import partial
 from pathlib import Path
 
 import redis.asyncio.cluster as aiocluster
@@ -14,6 +14,7 @@ from authz.engine.model import AccessRequest, EntityUid, Identity
 from meshward.clock import FixedClock
 from tests.integration.cache.conftest import Oracle
 from tests.support.redis_cluster import redis_cluster
+from tests.support.wait import eventually_async
 
 POLICIES = """
 permit(principal, action == Action::"GET", resource)
@@ -40,14 +41,11 @@ async def test_cluster_shares_decisions_across_slots(tmp_path: Path) -> None:
         reader = TieredCache(clock, redis=RedisTier.connect(options))
         requests = [req(i, "/v1/a" if i % 2 else "/v2/a") for i in range(30)]
         for r in requests:
-            served = await writer.serve(r, oracle.keyspace, lambda r=r: oracle.evaluate(r))
+            served = await writer.serve(r, oracle.keyspace, partial(oracle.evaluate, r))
             assert served.tier is Tier.MISS
-        for _ in range(200):
-            if not writer._pending:
-                break
-            await asyncio.sleep(0.01)
+        await eventually_async(lambda: not writer._pending, message="the writes to Redis done")
         for r in requests:
-            served = await reader.serve(r, oracle.keyspace, lambda r=r: oracle.evaluate(r))
+            served = await reader.serve(r, oracle.keyspace, partial(oracle.evaluate, r))
             assert served.tier is Tier.REDIS
             assert served.decision == oracle.evaluate(r)
         assert reader.breaker.state.value == "closed"

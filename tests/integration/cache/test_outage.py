@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -47,7 +48,7 @@ async def test_redis_killed_and_restarted_no_check_fails(redis: RedisServer) -> 
         i = 0
         while not stop.is_set():
             r = req(i)
-            served = await cache.serve(r, oracle.keyspace, lambda r=r: oracle.evaluate(r))
+            served = await cache.serve(r, oracle.keyspace, partial(oracle.evaluate, r))
             if served.decision != oracle.evaluate(r):
                 wrong.append(i)
             tiers.append(served.tier)
@@ -108,7 +109,7 @@ async def test_soak_repeated_outages_with_concurrent_streams(redis: RedisServer)
         while not stop.is_set():
             r = req(i)
             cache = caches[i % 2]
-            served = await cache.serve(r, oracle.keyspace, lambda r=r: oracle.evaluate(r))
+            served = await cache.serve(r, oracle.keyspace, partial(oracle.evaluate, r))
             if served.decision != oracle.evaluate(r):
                 wrong.append(i)
             counts[0] += 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import grpc
@@ -14,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support.envoy import SHOP, check_request
 from tests.support.pdp import PdpProcess, pdp_process
 from tests.support.redis import RedisServer
+from tests.support.wait import eventually
 
 FRONTEND = f"{SHOP}/frontend"
 ORDERS = f"{SHOP}/orders"
@@ -61,16 +61,13 @@ def test_replicas_share_decisions_through_redis(tmp_path: Path, redis: RedisServ
         assert tiers(a) == {"local": 1, "redis": 0, "miss": 2, "bypass": 0}
         # The other replica finds both decisions in Redis (writes land in the
         # background: on a loaded machine that can take a few seconds).
-        deadline = time.monotonic() + 20
-        while len(redis_keys(redis)) < 2:
-            assert time.monotonic() < deadline, "the decisions never reached Redis"
-            time.sleep(0.05)
+        eventually(lambda: len(redis_keys(redis)) >= 2, 20, message="the decisions in Redis")
         assert check(b, "/api/orders/1", "r4") == code_pb2.OK
         assert check(b, "/admin", "r5") == code_pb2.PERMISSION_DENIED
         assert tiers(b) == {"local": 0, "redis": 2, "miss": 0, "bypass": 0}
 
 
-def redis_keys(redis: RedisServer) -> list[bytes]:
+def redis_keys(redis: RedisServer) -> list[bytes | str]:
     import redis as redis_py
 
     client = redis_py.Redis.from_url(redis.url)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,22 +11,13 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from authz.errors import Problem, Rejected
 from authz.sources.announce import RedisAnnouncer
-from authz.sources.gate import Gate, Outcome
+from authz.sources.gate import Activation, Gate, Outcome
 from authz.sources.git import GitSource
 from meshward.clock import FixedClock
 from tests.support.gitrepo import PolicyRepo
+from tests.support.policyfiles import load_config
 from tests.support.redis import RedisServer
-
-
-def load_config(root: Path, version: str) -> dict[str, Any]:
-    try:
-        return dict(json.loads((root / "config.json").read_text()))
-    except ValueError as exc:
-        raise Rejected(
-            [Problem("config.json", 1, 1, "bad-json", str(exc))], stage="bundle"
-        ) from exc
 
 
 @dataclass
@@ -60,7 +50,11 @@ async def replicas(
         )
         announcer.attach(gate)
         queue: asyncio.Queue[str] = asyncio.Queue()
-        gate.on_activate(lambda a, q=queue: q.put_nowait(a.version))
+
+        def activated(a: Activation[Any], q: asyncio.Queue[str] = queue) -> None:
+            q.put_nowait(a.version)
+
+        gate.on_activate(activated)
         await gate.reload()
         assert queue.get_nowait() == gate.status().active_version
         tasks.append(asyncio.create_task(gate.run()))

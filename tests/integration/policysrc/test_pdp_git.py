@@ -6,7 +6,8 @@ import json
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ SECRET = "refresh-secret-of-the-test"
 FRONTEND = f"{SHOP}/frontend"
 
 
-def _policies(files: dict[str, str | None]) -> dict[str, str | None]:
+def _policies(files: Mapping[str, str | None]) -> dict[str, str | None]:
     return {f"policies/{k}": v for k, v in files.items()}
 
 
@@ -40,6 +41,14 @@ def _wait(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> No
 
 def _status(url: str) -> dict[str, Any]:
     return dict(httpx.get(f"{url}/v1/policies", timeout=10).json())
+
+
+def _active_is(url: str, version: str) -> bool:
+    return bool(_status(url)["active_version"] == version)
+
+
+def _rejected_is(url: str, version: str) -> bool:
+    return bool((_status(url)["last_rejected"] or {}).get("version") == version)
 
 
 def test_checks_never_fail_while_good_and_bad_commits_arrive(tmp_path: Path) -> None:
@@ -83,12 +92,7 @@ def test_checks_never_fail_while_good_and_bad_commits_arrive(tmp_path: Path) -> 
                     changes = breakage[(n // 2) % 3]
                     sha = repo.commit(_policies(dict(changes)), f"bad change {n}")
                     bad.add(sha)
-                    _wait(
-                        lambda sha=sha: (
-                            (_status(pdp.http_url)["last_rejected"] or {}).get("version") == sha
-                        ),
-                        f"commit {n} rejected",
-                    )
+                    _wait(partial(_rejected_is, pdp.http_url, sha), f"commit {n} rejected")
                     # undo the breakage so the next good commit is whole again
                     undo = {k: example_files().get(k) for k in changes}
                     repo.commit(_policies(undo), f"undo {n}", push=False)
@@ -97,10 +101,7 @@ def test_checks_never_fail_while_good_and_bad_commits_arrive(tmp_path: Path) -> 
                         _policies({"notes.cedar": f"// revision {n}\n"}), f"good change {n}"
                     )
                     good.add(sha)
-                    _wait(
-                        lambda sha=sha: _status(pdp.http_url)["active_version"] == sha,
-                        f"commit {n} active",
-                    )
+                    _wait(partial(_active_is, pdp.http_url, sha), f"commit {n} active")
             time.sleep(0.5)
         finally:
             stop.set()

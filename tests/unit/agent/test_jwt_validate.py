@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 from typing import Any
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from agent.jwt_validate import InvalidJwtSvid, validate_jwt_svid
 from meshward.clock import FixedClock
 from tests.support.authority import LocalAuthority
+from tests.support.tokens import unsigned_token
 
 NOW = dt.datetime(2026, 2, 1, 12, 0, 0, tzinfo=dt.UTC)
 
@@ -22,7 +26,7 @@ def authority() -> LocalAuthority:
     return LocalAuthority(FixedClock(NOW))
 
 
-def _pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+def _pem(key: PrivateKeyTypes) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -75,36 +79,24 @@ def test_expiry_one_second_either_side(authority: LocalAuthority) -> None:
     assert err.value.reason == "expired"
 
 
+CLAIMS = {"sub": "spiffe://example.org/web", "aud": "orders", "exp": int(NOW.timestamp()) + 60}
+
+
 def _hs256_with_public_key(a: LocalAuthority) -> str:
     # HS/ES confusion: an HMAC "signed" with the public key's bytes.
     pub = a.jwt_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    import base64
-    import hashlib
-    import hmac
-    import json
-
-    def b64(data: bytes) -> str:
-        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-    head = b64(json.dumps({"alg": "HS256", "kid": a.kid}).encode())
-    body = b64(
-        json.dumps(
-            {"sub": "spiffe://example.org/web", "aud": "orders", "exp": int(NOW.timestamp()) + 60}
-        ).encode()
+    signed = unsigned_token({"alg": "HS256", "kid": a.kid}, CLAIMS).rstrip(".")
+    return unsigned_token(
+        {"alg": "HS256", "kid": a.kid},
+        CLAIMS,
+        hmac.new(pub, signed.encode(), hashlib.sha256).digest(),
     )
-    sig = b64(hmac.new(pub, f"{head}.{body}".encode(), hashlib.sha256).digest())
-    return f"{head}.{body}.{sig}"
 
 
 def _alg_none(a: LocalAuthority) -> str:
-    return jwt.encode(
-        {"sub": "spiffe://example.org/web", "aud": "orders", "exp": int(NOW.timestamp()) + 60},
-        None,
-        algorithm="none",
-        headers={"kid": a.kid},
-    )
+    return unsigned_token({"alg": "none", "typ": "JWT", "kid": a.kid}, CLAIMS)
 
 
 CASES = {

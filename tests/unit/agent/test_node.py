@@ -16,6 +16,7 @@ from agent.workload_api import status_for
 from meshward.clock import FixedClock
 from meshward.spiffe import SpiffeId
 from tests.support.authority import LocalAuthority
+from tests.support.wait import eventually_async
 
 
 def entry(name: str, *selectors: str, ttl: int | None = None) -> Entry:
@@ -76,7 +77,8 @@ async def test_bundle_change_renews_everything(agent: NodeAgent, authority: Loca
     snapshot = agent.hub.current
     assert snapshot.bundle is not None
     for svid in snapshot.svids:
-        svid.leaf.verify_directly_issued_by(authority.root)
+        svid.leaf.verify_directly_issued_by(authority.signer)
+        authority.signer.verify_directly_issued_by(authority.root)
 
 
 async def test_outage_keeps_serving_until_expiry(
@@ -145,10 +147,7 @@ async def test_background_loop_backs_off_and_recovers(
         authority, SnapshotHub(), clock, random.Random(3), AgentConfig(backoff_base=0.02)
     )
     async with agent:
-        for _ in range(100):
-            if authority.calls >= 3:
-                break
-            await asyncio.sleep(0.02)
+        await eventually_async(lambda: authority.calls >= 3, message="three failed calls")
         assert isinstance(agent.last_error, CaUnavailable)
         assert agent.hub.current.svids == ()
         authority.down = False
@@ -159,7 +158,7 @@ async def test_background_loop_backs_off_and_recovers(
 
 async def test_long_pass_publishes_as_it_goes(clock: FixedClock) -> None:
     class SlowAuthority(LocalAuthority):
-        async def sign_x509(self, entry, csr, current):  # type: ignore[no-untyped-def]
+        async def sign_x509(self, entry, csr, current):
             clock.advance(0.05)  # each signature takes 50 ms of (monotonic) time
             return await super().sign_x509(entry, csr, current)
 
@@ -218,20 +217,13 @@ async def test_an_evicted_agent_serves_nothing(
         await asyncio.wait_for(agent.wait_synced(), 10)
         assert len(hub.current.svids) == 2
         authority.evicted = True
-        for _ in range(200):
-            if hub.current.svids == ():
-                break
-            await asyncio.sleep(0.01)
-        assert hub.current.svids == ()
+        await eventually_async(lambda: not hub.current.svids, message="the SVIDs withdrawn")
         assert agent.refused is not None and agent.refused.status == 403
         assert any("refuses this agent" in r.getMessage() for r in caplog.records)
         jwt_calls = authority.calls
         authority.evicted = False  # re-admitted: serving resumes by itself
-        for _ in range(200):
-            if len(hub.current.svids) == 2:
-                break
-            await asyncio.sleep(0.01)
-        assert len(hub.current.svids) == 2 and agent.refused is None
+        await eventually_async(lambda: len(hub.current.svids) == 2, message="SVIDs served again")
+        assert agent.refused is None
         assert authority.calls > jwt_calls
 
 

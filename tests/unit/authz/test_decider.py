@@ -19,10 +19,10 @@ from authz.engine.decider import (
     EngineHolder,
     Outcome,
     RequestFacts,
-    build_request,
 )
 from authz.engine.evaluation import Engine
 from authz.engine.model import ANONYMOUS, AccessRequest, Decision, EntityUid, Identity
+from authz.engine.request import build_request
 from meshward.clock import FixedClock
 from meshward.spiffe import TrustDomain
 from tests.support.cli import REPO
@@ -135,14 +135,16 @@ async def test_no_policies_yet_is_unavailable_not_forbidden(recorder: Recorder) 
     assert [r.outcome for r in recorder.records] == ["unavailable", "unavailable"]
 
 
-class Broken:
+class Broken(Engine):
+    """A real engine whose evaluation raises."""
+
     def evaluate(self, request: AccessRequest) -> Decision:
         raise RuntimeError("boom")
 
 
 async def test_engine_exception_fails_closed(recorder: Recorder) -> None:
     decider = make_decider(None, recorder)
-    decider.engines.swap(Broken(), "bad")
+    decider.engines.swap(Broken(load_bundle(REPO / "policies")), "bad")
     verdict = await decider.decide(facts())
     assert verdict.outcome is Outcome.ERROR
     assert verdict.error_body()["error"] == "denied"
@@ -162,7 +164,7 @@ async def test_swap_keeps_in_flight_engine(engine: Engine, recorder: Recorder) -
     decider.cache = SlowCache()
     task = asyncio.create_task(decider.decide(facts()))
     await started.wait()
-    decider.engines.swap(Broken(), "v2")
+    decider.engines.swap(Broken(load_bundle(REPO / "policies")), "v2")
     release.set()
     verdict = await task
     assert verdict.outcome is Outcome.ALLOW

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -42,7 +43,7 @@ when { context has n && context.n * 9223372036854775807 > 1 };
 """
 
 
-def _entity(kind: str, ident: str, *parents: tuple[str, str], **attrs: str) -> dict:
+def _entity(kind: str, ident: str, *parents: tuple[str, str], **attrs: str) -> dict[str, Any]:
     return {
         "uid": {"type": kind, "id": ident},
         "attrs": attrs,

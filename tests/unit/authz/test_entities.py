@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import cedarpy
 import pytest
@@ -9,7 +10,7 @@ from authz.engine.entities import EntityStore, entity_literals
 from authz.engine.model import AccessRequest, EntityUid, Identity
 
 
-def rec(kind: str, ident: str, parents=(), **attrs) -> dict:
+def rec(kind: str, ident: str, parents=(), **attrs) -> dict[str, Any]:
     return {
         "uid": {"type": kind, "id": ident},
         "attrs": attrs,
@@ -17,7 +18,7 @@ def rec(kind: str, ident: str, parents=(), **attrs) -> dict:
     }
 
 
-def ref(kind: str, ident: str) -> dict:
+def ref(kind: str, ident: str) -> dict[str, Any]:
     return {"__entity": {"type": kind, "id": ident}}
 
 

@@ -20,7 +20,7 @@ from authz.observe.decisionlog import decision_entry
 from tests.support.records import record_for
 
 WHEN = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
-ids = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30)
+ids = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=30)
 scalars = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | ids
 contexts = st.dictionaries(
     st.sampled_from(["http", "peer", "grpc", "x"]),
@@ -86,7 +86,10 @@ def test_report_counts_and_limits_examples() -> None:
         )
         return LoggedDecision(n, f"d{n}", "v", request, effect, ())
 
-    logged = [entry(n, Effect.ALLOW) for n in range(6)] + [BadLine(99, "x"), NotReplayable(100)]
+    logged: list[LoggedDecision | BadLine | NotReplayable] = [
+        entry(n, Effect.ALLOW) for n in range(6)
+    ]
+    logged += [BadLine(99, "x"), NotReplayable(100)]
 
     def evaluate(request: AccessRequest) -> Decision:
         return Decision(Effect.DENY if request.principal.id == "u1" else Effect.ALLOW)

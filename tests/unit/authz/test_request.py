@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytest
 
 from authz.authn.authenticator import Authenticated
@@ -112,6 +114,7 @@ def test_document_context_maps_http_like_the_wire() -> None:
     assert document_context({}, action) == {}
     with pytest.raises(MalformedRequest):
         document_context({"http": {"headers": {"authorization": ["a", "b"]}}}, action)
+    bad: Mapping[str, object]
     for bad in ({"http": []}, {"http": {"path": 1}}, {"http": {"headers": {"a": 1}}}):
         with pytest.raises(ValueError, match=r"context\.http"):
             document_context(bad, action)

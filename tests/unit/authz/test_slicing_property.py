@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import cedarpy
 from hypothesis import HealthCheck, given, settings
@@ -93,7 +94,7 @@ CONDITIONS = [
     ' when { context has ref && context.ref in Group::"g2" }',
 ]
 
-STATIC_ENTITIES = [
+STATIC_ENTITIES: list[dict[str, Any]] = [
     {"uid": {"type": "Group", "id": "g1"}, "attrs": {}, "parents": [{"type": "Group", "id": "g2"}]},
     {"uid": {"type": "Group", "id": "g2"}, "attrs": {}, "parents": []},
     {"uid": {"type": "Group", "id": "g3"}, "attrs": {}, "parents": []},
@@ -179,8 +180,8 @@ def _policy_text(index: int, spec: tuple[str, str, str, str, str, bool]) -> str:
 
 
 def _independent_entities(
-    principal: EntityUid, parents: list[EntityUid], attrs: dict
-) -> list[dict]:
+    principal: EntityUid, parents: list[EntityUid], attrs: dict[str, Any]
+) -> list[dict[str, Any]]:
     """The entity set Cedar should see, built without the engine's code."""
     entities = [dict(e) for e in STATIC_ENTITIES]
     entities += [

@@ -53,11 +53,13 @@ async def test_span_continues_the_proxys_trace(engine, exporter: InMemorySpanExp
     assert span.parent is not None and format(span.parent.span_id, "016x") == PARENT_ID
     assert span.context.trace_state.get("vendor") == "x"
     attrs = span.attributes
+    assert attrs is not None
     assert attrs["meshward.decision_id"] == verdict.decision_id
     assert attrs["meshward.decision"] == "allow"
     assert attrs["meshward.policy_version"] == verdict.decision.policy_version != ""
     assert attrs["meshward.cache_tier"] == "none"
     assert attrs["meshward.principal"] == f'Workload::"{FRONTEND}"'
+    assert span.start_time is not None and span.end_time is not None
     assert span.end_time >= span.start_time
 
 

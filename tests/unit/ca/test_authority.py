@@ -14,6 +14,7 @@ from spiffe import TrustDomain as PyTrustDomain
 
 from ca.errors import Conflict
 from ca.service import Caller
+from ca.state import CaFiles
 from meshward.clock import FixedClock
 from meshward.settings import CaSettings
 from meshward.spiffe import SpiffeId
@@ -46,7 +47,7 @@ def test_predicates_one_second_either_side(tmp_path: Path) -> None:
     assert (info.value.code, info.value.status) == ("already_prepared", 409)
 
 
-def _chain(issued) -> bytes:  # type: ignore[no-untyped-def]
+def _chain(issued) -> bytes:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in issued.chain)
 
 
@@ -119,7 +120,7 @@ def test_rotation_end_to_end(tmp_path: Path) -> None:
     assert sequences == sorted(sequences) and len(set(sequences)) == len(sequences)
 
     # The state on disk is what the CA serves (restart survival of keys).
-    assert ca.files is not None
+    assert isinstance(ca.files, CaFiles)
     assert not list(ca.files.root.glob(f"slot-{first_slot.id}.*"))  # pruned keys are gone
     reloaded = ca.files.load(b"test-passphrase-123")
     assert reloaded.bundle() == bundle
@@ -131,7 +132,7 @@ def test_rotation_seen_by_another_process(tmp_path: Path) -> None:
     server = in_process_ca(tmp_path, clock, SETTINGS, persist=True)
     from ca.service import CertificateAuthority
 
-    assert server.files is not None
+    assert isinstance(server.files, CaFiles)
     cli = CertificateAuthority(
         server.files.load(b"test-passphrase-123"), server.store, SETTINGS, clock,
         files=server.files, passphrase=b"test-passphrase-123",

@@ -29,7 +29,7 @@ WORKLOAD = SpiffeId.parse("spiffe://example.org/ns/prod/sa/web")
 CLI = Caller(address="test")
 
 
-def _csr(key, uris=(), ca=None) -> bytes:  # type: ignore[no-untyped-def]
+def _csr(key, uris=(), ca=None) -> bytes:
     builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
     if uris:
         builder = builder.add_extension(
@@ -96,7 +96,7 @@ ATTACKS = [
 @pytest.mark.parametrize(
     ("reason", "make"), ATTACKS, ids=[f"{i}-{a[0]}" for i, a in enumerate(ATTACKS)]
 )
-def test_csr_attacks_refused_audited_no_partial_state(tmp_path: Path, reason: str, make) -> None:  # type: ignore[no-untyped-def]
+def test_csr_attacks_refused_audited_no_partial_state(tmp_path: Path, reason: str, make) -> None:
     ca = in_process_ca(tmp_path)
     token = ca.create_join_token(WORKLOAD, 600, CLI)
     before = len(ca.store.list_audit())
@@ -278,7 +278,7 @@ def test_any_valid_spiffe_id_round_trips_through_an_svid(
 _CAS: dict[Path, object] = {}
 
 
-def _shared_ca(tmp_path: Path):  # type: ignore[no-untyped-def]
+def _shared_ca(tmp_path: Path):
     if tmp_path not in _CAS:
         _CAS[tmp_path] = in_process_ca(tmp_path)
     return _CAS[tmp_path]

@@ -45,6 +45,6 @@ def test_jwt_svid_validates_with_py_spiffe(tmp_path: Path) -> None:
 def test_bad_audience(tmp_path: Path, audience: object) -> None:
     ca = in_process_ca(tmp_path)
     with pytest.raises(BadRequest) as err:
-        ca.issue_jwt(audience, None, Caller(peer_id=WORKLOAD))  # type: ignore[arg-type]
+        ca.issue_jwt(audience, None, Caller(peer_id=WORKLOAD))
     assert err.value.code == "bad_audience"
     assert ca.store.list_audit()[-1].result == "bad_audience"

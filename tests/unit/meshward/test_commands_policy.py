@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from typing import Any
 
 from tests.support.cli import REPO, meshward
 
@@ -84,7 +85,7 @@ def test_fmt_rewrites_and_check_reports(tmp_path) -> None:
     assert "b.cedar:1:" in broken.stderr
 
 
-def _check(document: object) -> tuple[int, dict | None, str]:
+def _check(document: object) -> tuple[int, dict[str, Any] | None, str]:
     out = meshward("check", "--policies", "policies", stdin=json.dumps(document))
     body = json.loads(out.stdout) if out.stdout.strip() else None
     return out.returncode, body, out.stderr
@@ -114,6 +115,7 @@ def test_check_allow_deny_and_bad_input() -> None:
     assert code == 1
     assert body == {"decision": "deny", "reasons": ["foreign-trust-domains"], "errors": []}
 
+    bad: object
     for bad in ({"principal": "nope"}, [], {"principal": 'A::"a"', "action": 'B::"b"'}):
         code, body, err = _check(bad)
         assert code == 2

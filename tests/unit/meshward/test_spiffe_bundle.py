@@ -89,7 +89,7 @@ def test_py_spiffe_reads_both_forms() -> None:
         (lambda k: k.update(x=k["x"][::-1]), 1),  # JWK key differs from the certificate
     ],
 )
-def test_malformed_x509_keys_are_skipped(mutate, skipped: int) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_x509_keys_are_skipped(mutate, skipped: int) -> None:
     doc = SpiffeBundle(TD, (CA1,)).to_jwks()
     mutate(doc["keys"][0])
     parsed = SpiffeBundle.from_jwks(doc, TD)
@@ -156,7 +156,7 @@ def test_value_is_frozen() -> None:
 
 
 @pytest.mark.parametrize("key", [JWT_EC, JWT_384, JWT_ED, CA2.public_key()])
-def test_jwk_conversion_round_trip(key) -> None:  # type: ignore[no-untyped-def]
+def test_jwk_conversion_round_trip(key) -> None:
     assert jwk_to_public_key(public_key_to_jwk(key)) == key
     assert jwk_thumbprint(key) == jwk_thumbprint(jwk_to_public_key(public_key_to_jwk(key)))
 

@@ -26,7 +26,7 @@ ABOVE = ("ca", "agent", "authz", "console", "meshward.cli", "meshward.settings")
 @pytest.mark.parametrize("module", TOOLKIT)
 def test_imports_nothing_above(module: str) -> None:
     tree = ast.parse((REPO / "meshward" / module).read_text(encoding="utf-8"))
-    imported = set()
+    imported: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             imported.update(a.name for a in node.names)

@@ -2,36 +2,21 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from meshward.spiffe import SpiffeId
 from meshward.x509_svid import InvalidSvid, build_csr, is_ca, spiffe_id_of, uri_sans
+from tests.support.certs import TestPki
 
 KEY = ec.generate_private_key(ec.SECP256R1())
-T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+PKI = TestPki("example.org")
 
 
 def _cert(uris: list[str], ca: bool = False, san: bool = True) -> x509.Certificate:
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([]))
-        .issuer_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "t")]))
-        .public_key(KEY.public_key())
-        .serial_number(1 << 70)
-        .not_valid_before(T0)
-        .not_valid_after(T0 + dt.timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if san:
-        names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(u) for u in uris]
-        names.append(x509.DNSName("web.local"))
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-    return builder.sign(KEY, hashes.SHA256())
+    """``san=False``: no SAN extension at all; else ``uris`` and a DNS name."""
+    return PKI.leaf(uris, ca=ca, dns_names=["web.local"] if san else ()).cert
 
 
 def test_one_spiffe_uri_san() -> None:

@@ -47,7 +47,7 @@ def test_envoy_gets_headers_to_remove() -> None:
 def test_denials(outcome: Outcome, status: int, error: str) -> None:
     response = _answer(Verdict(outcome, Decision.deny("x"), "id2"))
     assert response.status_code == status
-    assert json.loads(response.body) == {"error": error, "decision_id": "id2"}
+    assert json.loads(bytes(response.body)) == {"error": error, "decision_id": "id2"}
     assert ("www-authenticate" in response.headers) == (status == 401)
     assert ("retry-after" in response.headers) == (status == 503)
 
@@ -56,7 +56,7 @@ def test_unencodable_principal_fails_closed() -> None:
     verdict = Verdict(Outcome.ALLOW, ALLOW, "id3", EntityUid("User", "https://idp|名前"))
     response = _answer(verdict)
     assert response.status_code == 403
-    assert json.loads(response.body)["decision_id"] == "id3"
+    assert json.loads(bytes(response.body))["decision_id"] == "id3"
 
 
 def test_documents_are_mapped_like_proxied_requests() -> None:

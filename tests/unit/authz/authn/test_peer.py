@@ -135,10 +135,12 @@ def test_xfcc_only_from_trusted_proxy() -> None:
     untrusted = PeerFacts(address="10.1.2.3", xfcc=xfcc)
     assert authenticate_peer(untrusted, TRUSTING, BUNDLES, NOW) is None
     by_address = PeerFacts(address="127.0.0.1", xfcc=xfcc)
-    assert authenticate_peer(by_address, TRUSTING, BUNDLES, NOW).spiffe_id == SpiffeId.parse(WEB)
+    peer = authenticate_peer(by_address, TRUSTING, BUNDLES, NOW)
+    assert peer is not None and peer.spiffe_id == SpiffeId.parse(WEB)
     proxy_cert = cert_of("/front-proxy")
     by_id = PeerFacts(certificate=proxy_cert, address="10.1.2.3", xfcc=xfcc)
-    assert authenticate_peer(by_id, TRUSTING, BUNDLES, NOW).spiffe_id == SpiffeId.parse(WEB)
+    peer = authenticate_peer(by_id, TRUSTING, BUNDLES, NOW)
+    assert peer is not None and peer.spiffe_id == SpiffeId.parse(WEB)
 
 
 def test_proxy_id_must_be_proven_by_certificate() -> None:

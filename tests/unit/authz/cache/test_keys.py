@@ -239,7 +239,7 @@ def test_narrow_keeps_what_is_read_and_the_records_on_the_way() -> None:
         values=frozenset({("http", "path"), ("peer",), ("ref", "name")}),
         presence=frozenset({("http", "headers"), ("token", "claims")}),
     )
-    context = {
+    context: dict[str, Any] = {
         "http": {"path": "/a", "method": "GET", "headers": {"x": "1", "y": "2"}},
         "peer": {"spiffe_id": "spiffe://td/w", "trust_domain": "td"},
         "ref": EntityUid("User", "u"),  # not a record: taken whole where the walk meets it

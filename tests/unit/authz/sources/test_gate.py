@@ -22,15 +22,7 @@ from authz.sources.gate import Activation, Gate, Outcome, Rejection
 from authz.sources.git import GitSource
 from meshward.clock import FixedClock
 from tests.support.gitrepo import PolicyRepo
-
-
-def load_config(root: Path, version: str) -> dict[str, Any]:
-    try:
-        return dict(json.loads((root / "config.json").read_text()))
-    except ValueError as exc:
-        raise Rejected(
-            [Problem("config.json", 1, 1, "bad-json", str(exc))], stage="bundle"
-        ) from exc
+from tests.support.policyfiles import load_config
 
 
 def _dir(tmp_path: Path, text: str) -> Path:

@@ -13,22 +13,13 @@ import pytest
 from fastapi import FastAPI
 
 from authz.adapters.activepolicies import policies_router, sign
-from authz.errors import Problem, Rejected
 from authz.sources.gate import Gate
 from authz.sources.git import GitSource
 from meshward.clock import FixedClock
 from tests.support.gitrepo import PolicyRepo, git
+from tests.support.policyfiles import load_config
 
 SECRET = b"webhook-secret-for-tests"
-
-
-def load_config(root: Path, version: str) -> dict[str, Any]:
-    try:
-        return dict(json.loads((root / "config.json").read_text()))
-    except ValueError as exc:
-        raise Rejected(
-            [Problem("config.json", 1, 1, "bad-json", str(exc))], stage="bundle"
-        ) from exc
 
 
 class Setup:

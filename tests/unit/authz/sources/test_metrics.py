@@ -1,27 +1,16 @@
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
-from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from authz.errors import Problem, Rejected
 from authz.observe.decisionlog import DecisionLog, StreamSink
 from authz.observe.sourcemetrics import PolicyCollector
 from authz.sources.directory import DirectorySource
 from authz.sources.gate import Gate
 from meshward.clock import FixedClock
-
-
-def load_config(root: Path, version: str) -> dict[str, Any]:
-    try:
-        return dict(json.loads((root / "config.json").read_text()))
-    except ValueError as exc:
-        raise Rejected(
-            [Problem("config.json", 1, 1, "bad-json", str(exc))], stage="bundle"
-        ) from exc
+from tests.support.policyfiles import load_config
 
 
 def _scrape(registry: CollectorRegistry) -> dict[str, float]:
