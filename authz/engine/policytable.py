@@ -4,11 +4,14 @@ A 10,000-policy bundle crosses from the checking child process to the serving
 one (:mod:`authz.sources.bundles`). As 10,000 objects, each with a decoded
 JSON tree, that costs the serving process seconds of work holding the GIL
 its checks need. A :class:`PolicyTable` crosses as a few columns instead —
-the ids, files and effects as tuples, the positions as arrays, every text
-and every JSON form joined into one string with end offsets — which unpickle
-in a few C calls. A :class:`Policy` is made from its row on first use, and
-its JSON form (:attr:`Policy.json`) is decoded on first use too: the engine
-reads the JSON of only the policies a request's slice holds.
+the ids, files and effects as tuples, the positions as arrays, the texts and
+the JSON forms joined into one string per block of policies, with end
+offsets — which unpickle in a few C calls. Each block is decoded by a Python
+call of its own, so the unpickling thread can hand the GIL over between
+blocks (megabytes decoded in one C call would hold it for milliseconds). A
+:class:`Policy` is made from its row on first use, and its JSON form
+(:attr:`Policy.json`) is decoded on first use too: the engine reads the JSON
+of only the policies a request's slice holds.
 """
 
 from __future__ import annotations
@@ -49,7 +52,12 @@ class Policy:
         return (Policy, (*fields, self.json_text))
 
 
-def _joined(texts: Iterable[str]) -> tuple[str, array[int]]:
+_BLOCK = 256  # policies per joined block of text
+
+
+def _joined(texts: Iterable[str]) -> tuple[tuple[str, ...], array[int]]:
+    """``texts`` joined a block at a time, and where each ends in its block."""
+    blocks: list[str] = []
     parts: list[str] = []
     ends = array("q")
     end = 0
@@ -57,7 +65,28 @@ def _joined(texts: Iterable[str]) -> tuple[str, array[int]]:
         parts.append(text)
         end += len(text)
         ends.append(end)
-    return "".join(parts), ends
+        if len(parts) == _BLOCK:
+            blocks.append("".join(parts))
+            parts, end = [], 0
+    if parts:
+        blocks.append("".join(parts))
+    return tuple(blocks), ends
+
+
+class _Encoded:
+    """A text that crosses processes as UTF-8 and is decoded by a Python call on arrival."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_decoded, (self.text.encode(),))
+
+
+def _decoded(data: bytes) -> str:
+    return data.decode()
 
 
 class PolicyTable(Sequence[Policy]):
@@ -83,15 +112,19 @@ class PolicyTable(Sequence[Policy]):
         lines: array[int],
         columns: array[int],
         effects: tuple[str, ...],
-        texts: str,
+        texts: tuple[str, ...],
         text_ends: array[int],
-        jsons: str,
+        jsons: tuple[str, ...],
         json_ends: array[int],
     ) -> None:
+        """``texts`` and ``jsons``: blocks of ``_BLOCK`` policies' texts joined;
+        ``*_ends``: where each policy's text ends in its block."""
         count = len(ids)
+        blocks = -(-count // _BLOCK)
         if not (
             len(files) == len(lines) == len(columns) == len(effects) == count
             and len(text_ends) == len(json_ends) == count
+            and len(texts) == len(jsons) == blocks
         ):
             raise ValueError("policy table columns differ in length")
         self._ids = ids
@@ -151,16 +184,17 @@ class PolicyTable(Sequence[Policy]):
         if made is None:
             if index < 0:
                 index += len(self._ids)
-            text_start = self._text_ends[index - 1] if index else 0
-            json_start = self._json_ends[index - 1] if index else 0
+            block, within = divmod(index, _BLOCK)
+            text_start = self._text_ends[index - 1] if within else 0
+            json_start = self._json_ends[index - 1] if within else 0
             made = Policy(
                 self._ids[index],
                 self._files[index],
                 self._lines[index],
                 self._columns[index],
-                self._texts[text_start : self._text_ends[index]],
+                self._texts[block][text_start : self._text_ends[index]],
                 self._effects[index],
-                self._jsons[json_start : self._json_ends[index]],
+                self._jsons[block][json_start : self._json_ends[index]],
             )
             self._made[index] = made
         return made
@@ -200,4 +234,7 @@ class PolicyTable(Sequence[Policy]):
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (PolicyTable, self._wire())
+        wire = list(self._wire())
+        wire[5] = tuple(_Encoded(block) for block in self._texts)
+        wire[7] = tuple(_Encoded(block) for block in self._jsons)
+        return (PolicyTable, tuple(wire))

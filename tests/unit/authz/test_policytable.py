@@ -62,3 +62,16 @@ def test_columns_of_different_lengths_are_refused() -> None:
     wire[0] = wire[0][:2]
     with pytest.raises(ValueError):
         PolicyTable(*wire)
+
+
+def test_many_policies_cross_in_blocks_and_come_back_whole() -> None:
+    many = [
+        Policy(
+            f"p{i}", f"f{i % 3}.cedar", i + 1, 1, f"text {i};" * (i % 5), "permit", f'{{"n": {i}}}'
+        )
+        for i in range(600)  # more than two blocks, the last one partial
+    ]
+    table = pickle.loads(pickle.dumps(PolicyTable.of(many), protocol=pickle.HIGHEST_PROTOCOL))
+    assert table == PolicyTable.of(many)
+    assert list(table) == many
+    assert [p.json for p in table] == [{"n": i} for i in range(600)]
