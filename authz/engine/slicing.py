@@ -83,29 +83,12 @@ def _entity(value: Mapping[str, Any]) -> EntityUid:
     return _uid(inner if isinstance(inner, Mapping) else value)
 
 
-def principal_or_resource_keys(constraint: Mapping[str, Any]) -> list[Key]:
-    """The index keys of a principal or resource constraint in Cedar's JSON form."""
-    op = constraint.get("op")
-    if op == "All":
-        return [_ANY]
-    if op == "==":
-        uid = _entity(constraint)
-        return [("==", uid.type, uid.id)]
-    if op == "in":
-        uid = _entity(constraint)
-        return [("in", uid.type, uid.id)]
-    if op == "is":
-        entity_type = str(constraint["entity_type"])
-        inside = constraint.get("in")
-        if inside is None:
-            return [("is", entity_type)]
-        uid = _entity(inside)
-        return [("is-in", entity_type, uid.type, uid.id)]
-    raise ValueError(f"unsupported scope constraint: {op!r}")
+def constraint_keys(constraint: Mapping[str, Any]) -> list[Key]:
+    """The index keys of a principal, action or resource constraint in Cedar's JSON form.
 
-
-def action_keys(constraint: Mapping[str, Any]) -> list[Key]:
-    """The index keys of an action constraint (``in [..]`` files the policy under each)."""
+    An action's ``in [..]`` (``entities``) files the policy under each entity;
+    Cedar gives ``is`` only to principals and resources.
+    """
     op = constraint.get("op")
     if op == "All":
         return [_ANY]
@@ -116,7 +99,14 @@ def action_keys(constraint: Mapping[str, Any]) -> list[Key]:
         entities = constraint.get("entities")
         targets = [_uid(e) for e in entities] if entities is not None else [_entity(constraint)]
         return [("in", t.type, t.id) for t in targets]
-    raise ValueError(f"unsupported action constraint: {op!r}")
+    if op == "is":
+        entity_type = str(constraint["entity_type"])
+        inside = constraint.get("in")
+        if inside is None:
+            return [("is", entity_type)]
+        uid = _entity(inside)
+        return [("is-in", entity_type, uid.type, uid.id)]
+    raise ValueError(f"unsupported scope constraint: {op!r}")
 
 
 def request_keys(uid: EntityUid, closure: frozenset[EntityUid]) -> list[Key]:
@@ -131,9 +121,9 @@ def request_keys(uid: EntityUid, closure: frozenset[EntityUid]) -> list[Key]:
 def scope_keys(body: Mapping[str, Any]) -> ScopeKeys:
     """The index keys of one policy in Cedar's JSON form (raises ValueError if unsupported)."""
     return (
-        tuple(principal_or_resource_keys(body["principal"])),
-        tuple(action_keys(body["action"])),
-        tuple(principal_or_resource_keys(body["resource"])),
+        tuple(constraint_keys(body["principal"])),
+        tuple(constraint_keys(body["action"])),
+        tuple(constraint_keys(body["resource"])),
     )
 
 
