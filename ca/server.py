@@ -11,10 +11,7 @@ wraps the connection's ASGI app to add the ASGI TLS extension
 are optional (``CERT_OPTIONAL``): an invalid one fails the handshake, a
 missing one leaves the caller anonymous.
 
-``ca serve --workers N`` (:func:`run`) starts N processes that share the
-port with ``SO_REUSEPORT`` (the kernel spreads connections over them), as
-the PDP does. They are one replica: one store, one signing CA; rotation is
-taken in turns under the authority's lease; metrics are summed over them.
+``ca serve --workers N`` runs N of these servers (:mod:`ca.supervisor`).
 """
 
 from __future__ import annotations
@@ -22,15 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import functools
 import ipaddress
 import logging
 import os
-import signal
 import socket
 import ssl
 import tempfile
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -50,9 +44,8 @@ from meshward.asgi import QuietUvicorn
 from meshward.listen import listen
 from meshward.settings import parse_hostport
 from meshward.spiffe import SpiffeId
-from meshward.workers import run_workers
 
-__all__ = ["API_THREADS", "CaServer", "PeerCertProtocol", "run"]
+__all__ = ["API_THREADS", "CaServer", "PeerCertProtocol"]
 
 log = logging.getLogger("meshward.ca")
 
@@ -272,55 +265,3 @@ class CaServer:
 
     def not_after(self) -> dt.datetime | None:
         return self._server_svid.not_after if self._server_svid else None
-
-
-Opener = Callable[[], CertificateAuthority]
-
-
-def _serve_one(open_ca: Opener, addr: str, workdir: Path, bundle: Path | None, reuse: bool) -> None:
-    import uvloop  # noqa: PLC0415
-
-    server = CaServer(open_ca(), addr, workdir, bundle, reuse_port=reuse)
-    uvloop.run(server.serve())
-
-
-def _worker(
-    open_ca: Opener,
-    addr: str,
-    workdir: Path,
-    bundle: Path | None,
-    logging_setup: Callable[[], None],
-    index: int,
-) -> None:
-    logging_setup()
-    try:
-        _serve_one(open_ca, addr, workdir / f"w{index}", bundle, True)
-    except KeyboardInterrupt:
-        pass
-    except CaError as exc:
-        log.error("worker cannot start", extra={"fields": {"worker": index, "error": str(exc)}})
-        raise SystemExit(2) from exc
-
-
-def run(
-    open_ca: Opener,
-    addr: str,
-    workdir: Path,
-    bundle: Path | None,
-    workers: int,
-    metrics_dir: Path,
-    logging_setup: Callable[[], None] = lambda: None,
-) -> int:
-    """Serve with ``workers`` processes on ``addr`` until SIGINT/SIGTERM; the exit code.
-
-    ``open_ca`` (picklable: the workers are spawned) opens the CA in each
-    worker; with several workers the samples of every worker go to
-    ``metrics_dir`` and ``/metrics`` answers with their sum; ``logging_setup``
-    (picklable too) configures each worker's logging.
-    """
-    if workers == 1:
-        _serve_one(open_ca, addr, workdir, bundle, False)
-        return 0
-    target = functools.partial(_worker, open_ca, addr, workdir, bundle, logging_setup)
-    # SIGINT: uvicorn drains in-flight requests, then the worker exits 0.
-    return run_workers(target, workers, metrics_dir, stop_signal=signal.SIGINT)
