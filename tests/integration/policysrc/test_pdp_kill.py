@@ -12,40 +12,8 @@ import httpx
 from tests.support.gitrepo import PolicyRepo
 from tests.support.pdp import pdp_process
 from tests.support.policyfiles import example_files
+from tests.support.procs import alive, descendants
 from tests.support.wait import eventually
-
-
-def _children(pid: int) -> set[int]:
-    """Every live descendant of ``pid`` (from /proc)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] != "Z":  # zombies have already died
-            parents[int(entry.name)] = int(fields[1])
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
-def _alive(pids: set[int]) -> set[int]:
-    alive = set()
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        if state[state.rindex(")") + 2] != "Z":
-            alive.add(pid)
-    return alive
 
 
 def _generated(count: int) -> str:
@@ -65,8 +33,8 @@ def test_kill_9_leaves_no_checking_process_behind(tmp_path: Path) -> None:
         repo.commit({"generated.cedar": _generated(3000)}, "3,000 more policies")
         httpx.post(f"{pdp.http_url}/v1/policies/refresh").raise_for_status()
         time.sleep(0.5)
-        left = _children(pdp.process.pid)
+        left = descendants(pdp.process.pid)
         assert left, "the PDP checks its policies in a child process"
         os.kill(pdp.process.pid, signal.SIGKILL)
         pdp.process.wait(timeout=10)
-        eventually(lambda: not _alive(left), 10, 0.05, "the PDP's children to exit", pdp.output)
+        eventually(lambda: not alive(left), 10, 0.05, "the PDP's children to exit", pdp.output)
