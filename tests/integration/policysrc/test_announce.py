@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,28 @@ class Replica:
     activated: asyncio.Queue[str]
 
 
+Replicas = tuple[PolicyRepo, Replica, Replica]
+
+
 @pytest.fixture
-async def replicas(
-    tmp_path: Path, redis: RedisServer
-) -> AsyncIterator[tuple[PolicyRepo, Replica, Replica]]:
+async def replicas(tmp_path: Path, redis: RedisServer) -> AsyncIterator[Replicas]:
+    """Two replicas reloaded only by the test: nothing else reloads a gate, so
+    each ``reload()``'s outcome is the test's to assert."""
+    async with _replicas(tmp_path, redis, running=False) as out:
+        yield out
+
+
+@pytest.fixture
+async def running_replicas(tmp_path: Path, redis: RedisServer) -> AsyncIterator[Replicas]:
+    """Two replicas whose gates also reload by themselves (``Gate.run``), as in a PDP."""
+    async with _replicas(tmp_path, redis, running=True) as out:
+        yield out
+
+
+@asynccontextmanager
+async def _replicas(
+    tmp_path: Path, redis: RedisServer, *, running: bool
+) -> AsyncIterator[Replicas]:
     repo = PolicyRepo(tmp_path / "repo")
     repo.commit({"config.json": '{"n": 0}'})
     clients: list[RedisClient] = []
@@ -61,7 +80,8 @@ async def replicas(
         gate.on_activate(activated)
         await gate.reload()
         assert queue.get_nowait() == gate.status().active_version
-        tasks.append(asyncio.create_task(gate.run()))
+        if running:
+            tasks.append(asyncio.create_task(gate.run()))
         tasks.append(asyncio.create_task(announcer.listen(gate)))
         out.append(Replica(gate, announcer, queue))
     try:
@@ -82,9 +102,9 @@ async def replicas(
 
 
 async def test_activation_on_one_replica_makes_the_other_fetch(
-    replicas: tuple[PolicyRepo, Replica, Replica],
+    running_replicas: Replicas,
 ) -> None:
-    repo, a, b = replicas
+    repo, a, b = running_replicas
     sha = repo.commit({"config.json": '{"n": 1}'})
     a.gate.trigger()  # only A is told; B polls once an hour
     assert await asyncio.wait_for(a.activated.get(), 30) == sha
@@ -93,7 +113,7 @@ async def test_activation_on_one_replica_makes_the_other_fetch(
 
 
 async def test_a_version_rejected_on_one_replica_is_never_activated_on_another(
-    replicas: tuple[PolicyRepo, Replica, Replica],
+    replicas: Replicas,
 ) -> None:
     repo, a, b = replicas
     good = b.gate.status().active_version
@@ -109,7 +129,7 @@ async def test_a_version_rejected_on_one_replica_is_never_activated_on_another(
 
 
 async def test_a_redis_restart_never_vetoes_the_next_good_version(
-    replicas: tuple[PolicyRepo, Replica, Replica], redis: RedisServer
+    replicas: Replicas, redis: RedisServer
 ) -> None:
     repo, a, b = replicas
     redis.restart()  # every open connection is now dead
@@ -131,7 +151,7 @@ async def test_a_redis_restart_never_vetoes_the_next_good_version(
 
 
 async def test_while_redis_is_down_each_replica_still_judges_for_itself(
-    replicas: tuple[PolicyRepo, Replica, Replica], redis: RedisServer
+    replicas: Replicas, redis: RedisServer
 ) -> None:
     repo, _, b = replicas
     redis.kill()
