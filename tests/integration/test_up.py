@@ -90,7 +90,7 @@ def test_the_same_examples_answer_the_same_from_pdp_serve(up: Up, tmp_path: Path
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=clean_env(), cwd=REPO,
     )  # fmt: skip
     try:
-        wait_for_port(http_port, timeout=60)
+        wait_for_port(http_port, timeout=120, process=proc)
         deadline = time.monotonic() + 60
         while httpx.get(f"http://127.0.0.1:{http_port}/readyz").status_code != 200:
             assert time.monotonic() < deadline

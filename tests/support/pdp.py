@@ -142,7 +142,7 @@ def pdp_process(
             argv, stdout=log, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO
         )
     try:
-        wait_for_port(pdp.http_port, timeout=30)
+        wait_for_port(pdp.http_port, timeout=120, process=pdp.process)
         if wait_ready:
 
             def ready() -> bool:
