@@ -27,9 +27,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import os
 import ssl
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +43,7 @@ from agent.renewal import renew_at
 from agent.source import JwtSvidToken
 from meshward.clock import Clock
 from meshward.endpoints import Endpoints, split_urls
+from meshward.private_file import write_private_file
 from meshward.selectors import AGENT_SELECTOR_PREFIX, node_selector
 from meshward.spiffe import CA_SERVER_PATH, InvalidSpiffeId, SpiffeId, TrustDomain
 from meshward.spiffe_bundle import InvalidBundle, SpiffeBundle
@@ -171,14 +170,7 @@ class CaClient:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         ) + b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
-        fd, tmp = tempfile.mkstemp(dir=self.state_dir, prefix=".node-")
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.node_file)
+        write_private_file(self.node_file, data)
         self._node = (chain, key)
 
     def _ssl_context(self) -> ssl.SSLContext:

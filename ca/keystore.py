@@ -6,7 +6,6 @@ A key file that group or others may read is refused, as ssh refuses such identit
 
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
 from typing import Literal
@@ -15,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from ca.errors import InsecureKeyFile, KeystoreError, WrongPassphrase
+from meshward.private_file import write_private_file
 
 __all__ = [
     "KeyKind",
@@ -45,20 +45,6 @@ def generate_key(kind: KeyKind = "ec-p256") -> PrivateKey:
         return ed25519.Ed25519PrivateKey.generate()
     bits = 2048 if kind == "rsa-2048" else 3072
     return rsa.generate_private_key(65537, bits)
-
-
-def write_private_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, readable by the owner only (0600)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def encrypt_key(key: PrivateKey, passphrase: bytes) -> bytes:

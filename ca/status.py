@@ -12,28 +12,18 @@ from typing import TYPE_CHECKING, Any
 
 from ca.store.protocol import TokenListing
 from meshward.clock import rfc3339
+from meshward.svid_chain import certificate_summary
 
 if TYPE_CHECKING:
-    from cryptography import x509
-
     from ca.authority import Slot
     from ca.service import CertificateAuthority
 
-__all__ = ["ca_status", "cert_json", "iso", "live_svids"]
+__all__ = ["ca_status", "iso", "live_svids"]
 
 
 def iso(when: dt.datetime | None) -> str | None:
     """:func:`meshward.clock.rfc3339`, or ``None``."""
     return None if when is None else rfc3339(when)
-
-
-def cert_json(cert: x509.Certificate) -> dict[str, Any]:
-    return {
-        "subject": cert.subject.rfc4514_string(),
-        "serial": format(cert.serial_number, "x"),
-        "not_before": iso(cert.not_valid_before_utc),
-        "not_after": iso(cert.not_valid_after_utc),
-    }
 
 
 def ca_status(ca: CertificateAuthority, now: dt.datetime) -> dict[str, Any]:
@@ -46,7 +36,7 @@ def ca_status(ca: CertificateAuthority, now: dt.datetime) -> dict[str, Any]:
         stage = "due: the next signing CA is prepared on the next rotation step"
 
     def slot(s: Slot) -> dict[str, Any]:
-        return {"id": s.id, **cert_json(s.ca_cert), "jwt_kid": s.jwt_kid}
+        return {"id": s.id, **certificate_summary(s.ca_cert), "jwt_kid": s.jwt_kid}
 
     store = ca.store
     counts: dict[str, int | None] = {"entries": len(store.list_entries())}
@@ -58,7 +48,7 @@ def ca_status(ca: CertificateAuthority, now: dt.datetime) -> dict[str, Any]:
     counts["agents"] = len(store.list_agents())
     return {
         "trust_domain": str(ca.trust_domain),
-        "root": cert_json(authority.root_cert),
+        "root": certificate_summary(authority.root_cert),
         "signing_ca": slot(authority.active),
         "next_signing_ca": slot(authority.next) if authority.next else None,
         "retired": [s.id for s in authority.retired],

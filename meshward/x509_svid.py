@@ -17,15 +17,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from meshward.spiffe import InvalidSpiffeId, SpiffeId
+from meshward.spiffe import InvalidSpiffeId, SpiffeError, SpiffeId
 
 __all__ = ["InvalidSvid", "build_csr", "csr_pem", "is_ca", "spiffe_id_of", "uri_sans"]
 
 SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
 
-class InvalidSvid(ValueError):
-    """A certificate that does not name exactly one SPIFFE ID; ``reason`` is a short code."""
+class InvalidSvid(SpiffeError, ValueError):
+    """A certificate that is not a (valid) X.509-SVID; ``reason`` is a short code."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(

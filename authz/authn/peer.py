@@ -25,15 +25,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 
 from authz.authn.trust import TrustBundles
 from authz.errors import InvalidPeer
+from meshward import svid_chain
 from meshward.spiffe import InvalidSpiffeId, SpiffeId
-from meshward.x509_svid import InvalidSvid, is_ca, spiffe_id_of
+from meshward.x509_svid import InvalidSvid
 
 __all__ = [
-    "MAX_CHAIN",
     "MAX_XFCC_BYTES",
     "Peer",
     "PeerFacts",
@@ -44,7 +43,6 @@ __all__ = [
     "verify_svid_chain",
 ]
 
-MAX_CHAIN = 8
 # Envoy sends the same few principals over and over: parse each once.
 parse_spiffe_id = functools.lru_cache(maxsize=4096)(SpiffeId.parse)
 MAX_XFCC_BYTES = 32 * 1024
@@ -115,71 +113,18 @@ class PeerPolicy:
         return any(ip in net for net in self.trusted_proxy_networks)
 
 
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return is_ca(cert)
-    except InvalidSvid as exc:
-        raise InvalidPeer("cert_malformed", exc.detail) from exc
-
-
-def _check_time(cert: x509.Certificate, now: dt.datetime) -> None:
-    if now < cert.not_valid_before_utc:
-        raise InvalidPeer("cert_not_yet_valid")
-    if now > cert.not_valid_after_utc:
-        raise InvalidPeer("cert_expired")
-
-
-def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    if cert.issuer != issuer.subject:
-        return False
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
-
-
 def verify_svid_chain(
     chain: Sequence[x509.Certificate], bundles: TrustBundles, now: dt.datetime
 ) -> tuple[SpiffeId, dt.datetime]:
     """Verify an X.509-SVID chain (leaf first); return its SPIFFE ID and expiry.
 
-    The leaf must carry exactly one URI SAN that is a SPIFFE ID, must not be a
-    CA, and must chain (through CA certificates from ``chain``) to an authority
-    of its own trust domain, every certificate valid at ``now``.
+    :func:`meshward.svid_chain.verify_svid_chain` against ``bundles``; its
+    reasons become :class:`InvalidPeer` codes unchanged.
     """
-    if not chain:
-        raise InvalidPeer("cert_missing")
-    if len(chain) > MAX_CHAIN:
-        raise InvalidPeer("chain_too_long")
-    leaf = chain[0]
     try:
-        spiffe_id = spiffe_id_of(leaf)
+        return svid_chain.verify_svid_chain(chain, bundles.x509_authorities, now)
     except InvalidSvid as exc:
-        reason = {"uri_san_count": "cert_uri_san_count", "not_spiffe": "cert_not_spiffe"}
-        raise InvalidPeer(reason.get(exc.reason, "cert_malformed"), exc.detail) from exc
-    if _is_ca(leaf):
-        raise InvalidPeer("cert_leaf_is_ca")
-    bundle = bundles.get(spiffe_id.trust_domain)
-    if bundle is None or not bundle.x509_authorities:
-        raise InvalidPeer("foreign_trust_domain", spiffe_id.trust_domain.name)
-    intermediates = list(chain[1:])
-    current = leaf
-    for _ in range(MAX_CHAIN):
-        _check_time(current, now)
-        for root in bundle.x509_authorities:
-            if _signed_by(current, root):
-                _check_time(root, now)
-                return spiffe_id, leaf.not_valid_after_utc
-        parent = next(
-            (c for c in intermediates if _is_ca(c) and _signed_by(current, c)),
-            None,
-        )
-        if parent is None:
-            raise InvalidPeer("chain_untrusted")
-        intermediates.remove(parent)
-        current = parent
-    raise InvalidPeer("chain_too_long")
+        raise InvalidPeer(exc.reason, exc.detail) from exc
 
 
 def parse_pem_chain(text: str, url_encoded: bool = True) -> list[x509.Certificate]:

@@ -68,6 +68,11 @@ class TrustBundles:
     def get(self, trust_domain: TrustDomain) -> TrustDomainBundle | None:
         return self.bundles.get(trust_domain)
 
+    def x509_authorities(self, trust_domain: TrustDomain) -> tuple[x509.Certificate, ...]:
+        """The X.509 authorities of ``trust_domain`` (none when it is not trusted)."""
+        bundle = self.bundles.get(trust_domain)
+        return () if bundle is None else bundle.x509_authorities
+
     def __bool__(self) -> bool:
         return bool(self.bundles)
 

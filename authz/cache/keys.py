@@ -353,18 +353,28 @@ class KeySpace:
         max_projections: int = 4096,
         reads: Mapping[str, ContextReads] | None = None,
     ) -> None:
-        """``reads``: the policies' context reads when already known (the engine's)."""
+        """``reads``: the policies' context reads when already known (the engine's,
+        an immutable mapping analysed on first use: it is used as it is, and
+        ``policies`` is then not read)."""
         self.version = version
-        self._reads = (
-            dict(reads)
+        self._reads: Mapping[str, ContextReads] = (
+            reads
             if reads is not None
             else {pid: context_reads(est) for pid, est in policies.items()}
         )
         self._time = frozenset(time_attributes)
         self._max = max_projections
         self._memo: dict[tuple[str, ...], Projection] = {}
-        self._all = Projection.of(self._reads.values(), self._time)
+        self._every: Projection | None = None
         self.scope_memo: dict[Hashable, tuple[str, ...]] = {}
+
+    @property
+    def _all(self) -> Projection:
+        """Every policy's reads (worked out on first use: only an unknown id needs it)."""
+        every = self._every
+        if every is None:
+            every = self._every = Projection.of(self._reads.values(), self._time)
+        return every
 
     def remember_scope(self, scope: Hashable, candidates: tuple[str, ...]) -> None:
         """Memoise the candidate ids of a request scope (bounded like the projections)."""

@@ -75,24 +75,16 @@ class CachedPolicy(Protocol):
     def json(self) -> Mapping[str, Any]: ...
 
 
-class PolicyCollection(Protocol):
-    @property
-    def policies(self) -> Sequence[CachedPolicy]: ...
-
-
 class CacheableEngine(Protocol):
     """The cache's seam: what it needs from an engine to key and answer its decisions.
 
-    :class:`authz.engine.evaluation.Engine` is one. ``version``, the policies'
-    JSON form and ``policy_reads`` (the context each policy reads, analysed when
-    the engine was built) make the key space; ``candidates`` is the engine's
-    slicing; ``evaluate`` answers a miss.
+    :class:`authz.engine.evaluation.Engine` is one. ``version`` and
+    ``policy_reads`` (the context each policy reads, by policy id) make the key
+    space; ``candidates`` is the engine's slicing; ``evaluate`` answers a miss.
     """
 
     @property
     def version(self) -> str: ...
-    @property
-    def bundle(self) -> PolicyCollection: ...
     @property
     def policy_reads(self) -> Mapping[str, ContextReads]: ...
     def evaluate(self, request: AccessRequest) -> Decision: ...
@@ -266,11 +258,11 @@ class TieredCache:
             return last[1]
         found = self._spaces.get(engine)
         if found is None:
-            policies = {p.id: p.json for p in engine.bundle.policies}
-            # The engine analysed its policies when it was built, off the serving loop.
+            # The engine analyses each policy once, on first use: nothing here walks
+            # all of them on the serving loop.
             found = KeySpace(
                 engine.version,
-                policies,
+                {},
                 time_attributes=self.time_attributes,
                 reads=engine.policy_reads,
             )

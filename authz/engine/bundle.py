@@ -30,14 +30,17 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import cedarpy
 
-from authz.engine.cedarsource import SourceMap, Statement, locate_error, split_statements
+from authz.engine.cedarsource import SourceMap, Statement, locate_error
+from authz.engine.policytable import Policy, PolicyTable
+from authz.engine.slicing import ScopeIndex, ScopeKeys, scope_keys
+from authz.engine.statementcache import ParsedStatement, StatementCache, schema_key
 from authz.errors import BundleError, Problem
 from authz.lifecycle.testsuite import TestSuite, parse_suite
 from authz.lifecycle.version import content_version
@@ -48,6 +51,7 @@ __all__ = [
     "BundleData",
     "Policy",
     "PolicyBundle",
+    "PolicyTable",
     "bundle_from_data",
     "load_bundle",
     "policy_set_from",
@@ -62,45 +66,16 @@ _GENERATED_ID = re.compile(r"`(policy\d+)`")
 
 
 @dataclass(frozen=True, slots=True)
-class Policy:
-    """One static policy: its stable id, where it is, its text and its Cedar JSON form."""
-
-    id: str
-    file: str
-    line: int
-    column: int
-    text: str
-    effect: str
-    json: Mapping[str, Any] = field(repr=False, compare=False)
-
-    @property
-    def json_text(self) -> str:
-        return json.dumps(self.json, sort_keys=True)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # The JSON form crosses processes as text: unpickling a large tree of
-        # dicts is one long C call holding the GIL, parsing 10,000 small texts
-        # is not (the serving process's checks run in between).
-        fields = (self.id, self.file, self.line, self.column, self.text, self.effect)
-        return (_policy_from_wire, (*fields, json.dumps(self.json)))
-
-
-def _policy_from_wire(
-    policy_id: str, file: str, line: int, column: int, text: str, effect: str, body: str
-) -> Policy:
-    return Policy(policy_id, file, line, column, text, effect, json.loads(body))
-
-
-@dataclass(frozen=True, slots=True)
 class BundleData:
     """A bundle's checked content as plain values (picklable): no Cedar handles."""
 
     version: str
     directory: Path
-    policies: tuple[Policy, ...]
+    policies: PolicyTable
     schema_text: str = field(repr=False)
     entities_text: str = field(repr=False)
     tests: tuple[TestSuite, ...] = field(repr=False)
+    index: ScopeIndex | None = field(default=None, repr=False)  # the policies' scope index
 
 
 class _LazyPolicySet:
@@ -125,12 +100,13 @@ class PolicyBundle:
 
     version: str
     directory: Path
-    policies: tuple[Policy, ...]
+    policies: PolicyTable
     schema: cedarpy.Schema = field(repr=False)
     schema_text: str = field(repr=False)
     entities: cedarpy.Entities = field(repr=False)
     entity_records: tuple[Mapping[str, Any], ...] = field(repr=False)
     tests: tuple[TestSuite, ...] = field(repr=False)
+    index: ScopeIndex | None = field(default=None, repr=False, compare=False)
     _whole: _LazyPolicySet = field(
         default_factory=_LazyPolicySet, init=False, repr=False, compare=False
     )
@@ -141,24 +117,22 @@ class PolicyBundle:
         return self._whole.get(self.policies)
 
     def policy(self, policy_id: str) -> Policy:
-        for policy in self.policies:
-            if policy.id == policy_id:
-                return policy
+        for position, known in enumerate(self.policies.ids):
+            if known == policy_id:
+                return self.policies[position]
         raise KeyError(policy_id)
 
     @property
     def policy_ids(self) -> tuple[str, ...]:
-        return tuple(p.id for p in self.policies)
+        return self.policies.ids
 
 
 def policy_set_from(policies: Sequence[Policy]) -> cedarpy.PolicySet:
     """A ``cedarpy.PolicySet`` of ``policies`` keyed by their stable ids (from JSON, no text)."""
-    document = {
-        "staticPolicies": {p.id: p.json for p in policies},
-        "templates": {},
-        "templateLinks": [],
-    }
-    return cedarpy.PolicySet.from_json_str(json.dumps(document))
+    # The policies' JSON texts are spliced in as they are: nothing is decoded.
+    static = ",".join(f"{json.dumps(p.id)}:{p.json_text}" for p in policies)
+    document = f'{{"staticPolicies":{{{static}}},"templates":{{}},"templateLinks":[]}}'
+    return cedarpy.PolicySet.from_json_str(document)
 
 
 class _Files:
@@ -243,15 +217,28 @@ def bundle_from_data(data: BundleData) -> PolicyBundle:
         entities=entities,
         entity_records=tuple(records),
         tests=data.tests,
+        index=data.index,
     )
 
 
-def read_bundle(directory: Path, *, version: str | None = None) -> BundleData:
+def read_bundle(
+    directory: Path, *, version: str | None = None, cache: StatementCache | None = None
+) -> BundleData:
     """Read and check the bundle in ``directory`` (every Cedar check on the whole set).
 
-    Raises :class:`BundleError` with every problem.
+    ``cache``: what earlier checks learnt about each statement
+    (:mod:`authz.engine.statementcache`); only statements it does not know
+    are parsed, and validated against this schema. The result is the same
+    with or without it. Raises :class:`BundleError` with every problem.
     """
-    directory = Path(directory)
+    cache = cache if cache is not None else StatementCache(generations=1)
+    try:
+        return _read_bundle(Path(directory), version, cache)
+    finally:
+        cache.commit()
+
+
+def _read_bundle(directory: Path, version: str | None, cache: StatementCache) -> BundleData:
     if not directory.is_dir():
         raise BundleError(
             [Problem(str(directory), 1, 1, "not-a-directory", "policy directory not found")]
@@ -270,7 +257,7 @@ def read_bundle(directory: Path, *, version: str | None = None) -> BundleData:
         schema_text = text
         schema = _parse_schema(text, problems)
 
-    policies = _read_policies(directory, files, schema)
+    policies, scopes = _read_policies(directory, files, schema, schema_text, cache)
 
     entities: cedarpy.Entities | None = None
     entities_path = directory / ENTITIES_FILE
@@ -298,15 +285,28 @@ def read_bundle(directory: Path, *, version: str | None = None) -> BundleData:
     return BundleData(
         version=version or content_version(directory),
         directory=directory,
-        policies=tuple(policies),
+        policies=PolicyTable.of(policies),
         schema_text=schema_text,
         entities_text=entities_text,
         tests=tuple(sorted(tests, key=lambda s: s.file)),
+        index=None if any(s is None for s in scopes) else ScopeIndex(scopes),  # type: ignore[arg-type]
     )
 
 
-def _read_policies(directory: Path, files: _Files, schema: cedarpy.Schema | None) -> list[Policy]:
-    """Every policy of the bundle's ``*.cedar`` files, parsed and validated."""
+def _read_policies(
+    directory: Path,
+    files: _Files,
+    schema: cedarpy.Schema | None,
+    schema_text: str,
+    cache: StatementCache,
+) -> tuple[list[Policy], list[ScopeKeys | None]]:
+    """Every policy of the bundle's ``*.cedar`` files, parsed and validated, and their scopes.
+
+    Only statements ``cache`` does not know are handed to Cedar: parsed in one
+    call, and validated in one call (in a thread, without the GIL, beside
+    the parse). Cedar numbers the policies of one text policy0, policy1, ...
+    in order, which is how its answers are matched back to statements.
+    """
     problems = files.problems
     policy_paths = [p for p in visible_files(directory, "*.cedar")]
     if not policy_paths:
@@ -317,33 +317,102 @@ def _read_policies(directory: Path, files: _Files, schema: cedarpy.Schema | None
     for path in policy_paths:
         text = files.read(path)
         if text is not None:
-            sources.append((files.rel(path), text, split_statements(text)))
-    # Validation (Cedar, without the GIL) runs beside the parse of each file:
-    # both are whole-set passes, seconds long at 10,000 policies.
-    validation = _Validation(
-        schema, "\n".join(st.text for _, _, statements in sources for st in statements)
+            rel = files.rel(path)
+            sources.append((rel, text, cache.statements(rel, text)))
+    texts = [st.text for _, _, statements in sources for st in statements]
+    unparsed = [t for t in dict.fromkeys(texts) if cache.parsed(t) is None]
+    key = schema_key(schema_text)
+    unvalidated = (
+        [t for t in dict.fromkeys(texts) if cache.errors(key, t) is None]
+        if schema is not None
+        else []
     )
+    validation = _Validation(schema, "\n".join(unvalidated))
+    failures = _parse_new(unparsed, cache)
+
     policies: list[Policy] = []
+    scopes: list[ScopeKeys | None] = []
     for rel, text, statements in sources:
-        policies.extend(_parse_policy_file(rel, text, problems, statements))
+        source = SourceMap(text)
+        for index, statement in enumerate(statements):
+            parsed = cache.parsed(statement.text)
+            if parsed is None:
+                problems.append(_parse_problem(rel, statement, source, failures[statement.text]))
+                continue
+            policies.append(_policy(rel, index, statement, parsed, source))
+            scopes.append(parsed.scope)
     if policy_paths and not policies and not problems:
         problems.append(Problem(".", 1, 1, "empty-bundle", "the policy files hold no policies"))
     _check_duplicate_ids(policies, problems)
 
-    statement_count = sum(len(statements) for _, _, statements in sources)
     if schema is not None and policies:
-        # Its numbering (policy0, policy1, ...) is the policies' only if every one parsed.
-        result = validation.result() if len(policies) == statement_count else None
-        _validate(policies, schema, problems, result)
+        result = validation.result()
+        if any(t in failures for t in unvalidated):
+            # Some did not parse, so the numbering is not theirs: validate the rest again.
+            unvalidated = [t for t in unvalidated if t not in failures]
+            result = _validate_texts(unvalidated, schema)
+        _validation_problems(policies, key, unvalidated, result, cache, problems)
     else:
         validation.result()
+    return policies, scopes
 
-    return policies
+
+def _parse_new(texts: list[str], cache: StatementCache) -> dict[str, str | None]:
+    """Parse ``texts`` into ``cache``; returns the ones that fail: text -> Cedar's message
+    (``None``: a template)."""
+    failures: dict[str, str | None] = {}
+    whole = [t for t in texts if t.rstrip().endswith(";")]
+    bodies = _parse_whole_file("\n".join(whole), len(whole)) if whole else None
+    if bodies is not None:
+        for text, body in zip(whole, bodies, strict=True):
+            cache.remember_parsed(text, _parsed(body))
+        texts = [t for t in texts if cache.parsed(t) is None]
+    for text in texts:  # something is wrong: one by one, to find every error
+        try:
+            document = json.loads(cedarpy.policies_to_json_str(text))
+        except ValueError as exc:
+            failures[text] = str(exc)
+            continue
+        static = document.get("staticPolicies") or {}
+        if document.get("templates") or len(static) != 1:
+            failures[text] = None
+            continue
+        (body,) = static.values()
+        cache.remember_parsed(text, _parsed(body))
+    return failures
+
+
+def _parsed(body: dict[str, Any]) -> ParsedStatement:
+    annotations = body.get("annotations") or {}
+    try:
+        scope: ScopeKeys | None = scope_keys(body)
+    except (ValueError, KeyError, TypeError):
+        scope = None
+    return ParsedStatement(
+        json_text=json.dumps(body),
+        effect=body["effect"],
+        annotated_id=str(annotations["id"]) if "id" in annotations else None,
+        scope=scope,
+    )
+
+
+def _parse_problem(
+    rel: str, statement: Statement, source: SourceMap, message: str | None
+) -> Problem:
+    if message is None:
+        start = source.position(statement.start)
+        return Problem(
+            rel, start.line, start.column, "template", "policy templates are not supported"
+        )
+    offset = locate_error(statement.text, message, cedarpy.policies_to_json_str)
+    pos = source.position(statement.start + offset)
+    return Problem(rel, pos.line, pos.column, "syntax-error", message)
 
 
 def _parse_schema(text: str, problems: list[Problem]) -> cedarpy.Schema | None:
     try:
-        return cedarpy.Schema.from_str(text)
+        # Without the GIL: the serving process parses the schema of every new version.
+        return cedarpy.Schema.from_str(text, release_gil=True)
     except ValueError as exc:
         message = str(exc)
         pos = SourceMap(text).position(locate_error(text, message, cedarpy.Schema.from_str))
@@ -376,29 +445,19 @@ class _Validation:
         return self._result
 
 
-def _parse_policy_file(
-    rel: str, text: str, problems: list[Problem], statements: list[Statement] | None = None
-) -> list[Policy]:
-    source = SourceMap(text)
-    if statements is None:
-        statements = split_statements(text)
-    bodies = _parse_whole_file(text, len(statements))
-    if bodies is not None:
-        return [
-            _policy(rel, index, statement, body, source)
-            for index, (statement, body) in enumerate(zip(statements, bodies, strict=True))
-        ]
-    # Something is wrong: parse statement by statement to find every error.
-    out: list[Policy] = []
-    for index, statement in enumerate(statements):
-        policy = _parse_statement(rel, index, statement, source, problems)
-        if policy is not None:
-            out.append(policy)
-    return out
+def _validate_texts(
+    texts: list[str], schema: cedarpy.Schema
+) -> cedarpy.ValidationResult | ValueError | None:
+    if not texts:
+        return None
+    try:
+        return cedarpy.validate_policies("\n".join(texts), schema)
+    except ValueError as exc:
+        return exc
 
 
 def _parse_whole_file(text: str, count: int) -> list[dict[str, Any]] | None:
-    """The file's policies in order when it parses in one go into ``count`` static policies."""
+    """The policies of ``text`` in order when it parses in one go into ``count`` static policies."""
     try:
         document = json.loads(cedarpy.policies_to_json_str(text))
     except ValueError:
@@ -412,40 +471,18 @@ def _parse_whole_file(text: str, count: int) -> list[dict[str, Any]] | None:
     return [numbered[i] for i in range(count)]
 
 
-def _parse_statement(
-    rel: str, index: int, statement: Statement, source: SourceMap, problems: list[Problem]
-) -> Policy | None:
-    start = source.position(statement.start)
-    try:
-        document = json.loads(cedarpy.policies_to_json_str(statement.text))
-    except ValueError as exc:
-        message = str(exc)
-        offset = locate_error(statement.text, message, cedarpy.policies_to_json_str)
-        pos = source.position(statement.start + offset)
-        problems.append(Problem(rel, pos.line, pos.column, "syntax-error", message))
-        return None
-    if document.get("templates"):
-        problems.append(
-            Problem(rel, start.line, start.column, "template", "policy templates are not supported")
-        )
-        return None
-    (body,) = document["staticPolicies"].values()
-    return _policy(rel, index, statement, body, source)
-
-
 def _policy(
-    rel: str, index: int, statement: Statement, body: dict[str, Any], source: SourceMap
+    rel: str, index: int, statement: Statement, parsed: ParsedStatement, source: SourceMap
 ) -> Policy:
     start = source.position(statement.start)
-    annotations = body.get("annotations") or {}
     return Policy(
-        id=str(annotations.get("id", f"{rel}#{index}")),
+        id=parsed.annotated_id if parsed.annotated_id is not None else f"{rel}#{index}",
         file=rel,
         line=start.line,
         column=start.column,
         text=statement.text,
-        effect=body["effect"],
-        json=body,
+        effect=parsed.effect,
+        json_text=parsed.json_text,
     )
 
 
@@ -471,38 +508,55 @@ def _check_duplicate_ids(policies: list[Policy], problems: list[Problem]) -> Non
             )
 
 
-def _validate(
+def _validation_problems(
     policies: list[Policy],
-    schema: cedarpy.Schema,
+    key: str,
+    validated: list[str],
+    result: cedarpy.ValidationResult | ValueError | None,
+    cache: StatementCache,
     problems: list[Problem],
-    done: cedarpy.ValidationResult | ValueError | None = None,
 ) -> None:
-    """Schema problems of ``policies``; ``done``: the validation of exactly their text."""
-    # Validated as one text: the parser numbers the policies policy0, policy1, ... in order.
-    result: cedarpy.ValidationResult | ValueError
-    if done is None:
-        try:
-            result = cedarpy.validate_policies("\n".join(p.text for p in policies), schema)
-        except ValueError as exc:
-            result = exc
-    else:
-        result = done
+    """Schema problems of ``policies``.
+
+    ``result`` is Cedar's validation of ``validated`` (joined in that order:
+    the statements ``cache`` had no errors for under the schema ``key``); the
+    others' errors come from ``cache``.
+    """
     if isinstance(result, ValueError):
         problems.append(Problem(".", 1, 1, "validation-failed", str(result)))
         return
-    for error in result.errors:
-        generated = error.policy_id
-        number = int(generated[6:]) if re.fullmatch(r"policy\d+", generated) else -1
-        if not 0 <= number < len(policies):
-            problems.append(Problem(".", 1, 1, "schema-violation", error.error))
-            continue
-        policy = policies[number]
-        message = _GENERATED_ID.sub(f"`{policy.id}`", error.error)
-        offset = locate_error(
-            policy.text, message, cedarpy.policies_to_json_str, skip=(policy.id, "context")
-        )
-        pos = _offset_position(policy, offset)
-        problems.append(Problem(policy.file, pos[0], pos[1], "schema-violation", message))
+    if result is not None:
+        found: dict[str, list[str]] = {text: [] for text in validated}
+        unplaced = False
+        for error in result.errors:
+            generated = error.policy_id
+            number = int(generated[6:]) if re.fullmatch(r"policy\d+", generated) else -1
+            if not 0 <= number < len(validated):
+                problems.append(Problem(".", 1, 1, "schema-violation", error.error))
+                unplaced = True
+                continue
+            found[validated[number]].append(error.error)
+        if unplaced:  # not one statement's own: nothing of this validation is kept
+            _statement_problems(policies, lambda text: found.get(text, ()), problems)
+            return
+        for text, errors in found.items():
+            cache.remember_errors(key, text, tuple(errors))
+    _statement_problems(policies, lambda text: cache.errors(key, text) or (), problems)
+
+
+def _statement_problems(
+    policies: list[Policy],
+    errors_of: Callable[[str], Sequence[str]],
+    problems: list[Problem],
+) -> None:
+    for policy in policies:
+        for error in errors_of(policy.text):
+            message = _GENERATED_ID.sub(f"`{policy.id}`", error)
+            offset = locate_error(
+                policy.text, message, cedarpy.policies_to_json_str, skip=(policy.id, "context")
+            )
+            pos = _offset_position(policy, offset)
+            problems.append(Problem(policy.file, pos[0], pos[1], "schema-violation", message))
 
 
 def _offset_position(policy: Policy, offset: int) -> tuple[int, int]:
@@ -526,7 +580,7 @@ def _parse_entities(
         problems.append(Problem(ENTITIES_FILE, 1, 1, "bad-entities", "expected a JSON array"))
         return None, []
     try:
-        entities = cedarpy.Entities.from_json_str(text, schema)
+        entities = cedarpy.Entities.from_json_str(text, schema, release_gil=True)
     except ValueError as exc:
         before = len(problems)
         for offset, record in _array_items(text):

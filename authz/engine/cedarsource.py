@@ -22,6 +22,7 @@ __all__ = [
     "Statement",
     "Token",
     "locate_error",
+    "resplit_statements",
     "split_statements",
     "tokenize",
 ]
@@ -34,6 +35,7 @@ _TOKEN = re.compile(
 )
 # What matters for splitting: comments, strings, ";" and runs of anything else.
 _CHUNK = re.compile(r"""//[^\n]*|"(?:[^"\\\n]|\\.)*"?|;|[^\s"/;]+|/""")
+_NEWLINE = re.compile("\n")
 _QUOTED = re.compile(r"`([^`]+)`|resolve type: ([A-Za-z_][A-Za-z0-9_:]*)")
 _SYNTAX_MARKERS = ("unexpected token", "invalid token", "unrecognized token")
 _EOF_MARKERS = ("unexpected end of input",)
@@ -56,7 +58,7 @@ class SourceMap:
     """Offsets to 1-based (line, column) in one text."""
 
     def __init__(self, text: str) -> None:
-        self._starts = [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n"]
+        self._starts = [0, *(m.end() for m in _NEWLINE.finditer(text))]
 
     def position(self, offset: int) -> Position:
         index = bisect.bisect_right(self._starts, offset) - 1
@@ -88,21 +90,101 @@ class Statement:
 
 def split_statements(text: str) -> list[Statement]:
     """Split policy text at top-level ``;`` (``;`` cannot occur elsewhere in Cedar)."""
+    return _split(text, 0, None)
+
+
+def resplit_statements(old: str, old_statements: Sequence[Statement], text: str) -> list[Statement]:
+    """``split_statements(text)``, given ``old_statements == split_statements(old)``.
+
+    Only the part of ``text`` that differs from ``old`` is split again. A
+    statement ending (at its ``;``) inside the text both share at the start
+    is the same statement in both; scanning resumes after the last of those,
+    and stops as soon as it ends a statement, inside the text both share at
+    the end, where ``old`` ended one too: after a top-level ``;`` the split
+    depends on what follows only, so the rest is ``old``'s, shifted.
+    """
+    if old == text:
+        return list(old_statements)
+    prefix = _common_prefix(old, text)
+    suffix = _common_suffix(old, text, min(len(old), len(text)) - prefix)
+    kept = 0
+    while kept < len(old_statements) and old_statements[kept].end <= prefix:
+        kept += 1
+    while kept and not old_statements[kept - 1].terminated:
+        kept -= 1  # an unterminated statement may go on in the new text
+    start = old_statements[kept - 1].end if kept else 0
+    shift = len(text) - len(old)
+    ends = {st.end: i for i, st in enumerate(old_statements) if st.terminated}
+    resync = (len(text) - suffix, shift, ends, old_statements)
+    return [*old_statements[:kept], *_split(text, start, resync)]
+
+
+_Resync = tuple[int, int, dict[int, int], Sequence[Statement]]
+
+
+def _split(text: str, start: int, resync: _Resync | None) -> list[Statement]:
     statements: list[Statement] = []
     first = -1
-    for match in _CHUNK.finditer(text):
+    for match in _CHUNK.finditer(text, start):
         chunk = match.group()
         if chunk.startswith("//"):
             continue
         if first < 0:
             first = match.start()
         if chunk == ";":
-            statements.append(Statement(first, match.end(), text[first : match.end()], True))
+            end = match.end()
+            statements.append(Statement(first, end, text[first:end], True))
             first = -1
+            if resync is not None and end > resync[0]:
+                _, shift, ends, old = resync
+                same = ends.get(end - shift)
+                if same is not None:  # the same ";" ended a statement in the old text
+                    statements.extend(
+                        Statement(st.start + shift, st.end + shift, st.text, st.terminated)
+                        for st in old[same + 1 :]
+                    )
+                    return statements
     if first >= 0:
         end = len(text.rstrip())
         statements.append(Statement(first, end, text[first:end], False))
     return statements
+
+
+_BLOCK = 1 << 16
+
+
+def _common_prefix(a: str, b: str) -> int:
+    """The length of the longest common prefix of ``a`` and ``b``."""
+    limit = min(len(a), len(b))
+    low = 0
+    while low + _BLOCK <= limit and a[low : low + _BLOCK] == b[low : low + _BLOCK]:
+        low += _BLOCK
+    high = min(limit, low + _BLOCK)  # the answer is in [low, high]
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[low:middle] == b[low:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _common_suffix(a: str, b: str, limit: int) -> int:
+    """The length of the longest common suffix of ``a`` and ``b``, at most ``limit``."""
+    low = 0
+    while (
+        low + _BLOCK <= limit
+        and a[len(a) - low - _BLOCK : len(a) - low] == b[len(b) - low - _BLOCK : len(b) - low]
+    ):
+        low += _BLOCK
+    high = min(limit, low + _BLOCK)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[len(a) - middle : len(a) - low] == b[len(b) - middle : len(b) - low]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def _is_syntax(message: str) -> bool:

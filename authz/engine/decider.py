@@ -22,7 +22,7 @@ import asyncio
 import datetime as dt
 import logging
 import secrets
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
@@ -215,6 +215,18 @@ def _new_id() -> str:
     return secrets.token_hex(16)
 
 
+@dataclass(slots=True)
+class _Progress:
+    """How far one decision got: what the observers are told however it ends."""
+
+    request: AccessRequest | None = None
+    tier: str = "none"  # the cache tier that answered
+    version: str = ""  # the policy version that decided
+
+
+_Step = Callable[[RequestFacts, str, _Progress], Awaitable[Verdict]]
+
+
 class Decider:
     """Authenticates, asks the engine (through the cache), and tells the observers."""
 
@@ -244,50 +256,17 @@ class Decider:
 
     async def decide(self, facts: RequestFacts) -> Verdict:
         """Decide one proxied request. Never raises (except cancellation, after logging)."""
-        started = self.clock.monotonic()
-        decision_id = self._new_id()
-        request: AccessRequest | None = None
-        verdict = Verdict(Outcome.ERROR, Decision.deny("internal"), decision_id)
-        tier = "none"
-        version = ""
-        try:
-            if not self.engines.ready:
-                # Before the first version is active nothing can be decided: the
-                # answer is "not yet" (the proxy may retry), never a 403 for a
-                # request the policies would allow.
-                verdict = _unavailable(decision_id)
-                return verdict
-            try:
-                who = await self.authenticator.authenticate(
-                    facts.peer, facts.headers.get("authorization")
-                )
-                built = build_request(facts, who, self.paths)
-                # A JWT-SVID is good only at the destination its audience names.
-                self.authenticator.bind(who, built.resource.id)
-            except AuthnError as exc:
-                log.info(
-                    "authentication failed",
-                    extra={"fields": {"decision_id": decision_id, "reason": exc.code}},
-                )
-                verdict = Verdict(
-                    Outcome.UNAUTHENTICATED, Decision.deny(f"authn:{exc.code}"), decision_id
-                )
-                return verdict
-            request = built
-            decision, tier, version = await self._evaluate(request)
-            verdict = self._verdict(decision, request, decision_id)
-            return verdict
-        except MalformedRequest as exc:
-            verdict = Verdict(Outcome.DENY, Decision.deny(f"request:{exc.code}"), decision_id)
-            return verdict
-        except asyncio.CancelledError:
-            verdict = Verdict(Outcome.ERROR, Decision.deny("cancelled"), decision_id)
-            raise
-        except Exception:
-            log.exception("decision failed", extra={"fields": {"decision_id": decision_id}})
-            return verdict
-        finally:
-            self._notify(facts, request, verdict, version, tier, started)
+        return await self._fail_closed(facts, _Progress(), self._decide_proxied)
+
+    async def decide_request(self, request: AccessRequest, adapter: str = "api") -> Verdict:
+        """Decide an already-built request (the decision API, ``meshward check``)."""
+        http = request.context.get("http")
+        facts = RequestFacts(
+            adapter,
+            request.action.id,
+            str(http.get("path", "")) if isinstance(http, Mapping) else "",
+        )
+        return await self._fail_closed(facts, _Progress(request), self._decide_built)
 
     def reject(self, adapter: str, reason: str) -> Verdict:
         """Deny a request that could not even be read (malformed on the wire)."""
@@ -300,23 +279,23 @@ class Decider:
         self._notify(RequestFacts(adapter, "", ""), None, verdict, "", "none", started)
         return verdict
 
-    async def decide_request(self, request: AccessRequest, adapter: str = "api") -> Verdict:
-        """Decide an already-built request (the decision API, ``meshward check``)."""
+    async def _fail_closed(self, facts: RequestFacts, progress: _Progress, step: _Step) -> Verdict:
+        """The skeleton of every decision: ``step`` decides; anything it raises is a deny,
+        and the observers are told in every case."""
         started = self.clock.monotonic()
         decision_id = self._new_id()
         verdict = Verdict(Outcome.ERROR, Decision.deny("internal"), decision_id)
-        tier, version = "none", ""
         try:
             if not self.engines.ready:
+                # Before the first version is active nothing can be decided: the
+                # answer is "not yet" (the proxy may retry), never a 403 for a
+                # request the policies would allow.
                 verdict = _unavailable(decision_id)
                 return verdict
-            decision, tier, version = await self._evaluate(request)
-            verdict = Verdict(
-                Outcome.ALLOW if decision.allowed else Outcome.DENY,
-                decision,
-                decision_id,
-                request.principal,
-            )
+            verdict = await step(facts, decision_id, progress)
+            return verdict
+        except MalformedRequest as exc:
+            verdict = Verdict(Outcome.DENY, Decision.deny(f"request:{exc.code}"), decision_id)
             return verdict
         except asyncio.CancelledError:
             verdict = Verdict(Outcome.ERROR, Decision.deny("cancelled"), decision_id)
@@ -325,13 +304,37 @@ class Decider:
             log.exception("decision failed", extra={"fields": {"decision_id": decision_id}})
             return verdict
         finally:
-            http = request.context.get("http")
-            facts = RequestFacts(
-                adapter,
-                request.action.id,
-                str(http.get("path", "")) if isinstance(http, Mapping) else "",
+            self._notify(facts, progress.request, verdict, progress.version, progress.tier, started)
+
+    async def _decide_proxied(
+        self, facts: RequestFacts, decision_id: str, progress: _Progress
+    ) -> Verdict:
+        try:
+            who = await self.authenticator.authenticate(
+                facts.peer, facts.headers.get("authorization")
             )
-            self._notify(facts, request, verdict, version, tier, started)
+            built = build_request(facts, who, self.paths)
+            # A JWT-SVID is good only at the destination its audience names.
+            self.authenticator.bind(who, built.resource.id)
+        except AuthnError as exc:
+            log.info(
+                "authentication failed",
+                extra={"fields": {"decision_id": decision_id, "reason": exc.code}},
+            )
+            return Verdict(Outcome.UNAUTHENTICATED, Decision.deny(f"authn:{exc.code}"), decision_id)
+        progress.request = built
+        decision = await self._evaluate(built, progress)
+        return self._verdict(decision, built, decision_id)
+
+    async def _decide_built(
+        self, _facts: RequestFacts, decision_id: str, progress: _Progress
+    ) -> Verdict:
+        request = progress.request
+        if request is None:  # decide_request always gives one
+            raise ValueError("no request")
+        decision = await self._evaluate(request, progress)
+        outcome = Outcome.ALLOW if decision.allowed else Outcome.DENY
+        return Verdict(outcome, decision, decision_id, request.principal)
 
     def explain(self, request: AccessRequest) -> dict[str, Any]:
         """The active engine's explanation of ``request`` (only when asked; never cached)."""
@@ -343,16 +346,18 @@ class Decider:
             return {"summary": "this engine cannot explain its decisions", "candidates": []}
         return engine.explain(request).to_json()
 
-    async def _evaluate(self, request: AccessRequest) -> tuple[Decision, str, str]:
+    async def _evaluate(self, request: AccessRequest, progress: _Progress) -> Decision:
+        """Ask the active engine (through the cache); note the tier and version answering."""
         active = self.engines.active  # the engine this check started with
         if active is None:
-            return Decision.deny("no_policies"), "none", ""
+            return Decision.deny("no_policies")
         engine, version = active
         if self.cache is not None:
-            decision, tier = await self.cache.get_or_evaluate(request, engine)
+            decision, progress.tier = await self.cache.get_or_evaluate(request, engine)
         else:
-            decision, tier = engine.evaluate(request), "none"
-        return decision, tier, decision.policy_version or version
+            decision = engine.evaluate(request)
+        progress.version = decision.policy_version or version
+        return decision
 
     def _verdict(self, decision: Decision, request: AccessRequest, decision_id: str) -> Verdict:
         if decision.effect is Effect.ALLOW:

@@ -29,18 +29,17 @@ is an erring forbid.
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import cedarpy
 
 from authz.cache.keys import ContextReads, Projection, cedar_clean, context_reads
-from authz.engine.bundle import Policy, PolicyBundle, policy_set_from
+from authz.engine.bundle import Policy, PolicyBundle, PolicyTable, policy_set_from
 from authz.engine.cedar import authorize, plain
 from authz.engine.entities import EntityStore, entity_literals
 from authz.engine.model import AccessRequest, Decision, Effect, EntityUid
@@ -112,23 +111,33 @@ class Engine:
         self.version = bundle.version
         self.slicing = slicing
         self._policies = bundle.policies
-        self._index = ScopeIndex([p.json for p in bundle.policies])
+        self._index = (
+            bundle.index
+            if bundle.index is not None
+            else ScopeIndex.of_policies(p.json for p in bundle.policies)
+        )
         self._hierarchy = Hierarchy(bundle.entity_records)
         self._store = EntityStore(bundle.entities, bundle.entity_records)
-        self._literals = tuple(entity_literals(p.json) for p in bundle.policies)
-        self._reads = tuple(context_reads(p.json) for p in bundle.policies)
-        self.policy_reads: Mapping[str, ContextReads] = MappingProxyType(
-            {p.id: reads for p, reads in zip(bundle.policies, self._reads, strict=True)}
-        )
+        count = len(bundle.policies)
+        self._analysis = _Analysis(bundle.policies)
+        self.policy_reads: Mapping[str, ContextReads] = _PolicyReads(self._analysis)
         self._slices: OrderedDict[tuple[int, ...], _Slice] = OrderedDict()
         self._slice_cache_size = max(1, slice_cache_size)
         self._scopes: dict[Scope, tuple[int, ...]] = {}
         self._lock = threading.Lock()
-        self._everything = tuple(range(len(bundle.policies)))
+        self._everything = tuple(range(count))
 
     @classmethod
     def from_bundle(cls, bundle: PolicyBundle) -> Engine:
         return cls(bundle)
+
+    def literals_of(self, position: int) -> frozenset[EntityUid]:
+        """The entities the policy at ``position`` names (analysed once)."""
+        return self._analysis.literals_of(position)
+
+    def reads_of(self, position: int) -> ContextReads:
+        """What the policy at ``position`` reads from the context (analysed once)."""
+        return self._analysis.reads_of(position)
 
     # -- which policies apply -------------------------------------------------
 
@@ -168,8 +177,8 @@ class Engine:
         )
         built = _Slice(
             policy_set,
-            frozenset(_union(self._literals[i] for i in positions)),
-            Projection.of((self._reads[i] for i in positions), ()),
+            frozenset(_union(self.literals_of(i) for i in positions)),
+            Projection.of((self.reads_of(i) for i in positions), ()),
         )
         with self._lock:
             self._slices[positions] = built
@@ -214,9 +223,8 @@ class Engine:
         """
         failed: list[str] = []
         for i in self._positions(request):
-            policy = self._policies[i]
-            if policy.effect == "forbid" and self._evaluate(request, (i,)).errors:
-                failed.append(policy.id)
+            if self._policies.effect(i) == "forbid" and self._evaluate(request, (i,)).errors:
+                failed.append(self._policies.ids[i])
         return tuple(sorted(failed))
 
     def evaluate(self, request: AccessRequest) -> Decision:
@@ -253,7 +261,7 @@ class Engine:
         """What :meth:`evaluate_raw` hands Cedar: the candidates with their positions,
         the entities, and a summary of the entities reachable from the request."""
         positions = self._positions(request)
-        literals = _union(self._literals[i] for i in positions)
+        literals = _union(self.literals_of(i) for i in positions)
         return (
             tuple((i, self._policies[i]) for i in positions),
             self._store.for_request(request, literals),
@@ -272,23 +280,81 @@ class Engine:
         For an engine nothing uses any more (:func:`authz.engine.retire.retire`): freeing
         a large one in one go holds the GIL for tenths of a second.
         """
-        pieces: list[Any] = [*self._policies, *self._literals, *self._reads]
+        pieces: list[Any] = [*self._analysis.release(), *self._policies.release()]
         with self._lock:
             pieces.extend(self._slices.values())
             self._slices.clear()
         pieces.extend(self._index.release())
         self._scopes = {}
-        self._policies, self._literals, self._reads = (), (), ()
         self.policy_reads = MappingProxyType({})
         self._everything = ()
-        if sys.getrefcount(self.bundle) <= 2:  # this engine's and the call's: nobody else
-            object.__setattr__(self.bundle, "policies", ())  # frozen: detached, not changed
         while pieces:
             del pieces[-batch:]
             time.sleep(0)
 
     def evaluate_many(self, requests: Sequence[AccessRequest]) -> list[Decision]:
         return [self.evaluate(r) for r in requests]
+
+
+class _Analysis:
+    """What each policy names and reads, worked out from its JSON form on first use.
+
+    A policy is analysed when a slice that holds it is first built, so a new
+    engine costs nothing per policy up front.
+    """
+
+    __slots__ = ("_literals", "_reads", "policies")
+
+    def __init__(self, policies: PolicyTable) -> None:
+        self.policies = policies
+        self._literals: list[frozenset[EntityUid] | None] = [None] * len(policies)
+        self._reads: list[ContextReads | None] = [None] * len(policies)
+
+    def literals_of(self, position: int) -> frozenset[EntityUid]:
+        found = self._literals[position]
+        if found is None:
+            found = self._literals[position] = entity_literals(self.policies[position].json)
+        return found
+
+    def reads_of(self, position: int) -> ContextReads:
+        found = self._reads[position]
+        if found is None:
+            found = self._reads[position] = context_reads(self.policies[position].json)
+        return found
+
+    def release(self) -> list[object]:
+        pieces: list[object] = [*self._literals, *self._reads]
+        self._literals, self._reads = [], []
+        return pieces
+
+
+class _PolicyReads(Mapping[str, ContextReads]):
+    """``Engine.policy_reads``: each policy's context reads by id, analysed on first use."""
+
+    __slots__ = ("_analysis", "_positions")
+
+    def __init__(self, analysis: _Analysis) -> None:
+        self._analysis = analysis
+        self._positions: dict[str, int] | None = None
+
+    def _where(self) -> dict[str, int]:
+        positions = self._positions
+        if positions is None:
+            ids = self._analysis.policies.ids
+            positions = self._positions = dict(zip(ids, range(len(ids)), strict=True))
+        return positions
+
+    def __getitem__(self, policy_id: str) -> ContextReads:
+        return self._analysis.reads_of(self._where()[policy_id])
+
+    def __contains__(self, policy_id: object) -> bool:
+        return policy_id in self._where()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where())
+
+    def __len__(self) -> int:
+        return len(self._where())
 
 
 def _union(sets: Iterable[frozenset[EntityUid]]) -> set[EntityUid]:

@@ -1,7 +1,7 @@
 """OpenTelemetry: one span per decision, continuing the proxy's W3C trace.
 
 This module imports OpenTelemetry at the top on purpose: it is imported only
-when ``tracing.enabled`` is set (see :func:`authz.server.build_pdp`), so a PDP
+when ``tracing.enabled`` is set (see :func:`authz.assembly.build_pdp`), so a PDP
 with tracing off never loads the packages and pays nothing.
 
 The span is recorded after the decision, from the :class:`DecisionRecord`

@@ -11,9 +11,14 @@ else raises :class:`~authz.errors.Rejected` with every problem.
 - :func:`prepare_engine` runs it in the calling process (the CLI, tests);
 - :class:`ProcessPreparer` runs it in a child process (the PDP): Cedar holds
   the GIL for every call on the whole policy set (seconds at 10,000 policies),
-  so doing it beside the live checks would stall them all. The serving process
-  only builds the engine from the result: it never calls Cedar on the whole set
-  (:func:`authz.engine.bundle.bundle_from_data`).
+  so doing it beside the live checks would stall them all. The child keeps a
+  :class:`~authz.engine.statementcache.StatementCache`, so a new version is
+  parsed and validated only where its statements changed. The serving process
+  only builds the engine from the result, which arrives ready: the policies
+  as columns (:class:`~authz.engine.policytable.PolicyTable`, each policy's
+  JSON decoded on first use) and the scope index built in the child
+  (:class:`~authz.engine.slicing.ScopeIndex`, decoded a chunk at a time). It
+  never calls Cedar on the whole set (:func:`authz.engine.bundle.bundle_from_data`).
 
 A check that runs past its time limit, hits its memory limit or kills the
 child rejects that version at stage ``"prepare"``: the last good version keeps
@@ -30,6 +35,7 @@ from pathlib import Path
 
 from authz.engine.bundle import BundleData, bundle_from_data, read_bundle
 from authz.engine.evaluation import Engine
+from authz.engine.statementcache import StatementCache
 from authz.errors import BundleError, Problem, Rejected, SourceError
 from authz.lifecycle.policytest import run_tests
 from authz.sources.childproc import CheckerProcess, GcPause, PrepareFailed
@@ -47,11 +53,16 @@ class Checked:
     pid: int  # the process that did the checking
 
 
-def check_bundle(root: Path, version: str) -> Checked:
-    """Read, validate and test the bundle in ``root``; never raises for a bad bundle."""
+def check_bundle(root: Path, version: str, cache: StatementCache | None = None) -> Checked:
+    """Read, validate and test the bundle in ``root``; never raises for a bad bundle.
+
+    ``cache``: what earlier checks learnt about each policy statement (the
+    checking child keeps one for its life), so a version that changes a few
+    policies of many is parsed and validated a few policies' worth.
+    """
     pid = os.getpid()
     try:
-        data = read_bundle(root, version=version)
+        data = read_bundle(root, version=version, cache=cache)
         bundle = bundle_from_data(data)
     except BundleError as exc:
         return Checked(None, "bundle", tuple(exc.problems), pid)

@@ -20,7 +20,10 @@ Either way the caller treats the version as failed; the next check starts a
 new child.
 
 The child runs at a lower CPU priority (``nice`` 10): on a busy machine the
-serving process's checks come first. Children die with their parent: the
+serving process's checks come first. It keeps a
+:class:`~authz.engine.statementcache.StatementCache` for its life; its
+cyclic garbage collector runs once after each answer is sent (not during a
+check), then freezes what survives. Children die with their parent: the
 child asks the kernel for ``SIGKILL`` when its parent dies
 (``prctl(PR_SET_PDEATHSIG)``, Linux), checks that the parent it was started
 by is still there, and exits when its stdin — the pipe from the parent —
@@ -91,25 +94,29 @@ def _write_frame(stream: IO[bytes], payload: Any) -> None:
     stream.flush()
 
 
-def _read_exact(fd: int, size: int, deadline: float | None) -> bytes | None:
-    """``size`` bytes from ``fd``; ``None`` at end of file; ``TimeoutError`` past ``deadline``."""
-    chunks: list[bytes] = []
-    left = size
+def _read_exact(fd: int, size: int, deadline: float | None) -> bytearray | None:
+    """``size`` bytes from ``fd``; ``None`` at end of file; ``TimeoutError`` past ``deadline``.
+
+    Read in place into one buffer (each read without the GIL): an answer of
+    many megabytes is never copied again to be joined.
+    """
+    data = bytearray(size)
     poller = select.poll()
     poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
-    while left:
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError
-            if not poller.poll(remaining * 1000):
-                raise TimeoutError
-        chunk = os.read(fd, min(left, 1 << 20))
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
+    with memoryview(data) as view:
+        got = 0
+        while got < size:
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                if not poller.poll(remaining * 1000):
+                    raise TimeoutError
+            count = os.readv(fd, [view[got : got + (1 << 20)]])
+            if not count:
+                return None
+            got += count
+    return data
 
 
 def _read_frame(
@@ -323,21 +330,30 @@ def main() -> None:
     with contextlib.suppress(OSError):
         os.nice(10)  # the serving process's checks come first on a busy machine
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when this ends
+    from authz.engine.statementcache import StatementCache  # noqa: PLC0415 - after the signal
     from authz.sources.bundles import check_bundle  # noqa: PLC0415 - after the death signal
 
     _limit_memory(limit)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing else may write into the answer pipe
+    cache = StatementCache()  # statements checked before, for the life of this process
     while True:
         job = _read_frame(stdin.fileno(), None)
         if job is None:
             return
         root, version = job
         reply: tuple[str, Any]
+        # The cyclic collector would walk the cache's objects again and again
+        # while a check allocates; it runs once after the answer is sent, and
+        # what survives (the cache) is then frozen out of its reach.
+        gc.disable()
         try:
-            reply = ("ok", check_bundle(Path(root), version))
+            reply = ("ok", check_bundle(Path(root), version, cache))
         except MemoryError:
             reply = ("memory", None)
         except Exception as exc:  # the parent rejects the version (fail closed)
             reply = ("error", type(exc).__name__)
         _write_frame(stdout, reply)
+        del reply
+        gc.collect()
+        gc.freeze()

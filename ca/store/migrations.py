@@ -41,6 +41,10 @@ class Migration:
     def checksum(self) -> str:
         return hashlib.sha256(self.sql.encode("utf-8")).hexdigest()
 
+    def statements(self) -> list[str]:
+        """The statements of ``sql`` (none of ours has ``;`` inside a literal)."""
+        return [s.strip() for s in self.sql.split(";") if s.strip()]
+
 
 @dataclass(frozen=True)
 class AppliedMigration:

@@ -43,7 +43,7 @@ from ca.store.protocol import (
     SlotRecord,
     TokenListing,
 )
-from ca.store.sqlite import sql_statements
+from ca.store.sql import POSTGRES, StoreSql
 from meshward.logs import redact_url
 from meshward.spiffe import SpiffeId
 
@@ -57,8 +57,7 @@ MIGRATION_LOCK = 0x6D657368_0001
 _Unavailable = (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout)
 
 
-def _utc(value: dt.datetime | None) -> dt.datetime | None:
-    return None if value is None else value.astimezone(dt.UTC)
+_SQL = StoreSql.of(POSTGRES)
 
 
 class _Target:
@@ -77,7 +76,7 @@ class _Target:
         return [AppliedMigration(int(v), str(c)) for v, c in rows]
 
     def apply(self, migration: Migration) -> None:
-        for statement in sql_statements(migration.sql):
+        for statement in migration.statements():
             self.conn.execute(statement.encode("utf-8"))
         self.conn.execute(
             "INSERT INTO schema_migrations VALUES (%s, %s, %s, now())",
@@ -157,196 +156,88 @@ class PostgresStore:
     def add_entry(self, entry: Entry) -> None:
         try:
             with self._tx() as conn:
-                conn.execute(
-                    "INSERT INTO entries VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                    (
-                        entry.id,
-                        str(entry.spiffe_id),
-                        sorted(entry.selectors),
-                        entry.x509_ttl,
-                        entry.jwt_ttl,
-                        list(entry.dns_names),
-                        entry.admin,
-                    ),
-                )
+                conn.execute(_SQL.entries_insert, _SQL.entry_params(entry))
         except psycopg.errors.UniqueViolation as exc:
             raise Conflict(f"entry {entry.id} exists") from exc
 
-    @staticmethod
-    def _entry(row: tuple[Any, ...]) -> Entry:
-        return Entry(
-            id=row[0],
-            spiffe_id=SpiffeId.parse(row[1]),
-            selectors=frozenset(row[2]),
-            x509_ttl=row[3],
-            jwt_ttl=row[4],
-            dns_names=tuple(row[5]),
-            admin=bool(row[6]),
-        )
-
     def get_entry(self, entry_id: str) -> Entry | None:
         with self._tx() as conn:
-            row = conn.execute(
-                "SELECT id, spiffe_id, selectors, x509_ttl, jwt_ttl, dns_names, admin"
-                " FROM entries WHERE id = %s",
-                (entry_id,),
-            ).fetchone()
-        return None if row is None else self._entry(row)
+            row = conn.execute(_SQL.entries_get, (entry_id,)).fetchone()
+        return None if row is None else _SQL.entry(row)
 
     def list_entries(self) -> list[Entry]:
         with self._tx() as conn:
-            rows = conn.execute(
-                "SELECT id, spiffe_id, selectors, x509_ttl, jwt_ttl, dns_names, admin"
-                " FROM entries ORDER BY spiffe_id, id"
-            ).fetchall()
-        return [self._entry(r) for r in rows]
+            rows = conn.execute(_SQL.entries_list).fetchall()
+        return [_SQL.entry(r) for r in rows]
 
     def remove_entry(self, entry_id: str) -> bool:
         with self._tx() as conn:
-            cur = conn.execute("DELETE FROM entries WHERE id = %s", (entry_id,))
+            cur = conn.execute(_SQL.entries_remove, (entry_id,))
         return cur.rowcount == 1
 
     def entries_for(self, spiffe_id: SpiffeId) -> list[Entry]:
         with self._tx() as conn:
-            rows = conn.execute(
-                "SELECT id, spiffe_id, selectors, x509_ttl, jwt_ttl, dns_names, admin"
-                " FROM entries WHERE spiffe_id = %s ORDER BY id",
-                (str(spiffe_id),),
-            ).fetchall()
-        return [self._entry(r) for r in rows]
+            rows = conn.execute(_SQL.entries_for, (str(spiffe_id),)).fetchall()
+        return [_SQL.entry(r) for r in rows]
 
     # -- join tokens ------------------------------------------------------------
 
     def add_token(self, token: JoinToken) -> None:
         try:
             with self._tx() as conn:
-                conn.execute(
-                    "INSERT INTO join_tokens VALUES (%s, %s, %s, %s)",
-                    (token.token_hash, str(token.spiffe_id), token.expires_at, token.used_at),
-                )
+                conn.execute(_SQL.join_tokens_insert, _SQL.token_params(token))
         except psycopg.errors.UniqueViolation as exc:
             raise Conflict("token exists") from exc
 
     def get_token(self, token_hash: str) -> JoinToken | None:
         with self._tx() as conn:
-            row = conn.execute(
-                "SELECT token_hash, spiffe_id, expires_at, used_at FROM join_tokens"
-                " WHERE token_hash = %s",
-                (token_hash,),
-            ).fetchone()
-        if row is None:
-            return None
-        return JoinToken(row[0], SpiffeId.parse(row[1]), row[2].astimezone(dt.UTC), _utc(row[3]))
+            row = conn.execute(_SQL.join_tokens_get, (token_hash,)).fetchone()
+        return None if row is None else _SQL.token(row)
 
     def list_tokens(self) -> list[JoinToken]:
         with self._tx() as conn:
-            rows = conn.execute(
-                "SELECT token_hash, spiffe_id, expires_at, used_at FROM join_tokens"
-                " ORDER BY expires_at"
-            ).fetchall()
-        return [
-            JoinToken(r[0], SpiffeId.parse(r[1]), r[2].astimezone(dt.UTC), _utc(r[3])) for r in rows
-        ]
+            rows = conn.execute(_SQL.join_tokens_list).fetchall()
+        return [_SQL.token(r) for r in rows]
 
     def redeem_token(self, token_hash: str, now: dt.datetime) -> bool:
         with self._tx() as conn:
-            cur = conn.execute(
-                "UPDATE join_tokens SET used_at = %s"
-                " WHERE token_hash = %s AND used_at IS NULL AND expires_at > %s",
-                (now, token_hash, now),
-            )
+            cur = conn.execute(_SQL.join_tokens_redeem, _SQL.redeem_params(token_hash, now))
         return cur.rowcount == 1
 
     # -- agents -----------------------------------------------------------------
 
-    @staticmethod
-    def _agent(row: tuple[Any, ...]) -> AgentRecord:
-        return AgentRecord(
-            spiffe_id=SpiffeId.parse(row[0]),
-            attestation=row[1],
-            first_seen=row[2].astimezone(dt.UTC),
-            last_seen=row[3].astimezone(dt.UTC),
-            serial=row[4],
-            evicted=bool(row[5]),
-        )
-
     def record_agent(self, record: AgentRecord) -> AgentRecord:
         with self._tx() as conn:
-            row = conn.execute(
-                "INSERT INTO agents (spiffe_id, attestation, first_seen, last_seen, serial)"
-                " VALUES (%s, %s, %s, %s, %s)"
-                " ON CONFLICT (spiffe_id) DO UPDATE SET attestation = EXCLUDED.attestation,"
-                " last_seen = EXCLUDED.last_seen, serial = EXCLUDED.serial"
-                " RETURNING spiffe_id, attestation, first_seen, last_seen, serial, evicted",
-                (
-                    str(record.spiffe_id),
-                    record.attestation,
-                    record.first_seen,
-                    record.last_seen,
-                    record.serial,
-                ),
-            ).fetchone()
+            row = conn.execute(_SQL.agents_record, _SQL.agent_params(record)).fetchone()
         if row is None:
             raise StoreUnavailable("the agent record was not written")
-        return self._agent(row)
+        return _SQL.agent(row)
 
     def get_agent(self, spiffe_id: SpiffeId) -> AgentRecord | None:
         with self._tx() as conn:
-            row = conn.execute(
-                "SELECT spiffe_id, attestation, first_seen, last_seen, serial, evicted"
-                " FROM agents WHERE spiffe_id = %s",
-                (str(spiffe_id),),
-            ).fetchone()
-        return None if row is None else self._agent(row)
+            row = conn.execute(_SQL.agents_get, (str(spiffe_id),)).fetchone()
+        return None if row is None else _SQL.agent(row)
 
     def list_agents(self) -> list[AgentRecord]:
         with self._tx() as conn:
-            rows = conn.execute(
-                "SELECT spiffe_id, attestation, first_seen, last_seen, serial, evicted"
-                " FROM agents ORDER BY spiffe_id"
-            ).fetchall()
-        return [self._agent(r) for r in rows]
+            rows = conn.execute(_SQL.agents_list).fetchall()
+        return [_SQL.agent(r) for r in rows]
 
     def evict_agent(self, spiffe_id: SpiffeId) -> bool:
         with self._tx() as conn:
-            cur = conn.execute(
-                "UPDATE agents SET evicted = TRUE WHERE spiffe_id = %s", (str(spiffe_id),)
-            )
+            cur = conn.execute(_SQL.agents_evict, (True, str(spiffe_id)))
         return cur.rowcount == 1
 
     # -- audit ------------------------------------------------------------------
 
     def append_audit(self, record: AuditRecord) -> None:
         with self._tx() as conn:
-            conn.execute(
-                "INSERT INTO audit (time, action, method, caller, result, spiffe_id, serial,"
-                " not_after, detail) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (
-                    record.time,
-                    record.action,
-                    record.method,
-                    record.caller,
-                    record.result,
-                    record.spiffe_id,
-                    record.serial,
-                    record.not_after,
-                    record.detail,
-                ),
-            )
+            conn.execute(_SQL.audit_append, _SQL.audit_params(record))
 
     def list_audit(self, limit: int = 100) -> list[AuditRecord]:
         with self._tx() as conn:
-            rows = conn.execute(
-                "SELECT time, action, method, caller, result, spiffe_id, serial, not_after,"
-                " detail, id FROM audit ORDER BY id DESC LIMIT %s",
-                (limit,),
-            ).fetchall()
-        return [
-            AuditRecord(
-                r[0].astimezone(dt.UTC), r[1], r[2], r[3], r[4], r[5], r[6], _utc(r[7]), r[8], r[9]
-            )
-            for r in reversed(rows)
-        ]
+            rows = conn.execute(_SQL.audit_list, (limit,)).fetchall()
+        return [_SQL.audit(r) for r in reversed(rows)]
 
     # -- the shared authority (AuthorityRecords) ----------------------------------
 
@@ -455,7 +346,7 @@ class PostgresStore:
 
     def prune_rates(self, before: float) -> int:
         with self._tx() as conn:
-            cur = conn.execute("DELETE FROM rate_buckets WHERE stamp < %s", (before,))
+            cur = conn.execute(_SQL.rate_buckets_prune, (before,))
         return cur.rowcount
 
 

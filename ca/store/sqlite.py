@@ -11,11 +11,9 @@ migration 1 adopts a file made before migrations existed.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any
 
 from ca.errors import Conflict
 from ca.store.migrations import AppliedMigration, Migration, migrate
@@ -28,9 +26,10 @@ from ca.store.protocol import (
     JoinToken,
     TokenListing,
 )
+from ca.store.sql import SQLITE, StoreSql
 from meshward.spiffe import SpiffeId
 
-__all__ = ["MIGRATIONS", "SqliteStore", "sql_statements"]
+__all__ = ["MIGRATIONS", "SqliteStore"]
 
 _INITIAL = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -90,11 +89,6 @@ MIGRATIONS: tuple[Migration, ...] = (
 )
 
 
-def sql_statements(script: str) -> list[str]:
-    """The statements of a migration script (none of ours has ``;`` inside a literal)."""
-    return [s.strip() for s in script.split(";") if s.strip()]
-
-
 class _Target:
     """The migration runner's view of one SQLite connection inside a transaction."""
 
@@ -110,7 +104,7 @@ class _Target:
         return [AppliedMigration(int(v), str(c)) for v, c in rows]
 
     def apply(self, migration: Migration) -> None:
-        for statement in sql_statements(migration.sql):
+        for statement in migration.statements():
             self.db.execute(statement)
         self.db.execute(
             "INSERT INTO schema_migrations VALUES (?, ?, ?, julianday('now'))",
@@ -118,12 +112,7 @@ class _Target:
         )
 
 
-def _ts(value: dt.datetime | None) -> float | None:
-    return None if value is None else value.timestamp()
-
-
-def _dt(value: float | None) -> dt.datetime | None:
-    return None if value is None else dt.datetime.fromtimestamp(value, dt.UTC)
+_SQL = StoreSql.of(SQLITE)
 
 
 class SqliteStore:
@@ -157,184 +146,88 @@ class SqliteStore:
     # -- entries ----------------------------------------------------------------
 
     def add_entry(self, entry: Entry) -> None:
-        row = (
-            entry.id,
-            str(entry.spiffe_id),
-            json.dumps(sorted(entry.selectors)),
-            entry.x509_ttl,
-            entry.jwt_ttl,
-            json.dumps(list(entry.dns_names)),
-            int(entry.admin),
-        )
         with self._lock:
             try:
-                self._db.execute("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+                self._db.execute(_SQL.entries_insert, _SQL.entry_params(entry))
             except sqlite3.IntegrityError as exc:
                 raise Conflict(f"entry {entry.id} exists") from exc
 
-    @staticmethod
-    def _entry(row: tuple[str, str, str, int | None, int | None, str, int]) -> Entry:
-        return Entry(
-            id=row[0],
-            spiffe_id=SpiffeId.parse(row[1]),
-            selectors=frozenset(json.loads(row[2])),
-            x509_ttl=row[3],
-            jwt_ttl=row[4],
-            dns_names=tuple(json.loads(row[5])),
-            admin=bool(row[6]),
-        )
-
     def get_entry(self, entry_id: str) -> Entry | None:
         with self._lock:
-            row = self._db.execute("SELECT * FROM entries WHERE id = ?", (entry_id,)).fetchone()
-        return None if row is None else self._entry(row)
+            row = self._db.execute(_SQL.entries_get, (entry_id,)).fetchone()
+        return None if row is None else _SQL.entry(row)
 
     def list_entries(self) -> list[Entry]:
         with self._lock:
-            rows = self._db.execute("SELECT * FROM entries ORDER BY spiffe_id, id").fetchall()
-        return [self._entry(r) for r in rows]
+            rows = self._db.execute(_SQL.entries_list).fetchall()
+        return [_SQL.entry(r) for r in rows]
 
     def remove_entry(self, entry_id: str) -> bool:
         with self._lock:
-            cur = self._db.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
+            cur = self._db.execute(_SQL.entries_remove, (entry_id,))
         return cur.rowcount == 1
 
     def entries_for(self, spiffe_id: SpiffeId) -> list[Entry]:
         with self._lock:
-            rows = self._db.execute(
-                "SELECT * FROM entries WHERE spiffe_id = ? ORDER BY id", (str(spiffe_id),)
-            ).fetchall()
-        return [self._entry(r) for r in rows]
+            rows = self._db.execute(_SQL.entries_for, (str(spiffe_id),)).fetchall()
+        return [_SQL.entry(r) for r in rows]
 
     # -- join tokens ------------------------------------------------------------
 
     def add_token(self, token: JoinToken) -> None:
         with self._lock:
             try:
-                self._db.execute(
-                    "INSERT INTO join_tokens VALUES (?, ?, ?, ?)",
-                    (
-                        token.token_hash,
-                        str(token.spiffe_id),
-                        _ts(token.expires_at),
-                        _ts(token.used_at),
-                    ),
-                )
+                self._db.execute(_SQL.join_tokens_insert, _SQL.token_params(token))
             except sqlite3.IntegrityError as exc:
                 raise Conflict("token exists") from exc
 
     def get_token(self, token_hash: str) -> JoinToken | None:
         with self._lock:
-            row = self._db.execute(
-                "SELECT token_hash, spiffe_id, expires_at, used_at FROM join_tokens"
-                " WHERE token_hash = ?",
-                (token_hash,),
-            ).fetchone()
-        return None if row is None else _token(row)
+            row = self._db.execute(_SQL.join_tokens_get, (token_hash,)).fetchone()
+        return None if row is None else _SQL.token(row)
 
     def list_tokens(self) -> list[JoinToken]:
         with self._lock:
-            rows = self._db.execute(
-                "SELECT token_hash, spiffe_id, expires_at, used_at FROM join_tokens"
-                " ORDER BY expires_at"
-            ).fetchall()
-        return [_token(r) for r in rows]
+            rows = self._db.execute(_SQL.join_tokens_list).fetchall()
+        return [_SQL.token(r) for r in rows]
 
     def redeem_token(self, token_hash: str, now: dt.datetime) -> bool:
         with self._lock:
-            cur = self._db.execute(
-                "UPDATE join_tokens SET used_at = ?"
-                " WHERE token_hash = ? AND used_at IS NULL AND expires_at > ?",
-                (_ts(now), token_hash, _ts(now)),
-            )
+            cur = self._db.execute(_SQL.join_tokens_redeem, _SQL.redeem_params(token_hash, now))
         return cur.rowcount == 1
 
     # -- agents -----------------------------------------------------------------
 
-    _AGENT_COLUMNS = "spiffe_id, attestation, first_seen, last_seen, serial, evicted"
-
-    @staticmethod
-    def _agent(row: tuple[str, str, float, float, str | None, int]) -> AgentRecord:
-        return AgentRecord(
-            spiffe_id=SpiffeId.parse(row[0]),
-            attestation=row[1],
-            first_seen=dt.datetime.fromtimestamp(row[2], dt.UTC),
-            last_seen=dt.datetime.fromtimestamp(row[3], dt.UTC),
-            serial=row[4],
-            evicted=bool(row[5]),
-        )
-
     def record_agent(self, record: AgentRecord) -> AgentRecord:
         with self._lock:
-            row = self._db.execute(
-                f"INSERT INTO agents ({self._AGENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, 0)"  # noqa: S608
-                " ON CONFLICT (spiffe_id) DO UPDATE SET attestation = excluded.attestation,"
-                " last_seen = excluded.last_seen, serial = excluded.serial"
-                f" RETURNING {self._AGENT_COLUMNS}",
-                (
-                    str(record.spiffe_id),
-                    record.attestation,
-                    _ts(record.first_seen),
-                    _ts(record.last_seen),
-                    record.serial,
-                ),
-            ).fetchone()
-        return self._agent(row)
+            row = self._db.execute(_SQL.agents_record, _SQL.agent_params(record)).fetchone()
+        return _SQL.agent(row)
 
     def get_agent(self, spiffe_id: SpiffeId) -> AgentRecord | None:
         with self._lock:
-            row = self._db.execute(
-                f"SELECT {self._AGENT_COLUMNS} FROM agents WHERE spiffe_id = ?",  # noqa: S608
-                (str(spiffe_id),),
-            ).fetchone()
-        return None if row is None else self._agent(row)
+            row = self._db.execute(_SQL.agents_get, (str(spiffe_id),)).fetchone()
+        return None if row is None else _SQL.agent(row)
 
     def list_agents(self) -> list[AgentRecord]:
         with self._lock:
-            rows = self._db.execute(
-                f"SELECT {self._AGENT_COLUMNS} FROM agents ORDER BY spiffe_id"  # noqa: S608
-            ).fetchall()
-        return [self._agent(r) for r in rows]
+            rows = self._db.execute(_SQL.agents_list).fetchall()
+        return [_SQL.agent(r) for r in rows]
 
     def evict_agent(self, spiffe_id: SpiffeId) -> bool:
         with self._lock:
-            cur = self._db.execute(
-                "UPDATE agents SET evicted = 1 WHERE spiffe_id = ?", (str(spiffe_id),)
-            )
+            cur = self._db.execute(_SQL.agents_evict, (True, str(spiffe_id)))
         return cur.rowcount == 1
 
     # -- audit ------------------------------------------------------------------
 
     def append_audit(self, record: AuditRecord) -> None:
         with self._lock:
-            self._db.execute(
-                "INSERT INTO audit (time, action, method, caller, result, spiffe_id, serial,"
-                " not_after, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    _ts(record.time),
-                    record.action,
-                    record.method,
-                    record.caller,
-                    record.result,
-                    record.spiffe_id,
-                    record.serial,
-                    _ts(record.not_after),
-                    record.detail,
-                ),
-            )
+            self._db.execute(_SQL.audit_append, _SQL.audit_params(record))
 
     def list_audit(self, limit: int = 100) -> list[AuditRecord]:
         with self._lock:
-            rows = self._db.execute(
-                "SELECT time, action, method, caller, result, spiffe_id, serial, not_after,"
-                " detail, id FROM audit ORDER BY id DESC LIMIT ?",
-                (limit,),
-            ).fetchall()
-        out = []
-        for r in reversed(rows):
-            when = dt.datetime.fromtimestamp(r[0], dt.UTC)
-            out.append(AuditRecord(when, r[1], r[2], r[3], r[4], r[5], r[6], _dt(r[7]), r[8], r[9]))
-        return out
+            rows = self._db.execute(_SQL.audit_list, (limit,)).fetchall()
+        return [_SQL.audit(r) for r in reversed(rows)]
 
     # -- per-caller rates (CallerRates; used by ``ca serve --workers N``) ----------
 
@@ -354,14 +247,8 @@ class SqliteStore:
 
     def prune_rates(self, before: float) -> int:
         with self._lock:
-            cur = self._db.execute("DELETE FROM rate_buckets WHERE stamp < ?", (before,))
+            cur = self._db.execute(_SQL.rate_buckets_prune, (before,))
         return cur.rowcount
-
-
-def _token(row: tuple[Any, ...]) -> JoinToken:
-    return JoinToken(
-        row[0], SpiffeId.parse(row[1]), dt.datetime.fromtimestamp(row[2], dt.UTC), _dt(row[3])
-    )
 
 
 # The SQLite store satisfies the protocols (checked by mypy here and at import).

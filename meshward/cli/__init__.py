@@ -3,23 +3,68 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from meshward import __version__
-from meshward.cli.commands import ca, ca_ops, check, console, pdp, policy, replay, up
-from meshward.cli.commands.agent import agent_app
-from meshward.cli.commands.common import GlobalOptions
+from meshward.cli.lazy import LazyCommand, LazyGroup
+from meshward.cli.options import GLOBAL_OPTIONS, GlobalOptions, hoist_global_options
 
-__all__ = ["app", "hoist_global_options", "main"]
+__all__ = ["COMMANDS", "GLOBAL_OPTIONS", "app", "hoist_global_options", "main"]
 
-# Global options, accepted before or after the subcommand (all take a value).
-GLOBAL_OPTIONS = ("--config", "--state-dir", "--log-format", "--log-level")
+# The commands, in the order `meshward --help` lists them: each module holds
+# one command or group (its Typer ``app``), only parses and wires, and is
+# imported only when its command runs (meshward.cli.lazy).
+COMMANDS = (
+    LazyCommand(
+        "up",
+        "meshward.cli.commands.up",
+        "Run the CA, the PDP, a node agent and the web console; print where each listens.",
+        group=False,
+    ),
+    LazyCommand(
+        "check",
+        "meshward.cli.commands.check",
+        "Decide one request read as JSON on stdin; print the decision as JSON.",
+        group=False,
+    ),
+    LazyCommand(
+        "console",
+        "meshward.cli.commands.console",
+        "Serve the web console: policies, decisions, playground and identities, read-only.",
+        group=False,
+    ),
+    LazyCommand(
+        "policy",
+        "meshward.cli.commands.policy",
+        "Validate, test and format a Cedar policy directory.",
+    ),
+    LazyCommand(
+        "pdp",
+        "meshward.cli.commands.pdp",
+        "The policy decision point: Envoy ext_authz (gRPC), forward-auth and decision API.",
+    ),
+    LazyCommand(
+        "agent",
+        "meshward.cli.commands.agent",
+        "The node agent: keeps this node's SVIDs current for workloads and Envoy.",
+    ),
+    LazyCommand(
+        "ca",
+        "meshward.cli.commands.ca",
+        "The certificate authority: SPIFFE X.509-SVIDs and JWT-SVIDs over HTTPS.",
+    ),
+)
+
+
+class _Meshward(LazyGroup):
+    entries = COMMANDS
+
 
 app = typer.Typer(
+    cls=_Meshward,
     rich_markup_mode=None,
     name="meshward",
     help="Zero-trust security for a service mesh: SPIFFE identities and Cedar authorization.",
@@ -59,43 +104,6 @@ def _root(
     ] = False,
 ) -> None:
     ctx.obj = GlobalOptions(config, state_dir, log_format, log_level)
-
-
-# Command groups. Each module holds one group and only parses and wires.
-app.command("up")(up.up_command)
-policy.policy_app.command("replay")(replay.replay_command)
-app.add_typer(policy.policy_app, name="policy")
-app.command("check")(check.check_command)
-app.add_typer(pdp.app, name="pdp")
-app.add_typer(agent_app, name="agent")
-ca_ops.register(ca.app, ca.entry_app, ca.token_app)
-app.add_typer(ca.app, name="ca")
-app.command("console")(console.console_command)
-
-
-def hoist_global_options(argv: Sequence[str]) -> list[str]:
-    """``argv`` with the global options moved in front of the subcommand.
-
-    ``meshward ca status --state-dir X`` becomes ``meshward --state-dir X ca
-    status``; everything after ``--`` is left alone.
-    """
-    front: list[str] = []
-    rest: list[str] = []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg == "--":
-            rest.extend(argv[i:])
-            break
-        name = arg.split("=", 1)[0]
-        if name in GLOBAL_OPTIONS and ("=" in arg or i + 1 < len(argv)):
-            taken = 1 if "=" in arg else 2
-            front.extend(argv[i : i + taken])
-            i += taken
-            continue
-        rest.append(arg)
-        i += 1
-    return front + rest
 
 
 def main() -> None:

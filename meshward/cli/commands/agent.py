@@ -8,18 +8,19 @@ from typing import Annotated
 
 import typer
 
+from agent.run import AgentStartupError, plan_agent, run_agent
 from meshward.cli.commands.common import fail, settings_from
 
-__all__ = ["agent_app"]
+__all__ = ["app"]
 
-agent_app = typer.Typer(
+app = typer.Typer(
     rich_markup_mode=None,
     help="The node agent: keeps this node's SVIDs current for workloads and Envoy.",
     no_args_is_help=True,
 )
 
 
-@agent_app.command("run")
+@app.command("run")
 def run_command(
     ctx: typer.Context,
     ca_url: Annotated[
@@ -100,8 +101,6 @@ def run_command(
     SIGUSR1 renews every SVID at once; SIGHUP re-reads bundle and entries.
     """
     # Imported here: gRPC and the Envoy protos take seconds to load; other commands need neither.
-    from agent.run import AgentStartupError, plan_agent, run_agent  # noqa: PLC0415
-
     settings = settings_from(
         ctx,
         agent={

@@ -2,27 +2,36 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import typer
 
+from ca.adminsvid import admin_request
+from ca.embedded import bundle_file, write_admin_svid
+from ca.errors import AlreadyInitialized, CaError, NotFound
+from ca.passphrase import ca_passphrase
+from ca.service import ADMIN_PATH
+from ca.store.protocol import Entry
+from ca.svidfiles import write_svid_files
+from ca.wiring import home_exists, init_ca, load_upstream, open_ca, store_label
+from meshward.cli.commands import ca_ops
+from meshward.cli.commands.ca_common import cli_caller, open_or_exit, parse_duration, spiffe_id_arg
 from meshward.cli.commands.common import ExitCode, fail, settings_from
+from meshward.clock import SystemClock
+from meshward.gitcheck import unignored_in_work_tree
+from meshward.listen import AddressInUse, ensure_free
+from meshward.logs import configure_logging
+from meshward.metrics import prepare_run_dir
+from meshward.settings import Settings
+from meshward.spiffe import InvalidSpiffeId, SpiffeId, TrustDomain
 
-if TYPE_CHECKING:
-    from ca.service import Caller, CertificateAuthority
-    from meshward.settings import Settings
-    from meshward.spiffe import SpiffeId
-
-# The CA (cryptography, SQLite store) loads inside the commands, so
-# ``meshward --help`` and the other command groups do not pay for it.
-
-__all__ = ["app", "parse_duration"]
+__all__ = ["app"]
 
 app = typer.Typer(
     rich_markup_mode=None,
@@ -52,48 +61,9 @@ app.add_typer(rotate_app, name="rotate")
 app.add_typer(agent_app, name="agent")
 app.add_typer(admin_app, name="admin")
 
-_DURATION = re.compile(r"^(\d+)([smhd]?)$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(value: str) -> int:
-    """``90``, ``90s``, ``15m``, ``1h``, ``7d`` -> seconds."""
-    match = _DURATION.match(value.strip())
-    if not match or int(match.group(1)) <= 0:
-        raise typer.BadParameter(f"expected a duration like 90s, 15m, 1h or 7d, got {value!r}")
-    return int(match.group(1)) * _UNITS[match.group(2)]
-
-
-def _cli() -> Caller:
-    """Who the audit log names for commands run on the CA host."""
-    from ca.service import Caller  # noqa: PLC0415
-
-    return Caller(address="cli")
-
-
-def _spiffe_id(value: str) -> SpiffeId:
-    from meshward.spiffe import InvalidSpiffeId, SpiffeId  # noqa: PLC0415
-
-    try:
-        return SpiffeId.parse(value)
-    except InvalidSpiffeId as exc:
-        raise typer.BadParameter(str(exc)) from exc
-
-
-def _open(settings: Settings, *, serve: bool = False) -> CertificateAuthority:
-    from ca.errors import CaError  # noqa: PLC0415
-    from ca.wiring import open_ca  # noqa: PLC0415
-
-    try:
-        return open_ca(settings, os.environ, serve=serve)
-    except CaError as exc:
-        fail(str(exc))
-
 
 def _where(settings: Settings) -> str:
     """Where the CA lives, for messages (a database URL without its password)."""
-    from ca.wiring import store_label  # noqa: PLC0415
-
     if settings.ca.database_url is None:
         return str(settings.state_dir / "ca")
     return store_label(settings)
@@ -118,12 +88,6 @@ def init_command(
     ] = None,
 ) -> None:
     """Create the root (or use an upstream CA), signing CA, JWT key and the admin entry."""
-    from ca.errors import AlreadyInitialized, CaError  # noqa: PLC0415
-    from ca.passphrase import ca_passphrase  # noqa: PLC0415
-    from ca.service import ADMIN_PATH  # noqa: PLC0415
-    from ca.wiring import home_exists, init_ca, load_upstream  # noqa: PLC0415
-    from meshward.spiffe import InvalidSpiffeId, SpiffeId, TrustDomain  # noqa: PLC0415
-
     settings = settings_from(ctx, ca={"trust_domain": trust_domain})
     try:
         td = TrustDomain.parse(settings.ca.trust_domain)
@@ -141,7 +105,7 @@ def init_command(
             upstream = load_upstream(
                 upstream_cert.read_bytes(), upstream_key.read_bytes(), passphrase
             )
-        init_ca(settings, passphrase, _cli(), upstream=upstream)
+        init_ca(settings, passphrase, cli_caller(), upstream=upstream)
     except (OSError, ValueError) as exc:
         fail(f"cannot initialise the CA: {exc}")
     except CaError as exc:
@@ -163,20 +127,14 @@ def serve_command(
     ] = None,
 ) -> None:
     """Serve the CA's HTTPS API until interrupted."""
-    import functools  # noqa: PLC0415
+    # The HTTPS server (uvicorn, FastAPI) loads for this command only.
+    import uvloop  # noqa: PLC0415
 
-    from ca.embedded import bundle_file  # noqa: PLC0415
-    from ca.errors import CaError  # noqa: PLC0415
-    from ca.wiring import open_ca  # noqa: PLC0415
-    from meshward.logs import configure_logging  # noqa: PLC0415
-    from meshward.metrics import prepare_run_dir  # noqa: PLC0415
+    from ca import server  # noqa: PLC0415
 
     settings = settings_from(ctx, ca={"addr": addr, "workers": workers})
-    ca = _open(settings, serve=True)  # one clear error (and a replica's first join) up front
+    ca = open_or_exit(settings, serve=True)  # one clear error (and a replica's first join) up front
     trust_domain = ca.trust_domain
-    from ca import server  # noqa: PLC0415 (uvicorn/FastAPI load only to serve)
-    from meshward.listen import AddressInUse, ensure_free  # noqa: PLC0415
-
     workdir = settings.state_dir / "ca" / "run"
     n = settings.ca.workers
     if n == 1:
@@ -188,8 +146,6 @@ def serve_command(
         except AddressInUse as exc:
             fail(exc.one_line())
         typer.echo(f"meshward: CA API on https://{settings.ca.addr} (trust domain {trust_domain})")
-        import uvloop  # noqa: PLC0415
-
         try:
             uvloop.run(one.serve())
         except KeyboardInterrupt:
@@ -227,13 +183,9 @@ def issue_command(
     ] = "1h",
 ) -> None:
     """Issue an X.509-SVID on the CA host and write svid.pem, key.pem and bundle.pem."""
-    from ca.errors import CaError  # noqa: PLC0415
-    from ca.svidfiles import write_svid_files  # noqa: PLC0415
-    from meshward.gitcheck import unignored_in_work_tree  # noqa: PLC0415
-
     settings = settings_from(ctx)
-    sid, seconds = _spiffe_id(spiffe_id), parse_duration(ttl)
-    ca = _open(settings)
+    sid, seconds = spiffe_id_arg(spiffe_id), parse_duration(ttl)
+    ca = open_or_exit(settings)
     if not sid.member_of(ca.trust_domain):
         fail(f"{sid} is not in trust domain {ca.trust_domain}")
     work_tree = unignored_in_work_tree(out / "key.pem")
@@ -258,7 +210,7 @@ def bundle_command(
     pem: Annotated[bool, typer.Option("--pem", help="Print PEM instead of the JWK Set.")] = False,
 ) -> None:
     """Print the trust bundle (SPIFFE JWK Set, or PEM with --pem)."""
-    ca = _open(settings_from(ctx))
+    ca = open_or_exit(settings_from(ctx))
     bundle = ca.authority.bundle()
     typer.echo((bundle.to_pem() if pem else bundle.to_json()).decode("ascii").rstrip("\n"))
 
@@ -279,13 +231,10 @@ def entry_add(
     admin: Annotated[bool, typer.Option("--admin", help="The ID may call the admin API.")] = False,
 ) -> None:
     """Add a registration entry and print it as JSON."""
-    from ca.errors import CaError  # noqa: PLC0415
-    from ca.store.protocol import Entry  # noqa: PLC0415
-
-    ca = _open(settings_from(ctx))
+    ca = open_or_exit(settings_from(ctx))
     entry = Entry(
         id=ca.new_entry_id(),
-        spiffe_id=_spiffe_id(spiffe_id),
+        spiffe_id=spiffe_id_arg(spiffe_id),
         selectors=frozenset(selector or ()),
         x509_ttl=parse_duration(x509_ttl) if x509_ttl else None,
         jwt_ttl=parse_duration(jwt_ttl) if jwt_ttl else None,
@@ -293,7 +242,7 @@ def entry_add(
         admin=admin,
     )
     try:
-        ca.add_entry(entry, _cli())
+        ca.add_entry(entry, cli_caller())
     except CaError as exc:
         fail(str(exc))
     typer.echo(json.dumps(entry.to_json()))
@@ -302,7 +251,7 @@ def entry_add(
 @entry_app.command("list")
 def entry_list(ctx: typer.Context) -> None:
     """Print every registration entry, one JSON object per line."""
-    ca = _open(settings_from(ctx))
+    ca = open_or_exit(settings_from(ctx))
     for entry in ca.store.list_entries():
         typer.echo(json.dumps(entry.to_json()))
 
@@ -312,11 +261,9 @@ def entry_rm(
     ctx: typer.Context, entry_id: Annotated[str, typer.Argument(help="Entry id.")]
 ) -> None:
     """Remove a registration entry."""
-    from ca.errors import CaError  # noqa: PLC0415
-
-    ca = _open(settings_from(ctx))
+    ca = open_or_exit(settings_from(ctx))
     try:
-        ca.remove_entry(entry_id, _cli())
+        ca.remove_entry(entry_id, cli_caller())
     except CaError as exc:
         fail(str(exc), ExitCode.NEGATIVE if exc.code == "not_found" else ExitCode.BAD_INPUT)
 
@@ -330,12 +277,10 @@ def token_create(
     ] = None,
 ) -> None:
     """Create a one-time join token and print only the token."""
-    from ca.errors import CaError  # noqa: PLC0415
-
-    ca = _open(settings_from(ctx))
+    ca = open_or_exit(settings_from(ctx))
     try:
         token = ca.create_join_token(
-            _spiffe_id(spiffe_id), parse_duration(ttl) if ttl else None, _cli()
+            spiffe_id_arg(spiffe_id), parse_duration(ttl) if ttl else None, cli_caller()
         )
     except CaError as exc:
         fail(str(exc))
@@ -345,11 +290,9 @@ def token_create(
 @rotate_app.command("prepare")
 def rotate_prepare(ctx: typer.Context) -> None:
     """Create the next signing CA and JWT key and publish them in the bundle."""
-    from ca.errors import CaError  # noqa: PLC0415
-
-    ca = _open(settings_from(ctx))
+    ca = open_or_exit(settings_from(ctx))
     try:
-        authority = ca.rotate_prepare(_cli())
+        authority = ca.rotate_prepare(cli_caller())
     except CaError as exc:
         fail(str(exc))
     next_id = authority.next.id if authority.next else "?"
@@ -359,11 +302,9 @@ def rotate_prepare(ctx: typer.Context) -> None:
 @rotate_app.command("activate")
 def rotate_activate(ctx: typer.Context) -> None:
     """Make the prepared signing CA the one that signs; retire the previous one."""
-    from ca.errors import CaError  # noqa: PLC0415
-
-    ca = _open(settings_from(ctx))
+    ca = open_or_exit(settings_from(ctx))
     try:
-        authority = ca.rotate_activate(_cli())
+        authority = ca.rotate_activate(cli_caller())
     except CaError as exc:
         fail(str(exc))
     typer.echo(
@@ -381,10 +322,6 @@ def _admin_request(
     settings: Settings, ca_url: str, method: str, path: str, body: object = None
 ) -> dict[str, object]:
     """One admin API call with the operator's admin SVID (exit 2 when it is missing/expired)."""
-    from ca.adminsvid import admin_request  # noqa: PLC0415
-    from ca.errors import CaError, NotFound  # noqa: PLC0415
-    from meshward.clock import SystemClock  # noqa: PLC0415
-
     try:
         return admin_request(
             settings.state_dir / "admin", ca_url, method, path, SystemClock().now(), body
@@ -407,14 +344,12 @@ def _one_agent(
 ) -> None:
     """Print one agent record: over the admin API with ``--ca-url``, else from the CA's
     state dir. An unknown agent exits 1, any other refusal 2."""
-    from ca.errors import CaError  # noqa: PLC0415
-
     settings = settings_from(ctx)
     if ca_url is not None:
         method, path, body = remote
         typer.echo(json.dumps(_admin_request(settings, ca_url, method, path, body)))
         return
-    ca = _open(settings)
+    ca = open_or_exit(settings)
     try:
         record = local(ca)
     except CaError as exc:
@@ -428,17 +363,15 @@ def agent_list(
     ca_url: Annotated[str | None, typer.Option("--ca-url", help=CA_URL_HELP)] = None,
 ) -> None:
     """Print every node agent the CA has attested, one JSON object per line."""
-    from ca.errors import CaError  # noqa: PLC0415
-
     settings = settings_from(ctx)
     if ca_url is not None:
         doc = _admin_request(settings, ca_url, "GET", "/v1/agents")
         for raw in doc.get("agents") or []:  # type: ignore[attr-defined]
             typer.echo(json.dumps(raw))
         return
-    ca = _open(settings)
+    ca = open_or_exit(settings)
     try:
-        agents = ca.list_agents(_cli())
+        agents = ca.list_agents(cli_caller())
     except CaError as exc:
         fail(str(exc))
     for record in agents:
@@ -452,9 +385,9 @@ def agent_show(
     ca_url: Annotated[str | None, typer.Option("--ca-url", help=CA_URL_HELP)] = None,
 ) -> None:
     """Print one node agent as JSON (exit 1 when the CA has no such agent)."""
-    sid = _spiffe_id(spiffe_id)
+    sid = spiffe_id_arg(spiffe_id)
     path = "/v1/agents?" + urlencode({"spiffe_id": str(sid)})
-    _one_agent(ctx, ca_url, ("GET", path, None), lambda ca: ca.get_agent(sid, _cli()))
+    _one_agent(ctx, ca_url, ("GET", path, None), lambda ca: ca.get_agent(sid, cli_caller()))
 
 
 @agent_app.command("evict")
@@ -464,10 +397,13 @@ def agent_evict(
     ca_url: Annotated[str | None, typer.Option("--ca-url", help=CA_URL_HELP)] = None,
 ) -> None:
     """Evict a node: it renews nothing more, nor gets SVIDs for the entries delegated to it."""
-    sid = _spiffe_id(spiffe_id)
+    sid = spiffe_id_arg(spiffe_id)
     body = {"spiffe_id": str(sid)}
     _one_agent(
-        ctx, ca_url, ("POST", "/v1/agents/evict", body), lambda ca: ca.evict_agent(sid, _cli())
+        ctx,
+        ca_url,
+        ("POST", "/v1/agents/evict", body),
+        lambda ca: ca.evict_agent(sid, cli_caller()),
     )
 
 
@@ -477,11 +413,8 @@ def admin_login(ctx: typer.Context) -> None:
 
     Needs the CA passphrase. The SVID is not renewable: log in again when it expires.
     """
-    from ca.embedded import write_admin_svid  # noqa: PLC0415
-    from ca.errors import CaError  # noqa: PLC0415
-
     settings = settings_from(ctx)
-    ca = _open(settings)
+    ca = open_or_exit(settings)
     out = settings.state_dir / "admin"
     try:
         issued = write_admin_svid(ca, out)
@@ -491,3 +424,6 @@ def admin_login(ctx: typer.Context) -> None:
         f"meshward: admin SVID {issued.spiffe_id} in {out}"
         f" (expires {issued.not_after:%Y-%m-%dT%H:%M:%SZ})"
     )
+
+
+ca_ops.register(app, entry_app, token_app)

@@ -3,23 +3,33 @@
 ``ca status``, ``ca svid inspect``, ``ca jwt mint``, ``ca entry show|update``,
 ``ca token list|revoke``, ``ca audit tail``. They run on the CA host with the
 CA's state directory (as ``ca entry add`` does) and only parse, call
-:mod:`ca` and print. :func:`register` adds them to the ``ca`` group (called by :mod:`meshward.cli`).
+:mod:`ca` and print. :func:`register` adds them to the ``ca`` group (called by
+:mod:`meshward.cli.commands.ca`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
+from cryptography import x509
 
-from meshward.cli.commands.ca import _cli, _open, _spiffe_id, parse_duration
+from authz.authn.trust import load_trust_bundles
+from authz.errors import AuthnError
+from ca.attestation.join_token import hash_token, looks_like_join_token
+from ca.embedded import bundle_file
+from ca.errors import CaError
+from ca.status import ca_status, iso
+from ca.store.protocol import Entry, TokenListing
+from ca.wiring import store_label
+from meshward.cli.commands.ca_common import cli_caller, open_or_exit, parse_duration, spiffe_id_arg
 from meshward.cli.commands.common import ExitCode, fail, settings_from
-
-if TYPE_CHECKING:
-    from ca.store.protocol import Entry
+from meshward.clock import SystemClock
+from meshward.svid_chain import inspect_svid
 
 __all__ = ["register"]
 
@@ -27,11 +37,8 @@ __all__ = ["register"]
 def status_command(ctx: typer.Context) -> None:
     """Print the CA's state as JSON: root and signing CAs with expiry, the rotation
     stage, counts of entries, join tokens and agents, and the database."""
-    from ca.status import ca_status  # noqa: PLC0415
-    from ca.wiring import store_label  # noqa: PLC0415
-
     settings = settings_from(ctx)
-    ca = _open(settings)
+    ca = open_or_exit(settings)
     out = {**ca_status(ca, ca.clock.now()), "database": store_label(settings)}
     typer.echo(json.dumps(out, indent=2))
 
@@ -50,16 +57,6 @@ def svid_inspect(
 ) -> None:
     """Print an X.509-SVID's SPIFFE ID, issuer, validity and whether its chain
     verifies against the trust bundle. Exit 0 valid, 1 invalid, 2 unreadable."""
-    from cryptography import x509  # noqa: PLC0415
-
-    from authz.authn.peer import verify_svid_chain  # noqa: PLC0415
-    from authz.authn.trust import load_trust_bundles  # noqa: PLC0415
-    from authz.errors import AuthnError  # noqa: PLC0415
-    from ca.embedded import bundle_file  # noqa: PLC0415
-    from ca.status import cert_json  # noqa: PLC0415
-    from meshward.clock import SystemClock  # noqa: PLC0415
-    from meshward.x509_svid import InvalidSvid, uri_sans  # noqa: PLC0415
-
     try:
         chain = x509.load_pem_x509_certificates(file.read_bytes())
     except (OSError, ValueError) as exc:
@@ -67,31 +64,13 @@ def svid_inspect(
     if bundle is None:
         beside = file.with_name("bundle.pem")
         bundle = beside if beside.exists() else bundle_file(settings_from(ctx))
-    leaf = chain[0]
-    try:
-        spiffe_ids = uri_sans(leaf)
-    except InvalidSvid:
-        spiffe_ids = []
-    now = SystemClock().now()
-    out: dict[str, Any] = {
-        "spiffe_id": spiffe_ids[0] if len(spiffe_ids) == 1 else spiffe_ids,
-        "issuer": leaf.issuer.rfc4514_string(),
-        **cert_json(leaf),
-        "expires_in_seconds": int((leaf.not_valid_after_utc - now).total_seconds()),
-        "chain_length": len(chain),
-        "bundle": str(bundle),
-    }
     try:
         trusted = load_trust_bundles(bundle)
     except AuthnError as exc:
         fail(f"{bundle}: cannot read the trust bundle ({exc.code})")
-    try:
-        verify_svid_chain(chain, trusted, now)
-        out["valid"], out["problem"] = True, None
-    except AuthnError as exc:
-        out["valid"], out["problem"] = False, exc.code
-    typer.echo(json.dumps(out, indent=2))
-    raise typer.Exit(int(ExitCode.OK if out["valid"] else ExitCode.NEGATIVE))
+    report = inspect_svid(chain, trusted.x509_authorities, str(bundle), SystemClock().now())
+    typer.echo(json.dumps(report.to_json(), indent=2))
+    raise typer.Exit(int(ExitCode.OK if report.valid else ExitCode.NEGATIVE))
 
 
 def jwt_mint(
@@ -105,12 +84,10 @@ def jwt_mint(
     ] = None,
 ) -> None:
     """Mint a JWT-SVID on the CA host and print only the token (audited)."""
-    from ca.errors import CaError  # noqa: PLC0415
-
-    ca = _open(settings_from(ctx))
+    ca = open_or_exit(settings_from(ctx))
     try:
         issued = ca.issue_jwt_local(
-            _spiffe_id(spiffe_id), audience, parse_duration(ttl) if ttl else None
+            spiffe_id_arg(spiffe_id), audience, parse_duration(ttl) if ttl else None
         )
     except CaError as exc:
         fail(str(exc))
@@ -118,7 +95,7 @@ def jwt_mint(
 
 
 def _entry_or_exit(ctx: typer.Context, entry_id: str) -> tuple[Any, Entry]:
-    ca = _open(settings_from(ctx))
+    ca = open_or_exit(settings_from(ctx))
     entry = ca.store.get_entry(entry_id)
     if entry is None:
         fail(f"no entry {entry_id}", ExitCode.NEGATIVE)
@@ -152,14 +129,10 @@ def entry_update(
     ] = None,
 ) -> None:
     """Change a registration entry (only the options given) and print it as JSON."""
-    import dataclasses  # noqa: PLC0415
-
-    from ca.errors import CaError  # noqa: PLC0415
-
     ca, entry = _entry_or_exit(ctx, entry_id)
     changes: dict[str, Any] = {}
     if spiffe_id is not None:
-        changes["spiffe_id"] = _spiffe_id(spiffe_id)
+        changes["spiffe_id"] = spiffe_id_arg(spiffe_id)
     if selector is not None:
         changes["selectors"] = frozenset(selector)
     if x509_ttl is not None:
@@ -172,7 +145,7 @@ def entry_update(
         changes["admin"] = admin
     updated = dataclasses.replace(entry, **changes)
     try:
-        ca.update_entry(updated, _cli())
+        ca.update_entry(updated, cli_caller())
     except CaError as exc:
         fail(str(exc))
     typer.echo(json.dumps(updated.to_json(), indent=2))
@@ -180,10 +153,7 @@ def entry_update(
 
 def token_list(ctx: typer.Context) -> None:
     """Print every join token (by hash id, never the token), one JSON object per line."""
-    from ca.status import iso  # noqa: PLC0415
-    from ca.store.protocol import TokenListing  # noqa: PLC0415
-
-    ca = _open(settings_from(ctx))
+    ca = open_or_exit(settings_from(ctx))
     store: Any = ca.store
     if not isinstance(store, TokenListing):
         fail("this CA store cannot list join tokens")
@@ -207,11 +177,7 @@ def token_revoke(
     ],
 ) -> None:
     """Make an unused join token unusable. Exit 1 if no such unused token."""
-    from ca.attestation.join_token import hash_token, looks_like_join_token  # noqa: PLC0415
-    from ca.errors import CaError  # noqa: PLC0415
-    from ca.store.protocol import TokenListing  # noqa: PLC0415
-
-    ca = _open(settings_from(ctx))
+    ca = open_or_exit(settings_from(ctx))
     store: Any = ca.store
     if looks_like_join_token(token_id):
         hashes = [hash_token(token_id)]
@@ -222,7 +188,7 @@ def token_revoke(
     if len(hashes) != 1 or len(token_id) < 8:
         fail(f"no single join token with id {token_id!r}", ExitCode.NEGATIVE)
     try:
-        ca.revoke_join_token(hashes[0], _cli())
+        ca.revoke_join_token(hashes[0], cli_caller())
     except CaError as exc:
         fail(str(exc), ExitCode.NEGATIVE)
     typer.echo(f"meshward: join token {hashes[0][:16]} revoked")
@@ -239,7 +205,7 @@ def audit_tail(
     ] = 1.0,
 ) -> None:
     """Print the last audit records (issuance and admin actions), one JSON object per line."""
-    ca = _open(settings_from(ctx))
+    ca = open_or_exit(settings_from(ctx))
     last = 0
     try:
         for record in ca.store.list_audit(lines):

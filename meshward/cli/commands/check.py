@@ -9,11 +9,25 @@ from typing import Annotated
 
 import typer
 
+from authz.engine.canonical import MalformedRequest
+from authz.engine.evaluation import Engine
+from authz.engine.model import Decision
+from authz.engine.request import PathOptions
+from authz.engine.requestdoc import (
+    load_document,
+    parse_request,
+    wants_explanation,
+)
+from authz.errors import RequestError
+from meshward.cli.commands.bundles import load_or_exit
 from meshward.cli.commands.common import ExitCode, fail, settings_from
 
-__all__ = ["check_command"]
+__all__ = ["app", "check_command"]
+
+app = typer.Typer(rich_markup_mode=None, add_completion=False)
 
 
+@app.command("check")
 def check_command(
     ctx: typer.Context,
     policies: Annotated[
@@ -47,18 +61,6 @@ def check_command(
     ids, "errors": evaluation errors}, plus "explanation" with --explain (see
     docs/policies.md#why-was-i-denied). Exit 0 allow, 1 deny, 2 bad input.
     """
-    from authz.engine.canonical import MalformedRequest  # noqa: PLC0415
-    from authz.engine.evaluation import Engine  # noqa: PLC0415
-    from authz.engine.model import Decision  # noqa: PLC0415
-    from authz.engine.request import PathOptions  # noqa: PLC0415
-    from authz.engine.requestdoc import (  # noqa: PLC0415
-        load_document,
-        parse_request,
-        wants_explanation,
-    )
-    from authz.errors import RequestError  # noqa: PLC0415
-    from meshward.cli.commands.policy import load_or_exit  # noqa: PLC0415
-
     settings = settings_from(ctx).pdp
     directory = policies if policies is not None else Path(settings.policies)
     paths = PathOptions(settings.allow_encoded_slash, settings.case_insensitive_paths)

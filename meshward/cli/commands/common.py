@@ -1,18 +1,17 @@
-"""What every command shares: the global options, settings loading, exit codes."""
+"""What every command shares: settings loading and exit codes."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import IntEnum
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 import typer
 
-if TYPE_CHECKING:
-    from meshward.settings import Settings
+from meshward.cli.options import GlobalOptions
+from meshward.logs import configure_logging
+from meshward.settings import Settings, SettingsError, load_settings
 
-__all__ = ["ExitCode", "GlobalOptions", "fail", "settings_from"]
+__all__ = ["ExitCode", "fail", "settings_from"]
 
 
 class ExitCode(IntEnum):
@@ -21,14 +20,6 @@ class ExitCode(IntEnum):
     OK = 0
     NEGATIVE = 1
     BAD_INPUT = 2
-
-
-@dataclass(frozen=True)
-class GlobalOptions:
-    config: Path | None
-    state_dir: Path | None
-    log_format: str | None
-    log_level: str | None
 
 
 def fail(message: str, code: ExitCode = ExitCode.BAD_INPUT) -> NoReturn:
@@ -43,10 +34,6 @@ def settings_from(ctx: typer.Context, **overrides: Any) -> Settings:
     ``overrides`` is a nested dict such as ``pdp={"grpc_addr": ...}``; options
     the user left unset are ``None`` and do not hide the environment or file.
     """
-    # Loaded here, not at import: ``--help`` and ``--version`` need neither.
-    from meshward.logs import configure_logging  # noqa: PLC0415
-    from meshward.settings import SettingsError, load_settings  # noqa: PLC0415
-
     opts: GlobalOptions = ctx.find_root().obj
     values: dict[str, Any] = {
         "state_dir": opts.state_dir,

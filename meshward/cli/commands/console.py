@@ -6,11 +6,15 @@ from typing import Annotated
 
 import typer
 
+from console.server import ConsoleError, serve
 from meshward.cli.commands.common import ExitCode, fail, settings_from
 
-__all__ = ["console_command"]
+__all__ = ["app", "console_command"]
+
+app = typer.Typer(rich_markup_mode=None, add_completion=False)
 
 
+@app.command("console")
 def console_command(
     ctx: typer.Context,
     addr: Annotated[
@@ -32,8 +36,6 @@ def console_command(
     console.admin_token (or pdp.admin_token).
     """
     settings = settings_from(ctx, console={"addr": addr, "pdp_url": pdp_url, "ca_url": ca_url})
-    from console.server import ConsoleError, serve  # noqa: PLC0415 - keep `meshward --help` fast
-
     try:
         code = serve(settings)
     except ConsoleError as exc:

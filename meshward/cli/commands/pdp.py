@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from authz.adapters.ask import (
+    AskError,
+    answer_json,
+    ask,
+    check_request,
+    check_request_json,
+    headers_of,
+)
 from meshward.cli.commands.common import ExitCode, fail, settings_from
 
 __all__ = ["app"]
@@ -72,7 +82,8 @@ def serve(
             "redis_url": redis_url,
         },
     )
-    from authz.server import PdpError, run  # noqa: PLC0415 - keep `meshward --help` fast
+    # The servers (gRPC, uvicorn, FastAPI, the engine) load for this command only.
+    from authz.supervisor import PdpError, run  # noqa: PLC0415
 
     try:
         code = run(settings)
@@ -148,18 +159,6 @@ def ask_command(
     Prints {"decision", "grpc_status", "http_status", "headers", "body"}: what
     Envoy would do with the request. Exit 0 allow, 1 deny, 2 bad input or no answer.
     """
-    import json  # noqa: PLC0415
-    import sys  # noqa: PLC0415
-
-    from authz.adapters.ask import (  # noqa: PLC0415 - grpc and protos load only here
-        AskError,
-        answer_json,
-        ask,
-        check_request,
-        check_request_json,
-        headers_of,
-    )
-
     settings = settings_from(ctx, pdp={"grpc_addr": grpc_addr})
     try:
         if request_json is not None:

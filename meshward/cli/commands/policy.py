@@ -2,27 +2,33 @@
 
 Each command parses its options, calls :mod:`authz`, prints, and exits with
 0 (success), 1 (a negative result: failed tests, unformatted files) or 2 (bad
-input: the bundle does not load). Add a command with ``@policy_app.command``.
+input: the bundle does not load). Add a command with ``@app.command``.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
+import cedarpy
 import typer
 
+from authz.engine.bundle import visible_files
+from authz.engine.cedarsource import SourceMap, locate_error
+from authz.engine.evaluation import Engine
+from authz.engine.model import EntityUid, InvalidEntityUid
+from authz.engine.whocan import who_can
+from authz.errors import Problem
+from authz.lifecycle.policytest import run_tests
+from authz.lifecycle.scaffold import ScaffoldError, scaffold
+from meshward.cli.commands.bundles import load_bundle_or_none, load_or_exit, print_problems
 from meshward.cli.commands.common import ExitCode, fail, settings_from
+from meshward.cli.commands.replay import replay_command
 
-if TYPE_CHECKING:
-    from authz.engine.bundle import PolicyBundle
-    from authz.errors import Problem
+__all__ = ["app"]
 
-# cedarpy and authz load inside the commands, so ``meshward --help`` stays fast.
-
-__all__ = ["load_or_exit", "policy_app", "print_problems"]
-
-policy_app = typer.Typer(
+app = typer.Typer(
     rich_markup_mode=None,
     name="policy",
     help="Validate, test and format a Cedar policy directory.",
@@ -40,37 +46,7 @@ DirArg = Annotated[
 ]
 
 
-def print_problems(directory: Path, problems: tuple[Problem, ...] | list[Problem]) -> None:
-    """Every problem on stderr as ``DIR/FILE:LINE:COL: code: message``."""
-    for p in problems:
-        where = p.file if p.file == str(directory) else (directory / p.file).as_posix()
-        typer.echo(f"{where}:{p.line}:{p.column}: {p.code}: {p.message}", err=True)
-
-
-def _load(directory: Path) -> PolicyBundle | None:
-    """The bundle, or None after printing every problem."""
-    from authz.engine.bundle import load_bundle  # noqa: PLC0415
-    from authz.errors import BundleError  # noqa: PLC0415
-
-    try:
-        return load_bundle(directory)
-    except BundleError as exc:
-        print_problems(directory, exc.problems)
-        count = len(exc.problems)
-        plural = "s" if count != 1 else ""
-        typer.echo(f"meshward: {directory}: {count} problem{plural}; not loaded", err=True)
-        return None
-
-
-def load_or_exit(directory: Path) -> PolicyBundle:
-    """Load the bundle or print every problem and exit 2."""
-    bundle = _load(directory)
-    if bundle is None:
-        raise typer.Exit(int(ExitCode.BAD_INPUT))
-    return bundle
-
-
-@policy_app.command("validate")
+@app.command("validate")
 def validate_command(
     directories: Annotated[
         list[Path],
@@ -87,7 +63,7 @@ def validate_command(
     """
     failed = False
     for directory in directories:
-        bundle = _load(directory)
+        bundle = load_bundle_or_none(directory)
         if bundle is None:
             failed = True
             continue
@@ -100,7 +76,7 @@ def validate_command(
         raise typer.Exit(int(ExitCode.BAD_INPUT))
 
 
-@policy_app.command("test")
+@app.command("test")
 def test_command(
     directory: DirArg,
     verbose: Annotated[
@@ -127,8 +103,6 @@ def test_command(
     Before it, a coverage line: the policies that determined no test's decision.
     Exits 1 if any case fails (or --filter matches none), 2 if the bundle does not load.
     """
-    from authz.lifecycle.policytest import run_tests  # noqa: PLC0415
-
     bundle = load_or_exit(directory)
     report = run_tests(bundle, pattern=pattern)
     for result in report.results:
@@ -150,7 +124,7 @@ def test_command(
         raise typer.Exit(int(ExitCode.NEGATIVE))
 
 
-@policy_app.command("fmt")
+@app.command("fmt")
 def fmt_command(
     directory: DirArg,
     check: Annotated[
@@ -161,12 +135,6 @@ def fmt_command(
     indent: Annotated[int, typer.Option("--indent", min=1, max=8)] = 2,
 ) -> None:
     """Format every *.cedar file in DIR with Cedar's formatter (in place)."""
-    import cedarpy  # noqa: PLC0415
-
-    from authz.engine.bundle import visible_files  # noqa: PLC0415
-    from authz.engine.cedarsource import SourceMap, locate_error  # noqa: PLC0415
-    from authz.errors import Problem  # noqa: PLC0415
-
     if not directory.is_dir():
         print_problems(directory, [Problem(str(directory), 1, 1, "not-a-directory", "not found")])
         raise typer.Exit(int(ExitCode.BAD_INPUT))
@@ -205,7 +173,7 @@ def fmt_command(
         typer.echo("all policy files are formatted")
 
 
-@policy_app.command("init")
+@app.command("init")
 def init_command(
     directory: Annotated[
         Path, typer.Argument(help="A new or empty directory.", show_default=False, metavar="DIR")
@@ -213,8 +181,6 @@ def init_command(
 ) -> None:
     """Create a policy repository in DIR: the request model's schema, an example
     policy, entities and a test suite (it validates and its tests pass)."""
-    from authz.lifecycle.scaffold import ScaffoldError, scaffold  # noqa: PLC0415
-
     try:
         written = scaffold(directory)
     except ScaffoldError as exc:
@@ -224,7 +190,7 @@ def init_command(
     typer.echo(f"next: meshward policy validate {directory} && meshward policy test {directory}")
 
 
-@policy_app.command("who-can")
+@app.command("who-can")
 def who_can_command(
     ctx: typer.Context,
     resource: Annotated[
@@ -245,11 +211,6 @@ def who_can_command(
     object per line: "allow" outright, or "conditional" when a permit's
     conditions (path, peer, token) decide. Candidates come from entities.json,
     the principals the policies name, and Anonymous."""
-    import json  # noqa: PLC0415
-
-    from authz.engine.evaluation import Engine  # noqa: PLC0415
-    from authz.engine.model import EntityUid, InvalidEntityUid  # noqa: PLC0415
-    from authz.engine.whocan import who_can  # noqa: PLC0415
 
     def entity(value: str, default_type: str) -> EntityUid:
         if "::" not in value:
@@ -271,3 +232,6 @@ def who_can_command(
     if not answers:
         typer.echo(f"meshward: nobody may {verb} on {target}", err=True)
         raise typer.Exit(int(ExitCode.NEGATIVE))
+
+
+app.command("replay")(replay_command)

@@ -10,6 +10,12 @@ from typing import Annotated
 
 import typer
 
+from authz.engine.bundle import load_bundle
+from authz.engine.evaluation import Engine
+from authz.errors import BundleError, SourceError
+from authz.lifecycle.replay import read_log, replay
+from authz.sources.revision import materialize_candidate
+from meshward.cli.commands.bundles import print_problems
 from meshward.cli.commands.common import ExitCode, fail
 
 __all__ = ["replay_command"]
@@ -51,13 +57,6 @@ def replay_command(
     Exits 0 when no decision changes, 1 when any does (unless --allow-changes),
     2 when the log or the policies cannot be read.
     """
-    from authz.engine.bundle import load_bundle  # noqa: PLC0415
-    from authz.engine.evaluation import Engine  # noqa: PLC0415
-    from authz.errors import BundleError, SourceError  # noqa: PLC0415
-    from authz.lifecycle.replay import read_log, replay  # noqa: PLC0415
-    from authz.sources.revision import materialize_candidate  # noqa: PLC0415
-    from meshward.cli.commands.policy import print_problems  # noqa: PLC0415
-
     try:
         handle = log.open(encoding="utf-8", errors="replace")
     except OSError as exc:

@@ -1,4 +1,4 @@
-"""``meshward up``: every part on its embedded defaults."""
+"""The ``meshward up`` command: its options; :mod:`meshward.cli.launcher` runs the parts."""
 
 from __future__ import annotations
 
@@ -6,15 +6,24 @@ from typing import Annotated
 
 import typer
 
+from authz.errors import AuthzError
+from ca.errors import CaError
+from console.server import ConsoleError
 from meshward.cli.commands.common import fail, settings_from
+from meshward.cli.launcher import run_up
+from meshward.listen import AddressInUse
+from meshward.logs import configure_logging
 
-__all__ = ["up_command"]
+__all__ = ["app", "up_command"]
+
+app = typer.Typer(rich_markup_mode=None, add_completion=False)
 
 
 def _addr(flag: str, what: str, default: str) -> object:
     return typer.Option(flag, help=f"{what} (default {default}).", show_default=False)
 
 
+@app.command("up")
 def up_command(
     ctx: typer.Context,
     ca_addr: Annotated[str | None, _addr("--ca-addr", "CA HTTPS API", "127.0.0.1:8443")] = None,
@@ -35,13 +44,6 @@ def up_command(
     --state-dir (default ./.meshward). A taken port is a one-line error and exit 2.
     Ctrl-C stops everything.
     """
-    from authz.errors import AuthzError  # noqa: PLC0415
-    from ca.errors import CaError  # noqa: PLC0415
-    from console.server import ConsoleError  # noqa: PLC0415
-    from meshward.cli.up import run_up  # noqa: PLC0415
-    from meshward.listen import AddressInUse  # noqa: PLC0415
-    from meshward.logs import configure_logging  # noqa: PLC0415
-
     settings = settings_from(
         ctx,
         ca={"addr": ca_addr},

@@ -185,6 +185,7 @@ def test_keyboard_reaches_every_control(page: Any, mesh: Mesh) -> None:
 
 def test_identity_shows_the_bundle_rotation_entries_and_live_svids(page: Any, mesh: Mesh) -> None:
     page.goto(mesh.console_url + "/identity")
+    assert page.title() == "Identity · meshward console"
     assert page.locator("svg.timeline rect.root").count() == 1
     assert page.locator("svg.timeline rect.signing").count() >= 1
     assert page.inner_text("[data-testid=rotation-stage]").startswith(("steady", "due", "prepared"))

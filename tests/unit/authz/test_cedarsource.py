@@ -2,8 +2,17 @@ from __future__ import annotations
 
 import cedarpy
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from authz.engine.cedarsource import SourceMap, locate_error, split_statements, tokenize
+from authz.engine import cedarsource
+from authz.engine.cedarsource import (
+    SourceMap,
+    locate_error,
+    resplit_statements,
+    split_statements,
+    tokenize,
+)
 
 
 def test_tokenize_skips_comments_and_keeps_strings_whole() -> None:
@@ -54,3 +63,48 @@ def test_locate_policy_errors(text, expected) -> None:
     with pytest.raises(ValueError) as info:
         cedarpy.policies_to_json_str(text)
     assert locate_error(text, str(info.value), cedarpy.policies_to_json_str) == expected
+
+
+# Pieces that change how a text splits: statement ends, strings (closed, open,
+# holding ";"), comments (holding ";" or a quote), escapes, slashes, spaces.
+PIECES = [
+    "permit (principal, action, resource)",
+    ";",
+    " ",
+    "\n",
+    '"',
+    '";"',
+    "\\",
+    "/",
+    "//",
+    "// ;\n",
+    '// "\n',
+    "a",
+    "\t",
+]
+texts = st.lists(st.sampled_from(PIECES), max_size=30).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(texts, st.integers(min_value=0), st.integers(min_value=0), texts)
+def test_resplitting_an_edited_text_equals_splitting_it(
+    old: str, at: int, cut: int, insert: str
+) -> None:
+    start = at % (len(old) + 1)
+    end = min(len(old), start + cut % 8)
+    new = old[:start] + insert + old[end:]
+    assert resplit_statements(old, split_statements(old), new) == split_statements(new)
+
+
+def test_resplitting_works_across_the_comparison_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cedarsource, "_BLOCK", 4)
+    old = "".join(f'permit (principal == U::"{i}", action, resource);\n' for i in range(40))
+    for new in (
+        old.replace('"7"', '"seven"'),
+        old.replace('"39"', '"x"'),
+        old.replace('"0"', '";"'),
+        old + "forbid (principal, action, resource)",
+        old[:-2],
+        "// " + old,
+    ):
+        assert resplit_statements(old, split_statements(old), new) == split_statements(new)

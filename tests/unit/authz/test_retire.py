@@ -21,6 +21,13 @@ REQUEST = AccessRequest(
 )
 
 
+SCOPE = (
+    (REQUEST.principal, frozenset({REQUEST.principal})),
+    (REQUEST.action, frozenset({REQUEST.action, EntityUid("Action", "read")})),
+    (REQUEST.resource, frozenset({REQUEST.resource})),
+)
+
+
 def test_a_retired_engine_serves_while_held_then_is_freed() -> None:
     engine = Engine(load_bundle(REPO / "policies"))
     assert engine.evaluate(REQUEST).allowed
@@ -30,14 +37,14 @@ def test_a_retired_engine_serves_while_held_then_is_freed() -> None:
     # Still held here (an in-flight check): untouched, still deciding.
     assert engine.evaluate(REQUEST).allowed
     index = engine._index
-    assert index._table
+    assert index.candidates(*SCOPE)
     del engine
     deadline = time.monotonic() + 10
     while gone() is not None and time.monotonic() < deadline:
         time.sleep(0.01)
     gc.collect()
     assert gone() is None
-    assert index._table == {}  # taken apart, not just dropped
+    assert index.candidates(*SCOPE) == ()  # taken apart, not just dropped
 
 
 def test_retire_ignores_nothing_and_plain_evaluators() -> None:

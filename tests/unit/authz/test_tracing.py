@@ -99,7 +99,7 @@ def test_tracing_off_adds_nothing_and_on_adds_the_tracer() -> None:
     code = (
         "import sys\n"
         "from meshward.settings import Settings\n"
-        "from authz.server import build_pdp\n"
+        "from authz.assembly import build_pdp\n"
         "pdp = build_pdp(Settings())\n"
         "print('authz.observe.tracing' in sys.modules)\n"
         "print(sorted(type(o).__name__ for o in pdp.decider.observers))\n"

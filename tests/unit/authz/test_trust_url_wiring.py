@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from authz.assembly import PdpError, build_authenticator
 from authz.authn.trust_url import TrustBundleUrl
-from authz.server import PdpError, build_authenticator
 from meshward.clock import FixedClock
 from meshward.settings import PdpSettings
 from tests.support.certs import self_signed_ca

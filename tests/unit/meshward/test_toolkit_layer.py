@@ -14,11 +14,13 @@ TOOLKIT = [
     "jwk.py",
     "jwt_svid.py",
     "x509_svid.py",
+    "svid_chain.py",
     "selectors.py",
     "clock.py",
     "jsonbody.py",
     "callers.py",
     "asgi.py",
+    "private_file.py",
 ]
 ABOVE = ("ca", "agent", "authz", "console", "meshward.cli", "meshward.settings")
 

@@ -1,4 +1,4 @@
-"""``meshward up``: the CA, the PDP and a node agent on embedded defaults, in one process tree.
+"""Launches ``meshward up``: the CA, the PDP, a node agent and the console, in one process.
 
 Every listener is checked before anything starts: a taken port is one
 :class:`~meshward.listen.AddressInUse` (the command prints it in one line,
@@ -27,16 +27,22 @@ import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
+import uvloop
 
+from agent.errors import AgentError
+from agent.run import AgentServices
+from authz.assembly import build_pdp
+from authz.server import PdpServer
+from ca.embedded import bundle_file, prepare_embedded_ca
+from ca.server import CaServer
+from ca.service import CertificateAuthority
+from ca.wiring import ca_files
+from console.server import ConsoleServer
+from meshward.cli.up_agent import start_embedded_agent
 from meshward.listen import ensure_free
 from meshward.settings import Settings
-
-if TYPE_CHECKING:
-    from agent.run import AgentServices
-    from ca.service import CertificateAuthority
 
 __all__ = ["Example", "examples", "listeners", "run_up"]
 
@@ -117,9 +123,6 @@ def _embedded(settings: Settings, bundle: Path) -> Settings:
 
 async def _start_agent(settings: Settings, ca: CertificateAuthority) -> AgentServices | None:
     """The node agent beside the CA; ``up`` goes on without it if it cannot start."""
-    from agent.errors import AgentError  # noqa: PLC0415 - heavy imports
-    from meshward.cli.up_agent import start_embedded_agent  # noqa: PLC0415
-
     try:
         return await start_embedded_agent(
             settings, ca, lambda line: typer.echo(f"meshward: agent {line}")
@@ -131,11 +134,6 @@ async def _start_agent(settings: Settings, ca: CertificateAuthority) -> AgentSer
 
 
 async def _up(settings: Settings, ca: CertificateAuthority) -> None:
-    from authz.server import PdpServer, build_pdp  # noqa: PLC0415 - heavy imports
-    from ca.embedded import bundle_file  # noqa: PLC0415
-    from ca.server import CaServer  # noqa: PLC0415
-    from console.server import ConsoleServer  # noqa: PLC0415
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -218,11 +216,6 @@ def run_up(settings: Settings) -> None:
     Raises :class:`~meshward.listen.AddressInUse` before starting anything
     when a port is taken.
     """
-    import uvloop  # noqa: PLC0415
-
-    from ca.embedded import bundle_file, prepare_embedded_ca  # noqa: PLC0415
-    from ca.wiring import ca_files  # noqa: PLC0415
-
     ensure_free(listeners(settings))
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     typer.echo(f"meshward: state in {settings.state_dir.resolve()}")
