@@ -4,7 +4,8 @@
 checks the configuration and the policies once, before spawning, so a bad
 start is one clear error rather than N, and hands the worker processes to
 :func:`meshward.workers.run_workers` (spawn, forward SIGTERM/SIGINT, wait).
-Each worker configures its logging, dies with its parent, and serves with
+Each worker configures its logging, dies with its parent (run_workers asks
+the kernel), and serves with
 :func:`authz.server.serve` on the shared ports.
 
 Errors (below :class:`authz.errors.AuthzError`)::
@@ -21,7 +22,6 @@ import signal
 
 from authz.errors import PdpError, SourceError
 from authz.server import serve
-from authz.sources.childproc import set_parent_death_signal
 from authz.sources.runtime import check_policies, for_worker
 from meshward.metrics import prepare_run_dir
 from meshward.settings import Settings
@@ -43,7 +43,6 @@ def _worker(settings: Settings, index: int) -> None:  # index last: run_workers 
 
     configure_logging(settings.log_format, settings.log_level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards SIGTERM
-    set_parent_death_signal(signal.SIGTERM)  # a killed parent takes its workers with it
     try:
         _run_one(for_worker(settings, index), announce=index == 0)
     except PdpError as exc:

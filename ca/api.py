@@ -6,22 +6,34 @@ verified client certificate in the ASGI ``tls`` extension
 :func:`peer_spiffe_id` reads the SPIFFE ID from it. Bodies are parsed here
 (size-capped) so that a malformed request is refused with a 4xx *and* an
 audit line; error responses carry only the error code, never internals.
+
+The issuance routes agents call all the time (``POST /v1/svid/x509``,
+``/v1/svid/jwt``, ``/v1/agent/svid/x509``, ``/v1/agent/svid/jwt``,
+``GET /v1/agent/entries``) are the same handlers as the FastAPI routes, but
+:class:`HotRoutes` calls them straight from the ASGI entry point: FastAPI's
+middleware, routing and dependency machinery cost more CPU than signing.
+Everything else (including another method on those paths) goes to FastAPI.
+Blocking work (the store, signing) runs on a small thread pool the server
+owns, not one thread per request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import functools
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from concurrent.futures import Executor
 from typing import Any, TypeVar
 
-import anyio
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import ClientDisconnect
+from starlette.types import Receive, Scope, Send
 
 from ca.errors import BadRequest, BodyTimeout, CaError, NotFound, StoreUnavailable
 from ca.issuance import IssuedX509
@@ -35,7 +47,7 @@ from meshward.metrics import render
 from meshward.spiffe import InvalidSpiffeId, SpiffeId
 from meshward.x509_svid import is_ca, spiffe_id_of
 
-__all__ = ["MAX_BODY", "MAX_JSON_DEPTH", "create_app", "peer_spiffe_id"]
+__all__ = ["MAX_BODY", "MAX_JSON_DEPTH", "HotRoutes", "create_app", "peer_spiffe_id"]
 
 log = logging.getLogger("meshward.ca.api")
 T = TypeVar("T")
@@ -43,23 +55,40 @@ MAX_BODY = 64 * 1024  # bytes of a request body
 MAX_JSON_DEPTH = 16  # nesting of a request body (the deepest valid one has 2)
 
 
-def peer_spiffe_id(scope: MutableMapping[str, Any], now: dt.datetime) -> SpiffeId | None:
+Leaf = tuple[dt.datetime, dt.datetime, SpiffeId]
+
+
+def peer_spiffe_id(
+    scope: MutableMapping[str, Any],
+    now: dt.datetime,
+    parse: Callable[[str], Leaf | None] | None = None,
+) -> SpiffeId | None:
     """The SPIFFE ID of the verified client certificate, if the caller sent one.
 
     OpenSSL checked the certificate at the handshake; a keep-alive connection
     can outlive it, so its validity is checked again against ``now``.
+    ``parse`` (default :func:`parse_leaf`) may be a cached version of it.
     """
     tls = (scope.get("extensions") or {}).get("tls") or {}
     chain = tls.get("client_cert_chain") or []
     if not chain:
         return None
+    parsed = (parse or parse_leaf)(chain[0])
+    if parsed is None:
+        return None
+    not_before, not_after, spiffe_id = parsed
+    if not not_before <= now < not_after:
+        return None
+    return spiffe_id
+
+
+def parse_leaf(pem: str) -> Leaf | None:
+    """A client certificate's validity and SPIFFE ID (None: a CA or no valid SPIFFE ID)."""
     try:
-        cert = x509.load_pem_x509_certificate(chain[0].encode("ascii"))
-        if not cert.not_valid_before_utc <= now < cert.not_valid_after_utc:
-            return None
+        cert = x509.load_pem_x509_certificate(pem.encode("ascii"))
         if is_ca(cert):
             return None
-        return spiffe_id_of(cert)
+        return cert.not_valid_before_utc, cert.not_valid_after_utc, spiffe_id_of(cert)
     except ValueError:  # InvalidSvid included
         return None
 
@@ -156,20 +185,46 @@ def _x509_response(issued: IssuedX509) -> JSONResponse:
     )
 
 
-def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route each)
-    """The FastAPI application serving ``ca``."""
+class HotRoutes:
+    """An ASGI app: ``routes`` (method, path) are called directly; the rest goes to ``app``."""
+
+    def __init__(self, app: FastAPI, routes: Mapping[tuple[str, str], Handler]) -> None:
+        self.app = app
+        self.routes = dict(routes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            handler = self.routes.get((scope["method"], scope["path"]))
+            if handler is not None:
+                response = await handler(Request(scope, receive, send))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(  # noqa: PLR0915 (one route each)
+    ca: CertificateAuthority, executor: Executor | None = None
+) -> HotRoutes:
+    """The ASGI application serving ``ca``; blocking work runs on ``executor``.
+
+    ``executor`` None is the event loop's default thread pool.
+    """
     app = FastAPI(title="meshward CA", docs_url=None, redoc_url=None, openapi_url=None)
+
+    # A keep-alive connection sends the same certificate with every request: it is
+    # parsed once, and only its validity is checked again each time.
+    leaf = functools.lru_cache(maxsize=1024)(parse_leaf)
 
     def _caller(request: Request) -> Caller:
         client = request.client
-        peer = peer_spiffe_id(request.scope, ca.clock.now())
+        peer = peer_spiffe_id(request.scope, ca.clock.now(), leaf)
         return Caller(peer, client.host if client else "unknown")
 
     async def json_body(request: Request) -> dict[str, Any]:
         return await _body(request, ca.settings.body_timeout)
 
     async def run(func: Callable[[], T]) -> T:
-        return await anyio.to_thread.run_sync(func)
+        return await asyncio.get_running_loop().run_in_executor(executor, func)
 
     def guarded(action: str) -> Callable[[Handler], Handler]:
         """Map CA errors to responses; audit refusals that happen before the service."""
@@ -348,4 +403,11 @@ def create_app(ca: CertificateAuthority) -> FastAPI:  # noqa: PLR0915 (one route
             }
         )
 
-    return app
+    hot: dict[tuple[str, str], Handler] = {
+        ("POST", "/v1/svid/x509"): svid_x509,
+        ("POST", "/v1/svid/jwt"): svid_jwt,
+        ("POST", "/v1/agent/svid/x509"): agent_svid_x509,
+        ("POST", "/v1/agent/svid/jwt"): agent_svid_jwt,
+        ("GET", "/v1/agent/entries"): agent_entries,
+    }
+    return HotRoutes(app, hot)

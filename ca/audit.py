@@ -7,6 +7,10 @@ never a key or a token. The auditor remembers which errors it has recorded,
 so a refusal raised before the CA was reached (a bad body, a non-admin) is
 recorded once by :meth:`Auditor.refusal` and an audited one is not recorded
 twice; the error object itself carries no flag.
+
+Rows written at the same moment by several threads share one transaction
+(:mod:`ca.groupcommit`); each action still returns only once its own row is
+stored, and fails if it could not be.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass, field
 
 from ca.attestation.caller import Caller
 from ca.errors import CaError
+from ca.groupcommit import GroupCommit
 from ca.store.protocol import AuditRecord, CaStore
 from meshward.clock import Clock
 
@@ -48,6 +53,10 @@ class Auditor:
     clock: Clock
     _recorded: weakref.WeakSet[BaseException] = field(default_factory=weakref.WeakSet)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _rows: GroupCommit[AuditRecord] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._rows = GroupCommit(self.store.append_audits)
 
     def record(self, action: str, caller: Caller, result: str, outcome: Outcome) -> None:
         record = AuditRecord(
@@ -62,9 +71,10 @@ class Auditor:
             detail=outcome.detail,
         )
         try:
-            self.store.append_audit(record)
+            self._rows.append(record)
         finally:
-            audit_log.info("audit %s %s", action, result, extra={"fields": record.to_json()})
+            if audit_log.isEnabledFor(logging.INFO):
+                audit_log.info("audit %s %s", action, result, extra={"fields": record.to_json()})
 
     def _mark(self, exc: BaseException) -> None:
         with self._lock:

@@ -25,6 +25,7 @@ the authority's ``peers``: in the bundle, never used to sign.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -160,16 +161,28 @@ def build_signing_ca(
 
 @dataclass(frozen=True)
 class Slot:
-    """One generation of signing material: an intermediate CA and a JWT key."""
+    """One generation of signing material: an intermediate CA and a JWT key.
+
+    What every SVID it signs repeats (issuer name, authority key identifier,
+    JWT ``kid``) is computed once per slot, not per issuance.
+    """
 
     id: int
     ca_cert: x509.Certificate
     ca_key: PrivateKey
     jwt_key: PrivateKey
 
-    @property
+    @functools.cached_property
     def jwt_kid(self) -> str:
         return jwk_thumbprint(self.jwt_key.public_key())
+
+    @functools.cached_property
+    def issuer_name(self) -> x509.Name:
+        return self.ca_cert.subject
+
+    @functools.cached_property
+    def authority_key_id(self) -> x509.AuthorityKeyIdentifier:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(self.ca_key.public_key())
 
     @property
     def not_before(self) -> dt.datetime:

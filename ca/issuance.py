@@ -165,7 +165,7 @@ def issue_x509_svid(
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([]))
-        .issuer_name(slot.ca_cert.subject)
+        .issuer_name(slot.issuer_name)
         .public_key(request.csr.public_key())
         .serial_number(serial)
         .not_valid_before(not_before)
@@ -179,10 +179,7 @@ def issue_x509_svid(
             critical=False,
         )
         .add_extension(x509.SubjectAlternativeName(san), critical=True)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(slot.ca_key.public_key()),
-            critical=False,
-        )
+        .add_extension(slot.authority_key_id, critical=False)
     )
     try:
         cert = builder.sign(slot.ca_key, _hash_for(slot.ca_key))

@@ -1,7 +1,9 @@
 """Running the CA: wiring from settings, TLS with a server SVID, the rotation task.
 
 uvicorn does not put the client certificate in the ASGI scope, so the HTTP
-protocol is a small subclass of uvicorn's h11 protocol: once the TLS
+protocol is a small subclass of uvicorn's httptools protocol (llhttp, the
+parser in C that ``uvicorn[standard]`` uses; h11 cost a fifth of the CPU of
+an issuance): once the TLS
 handshake is done (asyncio calls ``connection_made`` only then) it reads the
 peer certificate that OpenSSL already verified against the trust bundle, and
 wraps the connection's ASGI app to add the ASGI TLS extension
@@ -9,10 +11,7 @@ wraps the connection's ASGI app to add the ASGI TLS extension
 are optional (``CERT_OPTIONAL``): an invalid one fails the handshake, a
 missing one leaves the caller anonymous.
 
-``ca serve --workers N`` (:func:`run`) starts N processes that share the
-port with ``SO_REUSEPORT`` (the kernel spreads connections over them), as
-the PDP does. They are one replica: one store, one signing CA; rotation is
-taken in turns under the authority's lease; metrics are summed over them.
+``ca serve --workers N`` runs N of these servers (:mod:`ca.supervisor`).
 """
 
 from __future__ import annotations
@@ -20,22 +19,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import functools
 import ipaddress
 import logging
 import os
-import signal
 import socket
 import ssl
 import tempfile
-from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import load_der_x509_certificate
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ca.api import create_app
 from ca.errors import CaError, StoreUnavailable
@@ -47,11 +44,14 @@ from meshward.asgi import QuietUvicorn
 from meshward.listen import listen
 from meshward.settings import parse_hostport
 from meshward.spiffe import SpiffeId
-from meshward.workers import run_workers
 
-__all__ = ["CaServer", "PeerCertProtocol", "run"]
+__all__ = ["API_THREADS", "CaServer", "PeerCertProtocol"]
 
 log = logging.getLogger("meshward.ca")
+
+# Threads running the API's blocking work (store, signing) per process. Enough to
+# overlap database round trips and audit group commits; more only fight over the GIL.
+API_THREADS = 8
 
 ASGIApp = Any
 
@@ -65,13 +65,17 @@ class _TlsScope:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            scope = dict(scope)
-            scope["extensions"] = {**(scope.get("extensions") or {}), "tls": self.tls}
+            # uvicorn builds a new scope per request: adding to it is enough.
+            extensions = scope.get("extensions")
+            if extensions is None:
+                scope["extensions"] = {"tls": self.tls}
+            else:
+                extensions["tls"] = self.tls
         await self.app(scope, receive, send)
 
 
-class PeerCertProtocol(H11Protocol):
-    """uvicorn's h11 protocol, plus the verified client certificate in the scope."""
+class PeerCertProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, plus the verified client certificate in the scope."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -107,8 +111,9 @@ class CaServer:
         self._steps = 0
         self._refresh_trust()
         self._renew_server_svid()
+        self._executor = ThreadPoolExecutor(API_THREADS, thread_name_prefix="ca-api")
         config = uvicorn.Config(
-            create_app(ca),
+            create_app(ca, self._executor),
             host=self.host,
             port=self.port,
             http=PeerCertProtocol,
@@ -252,6 +257,7 @@ class CaServer:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            self._executor.shutdown(wait=True)
 
     def shutdown(self) -> None:
         """Ask :meth:`serve` to finish (in-flight requests complete first)."""
@@ -259,55 +265,3 @@ class CaServer:
 
     def not_after(self) -> dt.datetime | None:
         return self._server_svid.not_after if self._server_svid else None
-
-
-Opener = Callable[[], CertificateAuthority]
-
-
-def _serve_one(open_ca: Opener, addr: str, workdir: Path, bundle: Path | None, reuse: bool) -> None:
-    import uvloop  # noqa: PLC0415
-
-    server = CaServer(open_ca(), addr, workdir, bundle, reuse_port=reuse)
-    uvloop.run(server.serve())
-
-
-def _worker(
-    open_ca: Opener,
-    addr: str,
-    workdir: Path,
-    bundle: Path | None,
-    logging_setup: Callable[[], None],
-    index: int,
-) -> None:
-    logging_setup()
-    try:
-        _serve_one(open_ca, addr, workdir / f"w{index}", bundle, True)
-    except KeyboardInterrupt:
-        pass
-    except CaError as exc:
-        log.error("worker cannot start", extra={"fields": {"worker": index, "error": str(exc)}})
-        raise SystemExit(2) from exc
-
-
-def run(
-    open_ca: Opener,
-    addr: str,
-    workdir: Path,
-    bundle: Path | None,
-    workers: int,
-    metrics_dir: Path,
-    logging_setup: Callable[[], None] = lambda: None,
-) -> int:
-    """Serve with ``workers`` processes on ``addr`` until SIGINT/SIGTERM; the exit code.
-
-    ``open_ca`` (picklable: the workers are spawned) opens the CA in each
-    worker; with several workers the samples of every worker go to
-    ``metrics_dir`` and ``/metrics`` answers with their sum; ``logging_setup``
-    (picklable too) configures each worker's logging.
-    """
-    if workers == 1:
-        _serve_one(open_ca, addr, workdir, bundle, False)
-        return 0
-    target = functools.partial(_worker, open_ca, addr, workdir, bundle, logging_setup)
-    # SIGINT: uvicorn drains in-flight requests, then the worker exits 0.
-    return run_workers(target, workers, metrics_dir, stop_signal=signal.SIGINT)

@@ -212,7 +212,9 @@ class CertificateAuthority:
             found = a.resolve(token, caller, request.requested_id, outcome)
             outcome.spiffe_id = str(found.spiffe_id)
             a.check_not_reserved(found.spiffe_id)
-            live, record = a.entitled(found.spiffe_id, found.entries, outcome.method, jwt=False)
+            live, record = a.entitled(
+                found.spiffe_id, found.entries, outcome.method, False, found.all_entries
+            )
             seconds = self.issuer.x509_ttl(ttl, live)
             return Grant(found.spiffe_id, live, seconds, token_hash=found.token_hash, record=record)
 

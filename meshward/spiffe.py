@@ -47,7 +47,7 @@ class InvalidSpiffeId(SpiffeError, ValueError):
 def _check_trust_domain(name: str, original: str) -> None:
     if not name:
         raise InvalidSpiffeId(original, "empty_trust_domain")
-    if any(c not in _TD_CHARS for c in name):
+    if not _TD_CHARS.issuperset(name):
         raise InvalidSpiffeId(original, "bad_trust_domain_char")
 
 
@@ -61,7 +61,7 @@ def _check_path(path: str, original: str) -> None:
             raise InvalidSpiffeId(original, "empty_segment")
         if segment in (".", ".."):
             raise InvalidSpiffeId(original, "dot_segment")
-        if any(c not in _PATH_CHARS for c in segment):
+        if not _PATH_CHARS.issuperset(segment):
             raise InvalidSpiffeId(original, "bad_path_segment_char")
 
 

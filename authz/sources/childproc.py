@@ -41,7 +41,6 @@ Errors (drawn in :mod:`authz.errors`, below ``SourceError``)::
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 import os
 import pickle
@@ -58,6 +57,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from authz.errors import PrepareCrashed, PrepareFailed, PrepareMemory, PrepareTimeout
+from meshward.workers import set_parent_death_signal
 
 __all__ = [
     "CheckerProcess",
@@ -67,25 +67,10 @@ __all__ = [
     "PrepareMemory",
     "PrepareTimeout",
     "main",
-    "set_parent_death_signal",
 ]
 
 _HEADER = struct.Struct(">Q")
-_PR_SET_PDEATHSIG = 1
 _MAX_FRAME = 1 << 34  # 16 GiB: a corrupt header, not a result
-
-
-def set_parent_death_signal(signum: int = signal.SIGKILL) -> bool:
-    """Ask the kernel to send ``signum`` to this process when its parent dies (Linux).
-
-    Returns whether the request was taken. The signal follows the death of the
-    parent *thread* that started this process.
-    """
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return int(libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)) == 0
-    except (OSError, AttributeError):
-        return False
 
 
 def _write_frame(stream: IO[bytes], payload: Any) -> None:

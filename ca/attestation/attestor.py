@@ -30,11 +30,21 @@ NODE_METHODS = frozenset({"join_token", "k8s"})  # attestations that make an age
 
 @dataclass(frozen=True)
 class Attested:
-    """The SPIFFE ID a caller proved, its entries, and a join token hash to redeem."""
+    """The SPIFFE ID a caller proved, its entries, and a join token hash to redeem.
+
+    ``complete``: ``entries`` are all the entries of the ID (a join token, a
+    renewal), not only those a Kubernetes token's selectors matched.
+    """
 
     spiffe_id: SpiffeId
     entries: list[Entry]
     token_hash: str | None = None
+    complete: bool = False
+
+    @property
+    def all_entries(self) -> list[Entry] | None:
+        """Every entry of the ID when known here, else None (read them from the store)."""
+        return self.entries if self.complete else None
 
 
 @dataclass
@@ -60,7 +70,7 @@ class Attestor:
                     raise AttestationFailed("join token unknown, used or expired", code="bad_token")
                 outcome.spiffe_id = str(record.spiffe_id)
                 return Attested(
-                    record.spiffe_id, self.store.entries_for(record.spiffe_id), token_hash
+                    record.spiffe_id, self.store.entries_for(record.spiffe_id), token_hash, True
                 )
             if self.k8s is None:
                 raise AttestationFailed("unrecognised token", code="bad_token")
@@ -82,28 +92,34 @@ class Attestor:
             outcome.spiffe_id = str(caller.peer_id)
             if not caller.peer_id.member_of(self.trust_domain):
                 raise NotEntitled("peer is from another trust domain", code="foreign_trust_domain")
-            return Attested(caller.peer_id, self.store.entries_for(caller.peer_id))
+            return Attested(caller.peer_id, self.store.entries_for(caller.peer_id), complete=True)
         raise AttestationFailed("no token and no client certificate", code="no_credential")
 
     def live(self, entries: Sequence[Entry]) -> list[Entry]:
         return [e for e in entries if entry_is_live(e, self.store.get_agent)]
 
     def entitled(
-        self, spiffe_id: SpiffeId, entries: Sequence[Entry], method: str, jwt: bool
+        self,
+        spiffe_id: SpiffeId,
+        entries: Sequence[Entry],
+        method: str,
+        jwt: bool,
+        all_entries: Sequence[Entry] | None = None,
     ) -> tuple[list[Entry], AgentRecord | None]:
         """What stands behind an issuance: live entries and/or a node's agent record.
 
         Refused: an evicted node (``agent_evicted``); an ID with no live entry
         and no agent record (``no_entry``; a JWT-SVID always needs an entry);
         an admin X.509-SVID, which only ``ca admin login`` issues
-        (``admin_needs_login``).
+        (``admin_needs_login``). ``all_entries``: every entry of the ID, if the
+        caller has them already (else they are read for the admin check).
         """
         record = self.store.get_agent(spiffe_id)
         if record is not None and record.evicted:
             raise NotEntitled("this node has been evicted", code="agent_evicted")
         live = self.live(entries)
         if not jwt:
-            self.check_not_admin(spiffe_id)
+            self.check_not_admin(spiffe_id, all_entries)
         if live:
             return live, record
         if not jwt:
@@ -135,14 +151,18 @@ class Attestor:
             attestation = record.attestation if record is not None else "adopted"
         self.store.record_agent(AgentRecord(spiffe_id, attestation, now, now, serial))
 
-    def check_not_admin(self, spiffe_id: SpiffeId) -> None:
+    def check_not_admin(
+        self, spiffe_id: SpiffeId, all_entries: Sequence[Entry] | None = None
+    ) -> None:
         """An admin X.509-SVID comes only from ``ca admin login`` (the passphrase, on the host).
 
         Whatever else stands behind the ID — a join token, a Kubernetes token
         matching another entry of the same ID, an entry delegated to a node,
         a renewal — is refused, or one of those would be a way to admin.
         """
-        if any(e.admin for e in self.store.entries_for(spiffe_id)):
+        if all_entries is None:
+            all_entries = self.store.entries_for(spiffe_id)
+        if any(e.admin for e in all_entries):
             raise NotEntitled(
                 "admin SVIDs come only from `meshward ca admin login`", code="admin_needs_login"
             )

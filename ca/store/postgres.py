@@ -231,8 +231,12 @@ class PostgresStore:
     # -- audit ------------------------------------------------------------------
 
     def append_audit(self, record: AuditRecord) -> None:
-        with self._tx() as conn:
-            conn.execute(_SQL.audit_append, _SQL.audit_params(record))
+        self.append_audits([record])
+
+    def append_audits(self, records: Sequence[AuditRecord]) -> None:
+        rows = [_SQL.audit_params(r) for r in records]
+        with self._tx(atomic=True) as conn, conn.cursor() as cur:
+            cur.executemany(_SQL.audit_append, rows)
 
     def list_audit(self, limit: int = 100) -> list[AuditRecord]:
         with self._tx() as conn:

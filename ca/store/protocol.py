@@ -170,6 +170,10 @@ class AgentStore(Protocol):
 @runtime_checkable
 class AuditLog(Protocol):
     def append_audit(self, record: AuditRecord) -> None: ...
+    def append_audits(self, records: Sequence[AuditRecord]) -> None:
+        """Store all of ``records`` in one transaction, or none of them (and raise)."""
+        ...
+
     def list_audit(self, limit: int = 100) -> list[AuditRecord]: ...
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from ca.errors import Conflict
@@ -221,8 +222,18 @@ class SqliteStore:
     # -- audit ------------------------------------------------------------------
 
     def append_audit(self, record: AuditRecord) -> None:
+        self.append_audits([record])
+
+    def append_audits(self, records: Sequence[AuditRecord]) -> None:
+        rows = [_SQL.audit_params(r) for r in records]
         with self._lock:
-            self._db.execute(_SQL.audit_append, _SQL.audit_params(record))
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(_SQL.audit_append, rows)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def list_audit(self, limit: int = 100) -> list[AuditRecord]:
         with self._lock:

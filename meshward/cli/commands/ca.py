@@ -130,7 +130,7 @@ def serve_command(
     # The HTTPS server (uvicorn, FastAPI) loads for this command only.
     import uvloop  # noqa: PLC0415
 
-    from ca import server  # noqa: PLC0415
+    from ca import server, supervisor  # noqa: PLC0415
 
     settings = settings_from(ctx, ca={"addr": addr, "workers": workers})
     ca = open_or_exit(settings, serve=True)  # one clear error (and a replica's first join) up front
@@ -159,7 +159,7 @@ def serve_command(
     typer.echo(
         f"meshward: CA API on https://{settings.ca.addr} (trust domain {trust_domain}, {n} workers)"
     )
-    code = server.run(
+    code = supervisor.run(
         functools.partial(open_ca, settings, dict(os.environ), serve=True),
         settings.ca.addr,
         workdir,

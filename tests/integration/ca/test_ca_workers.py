@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -10,7 +11,9 @@ from pathlib import Path
 from cryptography import x509
 
 from tests.support.ca import CaProcess, ca_env, new_csr
+from tests.support.procs import alive, descendants
 from tests.support.replicas import workload_svid
+from tests.support.wait import eventually
 
 
 def _server_serial(proc: CaProcess) -> int:
@@ -55,5 +58,23 @@ def test_workers_share_the_port_metrics_and_rate_limit(tmp_path: Path) -> None:
         proc.process.send_signal(signal.SIGINT)
         assert proc.process.wait(timeout=20) == 0
         proc.process = None
+    finally:
+        proc.stop()
+
+
+def test_kill_9_of_the_parent_takes_the_workers_with_it(tmp_path: Path) -> None:
+    proc = CaProcess(tmp_path / "state", env=ca_env(), serve_args=("--workers", "2"))
+    assert proc.cli("ca", "init", "--trust-domain", "example.org").returncode == 0
+    assert proc.cli("ca", "admin", "login").returncode == 0
+    proc.start()
+    try:
+        assert proc.process is not None
+        eventually(lambda: len({_server_serial(proc) for _ in range(20)}) == 2, 60, 0.2, "both")
+        left = descendants(proc.process.pid)
+        assert len(left) >= 2  # the two workers (and multiprocessing's helper)
+        os.kill(proc.process.pid, signal.SIGKILL)
+        proc.process.wait(timeout=10)
+        proc.process = None
+        eventually(lambda: not alive(left), 20, 0.05, "the CA's workers to exit")
     finally:
         proc.stop()

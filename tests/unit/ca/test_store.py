@@ -117,6 +117,20 @@ def test_audit_round_trip(open_store: OpenStore) -> None:
     assert got[0].time.tzinfo == dt.UTC
 
 
+def test_audit_batch_is_one_transaction(open_store: OpenStore) -> None:
+    store = open_store()
+    rows = [AuditRecord(NOW, "x509_svid", "k8s", f"10.0.0.{i}", "ok") for i in range(5)]
+    store.append_audits(rows)
+    assert [r.caller for r in store.list_audit()] == [r.caller for r in rows]
+    # A batch with one row the database cannot take stores none of its rows.
+    poison = AuditRecord(NOW, "x509_svid", "k8s", "10.0.0.9", "ok", detail=object())  # type: ignore[arg-type]
+    with pytest.raises(Exception):  # noqa: B017 (the driver's own error type)
+        store.append_audits([AuditRecord(NOW, "x509_svid", "k8s", "10.0.0.8", "ok"), poison])
+    assert [r.caller for r in store.list_audit()] == [r.caller for r in rows]
+    store.append_audit(AuditRecord(NOW, "entry_add", "admin", "cli", "ok"))  # still usable
+    assert store.list_audit()[-1].action == "entry_add"
+
+
 def test_rate_buckets_are_shared_between_connections(open_store: OpenStore) -> None:
     clock = FixedClock()
     stores = [open_store(), open_store()]

@@ -1,0 +1,81 @@
+"""The issuance routes called straight from the ASGI entry answer exactly as FastAPI's routes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ca.api import HotRoutes, create_app
+from ca.service import Caller, CertificateAuthority
+from meshward.spiffe import SpiffeId
+from tests.support.ca import in_process_ca, new_csr, register
+
+# (method, path, body): refusals and answers both entry points must give alike.
+CASES: list[tuple[str, str, bytes | None]] = [
+    ("POST", "/v1/svid/x509", b"not json"),
+    ("POST", "/v1/svid/x509", b"[1]"),
+    ("POST", "/v1/svid/x509", b"[" * 40 + b"]" * 40),
+    ("POST", "/v1/svid/x509", b'{"csr": 1}'),
+    ("POST", "/v1/svid/x509", b'{"csr": "x", "token": 5}'),
+    ("POST", "/v1/svid/x509", b'{"csr": "-----BEGIN CERTIFICATE REQUEST-----"}'),
+    ("POST", "/v1/svid/x509", json.dumps({"csr": "A" * 70_000}).encode()),
+    ("POST", "/v1/svid/jwt", b'{"audience": ["x"]}'),
+    ("POST", "/v1/agent/svid/x509", b'{"csr": "x"}'),
+    ("POST", "/v1/agent/svid/jwt", b"{}"),
+    ("GET", "/v1/agent/entries", None),
+    ("GET", "/v1/svid/x509", None),  # another method: FastAPI's 405 either way
+    ("POST", "/v1/svid/x509/", b"{}"),  # another path: FastAPI's redirect either way
+]
+
+
+async def _call(app: Any, method: str, path: str, body: bytes | None) -> tuple[int, bytes, str]:
+    transport = httpx.ASGITransport(app=app, client=("10.1.2.3", 4567))
+    async with httpx.AsyncClient(transport=transport, base_url="https://ca.test") as client:
+        resp = await client.request(
+            method, path, content=body, headers={"content-type": "application/json"}
+        )
+    return resp.status_code, resp.content, resp.headers.get("content-type", "")
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> CertificateAuthority:
+    return in_process_ca(tmp_path)
+
+
+@pytest.mark.parametrize(("method", "path", "body"), CASES)
+async def test_same_answer_as_fastapi(
+    ca: CertificateAuthority, method: str, path: str, body: bytes | None
+) -> None:
+    hot = create_app(ca)
+    assert isinstance(hot, HotRoutes)
+    before = len(ca.store.list_audit(1000))
+    direct = await _call(hot, method, path, body)
+    after_direct = ca.store.list_audit(1000)[before:]
+    routed = await _call(hot.app, method, path, body)  # FastAPI alone
+    after_routed = ca.store.list_audit(1000)[before + len(after_direct) :]
+    assert direct == routed
+    # ... and the same audit rows (a refusal is audited once, by whichever answered).
+    key = [(r.action, r.result, r.caller) for r in after_direct]
+    assert key == [(r.action, r.result, r.caller) for r in after_routed]
+    if method == "POST" and path.endswith(("/x509", "/jwt")):
+        assert key and all(r.caller == "10.1.2.3" for r in after_direct)
+
+
+async def test_an_svid_through_the_direct_route_is_issued_and_audited(
+    ca: CertificateAuthority,
+) -> None:
+    web = SpiffeId.parse("spiffe://example.org/web")
+    register(ca, web, "unix:uid:1")
+    token = ca.create_join_token(web, 600, Caller(address="cli"))
+    request = json.dumps({"csr": new_csr()[0].decode(), "token": token}).encode()
+    status, body, kind = await _call(create_app(ca), "POST", "/v1/svid/x509", request)
+    assert status == 200 and kind == "application/json"
+    answer = json.loads(body)
+    assert answer["spiffe_id"] == "spiffe://example.org/web"
+    assert set(answer) == {"spiffe_id", "svid", "expires_at"}
+    last = ca.store.list_audit(1)[0]
+    assert (last.action, last.result, last.method) == ("x509_svid", "ok", "join_token")
