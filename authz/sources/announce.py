@@ -8,7 +8,10 @@ announcing it, and the gate of every replica asks that set before it
 activates anything: a version that failed the gate anywhere is activated
 nowhere. If Redis cannot be asked, that is no veto: each replica gates the
 version on its own merits (an outage must not block good versions), and asks
-again once Redis answers. A version whose *check* failed on one replica
+again once Redis answers. A command that fails because its pooled connection
+died (Redis restarted since it was last used) is sent once more, on a fresh
+connection: the first use of a dead connection must not silently lose a
+rejection. A version whose *check* failed on one replica
 (stage ``"prepare"``: its time or memory limit, a crashed checker) is not
 announced: another replica may have the resources to check it.
 
@@ -24,8 +27,10 @@ import hashlib
 import json
 import logging
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from authz.cache.redis import RedisClient
@@ -36,6 +41,8 @@ __all__ = ["REJECTED_TTL", "RedisAnnouncer"]
 log = logging.getLogger(__name__)
 
 REJECTED_TTL = 7 * 24 * 3600
+
+T = TypeVar("T")
 
 
 class RedisAnnouncer:
@@ -59,14 +66,14 @@ class RedisAnnouncer:
 
     async def is_rejected(self, version: str) -> bool:
         """Whether some replica's gate rejected ``version`` (raises ``RedisError``)."""
-        return bool(await self._client.sismember(self.rejected_key, version))
+        return bool(await self._command(lambda: self._client.sismember(self.rejected_key, version)))
 
     async def announce_rejection(self, rejection: Rejection) -> None:
         if rejection.stage == "prepare":
             return  # this replica's checker failed, not necessarily the version
         try:
-            await self._client.sadd(self.rejected_key, rejection.version)
-            await self._client.expire(self.rejected_key, REJECTED_TTL)
+            await self._command(lambda: self._client.sadd(self.rejected_key, rejection.version))
+            await self._command(lambda: self._client.expire(self.rejected_key, REJECTED_TTL))
             await self._publish("rejected", rejection.version)
         except (RedisError, OSError) as exc:
             log.warning("cannot announce a policy rejection", extra={"fields": {"error": str(exc)}})
@@ -90,7 +97,19 @@ class RedisAnnouncer:
 
     async def _publish(self, event: str, version: str) -> None:
         message = json.dumps({"event": event, "version": version, "replica": self.replica_id})
-        await self._client.publish(self.channel, message)
+        await self._command(lambda: self._client.publish(self.channel, message))
+
+    @staticmethod
+    async def _command(send: Callable[[], Awaitable[T]]) -> T:
+        """``send()``, once more if its pooled connection was dead (at most two tries).
+
+        The client does not retry (:func:`~authz.cache.redis.open_redis`); it drops
+        a connection that failed, so the second try opens a fresh one.
+        """
+        try:
+            return await send()
+        except RedisConnectionError:
+            return await send()
 
     async def listen(self, gate: Gate[Any], *, retry_seconds: float = 1.0) -> None:
         """Trigger ``gate`` on every other replica's activation; reconnects until cancelled."""

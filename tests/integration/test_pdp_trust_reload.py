@@ -56,7 +56,7 @@ def test_new_jwt_key_is_accepted_after_the_bundle_file_changes(tmp_path: Path) -
         _write_bundle(pdp, pdp.svid_key, rotated)
         eventually(
             lambda: _status(pdp, new_token) != 401,
-            10.0,
+            30.0,
             0.1,
             "_status(pdp, new_token) != 401",
             pdp.output,
@@ -70,7 +70,7 @@ def test_new_jwt_key_is_accepted_after_the_bundle_file_changes(tmp_path: Path) -
         assert _status(pdp, old_token) != 401
         eventually(
             lambda: "not reloaded" in pdp.output(),
-            10.0,
+            30.0,
             0.1,
             "'not reloaded' in pdp.output()",
             pdp.output,
@@ -79,7 +79,7 @@ def test_new_jwt_key_is_accepted_after_the_bundle_file_changes(tmp_path: Path) -
         _write_bundle(pdp, rotated)
         eventually(
             lambda: _status(pdp, old_token) == 401,
-            10.0,
+            30.0,
             0.1,
             "_status(pdp, old_token) == 401",
             pdp.output,
@@ -105,7 +105,7 @@ def test_follows_a_real_ca_rotation(tmp_path: Path) -> None:
         current = issue_jwt_svid(orders, ["shop"], ca.authority.active, clock.now(), ttl)
         eventually(
             lambda: _status(pdp, current.token) != 401,
-            10.0,
+            30.0,
             0.1,
             "_status(pdp, current.token) != 401",
             pdp.output,
@@ -120,7 +120,7 @@ def test_follows_a_real_ca_rotation(tmp_path: Path) -> None:
         _publish(pdp, ca)
         eventually(
             lambda: _status(pdp, following.token) != 401,
-            10.0,
+            30.0,
             0.1,
             "_status(pdp, following.token) != 401",
             pdp.output,

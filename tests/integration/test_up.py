@@ -19,6 +19,7 @@ import pytest
 from tests.support.cli import REPO, meshward, meshward_argv
 from tests.support.net import free_port, wait_for_port
 from tests.support.up import Ports, Up, clean_env, running_up, start_up
+from tests.support.wait import eventually
 
 
 @pytest.fixture(scope="module")
@@ -90,11 +91,8 @@ def test_the_same_examples_answer_the_same_from_pdp_serve(up: Up, tmp_path: Path
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=clean_env(), cwd=REPO,
     )  # fmt: skip
     try:
-        wait_for_port(http_port, timeout=60)
-        deadline = time.monotonic() + 60
-        while httpx.get(f"http://127.0.0.1:{http_port}/readyz").status_code != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_for_port(http_port, timeout=120, process=proc)
+        eventually(lambda: _ready(http_port), 60, 0.1, "the second PDP ready")
         for expect, command in _examples(up.output()):
             moved = command.replace(f":{up.ports.grpc}", f":{grpc_port}").replace(
                 f":{up.ports.http}", f":{http_port}"
@@ -147,6 +145,13 @@ def test_quiet_by_default_with_a_decision_log(up: Up) -> None:
     assert "meshward_pdp_decisions_total" in metrics
 
 
+def _ready(http_port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{http_port}/readyz", timeout=10).status_code == 200
+    except httpx.TransportError:  # slow to answer on a loaded machine
+        return False
+
+
 def _processes_mentioning(text: str) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -184,8 +189,14 @@ def test_ctrl_c_stops_everything_without_a_traceback(tmp_path: Path) -> None:
     os.killpg(running.process.pid, signal.SIGINT)
     assert running.process.wait(timeout=30) == 0
     assert "Traceback" not in running.output(), running.output()
-    time.sleep(0.5)
-    assert _processes_mentioning(str(running.state)) == []
+    # The children exit with it (given time on a loaded machine); none is left behind.
+    eventually(
+        lambda: _processes_mentioning(str(running.state)) == [],
+        30,
+        0.1,
+        "no process left behind",
+        lambda: str(_processes_mentioning(str(running.state))),
+    )
 
 
 def test_up_help_shows_the_address_flags() -> None:

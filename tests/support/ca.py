@@ -140,8 +140,8 @@ class CaProcess:
                 env=full_env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
             )  # fmt: skip
         try:
-            wait_for_port(self.port, timeout=30)
-        except TimeoutError:
+            wait_for_port(self.port, timeout=120, process=self.process)
+        except (TimeoutError, RuntimeError):
             self.stop()
             raise
 

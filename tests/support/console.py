@@ -49,7 +49,7 @@ def running_mesh(tmp: Path, policies: Path | None = None) -> Iterator[Mesh]:
     """``meshward up`` (CA, PDP, agent and the console) in ``tmp``."""
     env = {} if policies is None else {"MESHWARD_PDP__POLICIES": str(policies)}
     with running_up(tmp, env=env) as up:
-        wait_for_port(up.ports.console, timeout=30)
+        wait_for_port(up.ports.console, timeout=120)
         yield Mesh(up.state, up.env, up.pdp_url, up.console_url)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+from typing import Any
 
 from tests.support.wait import eventually
 
@@ -16,10 +18,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 20.0) -> None:
-    """Block until something accepts connections on ``host:port``."""
+def wait_for_port(
+    port: int,
+    host: str = "127.0.0.1",
+    timeout: float = 60.0,
+    process: subprocess.Popen[Any] | None = None,
+) -> None:
+    """Block until something accepts connections on ``host:port``.
+
+    The default ``timeout`` is generous: a server that imports a lot can take
+    many seconds to start on a loaded machine. With ``process``, fail at once
+    if it exits first.
+    """
 
     def listening() -> bool:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the process exited ({process.returncode}) before {host}:{port}")
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return True

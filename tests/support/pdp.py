@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from tests.support.certs import TestPki, url_encoded_pem
 from tests.support.cli import REPO, meshward_argv
 from tests.support.net import free_port, wait_for_port
 from tests.support.tokens import SigningKey
+from tests.support.wait import eventually
 
 __all__ = ["ISSUER", "PdpProcess", "TRUST_DOMAIN", "pdp_process"]
 
@@ -142,15 +142,16 @@ def pdp_process(
             argv, stdout=log, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO
         )
     try:
-        wait_for_port(pdp.http_port, timeout=30)
-        deadline = time.monotonic() + 30
-        while wait_ready and time.monotonic() < deadline:
-            if httpx.get(f"{pdp.http_url}/readyz").status_code == 200:
-                break
-            time.sleep(0.1)
-        else:
-            if wait_ready:
-                raise TimeoutError("PDP not ready:\n" + pdp.output())
+        wait_for_port(pdp.http_port, timeout=120, process=pdp.process)
+        if wait_ready:
+
+            def ready() -> bool:
+                try:
+                    return httpx.get(f"{pdp.http_url}/readyz", timeout=10).status_code == 200
+                except httpx.TransportError:  # a loaded machine: slow to answer
+                    return False
+
+            eventually(ready, 60, 0.1, "the PDP ready", pdp.output)
         yield pdp
     finally:
         if pdp.process.poll() is None:

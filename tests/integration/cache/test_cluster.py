@@ -36,7 +36,7 @@ async def test_cluster_shares_decisions_across_slots(tmp_path: Path) -> None:
     with redis_cluster(tmp_path / "cluster") as cluster:
         clock = FixedClock(dt.datetime(2026, 3, 1, tzinfo=dt.UTC))
         oracle = Oracle("v1", POLICIES)
-        options = RedisOptions(cluster.url, cluster=True, timeout=0.5, connect_timeout=1.0)
+        options = RedisOptions(cluster.url, cluster=True, timeout=5.0, connect_timeout=5.0)
         writer = TieredCache(clock, redis=RedisTier.connect(options))
         reader = TieredCache(clock, redis=RedisTier.connect(options))
         requests = [req(i, "/v1/a" if i % 2 else "/v2/a") for i in range(30)]

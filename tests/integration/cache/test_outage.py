@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from functools import partial
 
 import pytest
@@ -16,6 +17,7 @@ from authz.observe.metrics import CacheMetrics
 from meshward.clock import SystemClock
 from tests.integration.cache.conftest import Oracle
 from tests.support.redis import RedisServer
+from tests.support.wait import eventually_async
 
 POLICIES = """
 permit(principal, action == Action::"GET", resource)
@@ -33,9 +35,12 @@ def req(i: int) -> AccessRequest:
 async def test_redis_killed_and_restarted_no_check_fails(redis: RedisServer) -> None:
     oracle = Oracle("v1", POLICIES)
     registry = CollectorRegistry()
+    # A SIGKILLed Redis refuses connections at once, so the outage is seen without
+    # a tight timeout; generous ones keep a loaded machine from adding failures
+    # of its own (what is checked is the breaker's round trip, not the budget).
     cache = TieredCache(
         SystemClock(),
-        redis=RedisTier.connect(RedisOptions(redis.url, timeout=0.02, connect_timeout=0.05)),
+        redis=RedisTier.connect(RedisOptions(redis.url, timeout=5.0, connect_timeout=5.0)),
         breaker=Breaker(failure_threshold=2, reset_after=0.2),
         observer=CacheMetrics(registry),
         local_max_entries=0,  # every check goes to Redis
@@ -43,6 +48,10 @@ async def test_redis_killed_and_restarted_no_check_fails(redis: RedisServer) -> 
     tiers: list[Tier] = []
     wrong: list[int] = []
     stop = asyncio.Event()
+
+    def sample(name: str, **labels: str) -> float:
+        value = registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
 
     async def stream() -> None:
         i = 0
@@ -56,26 +65,38 @@ async def test_redis_killed_and_restarted_no_check_fails(redis: RedisServer) -> 
             await asyncio.sleep(0.001)
 
     runner = asyncio.ensure_future(stream())
-    await asyncio.sleep(0.5)
-    before_kill = len(tiers)
-    await asyncio.to_thread(redis.kill)
-    await asyncio.sleep(0.6)
-    during_outage = len(tiers)
-    await asyncio.to_thread(redis.start)
-    await asyncio.sleep(1.0)
-    stop.set()
-    await runner  # any exception from a check would surface here
-    await cache.aclose()
+    try:
+        await eventually_async(lambda: Tier.REDIS in tiers, 30, message="a check served by Redis")
+        before_kill = len(tiers)
+        await asyncio.to_thread(redis.kill)
+        await eventually_async(
+            lambda: sample("meshward_cache_breaker_transitions_total", state="open") >= 1,
+            30,
+            message="the breaker opened",
+        )
+        opened = len(tiers)
+        # Checks keep flowing while Redis is dead.
+        await eventually_async(
+            lambda: len(tiers) >= opened + 20, 30, message="checks in the outage"
+        )
+        during_outage = len(tiers)
+        await asyncio.to_thread(redis.start)
+        # The shared tier comes back.
+        await eventually_async(
+            lambda: Tier.REDIS in tiers[during_outage:] and cache.breaker.state.value == "closed",
+            30,
+            message="Redis serving again, breaker closed",
+        )
+    finally:
+        stop.set()
+        await runner  # any exception from a check would surface here
+        await cache.aclose()
 
     assert wrong == []
-    assert during_outage > before_kill  # checks kept flowing while Redis was dead
+    assert during_outage > before_kill
     assert Tier.REDIS in tiers[:before_kill]
-    assert Tier.REDIS in tiers[during_outage:]  # the shared tier came back
+    assert Tier.REDIS in tiers[during_outage:]
     assert cache.breaker.state.value == "closed"
-
-    def sample(name: str, **labels: str) -> float:
-        value = registry.get_sample_value(name, labels)
-        return 0.0 if value is None else value
 
     assert sample("meshward_cache_breaker_transitions_total", state="open") >= 1
     assert sample("meshward_cache_breaker_transitions_total", state="closed") >= 1
@@ -93,7 +114,7 @@ async def test_soak_repeated_outages_with_concurrent_streams(redis: RedisServer)
     caches = [
         TieredCache(
             SystemClock(),
-            redis=RedisTier.connect(RedisOptions(redis.url, timeout=0.02, connect_timeout=0.05)),
+            redis=RedisTier.connect(RedisOptions(redis.url, timeout=5.0, connect_timeout=5.0)),
             breaker=Breaker(failure_threshold=2, reset_after=0.2),
             observer=CacheMetrics(registry) if i == 0 else None,
             local_max_entries=0 if i == 0 else 50,
@@ -116,21 +137,35 @@ async def test_soak_repeated_outages_with_concurrent_streams(redis: RedisServer)
             i += 8
             await asyncio.sleep(0.001)
 
+    def opened() -> float:
+        value = registry.get_sample_value(
+            "meshward_cache_breaker_transitions_total", {"state": "open"}
+        )
+        return 0.0 if value is None else value
+
+    def closed() -> bool:
+        return caches[0].breaker.state.value == "closed"
+
+    def opened_since(before: float) -> Callable[[], bool]:
+        return lambda: opened() > before
+
     runners = [asyncio.ensure_future(stream(k)) for k in range(8)]
-    for _ in range(3):
-        await asyncio.sleep(1.0)
-        await asyncio.to_thread(redis.kill)
-        await asyncio.sleep(1.0)
-        await asyncio.to_thread(redis.start)
-    await asyncio.sleep(1.5)
-    stop.set()
-    await asyncio.gather(*runners)
-    for c in caches:
-        await c.aclose()
+    try:
+        for _ in range(3):
+            await asyncio.sleep(1.0)
+            await eventually_async(closed, 30, message="the breaker closed")
+            reopened = opened_since(opened())
+            await asyncio.to_thread(redis.kill)
+            await eventually_async(reopened, 30, message="the breaker opened")
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(redis.start)
+        await eventually_async(closed, 30, message="the breaker closed after the last outage")
+    finally:
+        stop.set()
+        await asyncio.gather(*runners)
+        for c in caches:
+            await c.aclose()
     assert wrong == []
     assert counts[0] > 0
     assert caches[0].breaker.state.value == "closed"
-    opened = registry.get_sample_value(
-        "meshward_cache_breaker_transitions_total", {"state": "open"}
-    )
-    assert opened is not None and opened >= 3
+    assert opened() >= 3

@@ -36,7 +36,9 @@ def req(path: str = "/v1/a", rid: str = "1", expires: dt.datetime | None = None)
 def make(
     clock: FixedClock, url: str | None, registry: CollectorRegistry | None = None, **kw: Any
 ) -> TieredCache:
-    tier = RedisTier.connect(RedisOptions(url, timeout=0.05)) if url else None
+    # Generous timeouts: these tests are about the tiers, not the per-command
+    # budget (a loaded machine must not turn a Redis hit into a timeout).
+    tier = RedisTier.connect(RedisOptions(url, timeout=5.0, connect_timeout=5.0)) if url else None
     observer = CacheMetrics(registry) if registry is not None else None
     return TieredCache(clock, redis=tier, observer=observer, **kw)
 
@@ -183,12 +185,14 @@ async def test_slow_redis_times_out_and_checks_go_on(redis: RedisServer) -> None
     tier = RedisTier.connect(RedisOptions(redis.url, timeout=0.005))
     cache = TieredCache(clock, redis=tier, local_max_entries=0)
     admin = aioredis.Redis.from_url(redis.url)
-    await admin.execute_command("CLIENT", "PAUSE", "300", "ALL")
+    await admin.execute_command("CLIENT", "PAUSE", "1000", "ALL")
     loop = asyncio.get_running_loop()
     started = loop.time()
     served = await serve(cache, oracle, req())
     assert served.decision.allowed and served.tier is Tier.MISS
-    assert loop.time() - started < 0.2  # far under the 0.3 s Redis is blocked
+    # A few milliseconds unloaded: the bound holds on a loaded machine and is
+    # still far under the 1 s Redis is blocked.
+    assert loop.time() - started < 0.5
     await admin.aclose()
     await cache.aclose()
 

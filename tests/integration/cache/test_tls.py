@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import subprocess
 from pathlib import Path
@@ -17,6 +16,7 @@ from meshward.clock import FixedClock
 from tests.integration.cache.conftest import Oracle
 from tests.support.net import free_port
 from tests.support.redis import redis_server
+from tests.support.wait import eventually_async
 
 POLICIES = 'permit(principal, action, resource) when { context.http.path == "/a" };'
 
@@ -65,7 +65,7 @@ async def test_rediss_with_the_right_ca_and_not_with_another(tmp_path: Path) -> 
 
         def cache(ca: str, registry: CollectorRegistry | None = None) -> TieredCache:
             options = RedisOptions(
-                url, timeout=0.5, connect_timeout=1.0, tls_ca_file=str(tmp_path / ca)
+                url, timeout=5.0, connect_timeout=5.0, tls_ca_file=str(tmp_path / ca)
             )
             observer = CacheMetrics(registry) if registry is not None else None
             return TieredCache(clock, redis=RedisTier.connect(options), observer=observer)
@@ -73,8 +73,7 @@ async def test_rediss_with_the_right_ca_and_not_with_another(tmp_path: Path) -> 
         writer, reader = cache("server-ca.pem"), cache("server-ca.pem")
         first = await writer.serve(req(), oracle.keyspace, lambda: oracle.evaluate(req()))
         assert first.tier is Tier.MISS and first.decision.allowed
-        while writer._pending:
-            await asyncio.sleep(0.005)
+        await eventually_async(lambda: not writer._pending, message="the write to Redis done")
         shared = await reader.serve(req(), oracle.keyspace, lambda: oracle.evaluate(req()))
         assert shared.tier is Tier.REDIS and shared.decision == first.decision
 

@@ -100,7 +100,7 @@ def test_beyond_loopback_every_page_needs_a_login(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        wait_for_port(port)
+        wait_for_port(port, timeout=120, process=proc)
         base = f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=base) as client:
             reply = client.get("/policies")

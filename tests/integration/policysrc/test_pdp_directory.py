@@ -18,8 +18,13 @@ from tests.support.wait import eventually
 NS = "spiffe://meshward.local/ns/shop/sa/"
 
 
-def _wait(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    eventually(predicate, timeout, 0.1, what)
+def _wait(
+    predicate: Callable[[], bool],
+    what: str,
+    timeout: float = 60.0,
+    detail: Callable[[], str] | None = None,
+) -> None:
+    eventually(predicate, timeout, 0.1, what, detail)
 
 
 def _ask(url: str, path: str) -> dict[str, Any]:
@@ -79,8 +84,12 @@ def test_directory_watch_shadow_and_decision_log(tmp_path: Path) -> None:
                     out[label.split('"')[1]] = float(value)
             return out
 
-        _wait(lambda: shadow_counts().get("disagree") == 1.0, "shadow disagreement counted")
-        assert shadow_counts()["agree"] == 1.0
+        # Shadow evaluations are counted in the background, each in its own time.
+        _wait(
+            lambda: (shadow_counts().get("agree"), shadow_counts().get("disagree")) == (1.0, 1.0),
+            "one agreement and one disagreement counted",
+            detail=lambda: str(shadow_counts()),
+        )
 
         # a broken edit is refused; the last good version keeps serving
         (live / "broken.cedar").write_text(next(iter(SYNTAX_ERROR.values())))

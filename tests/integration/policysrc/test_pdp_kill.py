@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import httpx
@@ -32,9 +31,11 @@ def test_kill_9_leaves_no_checking_process_behind(tmp_path: Path) -> None:
         # A big change, so the PDP is killed while its child is busy checking it.
         repo.commit({"generated.cedar": _generated(3000)}, "3,000 more policies")
         httpx.post(f"{pdp.http_url}/v1/policies/refresh").raise_for_status()
-        time.sleep(0.5)
-        left = descendants(pdp.process.pid)
-        assert left, "the PDP checks its policies in a child process"
+        pid = pdp.process.pid
+        # The PDP checks its policies in a child process.
+        left = eventually(
+            lambda: descendants(pid), 60, 0.05, "the PDP's checking child", pdp.output
+        )
         os.kill(pdp.process.pid, signal.SIGKILL)
         pdp.process.wait(timeout=10)
         eventually(lambda: not alive(left), 10, 0.05, "the PDP's children to exit", pdp.output)
