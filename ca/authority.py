@@ -46,6 +46,7 @@ __all__ = [
     "Slot",
     "build_root",
     "build_signing_ca",
+    "key_usage",
     "make_slot",
 ]
 
@@ -84,7 +85,7 @@ def build_root(
         .not_valid_before(now - CA_BACKDATE)
         .not_valid_after(now + ttl)
         .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
-        .add_extension(_ca_key_usage(), critical=True)
+        .add_extension(key_usage(ca=True), critical=True)
         .add_extension(_ski(key), critical=False)
         .add_extension(
             x509.SubjectAlternativeName([x509.UniformResourceIdentifier(str(trust_domain.id))]),
@@ -94,15 +95,17 @@ def build_root(
     )
 
 
-def _ca_key_usage() -> x509.KeyUsage:
+def key_usage(*, ca: bool) -> x509.KeyUsage:
+    """The key usage of a signing certificate (``ca``: certificates and CRLs only)
+    or of an SVID (digital signatures only), as the X.509-SVID spec requires."""
     return x509.KeyUsage(
-        digital_signature=False,
+        digital_signature=not ca,
         content_commitment=False,
         key_encipherment=False,
         data_encipherment=False,
         key_agreement=False,
-        key_cert_sign=True,
-        crl_sign=True,
+        key_cert_sign=ca,
+        crl_sign=ca,
         encipher_only=False,
         decipher_only=False,
     )
@@ -145,7 +148,7 @@ def build_signing_ca(
         .not_valid_before(max(now - CA_BACKDATE, issuer_cert.not_valid_before_utc))
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_ca_key_usage(), critical=True)
+        .add_extension(key_usage(ca=True), critical=True)
         .add_extension(_ski(key), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski),

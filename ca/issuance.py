@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from ca.authority import SerialSource, Slot, _hash_for
+from ca.authority import SerialSource, Slot, _hash_for, key_usage
 from ca.errors import BadCsr, BadRequest, IssuanceFailed
 from ca.keystore import PrivateKey
 from meshward import x509_svid
@@ -171,7 +171,7 @@ def issue_x509_svid(
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_leaf_key_usage(), critical=True)
+        .add_extension(key_usage(ca=False), critical=True)
         .add_extension(
             x509.ExtendedKeyUsage(
                 [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
@@ -187,20 +187,6 @@ def issue_x509_svid(
         raise IssuanceFailed("signing failed") from exc
     check_x509_svid(cert, slot.ca_cert, spiffe_id, now)
     return IssuedX509(spiffe_id, cert, (cert, *chain))
-
-
-def _leaf_key_usage() -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
 
 
 def check_x509_svid(
