@@ -31,6 +31,7 @@ from meshward.selectors import node_selector
 from meshward.spiffe import SpiffeId, TrustDomain
 from meshward.spiffe_bundle import JWT_SVID_USE, SpiffeBundle
 from tests.support.ca import PASSPHRASE, CaProcess, ca_env, new_csr, openssl_verify, running_ca
+from tests.support.net import free_port
 
 TD = TrustDomain("example.org")
 PY_TD = PyTrustDomain("example.org")
@@ -400,6 +401,14 @@ def test_admin_cli_uses_the_admin_svid_and_says_when_it_is_missing(
     assert json.loads(shown.stdout)["evicted"] is True
     missing = ca.cli("ca", "agent", "show", "spiffe://example.org/nobody", "--ca-url", ca.url)
     assert missing.returncode == 1
+    # Several replicas: an unreachable one is skipped, none reachable is one clear error.
+    dead = f"https://127.0.0.1:{free_port()}"
+    failed_over = ca.cli("ca", "agent", "list", "--ca-url", f"{dead},{ca.url}")
+    assert failed_over.returncode == 0, failed_over.stderr
+    assert node in {json.loads(line)["spiffe_id"] for line in failed_over.stdout.splitlines()}
+    unreachable = ca.cli("ca", "agent", "list", "--ca-url", dead)
+    assert unreachable.returncode == 2 and "cannot reach the CA" in unreachable.stderr
+    assert "Traceback" not in unreachable.stderr
     # Without the admin SVID the command says what to run (and the CA is not asked).
     elsewhere = CaProcess(tmp_path / "empty-state", env=ca.env)
     gone = elsewhere.cli("ca", "agent", "list", "--ca-url", ca.url)

@@ -315,6 +315,7 @@ def rotate_activate(ctx: typer.Context) -> None:
 CA_URL_HELP = (
     "Ask the CA at this URL over its admin API, with the admin SVID from"
     " `meshward ca admin login`, instead of opening the CA's store here."
+    " Several replicas: comma-separated, tried in turn on a connection failure or a 5xx."
 )
 
 
