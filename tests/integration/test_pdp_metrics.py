@@ -11,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.pdp import PdpProcess, pdp_process
+from tests.support.wait import eventually
 
 SHOP = "spiffe://meshward.local/ns/shop/sa"
 REQUEST = {
@@ -38,18 +39,25 @@ def decisions_total(text: str) -> float:
 
 
 def test_scrapes_of_any_worker_sum_all_workers(pdp: PdpProcess) -> None:
-    for _ in range(N):
-        # A new connection each time, so the kernel spreads them over the workers.
-        with httpx.Client(base_url=pdp.http_url) as client:
-            response = client.post("/v1/authorize", content=json.dumps(REQUEST))
-            assert response.status_code == 200
-    run_dirs = list((pdp.workdir / "state" / "metrics").iterdir())
-    assert len(run_dirs) == 1
-    pids = {p.stem.rsplit("_", 1)[-1] for p in run_dirs[0].glob("counter_*.db")}
-    assert len(pids) == 2, "both workers wrote samples"
+    sent = [0]
+
+    def both_workers_decided() -> bool:
+        for _ in range(N):
+            # A new connection each time, so the kernel spreads them over the workers
+            # (the port opens with the first worker: the second may still be starting).
+            with httpx.Client(base_url=pdp.http_url) as client:
+                response = client.post("/v1/authorize", content=json.dumps(REQUEST))
+                assert response.status_code == 200
+            sent[0] += 1
+        run_dirs = list((pdp.workdir / "state" / "metrics").iterdir())
+        assert len(run_dirs) == 1
+        pids = {p.stem.rsplit("_", 1)[-1] for p in run_dirs[0].glob("counter_*.db")}
+        return len(pids) == 2
+
+    eventually(both_workers_decided, 60, 0.1, "both workers to write samples")
     for _ in range(8):
         with httpx.Client(base_url=pdp.http_url) as client:
-            assert decisions_total(client.get("/metrics").text) == N
+            assert decisions_total(client.get("/metrics").text) == sent[0]
 
 
 def test_policy_version_and_readiness_are_reported(pdp: PdpProcess) -> None:
