@@ -22,29 +22,27 @@ from pathlib import Path
 
 from meshward.metrics import enable_multiprocess, mark_worker_dead
 
-__all__ = ["run_workers", "set_parent_death_signal"]
+__all__ = ["die_with_parent", "run_workers"]
 
 _PR_SET_PDEATHSIG = 1
 
 
-def set_parent_death_signal(signum: int = signal.SIGKILL) -> bool:
-    """Ask the kernel to send ``signum`` to this process when its parent dies (Linux).
+def die_with_parent(signum: int, parent: int) -> bool:
+    """Ask the kernel for ``signum`` when this process's parent dies (Linux); whether
+    ``parent`` (the pid that started this process) is still its parent.
 
-    Returns whether the request was taken. The signal follows the death of the
-    parent *thread* that started this process.
+    False means the parent died before the request was taken, so no signal will
+    come: the caller should exit. The signal follows the death of the parent
+    *thread* that started this process.
     """
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return int(libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)) == 0
-    except (OSError, AttributeError):
-        return False
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
+    return os.getppid() == parent
 
 
-def _worker_main(target: Callable[[int], None], stop_signal: int, index: int) -> None:
-    set_parent_death_signal(stop_signal)
-    if os.getppid() == 1:
-        return  # the parent died before the request was taken
-    target(index)
+def _worker_main(target: Callable[[int], None], stop_signal: int, parent: int, index: int) -> None:
+    if die_with_parent(stop_signal, parent):
+        target(index)
 
 
 def run_workers(
@@ -61,7 +59,7 @@ def run_workers(
     """
     enable_multiprocess(metrics_dir, os.environ)
     ctx = multiprocessing.get_context("spawn")
-    main = functools.partial(_worker_main, target, stop_signal)
+    main = functools.partial(_worker_main, target, stop_signal, os.getpid())
     procs = [ctx.Process(target=main, args=(i,), daemon=False) for i in range(count)]
     for proc in procs:
         proc.start()

@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from authz.errors import PrepareCrashed, PrepareFailed, PrepareMemory, PrepareTimeout
-from meshward.workers import set_parent_death_signal
+from meshward.workers import die_with_parent
 
 __all__ = [
     "CheckerProcess",
@@ -309,8 +309,7 @@ def _limit_memory(limit: int) -> None:
 def main() -> None:
     """The child's loop: one ``(root, version)`` in, one answer out, until stdin ends."""
     parent, limit = int(sys.argv[1]), int(sys.argv[2])
-    set_parent_death_signal(signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before the request above took
+    if not die_with_parent(signal.SIGKILL, parent):
         os._exit(0)
     with contextlib.suppress(OSError):
         os.nice(10)  # the serving process's checks come first on a busy machine
