@@ -95,6 +95,7 @@ def build_root(
     )
 
 
+@functools.cache  # two immutable values, made once rather than per SVID
 def key_usage(*, ca: bool) -> x509.KeyUsage:
     """The key usage of a signing certificate (``ca``: certificates and CRLs only)
     or of an SVID (digital signatures only), as the X.509-SVID spec requires."""
