@@ -24,7 +24,6 @@ never a silent pass.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -39,7 +38,7 @@ import yaml
 from google.protobuf import json_format
 
 from tests.support.ca import running_ca
-from tests.support.cli import REPO, meshward
+from tests.support.cli import REPO, meshward, meshward_env
 from tests.support.envoy_config import parse_bootstrap
 from tests.support.markdown import Block, blocks, markdown_files
 from tests.support.up import running_up
@@ -47,13 +46,6 @@ from tests.support.up import running_up
 DOCS_SPIFFE_ID = "spiffe://meshward.local/ns/shop/sa/orders"
 RUNNABLE = [b for path in markdown_files(REPO) for b in blocks(path) if b.runnable]
 POLICIES = REPO / "policies"
-
-
-def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MESHWARD_")}
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env.update(extra or {})
-    return env
 
 
 @contextmanager
@@ -82,7 +74,8 @@ def run_python(block: Block, tmp_path: Path) -> subprocess.CompletedProcess[str]
     with setup(block, tmp_path) as extra:
         return subprocess.run(
             [sys.executable, str(script)],
-            capture_output=True, text=True, cwd=REPO, env=_env(extra), timeout=120, check=False,
+            capture_output=True, text=True, cwd=REPO, env=meshward_env(extra), timeout=120,
+            check=False,
         )  # fmt: skip
 
 
@@ -113,7 +106,7 @@ def run_sh(block: Block, tmp_path: Path, up: Up | None = None) -> subprocess.Com
     script.write_text(prelude + text, encoding="utf-8")
     return subprocess.run(
         ["bash", "-euo", "pipefail", str(script)],
-        capture_output=True, text=True, cwd=REPO, env=_env(), timeout=120, check=False,
+        capture_output=True, text=True, cwd=REPO, env=meshward_env(), timeout=120, check=False,
     )  # fmt: skip
 
 

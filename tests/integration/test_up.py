@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.cli import REPO, meshward, meshward_argv
+from tests.support.cli import REPO, meshward, meshward_argv, meshward_env
 from tests.support.net import free_port, wait_for_port
-from tests.support.up import Ports, Up, clean_env, running_up, start_up
+from tests.support.up import Ports, Up, running_up, start_up
 from tests.support.wait import eventually
 
 
@@ -35,7 +35,7 @@ def _run_example(command: str) -> str:
     if argv[0] == "meshward":
         argv = meshward_argv(*argv[1:])
     result = subprocess.run(
-        argv, capture_output=True, text=True, check=False, timeout=60, env=clean_env(), cwd=REPO
+        argv, capture_output=True, text=True, check=False, timeout=60, env=meshward_env(), cwd=REPO
     )
     out = result.stdout
     if out.startswith("HTTP/"):
@@ -88,7 +88,7 @@ def test_the_same_examples_answer_the_same_from_pdp_serve(up: Up, tmp_path: Path
             "pdp", "serve", "--grpc-addr", f"127.0.0.1:{grpc_port}",
             "--http-addr", f"127.0.0.1:{http_port}", "--state-dir", str(tmp_path),
         ),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=clean_env(), cwd=REPO,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=meshward_env(), cwd=REPO,
     )  # fmt: skip
     try:
         wait_for_port(http_port, timeout=120, process=proc)

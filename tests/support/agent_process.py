@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 import httpx
 
 from tests.support.ca import CaProcess
-from tests.support.cli import REPO, meshward_argv
+from tests.support.cli import REPO, meshward_argv, meshward_env
 
 __all__ = ["AgentProcess", "admin_post"]
 
@@ -41,8 +40,7 @@ class AgentProcess:
         return self.workdir / "files"
 
     def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MESHWARD_")}
-        env["PYTHONPATH"] = str(REPO)
+        env = meshward_env()
         if self.token:
             env["MESHWARD_AGENT__JOIN_TOKEN"] = self.token
         if self.token_file:

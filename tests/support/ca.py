@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import signal
 import ssl
 import subprocess
@@ -28,7 +27,7 @@ from ca.store.sqlite import SqliteStore
 from meshward.clock import FixedClock
 from meshward.settings import CaSettings
 from meshward.spiffe import SpiffeId, TrustDomain
-from tests.support.cli import REPO, meshward, meshward_argv
+from tests.support.cli import REPO, meshward, meshward_argv, meshward_env
 from tests.support.net import free_port, wait_for_port
 
 __all__ = [
@@ -129,9 +128,7 @@ class CaProcess:
 
     def start(self) -> None:
         self.log = self.state_dir / f"serve-{self.port}.log"
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("MESHWARD_")}
-        full_env["PYTHONPATH"] = str(REPO)
-        full_env.update(self.env)
+        full_env = meshward_env(self.env)
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 meshward_argv("--state-dir", str(self.state_dir), "--log-format", "json",

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["REPO", "meshward", "meshward_argv"]
+__all__ = ["REPO", "meshward", "meshward_argv", "meshward_env"]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -17,7 +17,9 @@ def meshward_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "meshward", *args]
 
 
-def _env(extra: Mapping[str, str] | None) -> dict[str, str]:
+def meshward_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without ``MESHWARD_*`` settings, this checkout first
+    on the path, plus ``extra``: what every ``meshward`` a test starts runs with."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESHWARD_")}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra or {})
@@ -37,7 +39,7 @@ def meshward(
         input=stdin,
         capture_output=True,
         text=True,
-        env=_env(env),
+        env=meshward_env(env),
         cwd=cwd or REPO,
         timeout=timeout,
         check=False,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
@@ -18,7 +17,7 @@ import httpx
 from meshward.spiffe import TrustDomain
 from meshward.spiffe_bundle import SpiffeBundle
 from tests.support.certs import TestPki, url_encoded_pem
-from tests.support.cli import REPO, meshward_argv
+from tests.support.cli import REPO, meshward_argv, meshward_env
 from tests.support.net import free_port, wait_for_port
 from tests.support.tokens import SigningKey
 from tests.support.wait import eventually
@@ -121,10 +120,7 @@ def pdp_process(
         workdir, TestPki(TRUST_DOMAIN), SigningKey("svid-key-1"), SigningKey("idp-1", "rsa")
     )
     config = _write_config(pdp, pdp_settings or {})
-    extra_env = env or {}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MESHWARD_")}
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env.update(extra_env)
+    env = meshward_env(env)
     argv = meshward_argv(
         "--config", str(config),
         "--state-dir", str(workdir / "state"),

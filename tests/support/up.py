@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
@@ -11,10 +10,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.cli import REPO, meshward_argv
+from tests.support.cli import REPO, meshward_argv, meshward_env
 from tests.support.net import free_port
 
-__all__ = ["Ports", "Up", "clean_env", "running_up", "start_up"]
+__all__ = ["Ports", "Up", "running_up", "start_up"]
 
 
 @dataclass(frozen=True)
@@ -73,13 +72,6 @@ class Up:
         return self.process.returncode
 
 
-def clean_env() -> dict[str, str]:
-    """This process's environment without ``MESHWARD_*`` settings, the worktree on the path."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MESHWARD_")}
-    env["PYTHONPATH"] = str(REPO)
-    return env
-
-
 def start_up(
     tmp: Path,
     *,
@@ -99,7 +91,7 @@ def start_up(
     """
     ports = ports or Ports()
     state = state or tmp / "state"
-    full = clean_env()
+    full = meshward_env()
     addrs = {"ca": ports.ca, "grpc": ports.grpc, "http": ports.http, "console": ports.console}
     if flags:
         argv = ["up", "--state-dir", str(state)]

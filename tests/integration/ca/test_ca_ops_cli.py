@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from agent.model import Bundle
 from meshward.spiffe import TrustDomain
 from meshward.spiffe_bundle import SpiffeBundle
 from tests.support.ca import CaProcess, ca_env
-from tests.support.cli import REPO, meshward_argv
+from tests.support.cli import REPO, meshward_argv, meshward_env
 
 TD = "example.org"
 
@@ -131,8 +130,7 @@ def test_audit_tail_and_follow(ca: CaProcess) -> None:
     tail = ca.cli("ca", "audit", "tail", "-n", "2")
     assert tail.returncode == 0
     assert len([json.loads(line) for line in tail.stdout.splitlines()]) == 2
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MESHWARD_")}
-    env.update(PYTHONPATH=str(REPO), **ca_env())
+    env = meshward_env(ca_env())
     follower = subprocess.Popen(
         meshward_argv("--state-dir", str(ca.state_dir), "ca", "audit", "tail", "-n", "1",
                       "--follow", "--interval", "0.2"),
