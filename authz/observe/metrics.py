@@ -6,18 +6,21 @@ prometheus_client's multi-process mode (:mod:`meshward.metrics`) and every
 scrape answers with the sum over all workers; each gauge says how workers'
 values combine (``multiprocess_mode``). Every metric is listed in
 docs/operations.md#metrics.
+
+What every decision adds (its count, its latency, the cache tier that
+answered) is kept as plain integers by a :class:`~authz.observe.tally.Tally`
+and added to these metrics when they are read.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.registry import Collector
 
 from authz.cache.breaker import BreakerState
 from authz.cache.tiered import Tier
 from authz.engine.decider import DecisionRecord
+from authz.observe.tally import BulkHistogram, Tally
 from meshward.metrics import render
 
 __all__ = ["AUTHN_PREFIX", "LATENCY_BUCKETS", "CacheMetrics", "PdpMetrics"]
@@ -38,13 +41,14 @@ class PdpMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self._tally = Tally(self.registry)  # first: it completes the metrics below when read
         self.decisions = Counter(
             "meshward_pdp_decisions",
             "Decisions by adapter and result (allow, deny, unauthenticated, error).",
             ["adapter", "result"],
             registry=self.registry,
         )
-        self.latency = Histogram(
+        self.latency = BulkHistogram(
             "meshward_pdp_decision_seconds",
             "Time from request facts to decision, authentication included.",
             ["adapter"],
@@ -57,7 +61,6 @@ class PdpMetrics:
             ["code"],
             registry=self.registry,
         )
-        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self.policies_loaded = Gauge(
             "meshward_pdp_policies_loaded",
             "1 once a policy version is active (the lowest over live workers).",
@@ -74,13 +77,14 @@ class PdpMetrics:
         self.cache = CacheMetrics(self.registry)
 
     def observe(self, record: DecisionRecord) -> None:
-        key = (record.adapter, record.outcome)
-        children = self._children.get(key)
-        if children is None:  # label lookups are costly: once per pair
-            children = (self.decisions.labels(*key), self.latency.labels(record.adapter))
-            self._children[key] = children
-        children[0].inc()
-        children[1].observe(record.latency_seconds)
+        tally = self._tally
+        adapter = record.adapter
+        key = (adapter, record.outcome)
+        if not tally.is_bound(key):  # label lookups are costly: once per pair
+            tally.bind_counter(key, self.decisions.labels(*key))
+            tally.bind_histogram(adapter, self.latency.labels(adapter), LATENCY_BUCKETS)
+        tally.count(key)
+        tally.observe(adapter, record.latency_seconds)
         for error in record.errors:
             self.errors.labels(error[:64]).inc()
             if error.startswith(AUTHN_PREFIX):
@@ -105,6 +109,7 @@ class CacheMetrics:
     ``meshward_cache_breaker_transitions_total{state}``."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self._tally = Tally(registry)  # first: it completes the metrics below when read
         self.requests = Counter(
             "meshward_cache_requests",
             "Decisions by the cache tier that answered (local, redis, miss, bypass)",
@@ -131,13 +136,14 @@ class CacheMetrics:
             registry=registry,
         )
         # One child per tier, looked up once: a label lookup costs more than the count.
-        self._served = {tier: self.requests.labels(tier.value) for tier in Tier}
+        for tier in Tier:
+            self._tally.bind_counter(tier, self.requests.labels(tier.value))
         for state in BreakerState:
             self.breaker.labels(state.value).set(0)
             self.transitions.labels(state.value)
 
     def served(self, tier: Tier) -> None:
-        self._served[tier].inc()
+        self._tally.count(tier)
 
     def error(self, tier: str, code: str) -> None:
         self.errors.labels(tier, code).inc()
