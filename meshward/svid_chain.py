@@ -33,8 +33,10 @@ __all__ = [
     "MAX_CHAIN",
     "Authorities",
     "SvidReport",
+    "VerifiedSvid",
     "certificate_summary",
     "inspect_svid",
+    "verify_svid",
     "verify_svid_chain",
 ]
 
@@ -70,10 +72,31 @@ def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
+@dataclass(frozen=True, slots=True)
+class VerifiedSvid:
+    """A chain that verified: its SPIFFE ID, the leaf's expiry, and when the same
+    chain verifies against the same authorities — from the latest ``not_before``
+    to the earliest ``not_after`` of the certificates on its path (both included).
+    Nothing else in the verification depends on the time."""
+
+    spiffe_id: SpiffeId
+    expires_at: dt.datetime
+    valid_from: dt.datetime
+    valid_until: dt.datetime
+
+
 def verify_svid_chain(
     chain: Sequence[x509.Certificate], authorities: Authorities, now: dt.datetime
 ) -> tuple[SpiffeId, dt.datetime]:
     """Verify an X.509-SVID chain (leaf first); return its SPIFFE ID and expiry."""
+    verified = verify_svid(chain, authorities, now)
+    return verified.spiffe_id, verified.expires_at
+
+
+def verify_svid(
+    chain: Sequence[x509.Certificate], authorities: Authorities, now: dt.datetime
+) -> VerifiedSvid:
+    """:func:`verify_svid_chain`, reporting the window in which the chain verifies."""
     if not chain:
         raise InvalidSvid("cert_missing")
     if len(chain) > MAX_CHAIN:
@@ -90,12 +113,19 @@ def verify_svid_chain(
         raise InvalidSvid("foreign_trust_domain", spiffe_id.trust_domain.name)
     intermediates = list(chain[1:])
     current = leaf
+    path = [leaf]
     for _ in range(MAX_CHAIN):
         _check_time(current, now)
         for root in roots:
             if _signed_by(current, root):
                 _check_time(root, now)
-                return spiffe_id, leaf.not_valid_after_utc
+                path.append(root)
+                return VerifiedSvid(
+                    spiffe_id,
+                    leaf.not_valid_after_utc,
+                    max(c.not_valid_before_utc for c in path),
+                    min(c.not_valid_after_utc for c in path),
+                )
         parent = next(
             (c for c in intermediates if _is_ca(c) and _signed_by(current, c)),
             None,
@@ -103,6 +133,7 @@ def verify_svid_chain(
         if parent is None:
             raise InvalidSvid("chain_untrusted")
         intermediates.remove(parent)
+        path.append(parent)
         current = parent
     raise InvalidSvid("chain_too_long")
 

@@ -5,6 +5,8 @@
 - else a trusted mTLS peer is the principal (``Workload::"spiffe://…"``);
 - else the caller is ``Anonymous::"anonymous"``.
 
+The peer is authenticated by :class:`~authz.authn.peermemo.PeerMemo`: once per
+connection facts and trust bundle, its validity still checked on every request.
 The mTLS peer, when there is one, is always reported too (``context.peer``), so
 a policy can ask for "user X through workload Y". Any credential that is
 present but wrong raises :class:`~authz.errors.AuthnError`: the caller is
@@ -25,7 +27,8 @@ from typing import Any, NamedTuple
 
 from authz.authn.audience import AudiencePolicy, check_audience
 from authz.authn.jwt import JwtVerifier, bearer_token
-from authz.authn.peer import Peer, PeerFacts, PeerPolicy, authenticate_peer
+from authz.authn.peer import Peer, PeerFacts, PeerPolicy
+from authz.authn.peermemo import PeerMemo
 from authz.authn.trust import TrustBundles, TrustSource
 from authz.engine.model import ANONYMOUS, AuthMethod, EntityUid, Identity
 from authz.errors import InvalidToken
@@ -61,10 +64,12 @@ class Authenticator:
         self.bundles: TrustSource = bundles if bundles is not None else TrustBundles()
         self.jwt = jwt
         self.audience = audience or AudiencePolicy()
+        # A connection's facts repeat on every request: verified once per bundle.
+        self.peers = PeerMemo()
 
     async def authenticate(self, peer: PeerFacts, authorization: str | None) -> Authenticated:
         now = self.clock.now()
-        found = authenticate_peer(peer, self.peer_policy, self.bundles.current(), now)
+        found = self.peers.authenticate(peer, self.peer_policy, self.bundles.current(), now)
         token = bearer_token(authorization)
         if token is not None and self.jwt is not None:
             verified = await self.jwt.authenticate(token, now)

@@ -22,7 +22,7 @@ import functools
 import ipaddress
 import urllib.parse
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from cryptography import x509
@@ -54,11 +54,23 @@ _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 @dataclass(frozen=True, slots=True)
 class Peer:
-    """An authenticated mTLS peer."""
+    """An authenticated mTLS peer.
+
+    ``valid_from`` and ``valid_until`` bound when the facts that proved it prove
+    it again (its certificate chain's validity); ``None``: no certificate, no bound.
+    """
 
     spiffe_id: SpiffeId
     expires_at: dt.datetime | None
     via: str  # "mtls" (Envoy's own handshake) or "xfcc" (a trusted proxy's)
+    valid_from: dt.datetime | None = field(default=None, compare=False)
+    valid_until: dt.datetime | None = field(default=None, compare=False)
+
+    def valid_at(self, now: dt.datetime) -> bool:
+        """Whether the facts that proved this peer still prove it at ``now``."""
+        if self.valid_from is not None and now < self.valid_from:
+            return False
+        return self.valid_until is None or now <= self.valid_until
 
     def context(self) -> dict[str, str]:
         """``context.peer`` for policies."""
@@ -121,10 +133,25 @@ def verify_svid_chain(
     :func:`meshward.svid_chain.verify_svid_chain` against ``bundles``; its
     reasons become :class:`InvalidPeer` codes unchanged.
     """
+    verified = _verify(chain, bundles, now)
+    return verified.spiffe_id, verified.expires_at
+
+
+def _verify(
+    chain: Sequence[x509.Certificate], bundles: TrustBundles, now: dt.datetime
+) -> svid_chain.VerifiedSvid:
     try:
-        return svid_chain.verify_svid_chain(chain, bundles.x509_authorities, now)
+        return svid_chain.verify_svid(chain, bundles.x509_authorities, now)
     except InvalidSvid as exc:
         raise InvalidPeer(exc.reason, exc.detail) from exc
+
+
+def _verified_peer(text: str, bundles: TrustBundles, now: dt.datetime, via: str) -> Peer:
+    """The peer a (URL-encoded) PEM chain proves."""
+    verified = _verify(parse_pem_chain(text), bundles, now)
+    return Peer(
+        verified.spiffe_id, verified.expires_at, via, verified.valid_from, verified.valid_until
+    )
 
 
 def parse_pem_chain(text: str, url_encoded: bool = True) -> list[x509.Certificate]:
@@ -207,10 +234,10 @@ def _peer_from_xfcc(value: str, bundles: TrustBundles, now: dt.datetime) -> Peer
     if not uris and not certs:
         return None  # the proxy's client presented no certificate
     if certs:
-        spiffe_id, expires = verify_svid_chain(parse_pem_chain(certs[0]), bundles, now)
-        if uris and any(u != str(spiffe_id) for u in uris):
+        peer = _verified_peer(certs[0], bundles, now, "xfcc")
+        if uris and any(u != str(peer.spiffe_id) for u in uris):
             raise InvalidPeer("xfcc_uri_mismatch")
-        return Peer(spiffe_id, expires, "xfcc")
+        return peer
     if len(uris) != 1:
         raise InvalidPeer("xfcc_uri_count", f"{len(uris)} URIs")
     try:
@@ -235,10 +262,10 @@ def _direct_peer(
         except InvalidSpiffeId as exc:
             raise InvalidPeer("principal_not_spiffe", exc.reason) from exc
     if facts.certificate:
-        spiffe_id, expires = verify_svid_chain(parse_pem_chain(facts.certificate), bundles, now)
-        if claimed is not None and claimed != spiffe_id:
+        peer = _verified_peer(facts.certificate, bundles, now, "mtls")
+        if claimed is not None and claimed != peer.spiffe_id:
             raise InvalidPeer("principal_mismatch")
-        return Peer(spiffe_id, expires, "mtls")
+        return peer
     if claimed is None:
         return None
     if not policy.trust_bare_principal:
@@ -266,5 +293,21 @@ def authenticate_peer(
     """
     direct = _direct_peer(facts, policy, bundles, now) if policy.trust_principal else None
     if facts.xfcc is not None and policy.is_trusted_proxy(facts.address, direct):
-        return _peer_from_xfcc(facts.xfcc, bundles, now)
+        forwarded = _peer_from_xfcc(facts.xfcc, bundles, now)
+        if forwarded is None or direct is None:
+            return forwarded
+        # The direct peer's chain was verified too: the answer holds only while both do.
+        return replace(
+            forwarded,
+            valid_from=_latest(forwarded.valid_from, direct.valid_from),
+            valid_until=_earliest(forwarded.valid_until, direct.valid_until),
+        )
     return direct
+
+
+def _latest(a: dt.datetime | None, b: dt.datetime | None) -> dt.datetime | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def _earliest(a: dt.datetime | None, b: dt.datetime | None) -> dt.datetime | None:
+    return b if a is None else a if b is None else min(a, b)

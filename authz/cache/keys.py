@@ -33,6 +33,7 @@ what the applicable policies read can matter, so the key holds just that:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Collection, Hashable, Iterable, Mapping
@@ -350,6 +351,7 @@ class Projection:
 
 
 _MISSING = ("m",)
+_UNKEYABLE = ("unkeyable",)  # a marker, compared by identity
 
 
 def _copy_path(
@@ -419,6 +421,7 @@ class KeySpace:
         self._memo: dict[tuple[str, ...], Projection] = {}
         self._every: Projection | None = None
         self.scope_memo: dict[Hashable, Projection] = {}
+        self._attributes: dict[int, tuple[Mapping[str, Any], Hashable]] = {}
 
     @property
     def _all(self) -> Projection:
@@ -455,6 +458,31 @@ class KeySpace:
         self._memo[ids] = projection
         return projection
 
+    def _frozen_attributes(self, attributes: Mapping[str, Any]) -> Hashable:
+        """:func:`freeze` of a principal's attributes, or ``_UNKEYABLE`` when Cedar would
+        refuse them or they cannot be keyed.
+
+        Worked out once per attributes object when it is an immutable record of
+        strings (an authenticated workload's identity is made once and shared by
+        all its requests); the memo holds the object itself, so its ``id`` is
+        never reused while remembered.
+        """
+        found = self._attributes.get(id(attributes))
+        if found is not None and found[0] is attributes:
+            return found[1]
+        frozen: Hashable = _UNKEYABLE
+        if cedar_clean(attributes):
+            with contextlib.suppress(TypeError):  # not keyable: stays _UNKEYABLE
+                frozen = freeze(attributes)
+        if type(attributes) is not MappingProxyType or not all(
+            type(v) is str for v in attributes.values()
+        ):
+            return frozen  # something in it could still change: not remembered
+        if len(self._attributes) >= self._max:
+            self._attributes.clear()
+        self._attributes[id(attributes)] = (attributes, frozen)
+        return frozen
+
     def key(
         self, request: AccessRequest, candidates: Iterable[str] | None = None
     ) -> CacheKey | None:
@@ -467,11 +495,11 @@ class KeySpace:
             return None
         identity = request.identity
         attributes = identity.attributes
-        if not (cedar_clean(request.context) and (not attributes or cedar_clean(attributes))):
+        frozen_attributes = self._frozen_attributes(attributes) if attributes else None
+        if frozen_attributes is _UNKEYABLE or not cedar_clean(request.context):
             return None  # Cedar rejects the request whole: always evaluated afresh
         try:
             reads = projection.extract(request.context)
-            frozen_attributes = freeze(attributes) if attributes else None
         except (_TimeDependent, TypeError):
             return None
         principal, action, resource = identity.principal, request.action, request.resource

@@ -432,7 +432,7 @@ class Decider:
         and the observers are told in every case."""
         started = self.clock.monotonic()
         decision_id = self._new_id()
-        verdict = Verdict(Outcome.ERROR, _INTERNAL, decision_id)
+        verdict: Verdict | None = None  # until step answers: an error (fail closed)
         try:
             if not self.engines.ready:
                 # Before the first version is active nothing can be decided: the
@@ -450,8 +450,11 @@ class Decider:
             raise
         except Exception:
             log.exception("decision failed", extra={"fields": {"decision_id": decision_id}})
+            verdict = Verdict(Outcome.ERROR, _INTERNAL, decision_id)
             return verdict
         finally:
+            if verdict is None:  # anything else that ended the step (never an answer)
+                verdict = Verdict(Outcome.ERROR, _INTERNAL, decision_id)
             self._notify(facts, progress.request, verdict, progress.version, progress.tier, started)
 
     async def _decide_proxied(
@@ -527,6 +530,7 @@ class Decider:
     ) -> None:
         if not self.observers:
             return
+        headers = facts.headers
         record = DecisionRecord(
             verdict,
             request,
@@ -538,7 +542,11 @@ class Decider:
             method=facts.method,
             host=facts.host,
             path=facts.path,
-            trace_context=_trace_context(facts.headers),
+            trace_context=(
+                _trace_context(headers)
+                if "traceparent" in headers or "tracestate" in headers
+                else ()
+            ),
         )
         for observer in self.observers:
             try:

@@ -9,7 +9,7 @@ import pytest
 from cryptography import x509
 
 from meshward.spiffe import SpiffeId, TrustDomain
-from meshward.svid_chain import MAX_CHAIN, inspect_svid, verify_svid_chain
+from meshward.svid_chain import MAX_CHAIN, inspect_svid, verify_svid, verify_svid_chain
 from meshward.x509_svid import InvalidSvid
 from tests.support.certs import T0, TestPki
 
@@ -28,6 +28,23 @@ def test_a_valid_chain_names_its_spiffe_id_and_expiry() -> None:
     spiffe_id, expires = verify_svid_chain(PKI.chain(leaf), trusted, NOW)
     assert spiffe_id == SpiffeId.parse(WEB)
     assert expires == leaf.cert.not_valid_after_utc
+
+
+def test_the_window_is_where_every_certificate_on_the_path_is_valid() -> None:
+    leaf = PKI.leaf(
+        not_before=NOW - dt.timedelta(minutes=5), not_after=NOW + dt.timedelta(days=900)
+    )
+    chain = PKI.chain(leaf)
+    verified = verify_svid(chain, trusted, NOW)
+    assert verified.expires_at == leaf.cert.not_valid_after_utc
+    assert verified.valid_from == leaf.cert.not_valid_before_utc  # the latest not_before
+    # The leaf outlives its issuers: the chain stops verifying with the first of them.
+    path = [*chain, PKI.root.cert]
+    assert verified.valid_until == min(c.not_valid_after_utc for c in path)
+    assert verified.valid_until < leaf.cert.not_valid_after_utc
+    verify_svid(chain, trusted, verified.valid_until)
+    with pytest.raises(InvalidSvid):
+        verify_svid(chain, trusted, verified.valid_until + dt.timedelta(seconds=1))
 
 
 CHAIN_DEFECTS: list[tuple[str, Callable[[], list[x509.Certificate]], str]] = [
