@@ -530,7 +530,6 @@ class Decider:
     ) -> None:
         if not self.observers:
             return
-        headers = facts.headers
         record = DecisionRecord(
             verdict,
             request,
@@ -542,11 +541,7 @@ class Decider:
             method=facts.method,
             host=facts.host,
             path=facts.path,
-            trace_context=(
-                _trace_context(headers)
-                if "traceparent" in headers or "tracestate" in headers
-                else ()
-            ),
+            trace_context=_trace_context(facts.headers),
         )
         for observer in self.observers:
             try:
