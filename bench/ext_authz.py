@@ -14,15 +14,21 @@ Side by side in one run, on the same machine, each loaded in turn by
    ``BENCH_RATE`` requests/s in total (h2load ``--rps``), p99 side by side.
 
 Printed: requests/s, p50 and p99 latency (from h2load's per-request log),
-and each meshward figure as a ratio to the no-op baseline, with the targets:
+the server's CPU time per completed request (``/proc``: every thread, and
+every worker with ``--workers``), and each meshward figure as a ratio to the
+no-op baseline, with the targets:
 cached >= 0.8, uncached >= 0.6, 2 workers >= 1.3 (all against one no-op
 process), paced p99 <= 1.2x the no-op's. h2load runs on the same cores as the
 servers, so absolute figures are lower bounds; the ratios are what to
 compare. Every request is checked to be an allow before the load starts.
 All servers run at once and the cases take turns, BENCH_ROUNDS times; each
 ratio is taken against the no-op run of the same round (a shared machine's
-load moves from one second to the next). Tune with BENCH_SECONDS,
-BENCH_CLIENTS, BENCH_STREAMS, BENCH_RATE, BENCH_ROUNDS.
+load moves from one second to the next). The throughput ratios are also given
+as the no-op's CPU per request over meshward's: roughly the ratio each
+server would reach on a core of its own, and far steadier on a busy machine
+(for two workers: both workers' CPU, what a request costs, not the 1.3
+target). Tune with BENCH_SECONDS, BENCH_CLIENTS, BENCH_STREAMS, BENCH_RATE,
+BENCH_ROUNDS.
 """
 
 from __future__ import annotations
@@ -106,9 +112,27 @@ class Result:
     rps: float
     p50_ms: float
     p99_ms: float
+    cpu_us: float  # the server's CPU time (every thread, every worker) per completed request
 
 
-def _h2load(port: int, body: Path, log: Path, *, paced: bool = False) -> Result:
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and, recursively, its children (the workers)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    total = (int(fields[11]) + int(fields[12])) / _TICKS
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            total += sum(_cpu_seconds(int(child)) for child in task.read_text().split())
+    return total
+
+
+def _h2load(port: int, pid: int, body: Path, log: Path, *, paced: bool = False) -> Result:
     pacing = [f"--rps={max(1, RATE // CLIENTS)}"] if paced else []
     argv = [
         "h2load", "-c", str(CLIENTS), "-m", str(STREAMS), "-t", "1",
@@ -118,11 +142,16 @@ def _h2load(port: int, body: Path, log: Path, *, paced: bool = False) -> Result:
         f"http://127.0.0.1:{port}{PATH}",
     ]  # fmt: skip
     log.unlink(missing_ok=True)  # h2load appends: each run's latencies are its own
+    before = _cpu_seconds(pid)
     out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=SECONDS + 60)
+    cpu = _cpu_seconds(pid) - before
     rps = 0.0
+    done = 0
     for line in out.stdout.splitlines():
         if line.startswith("finished in"):
             rps = float(line.split(",")[1].split()[0])
+        elif line.startswith("requests:"):
+            done = int(line.split(",")[3].split()[0])  # "... N succeeded, ..."
     elapsed = []
     for line in log.read_text().splitlines():
         parts = line.split("\t")
@@ -131,7 +160,7 @@ def _h2load(port: int, body: Path, log: Path, *, paced: bool = False) -> Result:
     if not elapsed:
         raise RuntimeError("h2load completed no request:\n" + out.stdout)
     cuts = statistics.quantiles(elapsed, n=100)
-    return Result(rps, cuts[49], cuts[98])
+    return Result(rps, cuts[49], cuts[98], 1e6 * cpu / max(done, 1))
 
 
 def _wait_grpc(port: int) -> None:
@@ -195,7 +224,9 @@ NOOP_PACED = f"no-op, paced {RATE}/s"
 PACED = f"meshward mTLS, paced {RATE}/s"
 
 
-def _run(work: Path) -> tuple[dict[str, Result], dict[str, list[float]]]:
+def _run(
+    work: Path,
+) -> tuple[dict[str, Result], dict[str, list[float]], dict[str, list[float]]]:
     """Every server up at once (idle ones cost nothing), then the cases in turn, ROUNDS times.
 
     Returns the median result of each case and, per case, its ratio to the
@@ -207,27 +238,31 @@ def _run(work: Path) -> tuple[dict[str, Result], dict[str, list[float]]]:
     jwt_request = _request(token=token)
     log = work / "server.log"
     ports = {name: free_port() for name in ("noop", "mesh", "nocache", "two")}
+    pids: dict[str, int] = {}
     with contextlib.ExitStack() as stack:
         env = meshward_env()
         noop = [sys.executable, "-c", _NOOP, f"127.0.0.1:{ports['noop']}"]
-        stack.enter_context(server_process(noop, env, log))
+        pids["noop"] = stack.enter_context(server_process(noop, env, log)).pid
         for name, workers, cache in (("mesh", 1, True), ("nocache", 1, False), ("two", 2, True)):
             argv = _meshward(work, ports[name], workers, cache=cache)
-            stack.enter_context(server_process(argv, env, work / f"{name}.server.log"))
+            server = server_process(argv, env, work / f"{name}.server.log")
+            pids[name] = stack.enter_context(server).pid
         plan = {
-            NOOP: (ports["noop"], _prepare(ports["noop"], mtls, work, "noop"), False),
-            CACHED: (ports["mesh"], _prepare(ports["mesh"], mtls, work, "mtls"), False),
-            UNCACHED: (ports["nocache"], _prepare(ports["nocache"], mtls, work, "nc"), False),
-            JWT: (ports["mesh"], _prepare(ports["mesh"], jwt_request, work, "jwt"), False),
-            TWO: (ports["two"], _prepare(ports["two"], mtls, work, "two"), False),
-            NOOP_PACED: (ports["noop"], work / "noop.bin", True),
-            PACED: (ports["mesh"], work / "mtls.bin", True),
+            NOOP: ("noop", _prepare(ports["noop"], mtls, work, "noop"), False),
+            CACHED: ("mesh", _prepare(ports["mesh"], mtls, work, "mtls"), False),
+            UNCACHED: ("nocache", _prepare(ports["nocache"], mtls, work, "nc"), False),
+            JWT: ("mesh", _prepare(ports["mesh"], jwt_request, work, "jwt"), False),
+            TWO: ("two", _prepare(ports["two"], mtls, work, "two"), False),
+            NOOP_PACED: ("noop", work / "noop.bin", True),
+            PACED: ("mesh", work / "mtls.bin", True),
         }
         runs: dict[str, list[Result]] = {name: [] for name in plan}
         for _ in range(ROUNDS):
-            for name, (port, body, paced) in plan.items():
-                runs[name].append(_h2load(port, body, work / "h2load.log", paced=paced))
+            for name, (server_name, body, paced) in plan.items():
+                port, pid = ports[server_name], pids[server_name]
+                runs[name].append(_h2load(port, pid, body, work / "h2load.log", paced=paced))
     ratios: dict[str, list[float]] = {name: [] for name in plan}
+    cpu_ratios: dict[str, list[float]] = {}
     for name, results in runs.items():
         baseline = runs[NOOP_PACED] if name in (NOOP_PACED, PACED) else runs[NOOP]
         for mine, base in zip(results, baseline, strict=True):
@@ -240,25 +275,37 @@ def _run(work: Path) -> tuple[dict[str, Result], dict[str, list[float]]]:
             statistics.median(r.rps for r in results),
             statistics.median(r.p50_ms for r in results),
             statistics.median(r.p99_ms for r in results),
+            statistics.median(r.cpu_us for r in results),
         )
         for name, results in runs.items()
     }
-    return medians, ratios
+    # The same comparison in server CPU per request (no-op's / meshward's): much
+    # less moved by other load on the machine than requests per second.
+    for name, results in runs.items():
+        if name not in (NOOP, NOOP_PACED, PACED):
+            cpu_ratios[name] = [
+                base.cpu_us / mine.cpu_us
+                for mine, base in zip(results, runs[NOOP], strict=True)
+                if mine.cpu_us > 0
+            ]
+    return medians, ratios, cpu_ratios
 
 
 def main() -> None:
     if shutil.which("h2load") is None:
         raise SystemExit("h2load is not installed (Debian: nghttp2-client); run make system-deps")
     with tempfile.TemporaryDirectory(prefix="bench-ext-authz-") as tmp:
-        results, ratios = _run(Path(tmp))
+        results, ratios, cpu_ratios = _run(Path(tmp))
     print(
         f"h2load: {CLIENTS} connections x {STREAMS} streams, {SECONDS:g} s per run, "
         f"1 thread, {ROUNDS} rounds (medians; ratios against the no-op run of the same round)"
     )
-    print(f"{'case':40} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>6}")
+    print(f"{'case':40} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>6} {'CPU µs/req':>11}")
     for name, r in results.items():
         ratio = statistics.median(ratios[name])
-        print(f"{name:40} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {ratio:6.2f}")
+        print(
+            f"{name:40} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {ratio:6.2f} {r.cpu_us:11.0f}"
+        )
     for label, name, target in (
         ("mTLS, 1 worker, cached / no-op", CACHED, 0.8),
         ("mTLS, 1 worker, uncached / no-op", UNCACHED, 0.6),
@@ -267,7 +314,12 @@ def main() -> None:
         ratio = statistics.median(ratios[name])
         verdict = "met" if ratio >= target else "NOT met"
         each = ", ".join(f"{x:.2f}" for x in ratios[name])
-        print(f"{label} = {ratio:.2f} (rounds: {each}; target >= {target}: {verdict})")
+        cpu = cpu_ratios[name]
+        by_cpu = f"{statistics.median(cpu):.2f}" if cpu else "n/a"
+        print(
+            f"{label} = {ratio:.2f} (rounds: {each}; target >= {target}: {verdict}); "
+            f"by server CPU per request, no-op / meshward = {by_cpu}"
+        )
     paced = statistics.median(ratios[PACED])
     each = ", ".join(f"{x:.2f}" for x in ratios[PACED])
     print(
