@@ -19,6 +19,11 @@ else raises :class:`~authz.errors.Rejected` with every problem.
   JSON decoded on first use) and the scope index built in the child
   (:class:`~authz.engine.slicing.ScopeIndex`, decoded a chunk at a time). It
   never calls Cedar on the whole set (:func:`authz.engine.bundle.bundle_from_data`).
+  The result arrives as a delta against the last bundle the serving process
+  built (:mod:`authz.sources.delta`): the blocks of policies and index shards
+  it already holds are named, not sent, so a one-policy change of 10,000 is
+  kilobytes, and the new engine shares those pieces with the active one
+  without changing it.
 
 A check that runs past its time limit, hits its memory limit or kills the
 child rejects that version at stage ``"prepare"``: the last good version keeps
@@ -38,7 +43,10 @@ from authz.engine.evaluation import Engine
 from authz.engine.statementcache import StatementCache
 from authz.errors import BundleError, Problem, Rejected, SourceError
 from authz.lifecycle.policytest import run_tests
+from authz.engine.pieces import Piece
+from authz.errors import PrepareBaseMismatch
 from authz.sources.childproc import CheckerProcess, GcPause, PrepareFailed
+from authz.sources.delta import pieces_of
 
 __all__ = ["Checked", "ProcessPreparer", "check_bundle", "prepare_engine"]
 
@@ -107,6 +115,12 @@ class ProcessPreparer:
     stage ``"prepare"`` (codes ``prepare_timeout``, ``prepare_memory``,
     ``prepare_crashed``): the gate remembers it and does not try that version
     again on every poll.
+
+    Each request names the pieces of the last bundle this preparer built
+    (``held``); the answer is a delta against them. Only a bundle an engine
+    was built from becomes the base: a rejected version, a failed check or
+    an answer that could not be built leaves it as it was. An answer that
+    names a piece not held (never expected) is asked for again in full.
     """
 
     def __init__(self, *, timeout: float = 120.0, memory_bytes: int = 0) -> None:
@@ -115,13 +129,15 @@ class ProcessPreparer:
             timeout=timeout, memory_bytes=memory_bytes, receiving=self._gc.paused
         )
         self._closed = False
+        self._held: dict[bytes, Piece] = {}
         self.last_pid: int | None = None
+        self.last_full = True  # whether the last answer was asked for in full
 
     def __call__(self, root: Path, version: str) -> Engine:
         if self._closed:
             raise SourceError("the policy checker is shut down", code="prepare_closed")
         try:
-            checked = self._child.check(root, version)
+            checked = self._ask(root, version)
         except PrepareFailed as exc:
             problem = Problem("", 0, 0, exc.code, str(exc))
             raise Rejected([problem], stage="prepare") from exc
@@ -130,8 +146,20 @@ class ProcessPreparer:
         self.last_pid = checked.pid
         with self._gc.paused():
             engine = engine_from(checked)
+            if checked.data is not None:
+                self._held = pieces_of(checked.data)  # the base of the next answer
         self._gc.freeze()  # the new engine lives long: keep the collector off it
         return engine
+
+    def _ask(self, root: Path, version: str) -> object:
+        held = self._held
+        self.last_full = not held
+        try:
+            return self._child.check(root, version, held)
+        except PrepareBaseMismatch:
+            self._held = {}
+            self.last_full = True
+            return self._child.check(root, version, {})
 
     def close(self) -> None:
         """End the child process (waits for a check in progress)."""

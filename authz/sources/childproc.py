@@ -3,9 +3,10 @@
 The PDP checks policy bundles out of the serving process (Cedar holds the GIL
 for seconds on a large set). :class:`CheckerProcess` is that child, talked to
 over its stdin and stdout (length-prefixed pickles of
-``(root, version)`` → :class:`~authz.sources.bundles.Checked`). It is a plain
-``subprocess`` — no ``multiprocessing`` — so no resource-tracker process is
-started beside it.
+``(root, version, held digests)`` → :class:`~authz.sources.bundles.Checked`,
+the answer pickled as a delta against the pieces the parent says it holds:
+:mod:`authz.sources.delta`). It is a plain ``subprocess`` — no
+``multiprocessing`` — so no resource-tracker process is started beside it.
 
 Limits (``policy_source.prepare_timeout_seconds``,
 ``policy_source.prepare_memory_mb``):
@@ -36,6 +37,8 @@ Errors (drawn in :mod:`authz.errors`, below ``SourceError``)::
         PrepareTimeout  code "prepare_timeout"
         PrepareMemory   code "prepare_memory"
         PrepareCrashed  code "prepare_crashed" (the child died mid-check)
+        PrepareBaseMismatch  code "prepare_base_mismatch" (the answer names a piece
+                        the parent does not hold; the child lives, ask again in full)
 """
 
 from __future__ import annotations
@@ -51,12 +54,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO, Any
 
-from authz.errors import PrepareCrashed, PrepareFailed, PrepareMemory, PrepareTimeout
+from authz.errors import (
+    PrepareBaseMismatch,
+    PrepareCrashed,
+    PrepareFailed,
+    PrepareMemory,
+    PrepareTimeout,
+)
 from meshward.workers import die_with_parent
 
 __all__ = [
@@ -73,8 +82,7 @@ _HEADER = struct.Struct(">Q")
 _MAX_FRAME = 1 << 34  # 16 GiB: a corrupt header, not a result
 
 
-def _write_frame(stream: IO[bytes], payload: Any) -> None:
-    data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+def _write_frame(stream: IO[bytes], data: bytes) -> None:
     stream.write(_HEADER.pack(len(data)) + data)
     stream.flush()
 
@@ -104,22 +112,15 @@ def _read_exact(fd: int, size: int, deadline: float | None) -> bytearray | None:
     return data
 
 
-def _read_frame(
-    fd: int,
-    deadline: float | None,
-    receiving: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
-) -> Any:
+def _read_frame(fd: int, deadline: float | None) -> bytearray | None:
+    """One frame's bytes; ``None`` at end of file."""
     header = _read_exact(fd, _HEADER.size, deadline)
     if header is None:
         return None
     (size,) = _HEADER.unpack(header)
     if size > _MAX_FRAME:
         raise ValueError("corrupt frame from the checking process")
-    data = _read_exact(fd, size, deadline)
-    if data is None:
-        return None
-    with receiving():
-        return pickle.loads(data)  # noqa: S301 - our own child process, over a private pipe
+    return _read_exact(fd, size, deadline)
 
 
 def _child_env() -> dict[str, str]:
@@ -174,39 +175,53 @@ class CheckerProcess:
             proc = self._proc = self._start()
         return proc
 
-    def check(self, root: Path, version: str) -> Any:
-        """The child's answer for ``(root, version)`` (raises :class:`PrepareFailed`)."""
+    def check(self, root: Path, version: str, held: Mapping[bytes, Any] | None = None) -> Any:
+        """The child's answer for ``(root, version)`` (raises :class:`PrepareFailed`).
+
+        ``held``: the pieces this process holds, by digest
+        (:func:`authz.sources.delta.pieces_of`); the answer names them
+        instead of sending them again. :class:`PrepareBaseMismatch` if the
+        answer names one ``held`` lacks (the child stays).
+        """
+        held = held if held is not None else {}
+        job = pickle.dumps((str(root), version, tuple(held)), protocol=pickle.HIGHEST_PROTOCOL)
         with self._lock:
             for attempt in (1, 2):
                 proc = self._running()
                 if proc.stdin is None or proc.stdout is None:  # pragma: no cover - PIPE given
                     raise PrepareCrashed("the checking process has no pipes")
                 try:
-                    _write_frame(proc.stdin, (str(root), version))
+                    _write_frame(proc.stdin, job)
                 except (BrokenPipeError, OSError):
                     # Dead before it was given this version: not the version's fault.
                     self._kill(proc)
                     if attempt == 2:
                         raise PrepareCrashed("the checking process cannot start") from None
                     continue
-                return self._answer(proc)
+                return self._answer(proc, held)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _answer(self, proc: subprocess.Popen[bytes]) -> Any:
+    def _answer(self, proc: subprocess.Popen[bytes], held: Mapping[bytes, Any]) -> Any:
+        from authz.sources import delta  # noqa: PLC0415 - the child imports this module first
+
         if proc.stdout is None:  # pragma: no cover - PIPE given
             raise PrepareCrashed("the checking process has no pipes")
         deadline = time.monotonic() + self.timeout
         try:
-            reply = _read_frame(proc.stdout.fileno(), deadline, self._receiving)
+            data = _read_frame(proc.stdout.fileno(), deadline)
+            if data is None:
+                code = self._kill(proc)
+                raise PrepareCrashed(f"the checking process died (exit status {code})")
+            with self._receiving():
+                reply = delta.loads(data, held)
+        except PrepareBaseMismatch:
+            raise  # the whole frame was read: the child is in step, ask again
         except TimeoutError:
             self._kill(proc)
             raise PrepareTimeout(f"the check took longer than {self.timeout:g}s") from None
         except (ValueError, pickle.UnpicklingError, EOFError) as exc:
             self._kill(proc)
             raise PrepareCrashed("the checking process answered garbage") from exc
-        if reply is None:
-            code = self._kill(proc)
-            raise PrepareCrashed(f"the checking process died (exit status {code})")
         kind, value = reply
         if kind == "ok":
             return value
@@ -315,6 +330,7 @@ def main() -> None:
         os.nice(10)  # the serving process's checks come first on a busy machine
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when this ends
     from authz.engine.statementcache import StatementCache  # noqa: PLC0415 - after the signal
+    from authz.sources import delta  # noqa: PLC0415 - after the death signal
     from authz.sources.bundles import check_bundle  # noqa: PLC0415 - after the death signal
 
     _limit_memory(limit)
@@ -322,10 +338,10 @@ def main() -> None:
     sys.stdout = sys.stderr  # nothing else may write into the answer pipe
     cache = StatementCache()  # statements checked before, for the life of this process
     while True:
-        job = _read_frame(stdin.fileno(), None)
-        if job is None:
+        frame = _read_frame(stdin.fileno(), None)
+        if frame is None:
             return
-        root, version = job
+        root, version, held = pickle.loads(frame)  # noqa: S301 - our parent, over a private pipe
         reply: tuple[str, Any]
         # The cyclic collector would walk the cache's objects again and again
         # while a check allocates; it runs once after the answer is sent, and
@@ -337,7 +353,8 @@ def main() -> None:
             reply = ("memory", None)
         except Exception as exc:  # the parent rejects the version (fail closed)
             reply = ("error", type(exc).__name__)
-        _write_frame(stdout, reply)
+        # Every piece the parent holds crosses as its digest only: a delta.
+        _write_frame(stdout, delta.dumps(reply, frozenset(held)))
         del reply
         gc.collect()
         gc.freeze()
