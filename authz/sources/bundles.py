@@ -133,6 +133,11 @@ class ProcessPreparer:
         self.last_pid: int | None = None
         self.last_full = True  # whether the last answer was asked for in full
 
+    @property
+    def last_answer_bytes(self) -> int:
+        """The size of the child's last answer (a delta but for the first)."""
+        return self._child.last_answer_bytes
+
     def __call__(self, root: Path, version: str) -> Engine:
         if self._closed:
             raise SourceError("the policy checker is shut down", code="prepare_closed")

@@ -146,6 +146,7 @@ class CheckerProcess:
         self._receiving = receiving
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
+        self.last_answer_bytes = 0  # the size of the last answer (a delta: see check)
 
     @property
     def pid(self) -> int | None:
@@ -212,6 +213,7 @@ class CheckerProcess:
             if data is None:
                 code = self._kill(proc)
                 raise PrepareCrashed(f"the checking process died (exit status {code})")
+            self.last_answer_bytes = len(data)
             with self._receiving():
                 reply = delta.loads(data, held)
         except PrepareBaseMismatch:
