@@ -30,6 +30,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,7 +169,10 @@ async def _activation(
     repo.push(_bundle_files(count, 1))
     source = GitSource(repo.remote.as_uri(), cache_dir=root / f"cache{count}")
     holder = EngineHolder()
-    gate: Gate[Engine] = Gate(source, prepare, clock=SystemClock(), work_dir=root / f"work{count}")
+    background = prepare.background if isinstance(prepare, ProcessPreparer) else nullcontext
+    gate: Gate[Engine] = Gate(
+        source, prepare, clock=SystemClock(), work_dir=root / f"work{count}", background=background
+    )
     gate.on_activate(lambda a: retire(holder.swap(a.engine, a.version)))
     await gate.reload()
     sha = repo.push(_bundle_files(count, 2))
@@ -201,7 +205,11 @@ async def _latency_during_swap(
     repo.push(_bundle_files(10_000, 1))
     source = GitSource(repo.remote.as_uri(), cache_dir=root / f"cache-{name}")
     holder = EngineHolder()
-    gate: Gate[Engine] = Gate(source, prepare, clock=SystemClock(), work_dir=root / f"ws-{name}")
+    # As the PDP wires it (authz.sources.runtime).
+    background = prepare.background if isinstance(prepare, ProcessPreparer) else nullcontext
+    gate: Gate[Engine] = Gate(
+        source, prepare, clock=SystemClock(), work_dir=root / f"ws-{name}", background=background
+    )
     gate.on_activate(lambda a: retire(holder.swap(a.engine, a.version)))
     t = time.perf_counter()
     first = await gate.reload()

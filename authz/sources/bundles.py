@@ -35,6 +35,8 @@ dead before it was given a version is simply replaced.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,11 +118,16 @@ class ProcessPreparer:
     ``prepare_crashed``): the gate remembers it and does not try that version
     again on every poll.
 
-    Each request names the pieces of the last bundle this preparer built
-    (``held``); the answer is a delta against them. Only a bundle an engine
-    was built from becomes the base: a rejected version, a failed check or
-    an answer that could not be built leaves it as it was. An answer that
-    names a piece not held (never expected) is asked for again in full.
+    Each request names the pieces of the last two bundles this preparer
+    built (the active version and the one before it, or the main and the
+    shadow gate's); the answer is a delta against them. Only a bundle an
+    engine was built from becomes a base: a rejected version, a failed check
+    or an answer that could not be built leaves them as they were. An answer
+    that names a piece not held (never expected) is asked for again in full.
+
+    :meth:`background` is for the gate's worker thread around a whole
+    activation (``Gate(background=...)``): the thread hands the GIL over
+    often while it fetches, writes out and waits (:class:`GcPause`).
     """
 
     def __init__(self, *, timeout: float = 120.0, memory_bytes: int = 0) -> None:
@@ -129,7 +136,7 @@ class ProcessPreparer:
             timeout=timeout, memory_bytes=memory_bytes, receiving=self._gc.paused
         )
         self._closed = False
-        self._held: dict[bytes, Piece] = {}
+        self._bases: list[dict[bytes, Piece]] = []  # the pieces of the last two bundles built
         self.last_pid: int | None = None
         self.last_full = True  # whether the last answer was asked for in full
 
@@ -151,10 +158,20 @@ class ProcessPreparer:
         self.last_pid = checked.pid
         with self._gc.paused():
             engine = engine_from(checked)
-            if checked.data is not None:
-                self._held = pieces_of(checked.data)  # the base of the next answer
+            if checked.data is not None:  # a base of the next answers
+                self._bases = [pieces_of(checked.data), *self._bases][:2]
         self._gc.freeze()  # the new engine lives long: keep the collector off it
         return engine
+
+    def background(self) -> AbstractContextManager[object]:
+        """Entered around an activation's work in the serving process (see the class)."""
+        return self._gc.quick_switches()
+
+    @property
+    def _held(self) -> Mapping[bytes, Piece]:
+        if len(self._bases) == 1:
+            return self._bases[0]
+        return {digest: piece for base in reversed(self._bases) for digest, piece in base.items()}
 
     def _ask(self, root: Path, version: str) -> object:
         held = self._held
@@ -162,7 +179,7 @@ class ProcessPreparer:
         try:
             return self._child.check(root, version, held)
         except PrepareBaseMismatch:
-            self._held = {}
+            self._bases = []
             self.last_full = True
             return self._child.check(root, version, {})
 

@@ -268,43 +268,62 @@ class CheckerProcess:
 
 
 class GcPause:
-    """Keeps a new engine's decoding and building out of the serving checks' way.
+    """Keeps a new version's activation out of the serving checks' way.
 
-    Building an engine allocates hundreds of thousands of objects; the cyclic
-    collector would walk the whole heap several times meanwhile (tenths of a
-    second each, holding the GIL the serving checks need), so it is held
-    back; and the building thread hands the GIL over every
-    ``switch_interval`` seconds instead of every 5 ms, so a check never waits
-    long for it. Nested and concurrent pauses are counted; both return to
-    what they were when the last one ends. :meth:`freeze` then moves
-    everything alive — the new engine — out of the collector's reach for good
-    (``gc.freeze``), so later collections stay short.
+    Two contexts, both counted (nested and concurrent uses end when the last
+    one does, and restore what was there before the first):
+
+    - :meth:`quick_switches`, for the whole of an activation's work in the
+      serving process (fetching, writing out, waiting for the child,
+      building): a thread holding the GIL hands it over every
+      ``switch_interval`` seconds instead of every 5 ms, so a due check never
+      waits long behind Python code in the gate's worker thread;
+    - :meth:`paused`, for decoding the answer and building the engine (it
+      implies quick switches): building allocates many objects and the cyclic
+      collector would walk the whole heap meanwhile (tenths of a second
+      holding the GIL), so it is held back.
+
+    :meth:`freeze` then moves everything alive — the new engine — out of the
+    collector's reach for good (``gc.freeze``), so later collections stay short.
     """
 
-    def __init__(self, switch_interval: float = 0.0005) -> None:
+    def __init__(self, switch_interval: float = 0.0002) -> None:
         self._lock = threading.Lock()
-        self._depth = 0
-        self._resume = False
-        self._switch_interval = switch_interval
+        self._switching = 0
         self._interval = sys.getswitchinterval()
+        self._switch_interval = switch_interval
+        self._pausing = 0
+        self._resume = False
 
     @contextlib.contextmanager
-    def paused(self) -> Iterator[None]:
+    def quick_switches(self) -> Iterator[None]:
         with self._lock:
-            if self._depth == 0:
-                self._resume = gc.isenabled()
-                gc.disable()
+            if self._switching == 0:
                 self._interval = sys.getswitchinterval()
                 sys.setswitchinterval(min(self._interval, self._switch_interval))
-            self._depth += 1
+            self._switching += 1
         try:
             yield
         finally:
             with self._lock:
-                self._depth -= 1
-                if self._depth == 0:
+                self._switching -= 1
+                if self._switching == 0:
                     sys.setswitchinterval(self._interval)
-                    if self._resume:
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        with self.quick_switches():
+            with self._lock:
+                if self._pausing == 0:
+                    self._resume = gc.isenabled()
+                    gc.disable()
+                self._pausing += 1
+            try:
+                yield
+            finally:
+                with self._lock:
+                    self._pausing -= 1
+                    if self._pausing == 0 and self._resume:
                         gc.enable()
 
     def freeze(self) -> None:

@@ -200,7 +200,7 @@ async def test_a_base_mismatch_is_asked_again_in_full(
     repo.commit(_many_policies(100), "100 policies")
     assert await gate.reload() is Outcome.ACTIVATED
     child = preparer.last_pid
-    preparer._held = _Forgetful(preparer._held)  # type: ignore[assignment]
+    preparer._bases = [_Forgetful(base) for base in preparer._bases]  # type: ignore[misc]
     files = _many_policies(100)
     files["policies/generated.cedar"] = (files["policies/generated.cedar"] or "") + (
         '@id("one-more")\npermit (principal == Workload::"spiffe://meshward.local/ns/x/sa/extra",'
