@@ -30,7 +30,7 @@ from typing import Any, overload
 
 from authz.engine.pieces import Piece, content_digest
 
-__all__ = ["Policy", "PolicyTable"]
+__all__ = ["Policy", "PolicyBlock", "PolicyTable"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +63,7 @@ class Policy:
 _BLOCK = 64  # policies per block: a one-policy change sends one block, tens of kilobytes
 
 
-class _Block(Piece):
+class PolicyBlock(Piece):
     """The columns of up to ``_BLOCK`` consecutive policies (immutable)."""
 
     __slots__ = (
@@ -113,7 +113,7 @@ class _Block(Piece):
         self._digest = digest
 
     @classmethod
-    def of(cls, rows: Sequence[Policy]) -> _Block:
+    def of(cls, rows: Sequence[Policy]) -> PolicyBlock:
         return cls(
             tuple(p.id for p in rows),
             tuple(p.file for p in rows),
@@ -171,7 +171,7 @@ class _Block(Piece):
         )
 
     def __eq__(self, other: object) -> bool:
-        if not isinstance(other, _Block):
+        if not isinstance(other, PolicyBlock):
             return NotImplemented
         return self is other or self._content() == other._content()
 
@@ -206,8 +206,8 @@ def _block_from_wire(
     json: bytes,
     json_ends: array[int],
     digest: bytes,
-) -> _Block:
-    return _Block(
+) -> PolicyBlock:
+    return PolicyBlock(
         ids,
         files,
         lines,
@@ -226,7 +226,7 @@ class PolicyTable(Sequence[Policy]):
 
     __slots__ = ("_blocks", "_count", "_ids", "_made")
 
-    def __init__(self, blocks: Iterable[_Block]) -> None:
+    def __init__(self, blocks: Iterable[PolicyBlock]) -> None:
         """``blocks``: every one ``_BLOCK`` policies long but the last."""
         self._blocks = tuple(blocks)
         if any(len(b) != _BLOCK for b in self._blocks[:-1]):
@@ -238,12 +238,12 @@ class PolicyTable(Sequence[Policy]):
     @classmethod
     def of(cls, policies: Iterable[Policy]) -> PolicyTable:
         rows = list(policies)
-        table = cls(_Block.of(rows[i : i + _BLOCK]) for i in range(0, len(rows), _BLOCK))
+        table = cls(PolicyBlock.of(rows[i : i + _BLOCK]) for i in range(0, len(rows), _BLOCK))
         table._made = list(rows)
         return table
 
     @property
-    def blocks(self) -> tuple[Piece, ...]:
+    def blocks(self) -> tuple[PolicyBlock, ...]:
         """The blocks, in order: what another version may share."""
         return self._blocks
 

@@ -42,11 +42,10 @@ from pathlib import Path
 
 from authz.engine.bundle import BundleData, bundle_from_data, read_bundle
 from authz.engine.evaluation import Engine
-from authz.engine.statementcache import StatementCache
-from authz.errors import BundleError, Problem, Rejected, SourceError
-from authz.lifecycle.policytest import run_tests
 from authz.engine.pieces import Piece
-from authz.errors import PrepareBaseMismatch
+from authz.engine.statementcache import StatementCache
+from authz.errors import BundleError, PrepareBaseMismatch, Problem, Rejected, SourceError
+from authz.lifecycle.policytest import run_tests
 from authz.sources.childproc import CheckerProcess, GcPause, PrepareFailed
 from authz.sources.delta import pieces_of
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import pickle
+from collections.abc import Callable
+from typing import Any, cast
 
 import pytest
 
-from authz.engine.policytable import _BLOCK, Policy, PolicyTable
+from authz.engine.policytable import _BLOCK, Policy, PolicyBlock, PolicyTable
 
 POLICIES = [
     Policy("a", "x.cedar", 1, 1, "permit (principal, action, resource);", "permit", '{"a": 1}'),
@@ -58,7 +60,7 @@ def test_released_policies_are_made_again_when_asked_for() -> None:
 
 def test_columns_of_different_lengths_are_refused() -> None:
     (block,) = PolicyTable.of(POLICIES).blocks
-    builder, wire = block.__reduce__()
+    builder, wire = cast(tuple[Callable[..., PolicyBlock], tuple[Any, ...]], block.__reduce__())
     short = list(wire)
     short[0] = short[0][:2]
     with pytest.raises(ValueError):
@@ -75,7 +77,9 @@ def test_only_the_last_block_may_be_short() -> None:
 
 
 def test_a_block_is_named_by_its_content() -> None:
-    many = [Policy(f"p{i}", "f.cedar", i + 1, 1, f"t{i};", "permit", "{}") for i in range(3 * _BLOCK)]
+    many = [
+        Policy(f"p{i}", "f.cedar", i + 1, 1, f"t{i};", "permit", "{}") for i in range(3 * _BLOCK)
+    ]
     at = _BLOCK + 5
     changed = Policy(f"p{at}", "f.cedar", at + 1, 1, "changed;", "permit", "{}")
     edited = [*many[:at], changed, *many[at + 1 :]]

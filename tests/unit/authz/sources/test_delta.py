@@ -264,7 +264,9 @@ def test_an_unchanged_piece_is_the_held_one_itself(tmp_path: Path) -> None:
     assert old[0] is not new[0]  # the edited block came anew
     assert all(a is b for a, b in zip(old[1:], new[1:], strict=True))
     assert first.data.index is not None and second.data.index is not None
-    assert all(a is b for a, b in zip(first.data.index.shards, second.data.index.shards, strict=True))
+    assert all(
+        a is b for a, b in zip(first.data.index.shards, second.data.index.shards, strict=True)
+    )
 
 
 def test_a_digest_the_serving_side_does_not_hold_is_a_base_mismatch(tmp_path: Path) -> None:
