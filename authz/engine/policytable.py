@@ -30,7 +30,7 @@ from typing import Any, overload
 
 from authz.engine.pieces import Piece, content_digest
 
-__all__ = ["Policy", "PolicyBlock", "PolicyTable"]
+__all__ = ["BLOCK_SIZE", "Policy", "PolicyBlock", "PolicyTable"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +60,8 @@ class Policy:
         return (Policy, (*fields, self.json_text))
 
 
-_BLOCK = 64  # policies per block: a one-policy change sends one block, tens of kilobytes
+BLOCK_SIZE = 64  # policies per block: a one-policy change sends one block, tens of kilobytes
+_BLOCK = BLOCK_SIZE
 
 
 class PolicyBlock(Piece):

@@ -35,6 +35,7 @@ dead before it was given a version is simply replaced.
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -86,15 +87,18 @@ def check_bundle(root: Path, version: str, cache: StatementCache | None = None) 
     return Checked(data, "", (), pid)
 
 
-def engine_from(checked: Checked) -> Engine:
-    """The engine of a checked bundle, or :class:`Rejected` with its problems."""
+def engine_from(checked: Checked, previous: Engine | None = None) -> Engine:
+    """The engine of a checked bundle, or :class:`Rejected` with its problems.
+
+    ``previous``: an engine whose slices of shared policies the new one takes over.
+    """
     if checked.data is None:
         raise Rejected(checked.problems, stage=checked.stage)
     try:
         bundle = bundle_from_data(checked.data)
     except BundleError as exc:
         raise Rejected(exc.problems, stage="bundle") from exc
-    return Engine(bundle)
+    return Engine(bundle, previous=previous)
 
 
 def prepare_engine(root: Path, version: str) -> Engine:
@@ -117,6 +121,9 @@ class ProcessPreparer:
     ``prepare_crashed``): the gate remembers it and does not try that version
     again on every poll.
 
+    A new engine takes over the slices of the last one built, if it is still
+    alive, for the policies they share (:class:`~authz.engine.evaluation.Engine`).
+
     Each request names the pieces of the last two bundles this preparer
     built (the active version and the one before it, or the main and the
     shadow gate's); the answer is a delta against them. Only a bundle an
@@ -136,6 +143,7 @@ class ProcessPreparer:
         )
         self._closed = False
         self._bases: list[dict[bytes, Piece]] = []  # the pieces of the last two bundles built
+        self._last_engine: weakref.ref[Engine] | None = None  # its slices may be taken over
         self.last_pid: int | None = None
         self.last_full = True  # whether the last answer was asked for in full
 
@@ -155,11 +163,13 @@ class ProcessPreparer:
         if not isinstance(checked, Checked):
             raise TypeError("unexpected answer from the checking process")
         self.last_pid = checked.pid
+        previous = self._last_engine() if self._last_engine is not None else None
         with self._gc.paused():
-            engine = engine_from(checked)
+            engine = engine_from(checked, previous)
             if checked.data is not None:  # a base of the next answers
                 self._bases = [pieces_of(checked.data), *self._bases][:2]
-        self._gc.freeze()  # the new engine lives long: keep the collector off it
+            self._gc.freeze()  # the new engine lives long: keep the collector off it
+        self._last_engine = weakref.ref(engine)
         return engine
 
     def background(self) -> AbstractContextManager[object]:

@@ -26,6 +26,7 @@ from authz.engine.bundle import BundleData, bundle_from_data, read_bundle
 from authz.engine.evaluation import Engine
 from authz.engine.model import AccessRequest, EntityUid, Identity
 from authz.engine.pieces import Piece
+from authz.engine.policytable import BLOCK_SIZE
 from authz.engine.statementcache import StatementCache
 from authz.errors import BundleError, PrepareBaseMismatch
 from authz.sources import delta
@@ -50,8 +51,9 @@ action "GET", "POST" appliesTo {
 };
 """
 FILES = ("a.cedar", "sub/b.cedar")
-WORKLOADS = 160  # more than one shard of principal keys
+WORKLOADS = 161  # more than one shard of principal keys
 SERVICES = 6
+ASKED = range(0, WORKLOADS, 7)  # the workloads the requests name
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ class Rule:
 rules = st.builds(
     Rule,
     st.sampled_from(["permit", "permit", "forbid"]),
-    st.integers(-1, WORKLOADS - 1),
+    st.one_of(st.just(-1), st.sampled_from(ASKED), st.integers(0, WORKLOADS - 1)),
     st.sampled_from(["GET", "POST"]),
     st.integers(0, SERVICES - 1),
     st.integers(0, 2),
@@ -93,6 +95,7 @@ changes = st.lists(
     st.one_of(
         st.tuples(st.just("add"), st.integers(0, 10_000), rules),
         st.tuples(st.just("edit"), st.integers(0, 10_000), rules),
+        st.tuples(st.just("recondition"), st.integers(0, 10_000), st.integers(0, 2)),
         st.tuples(st.just("remove"), st.integers(0, 10_000)),
         st.tuples(st.just("move"), st.integers(0, 10_000)),
         st.tuples(st.just("schema")),
@@ -113,7 +116,8 @@ class Bundle:
         self.next_id = 0
         self.rules: list[tuple[str, int, Rule]] = []
         for i in range(200):  # four blocks of policies
-            self.add(i, Rule("permit", i % WORKLOADS, "GET", i % SERVICES, i % 3))
+            principal = ASKED[i % len(ASKED)] if i % 4 else i % WORKLOADS
+            self.add(i, Rule("permit", principal, "GET", i % SERVICES, i % 3))
 
     def add(self, at: int, rule: Rule) -> None:
         file = FILES[at % len(FILES)]
@@ -138,6 +142,11 @@ class Bundle:
             at = int(change[1]) % len(self.rules)  # type: ignore[call-overload]
             file, ident, _ = self.rules[at]
             self.rules[at] = (file, ident, change[2])  # type: ignore[assignment]
+        elif kind == "recondition" and self.rules:  # the same scope: the same slices
+            at = int(change[1]) % len(self.rules)  # type: ignore[call-overload]
+            file, ident, rule = self.rules[at]
+            new = Rule(rule.effect, rule.principal, rule.action, rule.service, int(change[2]))  # type: ignore[call-overload]
+            self.rules[at] = (file, ident, new)
         elif kind == "remove" and len(self.rules) > 1:
             del self.rules[int(change[1]) % len(self.rules)]  # type: ignore[call-overload]
         elif kind == "move" and self.rules:
@@ -155,7 +164,7 @@ REQUESTS = [
         EntityUid("Service", f"s{s}"),
         {"path": path},
     )
-    for w in range(0, WORKLOADS, 7)
+    for w in ASKED
     for action in ("GET", "POST")
     for s in (w % SERVICES, (w + 1) % SERVICES)
     for path in ("/a/x", "/b")
@@ -188,7 +197,9 @@ def _decisions(engine: Engine) -> list[object]:
     return [(engine.evaluate(r), engine.candidates(r)) for r in REQUESTS]
 
 
-def _assert_built_as_from_nothing(answer: Checked, full: BundleData | BundleError) -> None:
+def _assert_built_as_from_nothing(
+    answer: Checked, full: BundleData | BundleError, previous: Engine
+) -> None:
     if isinstance(full, BundleError):
         assert answer.data is None and answer.stage == "bundle"
         assert answer.problems == tuple(full.problems)
@@ -201,6 +212,9 @@ def _assert_built_as_from_nothing(answer: Checked, full: BundleData | BundleErro
     there = Engine(bundle_from_data(full))
     assert _decisions(here) == _decisions(there)
     assert dict(here.policy_reads) == dict(there.policy_reads)
+    # Taking over the slices of the engine it replaces changes no decision.
+    taking_over = Engine(bundle_from_data(answer.data), previous=previous)
+    assert _decisions(taking_over) == _decisions(there)
 
 
 @settings(
@@ -218,7 +232,8 @@ def test_a_delta_builds_what_a_full_answer_builds(series: list[tuple[object, ...
         assert first.data is not None
         active = first.data
         frozen = pickle.dumps(active)
-        active_decisions = _decisions(Engine(bundle_from_data(active)))
+        engine = Engine(bundle_from_data(active))
+        active_decisions = _decisions(engine)  # and its slices built
         for number, change in enumerate(series, 1):
             if change[0] == "restart":
                 cache = StatementCache()
@@ -227,13 +242,14 @@ def test_a_delta_builds_what_a_full_answer_builds(series: list[tuple[object, ...
             version = f"v{number}"
             root = bundle.write(broken=change[0] == "reject")
             answer, _ = serving.receive(check_bundle(root, version, cache))
-            _assert_built_as_from_nothing(answer, _full(root, version))
+            _assert_built_as_from_nothing(answer, _full(root, version), engine)
             # Built beside the active version, which is left exactly as it was.
             assert pickle.dumps(active) == frozen
             assert _decisions(Engine(bundle_from_data(active))) == active_decisions
             if answer.data is not None:
                 active, frozen = answer.data, pickle.dumps(answer.data)
-                active_decisions = _decisions(Engine(bundle_from_data(active)))
+                engine = Engine(bundle_from_data(active), previous=engine)
+                active_decisions = _decisions(engine)
 
 
 def test_a_one_policy_edit_sends_one_block(tmp_path: Path) -> None:
@@ -241,12 +257,12 @@ def test_a_one_policy_edit_sends_one_block(tmp_path: Path) -> None:
     cache = StatementCache()
     serving = Serving()
     _, full_size = serving.receive(check_bundle(bundle.write(), "v0", cache))
-    bundle.apply(("edit", 5, Rule("forbid", 5, "GET", 5, 1)))  # same scope: same shards
+    bundle.apply(("recondition", 5, 1))  # the same scope: the same index shards
     answer, size = serving.receive(check_bundle(bundle.write(), "v1", cache))
     assert answer.data is not None
     assert size < full_size / 3
     # A restarted child (nothing cached) names the same pieces.
-    bundle.apply(("edit", 6, Rule("forbid", 6, "GET", 0, 1)))
+    bundle.apply(("recondition", 6, 1))
     again, restarted = serving.receive(check_bundle(bundle.write(), "v2", StatementCache()))
     assert again.data is not None and restarted < full_size / 3
     assert again.data == read_bundle(bundle.root, version="v2")
@@ -282,3 +298,25 @@ def test_a_digest_the_serving_side_does_not_hold_is_a_base_mismatch(tmp_path: Pa
     with pytest.raises(PrepareBaseMismatch):
         delta.loads(wire, forgotten)
     assert delta.loads(delta.dumps(data, ()), {}) == data  # a full answer needs nothing
+
+
+def test_a_new_engine_takes_over_the_slices_of_unchanged_blocks_only(tmp_path: Path) -> None:
+    bundle = Bundle(tmp_path / "bundle")
+    cache = StatementCache()
+    serving = Serving()
+    first, _ = serving.receive(check_bundle(bundle.write(), "v0", cache))
+    assert first.data is not None
+    old = Engine(bundle_from_data(first.data))
+    _decisions(old)  # builds its slices
+    bundle.apply(("edit", 0, Rule("permit", 0, "GET", 0, 2)))  # in the first block
+    second, _ = serving.receive(check_bundle(bundle.write(), "v1", cache))
+    assert second.data is not None
+    new = Engine(bundle_from_data(second.data), previous=old)
+    taken = set(new._slices)
+    assert taken and taken < set(old._slices)
+    assert all(min(positions) >= BLOCK_SIZE for positions in taken)
+    assert all(new._slices[p] is old._slices[p] for p in taken)
+    fresh = Engine(bundle_from_data(read_bundle(bundle.root, version="v1")))
+    assert _decisions(new) == _decisions(fresh)
+    old.dispose()  # retiring the old engine leaves the new one whole
+    assert _decisions(new) == _decisions(fresh)
