@@ -49,7 +49,7 @@ from authz.engine.bundle import Policy, PolicyBundle, PolicyTable, policy_set_fr
 from authz.engine.cedar import authorize, plain
 from authz.engine.entities import EntityStore, entity_literals
 from authz.engine.model import AccessRequest, Decision, Effect, EntityUid
-from authz.engine.policytable import BLOCK_SIZE as _BLOCK
+from authz.engine.policytable import BLOCK_SIZE
 from authz.engine.slicing import Hierarchy, ScopeIndex
 
 if TYPE_CHECKING:
@@ -161,9 +161,9 @@ class Engine:
             return kept
         with previous._lock:
             slices = list(previous._slices.items())[-self._slice_cache_size :]
-        size = _BLOCK
+
         for positions, piece in slices:
-            if positions and all(i // size in shared for i in positions):
+            if positions and all(i // BLOCK_SIZE in shared for i in positions):
                 kept[positions] = piece
         return kept
 
