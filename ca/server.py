@@ -40,12 +40,13 @@ from ca.issuance import IPAddress, IssuedX509, build_csr
 from ca.keystore import generate_key, write_private_file
 from ca.replicas import DbRateLimiter
 from ca.service import SERVER_PATH, CertificateAuthority
+from ca.store.sqlite import SqliteStore
 from meshward.asgi import QuietUvicorn
 from meshward.listen import listen
 from meshward.settings import parse_hostport
 from meshward.spiffe import SpiffeId
 
-__all__ = ["API_THREADS", "CaServer", "PeerCertProtocol"]
+__all__ = ["API_THREADS", "CaServer", "PeerCertProtocol", "issues_inline"]
 
 log = logging.getLogger("meshward.ca")
 
@@ -54,6 +55,16 @@ log = logging.getLogger("meshward.ca")
 API_THREADS = 8
 
 ASGIApp = Any
+
+
+def issues_inline(ca: CertificateAuthority) -> bool:
+    """Whether the issuance routes run on the event loop (see :mod:`ca.api`).
+
+    Yes on SQLite: its calls take microseconds and the GIL passing of a
+    thread pool costs more. No on PostgreSQL: a round trip would stall every
+    connection of the process, so the pool's threads overlap them.
+    """
+    return isinstance(ca.store, SqliteStore)
 
 
 class _TlsScope:
@@ -113,7 +124,7 @@ class CaServer:
         self._renew_server_svid()
         self._executor = ThreadPoolExecutor(API_THREADS, thread_name_prefix="ca-api")
         config = uvicorn.Config(
-            create_app(ca, self._executor),
+            create_app(ca, self._executor, inline=issues_inline(ca)),
             host=self.host,
             port=self.port,
             http=PeerCertProtocol,

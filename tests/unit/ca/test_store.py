@@ -4,13 +4,14 @@ concurrency, audit — SQLite and a real PostgreSQL."""
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from ca.errors import Conflict
+from ca.errors import Conflict, StoreUnavailable
 from ca.replicas import DbRateLimiter
 from ca.store.postgres import PostgresStore
 from ca.store.protocol import AgentRecord, AuditRecord, CallerRates, CaStore, Entry, JoinToken
@@ -166,3 +167,22 @@ def test_agent_record_keeps_first_seen_and_eviction(open_store: OpenStore) -> No
     assert reopened.get_agent(WEB) is None
     assert reopened.list_agents() == [after]
     assert after.to_json()["evicted"] is True
+
+
+def test_sqlite_locked_past_the_busy_timeout_is_unavailable(tmp_path: Path) -> None:
+    """Another process holding the write lock too long: StoreUnavailable (503), not a crash;
+    reads go on (WAL), and writes resume once the lock is gone."""
+    store = SqliteStore(tmp_path / "ca.db", busy_timeout=0.05)
+    record = AuditRecord(dt.datetime(2030, 1, 1, tzinfo=dt.UTC), "x509_svid", "cli", "t", "ok")
+    other = sqlite3.connect(tmp_path / "ca.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreUnavailable):
+            store.append_audits([record])
+        assert store.list_audit() == []
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    store.append_audits([record])
+    assert store.list_audit() == [record]
+    store.close()
