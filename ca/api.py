@@ -237,10 +237,21 @@ def create_app(  # noqa: PLR0915 (one route each)
         return await asyncio.get_running_loop().run_in_executor(executor, func)
 
     async def run_hot(func: Callable[[], T]) -> T:
-        """An issuance route's work: on the event loop when ``inline``, else as :func:`run`."""
-        if inline:
-            return func()
-        return await asyncio.get_running_loop().run_in_executor(executor, func)
+        """An issuance route's work: on the event loop when ``inline``, else as :func:`run`.
+
+        Inline, its audit rows are stored with those of the same loop step (one
+        transaction) before this returns or raises: no answer before its row.
+        """
+        if not inline:
+            return await asyncio.get_running_loop().run_in_executor(executor, func)
+        with ca.auditor.deferred() as rows:
+            try:
+                result = func()
+            except BaseException:
+                await ca.auditor.store_deferred(rows)
+                raise
+        await ca.auditor.store_deferred(rows)
+        return result
 
     def guarded(action: str, hot: bool = False) -> Callable[[Handler], Handler]:
         """Map CA errors to responses; audit refusals that happen before the service."""

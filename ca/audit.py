@@ -11,10 +11,17 @@ twice; the error object itself carries no flag.
 Rows written at the same moment by several threads share one transaction
 (:mod:`ca.groupcommit`); each action still returns only once its own row is
 stored, and fails if it could not be.
+
+An action run on the event loop (:mod:`ca.api` issuing inline) runs inside
+:meth:`Auditor.deferred`: its rows are kept instead of written, and the
+caller awaits :meth:`Auditor.store_deferred` before it answers, so the rows
+of every action of one loop step share one transaction. Nothing is answered
+before its row is stored there either; the API does the waiting.
 """
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import logging
 import threading
@@ -25,13 +32,18 @@ from dataclasses import dataclass, field
 
 from ca.attestation.caller import Caller
 from ca.errors import CaError
-from ca.groupcommit import GroupCommit
+from ca.groupcommit import GroupCommit, LoopCommit
 from ca.store.protocol import AuditRecord, CaStore
 from meshward.clock import Clock
 
 __all__ = ["Auditor", "Outcome"]
 
 audit_log = logging.getLogger("meshward.ca.audit")
+
+# The rows of the action running in this context, when its caller writes them (deferred()).
+_deferred: contextvars.ContextVar[list[AuditRecord] | None] = contextvars.ContextVar(
+    "meshward_ca_deferred_audit", default=None
+)
 
 
 @dataclass
@@ -54,9 +66,29 @@ class Auditor:
     _recorded: weakref.WeakSet[BaseException] = field(default_factory=weakref.WeakSet)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _rows: GroupCommit[AuditRecord] = field(init=False, repr=False)
+    _loop_rows: LoopCommit[AuditRecord] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._rows = GroupCommit(self.store.append_audits)
+        self._loop_rows = LoopCommit(self.store.append_audits)
+
+    @contextmanager
+    def deferred(self) -> Iterator[list[AuditRecord]]:
+        """Keep the rows of the actions run inside (in this context) for the caller to store.
+
+        The caller must :meth:`store_deferred` them — also when the action
+        raised — and answer only once that returned.
+        """
+        rows: list[AuditRecord] = []
+        token = _deferred.set(rows)
+        try:
+            yield rows
+        finally:
+            _deferred.reset(token)
+
+    async def store_deferred(self, rows: list[AuditRecord]) -> None:
+        """Store rows kept by :meth:`deferred`, with those of the same loop step (one commit)."""
+        await self._loop_rows.store(rows)
 
     def record(self, action: str, caller: Caller, result: str, outcome: Outcome) -> None:
         record = AuditRecord(
@@ -71,7 +103,11 @@ class Auditor:
             detail=outcome.detail,
         )
         try:
-            self._rows.append(record)
+            kept = _deferred.get()
+            if kept is not None:
+                kept.append(record)
+            else:
+                self._rows.append(record)
         finally:
             if audit_log.isEnabledFor(logging.INFO):
                 audit_log.info("audit %s %s", action, result, extra={"fields": record.to_json()})

@@ -19,10 +19,19 @@ threads that have a row to write at the same moment share one transaction:
 
 There is no thread of its own: rows are written by the threads that wait for
 them, so nothing is left to flush at shutdown.
+
+:class:`LoopCommit` is the same for work that runs on an asyncio event loop
+(:mod:`ca.api` issuing inline): coroutines hand in their rows and await
+them; the rows handed in during one step of the loop are written in one
+transaction just after that step, with the same outcomes (all stored; all
+:class:`~ca.errors.StoreUnavailable`; or, on any other failure, each
+coroutine's rows alone).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -31,7 +40,7 @@ from typing import Generic, TypeVar
 
 from ca.errors import StoreUnavailable
 
-__all__ = ["GroupCommit"]
+__all__ = ["GroupCommit", "LoopCommit"]
 
 T = TypeVar("T")
 
@@ -101,3 +110,55 @@ class GroupCommit(Generic[T]):
             self.flushes += 1
             self._flushing = False
             self._cond.notify_all()
+
+
+class LoopCommit(Generic[T]):
+    """Writes values through ``write_many``, batched over one step of the running event loop.
+
+    ``write_many`` runs on the loop: for a store whose writes take microseconds.
+    """
+
+    def __init__(self, write_many: Callable[[Sequence[T]], None]) -> None:
+        self._write_many = write_many
+        self._pending: list[tuple[Sequence[T], asyncio.Future[None]]] = []
+        self.flushes = 0  # transactions written (for tests and curiosity)
+
+    async def store(self, values: Sequence[T]) -> None:
+        """Return once ``values`` are stored; raise what storing them raised otherwise."""
+        if not values:
+            return
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush, context=contextvars.Context())
+        self._pending.append((values, done))
+        await asyncio.shield(done)  # a caller that gives up leaves its rows to be written
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        self.flushes += 1
+        try:
+            self._write_many([v for values, _ in batch for v in values])
+        except StoreUnavailable:
+            for _, done in batch:
+                _settle(done, StoreUnavailable("the audit row was not written: store unavailable"))
+        except Exception:  # each caller's rows again alone: stored, or their own error
+            for values, done in batch:
+                try:
+                    self._write_many(values)
+                except Exception as exc:
+                    _settle(done, exc)
+                else:
+                    _settle(done, None)
+        else:
+            for _, done in batch:
+                _settle(done, None)
+
+
+def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
+    if done.done():
+        return
+    if error is None:
+        done.set_result(None)
+    else:
+        done.set_exception(error)
