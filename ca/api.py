@@ -182,8 +182,15 @@ def _entry_from(body: dict[str, Any], entry_id: str) -> Entry:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+@functools.lru_cache(maxsize=64)
+def _issuer_pem(chain: tuple[x509.Certificate, ...]) -> bytes:
+    """The signing CA's part of a chain as PEM (the same for every SVID it signs)."""
+    return b"".join(c.public_bytes(Encoding.PEM) for c in chain)
+
+
 def _x509_response(issued: IssuedX509) -> JSONResponse:
-    pem = b"".join(c.public_bytes(Encoding.PEM) for c in issued.chain).decode("ascii")
+    leaf, *issuers = issued.chain
+    pem = (leaf.public_bytes(Encoding.PEM) + _issuer_pem(tuple(issuers))).decode("ascii")
     return JSONResponse(
         {
             "spiffe_id": str(issued.spiffe_id),

@@ -16,6 +16,7 @@ PostgreSQL store does when its server is away.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -135,6 +136,9 @@ class SqliteStore:
         if isinstance(path, Path):
             path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        # An entry from its row: the same row (every column equal) is the same frozen
+        # value, so an issuance reading its entries does not parse them again.
+        self._entry = functools.lru_cache(maxsize=4096)(_SQL.entry)
         self._db = sqlite3.connect(
             str(path), timeout=busy_timeout, check_same_thread=False, isolation_level=None
         )
@@ -177,12 +181,12 @@ class SqliteStore:
     def get_entry(self, entry_id: str) -> Entry | None:
         with self._locked():
             row = self._db.execute(_SQL.entries_get, (entry_id,)).fetchone()
-        return None if row is None else _SQL.entry(row)
+        return None if row is None else self._entry(row)
 
     def list_entries(self) -> list[Entry]:
         with self._locked():
             rows = self._db.execute(_SQL.entries_list).fetchall()
-        return [_SQL.entry(r) for r in rows]
+        return [self._entry(r) for r in rows]
 
     def remove_entry(self, entry_id: str) -> bool:
         with self._locked():
@@ -192,7 +196,7 @@ class SqliteStore:
     def entries_for(self, spiffe_id: SpiffeId) -> list[Entry]:
         with self._locked():
             rows = self._db.execute(_SQL.entries_for, (str(spiffe_id),)).fetchall()
-        return [_SQL.entry(r) for r in rows]
+        return [self._entry(r) for r in rows]
 
     # -- join tokens ------------------------------------------------------------
 

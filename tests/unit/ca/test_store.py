@@ -186,3 +186,18 @@ def test_sqlite_locked_past_the_busy_timeout_is_unavailable(tmp_path: Path) -> N
     store.append_audits([record])
     assert store.list_audit() == [record]
     store.close()
+
+
+def test_sqlite_entries_read_again_after_a_change_are_the_new_ones(tmp_path: Path) -> None:
+    """Parsed entries are reused only for a row that is equal in every column."""
+    store = SqliteStore(tmp_path / "ca.db")
+    web = SpiffeId.parse("spiffe://example.org/web")
+    store.add_entry(Entry("e1", web, frozenset({"k8s:ns:a"}), x509_ttl=600))
+    first = store.entries_for(web)
+    assert store.entries_for(web) == first
+    store.remove_entry("e1")
+    store.add_entry(Entry("e1", web, frozenset({"k8s:ns:b"}), x509_ttl=600, admin=True))
+    again = store.entries_for(web)
+    assert again == [Entry("e1", web, frozenset({"k8s:ns:b"}), x509_ttl=600, admin=True)]
+    assert store.get_entry("e1") == again[0]
+    store.close()
