@@ -28,6 +28,7 @@ audit rows and the errors are the same (tested side by side).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import functools
 import logging
@@ -45,9 +46,11 @@ from starlette.types import Receive, Scope, Send
 
 from ca.errors import BadRequest, BodyTimeout, CaError, NotFound, StoreUnavailable
 from ca.issuance import IssuedX509
+from ca.pipeline import rate_decided
+from ca.replicas import DbRateLimiter, LoopRates
 from ca.service import Caller, CertificateAuthority
 from ca.status import ca_status, live_svids
-from ca.store.protocol import Entry
+from ca.store.protocol import BatchCallerRates, Entry
 from meshward.asgi import BodyTooLarge, read_body
 from meshward.clock import rfc3339
 from meshward.jsonbody import JsonTooDeep, loads_bounded
@@ -243,15 +246,30 @@ def create_app(  # noqa: PLR0915 (one route each)
     async def run(func: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(executor, func)
 
-    async def run_hot(func: Callable[[], T]) -> T:
+    rates = None
+    if inline and isinstance(ca.limiter, DbRateLimiter) and isinstance(ca.store, BatchCallerRates):
+        rates = LoopRates(ca.limiter, ca.store)
+
+    async def run_hot(func: Callable[[], T], rate_key: Caller | None = None) -> T:
         """An issuance route's work: on the event loop when ``inline``, else as :func:`run`.
 
-        Inline, its audit rows are stored with those of the same loop step (one
-        transaction) before this returns or raises: no answer before its row.
+        Inline, the shared rate bucket of ``rate_key`` (the caller of an action
+        the pipeline rate-limits) is asked with those of the same loop step,
+        and the audit rows are stored with those of the same loop step (one
+        transaction each) before this returns or raises: no answer before its row.
         """
         if not inline:
             return await asyncio.get_running_loop().run_in_executor(executor, func)
-        with ca.auditor.deferred() as rows:
+        decision: bool | BaseException | None = None
+        if rates is not None and rate_key is not None:
+            try:
+                decision = await rates.allow(str(rate_key))
+            except Exception as exc:  # raised where the pipeline asks: audited as ever
+                decision = exc
+        with contextlib.ExitStack() as stack:
+            if decision is not None:
+                stack.enter_context(rate_decided(decision))
+            rows = stack.enter_context(ca.auditor.deferred())
             try:
                 result = func()
             except BaseException:
@@ -310,7 +328,7 @@ def create_app(  # noqa: PLR0915 (one route each)
         if not isinstance(csr, str):
             raise BadRequest("csr must be a PEM string", code="bad_csr")
         token, ttl, caller = _opt_str(body, "token"), _opt_int(body, "ttl"), _caller(request)
-        issued = await run_hot(lambda: ca.issue_x509(csr, token, caller, ttl))
+        issued = await run_hot(lambda: ca.issue_x509(csr, token, caller, ttl), caller)
         return _x509_response(issued)
 
     @app.post("/v1/svid/jwt")
@@ -319,7 +337,7 @@ def create_app(  # noqa: PLR0915 (one route each)
         body = await json_body(request)
         audience = body.get("audience")
         token, ttl, caller = _opt_str(body, "token"), _opt_int(body, "ttl"), _caller(request)
-        issued = await run_hot(lambda: ca.issue_jwt(audience, token, caller, ttl))
+        issued = await run_hot(lambda: ca.issue_jwt(audience, token, caller, ttl), caller)
         return JSONResponse({"token": issued.token, "expires_at": rfc3339(issued.expires_at)})
 
     @app.get("/v1/agent/entries")
@@ -337,7 +355,9 @@ def create_app(  # noqa: PLR0915 (one route each)
         if not isinstance(csr, str):
             raise BadRequest("csr must be a PEM string", code="bad_csr")
         caller = _caller(request)
-        issued = await run_hot(lambda: ca.agent_issue_x509(csr, body.get("entry_id"), caller))
+        issued = await run_hot(
+            lambda: ca.agent_issue_x509(csr, body.get("entry_id"), caller), caller
+        )
         return _x509_response(issued)
 
     @app.post("/v1/agent/svid/jwt")
@@ -346,7 +366,8 @@ def create_app(  # noqa: PLR0915 (one route each)
         body = await json_body(request)
         caller = _caller(request)
         issued = await run_hot(
-            lambda: ca.agent_issue_jwt(body.get("entry_id"), body.get("audience"), caller)
+            lambda: ca.agent_issue_jwt(body.get("entry_id"), body.get("audience"), caller),
+            caller,
         )
         return JSONResponse({"token": issued.token, "expires_at": rfc3339(issued.expires_at)})
 

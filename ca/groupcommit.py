@@ -40,9 +40,10 @@ from typing import Generic, TypeVar
 
 from ca.errors import StoreUnavailable
 
-__all__ = ["GroupCommit", "LoopCommit"]
+__all__ = ["GroupCommit", "LoopBatch", "LoopCommit"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 _QUEUED, _STORED, _FAILED, _UNAVAILABLE = range(4)
 
@@ -112,53 +113,78 @@ class GroupCommit(Generic[T]):
             self._cond.notify_all()
 
 
-class LoopCommit(Generic[T]):
-    """Writes values through ``write_many``, batched over one step of the running event loop.
+class LoopBatch(Generic[T, R]):
+    """Runs values through ``run_many`` (one transaction per call), batched over one loop step.
 
-    ``write_many`` runs on the loop: for a store whose writes take microseconds.
+    ``run_many`` gets the values of every caller of the step in one list and
+    returns one result per value, in order; it runs on the loop, so it is for
+    a store whose calls take microseconds. Audit rows use it as
+    :class:`LoopCommit`; the CA's shared rate buckets too
+    (:class:`ca.replicas.LoopRates`).
     """
 
-    def __init__(self, write_many: Callable[[Sequence[T]], None]) -> None:
-        self._write_many = write_many
-        self._pending: list[tuple[Sequence[T], asyncio.Future[None]]] = []
-        self.flushes = 0  # transactions written (for tests and curiosity)
+    def __init__(self, run_many: Callable[[Sequence[T]], Sequence[R]]) -> None:
+        self._run_many = run_many
+        self._pending: list[tuple[Sequence[T], asyncio.Future[Sequence[R]]]] = []
+        self.flushes = 0  # transactions run (for tests and curiosity)
 
-    async def store(self, values: Sequence[T]) -> None:
-        """Return once ``values`` are stored; raise what storing them raised otherwise."""
+    async def run(self, values: Sequence[T]) -> Sequence[R]:
+        """The results for ``values`` once run; raise what running them raised otherwise."""
         if not values:
-            return
+            return []
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
+        done: asyncio.Future[Sequence[R]] = loop.create_future()
         if not self._pending:
             loop.call_soon(self._flush, context=contextvars.Context())
         self._pending.append((values, done))
-        await asyncio.shield(done)  # a caller that gives up leaves its rows to be written
+        return await asyncio.shield(done)  # a caller that gives up leaves its values to be run
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
         self.flushes += 1
         try:
-            self._write_many([v for values, _ in batch for v in values])
+            results = self._run_many([v for values, _ in batch for v in values])
         except StoreUnavailable:
             for _, done in batch:
-                _settle(done, StoreUnavailable("the audit row was not written: store unavailable"))
-        except Exception:  # each caller's rows again alone: stored, or their own error
+                _settle(done, StoreUnavailable("the CA database is unavailable"))
+        except Exception:  # each caller's values again alone: run, or their own error
             for values, done in batch:
                 try:
-                    self._write_many(values)
+                    _settle(done, self._run_many(values))
                 except Exception as exc:
                     _settle(done, exc)
-                else:
-                    _settle(done, None)
         else:
-            for _, done in batch:
-                _settle(done, None)
+            at = 0
+            for values, done in batch:
+                _settle(done, results[at : at + len(values)])
+                at += len(values)
 
 
-def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
+class LoopCommit(Generic[T]):
+    """Writes values through ``write_many`` (one transaction per call), batched over one step
+    of the running event loop."""
+
+    def __init__(self, write_many: Callable[[Sequence[T]], None]) -> None:
+        self._write_many = write_many
+        self._batch: LoopBatch[T, None] = LoopBatch(self._written)
+
+    def _written(self, values: Sequence[T]) -> list[None]:
+        self._write_many(values)
+        return [None] * len(values)
+
+    @property
+    def flushes(self) -> int:
+        return self._batch.flushes
+
+    async def store(self, values: Sequence[T]) -> None:
+        """Return once ``values`` are stored; raise what storing them raised otherwise."""
+        await self._batch.run(values)
+
+
+def _settle(done: asyncio.Future[Sequence[R]], outcome: Sequence[R] | BaseException) -> None:
     if done.done():
         return
-    if error is None:
-        done.set_result(None)
+    if isinstance(outcome, BaseException):
+        done.set_exception(outcome)
     else:
-        done.set_exception(error)
+        done.set_result(outcome)

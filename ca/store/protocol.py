@@ -20,6 +20,7 @@ __all__ = [
     "AuditLog",
     "AuditRecord",
     "AuthorityRecords",
+    "BatchCallerRates",
     "CallerRates",
     "CaStore",
     "Entry",
@@ -241,3 +242,12 @@ class CallerRates(Protocol):
     def take_token(self, key: str, now: float, rate: float, burst: int) -> bool: ...
 
     def prune_rates(self, before: float) -> int: ...
+
+
+@runtime_checkable
+class BatchCallerRates(Protocol):
+    """An ability: take one token for each of several callers in one transaction."""
+
+    def take_tokens(self, keys: Sequence[str], now: float, rate: float, burst: int) -> list[bool]:
+        """As :meth:`CallerRates.take_token` for each key in turn (a key may repeat)."""
+        ...

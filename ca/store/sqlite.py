@@ -28,6 +28,7 @@ from ca.store.migrations import AppliedMigration, Migration, migrate
 from ca.store.protocol import (
     AgentRecord,
     AuditRecord,
+    BatchCallerRates,
     CallerRates,
     CaStore,
     Entry,
@@ -121,6 +122,20 @@ class _Target:
 
 
 _SQL = StoreSql.of(SQLITE)
+
+# A token from a caller's bucket (refilled at :rate/s up to :burst), in one statement.
+_TAKE_ONE = (
+    "INSERT INTO rate_buckets AS b VALUES (:k, :burst - 1, :now)"
+    " ON CONFLICT (key) DO UPDATE SET"
+    " tokens = MIN(:burst, b.tokens + MAX(0, :now - b.stamp) * :rate) - 1,"
+    " stamp = MAX(b.stamp, :now)"
+    " WHERE MIN(:burst, b.tokens + MAX(0, :now - b.stamp) * :rate) >= 1"
+    " RETURNING tokens"
+)
+
+
+def _take_params(key: str, now: float, rate: float, burst: int) -> dict[str, object]:
+    return {"k": key, "now": now, "rate": rate, "burst": float(burst)}
 
 
 class SqliteStore:
@@ -270,16 +285,24 @@ class SqliteStore:
     def take_token(self, key: str, now: float, rate: float, burst: int) -> bool:
         """One token bucket per caller, refilled at ``rate``/s up to ``burst``, in one statement."""
         with self._locked():
-            row = self._db.execute(
-                "INSERT INTO rate_buckets AS b VALUES (:k, :burst - 1, :now)"
-                " ON CONFLICT (key) DO UPDATE SET"
-                " tokens = MIN(:burst, b.tokens + MAX(0, :now - b.stamp) * :rate) - 1,"
-                " stamp = MAX(b.stamp, :now)"
-                " WHERE MIN(:burst, b.tokens + MAX(0, :now - b.stamp) * :rate) >= 1"
-                " RETURNING tokens",
-                {"k": key, "now": now, "rate": rate, "burst": float(burst)},
-            ).fetchone()
+            row = self._db.execute(_TAKE_ONE, _take_params(key, now, rate, burst)).fetchone()
         return row is not None
+
+    def take_tokens(self, keys: Sequence[str], now: float, rate: float, burst: int) -> list[bool]:
+        """:meth:`take_token` for each key, in one transaction (one commit for them all)."""
+        with self._locked():
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                taken = [
+                    self._db.execute(_TAKE_ONE, _take_params(k, now, rate, burst)).fetchone()
+                    is not None
+                    for k in keys
+                ]
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        return taken
 
     def prune_rates(self, before: float) -> int:
         with self._locked():
@@ -288,7 +311,7 @@ class SqliteStore:
 
 
 # The SQLite store satisfies the protocols (checked by mypy here and at import).
-for _protocol in (CaStore, TokenListing, CallerRates):
+for _protocol in (CaStore, TokenListing, CallerRates, BatchCallerRates):
     if not issubclass(SqliteStore, _protocol):
         raise TypeError(f"SqliteStore does not satisfy {_protocol.__name__}")
 _check: type[CaStore] = SqliteStore

@@ -3,6 +3,7 @@ and run on the event loop (``inline``) exactly as on the thread pool."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from pathlib import Path
@@ -12,6 +13,7 @@ import httpx
 import pytest
 
 from ca.api import HotRoutes, create_app
+from ca.replicas import DbRateLimiter, LoopRates
 from ca.service import Caller, CertificateAuthority
 from ca.store.sqlite import SqliteStore
 from meshward.spiffe import SpiffeId
@@ -147,3 +149,39 @@ async def test_inline_issuance_with_the_database_locked_is_503_and_recovers(
     assert len(ca.store.list_audit(1000)) == before  # nothing issued, nothing half-written
     status, content, _kind = await _call(app, "POST", "/v1/svid/x509", request)
     assert status == 200 and json.loads(content)["spiffe_id"] == str(web)
+
+
+async def test_shared_rate_buckets_on_the_loop_refuse_as_on_the_thread_pool(
+    tmp_path: Path,
+) -> None:
+    """``ca serve --workers N`` on SQLite: the buckets are in the database, and the loop asks
+    for one step's callers together; a caller past its burst gets 429, audited, either way."""
+    answers, audits = [], []
+    for inline in (False, True):
+        base = in_process_ca(tmp_path / str(inline))
+        store = base.store
+        limiter = DbRateLimiter(store, rate=0.001, burst=2, clock=base.clock)  # type: ignore[arg-type]
+        ca = CertificateAuthority(base.authority, store, base.settings, base.clock, limiter=limiter)
+        web = SpiffeId.parse("spiffe://example.org/web")
+        register(ca, web, "unix:uid:1")
+        app = create_app(ca, inline=inline)
+        tokens = [ca.create_join_token(web, 600, Caller(address="cli")) for _ in range(3)]
+        before = len(ca.store.list_audit(1000))
+        bodies = [json.dumps({"csr": new_csr()[0].decode(), "token": t}).encode() for t in tokens]
+        results = [await _call(app, "POST", "/v1/svid/x509", b) for b in bodies]
+        answers.append([(status, json.loads(body).get("code")) for status, body, _ in results])
+        audits.append(_audit_key(ca, before))
+    assert answers[0] == answers[1] == [(200, None), (200, None), (429, "rate_limited")]
+    assert audits[0] == audits[1]
+    assert [a[1] for a in audits[1]] == ["ok", "ok", "rate_limited"]
+
+
+async def test_concurrent_callers_on_the_loop_share_one_bucket_transaction(
+    tmp_path: Path,
+) -> None:
+    base = in_process_ca(tmp_path)
+    limiter = DbRateLimiter(base.store, rate=0.001, burst=3, clock=base.clock)  # type: ignore[arg-type]
+    rates = LoopRates(limiter, base.store)  # type: ignore[arg-type]
+    got = await asyncio.gather(*(rates.allow(k) for k in ["a", "a", "b", "a", "a"]))
+    assert got == [True, True, True, True, False]
+    assert rates._batch.flushes == 1

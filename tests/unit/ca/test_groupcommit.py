@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import pytest
 
 from ca.errors import StoreUnavailable
-from ca.groupcommit import GroupCommit, LoopCommit
+from ca.groupcommit import GroupCommit, LoopBatch, LoopCommit
 
 
 class Table:
@@ -155,3 +155,16 @@ async def test_loop_rows_of_a_caller_that_gave_up_are_still_written() -> None:
     task.cancel()
     await asyncio.sleep(0.01)
     assert table.rows == [7] and task.cancelled()
+
+
+async def test_loop_batch_gives_each_caller_its_own_results() -> None:
+    calls: list[list[int]] = []
+
+    def double_all(values: Sequence[int]) -> list[int]:
+        calls.append(list(values))
+        return [2 * v for v in values]
+
+    batch: LoopBatch[int, int] = LoopBatch(double_all)
+    got = await asyncio.gather(batch.run([1]), batch.run([2, 3]), batch.run([4]))
+    assert [list(g) for g in got] == [[2], [4, 6], [8]]
+    assert calls == [[1, 2, 3, 4]]

@@ -201,3 +201,14 @@ def test_sqlite_entries_read_again_after_a_change_are_the_new_ones(tmp_path: Pat
     assert again == [Entry("e1", web, frozenset({"k8s:ns:b"}), x509_ttl=600, admin=True)]
     assert store.get_entry("e1") == again[0]
     store.close()
+
+
+def test_sqlite_take_tokens_in_one_transaction_answers_as_one_by_one(tmp_path: Path) -> None:
+    one, batch = SqliteStore(tmp_path / "one.db"), SqliteStore(tmp_path / "batch.db")
+    keys = ["a", "a", "b", "a", "b", "c", "a"]
+    singly = [one.take_token(k, 100.0, 1.0, 3) for k in keys]
+    assert singly == [True, True, True, True, True, True, False]
+    assert batch.take_tokens(keys, 100.0, 1.0, 3) == singly
+    assert batch.take_tokens(["a"], 101.0, 1.0, 3) == [True]  # one token back after 1 s
+    one.close()
+    batch.close()
