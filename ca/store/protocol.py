@@ -21,6 +21,7 @@ __all__ = [
     "AuditRecord",
     "AuthorityRecords",
     "BatchCallerRates",
+    "BatchWrites",
     "CallerRates",
     "CaStore",
     "Entry",
@@ -181,6 +182,16 @@ class AuditLog(Protocol):
 @runtime_checkable
 class CaStore(EntryStore, TokenStore, AgentStore, AuditLog, Protocol):
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class BatchWrites(Protocol):
+    """An ability: record agents and append audit rows in one transaction."""
+
+    def write_batch(self, agents: Sequence[AgentRecord], audits: Sequence[AuditRecord]) -> None:
+        """As :meth:`AgentStore.record_agent` for each of ``agents``, then
+        :meth:`AuditLog.append_audits`, all stored or none (and raise)."""
+        ...
 
 
 # -- abilities of a store shared by CA replicas ----------------------------------------

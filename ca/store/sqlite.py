@@ -29,6 +29,7 @@ from ca.store.protocol import (
     AgentRecord,
     AuditRecord,
     BatchCallerRates,
+    BatchWrites,
     CallerRates,
     CaStore,
     Entry,
@@ -265,10 +266,15 @@ class SqliteStore:
         self.append_audits([record])
 
     def append_audits(self, records: Sequence[AuditRecord]) -> None:
-        rows = [_SQL.audit_params(r) for r in records]
+        self.write_batch((), records)
+
+    def write_batch(self, agents: Sequence[AgentRecord], audits: Sequence[AuditRecord]) -> None:
+        rows = [_SQL.audit_params(r) for r in audits]
         with self._locked():
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                for agent in agents:
+                    self._db.execute(_SQL.agents_record, _SQL.agent_params(agent)).fetchall()
                 self._db.executemany(_SQL.audit_append, rows)
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -311,7 +317,7 @@ class SqliteStore:
 
 
 # The SQLite store satisfies the protocols (checked by mypy here and at import).
-for _protocol in (CaStore, TokenListing, CallerRates, BatchCallerRates):
+for _protocol in (CaStore, TokenListing, CallerRates, BatchCallerRates, BatchWrites):
     if not issubclass(SqliteStore, _protocol):
         raise TypeError(f"SqliteStore does not satisfy {_protocol.__name__}")
 _check: type[CaStore] = SqliteStore

@@ -115,6 +115,12 @@ async def test_inline_issuance_answers_and_audits_as_the_thread_pool(
             results.append((status, sorted(answer), answer.get("spiffe_id"), answer.get("code")))
         answers.append(results)
         audits.append(_audit_key(ca, before + 1))  # after the join token's own row
+        # The node's agent record (join token) went in with the audit rows, serial and all.
+        record = ca.store.get_agent(web)
+        issued = [r for r in ca.store.list_audit(1000)[before:] if r.action == "x509_svid"]
+        issued = [r for r in issued if r.result == "ok"]
+        assert record is not None and record.attestation == "join_token"
+        assert [r.serial for r in issued] == [record.serial]
     assert answers[0] == answers[1]
     assert answers[0][0][:3] == (200, ["expires_at", "spiffe_id", "svid"], str(web))
     assert audits[0] == audits[1] and len(audits[0]) == 4  # each answer audited once
@@ -147,6 +153,7 @@ async def test_inline_issuance_with_the_database_locked_is_503_and_recovers(
     assert status == 503
     assert json.loads(content)["code"] == "store_unavailable"
     assert len(ca.store.list_audit(1000)) == before  # nothing issued, nothing half-written
+    assert ca.store.get_agent(web) is None  # the node's record went with its audit row
     status, content, _kind = await _call(app, "POST", "/v1/svid/x509", request)
     assert status == 200 and json.loads(content)["spiffe_id"] == str(web)
 

@@ -212,3 +212,17 @@ def test_sqlite_take_tokens_in_one_transaction_answers_as_one_by_one(tmp_path: P
     assert batch.take_tokens(["a"], 101.0, 1.0, 3) == [True]  # one token back after 1 s
     one.close()
     batch.close()
+
+
+def test_sqlite_write_batch_stores_agents_and_audit_rows_together_or_none(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "ca.db")
+    at = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    agent = AgentRecord(NODE, "join_token", at, at, "ab")
+    row = AuditRecord(at, "x509_svid", "join_token", "t", "ok", str(NODE), "ab")
+    unbindable = AuditRecord(at, "x509_svid", "cli", object(), "ok")  # type: ignore[arg-type]
+    with pytest.raises(sqlite3.Error):
+        store.write_batch([agent], [row, unbindable])
+    assert store.get_agent(NODE) is None and store.list_audit() == []
+    store.write_batch([agent], [row])
+    assert store.get_agent(NODE) == agent and store.list_audit() == [row]
+    store.close()
