@@ -136,8 +136,9 @@ class LoopBatch(Generic[T, R]):
         done: asyncio.Future[Sequence[R]] = loop.create_future()
         if not self._pending:
             loop.call_soon(self._flush, context=contextvars.Context())
+        # A caller that gives up cancels only its wait: its values stay pending and are run.
         self._pending.append((values, done))
-        return await asyncio.shield(done)  # a caller that gives up leaves its values to be run
+        return await done
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
