@@ -28,7 +28,8 @@ to remote clients and log ``str(error)`` (the detail).
         │   └── PrepareFailed     code "prepare_failed"   (the checking process did not finish)
         │       ├── PrepareTimeout  code "prepare_timeout"
         │       ├── PrepareMemory   code "prepare_memory"
-        │       └── PrepareCrashed  code "prepare_crashed"
+        │       ├── PrepareCrashed  code "prepare_crashed"
+        │       └── PrepareBaseMismatch  code "prepare_base_mismatch" (asked again in full)
         ├── ReplayError           code "replay"           (a decision log cannot be replayed)
         │   └── BadLogEntry       code "bad_log_entry"    (one log line is not a decision)
         ├── CacheError            code "cache_error"      (never reaches a caller: a miss)
@@ -66,6 +67,7 @@ __all__ = [
     "MalformedRequest",
     "PdpError",
     "PolicyTestError",
+    "PrepareBaseMismatch",
     "PrepareCrashed",
     "PrepareFailed",
     "PrepareMemory",
@@ -238,6 +240,16 @@ class PrepareCrashed(PrepareFailed):
     """The checking process died or answered garbage."""
 
     code = "prepare_crashed"
+
+
+class PrepareBaseMismatch(PrepareFailed):
+    """The child's answer names a piece the serving process does not hold.
+
+    Never expected (:mod:`authz.sources.delta`); the caller asks again for a
+    full answer.
+    """
+
+    code = "prepare_base_mismatch"
 
 
 class ReplayError(AuthzError):

@@ -15,7 +15,8 @@
    of the same checks just before it, in the same process. Measured twice,
    side by side: with the PDP's gate, which checks the bundle in a child
    process (:class:`~authz.sources.bundles.ProcessPreparer`) and only builds
-   the engine from the result, and — the baseline — with the whole check in
+   the engine from the result (a delta against the version it holds:
+   :mod:`authz.sources.delta`), and — the baseline — with the whole check in
    a worker thread of the serving process (:func:`prepare_engine`), where
    Cedar holds the GIL the checks need for seconds at a time.
 """
@@ -24,12 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import pickle
 import statistics
 import subprocess
 import tempfile
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,9 @@ from authz.engine.model import AccessRequest, EntityUid, Identity
 from authz.engine.retire import retire
 from authz.engine.statementcache import StatementCache
 from authz.lifecycle.policytest import run_tests
+from authz.sources import delta
 from authz.sources.bundles import ProcessPreparer, prepare_engine
+from authz.sources.delta import pieces_of
 from authz.sources.gate import Gate, Outcome, Prepare
 from authz.sources.git import GitSource
 from meshward.clock import SystemClock
@@ -123,8 +126,11 @@ class Repo:
         return _git(self.work, "rev-parse", "HEAD")
 
 
-def _steps(source: GitSource, workdir: Path) -> dict[str, float]:
-    """Each gate step on its own, for the breakdown: a cold check, then a change."""
+def _steps(source: GitSource, workdir: Path) -> tuple[dict[str, float], tuple[int, int]]:
+    """Each gate step on its own, for the breakdown: a cold check, then a change.
+
+    Also the answer's size for the change: as a delta, and in full.
+    """
     out: dict[str, float] = {}
     t = time.perf_counter()
     source.refresh()
@@ -136,7 +142,7 @@ def _steps(source: GitSource, workdir: Path) -> dict[str, float]:
         out["archive"] = time.perf_counter() - t
         cache = StatementCache()
         t = time.perf_counter()
-        read_bundle(root, version=revision.version, cache=cache)
+        held = pieces_of(read_bundle(root, version=revision.version, cache=cache))
         out["parse+validate+index, cold"] = time.perf_counter() - t
         # The next commit: one policy edited (what the child's cache was kept for).
         count = len(list(root.glob("*.cedar")))
@@ -152,23 +158,27 @@ def _steps(source: GitSource, workdir: Path) -> dict[str, float]:
         assert report.ok, report.summary
         out["tests"] = time.perf_counter() - t
         t = time.perf_counter()
-        wire = pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
-        out["pickle (child)"] = time.perf_counter() - t
+        wire = delta.dumps(data, frozenset(held))
+        out["answer (child): a delta"] = time.perf_counter() - t
         # What the serving process does with the child's answer.
         t = time.perf_counter()
-        Engine(bundle_from_data(pickle.loads(wire)))
+        Engine(bundle_from_data(delta.loads(wire, held)))
         out["serving side"] = time.perf_counter() - t
-    return out
+        sizes = (len(wire), len(delta.dumps(data, ())))
+    return out, sizes
 
 
 async def _activation(
     count: int, root: Path, prepare: Prepare[Engine]
-) -> tuple[float, dict[str, float]]:
+) -> tuple[float, tuple[dict[str, float], tuple[int, int]]]:
     repo = Repo(root / f"repo{count}")
     repo.push(_bundle_files(count, 1))
     source = GitSource(repo.remote.as_uri(), cache_dir=root / f"cache{count}")
     holder = EngineHolder()
-    gate: Gate[Engine] = Gate(source, prepare, clock=SystemClock(), work_dir=root / f"work{count}")
+    background = prepare.background if isinstance(prepare, ProcessPreparer) else nullcontext
+    gate: Gate[Engine] = Gate(
+        source, prepare, clock=SystemClock(), work_dir=root / f"work{count}", background=background
+    )
     gate.on_activate(lambda a: retire(holder.swap(a.engine, a.version)))
     await gate.reload()
     sha = repo.push(_bundle_files(count, 2))
@@ -192,6 +202,7 @@ class Swap:
     during: list[float]  # ... while the change was being activated
     after: list[float]  # ... in the half second after the swap
     steps: dict[str, float]
+    sizes: tuple[int, int]  # bytes of the change's answer: a delta, in full
 
 
 async def _latency_during_swap(
@@ -201,7 +212,11 @@ async def _latency_during_swap(
     repo.push(_bundle_files(10_000, 1))
     source = GitSource(repo.remote.as_uri(), cache_dir=root / f"cache-{name}")
     holder = EngineHolder()
-    gate: Gate[Engine] = Gate(source, prepare, clock=SystemClock(), work_dir=root / f"ws-{name}")
+    # As the PDP wires it (authz.sources.runtime).
+    background = prepare.background if isinstance(prepare, ProcessPreparer) else nullcontext
+    gate: Gate[Engine] = Gate(
+        source, prepare, clock=SystemClock(), work_dir=root / f"ws-{name}", background=background
+    )
     gate.on_activate(lambda a: retire(holder.swap(a.engine, a.version)))
     t = time.perf_counter()
     first = await gate.reload()
@@ -263,9 +278,10 @@ async def _latency_during_swap(
     thread.join()
     assert outcome is Outcome.ACTIVATED
     breakdown: dict[str, float] = {}
+    sizes = (0, 0)
     if steps:
         repo.push(_bundle_files(10_000, 3))
-        breakdown = _steps(source, root / f"ws-{name}")
+        breakdown, sizes = _steps(source, root / f"ws-{name}")
     return Swap(
         first_seconds,
         swap_seconds,
@@ -273,6 +289,7 @@ async def _latency_during_swap(
         samples["during"],
         samples["after"],
         breakdown,
+        sizes,
     )
 
 
@@ -294,7 +311,7 @@ def main() -> None:
         root = Path(tmp)
         preparer = ProcessPreparer()
         try:
-            small_total, small_steps = asyncio.run(_activation(10, root, preparer))
+            small_total, (small_steps, _) = asyncio.run(_activation(10, root, preparer))
         finally:
             preparer.close()
         preparer = ProcessPreparer()  # a new child: the first activation is a cold check
@@ -313,6 +330,10 @@ def main() -> None:
     print("  steps, one by one in this process (10,000 policies vs 10):")
     for step, seconds in child.steps.items():
         print(f"    {step:<30} {seconds * 1000:9.1f} ms   vs {small_steps[step] * 1000:7.1f} ms")
+    print(
+        f"  the change's answer: {child.sizes[0] / 1000:.0f} kB as a delta against the held"
+        f" version, {child.sizes[1] / 1e6:.1f} MB in full"
+    )
     print("check latency at 10,000 policies, before and while the gate activates a change:")
     _latency_lines("check in a child process (the PDP)", child)
     _latency_lines("baseline: check in a thread of the serving process", base)

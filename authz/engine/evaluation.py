@@ -16,6 +16,12 @@ on). Cedar is handed only that part of the context — most of its per-call
 cost is turning the context JSON into values — unless the context holds
 something Cedar refuses (then it gets all of it, and fails as it would).
 
+An engine built for a new version of the same policies can take over the
+slices of the engine it replaces (``previous``) that hold only policies the
+two versions share — the same block of policies, as an object
+(:mod:`authz.engine.policytable`) — so a version that changed one policy
+does not make every request build its slice again after the swap.
+
 Fail closed, also inside Cedar: a ``forbid`` policy that errors while being
 evaluated might have applied, so an allow that coexists with an erroring
 forbid becomes a deny, with that forbid as the reason. A ``permit`` that errors
@@ -43,6 +49,7 @@ from authz.engine.bundle import Policy, PolicyBundle, PolicyTable, policy_set_fr
 from authz.engine.cedar import authorize, plain
 from authz.engine.entities import EntityStore, entity_literals
 from authz.engine.model import AccessRequest, Decision, Effect, EntityUid
+from authz.engine.policytable import BLOCK_SIZE
 from authz.engine.slicing import Hierarchy, ScopeIndex
 
 if TYPE_CHECKING:
@@ -106,7 +113,9 @@ class Engine:
         *,
         slicing: bool = True,
         slice_cache_size: int = DEFAULT_SLICE_CACHE,
+        previous: Engine | None = None,
     ) -> None:
+        """``previous``: an engine whose slices of shared policies this one takes over."""
         self.bundle = bundle
         self.version = bundle.version
         self.slicing = slicing
@@ -121,8 +130,10 @@ class Engine:
         count = len(bundle.policies)
         self._analysis = _Analysis(bundle.policies)
         self.policy_reads: Mapping[str, ContextReads] = _PolicyReads(self._analysis)
-        self._slices: OrderedDict[tuple[int, ...], _Slice] = OrderedDict()
         self._slice_cache_size = max(1, slice_cache_size)
+        self._slices: OrderedDict[tuple[int, ...], _Slice] = (
+            OrderedDict() if previous is None else self._shared_slices(previous)
+        )
         self._scopes: dict[Scope, tuple[int, ...]] = {}
         self._lock = threading.Lock()
         self._everything = tuple(range(count))
@@ -130,6 +141,31 @@ class Engine:
     @classmethod
     def from_bundle(cls, bundle: PolicyBundle) -> Engine:
         return cls(bundle)
+
+    def _shared_slices(self, previous: Engine) -> OrderedDict[tuple[int, ...], _Slice]:
+        """``previous``'s slices whose every policy is in a block this engine holds too.
+
+        A block is the same object in both tables only when it crossed as a
+        piece the serving process held (:mod:`authz.sources.delta`), so its
+        policies — at the same positions — are the same: same ids, texts and
+        JSON forms, hence the same policy set, entities and context reads.
+        """
+        kept: OrderedDict[tuple[int, ...], _Slice] = OrderedDict()
+        if not self.slicing or not previous.slicing:
+            return kept
+        mine, theirs = self._policies.blocks, previous._policies.blocks
+        shared = frozenset(
+            number for number, (a, b) in enumerate(zip(mine, theirs, strict=False)) if a is b
+        )
+        if not shared:
+            return kept
+        with previous._lock:
+            slices = list(previous._slices.items())[-self._slice_cache_size :]
+
+        for positions, piece in slices:
+            if positions and all(i // BLOCK_SIZE in shared for i in positions):
+                kept[positions] = piece
+        return kept
 
     def literals_of(self, position: int) -> frozenset[EntityUid]:
         """The entities the policy at ``position`` names (analysed once)."""

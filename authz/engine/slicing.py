@@ -16,7 +16,10 @@ The index is built where the bundle is checked (the PDP's checking child
 process) and crosses to the serving process ready-made, in shards (by
 principal key) that stay encoded until a request first needs one: taking a
 new index into service costs the serving process almost nothing, and each
-shard decodes in a fraction of a millisecond.
+shard decodes in a fraction of a millisecond. A shard is a
+:class:`~authz.engine.pieces.Piece`: a new version whose change leaves a
+shard as it was shares it (decoded or not) with the version before it, and
+the checking child does not send it again (:mod:`authz.sources.delta`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from authz.engine.model import EntityUid
+from authz.engine.pieces import Piece, content_digest
 
 __all__ = ["Hierarchy", "Key", "ScopeIndex", "ScopeKeys", "scope_keys"]
 
@@ -137,6 +141,56 @@ def _shard_of(key: Key, shards: int) -> int:
     return zlib.crc32("\x1f".join(key).encode("utf-8", "surrogatepass")) % shards
 
 
+class _Shard(Piece):
+    """Some principal keys' part of the index: decoded from its bytes on first use, then kept."""
+
+    __slots__ = ("_data", "_digest", "_table")
+
+    def __init__(
+        self,
+        table: _ByPrincipal | None = None,
+        data: bytes | None = None,
+        digest: bytes | None = None,
+    ) -> None:
+        if table is None and data is None:
+            raise ValueError("a shard needs its table or its bytes")
+        self._table = table
+        self._data = data
+        self._digest = digest
+
+    def table(self) -> _ByPrincipal:
+        table = self._table
+        if table is None:
+            data = self._data
+            if data is None:  # decoded by another thread meanwhile (set before dropped)
+                return self._table  # type: ignore[return-value]
+            table = pickle.loads(data)  # noqa: S301 - pickled by this class, in our own child
+            self._table = table
+            self._data = None
+        return table
+
+    def _bytes(self) -> bytes:
+        data = self._data
+        if data is None:
+            data = pickle.dumps(self._table, protocol=pickle.HIGHEST_PROTOCOL)
+        return data
+
+    @property
+    def digest(self) -> bytes:
+        digest = self._digest
+        if digest is None:
+            # Of the content, not of its pickle (which depends on object identities).
+            digest = self._digest = content_digest(repr(self.table()).encode())
+        return digest
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_shard_from_wire, (self._bytes(), self.digest))
+
+
+def _shard_from_wire(data: bytes, digest: bytes) -> _Shard:
+    return _Shard(data=data, digest=digest)
+
+
 class ScopeIndex:
     """Policies (by position) filed under (principal key, action key, resource key).
 
@@ -164,7 +218,7 @@ class ScopeIndex:
         shards: list[_ByPrincipal] = [{} for _ in range(count)]
         for p, inner in table.items():
             shards[_shard_of(p, count)][p] = {k: tuple(v) for k, v in inner.items()}
-        self._shards: list[_ByPrincipal | bytes] = list(shards)
+        self._shards: list[_Shard] = [_Shard(shard) for shard in shards]
         self._action_keys = frozenset(actions)
         self._resource_keys = frozenset(resources)
         self.size = size
@@ -174,24 +228,27 @@ class ScopeIndex:
         """The index of policies given in Cedar's JSON form, in order."""
         return cls(scope_keys(body) for body in bodies)
 
+    @property
+    def shards(self) -> tuple[Piece, ...]:
+        """The shards, in order: what another version may share."""
+        return tuple(self._shards)
+
     def _shard(self, number: int) -> _ByPrincipal:
-        shard = self._shards[number]
-        if isinstance(shard, bytes):
-            shard = pickle.loads(shard)  # noqa: S301 - pickled by this class, in our own child
-            self._shards[number] = shard
-        return shard
+        return self._shards[number].table()
 
     def _decoded(self) -> list[_ByPrincipal]:
         return [self._shard(i) for i in range(len(self._shards))]
 
     def __reduce__(self) -> tuple[Any, ...]:
-        shards = tuple(
-            s if isinstance(s, bytes) else pickle.dumps(s, protocol=pickle.HIGHEST_PROTOCOL)
-            for s in self._shards
-        )
+        # Sorted, so that equal indexes pickle alike whatever order the sets hold.
         return (
             _index_from_wire,
-            (shards, tuple(self._action_keys), tuple(self._resource_keys), self.size),
+            (
+                tuple(self._shards),
+                tuple(sorted(self._action_keys)),
+                tuple(sorted(self._resource_keys)),
+                self.size,
+            ),
         )
 
     def __eq__(self, other: object) -> bool:
@@ -207,11 +264,12 @@ class ScopeIndex:
     __hash__ = None  # type: ignore[assignment]
 
     def release(self) -> list[object]:
-        """Empty the index and return what it held (to be freed a piece at a time)."""
-        pieces: list[object] = []
-        for shard in self._shards:
-            pieces.extend(shard.items() if isinstance(shard, dict) else (shard,))
-        self._shards = [{}]
+        """Empty the index and return its shards (to be freed a piece at a time).
+
+        A shard another version shares stays whole: pieces are never emptied.
+        """
+        pieces: list[object] = list(self._shards)
+        self._shards = [_Shard({})]
         return pieces
 
     def candidates(
@@ -243,7 +301,7 @@ class ScopeIndex:
 
 
 def _index_from_wire(
-    shards: tuple[bytes, ...], actions: tuple[Key, ...], resources: tuple[Key, ...], size: int
+    shards: tuple[_Shard, ...], actions: tuple[Key, ...], resources: tuple[Key, ...], size: int
 ) -> ScopeIndex:
     index = ScopeIndex.__new__(ScopeIndex)
     index._shards = list(shards)

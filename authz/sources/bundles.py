@@ -19,6 +19,11 @@ else raises :class:`~authz.errors.Rejected` with every problem.
   JSON decoded on first use) and the scope index built in the child
   (:class:`~authz.engine.slicing.ScopeIndex`, decoded a chunk at a time). It
   never calls Cedar on the whole set (:func:`authz.engine.bundle.bundle_from_data`).
+  The result arrives as a delta against the last bundle the serving process
+  built (:mod:`authz.sources.delta`): the blocks of policies and index shards
+  it already holds are named, not sent, so a one-policy change of 10,000 is
+  kilobytes, and the new engine shares those pieces with the active one
+  without changing it.
 
 A check that runs past its time limit, hits its memory limit or kills the
 child rejects that version at stage ``"prepare"``: the last good version keeps
@@ -30,15 +35,20 @@ dead before it was given a version is simply replaced.
 from __future__ import annotations
 
 import os
+import weakref
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 from authz.engine.bundle import BundleData, bundle_from_data, read_bundle
 from authz.engine.evaluation import Engine
+from authz.engine.pieces import Piece
 from authz.engine.statementcache import StatementCache
-from authz.errors import BundleError, Problem, Rejected, SourceError
+from authz.errors import BundleError, PrepareBaseMismatch, Problem, Rejected, SourceError
 from authz.lifecycle.policytest import run_tests
 from authz.sources.childproc import CheckerProcess, GcPause, PrepareFailed
+from authz.sources.delta import pieces_of
 
 __all__ = ["Checked", "ProcessPreparer", "check_bundle", "prepare_engine"]
 
@@ -77,15 +87,18 @@ def check_bundle(root: Path, version: str, cache: StatementCache | None = None) 
     return Checked(data, "", (), pid)
 
 
-def engine_from(checked: Checked) -> Engine:
-    """The engine of a checked bundle, or :class:`Rejected` with its problems."""
+def engine_from(checked: Checked, previous: Engine | None = None) -> Engine:
+    """The engine of a checked bundle, or :class:`Rejected` with its problems.
+
+    ``previous``: an engine whose slices of shared policies the new one takes over.
+    """
     if checked.data is None:
         raise Rejected(checked.problems, stage=checked.stage)
     try:
         bundle = bundle_from_data(checked.data)
     except BundleError as exc:
         raise Rejected(exc.problems, stage="bundle") from exc
-    return Engine(bundle)
+    return Engine(bundle, previous=previous)
 
 
 def prepare_engine(root: Path, version: str) -> Engine:
@@ -107,6 +120,20 @@ class ProcessPreparer:
     stage ``"prepare"`` (codes ``prepare_timeout``, ``prepare_memory``,
     ``prepare_crashed``): the gate remembers it and does not try that version
     again on every poll.
+
+    A new engine takes over the slices of the last one built, if it is still
+    alive, for the policies they share (:class:`~authz.engine.evaluation.Engine`).
+
+    Each request names the pieces of the last two bundles this preparer
+    built (the active version and the one before it, or the main and the
+    shadow gate's); the answer is a delta against them. Only a bundle an
+    engine was built from becomes a base: a rejected version, a failed check
+    or an answer that could not be built leaves them as they were. An answer
+    that names a piece not held (never expected) is asked for again in full.
+
+    :meth:`background` is for the gate's worker thread around a whole
+    activation (``Gate(background=...)``): the thread hands the GIL over
+    often while it fetches, writes out and waits (:class:`GcPause`).
     """
 
     def __init__(self, *, timeout: float = 120.0, memory_bytes: int = 0) -> None:
@@ -115,23 +142,55 @@ class ProcessPreparer:
             timeout=timeout, memory_bytes=memory_bytes, receiving=self._gc.paused
         )
         self._closed = False
+        self._bases: list[dict[bytes, Piece]] = []  # the pieces of the last two bundles built
+        self._last_engine: weakref.ref[Engine] | None = None  # its slices may be taken over
         self.last_pid: int | None = None
+        self.last_full = True  # whether the last answer was asked for in full
+
+    @property
+    def last_answer_bytes(self) -> int:
+        """The size of the child's last answer (a delta but for the first)."""
+        return self._child.last_answer_bytes
 
     def __call__(self, root: Path, version: str) -> Engine:
         if self._closed:
             raise SourceError("the policy checker is shut down", code="prepare_closed")
         try:
-            checked = self._child.check(root, version)
+            checked = self._ask(root, version)
         except PrepareFailed as exc:
             problem = Problem("", 0, 0, exc.code, str(exc))
             raise Rejected([problem], stage="prepare") from exc
         if not isinstance(checked, Checked):
             raise TypeError("unexpected answer from the checking process")
         self.last_pid = checked.pid
+        previous = self._last_engine() if self._last_engine is not None else None
         with self._gc.paused():
-            engine = engine_from(checked)
-        self._gc.freeze()  # the new engine lives long: keep the collector off it
+            engine = engine_from(checked, previous)
+            if checked.data is not None:  # a base of the next answers
+                self._bases = [pieces_of(checked.data), *self._bases][:2]
+            self._gc.freeze()  # the new engine lives long: keep the collector off it
+        self._last_engine = weakref.ref(engine)
         return engine
+
+    def background(self) -> AbstractContextManager[object]:
+        """Entered around an activation's work in the serving process (see the class)."""
+        return self._gc.quick_switches()
+
+    @property
+    def _held(self) -> Mapping[bytes, Piece]:
+        if len(self._bases) == 1:
+            return self._bases[0]
+        return {digest: piece for base in reversed(self._bases) for digest, piece in base.items()}
+
+    def _ask(self, root: Path, version: str) -> object:
+        held = self._held
+        self.last_full = not held
+        try:
+            return self._child.check(root, version, held)
+        except PrepareBaseMismatch:
+            self._bases = []
+            self.last_full = True
+            return self._child.check(root, version, {})
 
     def close(self) -> None:
         """End the child process (waits for a check in progress)."""

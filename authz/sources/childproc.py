@@ -3,9 +3,10 @@
 The PDP checks policy bundles out of the serving process (Cedar holds the GIL
 for seconds on a large set). :class:`CheckerProcess` is that child, talked to
 over its stdin and stdout (length-prefixed pickles of
-``(root, version)`` → :class:`~authz.sources.bundles.Checked`). It is a plain
-``subprocess`` — no ``multiprocessing`` — so no resource-tracker process is
-started beside it.
+``(root, version, held digests)`` → :class:`~authz.sources.bundles.Checked`,
+the answer pickled as a delta against the pieces the parent says it holds:
+:mod:`authz.sources.delta`). It is a plain ``subprocess`` — no
+``multiprocessing`` — so no resource-tracker process is started beside it.
 
 Limits (``policy_source.prepare_timeout_seconds``,
 ``policy_source.prepare_memory_mb``):
@@ -36,6 +37,8 @@ Errors (drawn in :mod:`authz.errors`, below ``SourceError``)::
         PrepareTimeout  code "prepare_timeout"
         PrepareMemory   code "prepare_memory"
         PrepareCrashed  code "prepare_crashed" (the child died mid-check)
+        PrepareBaseMismatch  code "prepare_base_mismatch" (the answer names a piece
+                        the parent does not hold; the child lives, ask again in full)
 """
 
 from __future__ import annotations
@@ -51,12 +54,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO, Any
 
-from authz.errors import PrepareCrashed, PrepareFailed, PrepareMemory, PrepareTimeout
+from authz.errors import (
+    PrepareBaseMismatch,
+    PrepareCrashed,
+    PrepareFailed,
+    PrepareMemory,
+    PrepareTimeout,
+)
 from meshward.workers import die_with_parent
 
 __all__ = [
@@ -73,8 +82,7 @@ _HEADER = struct.Struct(">Q")
 _MAX_FRAME = 1 << 34  # 16 GiB: a corrupt header, not a result
 
 
-def _write_frame(stream: IO[bytes], payload: Any) -> None:
-    data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+def _write_frame(stream: IO[bytes], data: bytes) -> None:
     stream.write(_HEADER.pack(len(data)) + data)
     stream.flush()
 
@@ -104,22 +112,15 @@ def _read_exact(fd: int, size: int, deadline: float | None) -> bytearray | None:
     return data
 
 
-def _read_frame(
-    fd: int,
-    deadline: float | None,
-    receiving: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
-) -> Any:
+def _read_frame(fd: int, deadline: float | None) -> bytearray | None:
+    """One frame's bytes; ``None`` at end of file."""
     header = _read_exact(fd, _HEADER.size, deadline)
     if header is None:
         return None
     (size,) = _HEADER.unpack(header)
     if size > _MAX_FRAME:
         raise ValueError("corrupt frame from the checking process")
-    data = _read_exact(fd, size, deadline)
-    if data is None:
-        return None
-    with receiving():
-        return pickle.loads(data)  # noqa: S301 - our own child process, over a private pipe
+    return _read_exact(fd, size, deadline)
 
 
 def _child_env() -> dict[str, str]:
@@ -145,6 +146,7 @@ class CheckerProcess:
         self._receiving = receiving
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
+        self.last_answer_bytes = 0  # the size of the last answer (a delta: see check)
 
     @property
     def pid(self) -> int | None:
@@ -174,39 +176,54 @@ class CheckerProcess:
             proc = self._proc = self._start()
         return proc
 
-    def check(self, root: Path, version: str) -> Any:
-        """The child's answer for ``(root, version)`` (raises :class:`PrepareFailed`)."""
+    def check(self, root: Path, version: str, held: Mapping[bytes, Any] | None = None) -> Any:
+        """The child's answer for ``(root, version)`` (raises :class:`PrepareFailed`).
+
+        ``held``: the pieces this process holds, by digest
+        (:func:`authz.sources.delta.pieces_of`); the answer names them
+        instead of sending them again. :class:`PrepareBaseMismatch` if the
+        answer names one ``held`` lacks (the child stays).
+        """
+        held = held if held is not None else {}
+        job = pickle.dumps((str(root), version, tuple(held)), protocol=pickle.HIGHEST_PROTOCOL)
         with self._lock:
             for attempt in (1, 2):
                 proc = self._running()
                 if proc.stdin is None or proc.stdout is None:  # pragma: no cover - PIPE given
                     raise PrepareCrashed("the checking process has no pipes")
                 try:
-                    _write_frame(proc.stdin, (str(root), version))
+                    _write_frame(proc.stdin, job)
                 except (BrokenPipeError, OSError):
                     # Dead before it was given this version: not the version's fault.
                     self._kill(proc)
                     if attempt == 2:
                         raise PrepareCrashed("the checking process cannot start") from None
                     continue
-                return self._answer(proc)
+                return self._answer(proc, held)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _answer(self, proc: subprocess.Popen[bytes]) -> Any:
+    def _answer(self, proc: subprocess.Popen[bytes], held: Mapping[bytes, Any]) -> Any:
+        from authz.sources import delta  # noqa: PLC0415 - the child imports this module first
+
         if proc.stdout is None:  # pragma: no cover - PIPE given
             raise PrepareCrashed("the checking process has no pipes")
         deadline = time.monotonic() + self.timeout
         try:
-            reply = _read_frame(proc.stdout.fileno(), deadline, self._receiving)
+            data = _read_frame(proc.stdout.fileno(), deadline)
+            if data is None:
+                code = self._kill(proc)
+                raise PrepareCrashed(f"the checking process died (exit status {code})")
+            self.last_answer_bytes = len(data)
+            with self._receiving():
+                reply = delta.loads(data, held)
+        except PrepareBaseMismatch:
+            raise  # the whole frame was read: the child is in step, ask again
         except TimeoutError:
             self._kill(proc)
             raise PrepareTimeout(f"the check took longer than {self.timeout:g}s") from None
         except (ValueError, pickle.UnpicklingError, EOFError) as exc:
             self._kill(proc)
             raise PrepareCrashed("the checking process answered garbage") from exc
-        if reply is None:
-            code = self._kill(proc)
-            raise PrepareCrashed(f"the checking process died (exit status {code})")
         kind, value = reply
         if kind == "ok":
             return value
@@ -251,43 +268,62 @@ class CheckerProcess:
 
 
 class GcPause:
-    """Keeps a new engine's decoding and building out of the serving checks' way.
+    """Keeps a new version's activation out of the serving checks' way.
 
-    Building an engine allocates hundreds of thousands of objects; the cyclic
-    collector would walk the whole heap several times meanwhile (tenths of a
-    second each, holding the GIL the serving checks need), so it is held
-    back; and the building thread hands the GIL over every
-    ``switch_interval`` seconds instead of every 5 ms, so a check never waits
-    long for it. Nested and concurrent pauses are counted; both return to
-    what they were when the last one ends. :meth:`freeze` then moves
-    everything alive — the new engine — out of the collector's reach for good
-    (``gc.freeze``), so later collections stay short.
+    Two contexts, both counted (nested and concurrent uses end when the last
+    one does, and restore what was there before the first):
+
+    - :meth:`quick_switches`, for the whole of an activation's work in the
+      serving process (fetching, writing out, waiting for the child,
+      building): a thread holding the GIL hands it over every
+      ``switch_interval`` seconds instead of every 5 ms, so a due check never
+      waits long behind Python code in the gate's worker thread;
+    - :meth:`paused`, for decoding the answer and building the engine (it
+      implies quick switches): building allocates many objects and the cyclic
+      collector would walk the whole heap meanwhile (tenths of a second
+      holding the GIL), so it is held back.
+
+    :meth:`freeze` then moves everything alive — the new engine — out of the
+    collector's reach for good (``gc.freeze``), so later collections stay short.
     """
 
-    def __init__(self, switch_interval: float = 0.0005) -> None:
+    def __init__(self, switch_interval: float = 0.0002) -> None:
         self._lock = threading.Lock()
-        self._depth = 0
-        self._resume = False
-        self._switch_interval = switch_interval
+        self._switching = 0
         self._interval = sys.getswitchinterval()
+        self._switch_interval = switch_interval
+        self._pausing = 0
+        self._resume = False
 
     @contextlib.contextmanager
-    def paused(self) -> Iterator[None]:
+    def quick_switches(self) -> Iterator[None]:
         with self._lock:
-            if self._depth == 0:
-                self._resume = gc.isenabled()
-                gc.disable()
+            if self._switching == 0:
                 self._interval = sys.getswitchinterval()
                 sys.setswitchinterval(min(self._interval, self._switch_interval))
-            self._depth += 1
+            self._switching += 1
         try:
             yield
         finally:
             with self._lock:
-                self._depth -= 1
-                if self._depth == 0:
+                self._switching -= 1
+                if self._switching == 0:
                     sys.setswitchinterval(self._interval)
-                    if self._resume:
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        with self.quick_switches():
+            with self._lock:
+                if self._pausing == 0:
+                    self._resume = gc.isenabled()
+                    gc.disable()
+                self._pausing += 1
+            try:
+                yield
+            finally:
+                with self._lock:
+                    self._pausing -= 1
+                    if self._pausing == 0 and self._resume:
                         gc.enable()
 
     def freeze(self) -> None:
@@ -315,6 +351,7 @@ def main() -> None:
         os.nice(10)  # the serving process's checks come first on a busy machine
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when this ends
     from authz.engine.statementcache import StatementCache  # noqa: PLC0415 - after the signal
+    from authz.sources import delta  # noqa: PLC0415 - after the death signal
     from authz.sources.bundles import check_bundle  # noqa: PLC0415 - after the death signal
 
     _limit_memory(limit)
@@ -322,10 +359,10 @@ def main() -> None:
     sys.stdout = sys.stderr  # nothing else may write into the answer pipe
     cache = StatementCache()  # statements checked before, for the life of this process
     while True:
-        job = _read_frame(stdin.fileno(), None)
-        if job is None:
+        frame = _read_frame(stdin.fileno(), None)
+        if frame is None:
             return
-        root, version = job
+        root, version, held = pickle.loads(frame)  # noqa: S301 - our parent, over a private pipe
         reply: tuple[str, Any]
         # The cyclic collector would walk the cache's objects again and again
         # while a check allocates; it runs once after the answer is sent, and
@@ -337,7 +374,8 @@ def main() -> None:
             reply = ("memory", None)
         except Exception as exc:  # the parent rejects the version (fail closed)
             reply = ("error", type(exc).__name__)
-        _write_frame(stdout, reply)
+        # Every piece the parent holds crosses as its digest only: a delta.
+        _write_frame(stdout, delta.dumps(reply, frozenset(held)))
         del reply
         gc.collect()
         gc.freeze()

@@ -32,7 +32,10 @@ every ``poll_interval`` seconds of a pollable source, and at once whenever
 Blocking work (``git``, parsing, tests) runs in a worker thread; the PDP's
 ``prepare`` hands the Cedar work on to a child process
 (:class:`authz.sources.bundles.ProcessPreparer`) so that it never holds the
-GIL of the process serving checks.
+GIL of the process serving checks, and ``background`` (the preparer's
+:meth:`~authz.sources.bundles.ProcessPreparer.background`) is entered in the
+worker thread around the whole of it, so that thread hands the GIL over to
+the checks often.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import datetime as dt
 import logging
 import tempfile
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -233,8 +237,10 @@ class Gate(Generic[E]):
         clock: Clock,
         work_dir: Path,
         veto: Veto | None = None,
+        background: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
     ) -> None:
         self._source = source
+        self._background = background
         self._prepare = prepare
         self._clock = clock
         self._work_dir = work_dir
@@ -443,14 +449,16 @@ class Gate(Generic[E]):
             )
 
     def _latest_revision(self, fetch: bool) -> Revision:
-        if fetch and isinstance(self._source, Refreshable):
-            self._source.refresh()
-        return self._source.latest()
+        with self._background():
+            if fetch and isinstance(self._source, Refreshable):
+                self._source.refresh()
+            return self._source.latest()
 
     def _prepare_revision_safely(self, revision: Revision) -> E:
         """:meth:`_prepare_revision`; an unexpected error rejects the version (fail closed)."""
         try:
-            return self._prepare_revision(revision)
+            with self._background():
+                return self._prepare_revision(revision)
         except SourceError:
             raise
         except Exception as exc:

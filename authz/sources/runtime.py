@@ -154,6 +154,7 @@ def build_policy_runtime(settings: Settings, clock: Clock, engines: EngineHolder
         clock=clock,
         work_dir=work_dir_for(source, state),
         veto=announcer.is_rejected if announcer is not None else None,
+        background=preparer.background,
     )
     # The replaced engine is freed in the background, a piece at a time.
     gate.on_activate(lambda activation: retire(engines.swap(activation.engine, activation.version)))
@@ -168,7 +169,11 @@ def build_policy_runtime(settings: Settings, clock: Clock, engines: EngineHolder
             ps.shadow, ps, state, branch=ps.shadow_branch, subdir=ps.shadow_subdir
         )
         shadow_gate = Gate(
-            shadow_source, preparer, clock=clock, work_dir=work_dir_for(shadow_source, state)
+            shadow_source,
+            preparer,
+            clock=clock,
+            work_dir=work_dir_for(shadow_source, state),
+            background=preparer.background,
         )
         candidate = shadow_gate
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import pickle
+from collections.abc import Callable
+from typing import Any, cast
 
 import pytest
 
-from authz.engine.policytable import Policy, PolicyTable
+from authz.engine.policytable import _BLOCK, Policy, PolicyBlock, PolicyTable
 
 POLICIES = [
     Policy("a", "x.cedar", 1, 1, "permit (principal, action, resource);", "permit", '{"a": 1}'),
@@ -57,11 +59,35 @@ def test_released_policies_are_made_again_when_asked_for() -> None:
 
 
 def test_columns_of_different_lengths_are_refused() -> None:
-    table = PolicyTable.of(POLICIES)
-    wire = list(table.__reduce__()[1])
-    wire[0] = wire[0][:2]
+    (block,) = PolicyTable.of(POLICIES).blocks
+    builder, wire = cast(tuple[Callable[..., PolicyBlock], tuple[Any, ...]], block.__reduce__())
+    short = list(wire)
+    short[0] = short[0][:2]
     with pytest.raises(ValueError):
-        PolicyTable(*wire)
+        builder(*short)
+    assert builder(*wire) == block
+
+
+def test_only_the_last_block_may_be_short() -> None:
+    many = [Policy(f"p{i}", "f.cedar", i + 1, 1, "t;", "permit", "{}") for i in range(_BLOCK + 9)]
+    first, last = PolicyTable.of(many).blocks
+    assert PolicyTable([first, last])[_BLOCK + 8].id == f"p{_BLOCK + 8}"
+    with pytest.raises(ValueError):
+        PolicyTable([last, first])
+
+
+def test_a_block_is_named_by_its_content() -> None:
+    many = [
+        Policy(f"p{i}", "f.cedar", i + 1, 1, f"t{i};", "permit", "{}") for i in range(3 * _BLOCK)
+    ]
+    at = _BLOCK + 5
+    changed = Policy(f"p{at}", "f.cedar", at + 1, 1, "changed;", "permit", "{}")
+    edited = [*many[:at], changed, *many[at + 1 :]]
+    before, after = PolicyTable.of(many).blocks, PolicyTable.of(edited).blocks
+    assert [b.digest for b in before] == [b.digest for b in PolicyTable.of(list(many)).blocks]
+    assert [x.digest == y.digest for x, y in zip(before, after, strict=True)] == [True, False, True]
+    again = pickle.loads(pickle.dumps(before[1]))
+    assert again == before[1] and again.digest == before[1].digest
 
 
 def test_many_policies_cross_in_blocks_and_come_back_whole() -> None:

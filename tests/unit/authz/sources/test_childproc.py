@@ -1,4 +1,5 @@
-"""The serving side of the checking child: pausing the collector while an engine is built."""
+"""The serving side of the checking child: quick GIL switches during an activation, the
+collector paused while an engine is built."""
 
 from __future__ import annotations
 
@@ -30,3 +31,16 @@ def test_pause_keeps_a_disabled_collector_disabled() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_quick_switches_alone_leave_the_collector_running() -> None:
+    before = sys.getswitchinterval()
+    pause = GcPause(switch_interval=0.0001)
+    with pause.quick_switches():  # a whole activation
+        assert gc.isenabled()
+        assert sys.getswitchinterval() <= 0.0001 + 1e-9
+        with pause.paused():  # taking in the answer
+            assert not gc.isenabled()
+        assert gc.isenabled()
+        assert sys.getswitchinterval() <= 0.0001 + 1e-9  # still within the activation
+    assert sys.getswitchinterval() == before
