@@ -19,10 +19,19 @@ threads that have a row to write at the same moment share one transaction:
 
 There is no thread of its own: rows are written by the threads that wait for
 them, so nothing is left to flush at shutdown.
+
+:class:`LoopCommit` is the same for work that runs on an asyncio event loop
+(:mod:`ca.api` issuing inline): coroutines hand in their rows and await
+them; the rows handed in during one step of the loop are written in one
+transaction just after that step, with the same outcomes (all stored; all
+:class:`~ca.errors.StoreUnavailable`; or, on any other failure, each
+coroutine's rows alone).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -31,9 +40,10 @@ from typing import Generic, TypeVar
 
 from ca.errors import StoreUnavailable
 
-__all__ = ["GroupCommit"]
+__all__ = ["GroupCommit", "LoopBatch", "LoopCommit"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 _QUEUED, _STORED, _FAILED, _UNAVAILABLE = range(4)
 
@@ -101,3 +111,81 @@ class GroupCommit(Generic[T]):
             self.flushes += 1
             self._flushing = False
             self._cond.notify_all()
+
+
+class LoopBatch(Generic[T, R]):
+    """Runs values through ``run_many`` (one transaction per call), batched over one loop step.
+
+    ``run_many`` gets the values of every caller of the step in one list and
+    returns one result per value, in order; it runs on the loop, so it is for
+    a store whose calls take microseconds. Audit rows use it as
+    :class:`LoopCommit`; the CA's shared rate buckets too
+    (:class:`ca.replicas.LoopRates`).
+    """
+
+    def __init__(self, run_many: Callable[[Sequence[T]], Sequence[R]]) -> None:
+        self._run_many = run_many
+        self._pending: list[tuple[Sequence[T], asyncio.Future[Sequence[R]]]] = []
+        self.flushes = 0  # transactions run (for tests and curiosity)
+
+    async def run(self, values: Sequence[T]) -> Sequence[R]:
+        """The results for ``values`` once run; raise what running them raised otherwise."""
+        if not values:
+            return []
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Sequence[R]] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush, context=contextvars.Context())
+        # A caller that gives up cancels only its wait: its values stay pending and are run.
+        self._pending.append((values, done))
+        return await done
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        self.flushes += 1
+        try:
+            results = self._run_many([v for values, _ in batch for v in values])
+        except StoreUnavailable:
+            for _, done in batch:
+                _settle(done, StoreUnavailable("the CA database is unavailable"))
+        except Exception:  # each caller's values again alone: run, or their own error
+            for values, done in batch:
+                try:
+                    _settle(done, self._run_many(values))
+                except Exception as exc:
+                    _settle(done, exc)
+        else:
+            at = 0
+            for values, done in batch:
+                _settle(done, results[at : at + len(values)])
+                at += len(values)
+
+
+class LoopCommit(Generic[T]):
+    """Writes values through ``write_many`` (one transaction per call), batched over one step
+    of the running event loop."""
+
+    def __init__(self, write_many: Callable[[Sequence[T]], None]) -> None:
+        self._write_many = write_many
+        self._batch: LoopBatch[T, None] = LoopBatch(self._written)
+
+    def _written(self, values: Sequence[T]) -> list[None]:
+        self._write_many(values)
+        return [None] * len(values)
+
+    @property
+    def flushes(self) -> int:
+        return self._batch.flushes
+
+    async def store(self, values: Sequence[T]) -> None:
+        """Return once ``values`` are stored; raise what storing them raised otherwise."""
+        await self._batch.run(values)
+
+
+def _settle(done: asyncio.Future[Sequence[R]], outcome: Sequence[R] | BaseException) -> None:
+    if done.done():
+        return
+    if isinstance(outcome, BaseException):
+        done.set_exception(outcome)
+    else:
+        done.set_result(outcome)

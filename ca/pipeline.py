@@ -12,10 +12,17 @@ goes through :meth:`Issuer.x509` or :meth:`Issuer.jwt`:
 The audit (:mod:`ca.audit`) wraps the whole pipeline, and every path records
 the same metrics: one ``meshward_ca_issuance`` count per attempt (``ok`` or
 the error code) and the granted lifetime on success.
+
+A caller that has already asked the limiter (the API on the event loop asks
+for the callers of one loop step together, :class:`ca.replicas.LoopRates`)
+runs the pipeline inside :func:`rate_decided`: the rate-limit step then uses
+that answer — allowed, refused, or the error asking raised — in the same
+place, so it is audited and counted the same way.
 """
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -44,7 +51,22 @@ from meshward.ratelimit import Limiter
 from meshward.settings import CaSettings
 from meshward.spiffe import SpiffeId
 
-__all__ = ["Grant", "Issuer"]
+__all__ = ["Grant", "Issuer", "rate_decided"]
+
+# The limiter's answer for the action running in this context, when its caller asked already.
+_decided: contextvars.ContextVar[bool | BaseException | None] = contextvars.ContextVar(
+    "meshward_ca_rate_decided", default=None
+)
+
+
+@contextmanager
+def rate_decided(decision: bool | BaseException) -> Iterator[None]:
+    """Run the pipeline (in this context) with the rate limiter's answer given in advance."""
+    token = _decided.set(decision)
+    try:
+        yield
+    finally:
+        _decided.reset(token)
 
 
 @dataclass(frozen=True)
@@ -128,7 +150,16 @@ class Issuer:
             yield
 
     def _rate_limit(self, caller: Caller) -> None:
-        if self.limiter is None or not self.limiter.allow(str(caller), self.clock.monotonic()):
+        decided = _decided.get()
+        if isinstance(decided, BaseException):
+            raise decided
+        if decided is not None:
+            allowed = decided
+        else:
+            allowed = self.limiter is not None and self.limiter.allow(
+                str(caller), self.clock.monotonic()
+            )
+        if not allowed:
             self.metrics.rate_limited.inc()
             raise RateLimited("too many issuance requests from this caller")
 

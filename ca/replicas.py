@@ -17,7 +17,9 @@ CA passphrase, exactly as on disk.
 - ``join()`` creates the replica's first signing CA the first time it serves.
 
 :class:`DbRateLimiter` keeps the per-caller token buckets in the database, so
-a caller's rate holds across replicas.
+a caller's rate holds across replicas (and ``ca serve --workers N``);
+:class:`LoopRates` takes the tokens of the callers of one event-loop step
+from those buckets in one transaction.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import contextlib
 import datetime as dt
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -35,12 +37,19 @@ from cryptography.hazmat.primitives import serialization
 
 from ca.authority import Authority, PeerCa, SerialSource, Slot, make_slot
 from ca.errors import KeystoreError, NotInitialized
+from ca.groupcommit import LoopBatch
 from ca.keystore import KeyKind, decrypt_key, encrypt_key, generate_key
-from ca.store.protocol import AuthorityRecords, CallerRates, RootRecord, SlotRecord
+from ca.store.protocol import (
+    AuthorityRecords,
+    BatchCallerRates,
+    CallerRates,
+    RootRecord,
+    SlotRecord,
+)
 from meshward.clock import Clock
 from meshward.spiffe import TrustDomain
 
-__all__ = ["DbAuthority", "DbRateLimiter", "ROTATION_LEASE"]
+__all__ = ["DbAuthority", "DbRateLimiter", "LoopRates", "ROTATION_LEASE"]
 
 log = logging.getLogger("meshward.ca.replicas")
 
@@ -253,3 +262,24 @@ class DbRateLimiter:
         """Forget buckets that have been full for a while (called by the rotation task)."""
         idle = self.burst / self.rate + 60.0
         return self.records.prune_rates(self.clock.now().timestamp() - idle)
+
+
+class LoopRates:
+    """The answers of ``limiter`` for callers on the event loop, one transaction per loop step.
+
+    Each answer is the one :meth:`DbRateLimiter.allow` gives, as if the
+    callers of the step had asked one after another.
+    """
+
+    def __init__(self, limiter: DbRateLimiter, records: BatchCallerRates) -> None:
+        self.limiter = limiter
+        self._records = records
+        self._batch: LoopBatch[str, bool] = LoopBatch(self._take)
+
+    def _take(self, keys: Sequence[str]) -> list[bool]:
+        lim = self.limiter
+        return self._records.take_tokens(keys, lim.clock.now().timestamp(), lim.rate, lim.burst)
+
+    async def allow(self, key: str) -> bool:
+        (allowed,) = await self._batch.run([key])
+        return allowed

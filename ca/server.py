@@ -40,12 +40,13 @@ from ca.issuance import IPAddress, IssuedX509, build_csr
 from ca.keystore import generate_key, write_private_file
 from ca.replicas import DbRateLimiter
 from ca.service import SERVER_PATH, CertificateAuthority
+from ca.store.sqlite import SqliteStore
 from meshward.asgi import QuietUvicorn
 from meshward.listen import listen
 from meshward.settings import parse_hostport
 from meshward.spiffe import SpiffeId
 
-__all__ = ["API_THREADS", "CaServer", "PeerCertProtocol"]
+__all__ = ["API_THREADS", "CaServer", "PeerCertProtocol", "issues_inline"]
 
 log = logging.getLogger("meshward.ca")
 
@@ -54,6 +55,16 @@ log = logging.getLogger("meshward.ca")
 API_THREADS = 8
 
 ASGIApp = Any
+
+
+def issues_inline(ca: CertificateAuthority) -> bool:
+    """Whether the issuance routes run on the event loop (see :mod:`ca.api`).
+
+    Yes on SQLite: its calls take microseconds and the GIL passing of a
+    thread pool costs more. No on PostgreSQL: a round trip would stall every
+    connection of the process, so the pool's threads overlap them.
+    """
+    return isinstance(ca.store, SqliteStore)
 
 
 class _TlsScope:
@@ -74,11 +85,51 @@ class _TlsScope:
         await self.app(scope, receive, send)
 
 
+class _CoalescedWrites:
+    """A transport whose writes made in one step of the event loop leave as one write.
+
+    uvicorn writes a response's head and its body separately; over TLS each
+    write is a TLS record and a system call of its own (and a wake-up of the
+    peer). Here they are joined and written once, just after the step that
+    made them; ``close`` writes what is pending first. Everything else is the
+    wrapped transport's.
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(data)
+
+    def _flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class PeerCertProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, plus the verified client certificate in the scope."""
+    """uvicorn's httptools protocol, plus the verified client certificate in the scope.
+
+    Its writes are coalesced (:class:`_CoalescedWrites`): a response is one
+    TLS record, not two.
+    """
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.transport = _CoalescedWrites(transport, self.loop)  # type: ignore[assignment]
         ssl_object = transport.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         if der:
@@ -113,7 +164,7 @@ class CaServer:
         self._renew_server_svid()
         self._executor = ThreadPoolExecutor(API_THREADS, thread_name_prefix="ca-api")
         config = uvicorn.Config(
-            create_app(ca, self._executor),
+            create_app(ca, self._executor, inline=issues_inline(ca)),
             host=self.host,
             port=self.port,
             http=PeerCertProtocol,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from ca.attestation.caller import Caller
 from ca.attestation.join_token import hash_token, looks_like_join_token
 from ca.attestation.k8s import K8sAttestor
-from ca.audit import Outcome
+from ca.audit import Outcome, keep_deferred
 from ca.entitlement import entry_is_live
 from ca.errors import AttestationFailed, BadRequest, NotEntitled
 from ca.store.protocol import AgentRecord, CaStore, Entry
@@ -149,7 +149,12 @@ class Attestor:
             attestation = method
         else:
             attestation = record.attestation if record is not None else "adopted"
-        self.store.record_agent(AgentRecord(spiffe_id, attestation, now, now, serial))
+        self._record(AgentRecord(spiffe_id, attestation, now, now, serial))
+
+    def _record(self, record: AgentRecord) -> None:
+        """Write an agent record now, or with the audit rows when the caller defers them."""
+        if not keep_deferred(record):
+            self.store.record_agent(record)
 
     def check_not_admin(
         self, spiffe_id: SpiffeId, all_entries: Sequence[Entry] | None = None
@@ -192,7 +197,7 @@ class Attestor:
                 raise NotEntitled("no agent record for this node", code="unknown_agent")
             self.record_node(caller.peer_id, "renewal", None, None, adopt=True)
         elif sync:
-            self.store.record_agent(replace(record, last_seen=self.clock.now()))
+            self._record(replace(record, last_seen=self.clock.now()))
         return caller.peer_id
 
     def agent_entry(self, entry_id: object, caller: Caller, outcome: Outcome) -> Entry:

@@ -20,6 +20,8 @@ __all__ = [
     "AuditLog",
     "AuditRecord",
     "AuthorityRecords",
+    "BatchCallerRates",
+    "BatchWrites",
     "CallerRates",
     "CaStore",
     "Entry",
@@ -182,6 +184,16 @@ class CaStore(EntryStore, TokenStore, AgentStore, AuditLog, Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class BatchWrites(Protocol):
+    """An ability: record agents and append audit rows in one transaction."""
+
+    def write_batch(self, agents: Sequence[AgentRecord], audits: Sequence[AuditRecord]) -> None:
+        """As :meth:`AgentStore.record_agent` for each of ``agents``, then
+        :meth:`AuditLog.append_audits`, all stored or none (and raise)."""
+        ...
+
+
 # -- abilities of a store shared by CA replicas ----------------------------------------
 
 
@@ -241,3 +253,12 @@ class CallerRates(Protocol):
     def take_token(self, key: str, now: float, rate: float, burst: int) -> bool: ...
 
     def prune_rates(self, before: float) -> int: ...
+
+
+@runtime_checkable
+class BatchCallerRates(Protocol):
+    """An ability: take one token for each of several callers in one transaction."""
+
+    def take_tokens(self, keys: Sequence[str], now: float, rate: float, burst: int) -> list[bool]:
+        """As :meth:`CallerRates.take_token` for each key in turn (a key may repeat)."""
+        ...

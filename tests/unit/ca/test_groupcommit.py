@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Sequence
@@ -9,7 +10,7 @@ from collections.abc import Sequence
 import pytest
 
 from ca.errors import StoreUnavailable
-from ca.groupcommit import GroupCommit
+from ca.groupcommit import GroupCommit, LoopBatch, LoopCommit
 
 
 class Table:
@@ -107,3 +108,63 @@ def test_limits_are_checked() -> None:
         GroupCommit(Table().write_many, max_batch=10, max_queued=5)
     with pytest.raises(ValueError):
         GroupCommit(Table().write_many, max_batch=0)
+
+
+# -- on the event loop (LoopCommit) -------------------------------------------------------
+
+
+async def _store_all(commit: LoopCommit[int], groups: Sequence[Sequence[int]]) -> list[object]:
+    """Each group handed in by its own coroutine, all in one step; what each store raised."""
+    return await asyncio.gather(*(commit.store(g) for g in groups), return_exceptions=True)
+
+
+async def test_loop_rows_of_one_step_share_one_transaction() -> None:
+    table = Table(delay=0)
+    commit = LoopCommit(table.write_many)
+    outcome = await _store_all(commit, [[1], [2, 3], [4]])
+    assert outcome == [None, None, None]
+    assert sorted(table.rows) == [1, 2, 3, 4] and table.batches == [4] and commit.flushes == 1
+    await commit.store([5])  # a later step: its own transaction
+    assert table.batches == [4, 1]
+
+
+async def test_loop_store_unavailable_fails_every_caller_of_the_batch() -> None:
+    table = Table(delay=0)
+    table.fail = StoreUnavailable
+    commit = LoopCommit(table.write_many)
+    outcome = await _store_all(commit, [[1], [2]])
+    assert all(isinstance(o, StoreUnavailable) for o in outcome)
+    assert table.rows == []
+
+
+async def test_loop_other_failure_writes_each_callers_rows_alone() -> None:
+    table = Table(delay=0)
+    table.poison = {2}
+    commit = LoopCommit(table.write_many)
+    outcome = await _store_all(commit, [[1], [2, 3], [4]])
+    assert outcome[0] is None and outcome[2] is None
+    assert isinstance(outcome[1], ValueError)
+    assert sorted(table.rows) == [1, 4]  # 3 shares 2's fate: one caller's rows, one transaction
+
+
+async def test_loop_rows_of_a_caller_that_gave_up_are_still_written() -> None:
+    table = Table(delay=0)
+    commit = LoopCommit(table.write_many)
+    task = asyncio.create_task(commit.store([7]))
+    await asyncio.sleep(0)  # handed in
+    task.cancel()
+    await asyncio.sleep(0.01)
+    assert table.rows == [7] and task.cancelled()
+
+
+async def test_loop_batch_gives_each_caller_its_own_results() -> None:
+    calls: list[list[int]] = []
+
+    def double_all(values: Sequence[int]) -> list[int]:
+        calls.append(list(values))
+        return [2 * v for v in values]
+
+    batch: LoopBatch[int, int] = LoopBatch(double_all)
+    got = await asyncio.gather(batch.run([1]), batch.run([2, 3]), batch.run([4]))
+    assert [list(g) for g in got] == [[2], [4, 6], [8]]
+    assert calls == [[1, 2, 3, 4]]

@@ -4,13 +4,14 @@ concurrency, audit — SQLite and a real PostgreSQL."""
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from ca.errors import Conflict
+from ca.errors import Conflict, StoreUnavailable
 from ca.replicas import DbRateLimiter
 from ca.store.postgres import PostgresStore
 from ca.store.protocol import AgentRecord, AuditRecord, CallerRates, CaStore, Entry, JoinToken
@@ -166,3 +167,62 @@ def test_agent_record_keeps_first_seen_and_eviction(open_store: OpenStore) -> No
     assert reopened.get_agent(WEB) is None
     assert reopened.list_agents() == [after]
     assert after.to_json()["evicted"] is True
+
+
+def test_sqlite_locked_past_the_busy_timeout_is_unavailable(tmp_path: Path) -> None:
+    """Another process holding the write lock too long: StoreUnavailable (503), not a crash;
+    reads go on (WAL), and writes resume once the lock is gone."""
+    store = SqliteStore(tmp_path / "ca.db", busy_timeout=0.05)
+    record = AuditRecord(dt.datetime(2030, 1, 1, tzinfo=dt.UTC), "x509_svid", "cli", "t", "ok")
+    other = sqlite3.connect(tmp_path / "ca.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreUnavailable):
+            store.append_audits([record])
+        assert store.list_audit() == []
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    store.append_audits([record])
+    assert store.list_audit() == [record]
+    store.close()
+
+
+def test_sqlite_entries_read_again_after_a_change_are_the_new_ones(tmp_path: Path) -> None:
+    """Parsed entries are reused only for a row that is equal in every column."""
+    store = SqliteStore(tmp_path / "ca.db")
+    web = SpiffeId.parse("spiffe://example.org/web")
+    store.add_entry(Entry("e1", web, frozenset({"k8s:ns:a"}), x509_ttl=600))
+    first = store.entries_for(web)
+    assert store.entries_for(web) == first
+    store.remove_entry("e1")
+    store.add_entry(Entry("e1", web, frozenset({"k8s:ns:b"}), x509_ttl=600, admin=True))
+    again = store.entries_for(web)
+    assert again == [Entry("e1", web, frozenset({"k8s:ns:b"}), x509_ttl=600, admin=True)]
+    assert store.get_entry("e1") == again[0]
+    store.close()
+
+
+def test_sqlite_take_tokens_in_one_transaction_answers_as_one_by_one(tmp_path: Path) -> None:
+    one, batch = SqliteStore(tmp_path / "one.db"), SqliteStore(tmp_path / "batch.db")
+    keys = ["a", "a", "b", "a", "b", "c", "a"]
+    singly = [one.take_token(k, 100.0, 1.0, 3) for k in keys]
+    assert singly == [True, True, True, True, True, True, False]
+    assert batch.take_tokens(keys, 100.0, 1.0, 3) == singly
+    assert batch.take_tokens(["a"], 101.0, 1.0, 3) == [True]  # one token back after 1 s
+    one.close()
+    batch.close()
+
+
+def test_sqlite_write_batch_stores_agents_and_audit_rows_together_or_none(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "ca.db")
+    at = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    agent = AgentRecord(NODE, "join_token", at, at, "ab")
+    row = AuditRecord(at, "x509_svid", "join_token", "t", "ok", str(NODE), "ab")
+    unbindable = AuditRecord(at, "x509_svid", "cli", object(), "ok")  # type: ignore[arg-type]
+    with pytest.raises(sqlite3.Error):
+        store.write_batch([agent], [row, unbindable])
+    assert store.get_agent(NODE) is None and store.list_audit() == []
+    store.write_batch([agent], [row])
+    assert store.get_agent(NODE) == agent and store.list_audit() == [row]
+    store.close()
