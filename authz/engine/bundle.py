@@ -107,6 +107,7 @@ class PolicyBundle:
     entity_records: tuple[Mapping[str, Any], ...] = field(repr=False)
     tests: tuple[TestSuite, ...] = field(repr=False)
     index: ScopeIndex | None = field(default=None, repr=False, compare=False)
+    entities_text: str = field(default="", repr=False, compare=False)
     _whole: _LazyPolicySet = field(
         default_factory=_LazyPolicySet, init=False, repr=False, compare=False
     )
@@ -196,16 +197,28 @@ def load_bundle(directory: Path, *, version: str | None = None) -> PolicyBundle:
     return bundle_from_data(read_bundle(directory, version=version))
 
 
-def bundle_from_data(data: BundleData) -> PolicyBundle:
+def bundle_from_data(data: BundleData, previous: PolicyBundle | None = None) -> PolicyBundle:
     """The :class:`PolicyBundle` of checked content; parses only the schema and entities.
 
-    Raises :class:`BundleError` if they no longer parse (they did when checked).
+    ``previous``: the bundle this one replaces. Its parsed schema (and, with
+    the same schema, its entities) are taken over when their text is the
+    same — Cedar's handles are immutable — so a change to policies alone
+    parses nothing here. Raises :class:`BundleError` if they no longer parse
+    (they did when checked).
     """
     problems: list[Problem] = []
-    schema = _parse_schema(data.schema_text, problems)
-    entities, records = (
-        (None, []) if schema is None else _parse_entities(data.entities_text, schema, problems)
-    )
+    same_schema = previous is not None and previous.schema_text == data.schema_text
+    if previous is not None and same_schema and previous.entities_text == data.entities_text:
+        schema: cedarpy.Schema | None = previous.schema
+        entities: cedarpy.Entities | None = previous.entities
+        records: list[Mapping[str, Any]] = list(previous.entity_records)
+    else:
+        schema = previous.schema if previous is not None and same_schema else None
+        if schema is None:
+            schema = _parse_schema(data.schema_text, problems)
+        entities, records = (
+            (None, []) if schema is None else _parse_entities(data.entities_text, schema, problems)
+        )
     if problems or schema is None or entities is None:
         raise BundleError(problems)
     return PolicyBundle(
@@ -218,6 +231,7 @@ def bundle_from_data(data: BundleData) -> PolicyBundle:
         entity_records=tuple(records),
         tests=data.tests,
         index=data.index,
+        entities_text=data.entities_text,
     )
 
 

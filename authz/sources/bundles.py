@@ -95,7 +95,7 @@ def engine_from(checked: Checked, previous: Engine | None = None) -> Engine:
     if checked.data is None:
         raise Rejected(checked.problems, stage=checked.stage)
     try:
-        bundle = bundle_from_data(checked.data)
+        bundle = bundle_from_data(checked.data, previous.bundle if previous is not None else None)
     except BundleError as exc:
         raise Rejected(exc.problems, stage="bundle") from exc
     return Engine(bundle, previous=previous)

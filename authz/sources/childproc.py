@@ -365,8 +365,8 @@ def main() -> None:
         root, version, held = pickle.loads(frame)  # noqa: S301 - our parent, over a private pipe
         reply: tuple[str, Any]
         # The cyclic collector would walk the cache's objects again and again
-        # while a check allocates; it runs once after the answer is sent, and
-        # what survives (the cache) is then frozen out of its reach.
+        # while a check allocates; it runs once per check, and what survives
+        # (the cache) is then frozen out of its reach.
         gc.disable()
         try:
             reply = ("ok", check_bundle(Path(root), version, cache))
@@ -375,7 +375,13 @@ def main() -> None:
         except Exception as exc:  # the parent rejects the version (fail closed)
             reply = ("error", type(exc).__name__)
         # Every piece the parent holds crosses as its digest only: a delta.
-        _write_frame(stdout, delta.dumps(reply, frozenset(held)))
+        answer = delta.dumps(reply, frozenset(held))
+        # Cleaning up before answering, not after: while this process frees
+        # the check's objects the serving process only waits, but the moment
+        # it has the answer it builds the new engine, and the serving checks
+        # then need the other core for themselves.
         del reply
         gc.collect()
         gc.freeze()
+        _write_frame(stdout, answer)
+        del answer

@@ -156,3 +156,39 @@ def test_the_whole_policy_set_is_built_once_on_first_use() -> None:
     first = bundle.policy_set
     assert first is bundle.policy_set
     assert isinstance(first, cedarpy.PolicySet)
+
+
+def test_a_new_version_takes_over_the_schema_and_entities_it_shares_with_the_active_one(
+    tmp_path,
+) -> None:
+    shop = {p.name: p.read_text() for p in (REPO / "policies").iterdir() if p.is_file()}
+    active = bundle_from_data(read_bundle(write_tree(tmp_path / "v1", shop), version="v1"))
+
+    # Policies alone changed: nothing is parsed again, Cedar's handles are shared.
+    edited = {**shop, "guards.cedar": shop["guards.cedar"] + "\n// edited\n"}
+    same = bundle_from_data(read_bundle(write_tree(tmp_path / "v2", edited), version="v2"), active)
+    assert same.schema is active.schema
+    assert same.entities is active.entities
+    assert same.entity_records == active.entity_records
+
+    # Other entities: parsed against the shared schema.
+    records = json.loads(shop["entities.json"])
+    other_entities = {**shop, "entities.json": json.dumps(records[:1])}
+    fewer_data = read_bundle(write_tree(tmp_path / "v3", other_entities), version="v3")
+    fewer = bundle_from_data(fewer_data, active)
+    assert fewer.schema is active.schema
+    assert fewer.entities is not active.entities
+    assert _records(fewer) == _records(bundle_from_data(fewer_data))
+    assert _records(fewer) != _records(active)
+
+    # Another schema: both parsed anew, and they decide as a cold build does.
+    other_schema = {**shop, "schema.cedarschema": shop["schema.cedarschema"] + "\n"}
+    data = read_bundle(write_tree(tmp_path / "v4", other_schema), version="v4")
+    fresh = bundle_from_data(data, active)
+    assert fresh.schema is not active.schema
+    assert fresh.entities is not active.entities
+    assert _records(fresh) == _records(bundle_from_data(data))
+
+
+def _records(bundle: PolicyBundle) -> list[str]:
+    return sorted(json.dumps(r, sort_keys=True) for r in bundle.entity_records)
