@@ -25,6 +25,7 @@ _TYPES = {
     "Gauge": "gauge",
     "GaugeMetricFamily": "gauge",
     "Histogram": "histogram",
+    "BulkHistogram": "histogram",  # authz.observe.tally: a Histogram fed in bulk
     "HistogramMetricFamily": "histogram",
     "Summary": "summary",
     "SummaryMetricFamily": "summary",
