@@ -18,18 +18,20 @@ only costs sharing, never correctness.
 from __future__ import annotations
 
 import hashlib
+from abc import ABC, abstractmethod
 
 __all__ = ["Piece", "content_digest"]
 
 
-class Piece:
+class Piece(ABC):
     """An immutable part of a prepared bundle; :attr:`digest` names its content."""
 
     __slots__ = ()
 
     @property
+    @abstractmethod
     def digest(self) -> bytes:
-        raise NotImplementedError
+        """The digest of this piece's content (:func:`content_digest`)."""
 
 
 def content_digest(*parts: bytes) -> bytes:
