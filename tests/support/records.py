@@ -22,11 +22,25 @@ def record_for(
     tier: str = "none",
     adapter: str = "grpc",
     built: bool = True,
+    outcome: Outcome | None = None,
+    line: tuple[str, str, str] | None = None,
 ) -> DecisionRecord:
     """The record of ``decision`` on ``request``; ``built=False``: as if the request
-    could not be built (authentication failed, a malformed request)."""
+    could not be built (authentication failed, a malformed request).
+
+    ``outcome``: the verdict's outcome when not the decision's effect
+    (``unauthenticated``, ``error``); ``line``: the request line (method, host,
+    path) as received, instead of the request's ``http`` context.
+    """
     http = request.context.get("http") or {}
-    verdict = Verdict(Outcome(decision.effect.value), decision, decision_id, request.principal)
+    method, host, path = line or (
+        str(http.get("method", "")),
+        str(http.get("host", "")),
+        str(http.get("path", "")),
+    )
+    verdict = Verdict(
+        outcome or Outcome(decision.effect.value), decision, decision_id, request.principal
+    )
     return DecisionRecord(
         verdict,
         request if built else None,
@@ -35,7 +49,7 @@ def record_for(
         latency_seconds=latency,
         timestamp=time.timestamp(),
         adapter=adapter,
-        method=str(http.get("method", "")),
-        host=str(http.get("host", "")),
-        path=str(http.get("path", "")),
+        method=method,
+        host=host,
+        path=path,
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from authz.engine.decider import DecisionRecord, Outcome, Verdict
+from authz.engine.decider import DecisionRecord, Outcome
 from authz.engine.model import AccessRequest, Decision, Effect, EntityUid, Identity
 from authz.observe.decisionlog import (
     DecisionLog,
@@ -210,18 +210,14 @@ def test_full_queue_drops_instead_of_blocking() -> None:
 
 
 def test_a_decision_without_a_request_is_logged_as_not_replayable() -> None:
-    verdict = Verdict(Outcome.UNAUTHENTICATED, Decision.deny("authn:expired"), "d-0")
-    record = DecisionRecord(
-        verdict,
-        None,
-        version="abc123",
-        cache_tier="none",
-        latency_seconds=0.001,
-        timestamp=WHEN.timestamp(),
-        adapter="grpc",
-        method="GET",
-        path="/items/0",
+    request = AccessRequest(
+        Identity(EntityUid("Workload", "spiffe://td/a")),
+        EntityUid("Action", "GET"),
+        EntityUid("Service", "spiffe://td/b"),
+        {"http": {"method": "GET", "path": "/items/0"}},
     )
+    decision = Decision.deny("authn:expired", policy_version="abc123")
+    record = record_for(request, decision, built=False, outcome=Outcome.UNAUTHENTICATED)
     entry = decision_entry(record)
     assert entry["replayable"] is False
     assert entry["context"] is None

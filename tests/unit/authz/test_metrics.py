@@ -10,9 +10,10 @@ from prometheus_client.core import InfoMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from authz.engine.decider import DecisionRecord, Outcome, Verdict
+from authz.engine.decider import DecisionRecord, Outcome
 from authz.engine.model import AccessRequest, Decision, Effect, EntityUid, Identity
 from authz.observe.metrics import LATENCY_BUCKETS, PdpMetrics
+from tests.support.records import record_for
 
 NOW = dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC)
 REQUEST = AccessRequest(
@@ -26,18 +27,16 @@ def record(
     outcome: Outcome = Outcome.ALLOW, errors: tuple[str, ...] = (), adapter: str = "envoy_grpc"
 ) -> DecisionRecord:
     effect = Effect.ALLOW if outcome is Outcome.ALLOW else Effect.DENY
-    verdict = Verdict(outcome, Decision(effect, ("p1",), errors, "v1"), "d1", REQUEST.principal)
-    return DecisionRecord(
-        verdict,
+    decision = Decision(effect, ("p1",), errors, "v1")
+    return record_for(
         REQUEST,
-        version="v1",
-        cache_tier="none",
-        latency_seconds=0.0002,
-        timestamp=NOW.timestamp(),
+        decision,
+        "d1",
+        time=NOW,
+        latency=0.0002,
         adapter=adapter,
-        method="GET",
-        host="b",
-        path="/",
+        outcome=outcome,
+        line=("GET", "b", "/"),
     )
 
 
