@@ -11,6 +11,7 @@ directory, a Git commit that expands hugely) run their own PDP.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import socket
@@ -30,9 +31,10 @@ from envoy.service.auth.v3 import attribute_context_pb2 as ac
 from envoy.service.auth.v3 import external_auth_pb2 as pb
 from google.rpc import code_pb2
 
+from tests.support.certs import TestPki, url_encoded_pem
 from tests.support.cli import REPO
 from tests.support.gitrepo import PolicyRepo, git
-from tests.support.pdp import ISSUER, PdpProcess, pdp_process
+from tests.support.pdp import ISSUER, TRUST_DOMAIN, PdpProcess, pdp_process
 from tests.support.tokens import SigningKey
 from tests.support.wait import eventually
 
@@ -120,6 +122,31 @@ class TrustRow:
     note: str = ""
 
 
+def _foreign_chain(spiffe_id: str) -> str:
+    """A valid-looking chain for ``spiffe_id`` from a CA of the same trust domain name
+    that the PDP does not trust."""
+    pki = TestPki(TRUST_DOMAIN)
+    now = dt.datetime.now(dt.UTC)
+    leaf = pki.leaf(
+        spiffe_id,
+        not_before=now - dt.timedelta(minutes=5),
+        not_after=now + dt.timedelta(hours=1),
+    )
+    return url_encoded_pem(*pki.chain(leaf))
+
+
+def _expired_chain(keys: Keys, spiffe_id: str) -> str:
+    """A chain for ``spiffe_id`` from the PDP's trusted CA that expired a minute ago."""
+    pki = keys.pdp.pki
+    now = dt.datetime.now(dt.UTC)
+    leaf = pki.leaf(
+        spiffe_id,
+        not_before=now - dt.timedelta(hours=1),
+        not_after=now - dt.timedelta(minutes=1),
+    )
+    return url_encoded_pem(*pki.chain(leaf))
+
+
 _SPOOFED_PEER = (
     ("X-Forwarded-For", TRUSTED_PROXY),
     ("Forwarded", f"for={TRUSTED_PROXY}"),
@@ -144,6 +171,20 @@ ROWS: tuple[TrustRow, ...] = (
         lambda k: Probe(principal=ORDERS, certificate=k.pdp.peer_certificate(ORDERS)),
         adapters=frozenset({"grpc"}),
         note="only Envoy's gRPC attributes carry a principal",
+    ),
+    # Each control runs first, so the PDP has just remembered ORDERS as an
+    # authenticated peer (authz.authn.peermemo): the attack must still be verified.
+    TrustRow(
+        "a remembered peer's principal with a chain from another CA",
+        lambda k: Probe(principal=ORDERS, certificate=_foreign_chain(ORDERS)),
+        lambda k: Probe(principal=ORDERS, certificate=k.pdp.peer_certificate(ORDERS)),
+        adapters=frozenset({"grpc"}),
+    ),
+    TrustRow(
+        "a remembered peer's principal with an expired certificate",
+        lambda k: Probe(principal=ORDERS, certificate=_expired_chain(k, ORDERS)),
+        lambda k: Probe(principal=ORDERS, certificate=k.pdp.peer_certificate(ORDERS)),
+        adapters=frozenset({"grpc"}),
     ),
     TrustRow(
         "forged XFCC from an untrusted peer",
